@@ -1,0 +1,165 @@
+# ns2flows — non-recursive Makefile. `make run` builds and starts the collector; `make test`
+# installs what is missing, builds and runs every test. See README.md.
+
+BUILD   ?= build
+CC      ?= cc
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= $(PREFIX)/etc
+FIXTURES ?= $(firstword $(wildcard $(abspath ../shared/fixtures) /work/shared/fixtures) $(abspath ../shared/fixtures))
+FUZZ_TIME ?= 60
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+
+WERROR ?= -Werror
+WARN    = -Wall -Wextra $(WERROR) -Wshadow -Wpointer-arith -Wcast-qual -Wcast-align \
+          -Wstrict-prototypes -Wmissing-prototypes -Wold-style-definition -Wwrite-strings \
+          -Wvla -Wformat=2 -Wundef -Wimplicit-fallthrough -Wnull-dereference -Wdouble-promotion
+STRICT  = -Wconversion -Wsign-conversion
+CFLAGS ?= -O2 -g
+PKGS    = libzstd libxxhash libmicrohttpd libpcap
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -I. $(WARN) $(PKG_CFLAGS) $(CFLAGS) -MMD -MP -pthread
+LDLIBS     = $(PKG_LIBS) -pthread -lm
+
+ENGINE_SRC = $(wildcard engine/*.c)
+INGEST_SRC = $(wildcard ingest/*.c)
+HTTP_SRC   = $(wildcard http/*.c)
+TOOLS      = ns2flows ns2flows-dump ns2flows-replay
+UNIT_SRC   = $(wildcard test/test_*.c)
+IT_SRC     = $(wildcard test/it/test_*.c)
+FUZZ_SRC   = $(wildcard test/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+ENGINE_LIB = $(BUILD)/lib/libns2engine.a
+INGEST_LIB = $(BUILD)/lib/libns2ingest.a
+HTTP_LIB   = $(BUILD)/lib/libns2http.a
+LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(ENGINE_LIB)
+BINS       = $(addprefix $(BUILD)/bin/,$(TOOLS))
+UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
+IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
+REGRESS_BIN = $(BUILD)/test/fuzz_regress
+
+.PHONY: all deps run test unit it asan fuzz bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
+
+all: $(BINS)
+
+# engine/ and ingest/ build with -Wconversion from day one; tests and tools without.
+$(BUILD)/obj/engine/%.o: engine/%.c
+	@mkdir -p $(dir $@)
+	@echo '  CC    $<'
+	$(Q)$(CC) $(ALL_CFLAGS) $(STRICT) -c $< -o $@
+$(BUILD)/obj/ingest/%.o: ingest/%.c
+	@mkdir -p $(dir $@)
+	@echo '  CC    $<'
+	$(Q)$(CC) $(ALL_CFLAGS) $(STRICT) -c $< -o $@
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo '  CC    $<'
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(ENGINE_LIB): $(call obj,$(ENGINE_SRC))
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(INGEST_LIB): $(call obj,$(INGEST_SRC))
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(HTTP_LIB): $(call obj,$(HTTP_SRC))
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	@echo '  LD    $@'
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBS_ALL) $(LDLIBS) -o $@
+
+$(BUILD)/test/%: $(BUILD)/obj/test/%.o $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	@echo '  LD    $@'
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBS_ALL) $(LDLIBS) $(CRIT_LIBS) -o $@
+
+$(REGRESS_BIN): $(BUILD)/obj/test/fuzz/regress_driver.o $(patsubst %.c,$(BUILD)/obj/%.o,$(FUZZ_SRC)) $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DNS_REGRESS_DRIVER $^ $(LDLIBS) -o $@
+
+# ---------------------------------------------------------------------------------------------
+# Dependencies from Debian, by package name; apt-get update only when something is missing.
+DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+deps:
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
+	for pair in libzstd:libzstd-dev libxxhash:libxxhash-dev libmicrohttpd:libmicrohttpd-dev \
+	            criterion:libcriterion-dev libpcap:libpcap-dev; do \
+	  pc=$${pair%%:*}; deb=$${pair#*:}; \
+	  pkg-config --exists $$pc 2>/dev/null || missing="$$missing $$deb"; \
+	done; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(DEB_PKGS) build-essential; \
+	fi
+
+deps-asan deps-fuzz: deps
+	@command -v clang >/dev/null 2>&1 && [ -n "$$(ls /usr/lib/llvm-14/lib/clang/14*/lib/linux/libclang_rt.asan-x86_64.a 2>/dev/null)" ] || \
+	  { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends clang libclang-rt-14-dev; }
+
+# ---------------------------------------------------------------------------------------------
+run: deps
+	$(MAKE) all
+	$(BUILD)/bin/ns2flows -f $(ARGS)
+
+unit: $(UNIT_BINS) $(REGRESS_BIN)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) $$t --jobs 2; done
+	$(REGRESS_BIN) test/fuzz/regress
+
+it: $(BINS) $(IT_BINS)
+	@set -e; for t in $(IT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $$t --jobs 1; done
+
+test: deps
+	$(MAKE) unit it
+
+asan: deps-asan
+	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" unit it
+
+FUZZ_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
+fuzz: deps-fuzz
+	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" $(LIBS_ALL) $(call obj,$(FUZZ_SRC))
+	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang -fsanitize=fuzzer,address,undefined build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
+	  mkdir -p build/fuzz/corpus/$$n; \
+	  seeds=""; [ -d test/fuzz/seeds/$$n ] && seeds=test/fuzz/seeds/$$n; \
+	  echo "== $$n for $(FUZZ_TIME)s"; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_TIME) -artifact_prefix=build/fuzz/$$n- build/fuzz/corpus/$$n $$seeds; \
+	done
+
+bench:
+	@echo "bench: not built yet (see issue 3)"; exit 1
+
+# ---------------------------------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/ns2flows
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	[ -f $(DESTDIR)$(SYSCONFDIR)/ns2flows/netsaw.conf ] || install -m 644 dist/netsaw.conf $(DESTDIR)$(SYSCONFDIR)/ns2flows/netsaw.conf
+	install -d $(DESTDIR)/lib/systemd/system $(DESTDIR)/Library/LaunchDaemons
+	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/ns2flows.service > $(DESTDIR)/lib/systemd/system/ns2flows.service
+	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/com.proquesys.NetSAW2.plist > $(DESTDIR)/Library/LaunchDaemons/com.proquesys.NetSAW2.plist
+
+# Removes the programs and service files; never the configuration's database.
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(TOOLS))
+	rm -f $(DESTDIR)/lib/systemd/system/ns2flows.service $(DESTDIR)/Library/LaunchDaemons/com.proquesys.NetSAW2.plist
+	@echo "uninstall: kept $(SYSCONFDIR)/ns2flows/netsaw.conf and the database (/var/lib/ns2flows/SESSIONDB)"
+
+clean:
+	rm -rf build
+
+FMT_SRC = $(wildcard engine/*.[ch] ingest/*.[ch] http/*.[ch] tools/*.c test/*.c test/it/*.c test/fuzz/*.c)
+fmt:
+	clang-format -i $(FMT_SRC)
+fmt-check:
+	clang-format --dry-run --Werror $(FMT_SRC)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

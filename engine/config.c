@@ -1,0 +1,282 @@
+/* engine/config.c — netsaw.conf: one table drives parsing, validation (file:line: key: why),
+ * --help-config and what SIGHUP may change. */
+#include "engine/base.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef enum { CT_STRING, CT_SIZE, CT_DURATION, CT_UINT, CT_HOSTPORT, CT_LISTEN, CT_LOGLEVEL } ctype;
+
+typedef struct cfg_def {
+    const char *name;
+    ctype type;
+    const char *def;
+    size_t off;
+    size_t size;    /* for strings */
+    uint64_t min, max;
+    bool reloadable;
+    const char *help;
+} cfg_def;
+
+#define F(field) offsetof(ns_config, field), sizeof(((ns_config *)0)->field)
+
+static const cfg_def defs[] = {
+    {"db_path", CT_STRING, "./SESSIONDB", F(db_path), 0, 0, false,
+     "database folder (SESSIONDB): segments, lock, log"},
+    {"db_budget", CT_SIZE, "10G", F(db_budget), 1u << 20, UINT64_MAX, true,
+     "bytes the database may use (K/M/G/T); the oldest segments go first"},
+    {"retention", CT_DURATION, "0", F(retention_s), 0, UINT64_MAX, true,
+     "delete flows older than this (s/m/h/d/w); 0 keeps them until the budget needs space"},
+    {"listen", CT_LISTEN, "0.0.0.0:2055, [::]:2055", F(listen), 0, 0, false,
+     "UDP ADDR:PORT for NetFlow/IPFIX, comma separated or repeated; [::]:PORT for IPv6"},
+    {"http_listen", CT_HOSTPORT, "127.0.0.1:8080", F(http_listen), 0, 0, false,
+     "HTTP API ADDR:PORT; an empty value disables HTTP"},
+    {"log_file", CT_STRING, "", F(log_file), 0, 0, true,
+     "log file; empty means <db_path>/ns2flowslog.txt"},
+    {"log_level", CT_LOGLEVEL, "info", F(log_level), 0, 0, true, "error, warn, info or debug"},
+    {"rcvbuf", CT_SIZE, "8M", F(rcvbuf), 65536, 1u << 30, false,
+     "UDP socket receive buffer in bytes (capped by net.core.rmem_max unless root)"},
+    {"seal_delay", CT_DURATION, "2", F(seal_delay_s), 0, 3600, false,
+     "seconds after a minute ends before it is sealed into a segment"},
+    {"max_exporters", CT_UINT, "4096", F(max_exporters), 1, 1000000, false,
+     "exporters tracked at most; datagrams from more are counted and dropped"},
+};
+#define NDEFS (sizeof defs / sizeof defs[0])
+
+static const cfg_def *find_def(const char *key)
+{
+    for (size_t i = 0; i < NDEFS; i++)
+        if (strcmp(defs[i].name, key) == 0)
+            return &defs[i];
+    return NULL;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = 0;
+    return s;
+}
+
+void ns_config_clear_listen(ns_config *cfg)
+{
+    cfg->nlisten = 0;
+    cfg->listen_is_default = false;
+}
+
+static int add_listen(ns_config *cfg, const char *val, char *err, size_t errcap)
+{
+    char buf[1024];
+    if (strlen(val) >= sizeof buf) {
+        snprintf(err, errcap, "value too long");
+        return NS_E_RANGE;
+    }
+    strcpy(buf, val);
+    if (cfg->listen_is_default)
+        ns_config_clear_listen(cfg);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        char host[64];
+        uint16_t port;
+        tok = trim(tok);
+        if (!*tok)
+            continue;
+        if (ns_hostport_parse(tok, host, sizeof host, &port) < 0 || port == 0) {
+            snprintf(err, errcap, "'%s' is not ADDR:PORT (IPv6 as [ADDR]:PORT)", tok);
+            return NS_E_PARSE;
+        }
+        if (cfg->nlisten == NS_MAX_LISTEN) {
+            snprintf(err, errcap, "more than %d listen addresses", NS_MAX_LISTEN);
+            return NS_E_TOO_MANY;
+        }
+        snprintf(cfg->listen[cfg->nlisten++], sizeof cfg->listen[0], "%s", tok);
+    }
+    return 0;
+}
+
+int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, size_t errcap)
+{
+    const cfg_def *d = find_def(key);
+    char *base = (char *)cfg;
+    uint64_t v = 0;
+    int rc = 0;
+    if (!d) {
+        snprintf(err, errcap, "unknown key (ns2flows --help-config lists them)");
+        return NS_E_UNKNOWN_KEY;
+    }
+    switch (d->type) {
+    case CT_STRING:
+        if (strlen(val) >= d->size) {
+            snprintf(err, errcap, "value longer than %zu bytes", d->size - 1);
+            return NS_E_RANGE;
+        }
+        memcpy(base + d->off, val, strlen(val) + 1);
+        return 0;
+    case CT_LISTEN:
+        return add_listen(cfg, val, err, errcap);
+    case CT_HOSTPORT: {
+        char host[64];
+        uint16_t port;
+        if (*val && (ns_hostport_parse(val, host, sizeof host, &port) < 0 || port == 0)) {
+            snprintf(err, errcap, "'%s' is not ADDR:PORT", val);
+            return NS_E_PARSE;
+        }
+        snprintf(base + d->off, d->size, "%s", val);
+        return 0;
+    }
+    case CT_LOGLEVEL: {
+        ns_log_level l;
+        if (ns_log_level_parse(val, &l) < 0) {
+            snprintf(err, errcap, "'%s' is not one of error, warn, info, debug", val);
+            return NS_E_PARSE;
+        }
+        memcpy(base + d->off, &l, sizeof l);
+        return 0;
+    }
+    case CT_SIZE:
+        rc = ns_size_parse(val, &v);
+        if (rc < 0)
+            snprintf(err, errcap, "'%s' is not a size (like 500M or 10G)", val);
+        break;
+    case CT_DURATION:
+        rc = ns_duration_parse(val, &v);
+        if (rc < 0)
+            snprintf(err, errcap, "'%s' is not a duration (like 30, 90s, 15m, 7d)", val);
+        break;
+    case CT_UINT: {
+        char *end;
+        errno = 0;
+        unsigned long long u = strtoull(val, &end, 10);
+        if (!isdigit((unsigned char)*val) || *end || errno) {
+            snprintf(err, errcap, "'%s' is not a whole number", val);
+            rc = NS_E_PARSE;
+        }
+        v = u;
+        break;
+    }
+    }
+    if (rc < 0)
+        return rc;
+    if (v < d->min || v > d->max) {
+        snprintf(err, errcap, "%llu is outside %llu..%llu", (unsigned long long)v,
+                 (unsigned long long)d->min, (unsigned long long)d->max);
+        return NS_E_RANGE;
+    }
+    memcpy(base + d->off, &v, sizeof v);
+    return 0;
+}
+
+void ns_config_defaults(ns_config *cfg)
+{
+    char err[256];
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NDEFS; i++) {
+        int rc = ns_config_set(cfg, defs[i].name, defs[i].def, err, sizeof err);
+        (void)rc; /* the table's own defaults parse; test_base_config checks it */
+    }
+    cfg->listen_is_default = true;
+}
+
+int ns_config_load(ns_config *cfg, const char *path, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096], why[512];
+    int lineno = 0, rc = 0;
+    if (!f) {
+        rc = -errno;
+        snprintf(err, errcap, "%s: cannot open: %s", path, strerror(errno));
+        return rc;
+    }
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errcap, "%s:%d: line longer than %zu bytes", path, lineno,
+                     sizeof line - 2);
+            rc = NS_E_PARSE;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = 0;
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errcap, "%s:%d: expected 'key = value'", path, lineno);
+            rc = NS_E_PARSE;
+            break;
+        }
+        *eq = 0;
+        char *key = trim(s), *val = trim(eq + 1);
+        if (!*key) {
+            snprintf(err, errcap, "%s:%d: missing key before '='", path, lineno);
+            rc = NS_E_PARSE;
+            break;
+        }
+        /* values may be quoted to keep spaces or '#' literal */
+        size_t vl = strlen(val);
+        if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {
+            val[vl - 1] = 0;
+            val++;
+        }
+        if ((rc = ns_config_set(cfg, key, val, why, sizeof why)) < 0) {
+            snprintf(err, errcap, "%s:%d: %s: %s", path, lineno, key, why);
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+void ns_config_help(void *file)
+{
+    FILE *f = file;
+    fprintf(f, "# netsaw.conf keys (key = value, '#' starts a comment)\n");
+    for (size_t i = 0; i < NDEFS; i++) {
+        fprintf(f, "\n# %s%s\n", defs[i].help, defs[i].reloadable ? " [reloadable]" : "");
+        fprintf(f, "%s = %s\n", defs[i].name, defs[i].def);
+    }
+}
+
+int ns_config_diff_nonreloadable(const ns_config *a, const ns_config *b, char *buf, size_t cap)
+{
+    int n = 0;
+    size_t used = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < NDEFS; i++) {
+        const cfg_def *d = &defs[i];
+        bool differs;
+        if (d->reloadable)
+            continue;
+        if (d->type == CT_LISTEN) {
+            differs = a->nlisten != b->nlisten ||
+                      memcmp(a->listen, b->listen, sizeof a->listen) != 0;
+        } else if (d->type == CT_STRING || d->type == CT_HOSTPORT) {
+            differs = strncmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;
+        } else {
+            differs = memcmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;
+        }
+        if (differs) {
+            int w = snprintf(buf + used, cap - used, "%s%s", n ? ", " : "", d->name);
+            if (w > 0 && (size_t)w < cap - used)
+                used += (size_t)w;
+            n++;
+        }
+    }
+    return n;
+}
+
+void ns_config_log_path(const ns_config *cfg, char *buf, size_t cap)
+{
+    if (cfg->log_file[0])
+        snprintf(buf, cap, "%s", cfg->log_file);
+    else
+        snprintf(buf, cap, "%s/ns2flowslog.txt", cfg->db_path);
+}

@@ -1,0 +1,700 @@
+/* engine/db.c — SESSIONDB: the lock, the catalog of sealed segments, the open minutes and the
+ * sealer thread that turns a finished minute into a segment file.
+ *
+ * Open minutes are lists of fixed-size chunks. Rows are only appended, under the database
+ * mutex, so a query can snapshot (chunk pointers, row count) under the mutex and read the rows
+ * afterwards without it: the rows it saw never change. A minute buffer is reference counted so
+ * sealing can retire it while a query still reads it. Publishing a segment and retiring its
+ * buffer happen in one critical section: a query sees one or the other, never both. */
+#include "engine/store.h"
+#include "engine/store_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK_ROWS 4096u
+#define MAX_OPEN_ROWS (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
+#define LOCK_NAME "ns2flows.lock"
+#define QUARANTINE_DIR "quarantine"
+
+typedef struct minute_buf {
+    int64_t minute;     /* epoch minute (ms / 60000) */
+    eng_flow **chunks;
+    size_t nchunks, capchunks;
+    size_t n;           /* rows */
+    int64_t first_ms, last_ms;
+    bool sealing;       /* no more appends; the sealer owns the write */
+    int refs;           /* the db's list holds one; each query snapshot one */
+} minute_buf;
+
+typedef struct seg_entry {
+    char name[64];
+    int64_t minute;
+    uint64_t seq;
+    int64_t first_ms, last_ms;
+    uint64_t rows, size;
+} seg_entry;
+
+struct eng_db {
+    char dir[4096];
+    int lockfd;
+    eng_db_opts opts;
+    pthread_mutex_t mu;
+    pthread_mutex_t seal_mu; /* one sealer at a time (thread or eng_db_seal_due caller) */
+    pthread_cond_t cond;
+    pthread_t sealer;
+    bool sealer_running;
+    bool stop;
+    minute_buf **open;
+    size_t nopen, capopen;
+    seg_entry *segs;
+    size_t nsegs, capsegs;
+    uint64_t next_seq;
+    uint64_t open_rows;
+    eng_db_stats st;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void buf_unref_locked(minute_buf *b)
+{
+    if (--b->refs > 0)
+        return;
+    for (size_t i = 0; i < b->nchunks; i++)
+        free(b->chunks[i]);
+    free(b->chunks);
+    free(b);
+}
+
+static int seg_path(const eng_db *db, const char *name, char *out, size_t cap)
+{
+    if ((size_t)snprintf(out, cap, "%s/%s", db->dir, name) >= cap)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* Parses "m<minute>-<seq>.seg". */
+static bool seg_name_parse(const char *name, int64_t *minute, uint64_t *seq)
+{
+    long long m;
+    unsigned long long s;
+    int used = 0;
+    if (sscanf(name, "m%lld-%llu.seg%n", &m, &s, &used) != 2 || name[used] != 0)
+        return false;
+    *minute = m;
+    *seq = s;
+    return true;
+}
+
+static int cmp_seg(const void *a, const void *b)
+{
+    const seg_entry *x = a, *y = b;
+    if (x->minute != y->minute)
+        return x->minute < y->minute ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int catalog_add_locked(eng_db *db, const seg_entry *e)
+{
+    if (db->nsegs == db->capsegs) {
+        size_t cap = db->capsegs ? db->capsegs * 2 : 64;
+        seg_entry *n = realloc(db->segs, cap * sizeof *n);
+        if (!n)
+            return NS_E_NOMEM;
+        db->segs = n;
+        db->capsegs = cap;
+    }
+    /* keep the catalog ordered oldest first: budget deletion takes from the front */
+    size_t i = db->nsegs;
+    while (i > 0 && cmp_seg(&db->segs[i - 1], e) > 0) {
+        db->segs[i] = db->segs[i - 1];
+        i--;
+    }
+    db->segs[i] = *e;
+    db->nsegs++;
+    db->st.segments = db->nsegs;
+    db->st.disk_bytes += e->size;
+    return 0;
+}
+
+static void catalog_remove_locked(eng_db *db, size_t i)
+{
+    db->st.disk_bytes -= db->segs[i].size;
+    memmove(&db->segs[i], &db->segs[i + 1], (db->nsegs - i - 1) * sizeof *db->segs);
+    db->nsegs--;
+    db->st.segments = db->nsegs;
+}
+
+/* Moves a damaged file aside so it is never read again, and keeps it for inspection. */
+static void quarantine_file(eng_db *db, const char *name, int why)
+{
+    char from[4200], qdir[4200], to[4300];
+    seg_path(db, name, from, sizeof from);
+    snprintf(qdir, sizeof qdir, "%s/%s", db->dir, QUARANTINE_DIR);
+    if (mkdir(qdir, 0755) < 0 && errno != EEXIST) {
+        ns_log(NS_LOG_ERROR, "db: cannot create %s: %s", qdir, strerror(errno));
+        return;
+    }
+    snprintf(to, sizeof to, "%s/%s", qdir, name);
+    if (rename(from, to) < 0)
+        ns_log(NS_LOG_ERROR, "db: cannot quarantine %s: %s", from, strerror(errno));
+    else
+        ns_log(NS_LOG_ERROR, "db: segment %s is damaged (%s); moved to %s", name,
+               ns_strerror(why), to);
+}
+
+static void quarantine_locked(eng_db *db, const char *name, int why)
+{
+    for (size_t i = 0; i < db->nsegs; i++) {
+        if (strcmp(db->segs[i].name, name) == 0) {
+            catalog_remove_locked(db, i);
+            break;
+        }
+    }
+    db->st.segments_quarantined++;
+    quarantine_file(db, name, why);
+}
+
+static int catalog_load(eng_db *db)
+{
+    DIR *d = opendir(db->dir);
+    struct dirent *de;
+    if (!d)
+        return -errno;
+    while ((de = readdir(d)) != NULL) {
+        char path[4200];
+        size_t len = strlen(de->d_name);
+        seg_entry e = {0};
+        if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0) {
+            /* never published: a crash hit between write and rename */
+            seg_path(db, de->d_name, path, sizeof path);
+            unlink(path);
+            ns_log(NS_LOG_WARN, "db: removed unpublished %s", path);
+            continue;
+        }
+        if (!seg_name_parse(de->d_name, &e.minute, &e.seq) || len >= sizeof e.name)
+            continue;
+        strcpy(e.name, de->d_name);
+        seg_path(db, e.name, path, sizeof path);
+        eng_seg *s;
+        int rc = eng_seg_open(path, &s);
+        if (rc < 0) {
+            db->st.segments_quarantined++;
+            quarantine_file(db, e.name, rc);
+            continue;
+        }
+        const eng_seg_info *in = eng_seg_get_info(s);
+        e.first_ms = in->first_ms;
+        e.last_ms = in->last_ms;
+        e.rows = in->rows;
+        e.size = in->file_size;
+        eng_seg_close(s);
+        if (e.seq >= db->next_seq)
+            db->next_seq = e.seq + 1;
+        if ((rc = catalog_add_locked(db, &e)) < 0) {
+            closedir(d);
+            return rc;
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Deletes the oldest segments while the store is over budget, and those past retention. */
+static void enforce_limits_locked(eng_db *db, int64_t now_ms)
+{
+    while (db->nsegs > 0) {
+        seg_entry *e = &db->segs[0];
+        bool over = db->opts.budget_bytes && db->st.disk_bytes > db->opts.budget_bytes;
+        bool old = db->opts.retention_s &&
+                   e->last_ms < now_ms - (int64_t)db->opts.retention_s * 1000;
+        if (!over && !old)
+            break;
+        char path[4200];
+        seg_path(db, e->name, path, sizeof path);
+        if (unlink(path) < 0 && errno != ENOENT) {
+            ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
+            break;
+        }
+        ns_log(NS_LOG_INFO, "db: deleted %s (%s)", e->name, over ? "over budget" : "past retention");
+        catalog_remove_locked(db, 0);
+        db->st.segments_deleted++;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void *sealer_main(void *arg)
+{
+    eng_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    while (!db->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 500 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&db->cond, &db->mu, &ts);
+        if (db->stop)
+            break;
+        pthread_mutex_unlock(&db->mu);
+        eng_db_seal_due(db, ns_now_ms(), false);
+        pthread_mutex_lock(&db->mu);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *err, size_t errcap)
+{
+    eng_db *db = calloc(1, sizeof *db);
+    char lockpath[4200];
+    int rc;
+    if (!db)
+        return NS_E_NOMEM;
+    db->lockfd = -1;
+    if (opts)
+        db->opts = *opts;
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_mutex_init(&db->seal_mu, NULL);
+    pthread_cond_init(&db->cond, NULL);
+    if (strlen(dir) >= sizeof db->dir) {
+        rc = -ENAMETOOLONG;
+        snprintf(err, errcap, "database path too long");
+        goto fail;
+    }
+    strcpy(db->dir, dir);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        rc = -errno;
+        snprintf(err, errcap, "cannot create database folder %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    snprintf(lockpath, sizeof lockpath, "%s/%s", dir, LOCK_NAME);
+    db->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (db->lockfd < 0) {
+        rc = -errno;
+        snprintf(err, errcap, "cannot open lock file %s: %s", lockpath, strerror(errno));
+        goto fail;
+    }
+    if (flock(db->lockfd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "?";
+        ssize_t r = pread(db->lockfd, pid, sizeof pid - 1, 0);
+        if (r > 0) {
+            pid[r] = 0;
+            pid[strcspn(pid, "\n")] = 0;
+        }
+        rc = NS_E_LOCKED;
+        snprintf(err, errcap,
+                 "database folder %s is in use by another ns2flows (pid %s); "
+                 "stop it or choose another --db",
+                 dir, pid);
+        goto fail;
+    }
+    char pidline[32];
+    int pl = snprintf(pidline, sizeof pidline, "%ld\n", (long)getpid());
+    if (ftruncate(db->lockfd, 0) < 0 || pwrite(db->lockfd, pidline, (size_t)pl, 0) != pl)
+        ns_log(NS_LOG_WARN, "db: cannot write pid into %s", lockpath);
+    if ((rc = catalog_load(db)) < 0) {
+        snprintf(err, errcap, "cannot read database folder %s: %s", dir, ns_strerror(rc));
+        goto fail;
+    }
+    enforce_limits_locked(db, ns_now_ms());
+    if (!db->opts.no_sealer_thread) {
+        if (pthread_create(&db->sealer, NULL, sealer_main, db) != 0) {
+            rc = -EAGAIN;
+            snprintf(err, errcap, "cannot start the sealer thread");
+            goto fail;
+        }
+        db->sealer_running = true;
+    }
+    *out = db;
+    return 0;
+fail:
+    if (db->lockfd >= 0)
+        close(db->lockfd);
+    free(db->segs);
+    pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->seal_mu);
+    pthread_cond_destroy(&db->cond);
+    free(db);
+    return rc;
+}
+
+void eng_db_close(eng_db *db)
+{
+    if (!db)
+        return;
+    if (db->sealer_running) {
+        pthread_mutex_lock(&db->mu);
+        db->stop = true;
+        pthread_cond_signal(&db->cond);
+        pthread_mutex_unlock(&db->mu);
+        pthread_join(db->sealer, NULL);
+    }
+    int rc = eng_db_seal_due(db, ns_now_ms(), true);
+    if (rc < 0)
+        ns_log(NS_LOG_ERROR, "db: sealing at close failed: %s", ns_strerror(rc));
+    for (size_t i = 0; i < db->nopen; i++)
+        buf_unref_locked(db->open[i]);
+    free(db->open);
+    free(db->segs);
+    close(db->lockfd); /* releases the flock */
+    pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->seal_mu);
+    pthread_cond_destroy(&db->cond);
+    free(db);
+}
+
+void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s)
+{
+    pthread_mutex_lock(&db->mu);
+    db->opts.budget_bytes = budget_bytes;
+    db->opts.retention_s = retention_s;
+    enforce_limits_locked(db, ns_now_ms());
+    pthread_mutex_unlock(&db->mu);
+}
+
+const char *eng_db_dir(const eng_db *db)
+{
+    return db->dir;
+}
+
+static minute_buf *open_buf_locked(eng_db *db, int64_t minute)
+{
+    for (size_t i = db->nopen; i-- > 0;) {
+        if (db->open[i]->minute == minute && !db->open[i]->sealing)
+            return db->open[i];
+    }
+    if (db->nopen == db->capopen) {
+        size_t cap = db->capopen ? db->capopen * 2 : 8;
+        minute_buf **n = realloc(db->open, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        db->open = n;
+        db->capopen = cap;
+    }
+    minute_buf *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->minute = minute;
+    b->refs = 1;
+    b->first_ms = INT64_MAX;
+    b->last_ms = INT64_MIN;
+    db->open[db->nopen++] = b;
+    return b;
+}
+
+int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
+{
+    int rc = 0;
+    if (n == 0)
+        return 0;
+    pthread_mutex_lock(&db->mu);
+    minute_buf *b = db->open_rows + n > MAX_OPEN_ROWS ? NULL : open_buf_locked(db, recv_ms / 60000);
+    if (!b) {
+        db->st.rows_dropped += n;
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t slot = b->n % CHUNK_ROWS;
+        if (slot == 0 && b->n / CHUNK_ROWS == b->nchunks) {
+            if (b->nchunks == b->capchunks) {
+                size_t cap = b->capchunks ? b->capchunks * 2 : 16;
+                eng_flow **nc = realloc(b->chunks, cap * sizeof *nc);
+                if (!nc)
+                    goto nomem;
+                b->chunks = nc;
+                b->capchunks = cap;
+            }
+            eng_flow *c = malloc(CHUNK_ROWS * sizeof *c);
+            if (!c)
+                goto nomem;
+            b->chunks[b->nchunks++] = c;
+        }
+        b->chunks[b->n / CHUNK_ROWS][slot] = rows[i];
+        if (rows[i].first_ms < b->first_ms)
+            b->first_ms = rows[i].first_ms;
+        if (rows[i].last_ms > b->last_ms)
+            b->last_ms = rows[i].last_ms;
+        b->n++;
+        db->open_rows++;
+        db->st.rows_stored++;
+        continue;
+    nomem:
+        db->st.rows_dropped += n - i;
+        rc = NS_E_NOMEM;
+        break;
+    }
+out:
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+/* Writes one retired minute buffer as a segment and swaps it into the catalog. */
+static int seal_one(eng_db *db, minute_buf *b)
+{
+    eng_flow *rows = malloc((b->n ? b->n : 1) * sizeof *rows);
+    seg_entry e = {0};
+    char path[4200];
+    int rc;
+    if (!rows)
+        return NS_E_NOMEM;
+    /* the buffer is sealing: no appends, so reading without the mutex is safe */
+    for (size_t i = 0; i < b->n; i++)
+        rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
+    pthread_mutex_lock(&db->mu);
+    e.seq = db->next_seq++;
+    pthread_mutex_unlock(&db->mu);
+    e.minute = b->minute;
+    snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
+             (unsigned long long)e.seq);
+    seg_path(db, e.name, path, sizeof path);
+    rc = eng_seg_write(path, rows, b->n);
+    free(rows);
+    if (rc < 0)
+        return rc;
+    struct stat st;
+    e.size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    e.first_ms = b->first_ms;
+    e.last_ms = b->last_ms;
+    e.rows = b->n;
+
+    pthread_mutex_lock(&db->mu);
+    rc = catalog_add_locked(db, &e);
+    if (rc == 0) {
+        for (size_t i = 0; i < db->nopen; i++) {
+            if (db->open[i] == b) {
+                memmove(&db->open[i], &db->open[i + 1], (db->nopen - i - 1) * sizeof *db->open);
+                db->nopen--;
+                break;
+            }
+        }
+        db->open_rows -= b->n;
+        buf_unref_locked(b);
+        enforce_limits_locked(db, ns_now_ms());
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
+{
+    int written = 0, rc = 0;
+    int64_t delay = (int64_t)db->opts.seal_delay_s * 1000;
+    pthread_mutex_lock(&db->seal_mu);
+    for (;;) {
+        minute_buf *b = NULL;
+        pthread_mutex_lock(&db->mu);
+        for (size_t i = 0; i < db->nopen; i++) {
+            minute_buf *c = db->open[i];
+            if (force || (c->minute + 1) * 60000 + delay <= now_ms) {
+                if (!c->sealing && (b == NULL || c->minute < b->minute))
+                    b = c;
+                else if (c->sealing && !b)
+                    b = c; /* a previous attempt failed: retry */
+            }
+        }
+        if (b)
+            b->sealing = true;
+        pthread_mutex_unlock(&db->mu);
+        if (!b)
+            break;
+        if (b->n == 0) {
+            pthread_mutex_lock(&db->mu);
+            for (size_t i = 0; i < db->nopen; i++)
+                if (db->open[i] == b) {
+                    memmove(&db->open[i], &db->open[i + 1],
+                            (db->nopen - i - 1) * sizeof *db->open);
+                    db->nopen--;
+                    break;
+                }
+            buf_unref_locked(b);
+            pthread_mutex_unlock(&db->mu);
+            continue;
+        }
+        rc = seal_one(db, b);
+        if (rc < 0) {
+            pthread_mutex_lock(&db->mu);
+            db->st.seal_errors++;
+            pthread_mutex_unlock(&db->mu);
+            ns_log(NS_LOG_ERROR, "db: cannot seal minute %lld (%zu flows): %s; will retry",
+                   (long long)b->minute, b->n, ns_strerror(rc));
+            break; /* kept in memory; retried on the next pass */
+        }
+        written++;
+    }
+    pthread_mutex_unlock(&db->seal_mu);
+    return rc < 0 && written == 0 ? rc : written;
+}
+
+void eng_db_get_stats(eng_db *db, eng_db_stats *st)
+{
+    pthread_mutex_lock(&db->mu);
+    *st = db->st;
+    st->open_rows = db->open_rows;
+    st->budget_bytes = db->opts.budget_bytes;
+    st->retention_s = db->opts.retention_s;
+    st->oldest_ms = 0;
+    st->newest_ms = 0;
+    bool any = false;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        if (db->segs[i].rows == 0)
+            continue;
+        if (!any || db->segs[i].first_ms < st->oldest_ms)
+            st->oldest_ms = db->segs[i].first_ms;
+        if (!any || db->segs[i].last_ms > st->newest_ms)
+            st->newest_ms = db->segs[i].last_ms;
+        any = true;
+    }
+    for (size_t i = 0; i < db->nopen; i++) {
+        if (db->open[i]->n == 0)
+            continue;
+        if (!any || db->open[i]->first_ms < st->oldest_ms)
+            st->oldest_ms = db->open[i]->first_ms;
+        if (!any || db->open[i]->last_ms > st->newest_ms)
+            st->newest_ms = db->open[i]->last_ms;
+        any = true;
+    }
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Scans */
+
+typedef struct snap_buf {
+    minute_buf *b;
+    eng_flow **chunks; /* copy: the buffer's array may be reallocated by appends */
+    size_t n;
+} snap_buf;
+
+/* Keeps the rows that overlap the range and hands them to cb in one call. */
+static int emit_filtered(const eng_flow *rows, size_t n, int64_t from_ms, int64_t to_ms,
+                         eng_flow *scratch, eng_row_cb cb, void *arg)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].last_ms >= from_ms && rows[i].first_ms <= to_ms)
+            scratch[k++] = rows[i];
+    }
+    return k ? cb(arg, scratch, k) : 0;
+}
+
+static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t to_ms,
+                        uint32_t colmask, eng_row_cb cb, void *arg)
+{
+    char path[4200];
+    eng_seg *s;
+    int rc;
+    seg_path(db, name, path, sizeof path);
+    rc = eng_seg_open(path, &s);
+    if (rc == -ENOENT)
+        return 0; /* deleted by budget or retention since the snapshot */
+    if (rc < 0)
+        goto bad;
+    size_t n = (size_t)eng_seg_get_info(s)->rows;
+    eng_flow *rows = malloc((n ? n : 1) * sizeof *rows);
+    eng_flow *scratch = malloc((n ? n : 1) * sizeof *scratch);
+    if (!rows || !scratch) {
+        free(rows);
+        free(scratch);
+        eng_seg_close(s);
+        return NS_E_NOMEM;
+    }
+    rc = eng_seg_read(s, colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST), rows);
+    eng_seg_close(s);
+    if (rc == 0)
+        rc = emit_filtered(rows, n, from_ms, to_ms, scratch, cb, arg);
+    free(rows);
+    free(scratch);
+    if (rc == NS_E_CORRUPT || rc == NS_E_COMPRESS)
+        goto bad;
+    return rc;
+bad:
+    if (rc == NS_E_CORRUPT || rc == NS_E_TRUNC || rc == NS_E_MAGIC || rc == NS_E_VERSION ||
+        rc == NS_E_COMPRESS) {
+        pthread_mutex_lock(&db->mu);
+        quarantine_locked(db, name, rc);
+        pthread_mutex_unlock(&db->mu);
+        return 0; /* answer from the rest */
+    }
+    return rc;
+}
+
+int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
+                void *arg)
+{
+    char (*names)[64] = NULL;
+    snap_buf *bufs = NULL;
+    size_t nnames = 0, nbufs = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&db->mu);
+    names = malloc((db->nsegs ? db->nsegs : 1) * sizeof *names);
+    bufs = calloc(db->nopen ? db->nopen : 1, sizeof *bufs);
+    if (!names || !bufs) {
+        pthread_mutex_unlock(&db->mu);
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < db->nsegs; i++) {
+        const seg_entry *e = &db->segs[i];
+        if (e->rows && e->last_ms >= from_ms && e->first_ms <= to_ms)
+            memcpy(names[nnames++], e->name, 64);
+    }
+    for (size_t i = 0; i < db->nopen; i++) {
+        minute_buf *b = db->open[i];
+        if (b->n == 0 || b->last_ms < from_ms || b->first_ms > to_ms)
+            continue;
+        snap_buf *sb = &bufs[nbufs];
+        sb->chunks = malloc(b->nchunks * sizeof *sb->chunks);
+        if (!sb->chunks) {
+            rc = NS_E_NOMEM;
+            break;
+        }
+        memcpy(sb->chunks, b->chunks, b->nchunks * sizeof *sb->chunks);
+        sb->n = b->n;
+        sb->b = b;
+        b->refs++;
+        nbufs++;
+    }
+    pthread_mutex_unlock(&db->mu);
+
+    for (size_t i = 0; rc == 0 && i < nnames; i++)
+        rc = scan_segment(db, names[i], from_ms, to_ms, colmask, cb, arg);
+    if (rc == 0 && nbufs) {
+        eng_flow *scratch = malloc(CHUNK_ROWS * sizeof *scratch);
+        if (!scratch)
+            rc = NS_E_NOMEM;
+        for (size_t i = 0; rc == 0 && i < nbufs; i++) {
+            for (size_t off = 0; rc == 0 && off < bufs[i].n; off += CHUNK_ROWS) {
+                size_t k = bufs[i].n - off < CHUNK_ROWS ? bufs[i].n - off : CHUNK_ROWS;
+                rc = emit_filtered(bufs[i].chunks[off / CHUNK_ROWS], k, from_ms, to_ms, scratch,
+                                   cb, arg);
+            }
+        }
+        free(scratch);
+    }
+out:
+    if (nbufs) {
+        pthread_mutex_lock(&db->mu);
+        for (size_t i = 0; i < nbufs; i++)
+            buf_unref_locked(bufs[i].b);
+        pthread_mutex_unlock(&db->mu);
+    }
+    for (size_t i = 0; i < nbufs; i++)
+        free(bufs[i].chunks);
+    free(bufs);
+    free(names);
+    return rc;
+}

@@ -1,0 +1,254 @@
+/* engine/query.c — totals and top-N over the store. A scan hands batches of rows to an
+ * aggregator: a hash table keyed by the group key (xxh3), then a partial sort for the top. */
+#include "engine/query.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <xxhash.h>
+
+static const char *const by_names[QRY_NBY] = {"srcaddr", "dstaddr",  "proto",
+                                               "srcport", "dstport", "exporter"};
+static const char *const metric_names[] = {"bytes", "packets", "flows"};
+
+int qry_by_parse(const char *s, qry_by *out)
+{
+    for (int i = 0; i < QRY_NBY; i++) {
+        if (strcmp(s, by_names[i]) == 0) {
+            *out = (qry_by)i;
+            return 0;
+        }
+    }
+    return NS_E_PARSE;
+}
+
+const char *qry_by_name(qry_by by)
+{
+    return (unsigned)by < QRY_NBY ? by_names[by] : "?";
+}
+
+int qry_metric_parse(const char *s, qry_metric *out)
+{
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(s, metric_names[i]) == 0) {
+            *out = (qry_metric)i;
+            return 0;
+        }
+    }
+    return NS_E_PARSE;
+}
+
+const char *qry_metric_name(qry_metric m)
+{
+    return (unsigned)m < 3 ? metric_names[m] : "?";
+}
+
+static bool by_is_addr(qry_by by)
+{
+    return by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
+}
+
+void qry_key_fmt(qry_by by, const qry_key *k, char *buf, size_t cap)
+{
+    if (by_is_addr(by))
+        ns_addr_fmt(&k->addr, buf, cap);
+    else
+        snprintf(buf, cap, "%u", k->num);
+}
+
+static void totals_add(qry_totals *t, const eng_flow *r)
+{
+    if (t->flows == 0 || r->first_ms < t->first_ms)
+        t->first_ms = r->first_ms;
+    if (t->flows == 0 || r->last_ms > t->last_ms)
+        t->last_ms = r->last_ms;
+    t->flows++;
+    t->packets += r->packets;
+    t->bytes += r->bytes;
+}
+
+static void totals_merge(qry_totals *t, const qry_totals *o)
+{
+    if (o->flows == 0)
+        return;
+    if (t->flows == 0 || o->first_ms < t->first_ms)
+        t->first_ms = o->first_ms;
+    if (t->flows == 0 || o->last_ms > t->last_ms)
+        t->last_ms = o->last_ms;
+    t->flows += o->flows;
+    t->packets += o->packets;
+    t->bytes += o->bytes;
+}
+
+static int summary_cb(void *arg, const eng_flow *rows, size_t n)
+{
+    qry_totals *t = arg;
+    for (size_t i = 0; i < n; i++)
+        totals_add(t, &rows[i]);
+    return 0;
+}
+
+int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, qry_totals *out)
+{
+    memset(out, 0, sizeof *out);
+    return eng_db_scan(db, from_ms, to_ms,
+                       ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES), summary_cb,
+                       out);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Group table: open addressing, linear probing, grows at 50% load. */
+
+typedef struct group_tab {
+    qry_by by;
+    qry_row *slots;
+    uint8_t *used;
+    size_t cap, n;
+    qry_totals total;
+} group_tab;
+
+static void key_of(qry_by by, const eng_flow *r, qry_key *k)
+{
+    memset(k, 0, sizeof *k);
+    switch (by) {
+    case QRY_BY_SRCADDR: k->addr = r->src; break;
+    case QRY_BY_DSTADDR: k->addr = r->dst; break;
+    case QRY_BY_EXPORTER: k->addr = r->exporter; break;
+    case QRY_BY_PROTO: k->num = r->proto; break;
+    case QRY_BY_SRCPORT: k->num = r->src_port; break;
+    case QRY_BY_DSTPORT: k->num = r->dst_port; break;
+    case QRY_NBY: break;
+    }
+}
+
+static int tab_grow(group_tab *t)
+{
+    size_t ncap = t->cap ? t->cap * 2 : 1024;
+    qry_row *ns = calloc(ncap, sizeof *ns);
+    uint8_t *nu = calloc(ncap, 1);
+    if (!ns || !nu) {
+        free(ns);
+        free(nu);
+        return NS_E_NOMEM;
+    }
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->used[i])
+            continue;
+        size_t h = (size_t)XXH3_64bits(&t->slots[i].key, sizeof(qry_key)) & (ncap - 1);
+        while (nu[h])
+            h = (h + 1) & (ncap - 1);
+        nu[h] = 1;
+        ns[h] = t->slots[i];
+    }
+    free(t->slots);
+    free(t->used);
+    t->slots = ns;
+    t->used = nu;
+    t->cap = ncap;
+    return 0;
+}
+
+static int group_cb(void *arg, const eng_flow *rows, size_t n)
+{
+    group_tab *t = arg;
+    for (size_t i = 0; i < n; i++) {
+        qry_key k;
+        if (t->n * 2 >= t->cap && tab_grow(t) < 0)
+            return NS_E_NOMEM;
+        key_of(t->by, &rows[i], &k);
+        size_t h = (size_t)XXH3_64bits(&k, sizeof k) & (t->cap - 1);
+        while (t->used[h] && memcmp(&t->slots[h].key, &k, sizeof k) != 0)
+            h = (h + 1) & (t->cap - 1);
+        if (!t->used[h]) {
+            t->used[h] = 1;
+            t->slots[h].key = k;
+            memset(&t->slots[h].t, 0, sizeof t->slots[h].t);
+            t->n++;
+        }
+        totals_add(&t->slots[h].t, &rows[i]);
+        totals_add(&t->total, &rows[i]);
+    }
+    return 0;
+}
+
+static int cmp_rows_bytes(const void *a, const void *b)
+{
+    const qry_row *x = a, *y = b;
+    if (x->t.bytes != y->t.bytes)
+        return x->t.bytes > y->t.bytes ? -1 : 1;
+    return memcmp(&x->key, &y->key, sizeof x->key);
+}
+
+static int cmp_rows_packets(const void *a, const void *b)
+{
+    const qry_row *x = a, *y = b;
+    if (x->t.packets != y->t.packets)
+        return x->t.packets > y->t.packets ? -1 : 1;
+    return memcmp(&x->key, &y->key, sizeof x->key);
+}
+
+static int cmp_rows_flows(const void *a, const void *b)
+{
+    const qry_row *x = a, *y = b;
+    if (x->t.flows != y->t.flows)
+        return x->t.flows > y->t.flows ? -1 : 1;
+    return memcmp(&x->key, &y->key, sizeof x->key);
+}
+
+int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, qry_by by, qry_metric metric,
+            size_t limit, qry_top_result *out)
+{
+    group_tab t = {.by = by};
+    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES);
+    int rc;
+    memset(out, 0, sizeof *out);
+    if ((unsigned)by >= QRY_NBY)
+        return NS_E_RANGE;
+    switch (by) {
+    case QRY_BY_SRCADDR: mask |= ENG_COLMASK(ENG_COL_SRC); break;
+    case QRY_BY_DSTADDR: mask |= ENG_COLMASK(ENG_COL_DST); break;
+    case QRY_BY_EXPORTER: mask |= ENG_COLMASK(ENG_COL_EXPORTER); break;
+    case QRY_BY_PROTO: mask |= ENG_COLMASK(ENG_COL_PROTO); break;
+    case QRY_BY_SRCPORT: mask |= ENG_COLMASK(ENG_COL_SRC_PORT); break;
+    case QRY_BY_DSTPORT: mask |= ENG_COLMASK(ENG_COL_DST_PORT); break;
+    case QRY_NBY: break;
+    }
+    if ((rc = tab_grow(&t)) < 0)
+        return rc;
+    rc = eng_db_scan(db, from_ms, to_ms, mask, group_cb, &t);
+    if (rc < 0)
+        goto out;
+    /* compact the used slots to the front, then sort them */
+    size_t k = 0;
+    for (size_t i = 0; i < t.cap; i++)
+        if (t.used[i])
+            t.slots[k++] = t.slots[i];
+    int (*cmp)(const void *, const void *) =
+        metric == QRY_M_BYTES ? cmp_rows_bytes : metric == QRY_M_PACKETS ? cmp_rows_packets
+                                                                         : cmp_rows_flows;
+    qsort(t.slots, k, sizeof *t.slots, cmp);
+    size_t keep = k < limit ? k : limit;
+    out->total = t.total;
+    out->groups = k;
+    for (size_t i = keep; i < k; i++)
+        totals_merge(&out->other, &t.slots[i].t);
+    out->rows = malloc((keep ? keep : 1) * sizeof *out->rows);
+    if (!out->rows) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    memcpy(out->rows, t.slots, keep * sizeof *out->rows);
+    out->n = keep;
+out:
+    free(t.slots);
+    free(t.used);
+    return rc;
+}
+
+void qry_top_free(qry_top_result *r)
+{
+    if (!r)
+        return;
+    free(r->rows);
+    r->rows = NULL;
+    r->n = 0;
+}

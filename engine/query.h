@@ -1,0 +1,68 @@
+/* engine/query.h — aggregation over the store: totals, and top-N by one key.
+ *
+ * Every query runs over sealed segments and the open minutes (fresh data is visible) and
+ * counts each flow once. Thread-safe: any number of queries may run at once. */
+#ifndef QRY_QUERY_H
+#define QRY_QUERY_H
+
+#include "engine/store.h"
+
+typedef struct qry_totals {
+    uint64_t flows;
+    uint64_t packets;
+    uint64_t bytes;
+    int64_t first_ms; /* smallest first_ms counted, 0 if none */
+    int64_t last_ms;  /* largest last_ms counted, 0 if none */
+} qry_totals;
+
+/* Group-by keys. */
+typedef enum {
+    QRY_BY_SRCADDR = 0,
+    QRY_BY_DSTADDR,
+    QRY_BY_PROTO,
+    QRY_BY_SRCPORT,
+    QRY_BY_DSTPORT,
+    QRY_BY_EXPORTER,
+    QRY_NBY
+} qry_by;
+
+typedef enum { QRY_M_BYTES = 0, QRY_M_PACKETS, QRY_M_FLOWS } qry_metric;
+
+/* Parse/name keys and metrics ("srcaddr", "bytes"...). Parsers return 0 or NS_E_PARSE. */
+int qry_by_parse(const char *s, qry_by *out);
+const char *qry_by_name(qry_by by);
+int qry_metric_parse(const char *s, qry_metric *out);
+const char *qry_metric_name(qry_metric m);
+
+typedef struct qry_key {
+    ns_addr addr; /* address keys */
+    uint32_t num; /* protocol and port keys */
+} qry_key;
+
+/* Formats a key's value for output (address text or number) into buf. */
+void qry_key_fmt(qry_by by, const qry_key *k, char *buf, size_t cap);
+
+typedef struct qry_row {
+    qry_key key;
+    qry_totals t;
+} qry_row;
+
+typedef struct qry_top_result {
+    qry_row *rows;    /* n rows, ordered by the metric, descending; ties by key */
+    size_t n;
+    qry_totals other; /* everything not in rows */
+    qry_totals total; /* everything in the range */
+    uint64_t groups;  /* distinct keys seen */
+} qry_top_result;
+
+/* Totals over [from_ms, to_ms] (inclusive; a flow counts if its span overlaps the range).
+ * Returns 0 or a negative code. */
+int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, qry_totals *out);
+
+/* The `limit` largest groups by `metric`. On success *out is filled and owns rows; release
+ * with qry_top_free(). */
+int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, qry_by by, qry_metric metric,
+            size_t limit, qry_top_result *out);
+void qry_top_free(qry_top_result *r);
+
+#endif

@@ -1,0 +1,151 @@
+/* engine/store.h — the flow row, SESSIONDB (per-minute columnar segments, catalog, lock) and
+ * the segment file reader used by queries and by ns2flows-dump.
+ *
+ * Threads: eng_db_append() may be called from any number of ingest threads; sealing happens on
+ * the database's own sealer thread so receive threads never wait for compression or fsync. */
+#ifndef ENG_STORE_H
+#define ENG_STORE_H
+
+#include "engine/base.h"
+
+/* One normalized flow, whatever protocol it came in. Addresses are 16 bytes (v4 mapped).
+ * Times are epoch milliseconds. packets/bytes are already scaled by `sampling`. */
+typedef struct eng_flow {
+    int64_t first_ms;
+    int64_t last_ms;
+    uint64_t packets;
+    uint64_t bytes;
+    ns_addr exporter;
+    ns_addr src;
+    ns_addr dst;
+    ns_addr nexthop;
+    uint32_t src_as;
+    uint32_t dst_as;
+    uint32_t in_if;
+    uint32_t out_if;
+    uint32_t sampling;  /* 1 = unsampled */
+    uint32_t source_id; /* v5 engine type<<8|id, v9 source ID, IPFIX observation domain */
+    uint16_t src_port;
+    uint16_t dst_port;  /* ICMP: type<<8|code, as nfdump does */
+    uint8_t proto;
+    uint8_t tcp_flags;
+    uint8_t tos;
+    uint8_t src_mask;
+    uint8_t dst_mask;
+} eng_flow;
+
+/* Column identifiers, in on-disk order. docs/FORMAT.md lists them with types. */
+typedef enum {
+    ENG_COL_FIRST = 0, ENG_COL_LAST, ENG_COL_PACKETS, ENG_COL_BYTES, ENG_COL_EXPORTER,
+    ENG_COL_SRC, ENG_COL_DST, ENG_COL_NEXTHOP, ENG_COL_SRC_AS, ENG_COL_DST_AS, ENG_COL_IN_IF,
+    ENG_COL_OUT_IF, ENG_COL_SAMPLING, ENG_COL_SOURCE_ID, ENG_COL_SRC_PORT, ENG_COL_DST_PORT,
+    ENG_COL_PROTO, ENG_COL_TCP_FLAGS, ENG_COL_TOS, ENG_COL_SRC_MASK, ENG_COL_DST_MASK,
+    ENG_NCOLS
+} eng_col;
+
+#define ENG_COLMASK(c) (1u << (c))
+#define ENG_COLS_ALL ((1u << ENG_NCOLS) - 1u)
+
+const char *eng_col_name(eng_col c);
+
+/* ---------------------------------------------------------------------------------------------
+ * Segment files (engine/segment.c). A segment holds the flows one minute received, in columns.
+ * Writing is atomic: <path>.tmp, fsync, rename, fsync of the folder. */
+
+/* Writes rows[0..n) as a segment file at path. Returns 0 or a negative code. */
+int eng_seg_write(const char *path, const eng_flow *rows, size_t n);
+
+typedef struct eng_seg eng_seg; /* one open segment file; opaque */
+
+typedef struct eng_seg_colinfo {
+    uint32_t id;
+    uint32_t type;      /* width in bytes of one raw value */
+    uint32_t encoding;  /* 0 = plain, 1 = delta (zigzag varint) */
+    uint64_t offset;
+    uint64_t csize;     /* compressed bytes on disk */
+    uint64_t rsize;     /* raw bytes after decompression */
+    uint64_t checksum;  /* xxh64 of the compressed bytes */
+} eng_seg_colinfo;
+
+typedef struct eng_seg_info {
+    uint32_t version;
+    uint64_t rows;
+    int64_t first_ms;   /* smallest first_ms */
+    int64_t last_ms;    /* largest last_ms */
+    uint64_t packets;   /* totals */
+    uint64_t bytes;
+    uint64_t file_size;
+    uint32_t ncols;
+} eng_seg_info;
+
+/* Opens path and checks its header and footer (not yet the column data). */
+int eng_seg_open(const char *path, eng_seg **out);
+void eng_seg_close(eng_seg *s);
+const eng_seg_info *eng_seg_get_info(const eng_seg *s);
+/* Column i's directory entry (i < info.ncols). */
+const eng_seg_colinfo *eng_seg_col(const eng_seg *s, uint32_t i);
+/* Verifies the checksum of column i: 0, or NS_E_CORRUPT. */
+int eng_seg_verify_col(eng_seg *s, uint32_t i);
+/* Decodes the columns in colmask into rows (caller-owned, capacity info.rows); columns not in
+ * the mask are left zero. Returns 0 or NS_E_CORRUPT / NS_E_COMPRESS / -errno. */
+int eng_seg_read(eng_seg *s, uint32_t colmask, eng_flow *rows);
+
+/* Reads a segment from memory (the fuzz target and tests use it). Same checks as the file
+ * reader; *rows_out is malloc'd and owned by the caller. */
+int eng_seg_decode_mem(const uint8_t *buf, size_t len, eng_flow **rows_out, size_t *n_out);
+
+/* ---------------------------------------------------------------------------------------------
+ * The database (engine/db.c). */
+typedef struct eng_db eng_db;
+
+typedef struct eng_db_opts {
+    uint64_t budget_bytes;  /* 0 = unlimited */
+    uint64_t retention_s;   /* 0 = no age limit */
+    uint64_t seal_delay_s;  /* a minute is sealed this long after it ends */
+    bool no_sealer_thread;  /* tests drive sealing with eng_db_seal_due() */
+} eng_db_opts;
+
+/* Opens (creating if absent) the database in dir: takes the lock file, scans the segments
+ * already there. A second opener gets NS_E_LOCKED (message in err). On success *out owns the
+ * handle; release it with eng_db_close(). */
+int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *err, size_t errcap);
+/* Seals every open minute, stops the sealer thread, releases the lock. NULL is fine. */
+void eng_db_close(eng_db *db);
+
+/* Changes budget and retention (SIGHUP). */
+void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s);
+
+/* Adds rows received at recv_ms (epoch ms; decides the minute). Thread-safe. Returns 0 or
+ * NS_E_NOMEM (the rows are then counted as dropped). */
+int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n);
+
+/* Seals every minute that ended at least seal_delay before now_ms (all of them if force).
+ * Returns the number of segments written or a negative code. */
+int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force);
+
+typedef struct eng_db_stats {
+    uint64_t segments;
+    uint64_t disk_bytes;
+    uint64_t open_rows;      /* rows in minutes not yet sealed */
+    int64_t oldest_ms;       /* smallest first_ms stored (0 if empty) */
+    int64_t newest_ms;       /* largest last_ms stored (0 if empty) */
+    uint64_t rows_stored;    /* rows appended since open */
+    uint64_t rows_dropped;   /* rows that could not be kept (memory, write errors) */
+    uint64_t seal_errors;
+    uint64_t segments_deleted;  /* by budget or retention */
+    uint64_t segments_quarantined;
+    uint64_t budget_bytes;   /* current limits */
+    uint64_t retention_s;
+} eng_db_stats;
+void eng_db_get_stats(eng_db *db, eng_db_stats *st);
+const char *eng_db_dir(const eng_db *db);
+
+/* Visits every row whose [first_ms, last_ms] overlaps [from_ms, to_ms] (inclusive), in sealed
+ * segments and in the open minutes, each exactly once. Only the columns in colmask are
+ * filled. cb returns 0 to go on, non-zero to stop (returned). A corrupt segment is quarantined
+ * and skipped (counted). Rows passed to cb are valid during the call only. */
+typedef int (*eng_row_cb)(void *arg, const eng_flow *rows, size_t n);
+int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
+                void *arg);
+
+#endif

@@ -1,0 +1,285 @@
+/* http/routes.c — request routing and parameter checking for the JSON API. Parameters are
+ * untrusted: each is validated on its own and a failure names it in a 400 answer. Unknown
+ * parameters are refused too, so a typo (`limt=5`) is reported instead of silently ignored. */
+#include "http/http.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define T_MIN (INT64_MIN / 4)
+#define T_MAX (INT64_MAX / 4)
+
+typedef struct req {
+    const http_opts *o;
+    const http_kv *kv;
+    size_t nkv;
+    ns_buf *body;
+    const char **ctype;
+} req;
+
+static int fail(req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(req *r, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    r->body->len = 0;
+    if (r->body->p)
+        r->body->p[0] = 0;
+    ns_buf_puts(r->body, "{\"error\":");
+    ns_buf_json_str(r->body, msg);
+    ns_buf_puts(r->body, "}\n");
+    *r->ctype = "application/json";
+    return status;
+}
+
+static const char *param(const req *r, const char *key)
+{
+    for (size_t i = 0; i < r->nkv; i++)
+        if (strcmp(r->kv[i].key, key) == 0)
+            return r->kv[i].val ? r->kv[i].val : "";
+    return NULL;
+}
+
+/* Refuses parameters the endpoint does not know, and repeated ones. */
+static int check_known(req *r, const char *const *known)
+{
+    for (size_t i = 0; i < r->nkv; i++) {
+        bool ok = false;
+        for (const char *const *k = known; *k; k++)
+            if (strcmp(r->kv[i].key, *k) == 0)
+                ok = true;
+        if (!ok)
+            return fail(r, 400, "unknown parameter '%.64s'", r->kv[i].key);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->kv[i].key, r->kv[j].key) == 0)
+                return fail(r, 400, "parameter '%.64s' given more than once", r->kv[i].key);
+    }
+    return 0;
+}
+
+static int parse_range(req *r, int64_t *from, int64_t *to)
+{
+    const char *f = param(r, "from"), *t = param(r, "to");
+    *from = T_MIN;
+    *to = T_MAX;
+    if (f && ns_time_parse(f, from) < 0)
+        return fail(r, 400, "parameter 'from': '%.64s' is not epoch seconds or RFC 3339", f);
+    if (t && ns_time_parse(t, to) < 0)
+        return fail(r, 400, "parameter 'to': '%.64s' is not epoch seconds or RFC 3339", t);
+    if (*from > *to)
+        return fail(r, 400, "parameter 'from' is after 'to'");
+    return 0;
+}
+
+/* Epoch ms as epoch seconds with millisecond decimals; null for "none". */
+static void put_time(ns_buf *b, int64_t ms, bool valid)
+{
+    if (!valid) {
+        ns_buf_puts(b, "null");
+        return;
+    }
+    int64_t s = ms / 1000, frac = ms % 1000;
+    if (frac < 0) {
+        s--;
+        frac += 1000;
+    }
+    ns_buf_printf(b, "%" PRId64 ".%03" PRId64, s, frac);
+}
+
+static void put_range(ns_buf *b, int64_t from, int64_t to)
+{
+    ns_buf_puts(b, "\"from\":");
+    put_time(b, from, from != T_MIN);
+    ns_buf_puts(b, ",\"to\":");
+    put_time(b, to, to != T_MAX);
+}
+
+static void put_totals(ns_buf *b, const qry_totals *t, bool times)
+{
+    ns_buf_printf(b, "\"flows\":%" PRIu64 ",\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64, t->flows,
+                  t->packets, t->bytes);
+    if (times) {
+        ns_buf_puts(b, ",\"first\":");
+        put_time(b, t->first_ms, t->flows > 0);
+        ns_buf_puts(b, ",\"last\":");
+        put_time(b, t->last_ms, t->flows > 0);
+    }
+}
+
+static int query_error(req *r, int rc)
+{
+    return fail(r, 500, "query failed: %s", ns_strerror(rc));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static int route_status(req *r)
+{
+    static const char *const known[] = {NULL};
+    eng_db_stats st;
+    int rc = check_known(r, known);
+    if (rc)
+        return rc;
+    eng_db_get_stats(r->o->db, &st);
+    int64_t now = ns_now_ms();
+    ns_buf *b = r->body;
+    ns_buf_puts(b, "{\"version\":\"" NS_VERSION "\",\"now\":");
+    put_time(b, now, true);
+    ns_buf_printf(b, ",\"uptime_s\":%" PRId64, (now - r->o->start_ms) / 1000);
+    ns_buf_puts(b, ",\"database\":{\"path\":");
+    ns_buf_json_str(b, eng_db_dir(r->o->db));
+    ns_buf_printf(b,
+                  ",\"bytes_used\":%" PRIu64 ",\"budget_bytes\":%" PRIu64
+                  ",\"retention_s\":%" PRIu64 ",\"segments\":%" PRIu64
+                  ",\"open_flows\":%" PRIu64 ",\"flows_stored\":%" PRIu64
+                  ",\"flows_dropped\":%" PRIu64 ",\"seal_errors\":%" PRIu64
+                  ",\"segments_deleted\":%" PRIu64 ",\"segments_quarantined\":%" PRIu64,
+                  st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows,
+                  st.rows_stored, st.rows_dropped, st.seal_errors, st.segments_deleted,
+                  st.segments_quarantined);
+    bool any = st.oldest_ms != 0 || st.newest_ms != 0;
+    ns_buf_puts(b, ",\"oldest\":");
+    put_time(b, st.oldest_ms, any);
+    ns_buf_puts(b, ",\"newest\":");
+    put_time(b, st.newest_ms, any);
+    ns_buf_puts(b, "}");
+    if (r->o->status_extra)
+        r->o->status_extra(r->o->status_arg, b);
+    ns_buf_puts(b, "}\n");
+    return 200;
+}
+
+static int route_exporters(req *r)
+{
+    static const char *const known[] = {NULL};
+    int rc = check_known(r, known);
+    if (rc)
+        return rc;
+    ns_buf_puts(r->body, "{\"exporters\":");
+    if (r->o->exporters)
+        r->o->exporters(r->o->exporters_arg, r->body);
+    else
+        ns_buf_puts(r->body, "[]");
+    ns_buf_puts(r->body, "}\n");
+    return 200;
+}
+
+static int route_summary(req *r)
+{
+    static const char *const known[] = {"from", "to", NULL};
+    int64_t from, to;
+    qry_totals t;
+    int rc = check_known(r, known);
+    if (rc || (rc = parse_range(r, &from, &to)))
+        return rc;
+    if ((rc = qry_summary(r->o->db, from, to, &t)) < 0)
+        return query_error(r, rc);
+    ns_buf_puts(r->body, "{");
+    put_totals(r->body, &t, true);
+    ns_buf_puts(r->body, ",");
+    put_range(r->body, from, to);
+    ns_buf_puts(r->body, "}\n");
+    return 200;
+}
+
+static int route_top(req *r)
+{
+    static const char *const known[] = {"from", "to", "by", "metric", "limit", "format", NULL};
+    int64_t from, to;
+    qry_by by = QRY_BY_SRCADDR;
+    qry_metric metric = QRY_M_BYTES;
+    size_t limit = 10, max_limit = r->o->max_limit ? r->o->max_limit : 10000;
+    bool csv = false;
+    const char *v;
+    int rc = check_known(r, known);
+    if (rc || (rc = parse_range(r, &from, &to)))
+        return rc;
+    if ((v = param(r, "by")) && qry_by_parse(v, &by) < 0)
+        return fail(r, 400,
+                    "parameter 'by': '%.64s' is not one of srcaddr, dstaddr, proto, srcport, "
+                    "dstport, exporter",
+                    v);
+    if ((v = param(r, "metric")) && qry_metric_parse(v, &metric) < 0)
+        return fail(r, 400, "parameter 'metric': '%.64s' is not one of bytes, packets, flows", v);
+    if ((v = param(r, "limit"))) {
+        char *end;
+        unsigned long long l = strtoull(v, &end, 10);
+        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > max_limit)
+            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to %zu", v,
+                        max_limit);
+        limit = (size_t)l;
+    }
+    if ((v = param(r, "format"))) {
+        if (strcmp(v, "csv") == 0)
+            csv = true;
+        else if (strcmp(v, "json") != 0)
+            return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
+    }
+    qry_top_result res;
+    if ((rc = qry_top(r->o->db, from, to, by, metric, limit, &res)) < 0)
+        return query_error(r, rc);
+    ns_buf *b = r->body;
+    char key[64];
+    const char *name = qry_by_name(by);
+    bool addr_key = by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
+    if (csv) {
+        ns_buf_printf(b, "%s,flows,packets,bytes\n", name);
+        for (size_t i = 0; i < res.n; i++) {
+            qry_key_fmt(by, &res.rows[i].key, key, sizeof key);
+            ns_buf_printf(b, "%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", key, res.rows[i].t.flows,
+                          res.rows[i].t.packets, res.rows[i].t.bytes);
+        }
+        *r->ctype = "text/csv";
+    } else {
+        ns_buf_printf(b, "{\"by\":\"%s\",\"metric\":\"%s\",", name, qry_metric_name(metric));
+        put_range(b, from, to);
+        ns_buf_puts(b, ",\"rows\":[");
+        for (size_t i = 0; i < res.n; i++) {
+            qry_key_fmt(by, &res.rows[i].key, key, sizeof key);
+            ns_buf_printf(b, "%s{\"key\":{\"%s\":", i ? "," : "", name);
+            if (addr_key)
+                ns_buf_json_str(b, key);
+            else
+                ns_buf_puts(b, key);
+            ns_buf_puts(b, "},");
+            put_totals(b, &res.rows[i].t, false);
+            ns_buf_puts(b, "}");
+        }
+        ns_buf_puts(b, "],\"other\":{");
+        put_totals(b, &res.other, false);
+        ns_buf_puts(b, "},\"total\":{");
+        put_totals(b, &res.total, false);
+        ns_buf_printf(b, "},\"groups\":%" PRIu64 "}\n", res.groups);
+    }
+    qry_top_free(&res);
+    return 200;
+}
+
+int http_dispatch(const http_opts *o, const char *method, const char *path, const http_kv *params,
+                  size_t nparams, ns_buf *body, const char **content_type)
+{
+    static const struct {
+        const char *path;
+        int (*fn)(req *);
+    } routes[] = {
+        {"/api/v1/status", route_status},   {"/api/v1/summary", route_summary},
+        {"/api/v1/top", route_top},         {"/api/v1/exporters", route_exporters},
+    };
+    req r = {o, params, nparams, body, content_type};
+    *content_type = "application/json";
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(path, routes[i].path) != 0)
+            continue;
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return fail(&r, 405, "method %.16s not allowed; use GET", method);
+        int status = routes[i].fn(&r);
+        if (body->oom)
+            return fail(&r, 500, "out of memory building the answer");
+        return status;
+    }
+    return fail(&r, 404, "no such endpoint: %.200s", path);
+}

@@ -1,0 +1,259 @@
+/* ingest/exporters.c — the exporter table: per-address counters, per-stream sequence
+ * tracking (gaps → estimated lost flows), rate-limited warnings, and the dispatch of a datagram
+ * to its decoder. Decoding runs outside the table's mutex; only bookkeeping runs inside. */
+#include "ingest/ingest.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <xxhash.h>
+
+#define MAX_STREAMS 16        /* (version, source id) pairs tracked per exporter */
+#define SEQ_MAX_JUMP 1000000u /* a larger forward jump is a restart, not loss */
+
+typedef struct stream {
+    uint32_t version;
+    uint32_t source_id;
+    uint32_t next_seq;
+    bool used;
+} stream;
+
+typedef struct exporter {
+    ing_exporter_stats st;
+    stream streams[MAX_STREAMS];
+    ns_ratelimit rl;
+    bool used;
+} exporter;
+
+struct ing_exporters {
+    pthread_mutex_t mu;
+    exporter *slots; /* open addressing by address */
+    size_t cap, n, max;
+    uint64_t overflow;
+};
+
+const char *ing_strerror(int rc)
+{
+    switch (rc) {
+    case ING_E_SHORT: return "datagram shorter than its header";
+    case ING_E_VERSION: return "unsupported export version";
+    case ING_E_COUNT: return "record count out of range";
+    case ING_E_LENGTH: return "record count disagrees with datagram length";
+    case ING_E_EXPORTERS: return "exporter table full";
+    case ING_E_BATCH: return "batch full";
+    default: return ns_strerror(rc);
+    }
+}
+
+int ing_exporters_new(size_t max_exporters, ing_exporters **out)
+{
+    ing_exporters *ex = calloc(1, sizeof *ex);
+    if (!ex)
+        return NS_E_NOMEM;
+    ex->max = max_exporters ? max_exporters : 1;
+    ex->cap = 16;
+    while (ex->cap < ex->max * 2)
+        ex->cap *= 2;
+    ex->slots = calloc(ex->cap, sizeof *ex->slots);
+    if (!ex->slots) {
+        free(ex);
+        return NS_E_NOMEM;
+    }
+    pthread_mutex_init(&ex->mu, NULL);
+    *out = ex;
+    return 0;
+}
+
+void ing_exporters_free(ing_exporters *ex)
+{
+    if (!ex)
+        return;
+    pthread_mutex_destroy(&ex->mu);
+    free(ex->slots);
+    free(ex);
+}
+
+/* Finds or creates the exporter for addr; NULL when the table is full. Caller holds mu. */
+static exporter *lookup_locked(ing_exporters *ex, const ns_addr *addr, int64_t now_ms)
+{
+    size_t h = (size_t)XXH3_64bits(addr->b, 16) & (ex->cap - 1);
+    while (ex->slots[h].used) {
+        if (memcmp(ex->slots[h].st.addr.b, addr->b, 16) == 0)
+            return &ex->slots[h];
+        h = (h + 1) & (ex->cap - 1);
+    }
+    if (ex->n >= ex->max)
+        return NULL;
+    exporter *e = &ex->slots[h];
+    memset(e, 0, sizeof *e);
+    e->used = true;
+    e->st.addr = *addr;
+    e->st.first_seen_ms = now_ms;
+    ex->n++;
+    char a[64];
+    ns_log(NS_LOG_INFO, "exporter %s: first datagram", ns_addr_fmt(addr, a, sizeof a));
+    return e;
+}
+
+size_t ing_exporters_list(ing_exporters *ex, ing_exporter_stats *out, size_t cap)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&ex->mu);
+    for (size_t i = 0; i < ex->cap; i++) {
+        if (!ex->slots[i].used)
+            continue;
+        if (k < cap)
+            out[k] = ex->slots[i].st;
+        k++;
+    }
+    pthread_mutex_unlock(&ex->mu);
+    return k;
+}
+
+uint64_t ing_exporters_overflow(ing_exporters *ex)
+{
+    pthread_mutex_lock(&ex->mu);
+    uint64_t v = ex->overflow;
+    pthread_mutex_unlock(&ex->mu);
+    return v;
+}
+
+/* Checks a stream's sequence number. v5 counts flows: the next datagram should carry
+ * seq + count. Returns the flows lost before this datagram (0 when in order). */
+static void track_sequence(exporter *e, uint32_t version, uint32_t source_id, uint32_t seq,
+                           uint32_t advance)
+{
+    stream *s = NULL;
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        if (e->streams[i].used && e->streams[i].version == version &&
+            e->streams[i].source_id == source_id) {
+            s = &e->streams[i];
+            break;
+        }
+        if (!e->streams[i].used && !s) {
+            s = &e->streams[i];
+            s->used = true;
+            s->version = version;
+            s->source_id = source_id;
+            s->next_seq = seq;
+            break;
+        }
+    }
+    if (!s)
+        return; /* more streams than we track: no gap accounting for the rest */
+    uint32_t diff = seq - s->next_seq; /* modulo 2^32: wraps are in order */
+    if (diff != 0) {
+        if (diff < SEQ_MAX_JUMP) {
+            e->st.seq_gaps++;
+            e->st.lost_flows += diff;
+        } else {
+            e->st.seq_resets++; /* went backwards (restart, reorder) or jumped absurdly */
+        }
+    }
+    s->next_seq = seq + advance;
+}
+
+static void warn_locked(exporter *e, int64_t now_ms, const char *what, int rc)
+{
+    uint32_t held;
+    char a[64];
+    if (!ns_log_enabled(NS_LOG_WARN) || !ns_ratelimit_ok(&e->rl, now_ms, &held))
+        return;
+    if (held)
+        ns_log_(NS_LOG_WARN, "exporter %s: %s: %s (%u similar warnings suppressed)",
+                ns_addr_fmt(&e->st.addr, a, sizeof a), what, ing_strerror(rc), held);
+    else
+        ns_log_(NS_LOG_WARN, "exporter %s: %s: %s", ns_addr_fmt(&e->st.addr, a, sizeof a), what,
+                ing_strerror(rc));
+}
+
+int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const uint8_t *pkt,
+               size_t len, ing_batch *out)
+{
+    ns_cur c = ns_cur_make(pkt, len);
+    uint16_t version = 0;
+    ing_v5_hdr h5;
+    size_t before = out->n;
+    int rc;
+
+    if (!ns_cur_u16(&c, &version))
+        rc = ING_E_SHORT;
+    else if (version == 5)
+        rc = ing_v5_decode(pkt, len, from, out, &h5);
+    else
+        rc = ING_E_VERSION;
+    if (rc == ING_E_BATCH)
+        return rc; /* the caller flushes and retries: not the exporter's fault */
+
+    pthread_mutex_lock(&ex->mu);
+    exporter *e = lookup_locked(ex, from, recv_ms);
+    if (!e) {
+        ex->overflow++;
+        pthread_mutex_unlock(&ex->mu);
+        out->n = before;
+        return ING_E_EXPORTERS;
+    }
+    e->st.datagrams++;
+    e->st.bytes += len;
+    e->st.last_seen_ms = recv_ms;
+    e->st.last_version = version;
+    switch (rc) {
+    case 0:
+        e->st.flows += out->n - before;
+        e->st.sampling = h5.sampling_interval > 1 ? h5.sampling_interval : 1;
+        track_sequence(e, 5, (uint32_t)h5.engine_type << 8 | h5.engine_id, h5.flow_sequence,
+                       h5.count);
+        break;
+    case ING_E_SHORT: e->st.err_short++; break;
+    case ING_E_VERSION: e->st.err_version++; break;
+    case ING_E_COUNT: e->st.err_count++; break;
+    case ING_E_LENGTH: e->st.err_length++; break;
+    default: break;
+    }
+    if (rc < 0) {
+        char what[48];
+        snprintf(what, sizeof what, "version %u datagram of %zu bytes dropped", version, len);
+        warn_locked(e, recv_ms, what, rc);
+    }
+    pthread_mutex_unlock(&ex->mu);
+    return rc < 0 ? rc : (int)(out->n - before);
+}
+
+static void put_ms(ns_buf *b, int64_t ms)
+{
+    ns_buf_printf(b, "%" PRId64 ".%03" PRId64, ms / 1000, ms % 1000);
+}
+
+void ing_exporters_json(ing_exporters *ex, ns_buf *out)
+{
+    size_t n = ing_exporters_list(ex, NULL, 0);
+    ing_exporter_stats *st = malloc((n ? n : 1) * sizeof *st);
+    if (!st) {
+        out->oom = true;
+        return;
+    }
+    n = ing_exporters_list(ex, st, n); /* may have grown: never copies past the first count */
+    ns_buf_puts(out, "[");
+    for (size_t i = 0; i < n; i++) {
+        char a[64];
+        const ing_exporter_stats *e = &st[i];
+        ns_buf_puts(out, i ? ",{\"address\":" : "{\"address\":");
+        ns_buf_json_str(out, ns_addr_fmt(&e->addr, a, sizeof a));
+        ns_buf_printf(out,
+                      ",\"version\":%u,\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
+                      ",\"flows\":%" PRIu64 ",\"sampling\":%u,\"sequence_gaps\":%" PRIu64
+                      ",\"lost_flows\":%" PRIu64 ",\"sequence_resets\":%" PRIu64
+                      ",\"errors\":{\"short\":%" PRIu64 ",\"version\":%" PRIu64
+                      ",\"count\":%" PRIu64 ",\"length\":%" PRIu64 "},\"first_seen\":",
+                      e->last_version, e->datagrams, e->bytes, e->flows, e->sampling, e->seq_gaps,
+                      e->lost_flows, e->seq_resets, e->err_short, e->err_version, e->err_count,
+                      e->err_length);
+        put_ms(out, e->first_seen_ms);
+        ns_buf_puts(out, ",\"last_seen\":");
+        put_ms(out, e->last_seen_ms);
+        ns_buf_puts(out, "}");
+    }
+    ns_buf_puts(out, "]");
+    free(st);
+}

@@ -1,0 +1,149 @@
+/* ingest/ingest.h — what arrives from exporters: UDP listeners, datagram decoders, the exporter
+ * table with its counters, and the pcap reader used by replay and offline ingest.
+ *
+ * Knows nothing of file formats or HTTP: decoded flows go to the store as eng_flow rows. */
+#ifndef ING_INGEST_H
+#define ING_INGEST_H
+
+#include "engine/store.h"
+
+/* Decoder errors (one code per cause, so tests can name the check that fired). */
+enum {
+    ING_E_SHORT = -11001,     /* datagram shorter than its header */
+    ING_E_VERSION = -11002,   /* not a version we decode */
+    ING_E_COUNT = -11003,     /* v5 record count 0 or above 30 */
+    ING_E_LENGTH = -11004,    /* record count disagrees with the datagram length */
+    ING_E_EXPORTERS = -11005, /* exporter table full: datagram dropped */
+    ING_E_BATCH = -11006,     /* caller's batch has no room */
+};
+const char *ing_strerror(int rc);
+
+/* A caller-owned array the decoders append rows to; they never allocate. */
+typedef struct ing_batch {
+    eng_flow *rows;
+    size_t n;
+    size_t cap;
+} ing_batch;
+
+/* ---------------------------------------------------------------------------------------------
+ * NetFlow v5 (ingest/v5.c). Header 24 bytes, records 48 bytes, at most 30 records. */
+#define ING_V5_HDR 24u
+#define ING_V5_REC 48u
+#define ING_V5_MAX_RECS 30u
+
+typedef struct ing_v5_hdr {
+    uint16_t count;
+    uint32_t sys_uptime_ms;
+    uint32_t unix_secs;
+    uint32_t unix_nsecs;
+    uint32_t flow_sequence;
+    uint8_t engine_type;
+    uint8_t engine_id;
+    uint16_t sampling_mode;     /* top 2 bits of the sampling field */
+    uint16_t sampling_interval; /* low 14 bits; 0 or 1 = unsampled */
+} ing_v5_hdr;
+
+/* Decodes one v5 datagram from exporter into out (appending hdr.count rows), filling *hdr.
+ * Checks the header, the record count and the datagram length before appending anything, so a
+ * bad datagram adds no rows. Times become absolute epoch ms from sysUptime and unix time;
+ * bytes and packets are scaled by the sampling interval. Returns 0 or an ING_E_* code. */
+int ing_v5_decode(const uint8_t *pkt, size_t len, const ns_addr *exporter, ing_batch *out,
+                  ing_v5_hdr *hdr);
+
+/* ---------------------------------------------------------------------------------------------
+ * Exporters (ingest/exporters.c): one entry per exporter address with its counters and, per
+ * (version, source id) stream, its expected next sequence number. Thread-safe. */
+typedef struct ing_exporters ing_exporters;
+
+typedef struct ing_exporter_stats {
+    ns_addr addr;
+    int64_t first_seen_ms, last_seen_ms;
+    uint64_t datagrams;
+    uint64_t flows;
+    uint64_t bytes;         /* datagram bytes received */
+    uint64_t err_short;     /* shorter than a header */
+    uint64_t err_version;   /* unknown version */
+    uint64_t err_count;     /* bad record count */
+    uint64_t err_length;    /* count vs length mismatch */
+    uint64_t seq_gaps;      /* times the sequence jumped forward */
+    uint64_t lost_flows;    /* flows the sequence numbers say we never received */
+    uint64_t seq_resets;    /* sequence went backwards or jumped too far: exporter restart */
+    uint32_t last_version;
+    uint32_t sampling;      /* last sampling interval seen */
+} ing_exporter_stats;
+
+int ing_exporters_new(size_t max_exporters, ing_exporters **out);
+void ing_exporters_free(ing_exporters *ex);
+/* Copies at most cap exporters' stats into out; returns how many there are in all. */
+size_t ing_exporters_list(ing_exporters *ex, ing_exporter_stats *out, size_t cap);
+/* Datagrams refused because the table was full. */
+uint64_t ing_exporters_overflow(ing_exporters *ex);
+/* Appends the table as a JSON array of objects (address, counters, times in epoch seconds). */
+void ing_exporters_json(ing_exporters *ex, ns_buf *out);
+
+/* Decodes one datagram received from `from` at recv_ms: picks the decoder by version, updates
+ * the exporter's counters and sequence tracking, logs (rate-limited) what went wrong, and
+ * appends the flows to out. Returns the number of flows added or an ING_E_* code. */
+int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const uint8_t *pkt,
+               size_t len, ing_batch *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * UDP listeners (ingest/listen.c): one socket and thread per address, recvmmsg batches,
+ * decoded rows appended to the database. */
+typedef struct ing_listener ing_listener;
+
+typedef struct ing_listener_opts {
+    const char *const *addrs; /* "ADDR:PORT" / "[V6]:PORT" */
+    int naddrs;
+    uint64_t rcvbuf;
+} ing_listener_opts;
+
+/* Binds every address (any failure: nothing is left bound, err names the address) and starts
+ * the receive threads. */
+int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db,
+                       ing_listener **out, char *err, size_t errcap);
+/* Stops receiving, joins the threads, closes the sockets. NULL is fine. */
+void ing_listener_stop(ing_listener *l);
+
+typedef struct ing_listener_stats {
+    uint64_t datagrams;
+    uint64_t bytes;
+    uint64_t flows;
+    uint64_t decode_errors;
+    uint64_t store_dropped; /* rows the store refused */
+} ing_listener_stats;
+void ing_listener_get_stats(ing_listener *l, ing_listener_stats *st);
+/* Appends `"listeners":[...],"ingest":{...}` (the addresses and the counters) as JSON members. */
+void ing_listener_json(ing_listener *l, ns_buf *out);
+/* The bound address of socket i as text ("0.0.0.0:2055"); false past the last one. */
+bool ing_listener_addr(ing_listener *l, int i, char *buf, size_t cap);
+
+/* ---------------------------------------------------------------------------------------------
+ * pcap/pcapng reading (ingest/pcap.c, libpcap): the UDP datagrams of a capture, with their
+ * original addresses and timestamps. Link types: Ethernet (802.1Q/QinQ), Linux SLL/SLL2, raw IP,
+ * BSD loopback. IPv4 and IPv6; fragments are skipped and counted. */
+typedef struct ing_pcap ing_pcap;
+
+typedef struct ing_udp {
+    int64_t ts_us;          /* capture timestamp, epoch microseconds */
+    ns_addr src, dst;
+    uint16_t sport, dport;
+    const uint8_t *payload; /* valid until the next ing_pcap_next() */
+    size_t len;
+} ing_udp;
+
+typedef struct ing_pcap_stats {
+    uint64_t packets;       /* every packet read */
+    uint64_t udp;           /* UDP datagrams returned */
+    uint64_t skipped;       /* not UDP over IP (ARP, TCP, ...) */
+    uint64_t fragments;     /* IP fragments (not reassembled) */
+    uint64_t malformed;     /* headers that do not fit the captured bytes */
+} ing_pcap_stats;
+
+int ing_pcap_open(const char *path, ing_pcap **out, char *err, size_t errcap);
+/* 1: *u holds the next datagram; 0: end of capture; < 0: read error (err names it). */
+int ing_pcap_next(ing_pcap *p, ing_udp *u, char *err, size_t errcap);
+void ing_pcap_get_stats(const ing_pcap *p, ing_pcap_stats *st);
+void ing_pcap_close(ing_pcap *p);
+
+#endif

@@ -1,0 +1,265 @@
+/* ingest/listen.c — UDP receive: one socket and one thread per configured address. Each thread
+ * pulls up to RX_BATCH datagrams per recvmmsg(2) call, decodes them into a thread-owned batch
+ * and hands the batch to the store in one call, so the store's mutex is taken once per burst,
+ * not once per datagram. IPv6 sockets are IPV6_V6ONLY so 0.0.0.0 and [::] can share a port. */
+#include "ingest/ingest.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define RX_BATCH 64
+#define RX_BUFSZ 65536
+#define ROW_BATCH 8192
+
+typedef struct rx_sock {
+    int fd;
+    char name[80];
+    pthread_t th;
+    bool running;
+    struct ing_listener *l;
+} rx_sock;
+
+struct ing_listener {
+    rx_sock socks[NS_MAX_LISTEN];
+    int n;
+    atomic_bool stop;
+    ing_exporters *ex;
+    eng_db *db;
+    atomic_uint_fast64_t datagrams, bytes, flows, decode_errors, store_dropped;
+};
+
+static void sockaddr_to_addr(const struct sockaddr_storage *ss, ns_addr *a)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        ns_addr_from_v4(a, ntohl(s4->sin_addr.s_addr));
+    } else {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        memcpy(a->b, &s6->sin6_addr, 16);
+    }
+}
+
+static void flush(ing_listener *l, int64_t recv_ms, ing_batch *b)
+{
+    if (b->n == 0)
+        return;
+    if (eng_db_append(l->db, recv_ms, b->rows, b->n) < 0)
+        atomic_fetch_add(&l->store_dropped, b->n);
+    b->n = 0;
+}
+
+static void *rx_main(void *arg)
+{
+    rx_sock *s = arg;
+    ing_listener *l = s->l;
+    struct mmsghdr msgs[RX_BATCH];
+    struct iovec iov[RX_BATCH];
+    struct sockaddr_storage from[RX_BATCH];
+    uint8_t *bufs = malloc((size_t)RX_BATCH * RX_BUFSZ);
+    ing_batch batch = {.rows = malloc(ROW_BATCH * sizeof(eng_flow)), .n = 0, .cap = ROW_BATCH};
+    if (!bufs || !batch.rows) {
+        ns_log(NS_LOG_ERROR, "listen %s: out of memory; not receiving", s->name);
+        free(bufs);
+        free(batch.rows);
+        return NULL;
+    }
+    while (!atomic_load(&l->stop)) {
+        struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, 200); /* wakes up to notice stop */
+        if (pr <= 0)
+            continue;
+        memset(msgs, 0, sizeof msgs);
+        for (int i = 0; i < RX_BATCH; i++) {
+            iov[i].iov_base = bufs + (size_t)i * RX_BUFSZ;
+            iov[i].iov_len = RX_BUFSZ;
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &from[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+        }
+        int got = recvmmsg(s->fd, msgs, RX_BATCH, MSG_DONTWAIT, NULL);
+        if (got < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                ns_log(NS_LOG_ERROR, "listen %s: recvmmsg: %s", s->name, strerror(errno));
+            continue;
+        }
+        int64_t now = ns_now_ms();
+        for (int i = 0; i < got; i++) {
+            ns_addr a;
+            size_t len = msgs[i].msg_len;
+            sockaddr_to_addr(&from[i], &a);
+            atomic_fetch_add(&l->datagrams, 1);
+            atomic_fetch_add(&l->bytes, len);
+            if (batch.cap - batch.n < 1024)
+                flush(l, now, &batch);
+            int rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
+            if (rc == ING_E_BATCH) {
+                flush(l, now, &batch);
+                rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
+            }
+            if (rc < 0)
+                atomic_fetch_add(&l->decode_errors, 1);
+            else
+                atomic_fetch_add(&l->flows, (uint64_t)rc);
+        }
+        flush(l, now, &batch);
+    }
+    free(bufs);
+    free(batch.rows);
+    return NULL;
+}
+
+static int open_socket(const char *spec, uint64_t rcvbuf, int *fd_out, char *err, size_t errcap)
+{
+    char host[64];
+    uint16_t port;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    if (ns_hostport_parse(spec, host, sizeof host, &port) < 0) {
+        snprintf(err, errcap, "listen %s: not ADDR:PORT", spec);
+        return NS_E_PARSE;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (!host[0] || inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        sl = sizeof *s4;
+    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        sl = sizeof *s6;
+    } else {
+        snprintf(err, errcap, "listen %s: '%s' is not an IP address", spec, host);
+        return NS_E_PARSE;
+    }
+    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errcap, "listen %s: socket: %s", spec, strerror(e));
+        return -e;
+    }
+    int one = 1;
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    int want = rcvbuf > INT32_MAX ? INT32_MAX : (int)rcvbuf;
+    /* SO_RCVBUFFORCE passes net.core.rmem_max when we are root; else fall back */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
+        int e = errno;
+        snprintf(err, errcap, "listen %s: bind: %s", spec, strerror(e));
+        close(fd);
+        return -e;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db,
+                       ing_listener **out, char *err, size_t errcap)
+{
+    ing_listener *l = calloc(1, sizeof *l);
+    int rc = 0;
+    if (!l)
+        return NS_E_NOMEM;
+    l->ex = ex;
+    l->db = db;
+    atomic_init(&l->stop, false);
+    if (o->naddrs > NS_MAX_LISTEN) {
+        free(l);
+        snprintf(err, errcap, "more than %d listen addresses", NS_MAX_LISTEN);
+        return NS_E_TOO_MANY;
+    }
+    for (int i = 0; i < o->naddrs; i++) {
+        int fd = -1;
+        rc = open_socket(o->addrs[i], o->rcvbuf, &fd, err, errcap);
+        if (rc == -EAFNOSUPPORT) {
+            /* a host without IPv6 still runs on the default [::] + 0.0.0.0 pair */
+            ns_log(NS_LOG_WARN, "%s; skipped", err);
+            rc = 0;
+            continue;
+        }
+        if (rc < 0)
+            goto fail;
+        rx_sock *s = &l->socks[l->n++];
+        s->fd = fd;
+        s->l = l;
+        snprintf(s->name, sizeof s->name, "%s", o->addrs[i]);
+    }
+    if (l->n == 0) {
+        snprintf(err, errcap, "no UDP listen address could be bound");
+        rc = NS_E_RANGE;
+        goto fail;
+    }
+    for (int i = 0; i < l->n; i++) {
+        if (pthread_create(&l->socks[i].th, NULL, rx_main, &l->socks[i]) != 0) {
+            snprintf(err, errcap, "cannot start receive thread");
+            rc = -EAGAIN;
+            goto fail;
+        }
+        l->socks[i].running = true;
+    }
+    *out = l;
+    return 0;
+fail:
+    ing_listener_stop(l);
+    return rc;
+}
+
+void ing_listener_stop(ing_listener *l)
+{
+    if (!l)
+        return;
+    atomic_store(&l->stop, true);
+    for (int i = 0; i < l->n; i++) {
+        if (l->socks[i].running)
+            pthread_join(l->socks[i].th, NULL);
+        close(l->socks[i].fd);
+    }
+    free(l);
+}
+
+void ing_listener_get_stats(ing_listener *l, ing_listener_stats *st)
+{
+    st->datagrams = atomic_load(&l->datagrams);
+    st->bytes = atomic_load(&l->bytes);
+    st->flows = atomic_load(&l->flows);
+    st->decode_errors = atomic_load(&l->decode_errors);
+    st->store_dropped = atomic_load(&l->store_dropped);
+}
+
+bool ing_listener_addr(ing_listener *l, int i, char *buf, size_t cap)
+{
+    if (i < 0 || i >= l->n)
+        return false;
+    snprintf(buf, cap, "%s", l->socks[i].name);
+    return true;
+}
+
+void ing_listener_json(ing_listener *l, ns_buf *out)
+{
+    ing_listener_stats st;
+    ns_buf_puts(out, ",\"listeners\":[");
+    for (int i = 0; i < l->n; i++) {
+        ns_buf_puts(out, i ? ",{\"udp\":" : "{\"udp\":");
+        ns_buf_json_str(out, l->socks[i].name);
+        ns_buf_puts(out, "}");
+    }
+    ing_listener_get_stats(l, &st);
+    ns_buf_printf(out,
+                  "],\"ingest\":{\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
+                  ",\"flows\":%" PRIu64 ",\"decode_errors\":%" PRIu64
+                  ",\"store_dropped\":%" PRIu64 "}",
+                  st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped);
+}

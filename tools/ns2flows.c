@@ -1,0 +1,348 @@
+/* tools/ns2flows.c — the collector daemon: reads netsaw.conf and the command line, opens
+ * SESSIONDB, starts the UDP listeners and the HTTP API, and waits for signals (SIGTERM/SIGINT:
+ * drain and seal, exit 0; SIGHUP: reopen the log and reload what can be reloaded). */
+#include "engine/query.h"
+#include "http/http.h"
+#include "ingest/ingest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct override {
+    const char *key;
+    const char *val;
+} override;
+
+typedef struct cli {
+    const char *config_path;
+    override ov[64];
+    int nov;
+    bool foreground, check_only;
+} cli;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ns2flows [options]\n"
+            "  -c, --config FILE     read netsaw.conf FILE (options below override it)\n"
+            "      --db DIR          database folder (default ./SESSIONDB)\n"
+            "      --listen ADDR:PORT  UDP NetFlow listener; repeatable; [::]:PORT for IPv6\n"
+            "      --http ADDR:PORT  HTTP API address (default 127.0.0.1:8080)\n"
+            "  -f, --foreground      stay in the foreground and log to stderr too\n"
+            "      --check-config    validate the configuration and exit\n"
+            "      --help-config     list every configuration key with its default\n"
+            "      --version         print the version\n"
+            "  -h, --help            this text\n");
+}
+
+static int parse_cli(int argc, char **argv, cli *c)
+{
+    enum { O_DB = 256, O_LISTEN, O_HTTP, O_CHECK, O_HELPCFG, O_VERSION };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, O_DB},
+        {"listen", required_argument, NULL, O_LISTEN}, {"http", required_argument, NULL, O_HTTP},
+        {"foreground", no_argument, NULL, 'f'},   {"check-config", no_argument, NULL, O_CHECK},
+        {"help-config", no_argument, NULL, O_HELPCFG}, {"version", no_argument, NULL, O_VERSION},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    int o;
+    memset(c, 0, sizeof *c);
+    while ((o = getopt_long(argc, argv, "c:fh", opts, NULL)) != -1) {
+        const char *key = NULL;
+        switch (o) {
+        case 'c': c->config_path = optarg; break;
+        case 'f': c->foreground = true; break;
+        case O_DB: key = "db_path"; break;
+        case O_LISTEN: key = "listen"; break;
+        case O_HTTP: key = "http_listen"; break;
+        case O_CHECK: c->check_only = true; break;
+        case O_HELPCFG: ns_config_help(stdout); exit(0);
+        case O_VERSION: printf("ns2flows %s\n", NS_VERSION); exit(0);
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); return -1;
+        }
+        if (key) {
+            if (c->nov == (int)(sizeof c->ov / sizeof c->ov[0])) {
+                fprintf(stderr, "ns2flows: too many options\n");
+                return -1;
+            }
+            c->ov[c->nov].key = key;
+            c->ov[c->nov++].val = optarg;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ns2flows: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds the configuration: defaults, then the file, then the command line. */
+static int build_config(const cli *c, ns_config *cfg, char *err, size_t errcap)
+{
+    char why[512];
+    bool cli_listen = false;
+    ns_config_defaults(cfg);
+    if (c->config_path) {
+        int rc = ns_config_load(cfg, c->config_path, err, errcap);
+        if (rc < 0)
+            return rc;
+    }
+    for (int i = 0; i < c->nov; i++) {
+        if (strcmp(c->ov[i].key, "listen") == 0 && !cli_listen) {
+            ns_config_clear_listen(cfg); /* the command line's list replaces the file's */
+            cli_listen = true;
+        }
+        int rc = ns_config_set(cfg, c->ov[i].key, c->ov[i].val, why, sizeof why);
+        if (rc < 0) {
+            snprintf(err, errcap, "command line: %s: %s", c->ov[i].key, why);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct daemon_ctx {
+    ing_listener *listener;
+    ing_exporters *exporters;
+} daemon_ctx;
+
+static void status_extra(void *arg, ns_buf *out)
+{
+    daemon_ctx *d = arg;
+    ing_listener_json(d->listener, out);
+    ns_buf_puts(out, ",\"exporters\":");
+    ing_exporters_json(d->exporters, out);
+    ns_buf_printf(out, ",\"exporters_refused\":%llu",
+                  (unsigned long long)ing_exporters_overflow(d->exporters));
+}
+
+static void exporters_json(void *arg, ns_buf *out)
+{
+    daemon_ctx *d = arg;
+    ing_exporters_json(d->exporters, out);
+}
+
+/* Forks into the background. The parent waits on a pipe until the child reports that start-up
+ * worked (exit 0) or why it failed (the message is printed, exit 1). */
+static int report_fd = -1;
+
+static void daemonize(void)
+{
+    int p[2];
+    if (pipe(p) < 0) {
+        perror("ns2flows: pipe");
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("ns2flows: fork");
+        exit(1);
+    }
+    if (pid > 0) {
+        char msg[1024];
+        close(p[1]);
+        ssize_t n = read(p[0], msg, sizeof msg - 1);
+        if (n > 0 && msg[0] == 0)
+            exit(0);
+        if (n > 0) {
+            msg[n] = 0;
+            fprintf(stderr, "%s\n", msg);
+        } else {
+            fprintf(stderr, "ns2flows: start-up failed\n");
+        }
+        exit(1);
+    }
+    close(p[0]);
+    report_fd = p[1];
+    setsid();
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        close(null);
+    }
+}
+
+static void startup_failed(const char *msg)
+{
+    /* in the foreground the log already copies to stderr; a daemon tells its waiting parent */
+    if (report_fd >= 0) {
+        ssize_t w = write(report_fd, msg, strlen(msg));
+        (void)w;
+    }
+    ns_log(NS_LOG_ERROR, "%s", msg);
+    exit(1);
+}
+
+static void startup_done(void)
+{
+    if (report_fd < 0)
+        return;
+    char ok = 0;
+    ssize_t w = write(report_fd, &ok, 1);
+    (void)w;
+    close(report_fd);
+    report_fd = -1;
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, STDERR_FILENO);
+        close(null);
+    }
+}
+
+static int open_log(const ns_config *cfg, bool foreground)
+{
+    char path[4200];
+    ns_config_log_path(cfg, path, sizeof path);
+    ns_log_set_level(cfg->log_level);
+    return ns_log_open(path, foreground);
+}
+
+static void reload(const cli *c, ns_config *cfg, eng_db *db, bool foreground)
+{
+    ns_config next;
+    char err[1024], diff[512];
+    if (build_config(c, &next, err, sizeof err) < 0) {
+        ns_log(NS_LOG_ERROR, "reload: %s; keeping the running configuration", err);
+        return;
+    }
+    if (ns_config_diff_nonreloadable(cfg, &next, diff, sizeof diff) > 0)
+        ns_log(NS_LOG_WARN, "reload: %s changed; restart ns2flows to apply", diff);
+    /* take only what can change at run time */
+    cfg->db_budget = next.db_budget;
+    cfg->retention_s = next.retention_s;
+    cfg->log_level = next.log_level;
+    memcpy(cfg->log_file, next.log_file, sizeof cfg->log_file);
+    int rc = open_log(cfg, foreground);
+    if (rc < 0)
+        ns_log(NS_LOG_ERROR, "reload: cannot reopen log: %s", ns_strerror(rc));
+    eng_db_set_limits(db, cfg->db_budget, cfg->retention_s);
+    ns_log(NS_LOG_INFO, "reload: configuration re-read, log reopened");
+}
+
+int main(int argc, char **argv)
+{
+    cli c;
+    ns_config cfg;
+    char err[1024];
+    if (parse_cli(argc, argv, &c) < 0)
+        return 2;
+    if (build_config(&c, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "ns2flows: %s\n", err);
+        return 2;
+    }
+    if (c.check_only) {
+        printf("ns2flows: configuration OK\n");
+        return 0;
+    }
+    if (!c.foreground)
+        daemonize();
+
+    /* Signals are taken synchronously by this thread only: every thread started below inherits
+     * the blocked mask, and no handler runs inside library code. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int64_t start_ms = ns_now_ms();
+    ns_log_set_level(cfg.log_level);
+    eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
+                       .retention_s = cfg.retention_s,
+                       .seal_delay_s = cfg.seal_delay_s};
+    eng_db *db = NULL;
+    if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "ns2flows: %s", err);
+        startup_failed(msg);
+    }
+    int rc = open_log(&cfg, c.foreground);
+    if (rc < 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "ns2flows: cannot open log file: %s", ns_strerror(rc));
+        startup_failed(msg);
+    }
+
+    ing_exporters *ex = NULL;
+    if (ing_exporters_new(cfg.max_exporters, &ex) < 0)
+        startup_failed("ns2flows: out of memory");
+    const char *addrs[NS_MAX_LISTEN];
+    for (int i = 0; i < cfg.nlisten; i++)
+        addrs[i] = cfg.listen[i];
+    ing_listener_opts lo = {.addrs = addrs, .naddrs = cfg.nlisten, .rcvbuf = cfg.rcvbuf};
+    ing_listener *l = NULL;
+    if (ing_listener_start(&lo, ex, db, &l, err, sizeof err) < 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "ns2flows: %s", err);
+        eng_db_close(db);
+        startup_failed(msg);
+    }
+    daemon_ctx dctx = {.listener = l, .exporters = ex};
+    http_server *http = NULL;
+    if (cfg.http_listen[0]) {
+        http_opts ho = {.listen = cfg.http_listen,
+                        .db = db,
+                        .start_ms = start_ms,
+                        .status_extra = status_extra,
+                        .status_arg = &dctx,
+                        .exporters = exporters_json,
+                        .exporters_arg = &dctx};
+        if (http_start(&ho, &http, err, sizeof err) < 0) {
+            char msg[1100];
+            snprintf(msg, sizeof msg, "ns2flows: %s", err);
+            ing_listener_stop(l);
+            eng_db_close(db);
+            startup_failed(msg);
+        }
+    }
+    eng_db_stats st;
+    eng_db_get_stats(db, &st);
+    char lsn[NS_MAX_LISTEN * 82] = "";
+    for (int i = 0; i < NS_MAX_LISTEN; i++) {
+        char a[80];
+        if (!ing_listener_addr(l, i, a, sizeof a))
+            break;
+        strcat(lsn, " udp ");
+        strcat(lsn, a);
+    }
+    ns_log(NS_LOG_INFO, "ns2flows %s started (pid %ld): db %s (%llu segments),%s, http %s",
+           NS_VERSION, (long)getpid(), cfg.db_path, (unsigned long long)st.segments, lsn,
+           cfg.http_listen[0] ? cfg.http_listen : "off");
+    startup_done();
+
+    for (;;) {
+        siginfo_t si;
+        struct timespec ts = {1, 0};
+        int sig = sigtimedwait(&sigs, &si, &ts);
+        if (sig == SIGHUP) {
+            reload(&c, &cfg, db, c.foreground);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            ns_log(NS_LOG_INFO, "signal %d: stopping (draining ingest, sealing open minutes)",
+                   sig);
+            break;
+        }
+    }
+    ing_listener_stop(l); /* stop receiving first: nothing arrives after the final seal */
+    http_stop(http);
+    eng_db_get_stats(db, &st);
+    eng_db_close(db);
+    ing_exporters_free(ex);
+    ns_log(NS_LOG_INFO, "stopped cleanly; %llu flows stored this run",
+           (unsigned long long)st.rows_stored);
+    ns_log_close();
+    return 0;
+}
