@@ -40,7 +40,7 @@ LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(ENGINE_LIB)
 BINS       = $(addprefix $(BUILD)/bin/,$(TOOLS))
 UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
-REGRESS_BIN = $(BUILD)/test/fuzz_regress
+REGRESS_BINS = $(patsubst test/fuzz/%.c,$(BUILD)/test/regress_%,$(FUZZ_SRC))
 
 .PHONY: all deps run test unit it asan fuzz bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
 
@@ -80,9 +80,11 @@ $(BUILD)/test/%: $(BUILD)/obj/test/%.o $(LIBS_ALL)
 	@echo '  LD    $@'
 	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBS_ALL) $(LDLIBS) $(CRIT_LIBS) -o $@
 
-$(REGRESS_BIN): $(BUILD)/obj/test/fuzz/regress_driver.o $(patsubst %.c,$(BUILD)/obj/%.o,$(FUZZ_SRC)) $(LIBS_ALL)
+# Each fuzz target also links with a plain main() that replays its regression inputs.
+$(BUILD)/test/regress_%: $(BUILD)/obj/test/fuzz/regress_driver.o $(BUILD)/obj/test/fuzz/%.o $(LIBS_ALL)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DNS_REGRESS_DRIVER $^ $(LDLIBS) -o $@
+	@echo '  LD    $@'
+	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
 # ---------------------------------------------------------------------------------------------
 # Dependencies from Debian, by package name; apt-get update only when something is missing.
@@ -111,9 +113,9 @@ run: deps
 	$(MAKE) all
 	$(BUILD)/bin/ns2flows -f $(ARGS)
 
-unit: $(UNIT_BINS) $(REGRESS_BIN)
+unit: $(UNIT_BINS) $(REGRESS_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) $$t --jobs 2; done
-	$(REGRESS_BIN) test/fuzz/regress
+	@set -e; for r in $(REGRESS_BINS); do n=$${r##*/regress_}; echo "== $$r"; $$r test/fuzz/regress/$$n; done
 
 it: $(BINS) $(IT_BINS)
 	@set -e; for t in $(IT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $$t --jobs 1; done
@@ -130,7 +132,7 @@ fuzz: deps-fuzz
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang -fsanitize=fuzzer,address,undefined build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
 	  mkdir -p build/fuzz/corpus/$$n; \
-	  seeds=""; [ -d test/fuzz/seeds/$$n ] && seeds=test/fuzz/seeds/$$n; \
+	  seeds=test/fuzz/regress/$$n; \
 	  echo "== $$n for $(FUZZ_TIME)s"; \
 	  build/fuzz/$$n -max_total_time=$(FUZZ_TIME) -artifact_prefix=build/fuzz/$$n- build/fuzz/corpus/$$n $$seeds; \
 	done

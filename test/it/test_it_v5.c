@@ -1,0 +1,286 @@
+/* Integration: the real daemon on a temporary database and free loopback ports, fed the NetFlow
+ * v5 captures from ../shared/fixtures by the real replay tool, answers /api/v1/summary and
+ * /api/v1/top as nfdump did on the same captures (its recorded totals and per-flow CSV). */
+#include "test/it/itlib.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <criterion/parameterized.h>
+
+typedef struct v5_case {
+    const char *pcap;     /* under the fixtures folder */
+    const char *expected; /* path prefix of .nfdump.txt / .nfdump.csv */
+} v5_case;
+
+/* Sends the capture and waits until the daemon has taken every datagram. */
+static void replay_and_wait(it_daemon *d, const char *pcap)
+{
+    char out[400], *body = NULL, line[256];
+    unsigned long long sent = 0;
+    snprintf(out, sizeof out, "%s.replay", d->db);
+    char bin[512], to[64];
+    snprintf(bin, sizeof bin, "%s/ns2flows-replay", it_bin());
+    snprintf(to, sizeof to, "127.0.0.1:%u", d->udp);
+    const char *argv[] = {bin, pcap, "--to", to, "--max", NULL};
+    cr_assert(eq(int, it_run(argv, out), 0), "replay of %s failed", pcap);
+    FILE *f = fopen(out, "r");
+    cr_assert(f != NULL);
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "replay: sent %llu datagrams", &sent) == 1)
+            break;
+    fclose(f);
+    unlink(out);
+    cr_assert(sent > 0, "replay sent nothing from %s", pcap);
+    for (int waited = 0; waited < it_ms(10000); waited += 20) {
+        uint64_t got = 0;
+        cr_assert(eq(int, it_http_get(d->http, "/api/v1/status", &body), 200));
+        const char *ing = strstr(body, "\"ingest\":");
+        cr_assert(ing != NULL, "status has no ingest object: %s", body);
+        it_json_u64(ing, "datagrams", &got);
+        free(body);
+        if (got >= sent)
+            return;
+        it_sleep_ms(20);
+    }
+    cr_fail("daemon did not receive the %llu datagrams of %s", sent, pcap);
+}
+
+/* Parses every row of a /api/v1/top?by=srcaddr answer. */
+static size_t parse_top(const char *json, it_addr_total *out, size_t cap)
+{
+    size_t n = 0;
+    const char *p = json;
+    while ((p = strstr(p, "{\"key\":{\"srcaddr\":\"")) != NULL && n < cap) {
+        p += strlen("{\"key\":{\"srcaddr\":\"");
+        const char *q = strchr(p, '"');
+        cr_assert(q != NULL);
+        memset(&out[n], 0, sizeof out[n]);
+        memcpy(out[n].addr, p, (size_t)(q - p));
+        cr_assert(it_json_u64(q, "flows", &out[n].flows));
+        cr_assert(it_json_u64(q, "packets", &out[n].packets));
+        cr_assert(it_json_u64(q, "bytes", &out[n].bytes));
+        n++;
+        p = q;
+    }
+    return n;
+}
+
+static int cmp_bytes_desc(const void *a, const void *b)
+{
+    const it_addr_total *x = a, *y = b;
+    return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : 0;
+}
+
+ParameterizedTestParameters(it_v5, matches_nfdump)
+{
+    static v5_case cases[] = {
+        {"real/akvorado/netflow__nfv5.pcap", "expected/real/akvorado/nfv5"},
+        {"real/logstash-codec-netflow/pcap/netflow5.pcap",
+         "expected/real/logstash-codec-netflow/netflow5"},
+        {"real/logstash-codec-netflow/pcap/netflow5_test_juniper_mx80.pcap",
+         "expected/real/logstash-codec-netflow/netflow5_test_juniper_mx80"},
+        {"real/logstash-codec-netflow/pcap/netflow5_test_microtik.pcap",
+         "expected/real/logstash-codec-netflow/netflow5_test_microtik"},
+        {"real/logstash-codec-netflow/pcap/netflow5_test_invalid01.pcap",
+         "expected/real/logstash-codec-netflow/netflow5_test_invalid01"},
+        {"real/logstash-codec-netflow/pcap/netflow5_test_invalid02.pcap",
+         "expected/real/logstash-codec-netflow/netflow5_test_invalid02"},
+        {"generated/softflowd-v5-tcpreplay_test.pcap", "generated/softflowd-v5-tcpreplay_test"},
+        {"generated/softflowd-v5-nfdump_pack.pcap", "generated/softflowd-v5-nfdump_pack"},
+    };
+    return cr_make_param_array(v5_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(v5_case *c, it_v5, matches_nfdump, .timeout = 120)
+{
+    char pcap[600], txt[600], csv[600], *body;
+    it_nfdump_totals want;
+    it_daemon d;
+    snprintf(pcap, sizeof pcap, "%s/%s", it_fixtures(), c->pcap);
+    snprintf(txt, sizeof txt, "%s/%s.nfdump.txt", it_fixtures(), c->expected);
+    snprintf(csv, sizeof csv, "%s/%s.nfdump.csv", it_fixtures(), c->expected);
+    cr_assert(it_nfdump_totals_read(txt, &want) || strstr(txt, "invalid"),
+              "cannot read nfdump totals %s (NS_FIXTURES=%s)", txt, it_fixtures());
+    cr_assert(it_daemon_start(&d, NULL), "daemon did not start (see %s)", d.log);
+    replay_and_wait(&d, pcap);
+
+    /* summary == nfdump -I */
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/summary", &body), 200));
+    uint64_t flows = 0, packets = 0, bytes = 0;
+    cr_assert(it_json_u64(body, "flows", &flows) && it_json_u64(body, "packets", &packets) &&
+              it_json_u64(body, "bytes", &bytes), "summary: %s", body);
+    cr_expect(eq(u64, flows, want.flows), "%s flows", c->pcap);
+    cr_expect(eq(u64, packets, want.packets), "%s packets", c->pcap);
+    cr_expect(eq(u64, bytes, want.bytes), "%s bytes", c->pcap);
+    if (want.flows) {
+        double first, last;
+        cr_assert(it_json_double(body, "first", &first) && it_json_double(body, "last", &last));
+        cr_expect(eq(i64, (int64_t)first, want.first), "%s first", c->pcap);
+        cr_expect(eq(i64, (int64_t)last, want.last), "%s last", c->pcap);
+    }
+    free(body);
+
+    /* every source address's totals == those summed from nfdump's per-flow CSV */
+    static it_addr_total exp_rows[4096], got_rows[4096];
+    size_t ne = it_nfdump_csv_by_src(csv, exp_rows, 4096);
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/top?by=srcaddr&limit=10000", &body), 200));
+    size_t ng = parse_top(body, got_rows, 4096);
+    free(body);
+    cr_expect(eq(sz, ng, ne), "%s: distinct source addresses", c->pcap);
+    for (size_t i = 0; i < ne; i++) {
+        size_t j;
+        for (j = 0; j < ng; j++)
+            if (strcmp(got_rows[j].addr, exp_rows[i].addr) == 0)
+                break;
+        cr_expect(j < ng, "%s: source %s missing", c->pcap, exp_rows[i].addr);
+        if (j == ng)
+            continue;
+        cr_expect(eq(u64, got_rows[j].flows, exp_rows[i].flows), "%s flows", exp_rows[i].addr);
+        cr_expect(eq(u64, got_rows[j].packets, exp_rows[i].packets), "%s pkts", exp_rows[i].addr);
+        cr_expect(eq(u64, got_rows[j].bytes, exp_rows[i].bytes), "%s bytes", exp_rows[i].addr);
+    }
+
+    /* the default top 10: ordered by bytes, the same byte counts as nfdump's top 10 */
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/top?by=srcaddr", &body), 200));
+    ng = parse_top(body, got_rows, 4096);
+    uint64_t tf = 0, of = 0;
+    const char *total = strstr(body, "\"total\":"), *other = strstr(body, "\"other\":");
+    cr_assert(total && other);
+    it_json_u64(total, "flows", &tf);
+    it_json_u64(other, "flows", &of);
+    cr_expect(eq(u64, tf, want.flows));
+    free(body);
+    qsort(exp_rows, ne, sizeof exp_rows[0], cmp_bytes_desc);
+    cr_expect(eq(sz, ng, ne < 10 ? ne : 10));
+    uint64_t top_flows = 0;
+    for (size_t i = 0; i < ng && i < ne; i++) {
+        cr_expect(eq(u64, got_rows[i].bytes, exp_rows[i].bytes), "%s: rank %zu", c->pcap, i);
+        if (i > 0)
+            cr_expect(got_rows[i - 1].bytes >= got_rows[i].bytes);
+        top_flows += got_rows[i].flows;
+    }
+    cr_expect(eq(u64, top_flows + of, tf), "rows + other == total");
+
+    cr_expect(eq(int, it_daemon_stop(&d), 0), "SIGTERM exits 0");
+    it_rm_rf(d.db);
+}
+
+Test(it_v5, restart_keeps_sealed_flows_and_segments_verify, .timeout = 120)
+{
+    char pcap[600], *body;
+    it_daemon d;
+    snprintf(pcap, sizeof pcap, "%s/real/akvorado/netflow__nfv5.pcap", it_fixtures());
+    cr_assert(it_daemon_start(&d, NULL));
+    replay_and_wait(&d, pcap);
+    cr_assert(eq(int, it_daemon_stop(&d), 0));
+
+    /* SIGTERM sealed the open minute into a segment that verifies */
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s/ns2flows-dump", it_bin());
+    const char *argv[] = {bin, "--verify", d.db, NULL};
+    cr_assert(eq(int, it_run(argv, NULL), 0), "ns2flows-dump --verify %s", d.db);
+
+    char db[256];
+    snprintf(db, sizeof db, "%s", d.db);
+    cr_assert(it_daemon_start(&d, db), "restart failed");
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/summary", &body), 200));
+    uint64_t flows = 0, bytes = 0, segs = 0;
+    it_json_u64(body, "flows", &flows);
+    it_json_u64(body, "bytes", &bytes);
+    free(body);
+    cr_expect(eq(u64, flows, 29));
+    cr_expect(eq(u64, bytes, 88345));
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/status", &body), 200));
+    it_json_u64(body, "segments", &segs);
+    free(body);
+    cr_expect(eq(u64, segs, 1));
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+    it_rm_rf(db);
+}
+
+Test(it_v5, second_daemon_on_same_database_refuses, .timeout = 60)
+{
+    it_daemon a, b;
+    cr_assert(it_daemon_start(&a, NULL));
+    cr_assert(it_daemon_start(&b, a.db) == false, "a second daemon started on %s", a.db);
+    char line[1024] = "";
+    FILE *f = fopen(b.log, "r");
+    cr_assert(f != NULL);
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    line[n] = 0;
+    fclose(f);
+    cr_expect(strstr(line, "in use") != NULL, "message was: %s", line);
+    cr_expect(eq(int, it_daemon_stop(&a), 0));
+    it_rm_rf(a.db);
+}
+
+Test(it_v5, bad_requests_get_clear_errors, .timeout = 60)
+{
+    static const struct {
+        const char *path;
+        int status;
+        const char *names;
+    } cases[] = {
+        {"/api/v1/summary?from=yesterday", 400, "from"},
+        {"/api/v1/summary?to=2024-13-01T00:00:00Z", 400, "to"},
+        {"/api/v1/summary?from=200&to=100", 400, "from"},
+        {"/api/v1/top?by=color", 400, "by"},
+        {"/api/v1/top?metric=weight", 400, "metric"},
+        {"/api/v1/top?limit=0", 400, "limit"},
+        {"/api/v1/top?limit=-5", 400, "limit"},
+        {"/api/v1/top?limit=99999999999999999999999", 400, "limit"},
+        {"/api/v1/top?limt=5", 400, "limt"},
+        {"/api/v1/top?format=xml", 400, "format"},
+        {"/api/v1/nothing", 404, "/api/v1/nothing"},
+        {"/../../etc/passwd", 404, "no such endpoint"},
+        {"/api/v1/summary?from=2024-01-02T03:04:05Z&to=1800000000", 200, "flows"},
+        {"/api/v1/top?by=dstport&metric=flows&limit=3&format=csv", 200, "dstport,flows"},
+    };
+    it_daemon d;
+    cr_assert(it_daemon_start(&d, NULL));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *body;
+        int st = it_http_get(d.http, cases[i].path, &body);
+        cr_expect(eq(int, st, cases[i].status), "%s", cases[i].path);
+        cr_expect(body && strstr(body, cases[i].names), "%s: %s", cases[i].path, body);
+        if (st >= 400)
+            cr_expect(body && strncmp(body, "{\"error\":", 9) == 0, "%s: %s", cases[i].path,
+                      body);
+        free(body);
+    }
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+    it_rm_rf(d.db);
+}
+
+Test(it_v5, config_errors_name_file_line_and_key, .timeout = 30)
+{
+    char conf[] = "/tmp/ns2flows-it-conf-XXXXXX", bin[512], out[64] = "/tmp/ns2flows-it-cfgout";
+    int fd = mkstemp(conf);
+    cr_assert(fd >= 0);
+    const char *text = "# test\ndb_budget = 1G\n\nlisten = 127.0.0.1:2055\nbogus_key = 1\n";
+    cr_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    snprintf(bin, sizeof bin, "%s/ns2flows", it_bin());
+    const char *argv[] = {bin, "-c", conf, "--check-config", NULL};
+    cr_expect(eq(int, it_run(argv, out), 2));
+    char msg[1024] = "";
+    FILE *f = fopen(out, "r");
+    cr_assert(f != NULL);
+    size_t n = fread(msg, 1, sizeof msg - 1, f);
+    msg[n] = 0;
+    fclose(f);
+    char want[400];
+    snprintf(want, sizeof want, "%s:5: bogus_key", conf);
+    cr_expect(strstr(msg, want) != NULL, "message: %s", msg);
+
+    /* a good file passes, and --db on the command line overrides it */
+    fd = open(conf, O_WRONLY | O_TRUNC);
+    text = "db_budget = 1G # one gigabyte\nretention = 7d\n";
+    cr_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    cr_expect(eq(int, it_run(argv, out), 0));
+    const char *argv2[] = {bin, "-c", conf, "--listen", "1.2.3.4", "--check-config", NULL};
+    cr_expect(eq(int, it_run(argv2, out), 2), "--listen without a port is refused");
+    unlink(conf);
+    unlink(out);
+}
