@@ -42,7 +42,7 @@ UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
 REGRESS_BINS = $(patsubst test/fuzz/%.c,$(BUILD)/test/regress_%,$(FUZZ_SRC))
 
-.PHONY: all deps run test unit it asan fuzz bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
+.PHONY: all deps run test unit it asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
 
 all: $(BINS)
 
@@ -128,7 +128,7 @@ asan: deps-asan
 
 FUZZ_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
 fuzz: deps-fuzz
-	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" $(LIBS_ALL) $(call obj,$(FUZZ_SRC))
+	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" fuzz-objs
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang -fsanitize=fuzzer,address,undefined build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
 	  mkdir -p build/fuzz/corpus/$$n; \
@@ -136,6 +136,8 @@ fuzz: deps-fuzz
 	  echo "== $$n for $(FUZZ_TIME)s"; \
 	  build/fuzz/$$n -max_total_time=$(FUZZ_TIME) -artifact_prefix=build/fuzz/$$n- build/fuzz/corpus/$$n $$seeds; \
 	done
+
+fuzz-objs: $(LIBS_ALL) $(call obj,$(FUZZ_SRC))
 
 bench:
 	@echo "bench: not built yet (see issue 3)"; exit 1
