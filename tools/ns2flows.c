@@ -136,6 +136,7 @@ static void exporters_json(void *arg, ns_buf *out)
 /* Forks into the background. The parent waits on a pipe until the child reports that start-up
  * worked (exit 0) or why it failed (the message is printed, exit 1). */
 static int report_fd = -1;
+static bool log_file_open; /* before it is, a daemon's errors go only to the waiting parent */
 
 static void daemonize(void)
 {
@@ -180,6 +181,8 @@ static void startup_failed(const char *msg)
     if (report_fd >= 0) {
         ssize_t w = write(report_fd, msg, strlen(msg));
         (void)w;
+        if (!log_file_open)
+            exit(1);
     }
     ns_log(NS_LOG_ERROR, "%s", msg);
     exit(1);
@@ -276,6 +279,7 @@ int main(int argc, char **argv)
         snprintf(msg, sizeof msg, "ns2flows: cannot open log file: %s", ns_strerror(rc));
         startup_failed(msg);
     }
+    log_file_open = true;
 
     ing_exporters *ex = NULL;
     if (ing_exporters_new(cfg.max_exporters, &ex) < 0)
