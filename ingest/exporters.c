@@ -168,23 +168,52 @@ static void warn_locked(exporter *e, int64_t now_ms, const char *what, int rc)
                 ing_strerror(rc));
 }
 
+/* Decodes the v5 PDUs of one datagram into out; fills hs[0..*npdu). The first PDU's error is
+ * the datagram's; a later PDU's error is returned in *tail_rc and the PDUs before it are kept. */
+static int decode_v5_pdus(const uint8_t *pkt, size_t len, const ns_addr *from, ing_batch *out,
+                          ing_v5_hdr *hs, size_t maxpdu, size_t *npdu, int *tail_rc)
+{
+    ns_cur c = ns_cur_make(pkt, len);
+    *npdu = 0;
+    *tail_rc = 0;
+    while (*npdu < maxpdu) {
+        ns_cur peek = c;
+        uint16_t version;
+        if (*npdu > 0 && (c.left < ING_V5_HDR || !ns_cur_u16(&peek, &version) || version != 5))
+            break; /* the rest is padding */
+        int rc = ing_v5_decode(c.p, c.left, from, out, &hs[*npdu]);
+        if (rc < 0) {
+            if (*npdu == 0 || rc == ING_E_BATCH)
+                return rc;
+            *tail_rc = rc;
+            break;
+        }
+        ns_cur_skip(&c, hs[*npdu].pdu_len);
+        (*npdu)++;
+    }
+    return 0;
+}
+
 int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const uint8_t *pkt,
                size_t len, ing_batch *out)
 {
+    enum { MAX_PDUS = 64 };
     ns_cur c = ns_cur_make(pkt, len);
     uint16_t version = 0;
-    ing_v5_hdr h5;
-    size_t before = out->n;
-    int rc;
+    ing_v5_hdr hs[MAX_PDUS];
+    size_t npdu = 0, before = out->n;
+    int rc, tail_rc = 0;
 
     if (!ns_cur_u16(&c, &version))
         rc = ING_E_SHORT;
     else if (version == 5)
-        rc = ing_v5_decode(pkt, len, from, out, &h5);
+        rc = decode_v5_pdus(pkt, len, from, out, hs, MAX_PDUS, &npdu, &tail_rc);
     else
         rc = ING_E_VERSION;
-    if (rc == ING_E_BATCH)
-        return rc; /* the caller flushes and retries: not the exporter's fault */
+    if (rc == ING_E_BATCH) {
+        out->n = before; /* the caller flushes and retries: not the exporter's fault */
+        return rc;
+    }
 
     pthread_mutex_lock(&ex->mu);
     exporter *e = lookup_locked(ex, from, recv_ms);
@@ -198,23 +227,28 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     e->st.bytes += len;
     e->st.last_seen_ms = recv_ms;
     e->st.last_version = version;
-    switch (rc) {
-    case 0:
-        e->st.flows += out->n - before;
-        e->st.sampling = h5.sampling_interval > 1 ? h5.sampling_interval : 1;
-        track_sequence(e, 5, (uint32_t)h5.engine_type << 8 | h5.engine_id, h5.flow_sequence,
-                       h5.count);
-        break;
+    e->st.flows += out->n - before;
+    for (size_t i = 0; i < npdu; i++) {
+        e->st.sampling = hs[i].sampling_interval > 1 ? hs[i].sampling_interval : 1;
+        track_sequence(e, 5, (uint32_t)hs[i].engine_type << 8 | hs[i].engine_id,
+                       hs[i].flow_sequence, hs[i].count);
+    }
+    int err = rc < 0 ? rc : tail_rc;
+    switch (err) {
     case ING_E_SHORT: e->st.err_short++; break;
     case ING_E_VERSION: e->st.err_version++; break;
     case ING_E_COUNT: e->st.err_count++; break;
     case ING_E_LENGTH: e->st.err_length++; break;
     default: break;
     }
-    if (rc < 0) {
-        char what[48];
-        snprintf(what, sizeof what, "version %u datagram of %zu bytes dropped", version, len);
-        warn_locked(e, recv_ms, what, rc);
+    if (err < 0) {
+        char what[80];
+        if (rc < 0)
+            snprintf(what, sizeof what, "version %u datagram of %zu bytes dropped", version, len);
+        else
+            snprintf(what, sizeof what, "v5 PDU %zu of a %zu-byte datagram dropped", npdu + 1,
+                     len);
+        warn_locked(e, recv_ms, what, err);
     }
     pthread_mutex_unlock(&ex->mu);
     return rc < 0 ? rc : (int)(out->n - before);

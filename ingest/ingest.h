@@ -41,9 +41,11 @@ typedef struct ing_v5_hdr {
     uint8_t engine_id;
     uint16_t sampling_mode;     /* top 2 bits of the sampling field */
     uint16_t sampling_interval; /* low 14 bits; 0 or 1 = unsampled */
+    size_t pdu_len;             /* bytes this PDU covers: header + count records */
 } ing_v5_hdr;
 
-/* Decodes one v5 datagram from exporter into out (appending hdr.count rows), filling *hdr.
+/* Decodes one v5 PDU at the start of pkt from exporter into out (appending hdr.count rows),
+ * filling *hdr.
  * Checks the header, the record count and the datagram length before appending anything, so a
  * bad datagram adds no rows. Times become absolute epoch ms from sysUptime and unix time;
  * bytes and packets are scaled by the sampling interval. Returns 0 or an ING_E_* code. */
@@ -83,7 +85,10 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out);
 
 /* Decodes one datagram received from `from` at recv_ms: picks the decoder by version, updates
  * the exporter's counters and sequence tracking, logs (rate-limited) what went wrong, and
- * appends the flows to out. Returns the number of flows added or an ING_E_* code. */
+ * appends the flows to out. A v5 datagram may carry several PDUs back to back (some exporters
+ * and capture tools stack them; nfdump reads them too); bytes after the last PDU that do not
+ * start another v5 header are padding. Returns the number of flows added or an ING_E_* code;
+ * on ING_E_BATCH nothing was added or counted and the caller retries with an empty batch. */
 int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const uint8_t *pkt,
                size_t len, ing_batch *out);
 

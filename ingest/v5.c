@@ -81,5 +81,6 @@ int ing_v5_decode(const uint8_t *pkt, size_t len, const ns_addr *exporter, ing_b
         f->source_id = source_id;
     }
     out->n += hdr->count;
+    hdr->pdu_len = ING_V5_HDR + (size_t)hdr->count * ING_V5_REC;
     return 0;
 }

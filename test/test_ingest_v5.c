@@ -338,6 +338,36 @@ Test(ing_decode, engines_of_one_exporter_have_their_own_sequence)
     ing_exporters_free(ex);
 }
 
+Test(ing_decode, stacked_pdus_in_one_datagram_all_decode)
+{
+    ing_exporters *ex;
+    uint8_t pkt[4096];
+    cr_assert(eq(int, ing_exporters_new(16, &ex), 0));
+    size_t a = make_v5(pkt, 2, 0, 0);
+    size_t b = make_v5(pkt + a, 4, 2, 0); /* seq continues: 0 + 2 */
+    size_t c = make_v5(pkt + a + b, 3, 6, 0);
+    memset(pkt + a + b + c, 0, 10); /* then padding */
+    cr_assert(eq(int, ing_decode(ex, &exporter, 1000, pkt, a + b + c + 10, &batch), 9));
+    ing_exporter_stats st = only_exporter(ex);
+    cr_assert(eq(u64, st.datagrams, 1));
+    cr_assert(eq(u64, st.flows, 9));
+    cr_assert(eq(u64, st.seq_gaps, 0));
+    cr_assert(eq(u64, st.err_length, 0));
+    /* a truncated third PDU: the first two are kept, the third counted as an error */
+    batch.n = 0;
+    cr_assert(eq(int, ing_decode(ex, &exporter, 1000, pkt, a + b + c - 1, &batch), 6));
+    st = only_exporter(ex);
+    cr_assert(eq(u64, st.err_length, 1));
+    cr_assert(eq(u64, st.flows, 15));
+    /* no room for the second PDU: nothing is added or counted */
+    batch.n = 0;
+    batch.cap = 3;
+    cr_assert(eq(int, ing_decode(ex, &exporter, 1000, pkt, a + b + c, &batch), ING_E_BATCH));
+    cr_assert(eq(sz, batch.n, 0));
+    cr_assert(eq(u64, only_exporter(ex).datagrams, 2));
+    ing_exporters_free(ex);
+}
+
 Test(ing_decode, exporter_cap_refuses_and_counts)
 {
     ing_exporters *ex;

@@ -7,9 +7,11 @@
 #include <criterion/new/assert.h>
 #include <criterion/parameterized.h>
 
+/* Arrays, not pointers: Criterion runs each case in a fresh worker process, where a pointer
+ * into the parent's memory would mean nothing. */
 typedef struct v5_case {
-    const char *pcap;     /* under the fixtures folder */
-    const char *expected; /* path prefix of .nfdump.txt / .nfdump.csv */
+    char pcap[128];     /* under the fixtures folder */
+    char expected[128]; /* path prefix of .nfdump.txt / .nfdump.csv */
 } v5_case;
 
 /* Sends the capture and waits until the daemon has taken every datagram. */
