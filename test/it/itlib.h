@@ -170,8 +170,9 @@ typedef struct it_daemon {
 } it_daemon;
 
 /* Starts ns2flows in the foreground on free loopback ports with db (created by mkdtemp when
- * db is NULL). Waits until HTTP answers. Returns false if it did not come up. */
-static inline bool it_daemon_start(it_daemon *d, const char *db)
+ * db is NULL) and the extra arguments (NULL-terminated, or NULL). Waits until HTTP answers.
+ * Returns false if it did not come up. */
+static inline bool it_daemon_start_ex(it_daemon *d, const char *db, const char *const *extra)
 {
     char bin[512], listen[64], http[64];
     memset(d, 0, sizeof *d);
@@ -195,7 +196,13 @@ static inline bool it_daemon_start(it_daemon *d, const char *db)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execl(bin, bin, "-f", "--db", d->db, "--listen", listen, "--http", http, (char *)NULL);
+        char fl[] = "-f", dbo[] = "--db", lo[] = "--listen", ho[] = "--http";
+        char *args[40] = {bin, fl, dbo, d->db, lo, listen, ho, http};
+        int n = 8;
+        for (int i = 0; extra && extra[i] && n < 39; i++)
+            args[n++] = strdup(extra[i]);
+        args[n] = NULL;
+        execv(bin, args);
         _exit(127);
     }
     if (d->pid < 0)
@@ -213,6 +220,11 @@ static inline bool it_daemon_start(it_daemon *d, const char *db)
         it_sleep_ms(50);
     }
     return false;
+}
+
+static inline bool it_daemon_start(it_daemon *d, const char *db)
+{
+    return it_daemon_start_ex(d, db, NULL);
 }
 
 /* Sends SIGTERM and waits; returns the exit status (or -1 if it had to be killed). */

@@ -286,3 +286,67 @@ Test(it_v5, config_errors_name_file_line_and_key, .timeout = 30)
     unlink(conf);
     unlink(out);
 }
+
+/* Reads a whole small file into buf. */
+static void slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = 0;
+    if (f)
+        fclose(f);
+}
+
+Test(it_v5, sighup_reloads_budget_and_warns_about_fixed_keys, .timeout = 60)
+{
+    char conf[] = "/tmp/ns2flows-it-conf-XXXXXX", *body, log[600];
+    static char text[65536];
+    int fd = mkstemp(conf);
+    cr_assert(fd >= 0);
+    const char *v1 = "db_budget = 1G\nlog_level = info\n";
+    cr_assert(write(fd, v1, strlen(v1)) == (ssize_t)strlen(v1));
+    close(fd);
+    const char *extra[] = {"-c", conf, NULL};
+    it_daemon d;
+    cr_assert(it_daemon_start_ex(&d, NULL, extra));
+    uint64_t budget = 0;
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/status", &body), 200));
+    it_json_u64(body, "budget_bytes", &budget);
+    free(body);
+    cr_expect(eq(u64, budget, 1ull << 30));
+
+    /* a reloadable key (db_budget) and a fixed one (rcvbuf) change */
+    fd = open(conf, O_WRONLY | O_TRUNC);
+    const char *v2 = "db_budget = 2G\nlog_level = info\nrcvbuf = 1M\n";
+    cr_assert(write(fd, v2, strlen(v2)) == (ssize_t)strlen(v2));
+    close(fd);
+    kill(d.pid, SIGHUP);
+    for (int waited = 0; waited < it_ms(5000) && budget != 2ull << 30; waited += 50) {
+        it_sleep_ms(50);
+        cr_assert(eq(int, it_http_get(d.http, "/api/v1/status", &body), 200));
+        it_json_u64(body, "budget_bytes", &budget);
+        free(body);
+    }
+    cr_expect(eq(u64, budget, 2ull << 30), "SIGHUP applied db_budget");
+
+    /* a broken file is refused and the running configuration kept */
+    fd = open(conf, O_WRONLY | O_TRUNC);
+    const char *v3 = "db_budget = lots\n";
+    cr_assert(write(fd, v3, strlen(v3)) == (ssize_t)strlen(v3));
+    close(fd);
+    kill(d.pid, SIGHUP);
+    it_sleep_ms(it_ms(300));
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/status", &body), 200));
+    it_json_u64(body, "budget_bytes", &budget);
+    free(body);
+    cr_expect(eq(u64, budget, 2ull << 30));
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+
+    snprintf(log, sizeof log, "%s/ns2flowslog.txt", d.db);
+    slurp(log, text, sizeof text);
+    cr_expect(strstr(text, "rcvbuf changed; restart") != NULL, "log: %s", text);
+    cr_expect(strstr(text, ":1: db_budget:") != NULL, "log: %s", text);
+    cr_expect(strstr(text, "stopped cleanly") != NULL, "log: %s", text);
+    unlink(conf);
+    it_rm_rf(d.db);
+}
