@@ -145,8 +145,13 @@ typedef struct ing_pcap_stats {
     uint64_t malformed;     /* headers that do not fit the captured bytes */
 } ing_pcap_stats;
 
+/* Opens a capture. Returns 0, -errno (missing file), NS_E_MAGIC (not a capture), NS_E_TRUNC
+ * (cut-off file header), NS_E_VERSION (link type not handled) or NS_E_NOMEM; err (may be NULL)
+ * says which. */
 int ing_pcap_open(const char *path, ing_pcap **out, char *err, size_t errcap);
-/* 1: *u holds the next datagram; 0: end of capture; < 0: read error (err names it). */
+/* 1: *u holds the next datagram; 0: end of capture; < 0: NS_E_TRUNC / NS_E_CORRUPT (err names
+ * the packet), returned again by every later call. Fragments of non-UDP packets count as
+ * skipped; a datagram cut by the capture's snap length is returned trimmed. */
 int ing_pcap_next(ing_pcap *p, ing_udp *u, char *err, size_t errcap);
 void ing_pcap_get_stats(const ing_pcap *p, ing_pcap_stats *st);
 void ing_pcap_close(ing_pcap *p);
