@@ -4,7 +4,7 @@
  *
  *   OFFSET  SIZE  FIELD
  *   0       8     magic "NS2FSEG\0"
- *   8       4     format version (1)
+ *   8       4     format version (2)
  *   12      4     flags (0)
  *   16      ...   column blobs, each zstd-compressed after its encoding
  *   F       ...   footer: totals + column directory (48 bytes a column)
@@ -28,7 +28,7 @@
 
 #define SEG_MAGIC "NS2FSEG"
 #define SEG_END "NS2FEND"
-#define SEG_VERSION 1u
+#define SEG_VERSION 2u /* 2: vlan, direction, flow_type columns */
 #define SEG_HDR 16u
 #define SEG_TRAILER 24u
 #define SEG_FOOTER_FIXED 48u
@@ -47,12 +47,14 @@ static const uint8_t col_width[ENG_NCOLS] = {
     [ENG_COL_SAMPLING] = 4,  [ENG_COL_SOURCE_ID] = 4, [ENG_COL_SRC_PORT] = 2,
     [ENG_COL_DST_PORT] = 2,  [ENG_COL_PROTO] = 1,    [ENG_COL_TCP_FLAGS] = 1,
     [ENG_COL_TOS] = 1,       [ENG_COL_SRC_MASK] = 1, [ENG_COL_DST_MASK] = 1,
+    [ENG_COL_VLAN] = 2,      [ENG_COL_DIRECTION] = 1, [ENG_COL_FLOW_TYPE] = 1,
 };
 
 static const char *const col_names[ENG_NCOLS] = {
     "first_ms", "last_ms", "packets", "bytes",    "exporter", "src",       "dst",
     "nexthop",  "src_as",  "dst_as",  "in_if",    "out_if",   "sampling",  "source_id",
     "src_port", "dst_port", "proto",  "tcp_flags", "tos",     "src_mask",  "dst_mask",
+    "vlan",     "direction", "flow_type",
 };
 
 const char *eng_col_name(eng_col c)
@@ -96,6 +98,9 @@ static void row_get(const eng_flow *r, eng_col c, uint8_t *out)
     case ENG_COL_TOS: out[0] = r->tos; break;
     case ENG_COL_SRC_MASK: out[0] = r->src_mask; break;
     case ENG_COL_DST_MASK: out[0] = r->dst_mask; break;
+    case ENG_COL_VLAN: ns_put_le16(out, r->vlan); break;
+    case ENG_COL_DIRECTION: out[0] = r->direction; break;
+    case ENG_COL_FLOW_TYPE: out[0] = r->flow_type; break;
     case ENG_NCOLS: break;
     }
 }
@@ -128,6 +133,9 @@ static void row_set(eng_flow *r, eng_col c, const uint8_t *in)
     case ENG_COL_TOS: r->tos = in[0]; break;
     case ENG_COL_SRC_MASK: r->src_mask = in[0]; break;
     case ENG_COL_DST_MASK: r->dst_mask = in[0]; break;
+    case ENG_COL_VLAN: ns_cur_le16(&cur, &r->vlan); break;
+    case ENG_COL_DIRECTION: r->direction = in[0]; break;
+    case ENG_COL_FLOW_TYPE: r->flow_type = in[0]; break;
     case ENG_NCOLS: break;
     }
 }

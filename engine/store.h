@@ -32,7 +32,14 @@ typedef struct eng_flow {
     uint8_t tos;
     uint8_t src_mask;
     uint8_t dst_mask;
+    uint16_t vlan;      /* source VLAN id, 0 = none */
+    uint8_t direction;  /* ENG_DIR_* */
+    uint8_t flow_type;  /* ENG_FT_*: which export protocol the row came from */
 } eng_flow;
+
+enum { ENG_DIR_UNKNOWN = 0, ENG_DIR_INGRESS = 1, ENG_DIR_EGRESS = 2 };
+enum { ENG_FT_UNKNOWN = 0, ENG_FT_NETFLOW5 = 5, ENG_FT_NETFLOW9 = 9, ENG_FT_IPFIX = 10,
+       ENG_FT_SFLOW5 = 65 };
 
 /* Column identifiers, in on-disk order. docs/FORMAT.md lists them with types. */
 typedef enum {
@@ -40,6 +47,7 @@ typedef enum {
     ENG_COL_SRC, ENG_COL_DST, ENG_COL_NEXTHOP, ENG_COL_SRC_AS, ENG_COL_DST_AS, ENG_COL_IN_IF,
     ENG_COL_OUT_IF, ENG_COL_SAMPLING, ENG_COL_SOURCE_ID, ENG_COL_SRC_PORT, ENG_COL_DST_PORT,
     ENG_COL_PROTO, ENG_COL_TCP_FLAGS, ENG_COL_TOS, ENG_COL_SRC_MASK, ENG_COL_DST_MASK,
+    ENG_COL_VLAN, ENG_COL_DIRECTION, ENG_COL_FLOW_TYPE,
     ENG_NCOLS
 } eng_col;
 

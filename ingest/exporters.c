@@ -1,7 +1,7 @@
 /* ingest/exporters.c — the exporter table: per-address counters, per-stream sequence
  * tracking (gaps → estimated lost flows), rate-limited warnings, and the dispatch of a datagram
  * to its decoder. Decoding runs outside the table's mutex; only bookkeeping runs inside. */
-#include "ingest/ingest.h"
+#include "ingest/ingest_int.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -20,9 +20,11 @@ typedef struct stream {
 } stream;
 
 typedef struct exporter {
+    pthread_mutex_t mu; /* guards everything below; taken after the table's, never before */
     ing_exporter_stats st;
     stream streams[MAX_STREAMS];
     ns_ratelimit rl;
+    ing_nfstate *nf;    /* v9/IPFIX templates and samplers, made on first use */
     bool used;
 } exporter;
 
@@ -42,6 +44,9 @@ const char *ing_strerror(int rc)
     case ING_E_LENGTH: return "record count disagrees with datagram length";
     case ING_E_EXPORTERS: return "exporter table full";
     case ING_E_BATCH: return "batch full";
+    case ING_E_SET_LEN: return "set length out of bounds";
+    case ING_E_TEMPLATE: return "malformed template";
+    case ING_E_CAP: return "per-exporter limit reached";
     default: return ns_strerror(rc);
     }
 }
@@ -69,6 +74,12 @@ void ing_exporters_free(ing_exporters *ex)
 {
     if (!ex)
         return;
+    for (size_t i = 0; i < ex->cap; i++) {
+        if (!ex->slots[i].used)
+            continue;
+        pthread_mutex_destroy(&ex->slots[i].mu);
+        ing__nfstate_free(ex->slots[i].nf);
+    }
     pthread_mutex_destroy(&ex->mu);
     free(ex->slots);
     free(ex);
@@ -87,6 +98,7 @@ static exporter *lookup_locked(ing_exporters *ex, const ns_addr *addr, int64_t n
         return NULL;
     exporter *e = &ex->slots[h];
     memset(e, 0, sizeof *e);
+    pthread_mutex_init(&e->mu, NULL);
     e->used = true;
     e->st.addr = *addr;
     e->st.first_seen_ms = now_ms;
@@ -103,8 +115,11 @@ size_t ing_exporters_list(ing_exporters *ex, ing_exporter_stats *out, size_t cap
     for (size_t i = 0; i < ex->cap; i++) {
         if (!ex->slots[i].used)
             continue;
-        if (k < cap)
+        if (k < cap) {
+            pthread_mutex_lock(&ex->slots[i].mu);
             out[k] = ex->slots[i].st;
+            pthread_mutex_unlock(&ex->slots[i].mu);
+        }
         k++;
     }
     pthread_mutex_unlock(&ex->mu);
@@ -121,8 +136,8 @@ uint64_t ing_exporters_overflow(ing_exporters *ex)
 
 /* Checks a stream's sequence number. v5 counts flows: the next datagram should carry
  * seq + count. Returns the flows lost before this datagram (0 when in order). */
-static void track_sequence(exporter *e, uint32_t version, uint32_t source_id, uint32_t seq,
-                           uint32_t advance)
+static uint32_t track_sequence(exporter *e, uint32_t version, uint32_t source_id, uint32_t seq,
+                               uint32_t advance)
 {
     stream *s = NULL;
     for (int i = 0; i < MAX_STREAMS; i++) {
@@ -141,17 +156,17 @@ static void track_sequence(exporter *e, uint32_t version, uint32_t source_id, ui
         }
     }
     if (!s)
-        return; /* more streams than we track: no gap accounting for the rest */
+        return 0; /* more streams than we track: no gap accounting for the rest */
     uint32_t diff = seq - s->next_seq; /* modulo 2^32: wraps are in order */
-    if (diff != 0) {
-        if (diff < SEQ_MAX_JUMP) {
-            e->st.seq_gaps++;
-            e->st.lost_flows += diff;
-        } else {
-            e->st.seq_resets++; /* went backwards (restart, reorder) or jumped absurdly */
-        }
-    }
     s->next_seq = seq + advance;
+    if (diff == 0)
+        return 0;
+    if (diff < SEQ_MAX_JUMP) {
+        e->st.seq_gaps++;
+        return diff;
+    }
+    e->st.seq_resets++; /* went backwards (restart, reorder) or jumped absurdly */
+    return 0;
 }
 
 static void warn_locked(exporter *e, int64_t now_ms, const char *what, int rc)
@@ -204,12 +219,13 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     size_t npdu = 0, before = out->n;
     int rc, tail_rc = 0;
 
+    /* v5 is stateless: decode before taking any lock, so a full batch is retried cleanly */
     if (!ns_cur_u16(&c, &version))
         rc = ING_E_SHORT;
     else if (version == 5)
         rc = decode_v5_pdus(pkt, len, from, out, hs, MAX_PDUS, &npdu, &tail_rc);
     else
-        rc = ING_E_VERSION;
+        rc = version == 9 || version == 10 ? 0 : ING_E_VERSION;
     if (rc == ING_E_BATCH) {
         out->n = before; /* the caller flushes and retries: not the exporter's fault */
         return rc;
@@ -217,21 +233,46 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
 
     pthread_mutex_lock(&ex->mu);
     exporter *e = lookup_locked(ex, from, recv_ms);
-    if (!e) {
+    if (!e)
         ex->overflow++;
-        pthread_mutex_unlock(&ex->mu);
+    pthread_mutex_unlock(&ex->mu);
+    if (!e) {
         out->n = before;
         return ING_E_EXPORTERS;
     }
+    pthread_mutex_lock(&e->mu);
     e->st.datagrams++;
     e->st.bytes += len;
     e->st.last_seen_ms = recv_ms;
     e->st.last_version = version;
+    if (rc == 0 && (version == 9 || version == 10)) {
+        uint32_t seq = 0, domain = 0;
+        if (!e->nf)
+            e->nf = calloc(1, sizeof *e->nf);
+        if (!e->nf) {
+            rc = NS_E_NOMEM;
+        } else {
+            ing_nfctx nc = {.nf = e->nf, .st = &e->st, .exporter = from, .recv_ms = recv_ms,
+                            .out = out};
+            rc = version == 9 ? ing__v9_decode(&nc, pkt, len, &seq, &domain)
+                              : ing__ipfix_decode(&nc, pkt, len, &seq, &domain);
+            if (rc >= 0 || rc == ING_E_SET_LEN || rc == ING_E_TEMPLATE || rc == ING_E_CAP) {
+                uint32_t gap = track_sequence(e, version, domain, seq,
+                                              version == 9 ? 1u : (uint32_t)nc.records);
+                if (version == 9)
+                    e->st.lost_datagrams += gap;
+                else
+                    e->st.lost_flows += gap;
+            }
+            if (rc > 0)
+                rc = 0;
+        }
+    }
     e->st.flows += out->n - before;
     for (size_t i = 0; i < npdu; i++) {
         e->st.sampling = hs[i].sampling_interval > 1 ? hs[i].sampling_interval : 1;
-        track_sequence(e, 5, (uint32_t)hs[i].engine_type << 8 | hs[i].engine_id,
-                       hs[i].flow_sequence, hs[i].count);
+        e->st.lost_flows += track_sequence(e, 5, (uint32_t)hs[i].engine_type << 8 | hs[i].engine_id,
+                                           hs[i].flow_sequence, hs[i].count);
     }
     int err = rc < 0 ? rc : tail_rc;
     switch (err) {
@@ -239,7 +280,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     case ING_E_VERSION: e->st.err_version++; break;
     case ING_E_COUNT: e->st.err_count++; break;
     case ING_E_LENGTH: e->st.err_length++; break;
-    default: break;
+    default: break; /* set, template and cap errors were counted by the decoder */
     }
     if (err < 0) {
         char what[80];
@@ -250,7 +291,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
                      len);
         warn_locked(e, recv_ms, what, err);
     }
-    pthread_mutex_unlock(&ex->mu);
+    pthread_mutex_unlock(&e->mu);
     return rc < 0 ? rc : (int)(out->n - before);
 }
 
@@ -277,12 +318,22 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
         ns_buf_printf(out,
                       ",\"version\":%u,\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
                       ",\"flows\":%" PRIu64 ",\"sampling\":%u,\"sequence_gaps\":%" PRIu64
-                      ",\"lost_flows\":%" PRIu64 ",\"sequence_resets\":%" PRIu64
-                      ",\"errors\":{\"short\":%" PRIu64 ",\"version\":%" PRIu64
-                      ",\"count\":%" PRIu64 ",\"length\":%" PRIu64 "},\"first_seen\":",
+                      ",\"lost_flows\":%" PRIu64 ",\"lost_datagrams\":%" PRIu64
+                      ",\"sequence_resets\":%" PRIu64 ",\"errors\":{\"short\":%" PRIu64
+                      ",\"version\":%" PRIu64 ",\"count\":%" PRIu64 ",\"length\":%" PRIu64
+                      ",\"set\":%" PRIu64 ",\"template\":%" PRIu64 "}",
                       e->last_version, e->datagrams, e->bytes, e->flows, e->sampling, e->seq_gaps,
-                      e->lost_flows, e->seq_resets, e->err_short, e->err_version, e->err_count,
-                      e->err_length);
+                      e->lost_flows, e->lost_datagrams, e->seq_resets, e->err_short,
+                      e->err_version, e->err_count, e->err_length, e->err_set,
+                      e->template_errors);
+        ns_buf_printf(out,
+                      ",\"templates\":{\"known\":%" PRIu64 ",\"refused\":%" PRIu64
+                      ",\"withdrawn\":%" PRIu64 ",\"options_records\":%" PRIu64
+                      "},\"held\":{\"misses\":%" PRIu64 ",\"decoded\":%" PRIu64
+                      ",\"expired\":%" PRIu64 ",\"dropped\":%" PRIu64 "},\"first_seen\":",
+                      e->templates, e->templates_refused, e->template_withdrawals,
+                      e->options_records, e->template_misses, e->held_decoded, e->held_expired,
+                      e->held_dropped);
         put_ms(out, e->first_seen_ms);
         ns_buf_puts(out, ",\"last_seen\":");
         put_ms(out, e->last_seen_ms);

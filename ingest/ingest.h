@@ -15,6 +15,9 @@ enum {
     ING_E_LENGTH = -11004,    /* record count disagrees with the datagram length */
     ING_E_EXPORTERS = -11005, /* exporter table full: datagram dropped */
     ING_E_BATCH = -11006,     /* caller's batch has no room */
+    ING_E_SET_LEN = -11007,   /* a set's length is too small or runs past the message */
+    ING_E_TEMPLATE = -11008,  /* a template record that does not parse */
+    ING_E_CAP = -11009,       /* a cap (templates, fields, held bytes) was reached */
 };
 const char *ing_strerror(int rc);
 
@@ -68,8 +71,19 @@ typedef struct ing_exporter_stats {
     uint64_t err_count;     /* bad record count */
     uint64_t err_length;    /* count vs length mismatch */
     uint64_t seq_gaps;      /* times the sequence jumped forward */
-    uint64_t lost_flows;    /* flows the sequence numbers say we never received */
+    uint64_t lost_flows;    /* flows the sequence numbers say we never received (v5, IPFIX) */
+    uint64_t lost_datagrams; /* v9 counts packets, not flows: packets never received */
     uint64_t seq_resets;    /* sequence went backwards or jumped too far: exporter restart */
+    uint64_t err_set;       /* v9/IPFIX sets with a bad length */
+    uint64_t templates;     /* templates currently known */
+    uint64_t template_errors;   /* template records that did not parse */
+    uint64_t templates_refused; /* over the per-exporter or per-template caps */
+    uint64_t template_withdrawals;
+    uint64_t options_records;   /* options data records read (samplers, system init time) */
+    uint64_t template_misses;   /* data sets that arrived before their template */
+    uint64_t held_decoded;      /* ... and were decoded when it came */
+    uint64_t held_expired;      /* ... or expired waiting for it */
+    uint64_t held_dropped;      /* ... or did not fit in the holding area */
     uint32_t last_version;
     uint32_t sampling;      /* last sampling interval seen */
 } ing_exporter_stats;
@@ -155,5 +169,25 @@ int ing_pcap_open(const char *path, ing_pcap **out, char *err, size_t errcap);
 int ing_pcap_next(ing_pcap *p, ing_udp *u, char *err, size_t errcap);
 void ing_pcap_get_stats(const ing_pcap *p, ing_pcap_stats *st);
 void ing_pcap_close(ing_pcap *p);
+
+/* ---------------------------------------------------------------------------------------------
+ * Offline ingest (ingest/offline.c): the export datagrams of captures, in the order given,
+ * through the same decoders into the store. The exporter is the datagram's original source
+ * address and the receive time its capture time, so minutes and exporters are as they were. */
+typedef struct ing_offline_opts {
+    const uint16_t *dports; /* only datagrams to these destination ports (NULL: all) */
+    size_t ndports;
+    void (*progress)(void *arg, const char *path, uint64_t datagrams, uint64_t flows);
+    void *progress_arg;     /* progress is called every 65536 datagrams and at each file's end */
+} ing_offline_opts;
+
+typedef struct ing_offline_stats {
+    uint64_t files, datagrams, flows, decode_errors, store_dropped, skipped;
+} ing_offline_stats;
+
+/* Returns 0, or the first error reading a capture (err names the file). Decode errors are
+ * counted, not fatal. */
+int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t npaths,
+                const ing_offline_opts *o, ing_offline_stats *st, char *err, size_t errcap);
 
 #endif

@@ -18,7 +18,8 @@
 
 #define RX_BATCH 64
 #define RX_BUFSZ 65536
-#define ROW_BATCH 8192
+#define ROW_BATCH 32768
+#define ROW_ROOM 16384 /* free rows kept before each datagram: more than one can carry */
 
 typedef struct rx_sock {
     int fd;
@@ -99,7 +100,7 @@ static void *rx_main(void *arg)
             sockaddr_to_addr(&from[i], &a);
             atomic_fetch_add(&l->datagrams, 1);
             atomic_fetch_add(&l->bytes, len);
-            if (batch.cap - batch.n < 1024)
+            if (batch.cap - batch.n < ROW_ROOM)
                 flush(l, now, &batch);
             int rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             if (rc == ING_E_BATCH) {

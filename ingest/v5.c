@@ -79,6 +79,7 @@ int ing_v5_decode(const uint8_t *pkt, size_t len, const ns_addr *exporter, ing_b
         f->bytes = (uint64_t)octets * rate;
         f->sampling = rate;
         f->source_id = source_id;
+        f->flow_type = ENG_FT_NETFLOW5;
     }
     out->n += hdr->count;
     hdr->pdu_len = ING_V5_HDR + (size_t)hdr->count * ING_V5_REC;

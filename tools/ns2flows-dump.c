@@ -28,7 +28,8 @@ static void print_rows(const eng_flow *r, size_t n, bool csv)
     char t1[40], t2[40], s[64], d[64], e[64], nh[64];
     if (csv)
         printf("first,last,exporter,src,dst,src_port,dst_port,proto,tcp_flags,tos,packets,bytes,"
-               "in_if,out_if,src_as,dst_as,src_mask,dst_mask,nexthop,sampling,source_id\n");
+               "in_if,out_if,src_as,dst_as,src_mask,dst_mask,nexthop,sampling,source_id,vlan,"
+               "direction,flow_type\n");
     for (size_t i = 0; i < n; i++) {
         fmt_time(r[i].first_ms, t1, sizeof t1);
         fmt_time(r[i].last_ms, t2, sizeof t2);
@@ -38,10 +39,11 @@ static void print_rows(const eng_flow *r, size_t n, bool csv)
         ns_addr_fmt(&r[i].nexthop, nh, sizeof nh);
         if (csv)
             printf("%s,%s,%s,%s,%s,%u,%u,%u,%u,%u,%" PRIu64 ",%" PRIu64
-                   ",%u,%u,%u,%u,%u,%u,%s,%u,%u\n",
+                   ",%u,%u,%u,%u,%u,%u,%s,%u,%u,%u,%u,%u\n",
                    t1, t2, e, s, d, r[i].src_port, r[i].dst_port, r[i].proto, r[i].tcp_flags,
                    r[i].tos, r[i].packets, r[i].bytes, r[i].in_if, r[i].out_if, r[i].src_as,
-                   r[i].dst_as, r[i].src_mask, r[i].dst_mask, nh, r[i].sampling, r[i].source_id);
+                   r[i].dst_as, r[i].src_mask, r[i].dst_mask, nh, r[i].sampling, r[i].source_id,
+                   r[i].vlan, r[i].direction, r[i].flow_type);
         else
             printf("%s %s %-15s %5u -> %-15s %5u proto %3u flags 0x%02x pkts %" PRIu64
                    " bytes %" PRIu64 " if %u/%u as %u/%u rate %u\n",

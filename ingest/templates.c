@@ -1,0 +1,564 @@
+/* ingest/templates.c — what NetFlow v9 (RFC 3954) and IPFIX (RFC 7011) share: template and
+ * options-template records, the per-exporter template store, data records decoded through a
+ * template into flow rows (IANA IEs, RFC 7012), sampler tables from options data, RFC 5103
+ * reverse counters as a second row, and data held while its template has not arrived yet. */
+#include "ingest/ingest_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define PEN_REVERSE 29305u /* RFC 5103 reverse information elements */
+#define NTP_UNIX_DELTA 2208988800LL
+
+void ing__nfstate_free(ing_nfstate *nf)
+{
+    if (!nf)
+        return;
+    for (size_t i = 0; i < nf->ntmpls; i++)
+        free(nf->tmpls[i]);
+    for (size_t i = 0; i < nf->npending; i++)
+        free(nf->pending[i]);
+    free(nf);
+}
+
+static ing_tmpl *find_tmpl(ing_nfstate *nf, uint8_t version, uint32_t domain, uint16_t id,
+                           size_t *idx)
+{
+    for (size_t i = 0; i < nf->ntmpls; i++) {
+        ing_tmpl *t = nf->tmpls[i];
+        if (t->id == id && t->domain == domain && t->version == version) {
+            if (idx)
+                *idx = i;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static void remove_tmpl(ing_nfctx *c, size_t i)
+{
+    free(c->nf->tmpls[i]);
+    c->nf->tmpls[i] = c->nf->tmpls[--c->nf->ntmpls];
+    c->st->templates = c->nf->ntmpls;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Values */
+
+static uint64_t uval(ns_cur v)
+{
+    uint64_t x = 0;
+    uint8_t b;
+    if (v.left > 8)
+        ns_cur_skip(&v, v.left - 8); /* keep the low 8 bytes of an oversized counter */
+    while (ns_cur_u8(&v, &b))
+        x = x << 8 | b;
+    return x;
+}
+
+static bool addr_val(ns_cur v, ns_addr *a)
+{
+    if (v.left == 4) {
+        uint32_t x;
+        ns_cur_u32(&v, &x);
+        ns_addr_from_v4(a, x);
+        return true;
+    }
+    if (v.left == 16)
+        return ns_cur_bytes(&v, a->b, 16);
+    return false;
+}
+
+static int64_t ntp_to_ms(ns_cur v)
+{
+    uint32_t sec = 0, frac = 0;
+    ns_cur_u32(&v, &sec);
+    ns_cur_u32(&v, &frac);
+    return ((int64_t)sec - NTP_UNIX_DELTA) * 1000 + (int64_t)(((uint64_t)frac * 1000) >> 32);
+}
+
+/* What one data or options record said, before it becomes a row. */
+typedef struct rec {
+    eng_flow f;
+    uint64_t bytes, packets, tot_bytes, tot_packets, init_bytes, init_packets;
+    uint64_t rev_bytes, rev_packets;
+    bool has_bytes, has_packets, has_tot_bytes, has_tot_packets, has_init;
+    bool has_v6src, has_v6dst, has_nh;
+    int64_t start_ms, end_ms;           /* absolute, when given */
+    bool has_start, has_end;
+    uint64_t up_first, up_last;         /* sysUptime-relative ms (21/22) */
+    bool has_up_first, has_up_last;
+    uint64_t delta_start_us, delta_end_us; /* 158/159: before export time */
+    bool has_delta_start, has_delta_end;
+    int64_t obs_ms;
+    bool has_obs;
+    uint32_t icmp;
+    bool has_icmp;
+    uint64_t sampler_id;
+    bool has_sampler_id;
+    uint64_t rate;                      /* from the record itself, 0 = none */
+    uint64_t pkt_interval, pkt_space, smp_size, smp_pop;
+    int64_t sys_init_ms;
+} rec;
+
+/* Applies one field's value to the record. */
+static void apply_field(rec *r, const ing_tmpl_field *fd, ns_cur v)
+{
+    eng_flow *f = &r->f;
+    if (fd->pen == PEN_REVERSE) {
+        if (fd->ie == 1 || fd->ie == 85)
+            r->rev_bytes = uval(v);
+        else if (fd->ie == 2 || fd->ie == 86)
+            r->rev_packets = uval(v);
+        return;
+    }
+    if (fd->pen != 0)
+        return; /* other enterprises: skipped by their length */
+    switch (fd->ie) {
+    case 1: r->bytes = uval(v); r->has_bytes = true; break;
+    case 2: r->packets = uval(v); r->has_packets = true; break;
+    case 85: r->tot_bytes = uval(v); r->has_tot_bytes = true; break;
+    case 86: r->tot_packets = uval(v); r->has_tot_packets = true; break;
+    case 231: r->init_bytes = uval(v); r->has_init = true; break; /* ASA initiatorOctets */
+    case 298: r->init_packets = uval(v); break;
+    case 4: f->proto = (uint8_t)uval(v); break;
+    case 5: f->tos = (uint8_t)uval(v); break;
+    case 6: f->tcp_flags = (uint8_t)uval(v); break; /* 2-byte IPFIX form: low byte = flags */
+    case 7: f->src_port = (uint16_t)uval(v); break;
+    case 11: f->dst_port = (uint16_t)uval(v); break;
+    case 8: if (!r->has_v6src) addr_val(v, &f->src); break;
+    case 12: if (!r->has_v6dst) addr_val(v, &f->dst); break;
+    case 27: r->has_v6src = addr_val(v, &f->src); break;
+    case 28: r->has_v6dst = addr_val(v, &f->dst); break;
+    case 9: case 29: f->src_mask = (uint8_t)uval(v); break;
+    case 13: case 30: f->dst_mask = (uint8_t)uval(v); break;
+    case 10: f->in_if = (uint32_t)uval(v); break;
+    case 14: f->out_if = (uint32_t)uval(v); break;
+    case 15: case 62: r->has_nh = addr_val(v, &f->nexthop) || r->has_nh; break;
+    case 18: case 63: if (!r->has_nh) addr_val(v, &f->nexthop); break;
+    case 16: f->src_as = (uint32_t)uval(v); break;
+    case 17: f->dst_as = (uint32_t)uval(v); break;
+    case 21: r->up_last = uval(v); r->has_up_last = true; break;
+    case 22: r->up_first = uval(v); r->has_up_first = true; break;
+    case 32: case 139: r->icmp = (uint32_t)uval(v); r->has_icmp = true; break;
+    case 176: case 178: r->icmp = (r->icmp & 0xff) | (uint32_t)uval(v) << 8; r->has_icmp = true; break;
+    case 177: case 179: r->icmp = (r->icmp & 0xff00) | (uint32_t)(uval(v) & 0xff); r->has_icmp = true; break;
+    case 34: case 50: if (uval(v) > 0) r->rate = uval(v); break;
+    case 305: r->pkt_interval = uval(v); break;
+    case 306: r->pkt_space = uval(v); break;
+    case 309: r->smp_size = uval(v); break;
+    case 310: r->smp_pop = uval(v); break;
+    case 48: case 302: r->sampler_id = uval(v); r->has_sampler_id = true; break;
+    case 58: case 243: if (!f->vlan) f->vlan = (uint16_t)(uval(v) & 0x0fff); break;
+    case 61: f->direction = (uint8_t)(uval(v) == 0 ? ENG_DIR_INGRESS : ENG_DIR_EGRESS); break;
+    case 150: r->start_ms = (int64_t)uval(v) * 1000; r->has_start = true; break;
+    case 151: r->end_ms = (int64_t)uval(v) * 1000; r->has_end = true; break;
+    case 152: r->start_ms = (int64_t)uval(v); r->has_start = true; break;
+    case 153: r->end_ms = (int64_t)uval(v); r->has_end = true; break;
+    case 154: case 156: if (v.left == 8) { r->start_ms = ntp_to_ms(v); r->has_start = true; } break;
+    case 155: case 157: if (v.left == 8) { r->end_ms = ntp_to_ms(v); r->has_end = true; } break;
+    case 158: r->delta_start_us = uval(v); r->has_delta_start = true; break;
+    case 159: r->delta_end_us = uval(v); r->has_delta_end = true; break;
+    case 160: r->sys_init_ms = (int64_t)uval(v); break;
+    case 323: r->obs_ms = (int64_t)uval(v); r->has_obs = true; break;
+    default: break;
+    }
+}
+
+/* Reads one record's fields through template t. false: the set ends (padding or truncated). */
+static bool read_record(const ing_tmpl *t, ns_cur *set, rec *r)
+{
+    memset(r, 0, sizeof *r);
+    for (uint16_t i = 0; i < t->nfields; i++) {
+        size_t len = t->f[i].len;
+        ns_cur v;
+        if (len == 65535) { /* RFC 7011 §7: variable length, 1 or 3 length bytes */
+            uint8_t l8;
+            uint16_t l16;
+            if (!ns_cur_u8(set, &l8))
+                return false;
+            len = l8;
+            if (l8 == 255) {
+                if (!ns_cur_u16(set, &l16))
+                    return false;
+                len = l16;
+            }
+        }
+        if (!ns_cur_sub(set, len, &v))
+            return false;
+        apply_field(r, &t->f[i], v);
+    }
+    return true;
+}
+
+static uint32_t rate_of(const rec *r)
+{
+    uint64_t rate = r->rate;
+    if (!rate && r->pkt_interval && r->pkt_space)
+        rate = (r->pkt_interval + r->pkt_space) / r->pkt_interval;
+    if (!rate && r->smp_size && r->smp_pop)
+        rate = r->smp_pop / r->smp_size;
+    return rate > UINT32_MAX ? UINT32_MAX : (uint32_t)rate;
+}
+
+/* Sampling rate for a data record: its own field, then its sampler, then the domain's default,
+ * then any default of the exporter (some send options with another source ID). */
+static uint32_t lookup_rate(const ing_nfstate *nf, uint32_t domain, const rec *r)
+{
+    uint32_t own = rate_of(r);
+    const ing_sampler *best = NULL;
+    int best_score = 0;
+    if (own)
+        return own;
+    for (size_t i = 0; i < nf->nsamplers; i++) {
+        const ing_sampler *s = &nf->samplers[i];
+        int score = 0;
+        if (r->has_sampler_id && s->id == r->sampler_id)
+            score = s->domain == domain ? 4 : 3;
+        else if (s->id == UINT64_MAX)
+            score = s->domain == domain ? 2 : 1;
+        if (score > best_score) {
+            best = s;
+            best_score = score;
+        }
+    }
+    return best ? best->rate : 1;
+}
+
+static void options_record(ing_nfctx *c, uint32_t domain, const rec *r)
+{
+    ing_nfstate *nf = c->nf;
+    uint32_t rate = rate_of(r);
+    c->st->options_records++;
+    if (r->sys_init_ms)
+        nf->sys_init_ms = r->sys_init_ms;
+    if (!rate)
+        return;
+    uint64_t id = r->has_sampler_id ? r->sampler_id : UINT64_MAX;
+    for (size_t i = 0; i < nf->nsamplers; i++) {
+        if (nf->samplers[i].domain == domain && nf->samplers[i].id == id) {
+            nf->samplers[i].rate = rate;
+            return;
+        }
+    }
+    if (nf->nsamplers == ING_MAX_SAMPLERS) {
+        c->st->templates_refused++;
+        return;
+    }
+    nf->samplers[nf->nsamplers++] = (ing_sampler){domain, id, rate};
+}
+
+/* Turns a data record into one row (two with RFC 5103 reverse counters). */
+static void data_record(ing_nfctx *c, uint8_t version, uint32_t domain, int64_t export_ms,
+                        uint32_t uptime_ms, rec *r)
+{
+    eng_flow *f = &r->f;
+    if (r->sys_init_ms)
+        c->nf->sys_init_ms = r->sys_init_ms;
+    /* counters: delta, else total, else the firewall's initiator counters (Cisco ASA) */
+    f->bytes = r->has_bytes ? r->bytes : r->has_tot_bytes ? r->tot_bytes : r->init_bytes;
+    f->packets = r->has_packets ? r->packets : r->has_tot_packets ? r->tot_packets
+                                                                   : r->init_packets;
+    /* times, most precise source first */
+    int64_t first = export_ms, last = export_ms;
+    if (r->has_up_first || r->has_up_last) {
+        int64_t boot;
+        bool known = true;
+        if (version == 9)
+            boot = export_ms - uptime_ms;
+        else if (c->nf->sys_init_ms)
+            boot = c->nf->sys_init_ms;
+        else
+            known = false, boot = 0;
+        if (known && version == 9) {
+            /* signed 32-bit differences survive sysUptime wrapping */
+            if (r->has_up_first)
+                first = export_ms - (int32_t)(uptime_ms - (uint32_t)r->up_first);
+            if (r->has_up_last)
+                last = export_ms - (int32_t)(uptime_ms - (uint32_t)r->up_last);
+        } else if (known) {
+            if (r->has_up_first)
+                first = boot + (int64_t)r->up_first;
+            if (r->has_up_last)
+                last = boot + (int64_t)r->up_last;
+        }
+        if (r->has_up_first && !r->has_up_last)
+            last = first;
+        if (r->has_up_last && !r->has_up_first)
+            first = last;
+    }
+    if (r->has_delta_start)
+        first = export_ms - (int64_t)(r->delta_start_us / 1000);
+    if (r->has_delta_end)
+        last = export_ms - (int64_t)(r->delta_end_us / 1000);
+    if (r->has_start)
+        first = r->start_ms;
+    if (r->has_end)
+        last = r->end_ms;
+    if (!r->has_start && !r->has_up_first && !r->has_delta_start && r->has_obs)
+        first = last = r->obs_ms;
+    if (r->has_start && !r->has_end && !r->has_up_last && !r->has_delta_end)
+        last = first;
+    if (last < first)
+        last = first;
+    f->first_ms = first;
+    f->last_ms = last;
+    if (r->has_icmp && (f->proto == 1 || f->proto == 58)) {
+        f->dst_port = (uint16_t)r->icmp; /* type << 8 | code, as nfdump shows it */
+        f->src_port = 0;
+    }
+    uint32_t rate = lookup_rate(c->nf, domain, r);
+    f->sampling = rate;
+    f->packets *= rate;
+    f->bytes *= rate;
+    f->exporter = *c->exporter;
+    f->source_id = domain;
+    f->flow_type = version == 9 ? ENG_FT_NETFLOW9 : ENG_FT_IPFIX;
+    if (c->out->n == c->out->cap) {
+        c->st->held_dropped++;
+        return;
+    }
+    c->out->rows[c->out->n++] = *f;
+    if ((r->rev_bytes || r->rev_packets) && c->out->n < c->out->cap) {
+        eng_flow *rv = &c->out->rows[c->out->n++];
+        *rv = *f;
+        rv->src = f->dst;
+        rv->dst = f->src;
+        rv->src_port = f->dst_port;
+        rv->dst_port = f->src_port;
+        rv->in_if = f->out_if;
+        rv->out_if = f->in_if;
+        rv->src_as = f->dst_as;
+        rv->dst_as = f->src_as;
+        rv->src_mask = f->dst_mask;
+        rv->dst_mask = f->src_mask;
+        rv->bytes = r->rev_bytes * rate;
+        rv->packets = r->rev_packets * rate;
+    }
+}
+
+static void decode_records(ing_nfctx *c, const ing_tmpl *t, int64_t export_ms, uint32_t uptime_ms,
+                           ns_cur set)
+{
+    rec r;
+    /* a set ends when what is left cannot hold one more record: that is padding */
+    while (set.left > 0 && set.left >= t->min_len) {
+        if (!read_record(t, &set, &r))
+            break;
+        if (t->options) {
+            options_record(c, t->domain, &r);
+        } else {
+            data_record(c, t->version, t->domain, export_ms, uptime_ms, &r);
+            c->records++;
+        }
+        if (t->min_len == 0)
+            break; /* cannot happen (templates have fields), but never loop forever */
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Held data */
+
+static void pending_remove(ing_nfstate *nf, size_t i)
+{
+    nf->pending_bytes -= nf->pending[i]->len;
+    free(nf->pending[i]);
+    memmove(&nf->pending[i], &nf->pending[i + 1], (nf->npending - i - 1) * sizeof *nf->pending);
+    nf->npending--;
+}
+
+void ing__pending_expire(ing_nfctx *c)
+{
+    ing_nfstate *nf = c->nf;
+    for (size_t i = 0; i < nf->npending;) {
+        if (c->recv_ms - nf->pending[i]->recv_ms > ING_PENDING_MS) {
+            pending_remove(nf, i);
+            c->st->held_expired++;
+        } else {
+            i++;
+        }
+    }
+}
+
+static void pending_release(ing_nfctx *c, const ing_tmpl *t)
+{
+    ing_nfstate *nf = c->nf;
+    for (size_t i = 0; i < nf->npending;) {
+        ing_pending *p = nf->pending[i];
+        if (p->tid == t->id && p->domain == t->domain && p->version == t->version) {
+            decode_records(c, t, p->export_ms, p->uptime_ms, ns_cur_make(p->data, p->len));
+            c->st->held_decoded++;
+            pending_remove(nf, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+static void pending_hold(ing_nfctx *c, uint8_t version, uint32_t domain, uint16_t tid,
+                         int64_t export_ms, uint32_t uptime_ms, ns_cur set)
+{
+    ing_nfstate *nf = c->nf;
+    ing__pending_expire(c);
+    /* over the caps the oldest held data goes first: fresher data is likelier to be claimed */
+    while (nf->npending > 0 && (nf->npending == ING_MAX_PENDING ||
+                                nf->pending_bytes + set.left > ING_PENDING_BYTES)) {
+        pending_remove(nf, 0);
+        c->st->held_dropped++;
+    }
+    if (set.left > ING_PENDING_BYTES) {
+        c->st->held_dropped++;
+        return;
+    }
+    ing_pending *p = malloc(sizeof *p + set.left);
+    if (!p) {
+        c->st->held_dropped++;
+        return;
+    }
+    p->domain = domain;
+    p->tid = tid;
+    p->version = version;
+    p->recv_ms = c->recv_ms;
+    p->export_ms = export_ms;
+    p->uptime_ms = uptime_ms;
+    p->len = set.left;
+    ns_cur_bytes(&set, p->data, p->len);
+    nf->pending[nf->npending++] = p;
+    nf->pending_bytes += p->len;
+}
+
+int ing__data_set(ing_nfctx *c, uint8_t version, uint32_t domain, uint16_t tid, int64_t export_ms,
+                  uint32_t uptime_ms, ns_cur set)
+{
+    ing_tmpl *t = find_tmpl(c->nf, version, domain, tid, NULL);
+    if (!t) {
+        c->st->template_misses++;
+        pending_hold(c, version, domain, tid, export_ms, uptime_ms, set);
+        return 0;
+    }
+    decode_records(c, t, export_ms, uptime_ms, set);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Template records */
+
+static int add_tmpl(ing_nfctx *c, ing_tmpl *t)
+{
+    size_t idx;
+    if (find_tmpl(c->nf, t->version, t->domain, t->id, &idx)) {
+        free(c->nf->tmpls[idx]); /* refresh or replacement */
+        c->nf->tmpls[idx] = t;
+    } else if (c->nf->ntmpls == ING_MAX_TEMPLATES) {
+        free(t);
+        c->st->templates_refused++;
+        return ING_E_CAP;
+    } else {
+        c->nf->tmpls[c->nf->ntmpls++] = t;
+    }
+    c->st->templates = c->nf->ntmpls;
+    pending_release(c, t);
+    return 0;
+}
+
+static void withdraw(ing_nfctx *c, uint8_t version, uint32_t domain, uint16_t id, bool options)
+{
+    /* id 2 (templates) or 3 (options templates) withdraws every template of that kind */
+    bool all = id == (options ? 3 : 2);
+    for (size_t i = 0; i < c->nf->ntmpls;) {
+        ing_tmpl *t = c->nf->tmpls[i];
+        if (t->version == version && t->domain == domain &&
+            (all ? t->options == options : t->id == id)) {
+            remove_tmpl(c, i);
+            c->st->template_withdrawals++;
+        } else {
+            i++;
+        }
+    }
+}
+
+/* Reads nfields field specifiers into a new template. */
+static int read_fields(ns_cur *set, uint8_t version, uint16_t nfields, ing_tmpl **out)
+{
+    ing_tmpl *t;
+    if (nfields == 0 || nfields > ING_MAX_FIELDS)
+        return nfields ? ING_E_CAP : ING_E_TEMPLATE;
+    t = calloc(1, sizeof *t + (size_t)nfields * sizeof t->f[0]);
+    if (!t)
+        return NS_E_NOMEM;
+    t->nfields = nfields;
+    for (uint16_t i = 0; i < nfields; i++) {
+        uint16_t ie, len;
+        uint32_t pen = 0;
+        if (!ns_cur_u16(set, &ie) || !ns_cur_u16(set, &len))
+            goto bad;
+        if (version == 10 && (ie & 0x8000)) {
+            if (!ns_cur_u32(set, &pen))
+                goto bad;
+            ie &= 0x7fff;
+        }
+        if (version == 9 && len == 65535)
+            goto bad; /* v9 has no variable-length fields */
+        t->f[i] = (ing_tmpl_field){ie, len, pen};
+        t->min_len += len == 65535 ? 1u : len;
+    }
+    *out = t;
+    return 0;
+bad:
+    free(t);
+    return ING_E_TEMPLATE;
+}
+
+int ing__tmpl_set(ing_nfctx *c, uint8_t version, uint32_t domain, bool options, ns_cur set)
+{
+    int result = 0;
+    while (set.left >= 4) {
+        uint16_t id, count, scope = 0;
+        ing_tmpl *t = NULL;
+        ns_cur_u16(&set, &id);
+        ns_cur_u16(&set, &count);
+        if (version == 9 && options) {
+            /* v9 options: template id, scope length, option length (bytes, 4 per field) */
+            uint16_t optlen;
+            if (!ns_cur_u16(&set, &optlen) || count % 4 || optlen % 4) {
+                c->st->template_errors++;
+                return ING_E_TEMPLATE;
+            }
+            scope = count / 4;
+            count = (uint16_t)(scope + optlen / 4);
+        } else if (version == 10 && options && count > 0) {
+            if (!ns_cur_u16(&set, &scope) || scope == 0 || scope > count) {
+                c->st->template_errors++;
+                return ING_E_TEMPLATE;
+            }
+        }
+        if (id < 256) {
+            if (version == 10 && count == 0 && (id == 2 || id == 3)) {
+                withdraw(c, version, domain, id, options);
+                continue;
+            }
+            break; /* v9 padding, or a reserved id: the rest of the set is not templates */
+        }
+        if (version == 10 && count == 0) {
+            withdraw(c, version, domain, id, options);
+            continue;
+        }
+        int rc = read_fields(&set, version, count, &t);
+        if (rc < 0) {
+            if (rc == ING_E_CAP)
+                c->st->templates_refused++;
+            else
+                c->st->template_errors++;
+            return rc; /* the rest of the set cannot be aligned any more */
+        }
+        t->domain = domain;
+        t->id = id;
+        t->version = version;
+        t->options = options;
+        t->scope_count = scope;
+        rc = add_tmpl(c, t);
+        if (rc < 0)
+            result = rc;
+    }
+    return result;
+}
