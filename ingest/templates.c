@@ -83,7 +83,8 @@ typedef struct rec {
     uint64_t bytes, packets, tot_bytes, tot_packets, init_bytes, init_packets;
     uint64_t rev_bytes, rev_packets;
     bool has_bytes, has_packets, has_tot_bytes, has_tot_packets, has_init;
-    bool has_v6src, has_v6dst, has_nh;
+    ns_addr src4, dst4, src6, dst6;     /* both families may be in one template */
+    bool has_src4, has_dst4, has_src6, has_dst6, has_nh;
     int64_t start_ms, end_ms;           /* absolute, when given */
     bool has_start, has_end;
     uint64_t up_first, up_last;         /* sysUptime-relative ms (21/22) */
@@ -121,15 +122,19 @@ static void apply_field(rec *r, const ing_tmpl_field *fd, ns_cur v)
     case 86: r->tot_packets = uval(v); r->has_tot_packets = true; break;
     case 231: r->init_bytes = uval(v); r->has_init = true; break; /* ASA initiatorOctets */
     case 298: r->init_packets = uval(v); break;
+    /* the other direction of a bidirectional record: v9 OUT_BYTES/OUT_PKTS (FortiGate and
+     * others), responderOctets/Packets (Cisco ASA) — stored as the reverse flow's own row */
+    case 23: case 232: r->rev_bytes = uval(v); break;
+    case 24: case 299: r->rev_packets = uval(v); break;
     case 4: f->proto = (uint8_t)uval(v); break;
     case 5: f->tos = (uint8_t)uval(v); break;
     case 6: f->tcp_flags = (uint8_t)uval(v); break; /* 2-byte IPFIX form: low byte = flags */
     case 7: f->src_port = (uint16_t)uval(v); break;
     case 11: f->dst_port = (uint16_t)uval(v); break;
-    case 8: if (!r->has_v6src) addr_val(v, &f->src); break;
-    case 12: if (!r->has_v6dst) addr_val(v, &f->dst); break;
-    case 27: r->has_v6src = addr_val(v, &f->src); break;
-    case 28: r->has_v6dst = addr_val(v, &f->dst); break;
+    case 8: r->has_src4 = addr_val(v, &r->src4); break;
+    case 12: r->has_dst4 = addr_val(v, &r->dst4); break;
+    case 27: r->has_src6 = addr_val(v, &r->src6); break;
+    case 28: r->has_dst6 = addr_val(v, &r->dst6); break;
     case 9: case 29: f->src_mask = (uint8_t)uval(v); break;
     case 13: case 30: f->dst_mask = (uint8_t)uval(v); break;
     case 10: f->in_if = (uint32_t)uval(v); break;
@@ -189,6 +194,18 @@ static bool read_record(const ing_tmpl *t, ns_cur *set, rec *r)
         apply_field(r, &t->f[i], v);
     }
     return true;
+}
+
+/* Some templates carry IPv4 and IPv6 address fields and fill only one: an all-zero address of
+ * one family does not hide a real one of the other. */
+static ns_addr pick_addr(bool has4, const ns_addr *a4, bool has6, const ns_addr *a6)
+{
+    static const ns_addr zero;
+    if (has6 && (memcmp(a6->b, zero.b, 16) != 0 || !has4))
+        return *a6;
+    if (has4)
+        return *a4;
+    return zero;
 }
 
 static uint32_t rate_of(const rec *r)
@@ -255,6 +272,8 @@ static void data_record(ing_nfctx *c, uint8_t version, uint32_t domain, int64_t 
     eng_flow *f = &r->f;
     if (r->sys_init_ms)
         c->nf->sys_init_ms = r->sys_init_ms;
+    f->src = pick_addr(r->has_src4, &r->src4, r->has_src6, &r->src6);
+    f->dst = pick_addr(r->has_dst4, &r->dst4, r->has_dst6, &r->dst6);
     /* counters: delta, else total, else the firewall's initiator counters (Cisco ASA) */
     f->bytes = r->has_bytes ? r->bytes : r->has_tot_bytes ? r->tot_bytes : r->init_bytes;
     f->packets = r->has_packets ? r->packets : r->has_tot_packets ? r->tot_packets
@@ -497,8 +516,8 @@ static int read_fields(ns_cur *set, uint8_t version, uint16_t nfields, ing_tmpl 
                 goto bad;
             ie &= 0x7fff;
         }
-        if (version == 9 && len == 65535)
-            goto bad; /* v9 has no variable-length fields */
+        /* RFC 3954 has no variable-length fields, but H3C NetStream v9 sends them in the
+         * IPFIX encoding: accept them the same way */
         t->f[i] = (ing_tmpl_field){ie, len, pen};
         t->min_len += len == 65535 ? 1u : len;
     }
