@@ -260,9 +260,13 @@ typedef struct ns_config {
     char db_path[4096];
     uint64_t db_budget;       /* bytes */
     uint64_t retention_s;     /* 0 = keep until the budget needs the space */
-    char listen[NS_MAX_LISTEN][80];
+    char listen[NS_MAX_LISTEN][80]; /* NetFlow/IPFIX UDP */
     int nlisten;
     bool listen_is_default; /* the first listen= replaces the defaults */
+    char listen_sflow[NS_MAX_LISTEN][80]; /* sFlow UDP */
+    int nlisten_sflow;
+    bool listen_sflow_is_default;
+    uint64_t ingest_threads;  /* receive threads per address, 0 = one per core */
     char http_listen[80];
     char log_file[4096];      /* empty: <db_path>/ns2flowslog.txt */
     ns_log_level log_level;
@@ -282,8 +286,10 @@ int ns_config_load(ns_config *cfg, const char *path, char *err, size_t errcap);
  * Returns 0 or an error with a message in err. */
 int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, size_t errcap);
 
-/* Clears the list of listen addresses (a command-line --listen replaces the file's list). */
+/* Clears a list of listen addresses (a command-line --listen replaces the file's list).
+ * sflow selects listen_sflow instead of listen. */
 void ns_config_clear_listen(ns_config *cfg);
+void ns_config_clear_listen_sflow(ns_config *cfg);
 
 /* Writes the table (every key, its default and help) for --help-config. */
 void ns_config_help(void *file /* FILE * */);

@@ -8,7 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-typedef enum { CT_STRING, CT_SIZE, CT_DURATION, CT_UINT, CT_HOSTPORT, CT_LISTEN, CT_LOGLEVEL } ctype;
+typedef enum {
+    CT_STRING,
+    CT_SIZE,
+    CT_DURATION,
+    CT_UINT,
+    CT_HOSTPORT,
+    CT_LISTEN,
+    CT_LISTEN_SFLOW,
+    CT_LOGLEVEL
+} ctype;
 
 typedef struct cfg_def {
     const char *name;
@@ -32,12 +41,16 @@ static const cfg_def defs[] = {
      "delete flows older than this (s/m/h/d/w); 0 keeps them until the budget needs space"},
     {"listen", CT_LISTEN, "0.0.0.0:2055, [::]:2055", F(listen), 0, 0, false,
      "UDP ADDR:PORT for NetFlow/IPFIX, comma separated or repeated; [::]:PORT for IPv6"},
+    {"listen_sflow", CT_LISTEN_SFLOW, "0.0.0.0:6343, [::]:6343", F(listen_sflow), 0, 0, false,
+     "UDP ADDR:PORT for sFlow v5, comma separated or repeated"},
+    {"ingest_threads", CT_UINT, "0", F(ingest_threads), 0, 64, false,
+     "receive threads per listen address (SO_REUSEPORT); 0 = one per CPU core"},
     {"http_listen", CT_HOSTPORT, "127.0.0.1:8080", F(http_listen), 0, 0, false,
      "HTTP API ADDR:PORT; an empty value disables HTTP"},
     {"log_file", CT_STRING, "", F(log_file), 0, 0, true,
      "log file; empty means <db_path>/ns2flowslog.txt"},
     {"log_level", CT_LOGLEVEL, "info", F(log_level), 0, 0, true, "error, warn, info or debug"},
-    {"rcvbuf", CT_SIZE, "8M", F(rcvbuf), 65536, 1u << 30, false,
+    {"rcvbuf", CT_SIZE, "32M", F(rcvbuf), 65536, 1u << 30, false,
      "UDP socket receive buffer in bytes (capped by net.core.rmem_max unless root)"},
     {"seal_delay", CT_DURATION, "2", F(seal_delay_s), 0, 3600, false,
      "seconds after a minute ends before it is sealed into a segment"},
@@ -70,7 +83,14 @@ void ns_config_clear_listen(ns_config *cfg)
     cfg->listen_is_default = false;
 }
 
-static int add_listen(ns_config *cfg, const char *val, char *err, size_t errcap)
+void ns_config_clear_listen_sflow(ns_config *cfg)
+{
+    cfg->nlisten_sflow = 0;
+    cfg->listen_sflow_is_default = false;
+}
+
+static int add_listen(char (*list)[80], int *n, bool *is_default, const char *val, char *err,
+                      size_t errcap)
 {
     char buf[1024];
     if (strlen(val) >= sizeof buf) {
@@ -78,8 +98,10 @@ static int add_listen(ns_config *cfg, const char *val, char *err, size_t errcap)
         return NS_E_RANGE;
     }
     strcpy(buf, val);
-    if (cfg->listen_is_default)
-        ns_config_clear_listen(cfg);
+    if (*is_default) {
+        *n = 0;
+        *is_default = false;
+    }
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
         char host[64];
@@ -91,11 +113,11 @@ static int add_listen(ns_config *cfg, const char *val, char *err, size_t errcap)
             snprintf(err, errcap, "'%s' is not ADDR:PORT (IPv6 as [ADDR]:PORT)", tok);
             return NS_E_PARSE;
         }
-        if (cfg->nlisten == NS_MAX_LISTEN) {
+        if (*n == NS_MAX_LISTEN) {
             snprintf(err, errcap, "more than %d listen addresses", NS_MAX_LISTEN);
             return NS_E_TOO_MANY;
         }
-        snprintf(cfg->listen[cfg->nlisten++], sizeof cfg->listen[0], "%s", tok);
+        snprintf(list[(*n)++], sizeof list[0], "%s", tok);
     }
     return 0;
 }
@@ -119,7 +141,10 @@ int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, s
         memcpy(base + d->off, val, strlen(val) + 1);
         return 0;
     case CT_LISTEN:
-        return add_listen(cfg, val, err, errcap);
+        return add_listen(cfg->listen, &cfg->nlisten, &cfg->listen_is_default, val, err, errcap);
+    case CT_LISTEN_SFLOW:
+        return add_listen(cfg->listen_sflow, &cfg->nlisten_sflow, &cfg->listen_sflow_is_default,
+                          val, err, errcap);
     case CT_HOSTPORT: {
         char host[64];
         uint16_t port;
@@ -181,6 +206,7 @@ void ns_config_defaults(ns_config *cfg)
         (void)rc; /* the table's own defaults parse; test_base_config checks it */
     }
     cfg->listen_is_default = true;
+    cfg->listen_sflow_is_default = true;
 }
 
 int ns_config_load(ns_config *cfg, const char *path, char *err, size_t errcap)
@@ -245,6 +271,16 @@ void ns_config_help(void *file)
     }
 }
 
+static bool same_list(const char (*a)[80], int na, const char (*b)[80], int nb)
+{
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
+}
+
 int ns_config_diff_nonreloadable(const ns_config *a, const ns_config *b, char *buf, size_t cap)
 {
     int n = 0;
@@ -256,8 +292,10 @@ int ns_config_diff_nonreloadable(const ns_config *a, const ns_config *b, char *b
         if (d->reloadable)
             continue;
         if (d->type == CT_LISTEN) {
-            differs = a->nlisten != b->nlisten ||
-                      memcmp(a->listen, b->listen, sizeof a->listen) != 0;
+            differs = !same_list(a->listen, a->nlisten, b->listen, b->nlisten);
+        } else if (d->type == CT_LISTEN_SFLOW) {
+            differs = !same_list(a->listen_sflow, a->nlisten_sflow, b->listen_sflow,
+                                 b->nlisten_sflow);
         } else if (d->type == CT_STRING || d->type == CT_HOSTPORT) {
             differs = strncmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;
         } else {

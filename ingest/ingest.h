@@ -113,12 +113,15 @@ typedef struct ing_listener ing_listener;
 
 typedef struct ing_listener_opts {
     const char *const *addrs; /* "ADDR:PORT" / "[V6]:PORT" */
+    const char *const *kinds; /* per address, for status: "netflow", "sflow" (NULL: "udp") */
     int naddrs;
-    uint64_t rcvbuf;
+    unsigned threads;         /* sockets + threads per address (SO_REUSEPORT); 0 = cores */
+    uint64_t rcvbuf;          /* asked of the kernel; less granted is logged with the sysctl */
 } ing_listener_opts;
 
 /* Binds every address (any failure: nothing is left bound, err names the address) and starts
- * the receive threads. */
+ * the receive threads. Every socket decodes every protocol (the datagram says which); the
+ * kinds only label the addresses. */
 int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db,
                        ing_listener **out, char *err, size_t errcap);
 /* Stops receiving, joins the threads, closes the sockets. NULL is fine. */
@@ -134,7 +137,7 @@ typedef struct ing_listener_stats {
 void ing_listener_get_stats(ing_listener *l, ing_listener_stats *st);
 /* Appends `"listeners":[...],"ingest":{...}` (the addresses and the counters) as JSON members. */
 void ing_listener_json(ing_listener *l, ns_buf *out);
-/* The bound address of socket i as text ("0.0.0.0:2055"); false past the last one. */
+/* The address of listen address i as text ("0.0.0.0:2055"); false past the last one. */
 bool ing_listener_addr(ing_listener *l, int i, char *buf, size_t cap);
 
 /* ---------------------------------------------------------------------------------------------

@@ -24,14 +24,17 @@
 typedef struct rx_sock {
     int fd;
     char name[80];
+    const char *kind;
     pthread_t th;
     bool running;
     struct ing_listener *l;
 } rx_sock;
 
 struct ing_listener {
-    rx_sock socks[NS_MAX_LISTEN];
+    rx_sock *socks; /* threads sockets per address, addresses in order */
     int n;
+    int naddrs;
+    unsigned threads;
     atomic_bool stop;
     ing_exporters *ex;
     eng_db *db;
@@ -119,7 +122,8 @@ static void *rx_main(void *arg)
     return NULL;
 }
 
-static int open_socket(const char *spec, uint64_t rcvbuf, int *fd_out, char *err, size_t errcap)
+static int open_socket(const char *spec, uint64_t rcvbuf, bool reuseport, int *fd_out, char *err,
+                       size_t errcap)
 {
     char host[64];
     uint16_t port;
@@ -153,10 +157,25 @@ static int open_socket(const char *spec, uint64_t rcvbuf, int *fd_out, char *err
     int one = 1;
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    int want = rcvbuf > INT32_MAX ? INT32_MAX : (int)rcvbuf;
+    /* several sockets on one port: the kernel spreads exporters over them by address hash, so
+     * one exporter always lands on the same thread and its templates stay in order */
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        int e = errno;
+        snprintf(err, errcap, "listen %s: SO_REUSEPORT: %s", spec, strerror(e));
+        close(fd);
+        return -e;
+    }
+    int want = rcvbuf > INT32_MAX / 2 ? INT32_MAX / 2 : (int)rcvbuf, got = 0;
+    socklen_t gl = sizeof got;
     /* SO_RCVBUFFORCE passes net.core.rmem_max when we are root; else fall back */
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) < 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    /* the kernel reports twice what it grants for payload (bookkeeping overhead) */
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl) == 0 && got / 2 < want)
+        ns_log(NS_LOG_WARN,
+               "listen %s: receive buffer is %d bytes, %d asked; raise net.core.rmem_max "
+               "(sysctl -w net.core.rmem_max=%d) or run as root",
+               spec, got / 2, want, want);
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
         int e = errno;
         snprintf(err, errcap, "listen %s: bind: %s", spec, strerror(e));
@@ -177,26 +196,46 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
     l->ex = ex;
     l->db = db;
     atomic_init(&l->stop, false);
-    if (o->naddrs > NS_MAX_LISTEN) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    l->threads = o->threads ? o->threads : (unsigned)(cores > 0 ? cores : 1);
+    if (o->naddrs > 2 * NS_MAX_LISTEN || l->threads > 64) {
         free(l);
-        snprintf(err, errcap, "more than %d listen addresses", NS_MAX_LISTEN);
+        snprintf(err, errcap, "more than %d listen addresses or 64 threads", 2 * NS_MAX_LISTEN);
         return NS_E_TOO_MANY;
     }
+    l->socks = calloc((size_t)o->naddrs * l->threads + 1, sizeof *l->socks);
+    if (!l->socks) {
+        free(l);
+        return NS_E_NOMEM;
+    }
     for (int i = 0; i < o->naddrs; i++) {
-        int fd = -1;
-        rc = open_socket(o->addrs[i], o->rcvbuf, &fd, err, errcap);
-        if (rc == -EAFNOSUPPORT) {
-            /* a host without IPv6 still runs on the default [::] + 0.0.0.0 pair */
-            ns_log(NS_LOG_WARN, "%s; skipped", err);
-            rc = 0;
-            continue;
+        if (l->threads > 1) {
+            /* SO_REUSEPORT would let a second collector on this port silently take half the
+             * traffic: first prove the port is free with a plain bind */
+            int probe = -1;
+            rc = open_socket(o->addrs[i], 4096, false, &probe, err, errcap);
+            if (probe >= 0)
+                close(probe);
+            if (rc < 0 && rc != -EAFNOSUPPORT)
+                goto fail;
         }
-        if (rc < 0)
-            goto fail;
-        rx_sock *s = &l->socks[l->n++];
-        s->fd = fd;
-        s->l = l;
-        snprintf(s->name, sizeof s->name, "%s", o->addrs[i]);
+        for (unsigned t = 0; t < l->threads; t++) {
+            int fd = -1;
+            rc = open_socket(o->addrs[i], o->rcvbuf, l->threads > 1, &fd, err, errcap);
+            if (rc == -EAFNOSUPPORT) {
+                /* a host without IPv6 still runs on the default [::] + 0.0.0.0 pair */
+                ns_log(NS_LOG_WARN, "%s; skipped", err);
+                rc = 0;
+                break;
+            }
+            if (rc < 0)
+                goto fail;
+            rx_sock *s = &l->socks[l->n++];
+            s->fd = fd;
+            s->l = l;
+            s->kind = o->kinds ? o->kinds[i] : "udp";
+            snprintf(s->name, sizeof s->name, "%s", o->addrs[i]);
+        }
     }
     if (l->n == 0) {
         snprintf(err, errcap, "no UDP listen address could be bound");
@@ -228,6 +267,7 @@ void ing_listener_stop(ing_listener *l)
             pthread_join(l->socks[i].th, NULL);
         close(l->socks[i].fd);
     }
+    free(l->socks);
     free(l);
 }
 
@@ -242,9 +282,11 @@ void ing_listener_get_stats(ing_listener *l, ing_listener_stats *st)
 
 bool ing_listener_addr(ing_listener *l, int i, char *buf, size_t cap)
 {
-    if (i < 0 || i >= l->n)
+    /* sockets come in groups of `threads` per address */
+    int k = i * (int)l->threads;
+    if (i < 0 || k >= l->n)
         return false;
-    snprintf(buf, cap, "%s", l->socks[i].name);
+    snprintf(buf, cap, "%s %s", l->socks[k].kind, l->socks[k].name);
     return true;
 }
 
@@ -252,10 +294,12 @@ void ing_listener_json(ing_listener *l, ns_buf *out)
 {
     ing_listener_stats st;
     ns_buf_puts(out, ",\"listeners\":[");
-    for (int i = 0; i < l->n; i++) {
+    for (int i = 0; i < l->n; i += (int)l->threads) {
         ns_buf_puts(out, i ? ",{\"udp\":" : "{\"udp\":");
         ns_buf_json_str(out, l->socks[i].name);
-        ns_buf_puts(out, "}");
+        ns_buf_puts(out, ",\"protocol\":");
+        ns_buf_json_str(out, l->socks[i].kind);
+        ns_buf_printf(out, ",\"threads\":%u}", l->threads);
     }
     ing_listener_get_stats(l, &st);
     ns_buf_printf(out,

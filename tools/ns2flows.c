@@ -33,7 +33,8 @@ static void usage(FILE *f)
             "usage: ns2flows [options]\n"
             "  -c, --config FILE     read netsaw.conf FILE (options below override it)\n"
             "      --db DIR          database folder (default ./SESSIONDB)\n"
-            "      --listen ADDR:PORT  UDP NetFlow listener; repeatable; [::]:PORT for IPv6\n"
+            "      --listen ADDR:PORT  UDP NetFlow/IPFIX listener; repeatable; [::]:PORT for IPv6\n"
+            "      --listen-sflow ADDR:PORT  UDP sFlow listener; repeatable\n"
             "      --http ADDR:PORT  HTTP API address (default 127.0.0.1:8080)\n"
             "  -f, --foreground      stay in the foreground and log to stderr too\n"
             "      --check-config    validate the configuration and exit\n"
@@ -44,10 +45,11 @@ static void usage(FILE *f)
 
 static int parse_cli(int argc, char **argv, cli *c)
 {
-    enum { O_DB = 256, O_LISTEN, O_HTTP, O_CHECK, O_HELPCFG, O_VERSION };
+    enum { O_DB = 256, O_LISTEN, O_LISTEN_SFLOW, O_HTTP, O_CHECK, O_HELPCFG, O_VERSION };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, O_DB},
         {"listen", required_argument, NULL, O_LISTEN}, {"http", required_argument, NULL, O_HTTP},
+        {"listen-sflow", required_argument, NULL, O_LISTEN_SFLOW},
         {"foreground", no_argument, NULL, 'f'},   {"check-config", no_argument, NULL, O_CHECK},
         {"help-config", no_argument, NULL, O_HELPCFG}, {"version", no_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
@@ -61,6 +63,7 @@ static int parse_cli(int argc, char **argv, cli *c)
         case 'f': c->foreground = true; break;
         case O_DB: key = "db_path"; break;
         case O_LISTEN: key = "listen"; break;
+        case O_LISTEN_SFLOW: key = "listen_sflow"; break;
         case O_HTTP: key = "http_listen"; break;
         case O_CHECK: c->check_only = true; break;
         case O_HELPCFG: ns_config_help(stdout); exit(0);
@@ -89,7 +92,7 @@ static int parse_cli(int argc, char **argv, cli *c)
 static int build_config(const cli *c, ns_config *cfg, char *err, size_t errcap)
 {
     char why[512];
-    bool cli_listen = false;
+    bool cli_listen = false, cli_listen_sflow = false;
     ns_config_defaults(cfg);
     if (c->config_path) {
         int rc = ns_config_load(cfg, c->config_path, err, errcap);
@@ -100,6 +103,10 @@ static int build_config(const cli *c, ns_config *cfg, char *err, size_t errcap)
         if (strcmp(c->ov[i].key, "listen") == 0 && !cli_listen) {
             ns_config_clear_listen(cfg); /* the command line's list replaces the file's */
             cli_listen = true;
+        }
+        if (strcmp(c->ov[i].key, "listen_sflow") == 0 && !cli_listen_sflow) {
+            ns_config_clear_listen_sflow(cfg);
+            cli_listen_sflow = true;
         }
         int rc = ns_config_set(cfg, c->ov[i].key, c->ov[i].val, why, sizeof why);
         if (rc < 0) {
@@ -380,10 +387,21 @@ int main(int argc, char **argv)
     ing_exporters *ex = NULL;
     if (ing_exporters_new(cfg.max_exporters, &ex) < 0)
         startup_failed("ns2flows: out of memory");
-    const char *addrs[NS_MAX_LISTEN];
-    for (int i = 0; i < cfg.nlisten; i++)
-        addrs[i] = cfg.listen[i];
-    ing_listener_opts lo = {.addrs = addrs, .naddrs = cfg.nlisten, .rcvbuf = cfg.rcvbuf};
+    const char *addrs[2 * NS_MAX_LISTEN], *kinds[2 * NS_MAX_LISTEN];
+    int naddrs = 0;
+    for (int i = 0; i < cfg.nlisten; i++) {
+        kinds[naddrs] = "netflow";
+        addrs[naddrs++] = cfg.listen[i];
+    }
+    for (int i = 0; i < cfg.nlisten_sflow; i++) {
+        kinds[naddrs] = "sflow";
+        addrs[naddrs++] = cfg.listen_sflow[i];
+    }
+    ing_listener_opts lo = {.addrs = addrs,
+                            .kinds = kinds,
+                            .naddrs = naddrs,
+                            .threads = (unsigned)cfg.ingest_threads,
+                            .rcvbuf = cfg.rcvbuf};
     ing_listener *l = NULL;
     if (ing_listener_start(&lo, ex, db, &l, err, sizeof err) < 0) {
         char msg[1100];
@@ -411,12 +429,12 @@ int main(int argc, char **argv)
     }
     eng_db_stats st;
     eng_db_get_stats(db, &st);
-    char lsn[NS_MAX_LISTEN * 82] = "";
-    for (int i = 0; i < NS_MAX_LISTEN; i++) {
-        char a[80];
+    char lsn[2 * NS_MAX_LISTEN * 100] = "";
+    for (int i = 0; i < 2 * NS_MAX_LISTEN; i++) {
+        char a[96];
         if (!ing_listener_addr(l, i, a, sizeof a))
             break;
-        strcat(lsn, " udp ");
+        strcat(lsn, " ");
         strcat(lsn, a);
     }
     ns_log(NS_LOG_INFO, "ns2flows %s started (pid %ld): db %s (%llu segments),%s, http %s",

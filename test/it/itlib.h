@@ -165,7 +165,7 @@ static inline bool it_json_double(const char *json, const char *key, double *out
 typedef struct it_daemon {
     pid_t pid;
     char db[256];
-    uint16_t udp, http;
+    uint16_t udp, http, sflow;
     char log[300];
 } it_daemon;
 
@@ -174,7 +174,7 @@ typedef struct it_daemon {
  * Returns false if it did not come up. */
 static inline bool it_daemon_start_ex(it_daemon *d, const char *db, const char *const *extra)
 {
-    char bin[512], listen[64], http[64];
+    char bin[512], listen[64], http[64], sflow[64];
     memset(d, 0, sizeof *d);
     if (db) {
         snprintf(d->db, sizeof d->db, "%s", db);
@@ -185,9 +185,11 @@ static inline bool it_daemon_start_ex(it_daemon *d, const char *db, const char *
     }
     d->udp = it_free_port(SOCK_DGRAM);
     d->http = it_free_port(SOCK_STREAM);
+    d->sflow = it_free_port(SOCK_DGRAM);
     snprintf(bin, sizeof bin, "%s/ns2flows", it_bin());
     snprintf(listen, sizeof listen, "127.0.0.1:%u", d->udp);
     snprintf(http, sizeof http, "127.0.0.1:%u", d->http);
+    snprintf(sflow, sizeof sflow, "127.0.0.1:%u", d->sflow);
     snprintf(d->log, sizeof d->log, "%s.stderr", d->db);
     d->pid = fork();
     if (d->pid == 0) {
@@ -196,9 +198,10 @@ static inline bool it_daemon_start_ex(it_daemon *d, const char *db, const char *
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        char fl[] = "-f", dbo[] = "--db", lo[] = "--listen", ho[] = "--http";
-        char *args[40] = {bin, fl, dbo, d->db, lo, listen, ho, http};
-        int n = 8;
+        char fl[] = "-f", dbo[] = "--db", lo[] = "--listen", ho[] = "--http",
+             so[] = "--listen-sflow";
+        char *args[40] = {bin, fl, dbo, d->db, lo, listen, ho, http, so, sflow};
+        int n = 10;
         for (int i = 0; extra && extra[i] && n < 39; i++)
             args[n++] = strdup(extra[i]);
         args[n] = NULL;
