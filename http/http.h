@@ -1,5 +1,5 @@
 /* http/http.h — the HTTP API (libmicrohttpd): /api/v1/status, /api/v1/summary, /api/v1/top,
- * /api/v1/exporters. Answers JSON; /api/v1/top also CSV. Every bad parameter gets a 400 with
+ * /api/v1/exporters, /metrics (Prometheus text). Answers JSON; /api/v1/top also CSV. Every bad parameter gets a 400 with
  * {"error": "..."} naming it. Knows nothing of packets or segment internals: what the daemon
  * wants to add about ingest arrives through callbacks. */
 #ifndef HTTP_HTTP_H
@@ -19,6 +19,8 @@ typedef struct http_opts {
     void *status_arg;
     http_json_fn exporters;
     void *exporters_arg;
+    http_json_fn metrics;     /* appends Prometheus text for /metrics (ingest's series) */
+    void *metrics_arg;
     unsigned threads;         /* worker threads (0: 4) */
     size_t max_limit;         /* largest `limit` accepted (0: 10000) */
 } http_opts;

@@ -259,6 +259,44 @@ static int route_top(req *r)
     return 200;
 }
 
+static int route_metrics(req *r)
+{
+    static const char *const known[] = {NULL};
+    eng_db_stats st;
+    int rc = check_known(r, known);
+    if (rc)
+        return rc;
+    eng_db_get_stats(r->o->db, &st);
+    ns_buf *b = r->body;
+    ns_buf_printf(b,
+                  "# HELP ns2flows_up 1 while the daemon answers.\n# TYPE ns2flows_up gauge\n"
+                  "ns2flows_up 1\n"
+                  "# TYPE ns2flows_uptime_seconds gauge\nns2flows_uptime_seconds %" PRId64 "\n"
+                  "# HELP ns2flows_db_bytes Bytes used under SESSIONDB.\n"
+                  "# TYPE ns2flows_db_bytes gauge\nns2flows_db_bytes %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_budget_bytes gauge\nns2flows_db_budget_bytes %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_segments gauge\nns2flows_db_segments %" PRIu64 "\n"
+                  "# HELP ns2flows_db_open_flows Flows in minutes not sealed yet.\n"
+                  "# TYPE ns2flows_db_open_flows gauge\nns2flows_db_open_flows %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_flows_stored_total counter\n"
+                  "ns2flows_db_flows_stored_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_flows_dropped_total counter\n"
+                  "ns2flows_db_flows_dropped_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_seal_errors_total counter\n"
+                  "ns2flows_db_seal_errors_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_segments_deleted_total counter\n"
+                  "ns2flows_db_segments_deleted_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_segments_quarantined_total counter\n"
+                  "ns2flows_db_segments_quarantined_total %" PRIu64 "\n",
+                  (ns_now_ms() - r->o->start_ms) / 1000, st.disk_bytes, st.budget_bytes,
+                  st.segments, st.open_rows, st.rows_stored, st.rows_dropped, st.seal_errors,
+                  st.segments_deleted, st.segments_quarantined);
+    if (r->o->metrics)
+        r->o->metrics(r->o->metrics_arg, b);
+    *r->ctype = "text/plain; version=0.0.4";
+    return 200;
+}
+
 int http_dispatch(const http_opts *o, const char *method, const char *path, const http_kv *params,
                   size_t nparams, ns_buf *body, const char **content_type)
 {
@@ -268,6 +306,7 @@ int http_dispatch(const http_opts *o, const char *method, const char *path, cons
     } routes[] = {
         {"/api/v1/status", route_status},   {"/api/v1/summary", route_summary},
         {"/api/v1/top", route_top},         {"/api/v1/exporters", route_exporters},
+        {"/metrics", route_metrics},
     };
     req r = {o, params, nparams, body, content_type};
     *content_type = "application/json";

@@ -5,6 +5,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
@@ -341,4 +342,87 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
     }
     ns_buf_puts(out, "]");
     free(st);
+}
+
+/* One counter family over every exporter. */
+typedef struct prom_metric {
+    const char *name, *type, *help;
+    size_t off; /* of a uint64_t in ing_exporter_stats */
+} prom_metric;
+
+void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out)
+{
+#define M(n, t, h, f) {n, t, h, offsetof(ing_exporter_stats, f)}
+    static const prom_metric metrics[] = {
+        M("ns2flows_exporter_datagrams_total", "counter", "Datagrams from the exporter.",
+          datagrams),
+        M("ns2flows_exporter_flows_total", "counter", "Flows decoded.", flows),
+        M("ns2flows_exporter_sequence_gaps_total", "counter", "Forward sequence jumps.",
+          seq_gaps),
+        M("ns2flows_exporter_lost_flows_total", "counter", "Flows never received (sequence).",
+          lost_flows),
+        M("ns2flows_exporter_lost_datagrams_total", "counter",
+          "v9 packets never received (sequence).", lost_datagrams),
+        M("ns2flows_exporter_templates", "gauge", "Templates known.", templates),
+        M("ns2flows_exporter_template_misses_total", "counter",
+          "Data sets that arrived before their template.", template_misses),
+        M("ns2flows_exporter_held_decoded_total", "counter",
+          "Held data sets decoded once their template came.", held_decoded),
+        M("ns2flows_exporter_held_expired_total", "counter",
+          "Held data sets that expired waiting for a template.", held_expired),
+        M("ns2flows_exporter_held_dropped_total", "counter", "Data sets over the holding caps.",
+          held_dropped),
+    };
+    static const prom_metric errors[] = {
+        M("short", "", "", err_short),   M("version", "", "", err_version),
+        M("count", "", "", err_count),   M("length", "", "", err_length),
+        M("set", "", "", err_set),       M("template", "", "", template_errors),
+        M("refused", "", "", templates_refused),
+    };
+#undef M
+    size_t n = ing_exporters_list(ex, NULL, 0);
+    ing_exporter_stats *st = malloc((n ? n : 1) * sizeof *st);
+    char(*addr)[64] = malloc((n ? n : 1) * sizeof *addr);
+    if (!st || !addr) {
+        free(st);
+        free(addr);
+        out->oom = true;
+        return;
+    }
+    n = ing_exporters_list(ex, st, n);
+    for (size_t i = 0; i < n; i++)
+        ns_addr_fmt(&st[i].addr, addr[i], sizeof addr[i]);
+    for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
+        ns_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", metrics[m].name, metrics[m].help,
+                      metrics[m].name, metrics[m].type);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&st[i] + metrics[m].off, sizeof v);
+            ns_buf_printf(out, "%s{exporter=\"%s\"} %" PRIu64 "\n", metrics[m].name, addr[i], v);
+        }
+    }
+    ns_buf_puts(out, "# HELP ns2flows_exporter_decode_errors_total Datagrams or sets dropped, "
+                     "by cause.\n# TYPE ns2flows_exporter_decode_errors_total counter\n");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < sizeof errors / sizeof errors[0]; k++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&st[i] + errors[k].off, sizeof v);
+            ns_buf_printf(out,
+                          "ns2flows_exporter_decode_errors_total{exporter=\"%s\",kind=\"%s\"} "
+                          "%" PRIu64 "\n",
+                          addr[i], errors[k].name, v);
+        }
+    }
+    ns_buf_puts(out, "# HELP ns2flows_exporter_sampling_rate Last sampling rate seen.\n"
+                     "# TYPE ns2flows_exporter_sampling_rate gauge\n");
+    for (size_t i = 0; i < n; i++)
+        ns_buf_printf(out, "ns2flows_exporter_sampling_rate{exporter=\"%s\"} %u\n", addr[i],
+                      st[i].sampling);
+    ns_buf_puts(out, "# HELP ns2flows_exporter_last_seen_seconds Time of the last datagram.\n"
+                     "# TYPE ns2flows_exporter_last_seen_seconds gauge\n");
+    for (size_t i = 0; i < n; i++)
+        ns_buf_printf(out, "ns2flows_exporter_last_seen_seconds{exporter=\"%s\"} %.3f\n",
+                      addr[i], (double)st[i].last_seen_ms / 1000.0);
+    free(st);
+    free(addr);
 }

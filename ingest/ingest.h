@@ -96,6 +96,8 @@ size_t ing_exporters_list(ing_exporters *ex, ing_exporter_stats *out, size_t cap
 uint64_t ing_exporters_overflow(ing_exporters *ex);
 /* Appends the table as a JSON array of objects (address, counters, times in epoch seconds). */
 void ing_exporters_json(ing_exporters *ex, ns_buf *out);
+/* Appends the table as Prometheus text exposition (per-exporter series). */
+void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out);
 
 /* Decodes one datagram received from `from` at recv_ms: picks the decoder by version, updates
  * the exporter's counters and sequence tracking, logs (rate-limited) what went wrong, and
@@ -137,6 +139,8 @@ typedef struct ing_listener_stats {
 void ing_listener_get_stats(ing_listener *l, ing_listener_stats *st);
 /* Appends `"listeners":[...],"ingest":{...}` (the addresses and the counters) as JSON members. */
 void ing_listener_json(ing_listener *l, ns_buf *out);
+/* Appends the receive counters as Prometheus text. */
+void ing_listener_prometheus(ing_listener *l, ns_buf *out);
 /* The address of listen address i as text ("0.0.0.0:2055"); false past the last one. */
 bool ing_listener_addr(ing_listener *l, int i, char *buf, size_t cap);
 

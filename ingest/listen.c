@@ -308,3 +308,24 @@ void ing_listener_json(ing_listener *l, ns_buf *out)
                   ",\"store_dropped\":%" PRIu64 "}",
                   st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped);
 }
+
+void ing_listener_prometheus(ing_listener *l, ns_buf *out)
+{
+    ing_listener_stats st;
+    ing_listener_get_stats(l, &st);
+    ns_buf_printf(out,
+                  "# HELP ns2flows_ingest_datagrams_total UDP datagrams received.\n"
+                  "# TYPE ns2flows_ingest_datagrams_total counter\n"
+                  "ns2flows_ingest_datagrams_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_ingest_bytes_total counter\n"
+                  "ns2flows_ingest_bytes_total %" PRIu64 "\n"
+                  "# HELP ns2flows_ingest_flows_total Flows decoded.\n"
+                  "# TYPE ns2flows_ingest_flows_total counter\n"
+                  "ns2flows_ingest_flows_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_ingest_decode_errors_total counter\n"
+                  "ns2flows_ingest_decode_errors_total %" PRIu64 "\n"
+                  "# HELP ns2flows_ingest_store_dropped_total Flows the store could not keep.\n"
+                  "# TYPE ns2flows_ingest_store_dropped_total counter\n"
+                  "ns2flows_ingest_store_dropped_total %" PRIu64 "\n",
+                  st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped);
+}

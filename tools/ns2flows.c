@@ -134,6 +134,13 @@ static void status_extra(void *arg, ns_buf *out)
                   (unsigned long long)ing_exporters_overflow(d->exporters));
 }
 
+static void metrics_text(void *arg, ns_buf *out)
+{
+    daemon_ctx *d = arg;
+    ing_listener_prometheus(d->listener, out);
+    ing_exporters_prometheus(d->exporters, out);
+}
+
 static void exporters_json(void *arg, ns_buf *out)
 {
     daemon_ctx *d = arg;
@@ -418,7 +425,9 @@ int main(int argc, char **argv)
                         .status_extra = status_extra,
                         .status_arg = &dctx,
                         .exporters = exporters_json,
-                        .exporters_arg = &dctx};
+                        .exporters_arg = &dctx,
+                        .metrics = metrics_text,
+                        .metrics_arg = &dctx};
         if (http_start(&ho, &http, err, sizeof err) < 0) {
             char msg[1100];
             snprintf(msg, sizeof msg, "ns2flows: %s", err);
