@@ -215,6 +215,8 @@ typedef struct ns_buf {
 
 void ns_buf_printf(ns_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ns_buf_puts(ns_buf *b, const char *s);
+/* Appends len raw bytes (binary files are built with it too). */
+void ns_buf_append(ns_buf *b, const void *p, size_t len);
 /* Appends s as a JSON string literal (quoted, escaped; invalid UTF-8 bytes become U+FFFD). */
 void ns_buf_json_str(ns_buf *b, const char *s);
 void ns_buf_free(ns_buf *b);

@@ -52,6 +52,15 @@ void ns_buf_puts(ns_buf *b, const char *s)
     b->len += n;
 }
 
+void ns_buf_append(ns_buf *b, const void *p, size_t len)
+{
+    if (!buf_reserve(b, len))
+        return;
+    memcpy(b->p + b->len, p, len);
+    b->len += len;
+    b->p[b->len] = 0;
+}
+
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not valid. */
 static size_t utf8_len(const unsigned char *s)
 {

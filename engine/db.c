@@ -698,3 +698,103 @@ out:
     free(names);
     return rc;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* State files */
+
+#define STATE_DIR "state"
+#define STATE_MAX (64u << 20)
+
+static int state_path(const eng_db *db, const char *name, char *out, size_t cap, bool tmp)
+{
+    if (!*name || strlen(name) > 64)
+        return NS_E_RANGE;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' ||
+              *p == '.'))
+            return NS_E_RANGE; /* never a path: no '/' and no ".." can reach outside */
+    if (name[0] == '.')
+        return NS_E_RANGE;
+    if ((size_t)snprintf(out, cap, "%s/%s/%s%s", db->dir, STATE_DIR, name, tmp ? ".tmp" : "") >=
+        cap)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len)
+{
+    char dir[4200], tmp[4300], path[4300];
+    int rc, fd;
+    snprintf(dir, sizeof dir, "%s/%s", db->dir, STATE_DIR);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    if ((rc = state_path(db, name, tmp, sizeof tmp, true)) < 0 ||
+        (rc = state_path(db, name, path, sizeof path, false)) < 0)
+        return rc;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    const uint8_t *p = buf;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            rc = -errno;
+            close(fd);
+            unlink(tmp);
+            return rc;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) < 0 || close(fd) < 0) {
+        rc = -errno;
+        unlink(tmp);
+        return rc;
+    }
+    if (rename(tmp, path) < 0) {
+        rc = -errno;
+        unlink(tmp);
+        return rc;
+    }
+    return eng__fsync_dir_of(path);
+}
+
+int eng_db_state_read(eng_db *db, const char *name, uint8_t **buf, size_t *len)
+{
+    char path[4300];
+    struct stat st;
+    int rc = state_path(db, name, path, sizeof path, false);
+    if (rc < 0)
+        return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > STATE_MAX) {
+        close(fd);
+        return NS_E_RANGE;
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b) {
+        close(fd);
+        return NS_E_NOMEM;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, b + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            free(b);
+            close(fd);
+            return r < 0 ? -errno : NS_E_TRUNC;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *buf = b;
+    *len = n;
+    return 0;
+}

@@ -148,6 +148,13 @@ typedef struct eng_db_stats {
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);
 const char *eng_db_dir(const eng_db *db);
 
+/* Small state files other modules keep in SESSIONDB (templates, sampler tables): written
+ * atomically (tmp, fsync, rename, fsync of the folder) as <dir>/state/<name>. name is a plain
+ * file name ([a-z0-9_.-]). state_read hands out a malloc'd buffer the caller frees; a missing
+ * file is -ENOENT. */
+int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len);
+int eng_db_state_read(eng_db *db, const char *name, uint8_t **buf, size_t *len);
+
 /* Visits every row whose [first_ms, last_ms] overlaps [from_ms, to_ms] (inclusive), in sealed
  * segments and in the open minutes, each exactly once. Only the columns in colmask are
  * filled. cb returns 0 to go on, non-zero to stop (returned). A corrupt segment is quarantined

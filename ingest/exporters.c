@@ -426,3 +426,196 @@ void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out)
     free(st);
     free(addr);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Template state image. Little-endian, like every file of ours:
+ *   "NS2FTPL\0" u32 version(1) u32 exporters
+ *   per exporter: addr[16] i64 sys_init_ms u32 templates u32 samplers
+ *     per template: u32 domain u16 id u8 version u8 options u16 scope u16 nfields
+ *                   nfields x (u16 ie u16 len u32 pen)
+ *     per sampler: u32 domain u64 id u32 rate
+ *   u64 xxh64 of everything before it */
+#define TPL_MAGIC "NS2FTPL"
+
+static void put16(ns_buf *b, uint16_t v)
+{
+    uint8_t x[2];
+    ns_put_le16(x, v);
+    ns_buf_append(b, x, 2);
+}
+static void put32(ns_buf *b, uint32_t v)
+{
+    uint8_t x[4];
+    ns_put_le32(x, v);
+    ns_buf_append(b, x, 4);
+}
+static void put64(ns_buf *b, uint64_t v)
+{
+    uint8_t x[8];
+    ns_put_le64(x, v);
+    ns_buf_append(b, x, 8);
+}
+
+bool ing_exporters_dirty(ing_exporters *ex)
+{
+    bool dirty = false;
+    pthread_mutex_lock(&ex->mu);
+    for (size_t i = 0; i < ex->cap && !dirty; i++) {
+        exporter *e = &ex->slots[i];
+        if (!e->used)
+            continue;
+        pthread_mutex_lock(&e->mu);
+        dirty = e->nf && e->nf->dirty;
+        pthread_mutex_unlock(&e->mu);
+    }
+    pthread_mutex_unlock(&ex->mu);
+    return dirty;
+}
+
+void ing_exporters_save(ing_exporters *ex, ns_buf *out)
+{
+    size_t start = out->len, count_at;
+    uint32_t count = 0;
+    ns_buf_append(out, TPL_MAGIC "", 8);
+    put32(out, 1);
+    count_at = out->len;
+    put32(out, 0);
+    pthread_mutex_lock(&ex->mu);
+    for (size_t i = 0; i < ex->cap; i++) {
+        exporter *e = &ex->slots[i];
+        if (!e->used)
+            continue;
+        pthread_mutex_lock(&e->mu);
+        if (e->nf && (e->nf->ntmpls || e->nf->nsamplers)) {
+            ing_nfstate *nf = e->nf;
+            ns_buf_append(out, e->st.addr.b, 16);
+            put64(out, (uint64_t)nf->sys_init_ms);
+            put32(out, (uint32_t)nf->ntmpls);
+            put32(out, (uint32_t)nf->nsamplers);
+            for (size_t t = 0; t < nf->ntmpls; t++) {
+                const ing_tmpl *tp = nf->tmpls[t];
+                put32(out, tp->domain);
+                put16(out, tp->id);
+                uint8_t vo[2] = {tp->version, tp->options ? 1 : 0};
+                ns_buf_append(out, vo, 2);
+                put16(out, tp->scope_count);
+                put16(out, tp->nfields);
+                for (uint16_t f = 0; f < tp->nfields; f++) {
+                    put16(out, tp->f[f].ie);
+                    put16(out, tp->f[f].len);
+                    put32(out, tp->f[f].pen);
+                }
+            }
+            for (size_t k = 0; k < nf->nsamplers; k++) {
+                put32(out, nf->samplers[k].domain);
+                put64(out, nf->samplers[k].id);
+                put32(out, nf->samplers[k].rate);
+            }
+            count++;
+        }
+        if (e->nf)
+            e->nf->dirty = false;
+        pthread_mutex_unlock(&e->mu);
+    }
+    pthread_mutex_unlock(&ex->mu);
+    if (out->oom)
+        return;
+    ns_put_le32((uint8_t *)out->p + count_at, count);
+    put64(out, XXH64(out->p + start, out->len - start, 0));
+}
+
+/* Reads one template from the image into a new allocation. */
+static int load_tmpl(ns_cur *c, ing_tmpl **out)
+{
+    uint32_t domain;
+    uint16_t id, scope, nfields;
+    uint8_t version, options;
+    if (!ns_cur_le32(c, &domain) || !ns_cur_le16(c, &id) || !ns_cur_u8(c, &version) ||
+        !ns_cur_u8(c, &options) || !ns_cur_le16(c, &scope) || !ns_cur_le16(c, &nfields))
+        return NS_E_CORRUPT;
+    if ((version != 9 && version != 10) || nfields == 0 || nfields > ING_MAX_FIELDS ||
+        scope > nfields || id < 256)
+        return NS_E_CORRUPT;
+    ing_tmpl *t = calloc(1, sizeof *t + (size_t)nfields * sizeof t->f[0]);
+    if (!t)
+        return NS_E_NOMEM;
+    t->domain = domain;
+    t->id = id;
+    t->version = version;
+    t->options = options != 0;
+    t->scope_count = scope;
+    t->nfields = nfields;
+    for (uint16_t f = 0; f < nfields; f++) {
+        if (!ns_cur_le16(c, &t->f[f].ie) || !ns_cur_le16(c, &t->f[f].len) ||
+            !ns_cur_le32(c, &t->f[f].pen)) {
+            free(t);
+            return NS_E_CORRUPT;
+        }
+        t->min_len += t->f[f].len == 65535 ? 1u : t->f[f].len;
+    }
+    *out = t;
+    return 0;
+}
+
+int ing_exporters_load(ing_exporters *ex, const uint8_t *buf, size_t len)
+{
+    ns_cur c = ns_cur_make(buf, len), body;
+    uint8_t magic[8];
+    uint32_t version, count;
+    uint64_t sum;
+    if (len < 24)
+        return NS_E_TRUNC;
+    ns_cur_sub(&c, len - 8, &body);
+    ns_cur_le64(&c, &sum);
+    if (XXH64(buf, len - 8, 0) != sum)
+        return NS_E_CORRUPT; /* the whole image or nothing: never half a template table */
+    ns_cur_bytes(&body, magic, 8);
+    if (memcmp(magic, TPL_MAGIC, 8) != 0)
+        return NS_E_MAGIC;
+    ns_cur_le32(&body, &version);
+    ns_cur_le32(&body, &count);
+    if (version != 1)
+        return NS_E_VERSION;
+    int loaded = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        ns_addr a;
+        uint64_t init;
+        uint32_t ntmpl, nsamp;
+        if (!ns_cur_bytes(&body, a.b, 16) || !ns_cur_le64(&body, &init) ||
+            !ns_cur_le32(&body, &ntmpl) || !ns_cur_le32(&body, &nsamp) ||
+            ntmpl > ING_MAX_TEMPLATES || nsamp > ING_MAX_SAMPLERS)
+            return NS_E_CORRUPT;
+        pthread_mutex_lock(&ex->mu);
+        exporter *e = lookup_locked(ex, &a, ns_now_ms());
+        pthread_mutex_unlock(&ex->mu);
+        if (!e)
+            return ING_E_EXPORTERS;
+        pthread_mutex_lock(&e->mu);
+        int rc = 0;
+        if (!e->nf)
+            e->nf = calloc(1, sizeof *e->nf);
+        if (!e->nf)
+            rc = NS_E_NOMEM;
+        for (uint32_t t = 0; rc == 0 && t < ntmpl; t++) {
+            ing_tmpl *tp;
+            rc = load_tmpl(&body, &tp);
+            if (rc == 0 && ing__nfstate_add_loaded(e->nf, tp) == 0)
+                e->st.templates = e->nf->ntmpls;
+        }
+        for (uint32_t k = 0; rc == 0 && k < nsamp; k++) {
+            ing_sampler s;
+            if (!ns_cur_le32(&body, &s.domain) || !ns_cur_le64(&body, &s.id) ||
+                !ns_cur_le32(&body, &s.rate) || s.rate == 0)
+                rc = NS_E_CORRUPT;
+            else if (e->nf->nsamplers < ING_MAX_SAMPLERS)
+                e->nf->samplers[e->nf->nsamplers++] = s;
+        }
+        if (rc == 0)
+            e->nf->sys_init_ms = (int64_t)init;
+        pthread_mutex_unlock(&e->mu);
+        if (rc < 0)
+            return rc;
+        loaded++;
+    }
+    return body.left == 0 ? loaded : NS_E_CORRUPT;
+}

@@ -96,6 +96,15 @@ size_t ing_exporters_list(ing_exporters *ex, ing_exporter_stats *out, size_t cap
 uint64_t ing_exporters_overflow(ing_exporters *ex);
 /* Appends the table as a JSON array of objects (address, counters, times in epoch seconds). */
 void ing_exporters_json(ing_exporters *ex, ns_buf *out);
+/* Templates, options templates, sampler tables and system init times of every exporter, so a
+ * restart decodes data at once instead of waiting for the next template refresh.
+ * save: appends a self-checking binary image (docs/format.md) to out and clears the dirty
+ * marks; dirty: whether anything changed since. load: adds what the image holds (exporters
+ * created as needed); a damaged image is refused whole (NS_E_CORRUPT / NS_E_MAGIC). */
+void ing_exporters_save(ing_exporters *ex, ns_buf *out);
+bool ing_exporters_dirty(ing_exporters *ex);
+int ing_exporters_load(ing_exporters *ex, const uint8_t *buf, size_t len);
+
 /* Appends the table as Prometheus text exposition (per-exporter series). */
 void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out);
 

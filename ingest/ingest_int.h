@@ -56,6 +56,7 @@ typedef struct ing_nfstate {
     int64_t sys_init_ms; /* IPFIX systemInitTimeMilliseconds, 0 = unknown */
     ing_pending *pending[ING_MAX_PENDING];
     size_t npending, pending_bytes;
+    bool dirty; /* templates or samplers changed since the last save */
 } ing_nfstate;
 
 /* Counters the template decoders bump (kept in ing_exporter_stats). */
@@ -69,6 +70,8 @@ typedef struct ing_nfctx {
 } ing_nfctx;
 
 void ing__nfstate_free(ing_nfstate *nf);
+/* Adds a template read back from the state file (no pending release, no counters). */
+int ing__nfstate_add_loaded(ing_nfstate *nf, ing_tmpl *t);
 
 /* Parses a template set (or options template set) body. */
 int ing__tmpl_set(ing_nfctx *c, uint8_t version, uint32_t domain, bool options, ns_cur set);

@@ -40,6 +40,7 @@ static void remove_tmpl(ing_nfctx *c, size_t i)
     free(c->nf->tmpls[i]);
     c->nf->tmpls[i] = c->nf->tmpls[--c->nf->ntmpls];
     c->st->templates = c->nf->ntmpls;
+    c->nf->dirty = true;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -247,13 +248,16 @@ static void options_record(ing_nfctx *c, uint32_t domain, const rec *r)
     ing_nfstate *nf = c->nf;
     uint32_t rate = rate_of(r);
     c->st->options_records++;
-    if (r->sys_init_ms)
+    if (r->sys_init_ms && nf->sys_init_ms != r->sys_init_ms) {
         nf->sys_init_ms = r->sys_init_ms;
+        nf->dirty = true;
+    }
     if (!rate)
         return;
     uint64_t id = r->has_sampler_id ? r->sampler_id : UINT64_MAX;
     for (size_t i = 0; i < nf->nsamplers; i++) {
         if (nf->samplers[i].domain == domain && nf->samplers[i].id == id) {
+            nf->dirty |= nf->samplers[i].rate != rate;
             nf->samplers[i].rate = rate;
             return;
         }
@@ -263,6 +267,7 @@ static void options_record(ing_nfctx *c, uint32_t domain, const rec *r)
         return;
     }
     nf->samplers[nf->nsamplers++] = (ing_sampler){domain, id, rate};
+    nf->dirty = true;
 }
 
 /* Turns a data record into one row (two with RFC 5103 reverse counters). */
@@ -476,6 +481,7 @@ static int add_tmpl(ing_nfctx *c, ing_tmpl *t)
         c->nf->tmpls[c->nf->ntmpls++] = t;
     }
     c->st->templates = c->nf->ntmpls;
+    c->nf->dirty = true;
     pending_release(c, t);
     return 0;
 }
@@ -580,4 +586,14 @@ int ing__tmpl_set(ing_nfctx *c, uint8_t version, uint32_t domain, bool options, 
             result = rc;
     }
     return result;
+}
+
+int ing__nfstate_add_loaded(ing_nfstate *nf, ing_tmpl *t)
+{
+    if (find_tmpl(nf, t->version, t->domain, t->id, NULL) || nf->ntmpls == ING_MAX_TEMPLATES) {
+        free(t);
+        return ING_E_CAP;
+    }
+    nf->tmpls[nf->ntmpls++] = t;
+    return 0;
 }

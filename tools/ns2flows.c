@@ -218,6 +218,37 @@ static void startup_done(void)
     }
 }
 
+#define TEMPLATES_STATE "templates.bin"
+
+/* Persists the exporters' templates and samplers so a restart decodes at once. */
+static void save_templates(eng_db *db, ing_exporters *ex)
+{
+    ns_buf b = {0};
+    ing_exporters_save(ex, &b);
+    int rc = b.oom ? NS_E_NOMEM : eng_db_state_write(db, TEMPLATES_STATE, b.p, b.len);
+    if (rc < 0)
+        ns_log(NS_LOG_ERROR, "cannot save templates: %s", ns_strerror(rc));
+    ns_buf_free(&b);
+}
+
+static void load_templates(eng_db *db, ing_exporters *ex)
+{
+    uint8_t *buf;
+    size_t len;
+    int rc = eng_db_state_read(db, TEMPLATES_STATE, &buf, &len);
+    if (rc == -ENOENT)
+        return;
+    if (rc == 0) {
+        rc = ing_exporters_load(ex, buf, len);
+        free(buf);
+    }
+    if (rc < 0)
+        ns_log(NS_LOG_WARN, "templates from the last run not used: %s; waiting for refreshes",
+               ns_strerror(rc));
+    else
+        ns_log(NS_LOG_INFO, "templates of %d exporters restored from the last run", rc);
+}
+
 static int open_log(const ns_config *cfg, bool foreground)
 {
     char path[4200];
@@ -394,6 +425,7 @@ int main(int argc, char **argv)
     ing_exporters *ex = NULL;
     if (ing_exporters_new(cfg.max_exporters, &ex) < 0)
         startup_failed("ns2flows: out of memory");
+    load_templates(db, ex);
     const char *addrs[2 * NS_MAX_LISTEN], *kinds[2 * NS_MAX_LISTEN];
     int naddrs = 0;
     for (int i = 0; i < cfg.nlisten; i++) {
@@ -451,10 +483,12 @@ int main(int argc, char **argv)
            cfg.http_listen[0] ? cfg.http_listen : "off");
     startup_done();
 
-    for (;;) {
+    for (unsigned tick = 1;; tick++) {
         siginfo_t si;
         struct timespec ts = {1, 0};
         int sig = sigtimedwait(&sigs, &si, &ts);
+        if (tick % 10 == 0 && ing_exporters_dirty(ex))
+            save_templates(db, ex);
         if (sig == SIGHUP) {
             reload(&c, &cfg, db, c.foreground);
         } else if (sig == SIGTERM || sig == SIGINT) {
@@ -465,6 +499,7 @@ int main(int argc, char **argv)
     }
     ing_listener_stop(l); /* stop receiving first: nothing arrives after the final seal */
     http_stop(http);
+    save_templates(db, ex);
     eng_db_get_stats(db, &st);
     eng_db_close(db);
     ing_exporters_free(ex);
