@@ -79,6 +79,47 @@ int ns_addr_parse(const char *s, ns_addr *out)
     return NS_E_PARSE;
 }
 
+int ns_prefix_parse(const char *s, ns_prefix *out)
+{
+    char buf[64];
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+    if (alen == 0 || alen >= sizeof buf)
+        return NS_E_PARSE;
+    memcpy(buf, s, alen);
+    buf[alen] = 0;
+    if (ns_addr_parse(buf, &out->addr) < 0)
+        return NS_E_PARSE;
+    bool v4 = strchr(buf, ':') == NULL;
+    unsigned max = v4 ? 32 : 128, len = max;
+    if (slash) {
+        char *end;
+        errno = 0;
+        unsigned long l = strtoul(slash + 1, &end, 10);
+        if (!isdigit((unsigned char)slash[1]) || *end || errno)
+            return NS_E_PARSE;
+        if (l > max)
+            return NS_E_RANGE;
+        len = (unsigned)l;
+    }
+    out->len = (uint8_t)(v4 ? len + 96 : len);
+    /* clear host bits so matching is a plain masked compare */
+    for (unsigned bit = out->len; bit < 128; bit++)
+        out->addr.b[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+    return 0;
+}
+
+bool ns_prefix_match(const ns_prefix *p, const ns_addr *a)
+{
+    unsigned full = p->len / 8, rest = p->len % 8;
+    if (memcmp(p->addr.b, a->b, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return (a->b[full] & mask) == p->addr.b[full];
+}
+
 int ns_hostport_parse(const char *s, char *host, size_t hostcap, uint16_t *port)
 {
     const char *colon;

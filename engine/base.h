@@ -186,6 +186,15 @@ char *ns_addr_fmt(const ns_addr *a, char *buf, size_t cap);
 /* Parses "1.2.3.4" or "2001:db8::1". Returns 0 or NS_E_PARSE. */
 int ns_addr_parse(const char *s, ns_addr *out);
 
+/* An address prefix (v4 prefixes are kept v4-mapped: /24 becomes /120). */
+typedef struct ns_prefix {
+    ns_addr addr;
+    uint8_t len; /* 0..128 */
+} ns_prefix;
+/* Parses "10.0.0.0/8", "2001:db8::/32" or a bare address (a /32 or /128). */
+int ns_prefix_parse(const char *s, ns_prefix *out);
+bool ns_prefix_match(const ns_prefix *p, const ns_addr *a);
+
 /* Parses "ADDR:PORT", "[V6]:PORT" or ":PORT"; fills host (without brackets) and port.
  * Returns 0 or NS_E_PARSE / NS_E_RANGE. */
 int ns_hostport_parse(const char *s, char *host, size_t hostcap, uint16_t *port);
@@ -275,6 +284,7 @@ typedef struct ns_config {
     uint64_t rcvbuf;          /* socket receive buffer, bytes */
     uint64_t seal_delay_s;    /* how long after a minute ends it is sealed */
     uint64_t max_exporters;   /* cap on tracked exporters */
+    char exporters_allow[1024]; /* comma-separated prefixes; empty = every exporter */
 } ns_config;
 
 /* Fills cfg with the embedded defaults. */

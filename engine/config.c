@@ -16,7 +16,8 @@ typedef enum {
     CT_HOSTPORT,
     CT_LISTEN,
     CT_LISTEN_SFLOW,
-    CT_LOGLEVEL
+    CT_LOGLEVEL,
+    CT_PREFIXES
 } ctype;
 
 typedef struct cfg_def {
@@ -54,6 +55,8 @@ static const cfg_def defs[] = {
      "UDP socket receive buffer in bytes (capped by net.core.rmem_max unless root)"},
     {"seal_delay", CT_DURATION, "2", F(seal_delay_s), 0, 3600, false,
      "seconds after a minute ends before it is sealed into a segment"},
+    {"exporters_allow", CT_PREFIXES, "", F(exporters_allow), 0, 0, false,
+     "only these exporters (comma-separated addresses or prefixes, v4 and v6); empty = all"},
     {"max_exporters", CT_UINT, "4096", F(max_exporters), 1, 1000000, false,
      "exporters tracked at most; datagrams from more are counted and dropped"},
 };
@@ -140,6 +143,25 @@ int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, s
         }
         memcpy(base + d->off, val, strlen(val) + 1);
         return 0;
+    case CT_PREFIXES: {
+        char tmp[1024];
+        if (strlen(val) >= d->size) {
+            snprintf(err, errcap, "value longer than %zu bytes", d->size - 1);
+            return NS_E_RANGE;
+        }
+        strcpy(tmp, val);
+        for (char *save = NULL, *tok = strtok_r(tmp, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save)) {
+            ns_prefix p;
+            tok = trim(tok);
+            if (*tok && ns_prefix_parse(tok, &p) < 0) {
+                snprintf(err, errcap, "'%s' is not an address or prefix", tok);
+                return NS_E_PARSE;
+            }
+        }
+        memcpy(base + d->off, val, strlen(val) + 1);
+        return 0;
+    }
     case CT_LISTEN:
         return add_listen(cfg->listen, &cfg->nlisten, &cfg->listen_is_default, val, err, errcap);
     case CT_LISTEN_SFLOW:
@@ -296,7 +318,7 @@ int ns_config_diff_nonreloadable(const ns_config *a, const ns_config *b, char *b
         } else if (d->type == CT_LISTEN_SFLOW) {
             differs = !same_list(a->listen_sflow, a->nlisten_sflow, b->listen_sflow,
                                  b->nlisten_sflow);
-        } else if (d->type == CT_STRING || d->type == CT_HOSTPORT) {
+        } else if (d->type == CT_STRING || d->type == CT_HOSTPORT || d->type == CT_PREFIXES) {
             differs = strncmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;
         } else {
             differs = memcmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;

@@ -29,11 +29,16 @@ typedef struct exporter {
     bool used;
 } exporter;
 
+#define MAX_ALLOW 64
+
 struct ing_exporters {
     pthread_mutex_t mu;
     exporter *slots; /* open addressing by address */
     size_t cap, n, max;
     uint64_t overflow;
+    ns_prefix allow[MAX_ALLOW]; /* set before traffic, read-only after */
+    size_t nallow;
+    _Atomic uint64_t refused;
 };
 
 const char *ing_strerror(int rc)
@@ -48,6 +53,7 @@ const char *ing_strerror(int rc)
     case ING_E_SET_LEN: return "set length out of bounds";
     case ING_E_TEMPLATE: return "malformed template";
     case ING_E_CAP: return "per-exporter limit reached";
+    case ING_E_NOT_ALLOWED: return "exporter not allowed";
     default: return ns_strerror(rc);
     }
 }
@@ -84,6 +90,39 @@ void ing_exporters_free(ing_exporters *ex)
     pthread_mutex_destroy(&ex->mu);
     free(ex->slots);
     free(ex);
+}
+
+int ing_exporters_allow(ing_exporters *ex, const char *prefixes)
+{
+    char tmp[1024];
+    if (strlen(prefixes) >= sizeof tmp)
+        return NS_E_RANGE;
+    strcpy(tmp, prefixes);
+    ex->nallow = 0;
+    for (char *save = NULL, *tok = strtok_r(tmp, ", ", &save); tok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        if (ex->nallow == MAX_ALLOW)
+            return NS_E_TOO_MANY;
+        if (ns_prefix_parse(tok, &ex->allow[ex->nallow]) < 0)
+            return NS_E_PARSE;
+        ex->nallow++;
+    }
+    return 0;
+}
+
+uint64_t ing_exporters_refused(ing_exporters *ex)
+{
+    return ex->refused;
+}
+
+static bool allowed(const ing_exporters *ex, const ns_addr *a)
+{
+    if (ex->nallow == 0)
+        return true;
+    for (size_t i = 0; i < ex->nallow; i++)
+        if (ns_prefix_match(&ex->allow[i], a))
+            return true;
+    return false;
 }
 
 /* Finds or creates the exporter for addr; NULL when the table is full. Caller holds mu. */
@@ -220,6 +259,10 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     size_t npdu = 0, before = out->n;
     int rc, tail_rc = 0;
 
+    if (!allowed(ex, from)) {
+        ex->refused++; /* no table entry: a spoofing flood cannot fill the table */
+        return ING_E_NOT_ALLOWED;
+    }
     /* v5 is stateless: decode before taking any lock, so a full batch is retried cleanly */
     if (!ns_cur_u16(&c, &version))
         rc = ING_E_SHORT;

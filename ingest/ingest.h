@@ -18,6 +18,7 @@ enum {
     ING_E_SET_LEN = -11007,   /* a set's length is too small or runs past the message */
     ING_E_TEMPLATE = -11008,  /* a template record that does not parse */
     ING_E_CAP = -11009,       /* a cap (templates, fields, held bytes) was reached */
+    ING_E_NOT_ALLOWED = -11010, /* exporter not in exporters_allow */
 };
 const char *ing_strerror(int rc);
 
@@ -89,6 +90,12 @@ typedef struct ing_exporter_stats {
 } ing_exporter_stats;
 
 int ing_exporters_new(size_t max_exporters, ing_exporters **out);
+/* Restricts ingest to exporters matching one of the comma-separated prefixes ("" = all).
+ * Datagrams from others are dropped and counted (ing_exporters_refused). Returns 0 or
+ * NS_E_PARSE. Call before traffic starts. */
+int ing_exporters_allow(ing_exporters *ex, const char *prefixes);
+/* Datagrams dropped because their exporter is not allowed. */
+uint64_t ing_exporters_refused(ing_exporters *ex);
 void ing_exporters_free(ing_exporters *ex);
 /* Copies at most cap exporters' stats into out; returns how many there are in all. */
 size_t ing_exporters_list(ing_exporters *ex, ing_exporter_stats *out, size_t cap);

@@ -33,7 +33,9 @@ enum {
  *   src_port, dst_port for TCP/UDP (not for non-first fragments); ICMP/ICMPv6:
  *             dst_port = type << 8 | code and src_port = 0, as nfdump shows them;
  *   tcp_flags the TCP flags byte (CWR..FIN).
- * Other members of f are left as they are; on failure the L3/L4 members are left as they are.
+ * On success all of src, dst, proto, tos, src_port, dst_port and tcp_flags are written (ports
+ * and flags 0 when the header does not reach them); other members of f are left as they are.
+ * On failure only vlan may have been written.
  * IPv6 extension headers hop-by-hop (0), routing (43), fragment (44) and destination options
  * (60) are walked, at most ING_PKT_MAX_EXTHDR; proto is the header that follows them. A header
  * cut inside L4 (or inside the IPv4 options / IPv6 extension headers) still gives the L3 fields.

@@ -382,3 +382,52 @@ Test(ing_decode, exporter_cap_refuses_and_counts)
     cr_assert(eq(u64, ing_exporters_overflow(ex), 1));
     ing_exporters_free(ex);
 }
+
+Test(ing_decode, allow_list_refuses_others_without_a_table_entry)
+{
+    ing_exporters *ex;
+    uint8_t pkt[2048];
+    ns_addr in4, out4, in6;
+    cr_assert(eq(int, ing_exporters_new(16, &ex), 0));
+    cr_assert(eq(int, ing_exporters_allow(ex, "192.0.2.0/24, 2001:db8::/32"), 0));
+    ns_addr_parse("192.0.2.77", &in4);
+    ns_addr_parse("198.51.100.1", &out4);
+    ns_addr_parse("2001:db8:ff::1", &in6);
+    size_t len = make_v5(pkt, 2, 0, 0);
+    cr_assert(eq(int, ing_decode(ex, &in4, 1000, pkt, len, &batch), 2));
+    cr_assert(eq(int, ing_decode(ex, &in6, 1000, pkt, len, &batch), 2));
+    cr_assert(eq(int, ing_decode(ex, &out4, 1000, pkt, len, &batch), ING_E_NOT_ALLOWED));
+    cr_assert(eq(u64, ing_exporters_refused(ex), 1));
+    cr_assert(eq(sz, ing_exporters_list(ex, NULL, 0), 2));
+    cr_assert(eq(int, ing_exporters_allow(ex, "10.0.0.0/33"), NS_E_PARSE));
+    ing_exporters_free(ex);
+}
+
+Test(ing_decode, prefixes_match_by_their_length)
+{
+    ns_prefix p;
+    ns_addr a;
+    cr_assert(eq(int, ns_prefix_parse("10.1.2.3/8", &p), 0)); /* host bits are cleared */
+    ns_addr_parse("10.255.0.1", &a);
+    cr_assert(ns_prefix_match(&p, &a));
+    ns_addr_parse("11.0.0.1", &a);
+    cr_assert(ns_prefix_match(&p, &a) == false);
+    cr_assert(eq(int, ns_prefix_parse("192.0.2.1", &p), 0)); /* a bare address is a /32 */
+    ns_addr_parse("192.0.2.1", &a);
+    cr_assert(ns_prefix_match(&p, &a));
+    ns_addr_parse("192.0.2.2", &a);
+    cr_assert(ns_prefix_match(&p, &a) == false);
+    cr_assert(eq(int, ns_prefix_parse("2001:db8::/29", &p), 0));
+    ns_addr_parse("2001:dbf::1", &a);
+    cr_assert(ns_prefix_match(&p, &a));
+    ns_addr_parse("2001:dc0::1", &a);
+    cr_assert(ns_prefix_match(&p, &a) == false);
+    cr_assert(eq(int, ns_prefix_parse("0.0.0.0/0", &p), 0)); /* every v4, no v6 */
+    ns_addr_parse("203.0.113.9", &a);
+    cr_assert(ns_prefix_match(&p, &a));
+    ns_addr_parse("2001:db8::1", &a);
+    cr_assert(ns_prefix_match(&p, &a) == false);
+    cr_assert(eq(int, ns_prefix_parse("2001:db8::/129", &p), NS_E_RANGE));
+    cr_assert(eq(int, ns_prefix_parse("/8", &p), NS_E_PARSE));
+    cr_assert(eq(int, ns_prefix_parse("10.0.0.0/x", &p), NS_E_PARSE));
+}

@@ -130,8 +130,9 @@ static void status_extra(void *arg, ns_buf *out)
     ing_listener_json(d->listener, out);
     ns_buf_puts(out, ",\"exporters\":");
     ing_exporters_json(d->exporters, out);
-    ns_buf_printf(out, ",\"exporters_refused\":%llu",
-                  (unsigned long long)ing_exporters_overflow(d->exporters));
+    ns_buf_printf(out, ",\"exporters_over_cap\":%llu,\"exporters_not_allowed\":%llu",
+                  (unsigned long long)ing_exporters_overflow(d->exporters),
+                  (unsigned long long)ing_exporters_refused(d->exporters));
 }
 
 static void metrics_text(void *arg, ns_buf *out)
@@ -425,6 +426,8 @@ int main(int argc, char **argv)
     ing_exporters *ex = NULL;
     if (ing_exporters_new(cfg.max_exporters, &ex) < 0)
         startup_failed("ns2flows: out of memory");
+    if (ing_exporters_allow(ex, cfg.exporters_allow) < 0)
+        startup_failed("ns2flows: exporters_allow: bad prefix list");
     load_templates(db, ex);
     const char *addrs[2 * NS_MAX_LISTEN], *kinds[2 * NS_MAX_LISTEN];
     int naddrs = 0;
