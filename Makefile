@@ -5,7 +5,9 @@ BUILD   ?= build
 CC      ?= cc
 PREFIX  ?= /usr/local
 DESTDIR ?=
-SYSCONFDIR ?= $(PREFIX)/etc
+# /usr installs keep their configuration in /etc, as Debian policy has it
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNAME := $(shell uname -s)
 FIXTURES ?= $(firstword $(wildcard $(abspath ../shared/fixtures) /work/shared/fixtures) $(abspath ../shared/fixtures))
 FUZZ_TIME ?= 60
 V ?= 0
@@ -147,15 +149,19 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/ns2flows
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	[ -f $(DESTDIR)$(SYSCONFDIR)/ns2flows/netsaw.conf ] || install -m 644 dist/netsaw.conf $(DESTDIR)$(SYSCONFDIR)/ns2flows/netsaw.conf
-	install -d $(DESTDIR)/lib/systemd/system $(DESTDIR)/Library/LaunchDaemons
-	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/ns2flows.service > $(DESTDIR)/lib/systemd/system/ns2flows.service
+ifeq ($(UNAME),Darwin)
+	install -d $(DESTDIR)/Library/LaunchDaemons
 	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/com.proquesys.NetSAW2.plist > $(DESTDIR)/Library/LaunchDaemons/com.proquesys.NetSAW2.plist
+else
+	install -d $(DESTDIR)/lib/systemd/system
+	sed 's|@PREFIX@|$(PREFIX)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/ns2flows.service > $(DESTDIR)/lib/systemd/system/ns2flows.service
+endif
 
 # Removes the programs and service files; never the configuration's database.
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(TOOLS))
 	rm -f $(DESTDIR)/lib/systemd/system/ns2flows.service $(DESTDIR)/Library/LaunchDaemons/com.proquesys.NetSAW2.plist
-	@echo "uninstall: kept $(SYSCONFDIR)/ns2flows/netsaw.conf and the database (/var/lib/ns2flows/SESSIONDB)"
+	@echo "uninstall: kept $(DESTDIR)$(SYSCONFDIR)/ns2flows/netsaw.conf and the database ($(DESTDIR)/var/lib/ns2flows/SESSIONDB)"
 
 clean:
 	rm -rf build

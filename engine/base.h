@@ -266,6 +266,7 @@ bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out)
  * Configuration. One table (config.c) drives the netsaw.conf parser, validation with file:line
  * errors, --help-config, and SIGHUP reload. A parsed ns_config is immutable once built. */
 #define NS_MAX_LISTEN 16
+#define NS_MAX_PREFIXES 64 /* exporters_allow entries */
 
 typedef struct ns_config {
     char db_path[4096];

@@ -150,13 +150,17 @@ int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, s
             return NS_E_RANGE;
         }
         strcpy(tmp, val);
-        for (char *save = NULL, *tok = strtok_r(tmp, ",", &save); tok;
-             tok = strtok_r(NULL, ",", &save)) {
+        int count = 0;
+        for (char *save = NULL, *tok = strtok_r(tmp, ", ", &save); tok;
+             tok = strtok_r(NULL, ", ", &save)) {
             ns_prefix p;
-            tok = trim(tok);
-            if (*tok && ns_prefix_parse(tok, &p) < 0) {
+            if (ns_prefix_parse(tok, &p) < 0) {
                 snprintf(err, errcap, "'%s' is not an address or prefix", tok);
                 return NS_E_PARSE;
+            }
+            if (++count > NS_MAX_PREFIXES) {
+                snprintf(err, errcap, "more than %d prefixes", NS_MAX_PREFIXES);
+                return NS_E_TOO_MANY;
             }
         }
         memcpy(base + d->off, val, strlen(val) + 1);
@@ -249,9 +253,16 @@ int ns_config_load(ns_config *cfg, const char *path, char *err, size_t errcap)
             rc = NS_E_PARSE;
             break;
         }
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = 0;
+        /* '#' starts a comment unless it is inside a quoted value */
+        bool quoted = false;
+        for (char *q = line; *q; q++) {
+            if (*q == '"')
+                quoted = !quoted;
+            else if (*q == '#' && !quoted) {
+                *q = 0;
+                break;
+            }
+        }
         char *s = trim(line);
         if (!*s)
             continue;

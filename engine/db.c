@@ -330,10 +330,10 @@ fail:
     return rc;
 }
 
-void eng_db_close(eng_db *db)
+int eng_db_close(eng_db *db)
 {
     if (!db)
-        return;
+        return 0;
     if (db->sealer_running) {
         pthread_mutex_lock(&db->mu);
         db->stop = true;
@@ -342,10 +342,15 @@ void eng_db_close(eng_db *db)
         pthread_join(db->sealer, NULL);
     }
     int rc = eng_db_seal_due(db, ns_now_ms(), true);
-    if (rc < 0)
-        ns_log(NS_LOG_ERROR, "db: sealing at close failed: %s", ns_strerror(rc));
-    for (size_t i = 0; i < db->nopen; i++)
+    size_t lost = 0;
+    for (size_t i = 0; i < db->nopen; i++) {
+        lost += db->open[i]->n;
         buf_unref_locked(db->open[i]);
+    }
+    if (lost)
+        ns_log(NS_LOG_ERROR, "db: %zu flows could not be sealed at close: %s", lost,
+               ns_strerror(rc < 0 ? rc : NS_E_CORRUPT));
+    int result = lost ? (rc < 0 ? rc : -EIO) : 0;
     free(db->open);
     free(db->segs);
     close(db->lockfd); /* releases the flock */
@@ -353,6 +358,7 @@ void eng_db_close(eng_db *db)
     pthread_mutex_destroy(&db->seal_mu);
     pthread_cond_destroy(&db->cond);
     free(db);
+    return result;
 }
 
 void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s)
@@ -749,7 +755,13 @@ int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) < 0 || close(fd) < 0) {
+    if (fsync(fd) < 0) {
+        rc = -errno;
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
+    if (close(fd) < 0) {
         rc = -errno;
         unlink(tmp);
         return rc;

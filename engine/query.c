@@ -170,12 +170,21 @@ static int group_cb(void *arg, const eng_flow *rows, size_t n)
     return 0;
 }
 
+/* Ties: addresses in byte order (network order), numbers by value. */
+static int cmp_keys(const qry_key *x, const qry_key *y)
+{
+    int c = memcmp(x->addr.b, y->addr.b, sizeof x->addr.b);
+    if (c)
+        return c;
+    return x->num < y->num ? -1 : x->num > y->num;
+}
+
 static int cmp_rows_bytes(const void *a, const void *b)
 {
     const qry_row *x = a, *y = b;
     if (x->t.bytes != y->t.bytes)
         return x->t.bytes > y->t.bytes ? -1 : 1;
-    return memcmp(&x->key, &y->key, sizeof x->key);
+    return cmp_keys(&x->key, &y->key);
 }
 
 static int cmp_rows_packets(const void *a, const void *b)
@@ -183,7 +192,7 @@ static int cmp_rows_packets(const void *a, const void *b)
     const qry_row *x = a, *y = b;
     if (x->t.packets != y->t.packets)
         return x->t.packets > y->t.packets ? -1 : 1;
-    return memcmp(&x->key, &y->key, sizeof x->key);
+    return cmp_keys(&x->key, &y->key);
 }
 
 static int cmp_rows_flows(const void *a, const void *b)
@@ -191,7 +200,7 @@ static int cmp_rows_flows(const void *a, const void *b)
     const qry_row *x = a, *y = b;
     if (x->t.flows != y->t.flows)
         return x->t.flows > y->t.flows ? -1 : 1;
-    return memcmp(&x->key, &y->key, sizeof x->key);
+    return cmp_keys(&x->key, &y->key);
 }
 
 int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, qry_by by, qry_metric metric,

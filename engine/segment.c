@@ -1,6 +1,6 @@
 /* engine/segment.c — one minute of flows as a columnar segment file.
  *
- * Layout (fixed little-endian; docs/FORMAT.md has the full tables):
+ * Layout (fixed little-endian; docs/format.md has the full tables):
  *
  *   OFFSET  SIZE  FIELD
  *   0       8     magic "NS2FSEG\0"

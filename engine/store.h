@@ -41,7 +41,7 @@ enum { ENG_DIR_UNKNOWN = 0, ENG_DIR_INGRESS = 1, ENG_DIR_EGRESS = 2 };
 enum { ENG_FT_UNKNOWN = 0, ENG_FT_NETFLOW5 = 5, ENG_FT_NETFLOW9 = 9, ENG_FT_IPFIX = 10,
        ENG_FT_SFLOW5 = 65 };
 
-/* Column identifiers, in on-disk order. docs/FORMAT.md lists them with types. */
+/* Column identifiers, in on-disk order. docs/format.md lists them with types. */
 typedef enum {
     ENG_COL_FIRST = 0, ENG_COL_LAST, ENG_COL_PACKETS, ENG_COL_BYTES, ENG_COL_EXPORTER,
     ENG_COL_SRC, ENG_COL_DST, ENG_COL_NEXTHOP, ENG_COL_SRC_AS, ENG_COL_DST_AS, ENG_COL_IN_IF,
@@ -68,7 +68,7 @@ typedef struct eng_seg eng_seg; /* one open segment file; opaque */
 typedef struct eng_seg_colinfo {
     uint32_t id;
     uint32_t type;      /* width in bytes of one raw value */
-    uint32_t encoding;  /* 0 = plain, 1 = delta (zigzag varint) */
+    uint32_t encoding;  /* 0 plain, 1 byte-transpose, 2 delta zigzag varint, 3 span varint */
     uint64_t offset;
     uint64_t csize;     /* compressed bytes on disk */
     uint64_t rsize;     /* raw bytes after decompression */
@@ -117,8 +117,10 @@ typedef struct eng_db_opts {
  * already there. A second opener gets NS_E_LOCKED (message in err). On success *out owns the
  * handle; release it with eng_db_close(). */
 int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *err, size_t errcap);
-/* Seals every open minute, stops the sealer thread, releases the lock. NULL is fine. */
-void eng_db_close(eng_db *db);
+/* Seals every open minute, stops the sealer thread, releases the lock. NULL is fine.
+ * Returns 0, or the error that kept some open flows from being sealed (they are counted in
+ * rows_dropped and logged; the caller should exit non-zero). */
+int eng_db_close(eng_db *db);
 
 /* Changes budget and retention (SIGHUP). */
 void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s);

@@ -27,6 +27,7 @@ static int fail(req *r, int status, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     r->body->len = 0;
+    r->body->oom = false; /* the short error below usually still fits */
     if (r->body->p)
         r->body->p[0] = 0;
     ns_buf_puts(r->body, "{\"error\":");

@@ -29,7 +29,7 @@ typedef struct exporter {
     bool used;
 } exporter;
 
-#define MAX_ALLOW 64
+#define MAX_ALLOW NS_MAX_PREFIXES
 
 struct ing_exporters {
     pthread_mutex_t mu;
@@ -126,7 +126,8 @@ static bool allowed(const ing_exporters *ex, const ns_addr *a)
 }
 
 /* Finds or creates the exporter for addr; NULL when the table is full. Caller holds mu. */
-static exporter *lookup_locked(ing_exporters *ex, const ns_addr *addr, int64_t now_ms)
+static exporter *lookup_locked(ing_exporters *ex, const ns_addr *addr, int64_t now_ms,
+                               bool restoring)
 {
     size_t h = (size_t)XXH3_64bits(addr->b, 16) & (ex->cap - 1);
     while (ex->slots[h].used) {
@@ -144,7 +145,8 @@ static exporter *lookup_locked(ing_exporters *ex, const ns_addr *addr, int64_t n
     e->st.first_seen_ms = now_ms;
     ex->n++;
     char a[64];
-    ns_log(NS_LOG_INFO, "exporter %s: first datagram", ns_addr_fmt(addr, a, sizeof a));
+    if (!restoring)
+        ns_log(NS_LOG_INFO, "exporter %s: first datagram", ns_addr_fmt(addr, a, sizeof a));
     return e;
 }
 
@@ -276,7 +278,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     }
 
     pthread_mutex_lock(&ex->mu);
-    exporter *e = lookup_locked(ex, from, recv_ms);
+    exporter *e = lookup_locked(ex, from, recv_ms, false);
     if (!e)
         ex->overflow++;
     pthread_mutex_unlock(&ex->mu);
@@ -352,7 +354,8 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
         out->oom = true;
         return;
     }
-    n = ing_exporters_list(ex, st, n); /* may have grown: never copies past the first count */
+    size_t got = ing_exporters_list(ex, st, n); /* the table may have grown meanwhile */
+    n = got < n ? got : n;
     ns_buf_puts(out, "[");
     for (size_t i = 0; i < n; i++) {
         char a[64];
@@ -432,7 +435,8 @@ void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out)
         out->oom = true;
         return;
     }
-    n = ing_exporters_list(ex, st, n);
+    size_t got = ing_exporters_list(ex, st, n); /* the table may have grown meanwhile */
+    n = got < n ? got : n;
     for (size_t i = 0; i < n; i++)
         ns_addr_fmt(&st[i].addr, addr[i], sizeof addr[i]);
     for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
@@ -629,7 +633,7 @@ int ing_exporters_load(ing_exporters *ex, const uint8_t *buf, size_t len)
             ntmpl > ING_MAX_TEMPLATES || nsamp > ING_MAX_SAMPLERS)
             return NS_E_CORRUPT;
         pthread_mutex_lock(&ex->mu);
-        exporter *e = lookup_locked(ex, &a, ns_now_ms());
+        exporter *e = lookup_locked(ex, &a, ns_now_ms(), true);
         pthread_mutex_unlock(&ex->mu);
         if (!e)
             return ING_E_EXPORTERS;

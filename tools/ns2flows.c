@@ -504,8 +504,13 @@ int main(int argc, char **argv)
     http_stop(http);
     save_templates(db, ex);
     eng_db_get_stats(db, &st);
-    eng_db_close(db);
+    int close_rc = eng_db_close(db);
     ing_exporters_free(ex);
+    if (close_rc < 0) {
+        ns_log(NS_LOG_ERROR, "stopped with unsealed flows lost: %s", ns_strerror(close_rc));
+        ns_log_close();
+        return 1;
+    }
     ns_log(NS_LOG_INFO, "stopped cleanly; %llu flows stored this run",
            (unsigned long long)st.rows_stored);
     ns_log_close();

@@ -1,0 +1,661 @@
+/* Tests of the query layer (engine/query.c): qry_summary and qry_top by every key and metric
+ * on a database filled with known rows, checked against hand-computed answers and against a
+ * plain reference aggregation: order (metric descending, ties by key ascending), limit, "other",
+ * "total" (= rows + other), group counts; the same answers whether the rows are open, partly
+ * sealed, sealed or reopened; and the name parsers. */
+#include "engine/query.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#define M0  1704164640000LL /* 2024-01-02T03:04:00Z, a minute boundary */
+#define MIN 60000LL
+
+/* ---------------------------------------------------------------------------------------------
+ * Fixtures */
+
+static char tmpdir[64];
+static eng_db *db;
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void open_db(void)
+{
+    char err[512] = "";
+    eng_db_opts o = {.seal_delay_s = 0, .no_sealer_thread = true};
+    int rc = eng_db_open(tmpdir, &o, &db, err, sizeof err);
+    cr_assert(eq(int, rc, 0), "eng_db_open: %s", err);
+}
+
+static void setup(void)
+{
+    strcpy(tmpdir, "/tmp/ns2flows-test-qry-XXXXXX");
+    cr_assert(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    ns_log_set_level(NS_LOG_ERROR);
+    open_db();
+}
+
+static void teardown(void)
+{
+    eng_db_close(db);
+    db = NULL;
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(qry, .init = setup, .fini = teardown);
+
+static ns_addr addr(const char *text)
+{
+    ns_addr a;
+    cr_assert(eq(int, ns_addr_parse(text, &a), 0), "bad test address %s", text);
+    return a;
+}
+
+/* A flow from src to dst over proto sport → dport, seen by exporter. */
+static eng_flow flow(const char *src, const char *dst, uint8_t proto, uint16_t sport,
+                     uint16_t dport, const char *exporter, uint64_t packets, uint64_t bytes,
+                     int64_t first_ms, int64_t last_ms)
+{
+    eng_flow f;
+    memset(&f, 0, sizeof f);
+    f.src = addr(src);
+    f.dst = addr(dst);
+    f.exporter = addr(exporter);
+    f.proto = proto;
+    f.src_port = sport;
+    f.dst_port = dport;
+    f.packets = packets;
+    f.bytes = bytes;
+    f.first_ms = first_ms;
+    f.last_ms = last_ms;
+    f.sampling = 1;
+    return f;
+}
+
+static void append(int64_t recv_ms, const eng_flow *rows, size_t n)
+{
+    cr_assert(eq(int, eng_db_append(db, recv_ms, rows, n), 0));
+}
+
+static qry_top_result top(qry_by by, qry_metric m, size_t limit)
+{
+    qry_top_result r;
+    int rc = qry_top(db, INT64_MIN, INT64_MAX, by, m, limit, &r);
+    cr_assert(eq(int, rc, 0), "qry_top(%s, %s, %zu): %s", qry_by_name(by), qry_metric_name(m),
+              limit, ns_strerror(rc));
+    return r;
+}
+
+static void key_text(qry_by by, const qry_key *k, char *buf, size_t cap)
+{
+    qry_key_fmt(by, k, buf, cap);
+}
+
+/* Asserts result row i has key text `key` and the given flows/packets/bytes. */
+static void row_is(const qry_top_result *r, qry_by by, size_t i, const char *key, uint64_t flows,
+                   uint64_t packets, uint64_t bytes)
+{
+    char got[64];
+    cr_assert(lt(sz, i, r->n), "row %zu of %zu", i, r->n);
+    key_text(by, &r->rows[i].key, got, sizeof got);
+    cr_assert(eq(int, strcmp(got, key), 0), "row %zu: key %s, expected %s", i, got, key);
+    cr_assert(eq(u64, r->rows[i].t.flows, flows), "row %zu (%s)", i, key);
+    cr_assert(eq(u64, r->rows[i].t.packets, packets), "row %zu (%s)", i, key);
+    cr_assert(eq(u64, r->rows[i].t.bytes, bytes), "row %zu (%s)", i, key);
+}
+
+static void totals_are(const qry_totals *t, uint64_t flows, uint64_t packets, uint64_t bytes,
+                       int64_t first_ms, int64_t last_ms)
+{
+    cr_assert(eq(u64, t->flows, flows));
+    cr_assert(eq(u64, t->packets, packets));
+    cr_assert(eq(u64, t->bytes, bytes));
+    cr_assert(eq(i64, t->first_ms, first_ms));
+    cr_assert(eq(i64, t->last_ms, last_ms));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Hand-computed answers on a small set */
+
+/* Eight flows; their numbers are chosen so every key has a tie somewhere:
+ *
+ *   #  src        dst           proto sport dport exporter     pkts bytes first..last (M0+s)
+ *   0  10.0.0.2   192.0.2.1     6     80    1000  192.0.2.254  10   1500  1..5
+ *   1  10.0.0.10  192.0.2.1     6     80    1001  192.0.2.254  20   1500  2..6
+ *   2  10.0.0.2   2001:db8::1   17    53    53    2001:db8::fe 5    1000  3..7
+ *   3  10.0.0.3   2001:db8::1   17    53    53    192.0.2.254  5    500   4..8
+ *   4  10.0.0.3   192.0.2.1     1     0     2048  2001:db8::fe 1    200   5..9
+ *   5  2001:db8::9 192.0.2.1    6     22    1002  192.0.2.254  30   3000  6..70
+ *   6  10.0.0.10  198.51.100.7  47    0     0     2001:db8::fe 2    50    -10..10
+ *   7  10.0.0.2   198.51.100.7  6     22    1003  192.0.2.254  7    700   8..9
+ */
+static void small_set(void)
+{
+    const int64_t s = 1000;
+    eng_flow r[8] = {
+        flow("10.0.0.2", "192.0.2.1", 6, 80, 1000, "192.0.2.254", 10, 1500, M0 + 1 * s, M0 + 5 * s),
+        flow("10.0.0.10", "192.0.2.1", 6, 80, 1001, "192.0.2.254", 20, 1500, M0 + 2 * s,
+             M0 + 6 * s),
+        flow("10.0.0.2", "2001:db8::1", 17, 53, 53, "2001:db8::fe", 5, 1000, M0 + 3 * s,
+             M0 + 7 * s),
+        flow("10.0.0.3", "2001:db8::1", 17, 53, 53, "192.0.2.254", 5, 500, M0 + 4 * s, M0 + 8 * s),
+        flow("10.0.0.3", "192.0.2.1", 1, 0, 2048, "2001:db8::fe", 1, 200, M0 + 5 * s, M0 + 9 * s),
+        flow("2001:db8::9", "192.0.2.1", 6, 22, 1002, "192.0.2.254", 30, 3000, M0 + 6 * s,
+             M0 + 70 * s),
+        flow("10.0.0.10", "198.51.100.7", 47, 0, 0, "2001:db8::fe", 2, 50, M0 - 10 * s,
+             M0 + 10 * s),
+        flow("10.0.0.2", "198.51.100.7", 6, 22, 1003, "192.0.2.254", 7, 700, M0 + 8 * s,
+             M0 + 9 * s),
+    };
+    append(M0 + 10 * s, r, 4);
+    append(M0 + MIN + 10 * s, r + 4, 4); /* the next minute */
+}
+
+#define ALL_FLOWS   8
+#define ALL_PACKETS 80
+#define ALL_BYTES   8450
+#define ALL_FIRST   (M0 - 10000)
+#define ALL_LAST    (M0 + 70000)
+
+Test(qry, summary_counts_every_flow_once)
+{
+    qry_totals t;
+    small_set();
+    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, &t), 0));
+    totals_are(&t, ALL_FLOWS, ALL_PACKETS, ALL_BYTES, ALL_FIRST, ALL_LAST);
+    /* [M0+9.5 s, M0+12 s] overlaps only #5 (6..70) and #6 (-10..10) */
+    cr_assert(eq(int, qry_summary(db, M0 + 9500, M0 + 12000, &t), 0));
+    totals_are(&t, 2, 32, 3050, M0 - 10000, M0 + 70000);
+    /* nothing there */
+    cr_assert(eq(int, qry_summary(db, M0 + 71000, M0 + 99000, &t), 0));
+    totals_are(&t, 0, 0, 0, 0, 0);
+}
+
+Test(qry, summary_of_an_empty_db_is_zero)
+{
+    qry_totals t;
+    memset(&t, 0xff, sizeof t);
+    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, &t), 0));
+    totals_are(&t, 0, 0, 0, 0, 0);
+    qry_top_result r = top(QRY_BY_SRCADDR, QRY_M_BYTES, 10);
+    cr_assert(eq(sz, r.n, 0));
+    cr_assert(eq(u64, r.groups, 0));
+    totals_are(&r.total, 0, 0, 0, 0, 0);
+    totals_are(&r.other, 0, 0, 0, 0, 0);
+    qry_top_free(&r);
+}
+
+Test(qry, top_srcaddr_by_bytes_with_limit_other_and_total)
+{
+    small_set();
+    /* src bytes: 10.0.0.2 = 1500+1000+700 = 3200, 2001:db8::9 = 3000, 10.0.0.10 = 1550,
+     * 10.0.0.3 = 700 */
+    qry_top_result r = top(QRY_BY_SRCADDR, QRY_M_BYTES, 2);
+    cr_assert(eq(u64, r.groups, 4));
+    cr_assert(eq(sz, r.n, 2));
+    row_is(&r, QRY_BY_SRCADDR, 0, "10.0.0.2", 3, 22, 3200);
+    row_is(&r, QRY_BY_SRCADDR, 1, "2001:db8::9", 1, 30, 3000);
+    cr_assert(eq(i64, r.rows[0].t.first_ms, M0 + 1000));
+    cr_assert(eq(i64, r.rows[0].t.last_ms, M0 + 9000));
+    totals_are(&r.other, 4, 28, 2250, M0 - 10000, M0 + 10000);
+    totals_are(&r.total, ALL_FLOWS, ALL_PACKETS, ALL_BYTES, ALL_FIRST, ALL_LAST);
+    qry_top_free(&r);
+    cr_assert(r.rows == NULL);
+}
+
+Test(qry, top_ties_are_broken_by_key_ascending)
+{
+    small_set();
+    /* by packets, src: 10.0.0.2 = 22, 10.0.0.10 = 22 (tie), 2001:db8::9 = 30, 10.0.0.3 = 6 */
+    qry_top_result r = top(QRY_BY_SRCADDR, QRY_M_PACKETS, 10);
+    cr_assert(eq(sz, r.n, 4));
+    row_is(&r, QRY_BY_SRCADDR, 0, "2001:db8::9", 1, 30, 3000);
+    row_is(&r, QRY_BY_SRCADDR, 1, "10.0.0.2", 3, 22, 3200); /* .2 before .10 */
+    row_is(&r, QRY_BY_SRCADDR, 2, "10.0.0.10", 2, 22, 1550);
+    row_is(&r, QRY_BY_SRCADDR, 3, "10.0.0.3", 2, 6, 700);
+    totals_are(&r.other, 0, 0, 0, 0, 0);
+    qry_top_free(&r);
+
+    /* by bytes, proto: 6 = 1500+1500+3000+700 = 6700, 17 = 1500, 1 = 200, 47 = 50;
+     * by flows: 6 = 4, 17 = 2, then 1 and 47 tie at 1 */
+    r = top(QRY_BY_PROTO, QRY_M_FLOWS, 10);
+    cr_assert(eq(u64, r.groups, 4));
+    row_is(&r, QRY_BY_PROTO, 0, "6", 4, 67, 6700);
+    row_is(&r, QRY_BY_PROTO, 1, "17", 2, 10, 1500);
+    row_is(&r, QRY_BY_PROTO, 2, "1", 1, 1, 200);
+    row_is(&r, QRY_BY_PROTO, 3, "47", 1, 2, 50);
+    qry_top_free(&r);
+
+    /* by flows, dstaddr: 192.0.2.1 = 4, then 2001:db8::1 and 198.51.100.7 tie at 2; the
+     * IPv4-mapped ::ffff:198.51.100.7 sorts before 2001:db8::1 */
+    r = top(QRY_BY_DSTADDR, QRY_M_FLOWS, 10);
+    cr_assert(eq(u64, r.groups, 3));
+    row_is(&r, QRY_BY_DSTADDR, 0, "192.0.2.1", 4, 61, 6200);
+    row_is(&r, QRY_BY_DSTADDR, 1, "198.51.100.7", 2, 9, 750);
+    row_is(&r, QRY_BY_DSTADDR, 2, "2001:db8::1", 2, 10, 1500);
+    qry_top_free(&r);
+}
+
+Test(qry, top_by_ports_and_exporter)
+{
+    small_set();
+    /* srcport by bytes: 22 = 3700, 80 = 3000, 53 = 1500, 0 = 250 */
+    qry_top_result r = top(QRY_BY_SRCPORT, QRY_M_BYTES, 3);
+    cr_assert(eq(u64, r.groups, 4));
+    row_is(&r, QRY_BY_SRCPORT, 0, "22", 2, 37, 3700);
+    row_is(&r, QRY_BY_SRCPORT, 1, "80", 2, 30, 3000);
+    row_is(&r, QRY_BY_SRCPORT, 2, "53", 2, 10, 1500);
+    totals_are(&r.other, 2, 3, 250, M0 - 10000, M0 + 10000);
+    qry_top_free(&r);
+
+    /* dstport by packets: 1002 = 30, 1001 = 20, 1000 = 10, 53 = 10 (tie: 53 first),
+     * 1003 = 7, 0 = 2, 2048 = 1 */
+    r = top(QRY_BY_DSTPORT, QRY_M_PACKETS, 5);
+    cr_assert(eq(u64, r.groups, 7));
+    row_is(&r, QRY_BY_DSTPORT, 0, "1002", 1, 30, 3000);
+    row_is(&r, QRY_BY_DSTPORT, 1, "1001", 1, 20, 1500);
+    row_is(&r, QRY_BY_DSTPORT, 2, "53", 2, 10, 1500);
+    row_is(&r, QRY_BY_DSTPORT, 3, "1000", 1, 10, 1500);
+    row_is(&r, QRY_BY_DSTPORT, 4, "1003", 1, 7, 700);
+    totals_are(&r.other, 2, 3, 250, M0 - 10000, M0 + 10000);
+    qry_top_free(&r);
+
+    /* exporter by bytes: 192.0.2.254 = 1500+1500+500+3000+700 = 7200, 2001:db8::fe = 1250 */
+    r = top(QRY_BY_EXPORTER, QRY_M_BYTES, 1);
+    cr_assert(eq(u64, r.groups, 2));
+    cr_assert(eq(sz, r.n, 1));
+    row_is(&r, QRY_BY_EXPORTER, 0, "192.0.2.254", 5, 72, 7200);
+    totals_are(&r.other, 3, 8, 1250, M0 - 10000, M0 + 10000);
+    totals_are(&r.total, ALL_FLOWS, ALL_PACKETS, ALL_BYTES, ALL_FIRST, ALL_LAST);
+    qry_top_free(&r);
+}
+
+Test(qry, limit_zero_puts_everything_in_other)
+{
+    small_set();
+    qry_top_result r = top(QRY_BY_PROTO, QRY_M_BYTES, 0);
+    cr_assert(eq(sz, r.n, 0));
+    cr_assert(eq(u64, r.groups, 4));
+    totals_are(&r.other, ALL_FLOWS, ALL_PACKETS, ALL_BYTES, ALL_FIRST, ALL_LAST);
+    totals_are(&r.total, ALL_FLOWS, ALL_PACKETS, ALL_BYTES, ALL_FIRST, ALL_LAST);
+    qry_top_free(&r);
+}
+
+Test(qry, top_respects_the_time_range)
+{
+    small_set();
+    qry_top_result r;
+    /* [M0+9.5 s, M0+12 s]: #5 (src 2001:db8::9) and #6 (src 10.0.0.10) */
+    cr_assert(eq(int, qry_top(db, M0 + 9500, M0 + 12000, QRY_BY_SRCADDR, QRY_M_BYTES, 10, &r), 0));
+    cr_assert(eq(u64, r.groups, 2));
+    row_is(&r, QRY_BY_SRCADDR, 0, "2001:db8::9", 1, 30, 3000);
+    row_is(&r, QRY_BY_SRCADDR, 1, "10.0.0.10", 1, 2, 50);
+    totals_are(&r.total, 2, 32, 3050, M0 - 10000, M0 + 70000);
+    qry_top_free(&r);
+}
+
+/* BUG (engine/query.c cmp_rows_*): ties are broken with memcmp over qry_key, whose `num` is a
+ * host-order uint32_t; on little-endian machines ports and protocols then tie-break by their
+ * low byte first, so port 256 (00 01 ..) sorts before port 1 (01 00 ..) and 512 before 443.
+ * The header promises "ties by key". Numeric keys should compare as numbers. */
+Test(qry, numeric_ties_are_in_numeric_order, .disabled = true)
+{
+    eng_flow r[4] = {
+        flow("10.0.0.1", "10.0.0.9", 6, 256, 512, "192.0.2.254", 1, 100, M0, M0 + 1),
+        flow("10.0.0.1", "10.0.0.9", 6, 1, 443, "192.0.2.254", 1, 100, M0, M0 + 1),
+        flow("10.0.0.1", "10.0.0.9", 6, 255, 80, "192.0.2.254", 1, 100, M0, M0 + 1),
+        flow("10.0.0.1", "10.0.0.9", 6, 65280, 65535, "192.0.2.254", 1, 100, M0, M0 + 1),
+    };
+    append(M0 + 1000, r, 4);
+    qry_top_result t = top(QRY_BY_SRCPORT, QRY_M_BYTES, 10);
+    row_is(&t, QRY_BY_SRCPORT, 0, "1", 1, 1, 100);
+    row_is(&t, QRY_BY_SRCPORT, 1, "255", 1, 1, 100);
+    row_is(&t, QRY_BY_SRCPORT, 2, "256", 1, 1, 100);
+    row_is(&t, QRY_BY_SRCPORT, 3, "65280", 1, 1, 100);
+    qry_top_free(&t);
+    t = top(QRY_BY_DSTPORT, QRY_M_FLOWS, 10);
+    row_is(&t, QRY_BY_DSTPORT, 0, "80", 1, 1, 100);
+    row_is(&t, QRY_BY_DSTPORT, 1, "443", 1, 1, 100);
+    row_is(&t, QRY_BY_DSTPORT, 2, "512", 1, 1, 100);
+    row_is(&t, QRY_BY_DSTPORT, 3, "65535", 1, 1, 100);
+    qry_top_free(&t);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * A larger set against a reference aggregation, for every key, metric and a range of limits */
+
+#define BIG_N 600
+
+/* Row i of the larger set. Ports stay below 256 so their tie order does not depend on the
+ * numeric-tie bug above; addresses mix IPv4 and IPv6. */
+static eng_flow big_row(int i)
+{
+    static const uint8_t protos[] = {6, 17, 1, 58, 47};
+    static const uint16_t ports[] = {20, 21, 22, 53, 80, 123, 179, 255};
+    char src[64], dst[64], ex[64];
+    if (i % 4 == 3)
+        snprintf(src, sizeof src, "2001:db8::%x", i % 5);
+    else
+        snprintf(src, sizeof src, "10.0.%d.%d", i % 2, i % 9);
+    snprintf(dst, sizeof dst, "192.168.%d.%d", i % 3, i % 11);
+    if (i % 7 == 0)
+        strcpy(ex, "2001:db8::fe");
+    else
+        snprintf(ex, sizeof ex, "192.0.2.%d", 250 + i % 2);
+    int64_t first = M0 + (i % 3) * MIN + (i * 37) % 50000 - 20000;
+    return flow(src, dst, protos[i % 5], ports[(i * 3) % 8], ports[(i / 2) % 8], ex,
+                (uint64_t)(i % 7 + 1), (uint64_t)((i % 13 + 1) * 100), first,
+                first + (i * 11) % 30000);
+}
+
+static void big_set(void)
+{
+    for (int i = 0; i < BIG_N; i++) {
+        eng_flow f = big_row(i);
+        append(M0 + (i % 3) * MIN + 30000, &f, 1); /* three minutes */
+    }
+}
+
+static qry_key ref_key(qry_by by, const eng_flow *f)
+{
+    qry_key k;
+    memset(&k, 0, sizeof k);
+    switch (by) {
+    case QRY_BY_SRCADDR:
+        k.addr = f->src;
+        break;
+    case QRY_BY_DSTADDR:
+        k.addr = f->dst;
+        break;
+    case QRY_BY_EXPORTER:
+        k.addr = f->exporter;
+        break;
+    case QRY_BY_PROTO:
+        k.num = f->proto;
+        break;
+    case QRY_BY_SRCPORT:
+        k.num = f->src_port;
+        break;
+    case QRY_BY_DSTPORT:
+        k.num = f->dst_port;
+        break;
+    case QRY_NBY:
+        break;
+    }
+    return k;
+}
+
+static uint64_t metric_of(const qry_totals *t, qry_metric m)
+{
+    return m == QRY_M_BYTES ? t->bytes : m == QRY_M_PACKETS ? t->packets : t->flows;
+}
+
+/* Key order: addresses bytewise (network order is numeric order), numbers as numbers. */
+static int key_cmp(const qry_key *a, const qry_key *b)
+{
+    int c = memcmp(a->addr.b, b->addr.b, 16);
+    if (c)
+        return c;
+    return a->num < b->num ? -1 : a->num > b->num;
+}
+
+static void add_to(qry_totals *t, const eng_flow *f)
+{
+    if (t->flows == 0 || f->first_ms < t->first_ms)
+        t->first_ms = f->first_ms;
+    if (t->flows == 0 || f->last_ms > t->last_ms)
+        t->last_ms = f->last_ms;
+    t->flows++;
+    t->packets += f->packets;
+    t->bytes += f->bytes;
+}
+
+static qry_metric sort_metric;
+static int ref_cmp(const void *a, const void *b)
+{
+    const qry_row *x = a, *y = b;
+    uint64_t mx = metric_of(&x->t, sort_metric), my = metric_of(&y->t, sort_metric);
+    if (mx != my)
+        return mx > my ? -1 : 1;
+    return key_cmp(&x->key, &y->key);
+}
+
+/* The reference answer: every group, sorted. Returns the number of groups. */
+static size_t reference(qry_by by, qry_metric m, qry_row *groups, size_t cap)
+{
+    size_t n = 0;
+    for (int i = 0; i < BIG_N; i++) {
+        eng_flow f = big_row(i);
+        qry_key k = ref_key(by, &f);
+        size_t g = 0;
+        while (g < n && key_cmp(&groups[g].key, &k) != 0)
+            g++;
+        if (g == n) {
+            cr_assert(lt(sz, n, cap));
+            memset(&groups[n], 0, sizeof groups[n]);
+            groups[n++].key = k;
+        }
+        add_to(&groups[g].t, &f);
+    }
+    sort_metric = m;
+    qsort(groups, n, sizeof *groups, ref_cmp);
+    return n;
+}
+
+static bool totals_same(const qry_totals *a, const qry_totals *b)
+{
+    return a->flows == b->flows && a->packets == b->packets && a->bytes == b->bytes &&
+           a->first_ms == b->first_ms && a->last_ms == b->last_ms;
+}
+
+static void check_against_reference(const char *when)
+{
+    static qry_row groups[256];
+    for (int by = 0; by < QRY_NBY; by++) {
+        for (int m = 0; m < 3; m++) {
+            size_t ng = reference((qry_by)by, (qry_metric)m, groups, 256);
+            const size_t limits[] = {0, 1, 3, ng > 0 ? ng - 1 : 0, ng, ng + 5};
+            for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
+                size_t limit = limits[li];
+                const char *bn = qry_by_name((qry_by)by), *mn = qry_metric_name((qry_metric)m);
+                qry_top_result r = top((qry_by)by, (qry_metric)m, limit);
+                size_t keep = limit < ng ? limit : ng;
+                cr_assert(eq(u64, r.groups, ng), "%s: %s/%s", when, bn, mn);
+                cr_assert(eq(sz, r.n, keep), "%s: %s/%s limit %zu", when, bn, mn, limit);
+                qry_totals other = {0}, sum = {0}, all = {0};
+                for (size_t g = 0; g < ng; g++) {
+                    qry_totals *into = g < keep ? &sum : &other;
+                    qry_totals *dst[2] = {into, &all};
+                    for (int d = 0; d < 2; d++) {
+                        qry_totals *t = dst[d];
+                        const qry_totals *o = &groups[g].t;
+                        if (t->flows == 0 || o->first_ms < t->first_ms)
+                            t->first_ms = o->first_ms;
+                        if (t->flows == 0 || o->last_ms > t->last_ms)
+                            t->last_ms = o->last_ms;
+                        t->flows += o->flows;
+                        t->packets += o->packets;
+                        t->bytes += o->bytes;
+                    }
+                }
+                for (size_t i = 0; i < r.n; i++) {
+                    char got[64], want[64];
+                    qry_key_fmt((qry_by)by, &r.rows[i].key, got, sizeof got);
+                    qry_key_fmt((qry_by)by, &groups[i].key, want, sizeof want);
+                    cr_assert(eq(int, key_cmp(&r.rows[i].key, &groups[i].key), 0),
+                              "%s: %s/%s limit %zu row %zu: %s, expected %s", when, bn, mn, limit,
+                              i, got, want);
+                    cr_assert(totals_same(&r.rows[i].t, &groups[i].t),
+                              "%s: %s/%s row %zu (%s) totals differ", when, bn, mn, i, got);
+                    if (i > 0) {
+                        uint64_t a = metric_of(&r.rows[i - 1].t, (qry_metric)m);
+                        uint64_t b = metric_of(&r.rows[i].t, (qry_metric)m);
+                        cr_assert(
+                            a > b || (a == b && key_cmp(&r.rows[i - 1].key, &r.rows[i].key) < 0),
+                            "%s: %s/%s rows %zu and %zu out of order", when, bn, mn, i - 1, i);
+                    }
+                }
+                cr_assert(totals_same(&r.other, &other), "%s: %s/%s limit %zu: other", when, bn, mn,
+                          limit);
+                cr_assert(totals_same(&r.total, &all), "%s: %s/%s: total", when, bn, mn);
+                /* total = the rows shown + other */
+                cr_assert(eq(u64, r.total.flows, sum.flows + r.other.flows));
+                cr_assert(eq(u64, r.total.packets, sum.packets + r.other.packets));
+                cr_assert(eq(u64, r.total.bytes, sum.bytes + r.other.bytes));
+                cr_assert(eq(u64, r.total.flows, BIG_N));
+                qry_top_free(&r);
+            }
+        }
+    }
+}
+
+Test(qry, every_key_and_metric_matches_a_reference_aggregation)
+{
+    big_set();
+    check_against_reference("open");
+}
+
+/* Every answer, kept to compare between storage states. */
+typedef struct snapshot {
+    qry_totals summary, ranged;
+    qry_top_result tops[QRY_NBY][3];
+} snapshot;
+
+static void take(snapshot *s)
+{
+    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, &s->summary), 0));
+    cr_assert(eq(int, qry_summary(db, M0 + 20000, M0 + MIN + 5000, &s->ranged), 0));
+    for (int by = 0; by < QRY_NBY; by++)
+        for (int m = 0; m < 3; m++)
+            s->tops[by][m] = top((qry_by)by, (qry_metric)m, 5);
+}
+
+static void same_as(const snapshot *a, const snapshot *b, const char *when)
+{
+    cr_assert(totals_same(&a->summary, &b->summary), "%s: summary", when);
+    cr_assert(totals_same(&a->ranged, &b->ranged), "%s: ranged summary", when);
+    for (int by = 0; by < QRY_NBY; by++) {
+        for (int m = 0; m < 3; m++) {
+            const qry_top_result *x = &a->tops[by][m], *y = &b->tops[by][m];
+            cr_assert(eq(sz, x->n, y->n), "%s: %s/%s", when, qry_by_name((qry_by)by),
+                      qry_metric_name((qry_metric)m));
+            cr_assert(eq(u64, x->groups, y->groups));
+            cr_assert(totals_same(&x->other, &y->other), "%s: %s other", when,
+                      qry_by_name((qry_by)by));
+            cr_assert(totals_same(&x->total, &y->total));
+            for (size_t i = 0; i < x->n; i++) {
+                cr_assert(eq(int, key_cmp(&x->rows[i].key, &y->rows[i].key), 0),
+                          "%s: %s/%s row %zu", when, qry_by_name((qry_by)by),
+                          qry_metric_name((qry_metric)m), i);
+                cr_assert(totals_same(&x->rows[i].t, &y->rows[i].t));
+            }
+        }
+    }
+}
+
+static void drop(snapshot *s)
+{
+    for (int by = 0; by < QRY_NBY; by++)
+        for (int m = 0; m < 3; m++)
+            qry_top_free(&s->tops[by][m]);
+}
+
+Test(qry, answers_are_the_same_open_partly_sealed_sealed_and_reopened)
+{
+    snapshot open, part, sealed, reopened;
+    big_set();
+    take(&open);
+    cr_assert(gt(u64, open.ranged.flows, 0));
+    cr_assert(lt(u64, open.ranged.flows, BIG_N));
+    /* seal the first minute only (seal_delay 0) */
+    cr_assert(eq(int, eng_db_seal_due(db, M0 + MIN, false), 1));
+    eng_db_stats st;
+    eng_db_get_stats(db, &st);
+    cr_assert(eq(u64, st.segments, 1));
+    cr_assert(eq(u64, st.open_rows, BIG_N - BIG_N / 3));
+    take(&part);
+    same_as(&open, &part, "partly sealed");
+    check_against_reference("partly sealed");
+    cr_assert(eq(int, eng_db_seal_due(db, 0, true), 2));
+    take(&sealed);
+    same_as(&open, &sealed, "sealed");
+    eng_db_close(db);
+    open_db();
+    take(&reopened);
+    same_as(&open, &reopened, "reopened");
+    check_against_reference("reopened");
+    drop(&open);
+    drop(&part);
+    drop(&sealed);
+    drop(&reopened);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Names */
+
+Test(qry, names_parse_and_round_trip)
+{
+    static const char *const bys[] = {"srcaddr", "dstaddr", "proto",
+                                      "srcport", "dstport", "exporter"};
+    static const char *const ms[] = {"bytes", "packets", "flows"};
+    for (int i = 0; i < QRY_NBY; i++) {
+        qry_by by = QRY_NBY;
+        cr_assert(eq(int, qry_by_parse(bys[i], &by), 0), "%s", bys[i]);
+        cr_assert(eq(int, (int)by, i));
+        cr_assert(eq(int, strcmp(qry_by_name(by), bys[i]), 0));
+    }
+    for (int i = 0; i < 3; i++) {
+        qry_metric m = (qry_metric)99;
+        cr_assert(eq(int, qry_metric_parse(ms[i], &m), 0), "%s", ms[i]);
+        cr_assert(eq(int, (int)m, i));
+        cr_assert(eq(int, strcmp(qry_metric_name(m), ms[i]), 0));
+    }
+    cr_assert(eq(int, strcmp(qry_by_name(QRY_NBY), "?"), 0));
+    cr_assert(eq(int, strcmp(qry_metric_name((qry_metric)3), "?"), 0));
+}
+
+Test(qry, unknown_names_are_rejected)
+{
+    static const char *const bad[] = {"",         "SRCADDR", "srcaddr ", " srcaddr",  "src",
+                                      "srcaddrs", "bytes",   "dst_port", "exporter\n"};
+    static const char *const badm[] = {"", "Bytes", "byte", "packets ", "srcaddr", "octets"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        qry_by by = QRY_BY_PROTO;
+        cr_assert(eq(int, qry_by_parse(bad[i], &by), NS_E_PARSE), "\"%s\"", bad[i]);
+        cr_assert(eq(int, (int)by, (int)QRY_BY_PROTO), "untouched on failure");
+    }
+    for (size_t i = 0; i < sizeof badm / sizeof badm[0]; i++) {
+        qry_metric m = QRY_M_PACKETS;
+        cr_assert(eq(int, qry_metric_parse(badm[i], &m), NS_E_PARSE), "\"%s\"", badm[i]);
+        cr_assert(eq(int, (int)m, (int)QRY_M_PACKETS));
+    }
+    qry_top_result r;
+    cr_assert(eq(int, qry_top(db, 0, 1, QRY_NBY, QRY_M_BYTES, 5, &r), NS_E_RANGE));
+}
+
+Test(qry, key_formatting)
+{
+    qry_key k;
+    char buf[64];
+    memset(&k, 0, sizeof k);
+    k.addr = addr("2001:db8::1");
+    qry_key_fmt(QRY_BY_SRCADDR, &k, buf, sizeof buf);
+    cr_assert(eq(int, strcmp(buf, "2001:db8::1"), 0), "%s", buf);
+    k.addr = addr("192.0.2.1");
+    qry_key_fmt(QRY_BY_EXPORTER, &k, buf, sizeof buf);
+    cr_assert(eq(int, strcmp(buf, "192.0.2.1"), 0), "%s", buf);
+    k.num = 65535;
+    qry_key_fmt(QRY_BY_DSTPORT, &k, buf, sizeof buf);
+    cr_assert(eq(int, strcmp(buf, "65535"), 0), "%s", buf);
+}
