@@ -128,11 +128,11 @@ test: deps
 asan: deps-asan
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" unit it
 
-FUZZ_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 fuzz: deps-fuzz
 	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" fuzz-objs
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -fsanitize=fuzzer,address,undefined build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
+	  clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
 	  mkdir -p build/fuzz/corpus/$$n; \
 	  seeds=test/fuzz/regress/$$n; \
 	  echo "== $$n for $(FUZZ_TIME)s"; \

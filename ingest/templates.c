@@ -70,6 +70,16 @@ static bool addr_val(ns_cur v, ns_addr *a)
     return false;
 }
 
+/* Times an exporter sends are clamped to 0000..9999 AD so no arithmetic on them overflows. */
+#define MAX_MS 253402300799999LL
+
+static int64_t clamp_ms(uint64_t v, uint64_t mul)
+{
+    if (v > (uint64_t)MAX_MS / mul)
+        return MAX_MS;
+    return (int64_t)(v * mul);
+}
+
 static int64_t ntp_to_ms(ns_cur v)
 {
     uint32_t sec = 0, frac = 0;
@@ -144,8 +154,8 @@ static void apply_field(rec *r, const ing_tmpl_field *fd, ns_cur v)
     case 18: case 63: if (!r->has_nh) addr_val(v, &f->nexthop); break;
     case 16: f->src_as = (uint32_t)uval(v); break;
     case 17: f->dst_as = (uint32_t)uval(v); break;
-    case 21: r->up_last = uval(v); r->has_up_last = true; break;
-    case 22: r->up_first = uval(v); r->has_up_first = true; break;
+    case 21: r->up_last = (uint64_t)clamp_ms(uval(v), 1); r->has_up_last = true; break;
+    case 22: r->up_first = (uint64_t)clamp_ms(uval(v), 1); r->has_up_first = true; break;
     case 32: case 139: r->icmp = (uint32_t)uval(v); r->has_icmp = true; break;
     case 176: case 178: r->icmp = (r->icmp & 0xff) | (uint32_t)uval(v) << 8; r->has_icmp = true; break;
     case 177: case 179: r->icmp = (r->icmp & 0xff00) | (uint32_t)(uval(v) & 0xff); r->has_icmp = true; break;
@@ -157,16 +167,16 @@ static void apply_field(rec *r, const ing_tmpl_field *fd, ns_cur v)
     case 48: case 302: r->sampler_id = uval(v); r->has_sampler_id = true; break;
     case 58: case 243: if (!f->vlan) f->vlan = (uint16_t)(uval(v) & 0x0fff); break;
     case 61: f->direction = (uint8_t)(uval(v) == 0 ? ENG_DIR_INGRESS : ENG_DIR_EGRESS); break;
-    case 150: r->start_ms = (int64_t)uval(v) * 1000; r->has_start = true; break;
-    case 151: r->end_ms = (int64_t)uval(v) * 1000; r->has_end = true; break;
-    case 152: r->start_ms = (int64_t)uval(v); r->has_start = true; break;
-    case 153: r->end_ms = (int64_t)uval(v); r->has_end = true; break;
+    case 150: r->start_ms = clamp_ms(uval(v), 1000); r->has_start = true; break;
+    case 151: r->end_ms = clamp_ms(uval(v), 1000); r->has_end = true; break;
+    case 152: r->start_ms = clamp_ms(uval(v), 1); r->has_start = true; break;
+    case 153: r->end_ms = clamp_ms(uval(v), 1); r->has_end = true; break;
     case 154: case 156: if (v.left == 8) { r->start_ms = ntp_to_ms(v); r->has_start = true; } break;
     case 155: case 157: if (v.left == 8) { r->end_ms = ntp_to_ms(v); r->has_end = true; } break;
-    case 158: r->delta_start_us = uval(v); r->has_delta_start = true; break;
-    case 159: r->delta_end_us = uval(v); r->has_delta_end = true; break;
-    case 160: r->sys_init_ms = (int64_t)uval(v); break;
-    case 323: r->obs_ms = (int64_t)uval(v); r->has_obs = true; break;
+    case 158: r->delta_start_us = (uint64_t)clamp_ms(uval(v), 1); r->has_delta_start = true; break;
+    case 159: r->delta_end_us = (uint64_t)clamp_ms(uval(v), 1); r->has_delta_end = true; break;
+    case 160: r->sys_init_ms = clamp_ms(uval(v), 1); break;
+    case 323: r->obs_ms = clamp_ms(uval(v), 1); r->has_obs = true; break;
     default: break;
     }
 }

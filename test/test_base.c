@@ -109,14 +109,15 @@ Test(base_time, failed_parse_leaves_output_alone)
     cr_assert(eq(i64, ms, 42));
 }
 
-/* BUG (engine/base.c ns_time_parse): the day is only checked against 1..31, not against the
- * month, so "2024-02-30" is accepted and silently becomes 2024-03-01 (RFC 3339 §5.7 limits
- * date-mday by month and year). Enable once the day is checked per month. */
-Test(base_time, day_beyond_end_of_month_is_rejected, .disabled = true)
+/* RFC 3339 §5.7 limits the day by month and year: "2024-02-30" must not become March 1st. */
+Test(base_time, day_beyond_end_of_month_is_rejected)
 {
     cr_assert(lt(int, time_rc("2024-02-30T00:00:00Z"), 0));
     cr_assert(lt(int, time_rc("2023-02-29T00:00:00Z"), 0)); /* 2023 is not a leap year */
     cr_assert(lt(int, time_rc("2024-04-31T00:00:00Z"), 0));
+    cr_assert(lt(int, time_rc("1900-02-29T00:00:00Z"), 0)); /* century, not a leap year */
+    cr_assert(eq(i64, time_ok("2000-02-29T00:00:00Z"), 951782400000LL)); /* 400th: leap */
+    cr_assert(eq(i64, time_ok("2024-04-30T23:59:59Z"), 1714521599000LL));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -566,11 +567,8 @@ Test(base_config, file_with_comments_blank_lines_and_quotes)
     ASSERT_STR(lp, "/tmp/my log.txt");
 }
 
-/* BUG (engine/config.c ns_config_load): the comment says "values may be quoted to keep spaces
- * or '#' literal", but '#' is cut off (strchr(line, '#')) before the quotes are looked at, so
- * log_file = "/tmp/a#b.txt" is stored as the 7 characters "/tmp/a (opening quote kept,
- * closing quote and the rest lost) and loads without an error. */
-Test(base_config, quoted_value_keeps_hash, .disabled = true)
+/* Quoting keeps '#' literal; a '#' after the closing quote still starts a comment. */
+Test(base_config, quoted_value_keeps_hash)
 {
     ns_config c;
     char err[512] = "";
