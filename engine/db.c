@@ -209,25 +209,35 @@ static int catalog_load(eng_db *db)
 }
 
 /* Deletes the oldest segments while the store is over budget, and those past retention. */
+static bool delete_segment_locked(eng_db *db, size_t i, const char *why)
+{
+    char path[4200];
+    seg_path(db, db->segs[i].name, path, sizeof path);
+    if (unlink(path) < 0 && errno != ENOENT) {
+        ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
+        return false;
+    }
+    ns_log(NS_LOG_INFO, "db: deleted %s (%s)", db->segs[i].name, why);
+    catalog_remove_locked(db, i);
+    db->st.segments_deleted++;
+    return true;
+}
+
+/* Retention looks at every segment's flow times (a late segment may hold old flows); the
+ * budget then takes the oldest received segments first. */
 static void enforce_limits_locked(eng_db *db, int64_t now_ms)
 {
-    while (db->nsegs > 0) {
-        seg_entry *e = &db->segs[0];
-        bool over = db->opts.budget_bytes && db->st.disk_bytes > db->opts.budget_bytes;
-        bool old = db->opts.retention_s &&
-                   e->last_ms < now_ms - (int64_t)db->opts.retention_s * 1000;
-        if (!over && !old)
-            break;
-        char path[4200];
-        seg_path(db, e->name, path, sizeof path);
-        if (unlink(path) < 0 && errno != ENOENT) {
-            ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
-            break;
+    if (db->opts.retention_s) {
+        int64_t cutoff = now_ms - (int64_t)db->opts.retention_s * 1000;
+        for (size_t i = 0; i < db->nsegs;) {
+            if (db->segs[i].last_ms < cutoff && delete_segment_locked(db, i, "past retention"))
+                continue;
+            i++;
         }
-        ns_log(NS_LOG_INFO, "db: deleted %s (%s)", e->name, over ? "over budget" : "past retention");
-        catalog_remove_locked(db, 0);
-        db->st.segments_deleted++;
     }
+    while (db->nsegs > 0 && db->opts.budget_bytes && db->st.disk_bytes > db->opts.budget_bytes)
+        if (!delete_segment_locked(db, 0, "over budget"))
+            break;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -140,6 +140,12 @@ static void row_set(eng_flow *r, eng_col c, const uint8_t *in)
     }
 }
 
+/* a - b modulo 2^64: far-apart times must not overflow (the decoder adds the same way) */
+static int64_t wrap_sub(int64_t a, int64_t b)
+{
+    return (int64_t)((uint64_t)a - (uint64_t)b);
+}
+
 static uint64_t zigzag(int64_t v)
 {
     return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
@@ -186,14 +192,14 @@ static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf
     case ENC_DELTA_VARINT: {
         int64_t prev = 0;
         for (size_t i = 0; i < n; i++) {
-            used += put_varint(buf + used, zigzag(rows[i].first_ms - prev));
+            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].first_ms, prev)));
             prev = rows[i].first_ms;
         }
         return used;
     }
     case ENC_SPAN_VARINT:
         for (size_t i = 0; i < n; i++)
-            used += put_varint(buf + used, zigzag(rows[i].last_ms - rows[i].first_ms));
+            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].last_ms, rows[i].first_ms)));
         return used;
     case ENC_TRANSPOSE: {
         /* Byte k of every value together: high bytes of ports, counters and v4-mapped

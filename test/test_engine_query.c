@@ -587,7 +587,7 @@ Test(qry, answers_are_the_same_open_partly_sealed_sealed_and_reopened)
     cr_assert(eq(int, eng_db_seal_due(db, 0, true), 2));
     take(&sealed);
     same_as(&open, &sealed, "sealed");
-    eng_db_close(db);
+    cr_assert(eq(int, eng_db_close(db), 0));
     open_db();
     take(&reopened);
     same_as(&open, &reopened, "reopened");

@@ -431,13 +431,9 @@ Test(seg, hundred_thousand_rows)
     free(rows);
 }
 
-/* Times at the ends of int64: the deltas and spans between them do not fit an int64. */
-/* BUG (engine/segment.c col_encode): the first_ms delta (rows[i].first_ms - prev) and the span
- * (last_ms - first_ms) are computed in int64_t and overflow (undefined behaviour; UBSan aborts
- * with "signed integer overflow") when times are far apart, e.g. a row at INT64_MIN after one
- * at INT64_MAX. The decoder already adds in uint64_t; the encoder should subtract in uint64_t
- * too. Reachable once a decoder hands through an exporter's absolute 64-bit timestamps. */
-Test(seg, extreme_times_round_trip, .disabled = true)
+/* Times at the ends of int64: the deltas and spans between them do not fit an int64, so the
+ * encoder subtracts modulo 2^64 as the decoder adds (once signed overflow, caught by UBSan). */
+Test(seg, extreme_times_round_trip)
 {
     eng_flow r[4];
     memset(r, 0, sizeof r);
