@@ -115,8 +115,8 @@ run: deps
 	$(MAKE) all
 	$(BUILD)/bin/ns2flows -f $(ARGS)
 
-unit: $(UNIT_BINS) $(REGRESS_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) $$t --jobs 2; done
+unit: $(BINS) $(UNIT_BINS) $(REGRESS_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $$t --jobs 2; done
 	@set -e; for r in $(REGRESS_BINS); do n=$${r##*/regress_}; echo "== $$r"; $$r test/fuzz/regress/$$n; done
 
 it: $(BINS) $(IT_BINS)
