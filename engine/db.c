@@ -59,6 +59,8 @@ struct eng_db {
     size_t nsegs, capsegs;
     uint64_t next_seq;
     uint64_t open_rows;
+    char doomed[64][64]; /* segment files to unlink once the mutex is released */
+    size_t ndoomed;
     eng_db_stats st;
 };
 
@@ -209,18 +211,36 @@ static int catalog_load(eng_db *db)
 }
 
 /* Deletes the oldest segments while the store is over budget, and those past retention. */
+/* Takes segment i out of the catalog (queries stop seeing it at once) and queues its file for
+ * unlinking after the mutex is released: ingest threads never wait on the filesystem. A query
+ * that already opened the file keeps reading it; one that had only its name skips it. */
 static bool delete_segment_locked(eng_db *db, size_t i, const char *why)
 {
-    char path[4200];
-    seg_path(db, db->segs[i].name, path, sizeof path);
-    if (unlink(path) < 0 && errno != ENOENT) {
-        ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
-        return false;
-    }
-    ns_log(NS_LOG_INFO, "db: deleted %s (%s)", db->segs[i].name, why);
+    if (db->ndoomed == sizeof db->doomed / sizeof db->doomed[0])
+        return false; /* the next pass takes the rest */
+    memcpy(db->doomed[db->ndoomed++], db->segs[i].name, sizeof db->segs[i].name);
+    ns_log(NS_LOG_INFO, "db: deleting %s (%s)", db->segs[i].name, why);
     catalog_remove_locked(db, i);
     db->st.segments_deleted++;
     return true;
+}
+
+/* Unlinks what delete_segment_locked queued. Call without db->mu. */
+static void unlink_doomed(eng_db *db)
+{
+    char names[64][64];
+    size_t n;
+    pthread_mutex_lock(&db->mu);
+    n = db->ndoomed;
+    memcpy(names, db->doomed, n * sizeof names[0]);
+    db->ndoomed = 0;
+    pthread_mutex_unlock(&db->mu);
+    for (size_t i = 0; i < n; i++) {
+        char path[4200];
+        seg_path(db, names[i], path, sizeof path);
+        if (unlink(path) < 0 && errno != ENOENT)
+            ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
+    }
 }
 
 /* Retention looks at every segment's flow times (a late segment may hold old flows); the
@@ -238,6 +258,20 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms)
     while (db->nsegs > 0 && db->opts.budget_bytes && db->st.disk_bytes > db->opts.budget_bytes)
         if (!delete_segment_locked(db, 0, "over budget"))
             break;
+}
+
+/* Applies budget and retention, unlinking outside the mutex, until nothing more is due. */
+static void enforce_limits(eng_db *db)
+{
+    for (;;) {
+        pthread_mutex_lock(&db->mu);
+        enforce_limits_locked(db, ns_now_ms());
+        bool more = db->ndoomed == sizeof db->doomed / sizeof db->doomed[0];
+        pthread_mutex_unlock(&db->mu);
+        unlink_doomed(db);
+        if (!more)
+            break;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -318,7 +352,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         snprintf(err, errcap, "cannot read database folder %s: %s", dir, ns_strerror(rc));
         goto fail;
     }
-    enforce_limits_locked(db, ns_now_ms());
+    enforce_limits(db);
     if (!db->opts.no_sealer_thread) {
         if (pthread_create(&db->sealer, NULL, sealer_main, db) != 0) {
             rc = -EAGAIN;
@@ -376,8 +410,8 @@ void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s)
     pthread_mutex_lock(&db->mu);
     db->opts.budget_bytes = budget_bytes;
     db->opts.retention_s = retention_s;
-    enforce_limits_locked(db, ns_now_ms());
     pthread_mutex_unlock(&db->mu);
+    enforce_limits(db);
 }
 
 const char *eng_db_dir(const eng_db *db)
@@ -498,9 +532,10 @@ static int seal_one(eng_db *db, minute_buf *b)
         }
         db->open_rows -= b->n;
         buf_unref_locked(b);
-        enforce_limits_locked(db, ns_now_ms());
     }
     pthread_mutex_unlock(&db->mu);
+    if (rc == 0)
+        enforce_limits(db);
     return rc;
 }
 

@@ -291,6 +291,11 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     e->st.bytes += len;
     e->st.last_seen_ms = recv_ms;
     e->st.last_version = version;
+    if (rc >= 0 || npdu > 0)
+        e->st.protocols |= version == 5    ? ING_PROTO_V5
+                           : version == 9  ? ING_PROTO_V9
+                           : version == 10 ? ING_PROTO_IPFIX
+                                           : 0u;
     if (rc == 0 && (version == 9 || version == 10)) {
         uint32_t seq = 0, domain = 0;
         if (!e->nf)
@@ -362,6 +367,17 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
         const ing_exporter_stats *e = &st[i];
         ns_buf_puts(out, i ? ",{\"address\":" : "{\"address\":");
         ns_buf_json_str(out, ns_addr_fmt(&e->addr, a, sizeof a));
+        static const char *const pnames[] = {"netflow5", "netflow9", "ipfix", "sflow5"};
+        ns_buf_puts(out, ",\"protocols\":[");
+        for (int k = 0, first = 1; k < 4; k++) {
+            if (!(e->protocols & (1u << k)))
+                continue;
+            ns_buf_puts(out, first ? "\"" : ",\"");
+            ns_buf_puts(out, pnames[k]);
+            ns_buf_puts(out, "\"");
+            first = 0;
+        }
+        ns_buf_puts(out, "]");
         ns_buf_printf(out,
                       ",\"version\":%u,\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
                       ",\"flows\":%" PRIu64 ",\"sampling\":%u,\"sequence_gaps\":%" PRIu64

@@ -22,6 +22,8 @@ enum {
 };
 const char *ing_strerror(int rc);
 
+enum { ING_PROTO_V5 = 1, ING_PROTO_V9 = 2, ING_PROTO_IPFIX = 4, ING_PROTO_SFLOW = 8 };
+
 /* A caller-owned array the decoders append rows to; they never allocate. */
 typedef struct ing_batch {
     eng_flow *rows;
@@ -86,6 +88,7 @@ typedef struct ing_exporter_stats {
     uint64_t held_expired;      /* ... or expired waiting for it */
     uint64_t held_dropped;      /* ... or did not fit in the holding area */
     uint32_t last_version;
+    uint32_t protocols;     /* ING_PROTO_* bits of every protocol seen from this exporter */
     uint32_t sampling;      /* last sampling interval seen */
 } ing_exporter_stats;
 
