@@ -6,17 +6,17 @@
  * gives the L3 fields; every byte is read through the bounded cursor. */
 #include "ingest/packet.h"
 
-#define ETH_IPV4 0x0800u
-#define ETH_IPV6 0x86ddu
-#define ETH_8021Q 0x8100u
-#define ETH_8021AD 0x88a8u
+#define ETH_IPV4     0x0800u
+#define ETH_IPV6     0x86ddu
+#define ETH_8021Q    0x8100u
+#define ETH_8021AD   0x88a8u
 #define ETH_QINQ_OLD 0x9100u /* pre-standard QinQ outer tag */
-#define ETH_MPLS 0x8847u
-#define ETH_MPLS_MC 0x8848u
+#define ETH_MPLS     0x8847u
+#define ETH_MPLS_MC  0x8848u
 
-#define IPP_ICMP 1u
-#define IPP_TCP 6u
-#define IPP_UDP 17u
+#define IPP_ICMP   1u
+#define IPP_TCP    6u
+#define IPP_UDP    17u
 #define IPP_ICMPV6 58u
 
 /* What the walk has found so far; fields reach f only once an IP header is complete. */
@@ -57,8 +57,7 @@ static void l4(ns_cur c, uint8_t proto, eng_flow *f)
     }
 }
 
-static void set_l3(eng_flow *f, const ns_addr *src, const ns_addr *dst, uint8_t proto,
-                   uint8_t tos)
+static void set_l3(eng_flow *f, const ns_addr *src, const ns_addr *dst, uint8_t proto, uint8_t tos)
 {
     f->src = *src;
     f->dst = *dst;
@@ -157,8 +156,10 @@ static int mpls(pkt *k, ns_cur c)
     if (c.left < 1)
         return NS_E_TRUNC;
     switch (c.p[0] >> 4) {
-    case 4: return ipv4(k, c);
-    case 6: return ipv6(k, c);
+    case 4:
+        return ipv4(k, c);
+    case 6:
+        return ipv6(k, c);
     case 0:
         if (k->depth > 0)
             return ING_E_PKT_NOT_IP;
@@ -166,7 +167,8 @@ static int mpls(pkt *k, ns_cur c)
         if (!ns_cur_skip(&c, 4))
             return NS_E_TRUNC;
         return ethernet(k, c);
-    default: return ING_E_PKT_NOT_IP;
+    default:
+        return ING_E_PKT_NOT_IP;
     }
 }
 
@@ -195,11 +197,15 @@ static int ethernet(pkt *k, ns_cur c)
             return NS_E_TRUNC;
     }
     switch (type) {
-    case ETH_IPV4: return ipv4(k, c);
-    case ETH_IPV6: return ipv6(k, c);
+    case ETH_IPV4:
+        return ipv4(k, c);
+    case ETH_IPV6:
+        return ipv6(k, c);
     case ETH_MPLS:
-    case ETH_MPLS_MC: return mpls(k, c);
-    default: return ING_E_PKT_NOT_IP;
+    case ETH_MPLS_MC:
+        return mpls(k, c);
+    default:
+        return ING_E_PKT_NOT_IP;
     }
 }
 
@@ -207,19 +213,27 @@ int ing__packet_decode(ns_cur frame, uint32_t header_protocol, eng_flow *f)
 {
     pkt k = {.f = f};
     switch (header_protocol) {
-    case ING_PKT_ETHERNET: return ethernet(&k, frame);
-    case ING_PKT_IPV4: return ipv4(&k, frame);
-    case ING_PKT_IPV6: return ipv6(&k, frame);
-    default: return ING_E_PKT_PROTO;
+    case ING_PKT_ETHERNET:
+        return ethernet(&k, frame);
+    case ING_PKT_IPV4:
+        return ipv4(&k, frame);
+    case ING_PKT_IPV6:
+        return ipv6(&k, frame);
+    default:
+        return ING_E_PKT_PROTO;
     }
 }
 
 const char *ing__packet_strerror(int rc)
 {
     switch (rc) {
-    case ING_E_PKT_PROTO: return "sampled header protocol not decoded";
-    case ING_E_PKT_NOT_IP: return "sampled frame does not carry IP";
-    case ING_E_PKT_IP: return "malformed IP header in sampled frame";
-    default: return ing_strerror(rc);
+    case ING_E_PKT_PROTO:
+        return "sampled header protocol not decoded";
+    case ING_E_PKT_NOT_IP:
+        return "sampled frame does not carry IP";
+    case ING_E_PKT_IP:
+        return "malformed IP header in sampled frame";
+    default:
+        return ing_strerror(rc);
     }
 }

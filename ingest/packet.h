@@ -23,8 +23,8 @@ enum {
 
 /* Caps on what a sampled header controls. */
 #define ING_PKT_MAX_VLAN_TAGS 4 /* stacked 802.1Q/802.1ad tags walked */
-#define ING_PKT_MAX_MPLS 8      /* MPLS labels walked before giving up */
-#define ING_PKT_MAX_EXTHDR 8    /* IPv6 extension headers walked */
+#define ING_PKT_MAX_MPLS      8 /* MPLS labels walked before giving up */
+#define ING_PKT_MAX_EXTHDR    8 /* IPv6 extension headers walked */
 
 /* Decodes the packet header in frame (header_protocol is one of ING_PKT_*) into f:
  *   vlan      the outer VLAN id (the first tag of an 802.1Q / 802.1ad / 0x9100 stack), written

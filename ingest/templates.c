@@ -3,6 +3,7 @@
  * template into flow rows (IANA IEs, RFC 7012), sampler tables from options data, RFC 5103
  * reverse counters as a second row, and data held while its template has not arrived yet. */
 #include "ingest/ingest_int.h"
+#include "ingest/packet.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,10 @@ typedef struct rec {
     uint64_t rate;                      /* from the record itself, 0 = none */
     uint64_t pkt_interval, pkt_space, smp_size, smp_pop;
     int64_t sys_init_ms;
+    ns_cur frame;       /* dataLinkFrameSection (315) or ipHeaderPacketSection (313) */
+    uint32_t frame_proto;
+    uint64_t frame_size; /* dataLinkFrameSize (312) */
+    bool has_frame, has_frame_size;
 } rec;
 
 /* Applies one field's value to the record. */
@@ -177,6 +182,19 @@ static void apply_field(rec *r, const ing_tmpl_field *fd, ns_cur v)
     case 159: r->delta_end_us = (uint64_t)clamp_ms(uval(v), 1); r->has_delta_end = true; break;
     case 160: r->sys_init_ms = clamp_ms(uval(v), 1); break;
     case 323: r->obs_ms = clamp_ms(uval(v), 1); r->has_obs = true; break;
+    case 312: r->frame_size = uval(v); r->has_frame_size = true; break;
+    case 315: r->frame = v; r->frame_proto = ING_PKT_ETHERNET; r->has_frame = true; break;
+    case 313:
+        if (!r->has_frame) {
+            ns_cur peek = v;
+            uint8_t b0;
+            if (ns_cur_u8(&peek, &b0)) {
+                r->frame = v;
+                r->frame_proto = (b0 >> 4) == 6 ? ING_PKT_IPV6 : ING_PKT_IPV4;
+                r->has_frame = true;
+            }
+        }
+        break;
     default: break;
     }
 }
@@ -289,6 +307,30 @@ static void data_record(ing_nfctx *c, uint8_t version, uint32_t domain, int64_t 
         c->nf->sys_init_ms = r->sys_init_ms;
     f->src = pick_addr(r->has_src4, &r->src4, r->has_src6, &r->src6);
     f->dst = pick_addr(r->has_dst4, &r->dst4, r->has_dst6, &r->dst6);
+    /* packet-sampling exporters (IPFIX PSAMP: Juniper, SRv6/EoMPLS probes) send the sampled
+     * frame itself: one record is one packet of the frame's size */
+    if (r->has_frame && !r->has_src4 && !r->has_src6 && !r->has_dst4 && !r->has_dst6) {
+        eng_flow pf = *f;
+        if (ing__packet_decode(r->frame, r->frame_proto, &pf) == 0) {
+            f->src = pf.src;
+            f->dst = pf.dst;
+            f->src_port = pf.src_port;
+            f->dst_port = pf.dst_port;
+            f->proto = pf.proto;
+            f->tos = pf.tos;
+            f->tcp_flags = pf.tcp_flags;
+        }
+        if (!f->vlan)
+            f->vlan = pf.vlan;
+        if (!r->has_packets && !r->has_tot_packets && !r->init_packets) {
+            r->packets = 1;
+            r->has_packets = true;
+        }
+        if (!r->has_bytes && !r->has_tot_bytes && !r->has_init) {
+            r->bytes = r->has_frame_size ? r->frame_size : r->frame.left;
+            r->has_bytes = true;
+        }
+    }
     /* counters: delta, else total, else the firewall's initiator counters (Cisco ASA) */
     f->bytes = r->has_bytes ? r->bytes : r->has_tot_bytes ? r->tot_bytes : r->init_bytes;
     f->packets = r->has_packets ? r->packets : r->has_tot_packets ? r->tot_packets
