@@ -2,6 +2,7 @@
  * tracking (gaps → estimated lost flows), rate-limited warnings, and the dispatch of a datagram
  * to its decoder. Decoding runs outside the table's mutex; only bookkeeping runs inside. */
 #include "ingest/ingest_int.h"
+#include "ingest/sflow.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@ typedef struct exporter {
     stream streams[MAX_STREAMS];
     ns_ratelimit rl;
     ing_nfstate *nf;    /* v9/IPFIX templates and samplers, made on first use */
+    ing_sflow_state *sf; /* sFlow counters and interface table, made on first use */
     bool used;
 } exporter;
 
@@ -54,7 +56,10 @@ const char *ing_strerror(int rc)
     case ING_E_TEMPLATE: return "malformed template";
     case ING_E_CAP: return "per-exporter limit reached";
     case ING_E_NOT_ALLOWED: return "exporter not allowed";
-    default: return ns_strerror(rc);
+    default:
+        if (rc <= -11100 && rc >= -11199)
+            return ing__sflow_strerror(rc);
+        return ns_strerror(rc);
     }
 }
 
@@ -86,6 +91,7 @@ void ing_exporters_free(ing_exporters *ex)
             continue;
         pthread_mutex_destroy(&ex->slots[i].mu);
         ing__nfstate_free(ex->slots[i].nf);
+        ing__sflow_state_free(ex->slots[i].sf);
     }
     pthread_mutex_destroy(&ex->mu);
     free(ex->slots);
@@ -125,19 +131,24 @@ static bool allowed(const ing_exporters *ex, const ns_addr *a)
     return false;
 }
 
+/* The slot holding addr, or the empty slot where it would go. Caller holds mu. */
+static exporter *probe_locked(ing_exporters *ex, const ns_addr *addr)
+{
+    size_t h = (size_t)XXH3_64bits(addr->b, 16) & (ex->cap - 1);
+    while (ex->slots[h].used && memcmp(ex->slots[h].st.addr.b, addr->b, 16) != 0)
+        h = (h + 1) & (ex->cap - 1);
+    return &ex->slots[h];
+}
+
 /* Finds or creates the exporter for addr; NULL when the table is full. Caller holds mu. */
 static exporter *lookup_locked(ing_exporters *ex, const ns_addr *addr, int64_t now_ms,
                                bool restoring)
 {
-    size_t h = (size_t)XXH3_64bits(addr->b, 16) & (ex->cap - 1);
-    while (ex->slots[h].used) {
-        if (memcmp(ex->slots[h].st.addr.b, addr->b, 16) == 0)
-            return &ex->slots[h];
-        h = (h + 1) & (ex->cap - 1);
-    }
+    exporter *e = probe_locked(ex, addr);
+    if (e->used)
+        return e;
     if (ex->n >= ex->max)
         return NULL;
-    exporter *e = &ex->slots[h];
     memset(e, 0, sizeof *e);
     pthread_mutex_init(&e->mu, NULL);
     e->used = true;
@@ -266,12 +277,21 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
         return ING_E_NOT_ALLOWED;
     }
     /* v5 is stateless: decode before taking any lock, so a full batch is retried cleanly */
-    if (!ns_cur_u16(&c, &version))
+    bool sflow = false;
+    if (!ns_cur_u16(&c, &version)) {
         rc = ING_E_SHORT;
-    else if (version == 5)
+    } else if (version == 5) {
         rc = decode_v5_pdus(pkt, len, from, out, hs, MAX_PDUS, &npdu, &tail_rc);
-    else
+    } else if (version == 0) {
+        /* sFlow starts with a 32-bit version: 0x00000005 */
+        uint16_t low = 0;
+        sflow = ns_cur_u16(&c, &low) && low == 5;
+        rc = sflow ? 0 : ING_E_VERSION;
+        if (sflow)
+            version = ENG_FT_SFLOW5;
+    } else {
         rc = version == 9 || version == 10 ? 0 : ING_E_VERSION;
+    }
     if (rc == ING_E_BATCH) {
         out->n = before; /* the caller flushes and retries: not the exporter's fault */
         return rc;
@@ -292,11 +312,26 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     e->st.last_seen_ms = recv_ms;
     e->st.last_version = version;
     if (rc >= 0 || npdu > 0)
-        e->st.protocols |= version == 5    ? ING_PROTO_V5
-                           : version == 9  ? ING_PROTO_V9
-                           : version == 10 ? ING_PROTO_IPFIX
-                                           : 0u;
-    if (rc == 0 && (version == 9 || version == 10)) {
+        e->st.protocols |= version == 5              ? ING_PROTO_V5
+                           : version == 9            ? ING_PROTO_V9
+                           : version == 10           ? ING_PROTO_IPFIX
+                           : version == ENG_FT_SFLOW5 ? ING_PROTO_SFLOW
+                                                      : 0u;
+    if (rc == 0 && sflow) {
+        uint32_t seq = 0, sub = 0;
+        if (!e->sf && ing__sflow_state_new(&e->sf) < 0) {
+            rc = NS_E_NOMEM;
+        } else {
+            rc = ing__sflow_decode(e->sf, from, recv_ms, pkt, len, out, &seq, &sub);
+            /* sFlow sequence numbers count datagrams, per sub-agent */
+            if (rc != ING_E_SHORT && rc != ING_E_VERSION && rc != ING_E_SFLOW_AGENT)
+                e->st.lost_datagrams += track_sequence(e, ENG_FT_SFLOW5, sub, seq, 1);
+            if (out->n > before)
+                e->st.sampling = out->rows[out->n - 1].sampling;
+            if (rc > 0)
+                rc = 0;
+        }
+    } else if (rc == 0 && (version == 9 || version == 10)) {
         uint32_t seq = 0, domain = 0;
         if (!e->nf)
             e->nf = calloc(1, sizeof *e->nf);
@@ -344,6 +379,20 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     }
     pthread_mutex_unlock(&e->mu);
     return rc < 0 ? rc : (int)(out->n - before);
+}
+
+/* The sFlow counters and interface table of one exporter, as `,"sflow":{...}`. */
+static void sflow_json(ing_exporters *ex, const ns_addr *addr, ns_buf *out)
+{
+    pthread_mutex_lock(&ex->mu);
+    exporter *e = probe_locked(ex, addr);
+    if (e->used) {
+        pthread_mutex_lock(&e->mu);
+        if (e->sf)
+            ing__sflow_json(e->sf, out);
+        pthread_mutex_unlock(&e->mu);
+    }
+    pthread_mutex_unlock(&ex->mu);
 }
 
 static void put_ms(ns_buf *b, int64_t ms)
@@ -400,6 +449,8 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
         put_ms(out, e->first_seen_ms);
         ns_buf_puts(out, ",\"last_seen\":");
         put_ms(out, e->last_seen_ms);
+        if (e->protocols & ING_PROTO_SFLOW)
+            sflow_json(ex, &e->addr, out);
         ns_buf_puts(out, "}");
     }
     ns_buf_puts(out, "]");

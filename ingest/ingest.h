@@ -208,7 +208,7 @@ typedef struct ing_offline_opts {
 } ing_offline_opts;
 
 typedef struct ing_offline_stats {
-    uint64_t files, datagrams, flows, decode_errors, store_dropped, skipped;
+    uint64_t files, datagrams, flows, decode_errors, store_dropped, skipped, seal_errors;
 } ing_offline_stats;
 
 /* Returns 0, or the first error reading a capture (err names the file). Decode errors are

@@ -40,8 +40,13 @@ int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t 
             }
             int64_t recv_ms = u.ts_us / 1000;
             /* one append per minute of capture time, as the listener does per receive burst */
-            if (b.n && (recv_ms / 60000 != batch_ms / 60000 || b.cap - b.n < ROW_ROOM))
+            bool new_minute = recv_ms / 60000 != batch_ms / 60000;
+            if (b.n && (new_minute || b.cap - b.n < ROW_ROOM))
                 flush(db, batch_ms, &b, st);
+            /* capture time is the clock here: seal minutes as it passes them, so a capture of
+             * any length streams through memory instead of piling up in open minutes */
+            if (new_minute && batch_ms && eng_db_seal_due(db, recv_ms, false) < 0)
+                st->seal_errors++;
             batch_ms = recv_ms;
             st->datagrams++;
             int n = ing_decode(ex, &u.src, recv_ms, u.payload, u.len, &b);

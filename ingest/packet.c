@@ -234,6 +234,7 @@ const char *ing__packet_strerror(int rc)
     case ING_E_PKT_IP:
         return "malformed IP header in sampled frame";
     default:
-        return ing_strerror(rc);
+        /* the sFlow/packet block never goes back to ing_strerror, which may send it here */
+        return rc <= -11100 && rc >= -11199 ? "unknown sFlow or packet error" : ing_strerror(rc);
     }
 }

@@ -45,7 +45,8 @@ enum {
  * was complete), ING_E_PKT_PROTO, ING_E_PKT_NOT_IP or ING_E_PKT_IP. */
 int ing__packet_decode(ns_cur frame, uint32_t header_protocol, eng_flow *f);
 
-/* Names an ING_E_PKT_* code; other codes go to ing_strerror(). Thread-safe. */
+/* Names an ING_E_PKT_* code; codes outside -11100..-11199 go to ing_strerror(), so
+ * ing_strerror() may delegate that block to ing__sflow_strerror() without a loop. Thread-safe. */
 const char *ing__packet_strerror(int rc);
 
 #endif

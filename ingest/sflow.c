@@ -24,19 +24,19 @@ enum { FR_HEADER = 1, FR_IPV4 = 3, FR_IPV6 = 4, FR_SWITCH = 1001, FR_ROUTER = 10
 /* counter record formats (enterprise 0) */
 enum { CR_GENERIC_IF = 1 };
 
-#define IF_LOCAL 0x3fffffffu     /* "no interface": the agent itself sent or received it */
-#define GENERIC_IF_LEN 88u       /* bytes of a generic interface counters record */
+#define IF_LOCAL       0x3fffffffu /* "no interface": the agent itself sent or received it */
+#define GENERIC_IF_LEN 88u         /* bytes of a generic interface counters record */
 
 /* What one flow sample's records said, before it becomes a row. */
 typedef struct fsample {
     eng_flow f;
-    bool has_l3;       /* addresses etc. from a sampled header */
-    bool has_ip_rec;   /* ... or from sampled_ipv4 / sampled_ipv6 */
-    bool has_frame;    /* frame_length from a sampled header */
+    bool has_l3;     /* addresses etc. from a sampled header */
+    bool has_ip_rec; /* ... or from sampled_ipv4 / sampled_ipv6 */
+    bool has_frame;  /* frame_length from a sampled header */
     bool vlan_from_header;
     uint32_t frame_len;
-    uint32_t ip_len;   /* length from sampled_ipv4 / sampled_ipv6 */
-    uint32_t sw_vlan;  /* extended_switch src_vlan */
+    uint32_t ip_len;  /* length from sampled_ipv4 / sampled_ipv6 */
+    uint32_t sw_vlan; /* extended_switch src_vlan */
     bool has_switch;
 } fsample;
 
@@ -64,13 +64,20 @@ void ing__sflow_state_free(ing_sflow_state *st)
 const char *ing__sflow_strerror(int rc)
 {
     switch (rc) {
-    case ING_E_SFLOW_AGENT: return "sFlow agent address type unknown";
-    case ING_E_SFLOW_SAMPLES: return "sFlow datagram has too many samples";
-    case ING_E_SFLOW_SAMPLE_LEN: return "sFlow sample length runs past the datagram";
-    case ING_E_SFLOW_COUNT: return "sFlow datagram ends before its sample count";
-    case ING_E_SFLOW_SAMPLE: return "sFlow sample fields do not fit its length";
-    case ING_E_SFLOW_CAP: return "sFlow sample over a cap (records or header bytes)";
-    default: return ing__packet_strerror(rc);
+    case ING_E_SFLOW_AGENT:
+        return "sFlow agent address type unknown";
+    case ING_E_SFLOW_SAMPLES:
+        return "sFlow datagram has too many samples";
+    case ING_E_SFLOW_SAMPLE_LEN:
+        return "sFlow sample length runs past the datagram";
+    case ING_E_SFLOW_COUNT:
+        return "sFlow datagram ends before its sample count";
+    case ING_E_SFLOW_SAMPLE:
+        return "sFlow sample fields do not fit its length";
+    case ING_E_SFLOW_CAP:
+        return "sFlow sample over a cap (records or header bytes)";
+    default:
+        return ing__packet_strerror(rc);
     }
 }
 
@@ -105,7 +112,9 @@ static bool address(ns_cur *c, ns_addr *a, bool *zero)
     if (!ns_cur_u32(c, &type))
         return false;
     switch (type) {
-    case 0: *zero = true; return true; /* UNKNOWN: no address bytes */
+    case 0:
+        *zero = true;
+        return true; /* UNKNOWN: no address bytes */
     case 1:
         if (!ns_cur_u32(c, &v4))
             return false;
@@ -117,7 +126,8 @@ static bool address(ns_cur *c, ns_addr *a, bool *zero)
             return false;
         *zero = memcmp(a->b, none.b, 16) == 0;
         return true;
-    default: return false;
+    default:
+        return false;
     }
 }
 
@@ -271,8 +281,7 @@ static uint32_t ifindex_of(uint32_t format, uint32_t value)
     return format == 0 && value != IF_LOCAL ? value : 0;
 }
 
-static int flow_sample(ing_sflow_state *st, const dgram *d, ns_cur c, bool expanded,
-                       ing_batch *out)
+static int flow_sample(ing_sflow_state *st, const dgram *d, ns_cur c, bool expanded, ing_batch *out)
 {
     uint32_t sq = 0, src_type = 0, src_index = 0, rate = 0, pool = 0, drops = 0;
     uint32_t in_fmt = 0, in_val = 0, out_fmt = 0, out_val = 0, nrec = 0;
@@ -313,12 +322,24 @@ static int flow_sample(ing_sflow_state *st, const dgram *d, ns_cur c, bool expan
             return ING_E_SFLOW_SAMPLE;
         }
         switch (fmt) { /* enterprise 0: the format number is the whole data_format */
-        case FR_HEADER: rc = rec_header(st, r, &s); break;
-        case FR_IPV4: rc = rec_ip(r, false, &s); break;
-        case FR_IPV6: rc = rec_ip(r, true, &s); break;
-        case FR_SWITCH: rc = rec_switch(r, &s); break;
-        case FR_ROUTER: rc = rec_router(r, &s); break;
-        default: st->records_skipped++; break;
+        case FR_HEADER:
+            rc = rec_header(st, r, &s);
+            break;
+        case FR_IPV4:
+            rc = rec_ip(r, false, &s);
+            break;
+        case FR_IPV6:
+            rc = rec_ip(r, true, &s);
+            break;
+        case FR_SWITCH:
+            rc = rec_switch(r, &s);
+            break;
+        case FR_ROUTER:
+            rc = rec_router(r, &s);
+            break;
+        default:
+            st->records_skipped++;
+            break;
         }
         if (rc == ING_E_SFLOW_SAMPLE)
             st->samples_bad++;
@@ -434,9 +455,8 @@ static int counter_sample(ing_sflow_state *st, const dgram *d, ns_cur c, bool ex
 /* ------------------------------------------------------------------------------------------ */
 /* Datagram */
 
-int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms,
-                      const uint8_t *pkt, size_t len, ing_batch *out, uint32_t *seq,
-                      uint32_t *sub_agent)
+int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms, const uint8_t *pkt,
+                      size_t len, ing_batch *out, uint32_t *seq, uint32_t *sub_agent)
 {
     ns_cur c = ns_cur_make(pkt, len);
     uint32_t version, sq, sub, uptime, nsamples;
@@ -492,9 +512,13 @@ int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms,
         }
         switch (fmt) { /* enterprise (top 20 bits) 0: sflow.org formats */
         case SF_FLOW:
-        case SF_FLOW_EXP: rc = flow_sample(st, &d, s, fmt == SF_FLOW_EXP, out); break;
+        case SF_FLOW_EXP:
+            rc = flow_sample(st, &d, s, fmt == SF_FLOW_EXP, out);
+            break;
         case SF_COUNTERS:
-        case SF_COUNTERS_EXP: rc = counter_sample(st, &d, s, fmt == SF_COUNTERS_EXP); break;
+        case SF_COUNTERS_EXP:
+            rc = counter_sample(st, &d, s, fmt == SF_COUNTERS_EXP);
+            break;
         default:
             st->samples_skipped++;
             rc = 0;
@@ -534,14 +558,13 @@ void ing__sflow_json(const ing_sflow_state *st, ns_buf *out)
                   st->non_ip, st->rows_dropped, st->agent_drops, st->ifs_refused);
     for (size_t i = 0; i < st->nifs; i++) {
         const ing_sflow_if *e = &st->ifs[i];
-        ns_buf_printf(out,
-                      "%s{\"ifindex\":%" PRIu32 ",\"speed\":%" PRIu64 ",\"in_octets\":%" PRIu64
-                      ",\"out_octets\":%" PRIu64 ",\"in_ucast_pkts\":%" PRIu32
-                      ",\"out_ucast_pkts\":%" PRIu32 ",\"in_errors\":%" PRIu32
-                      ",\"out_errors\":%" PRIu32 ",\"counters\":%s,\"drops\":",
-                      i ? "," : "", e->ifindex, e->speed, e->in_octets, e->out_octets,
-                      e->in_ucast, e->out_ucast, e->in_errors, e->out_errors,
-                      e->has_counters ? "true" : "false");
+        ns_buf_printf(
+            out,
+            "%s{\"ifindex\":%" PRIu32 ",\"speed\":%" PRIu64 ",\"in_octets\":%" PRIu64
+            ",\"out_octets\":%" PRIu64 ",\"in_ucast_pkts\":%" PRIu32 ",\"out_ucast_pkts\":%" PRIu32
+            ",\"in_errors\":%" PRIu32 ",\"out_errors\":%" PRIu32 ",\"counters\":%s,\"drops\":",
+            i ? "," : "", e->ifindex, e->speed, e->in_octets, e->out_octets, e->in_ucast,
+            e->out_ucast, e->in_errors, e->out_errors, e->has_counters ? "true" : "false");
         if (e->has_drops)
             ns_buf_printf(out, "%" PRIu32, e->drops);
         else

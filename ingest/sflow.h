@@ -20,8 +20,8 @@ enum {
 /* Caps on what an agent controls; over a cap: counted (over_cap) and dropped. */
 #define ING_SFLOW_MAX_SAMPLES 1024 /* samples per datagram */
 #define ING_SFLOW_MAX_RECORDS 64   /* flow or counter records per sample */
-#define ING_SFLOW_MAX_HEADER 1024  /* bytes of a sampled_header record's header */
-#define ING_SFLOW_MAX_IFS 1024     /* interface table entries per exporter */
+#define ING_SFLOW_MAX_HEADER  1024 /* bytes of a sampled_header record's header */
+#define ING_SFLOW_MAX_IFS     1024 /* interface table entries per exporter */
 
 /* The latest generic interface counters (counter record 0:1) of one ifIndex, and the agent's
  * drop counter of flow samples whose data source is that ifIndex. */
@@ -37,7 +37,7 @@ typedef struct ing_sflow_if {
     uint32_t drops;      /* last `drops` of a flow sample from this data source (cumulative) */
     bool has_counters;   /* false: only flow samples named this ifIndex so far */
     bool has_drops;
-    int64_t updated_ms;  /* receive time of the last counter record, 0 = none */
+    int64_t updated_ms; /* receive time of the last counter record, 0 = none */
 } ing_sflow_if;
 
 /* Per-exporter sFlow state. Make it zeroed (ing__sflow_state_new or calloc); it holds no
@@ -81,9 +81,8 @@ void ing__sflow_state_free(ing_sflow_state *st); /* NULL is fine */
  * counts datagrams per (agent, sub-agent).
  * Returns the rows added; or, when none were added, a negative code: ING_E_SHORT,
  * ING_E_VERSION, ING_E_SFLOW_* (0 if the datagram was fine but carried no flow sample). */
-int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms,
-                      const uint8_t *pkt, size_t len, ing_batch *out, uint32_t *seq,
-                      uint32_t *sub_agent);
+int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms, const uint8_t *pkt,
+                      size_t len, ing_batch *out, uint32_t *seq, uint32_t *sub_agent);
 
 /* Appends `,"sflow":{counters...,"interfaces":[{"ifindex":N,...},...]}` (a JSON member preceded
  * by a comma, for an exporter's object). Times are epoch seconds with milliseconds. */

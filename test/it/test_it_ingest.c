@@ -108,3 +108,52 @@ Test(it_ingest, v9_and_ipfix_over_udp_match_nfdump, .timeout = 60)
         it_rm_rf(d.db);
     }
 }
+
+/* "packets: N" / "bytes: N" lines of an .sfacctd.txt (sampled counts). */
+static uint64_t sfacctd_value(const char *path, const char *key)
+{
+    FILE *f = fopen(path, "r");
+    char line[256];
+    unsigned long long v = 0;
+    cr_assert(f != NULL, "cannot read %s", path);
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            v = strtoull(line + kl + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+Test(it_ingest, sflow_on_its_own_port_matches_sfacctd, .timeout = 60)
+{
+    it_daemon d;
+    char pcap[600], txt[600], to[64], bin[512], *body;
+    uint64_t f, p, b;
+    snprintf(pcap, sizeof pcap, "%s/generated/pmacctd-sfprobe-tcpreplay_test.pcap", it_fixtures());
+    snprintf(txt, sizeof txt, "%s/generated/pmacctd-sfprobe-tcpreplay_test.sfacctd.txt",
+             it_fixtures());
+    cr_assert(it_daemon_start(&d, NULL));
+    snprintf(bin, sizeof bin, "%s/ns2flows-replay", it_bin());
+    snprintf(to, sizeof to, "127.0.0.1:%u", d.sflow);
+    const char *argv[] = {bin, pcap, "--to", to, "--max", NULL};
+    cr_assert(eq(int, it_run(argv, NULL), 0));
+    for (int waited = 0; waited < it_ms(10000); waited += 20) {
+        summary(&d, &f, &p, &b);
+        if (f >= 202)
+            break;
+        it_sleep_ms(20);
+    }
+    /* sampling rate 1: our counts are sfacctd's sampled counts; one row per flow sample */
+    cr_expect(eq(u64, f, 202), "one row per flow sample (tshark: 202)");
+    cr_expect(eq(u64, p, sfacctd_value(txt, "packets")));
+    cr_expect(eq(u64, b, sfacctd_value(txt, "bytes")));
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/exporters", &body), 200));
+    cr_expect(strstr(body, "\"sflow5\"") != NULL, "exporters: %s", body);
+    cr_expect(strstr(body, "\"sflow\":{") != NULL, "exporters: %s", body);
+    free(body);
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+    it_rm_rf(d.db);
+}
