@@ -76,6 +76,18 @@ static void buf_unref_locked(minute_buf *b)
     free(b);
 }
 
+/* Takes b out of the list of open minutes (the caller then drops the list's reference). */
+static void open_remove_locked(eng_db *db, const minute_buf *b)
+{
+    for (size_t i = 0; i < db->nopen; i++) {
+        if (db->open[i] == b) {
+            memmove(&db->open[i], &db->open[i + 1], (db->nopen - i - 1) * sizeof *db->open);
+            db->nopen--;
+            return;
+        }
+    }
+}
+
 static int seg_path(const eng_db *db, const char *name, char *out, size_t cap)
 {
     if ((size_t)snprintf(out, cap, "%s/%s", db->dir, name) >= cap)
@@ -523,13 +535,7 @@ static int seal_one(eng_db *db, minute_buf *b)
     pthread_mutex_lock(&db->mu);
     rc = catalog_add_locked(db, &e);
     if (rc == 0) {
-        for (size_t i = 0; i < db->nopen; i++) {
-            if (db->open[i] == b) {
-                memmove(&db->open[i], &db->open[i + 1], (db->nopen - i - 1) * sizeof *db->open);
-                db->nopen--;
-                break;
-            }
-        }
+        open_remove_locked(db, b);
         db->open_rows -= b->n;
         buf_unref_locked(b);
     }
@@ -563,13 +569,7 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             break;
         if (b->n == 0) {
             pthread_mutex_lock(&db->mu);
-            for (size_t i = 0; i < db->nopen; i++)
-                if (db->open[i] == b) {
-                    memmove(&db->open[i], &db->open[i + 1],
-                            (db->nopen - i - 1) * sizeof *db->open);
-                    db->nopen--;
-                    break;
-                }
+            open_remove_locked(db, b);
             buf_unref_locked(b);
             pthread_mutex_unlock(&db->mu);
             continue;
