@@ -630,6 +630,25 @@ typedef struct snap_buf {
 } snap_buf;
 
 /* Keeps the rows that overlap the range and hands them to cb in one call. */
+/* Row buffers reused across the segments of one scan: fresh multi-megabyte allocations per
+ * segment cost more in page faults than the decoding itself. */
+typedef struct scan_bufs {
+    eng_flow *rows, *scratch;
+    size_t cap;
+} scan_bufs;
+
+static int bufs_reserve(scan_bufs *b, size_t n)
+{
+    if (n <= b->cap)
+        return 0;
+    free(b->rows);
+    free(b->scratch);
+    b->rows = malloc(n * sizeof *b->rows);
+    b->scratch = malloc(n * sizeof *b->scratch);
+    b->cap = b->rows && b->scratch ? n : 0;
+    return b->cap ? 0 : NS_E_NOMEM;
+}
+
 static int emit_filtered(const eng_flow *rows, size_t n, int64_t from_ms, int64_t to_ms,
                          eng_flow *scratch, eng_row_cb cb, void *arg)
 {
@@ -641,8 +660,15 @@ static int emit_filtered(const eng_flow *rows, size_t n, int64_t from_ms, int64_
     return k ? cb(arg, scratch, k) : 0;
 }
 
+static bool damaged(int rc)
+{
+    return rc == NS_E_CORRUPT || rc == NS_E_TRUNC || rc == NS_E_MAGIC || rc == NS_E_VERSION ||
+           rc == NS_E_COMPRESS;
+}
+
 static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t to_ms,
-                        uint32_t colmask, eng_row_cb cb, void *arg)
+                        uint32_t colmask, eng_row_cb cb, eng_totals_cb tcb, void *arg,
+                        scan_bufs *bufs)
 {
     char path[4200];
     eng_seg *s;
@@ -653,27 +679,31 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         return 0; /* deleted by budget or retention since the snapshot */
     if (rc < 0)
         goto bad;
-    size_t n = (size_t)eng_seg_get_info(s)->rows;
-    eng_flow *rows = malloc((n ? n : 1) * sizeof *rows);
-    eng_flow *scratch = malloc((n ? n : 1) * sizeof *scratch);
-    if (!rows || !scratch) {
-        free(rows);
-        free(scratch);
-        eng_seg_close(s);
-        return NS_E_NOMEM;
+    const eng_seg_info *in = eng_seg_get_info(s);
+    size_t n = (size_t)in->rows;
+    bool whole = in->first_ms >= from_ms && in->last_ms <= to_ms;
+    if (whole && tcb) {
+        rc = tcb(arg, in->rows, in->packets, in->bytes, in->first_ms, in->last_ms);
+        if (rc != 0) {
+            eng_seg_close(s);
+            return rc == 1 ? 0 : rc;
+        }
     }
-    rc = eng_seg_read(s, colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST), rows);
+    if ((rc = bufs_reserve(bufs, n ? n : 1)) < 0) {
+        eng_seg_close(s);
+        return rc;
+    }
+    rc = eng_seg_read(s, colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST),
+                      bufs->rows);
     eng_seg_close(s);
-    if (rc == 0)
-        rc = emit_filtered(rows, n, from_ms, to_ms, scratch, cb, arg);
-    free(rows);
-    free(scratch);
-    if (rc == NS_E_CORRUPT || rc == NS_E_COMPRESS)
+    if (rc < 0)
         goto bad;
-    return rc;
+    /* every row of a segment inside the range matches: no copy */
+    if (whole)
+        return n ? cb(arg, bufs->rows, n) : 0;
+    return emit_filtered(bufs->rows, n, from_ms, to_ms, bufs->scratch, cb, arg);
 bad:
-    if (rc == NS_E_CORRUPT || rc == NS_E_TRUNC || rc == NS_E_MAGIC || rc == NS_E_VERSION ||
-        rc == NS_E_COMPRESS) {
+    if (damaged(rc)) {
         pthread_mutex_lock(&db->mu);
         quarantine_locked(db, name, rc);
         pthread_mutex_unlock(&db->mu);
@@ -685,7 +715,14 @@ bad:
 int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
                 void *arg)
 {
+    return eng_db_scan_totals(db, from_ms, to_ms, colmask, cb, NULL, arg);
+}
+
+int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
+                       eng_row_cb cb, eng_totals_cb tcb, void *arg)
+{
     char (*names)[64] = NULL;
+    scan_bufs rowbufs = {0};
     snap_buf *bufs = NULL;
     size_t nnames = 0, nbufs = 0;
     int rc = 0;
@@ -722,7 +759,9 @@ int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, en
     pthread_mutex_unlock(&db->mu);
 
     for (size_t i = 0; rc == 0 && i < nnames; i++)
-        rc = scan_segment(db, names[i], from_ms, to_ms, colmask, cb, arg);
+        rc = scan_segment(db, names[i], from_ms, to_ms, colmask, cb, tcb, arg, &rowbufs);
+    free(rowbufs.rows);
+    free(rowbufs.scratch);
     if (rc == 0 && nbufs) {
         eng_flow *scratch = malloc(CHUNK_ROWS * sizeof *scratch);
         if (!scratch)

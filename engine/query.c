@@ -87,12 +87,21 @@ static int summary_cb(void *arg, const eng_flow *rows, size_t n)
     return 0;
 }
 
+/* A segment wholly inside the range: its footer totals are the answer. */
+static int summary_totals_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t bytes,
+                             int64_t first_ms, int64_t last_ms)
+{
+    qry_totals seg = {flows, packets, bytes, first_ms, last_ms};
+    totals_merge(arg, &seg);
+    return 1;
+}
+
 int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, qry_totals *out)
 {
     memset(out, 0, sizeof *out);
-    return eng_db_scan(db, from_ms, to_ms,
-                       ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES), summary_cb,
-                       out);
+    return eng_db_scan_totals(db, from_ms, to_ms,
+                              ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES),
+                              summary_cb, summary_totals_cb, out);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -65,4 +65,31 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, qry_by by, qry_metric me
             size_t limit, qry_top_result *out);
 void qry_top_free(qry_top_result *r);
 
+/* ---- filters (engine/filter.c) ---- */
+/* nfdump's filter language ("host 10.0.0.1 and port 443", "net 2001:db8::/32 and not tcp",
+ * "bytes > 1M"); docs/FILTERS.md is the reference. A filter is compiled once into a small
+ * program of forward jumps; matching walks it without recursion or allocation. */
+typedef struct qry_filter qry_filter; /* compiled; immutable, thread-safe to evaluate */
+
+#define QRY_FILTER_MAX_LEN   4096 /* bytes of filter text */
+#define QRY_FILTER_MAX_DEPTH 64   /* nested parentheses */
+
+/* Compiles text. Empty (or only blanks and comments) text is "any" and matches every row.
+ * On success *out owns the filter; release it with qry_filter_free(). On error *out is NULL,
+ * the return is NS_E_PARSE (syntax, unknown word, value out of range), NS_E_TOO_MANY (text
+ * longer than QRY_FILTER_MAX_LEN, parentheses deeper than QRY_FILTER_MAX_DEPTH) or
+ * NS_E_NOMEM, and err (if errcap > 0) gets one line naming the 1-based byte column and what
+ * was expected ("col 12: expected a port number after 'port'"). Safe on untrusted text. */
+int qry_filter_compile(const char *text, qry_filter **out, char *err, size_t errcap);
+void qry_filter_free(qry_filter *f); /* NULL is fine */
+/* True if row r passes f. A NULL filter matches every row. Reads only the columns that
+ * qry_filter_columns() names; never allocates. */
+bool qry_filter_match(const qry_filter *f, const eng_flow *r);
+uint32_t qry_filter_columns(const qry_filter *f); /* ENG_COLMASK bits it reads; 0 for "any" */
+/* Addresses the filter requires, for index pruning: a set S such that every row the filter
+ * matches has its src or its dst in S (IPv4 v4-mapped, sorted, no repeats). Copies S into
+ * out and returns its size, or returns 0 when no such set can be derived (nets, negations,
+ * an "or" with a branch that names no host) or S has more than cap entries. */
+size_t qry_filter_addrs(const qry_filter *f, ns_addr *out, size_t cap);
+
 #endif

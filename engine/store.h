@@ -165,4 +165,13 @@ typedef int (*eng_row_cb)(void *arg, const eng_flow *rows, size_t n);
 int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
                 void *arg);
 
+/* Like eng_db_scan, but a sealed segment that lies wholly inside the range is offered to tcb
+ * first with its footer totals (flows, packets, bytes, first, last); if tcb returns 1 its rows
+ * are not read (a summary then costs a footer read per segment), 0 reads them as usual, and
+ * anything else stops the scan. */
+typedef int (*eng_totals_cb)(void *arg, uint64_t flows, uint64_t packets, uint64_t bytes,
+                             int64_t first_ms, int64_t last_ms);
+int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
+                       eng_row_cb cb, eng_totals_cb tcb, void *arg);
+
 #endif
