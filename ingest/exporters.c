@@ -18,6 +18,7 @@ typedef struct stream {
     uint32_t version;
     uint32_t source_id;
     uint32_t next_seq;
+    bool resync; /* the last message's length in the sequence is unknown */
     bool used;
 } stream;
 
@@ -190,7 +191,7 @@ uint64_t ing_exporters_overflow(ing_exporters *ex)
 /* Checks a stream's sequence number. v5 counts flows: the next datagram should carry
  * seq + count. Returns the flows lost before this datagram (0 when in order). */
 static uint32_t track_sequence(exporter *e, uint32_t version, uint32_t source_id, uint32_t seq,
-                               uint32_t advance)
+                               uint32_t advance, bool known)
 {
     stream *s = NULL;
     for (int i = 0; i < MAX_STREAMS; i++) {
@@ -210,8 +211,9 @@ static uint32_t track_sequence(exporter *e, uint32_t version, uint32_t source_id
     }
     if (!s)
         return 0; /* more streams than we track: no gap accounting for the rest */
-    uint32_t diff = seq - s->next_seq; /* modulo 2^32: wraps are in order */
+    uint32_t diff = s->resync ? 0 : seq - s->next_seq; /* modulo 2^32: wraps are in order */
     s->next_seq = seq + advance;
+    s->resync = !known; /* the next message starts a fresh count */
     if (diff == 0)
         return 0;
     if (diff < SEQ_MAX_JUMP) {
@@ -270,6 +272,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     uint16_t version = 0;
     ing_v5_hdr hs[MAX_PDUS];
     size_t npdu = 0, before = out->n;
+    uint64_t before_total = ing_batch_total(out); /* v9/IPFIX/sFlow may flush the batch */
     int rc, tail_rc = 0;
 
     if (!allowed(ex, from)) {
@@ -311,12 +314,6 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     e->st.bytes += len;
     e->st.last_seen_ms = recv_ms;
     e->st.last_version = version;
-    if (rc >= 0 || npdu > 0)
-        e->st.protocols |= version == 5              ? ING_PROTO_V5
-                           : version == 9            ? ING_PROTO_V9
-                           : version == 10           ? ING_PROTO_IPFIX
-                           : version == ENG_FT_SFLOW5 ? ING_PROTO_SFLOW
-                                                      : 0u;
     if (rc == 0 && sflow) {
         uint32_t seq = 0, sub = 0;
         if (!e->sf && ing__sflow_state_new(&e->sf) < 0) {
@@ -325,8 +322,8 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
             rc = ing__sflow_decode(e->sf, from, recv_ms, pkt, len, out, &seq, &sub);
             /* sFlow sequence numbers count datagrams, per sub-agent */
             if (rc != ING_E_SHORT && rc != ING_E_VERSION && rc != ING_E_SFLOW_AGENT)
-                e->st.lost_datagrams += track_sequence(e, ENG_FT_SFLOW5, sub, seq, 1);
-            if (out->n > before)
+                e->st.lost_datagrams += track_sequence(e, ENG_FT_SFLOW5, sub, seq, 1, true);
+            if (ing_batch_total(out) > before_total && out->n > 0)
                 e->st.sampling = out->rows[out->n - 1].sampling;
             if (rc > 0)
                 rc = 0;
@@ -343,8 +340,13 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
             rc = version == 9 ? ing__v9_decode(&nc, pkt, len, &seq, &domain)
                               : ing__ipfix_decode(&nc, pkt, len, &seq, &domain);
             if (rc >= 0 || rc == ING_E_SET_LEN || rc == ING_E_TEMPLATE || rc == ING_E_CAP) {
+                /* IPFIX counts records; a held set's count is unknown until its template
+                 * comes, so that message resynchronises the stream instead */
+                bool known = version == 9 || !nc.records_unknown;
                 uint32_t gap = track_sequence(e, version, domain, seq,
-                                              version == 9 ? 1u : (uint32_t)nc.records);
+                                              version == 9 ? 1u : (uint32_t)nc.records, known);
+                if (out->n > 0 && ing_batch_total(out) > before_total)
+                    e->st.sampling = out->rows[out->n - 1].sampling;
                 if (version == 9)
                     e->st.lost_datagrams += gap;
                 else
@@ -354,11 +356,17 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
                 rc = 0;
         }
     }
-    e->st.flows += out->n - before;
+    if ((rc >= 0 || npdu > 0) && rc != ING_E_SHORT && rc != ING_E_LENGTH && rc != ING_E_VERSION)
+        e->st.protocols |= version == 5              ? ING_PROTO_V5
+                           : version == 9            ? ING_PROTO_V9
+                           : version == 10           ? ING_PROTO_IPFIX
+                           : version == ENG_FT_SFLOW5 ? ING_PROTO_SFLOW
+                                                      : 0u;
+    e->st.flows += ing_batch_total(out) - before_total;
     for (size_t i = 0; i < npdu; i++) {
         e->st.sampling = hs[i].sampling_interval > 1 ? hs[i].sampling_interval : 1;
         e->st.lost_flows += track_sequence(e, 5, (uint32_t)hs[i].engine_type << 8 | hs[i].engine_id,
-                                           hs[i].flow_sequence, hs[i].count);
+                                           hs[i].flow_sequence, hs[i].count, true);
     }
     int err = rc < 0 ? rc : tail_rc;
     switch (err) {
@@ -378,7 +386,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
         warn_locked(e, recv_ms, what, err);
     }
     pthread_mutex_unlock(&e->mu);
-    return rc < 0 ? rc : (int)(out->n - before);
+    return rc < 0 ? rc : (int)(ing_batch_total(out) - before_total);
 }
 
 /* The sFlow counters and interface table of one exporter, as `,"sflow":{...}`. */
@@ -442,10 +450,11 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
                       ",\"templates\":{\"known\":%" PRIu64 ",\"refused\":%" PRIu64
                       ",\"withdrawn\":%" PRIu64 ",\"options_records\":%" PRIu64
                       "},\"held\":{\"misses\":%" PRIu64 ",\"decoded\":%" PRIu64
-                      ",\"expired\":%" PRIu64 ",\"dropped\":%" PRIu64 "},\"first_seen\":",
+                      ",\"expired\":%" PRIu64 ",\"dropped\":%" PRIu64 "},\"rows_dropped\":%" PRIu64
+                      ",\"first_seen\":",
                       e->templates, e->templates_refused, e->template_withdrawals,
                       e->options_records, e->template_misses, e->held_decoded, e->held_expired,
-                      e->held_dropped);
+                      e->held_dropped, e->rows_dropped);
         put_ms(out, e->first_seen_ms);
         ns_buf_puts(out, ",\"last_seen\":");
         put_ms(out, e->last_seen_ms);

@@ -24,12 +24,36 @@ const char *ing_strerror(int rc);
 
 enum { ING_PROTO_V5 = 1, ING_PROTO_V9 = 2, ING_PROTO_IPFIX = 4, ING_PROTO_SFLOW = 8 };
 
-/* A caller-owned array the decoders append rows to; they never allocate. */
+/* A caller-owned array the decoders append rows to; they never allocate. When it is full and
+ * flush is set, the template and sFlow decoders call flush to empty it (the listener hands the
+ * rows to the store), so no datagram is too large for a batch; without flush, rows past the
+ * capacity are dropped and counted (ing_exporter_stats.rows_dropped). */
 typedef struct ing_batch {
     eng_flow *rows;
     size_t n;
     size_t cap;
+    int (*flush)(void *arg, const eng_flow *rows, size_t n); /* optional; 0 = taken */
+    void *flush_arg;
+    uint64_t flushed; /* rows handed to flush so far */
 } ing_batch;
+
+/* Rows appended over the batch's life, flushed or not. */
+static inline uint64_t ing_batch_total(const ing_batch *b)
+{
+    return b->flushed + b->n;
+}
+
+/* true when one more row fits, flushing first if the batch is full and can be flushed. */
+static inline bool ing_batch_room(ing_batch *b)
+{
+    if (b->n < b->cap)
+        return true;
+    if (!b->flush || b->flush(b->flush_arg, b->rows, b->n) != 0)
+        return false;
+    b->flushed += b->n;
+    b->n = 0;
+    return b->cap > 0;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * NetFlow v5 (ingest/v5.c). Header 24 bytes, records 48 bytes, at most 30 records. */
@@ -87,6 +111,7 @@ typedef struct ing_exporter_stats {
     uint64_t held_decoded;      /* ... and were decoded when it came */
     uint64_t held_expired;      /* ... or expired waiting for it */
     uint64_t held_dropped;      /* ... or did not fit in the holding area */
+    uint64_t rows_dropped;      /* decoded rows that found no room in the caller's batch */
     uint32_t last_version;
     uint32_t protocols;     /* ING_PROTO_* bits of every protocol seen from this exporter */
     uint32_t sampling;      /* last sampling interval seen */

@@ -66,7 +66,8 @@ typedef struct ing_nfctx {
     const ns_addr *exporter;
     int64_t recv_ms;
     ing_batch *out;
-    size_t records;     /* data records decoded in this message (IPFIX sequence) */
+    size_t records;     /* data records of this message (IPFIX sequence), options ones too */
+    bool records_unknown; /* a set was held: its record count is not known yet */
 } ing_nfctx;
 
 void ing__nfstate_free(ing_nfstate *nf);

@@ -10,7 +10,7 @@ int ing__ipfix_decode(ing_nfctx *c, const uint8_t *pkt, size_t len, uint32_t *se
     ns_cur p = ns_cur_make(pkt, len), msg = {0};
     uint16_t version, mlen;
     uint32_t secs;
-    size_t before = c->out->n;
+    uint64_t before = ing_batch_total(c->out);
     int bad = 0;
     if (len < 16)
         return ING_E_SHORT;
@@ -27,6 +27,7 @@ int ing__ipfix_decode(ing_nfctx *c, const uint8_t *pkt, size_t len, uint32_t *se
     int64_t export_ms = (int64_t)secs * 1000;
     ing__pending_expire(c);
     c->records = 0;
+    c->records_unknown = false;
     while (msg.left >= 4) {
         uint16_t id, slen;
         ns_cur set;
@@ -47,7 +48,8 @@ int ing__ipfix_decode(ing_nfctx *c, const uint8_t *pkt, size_t len, uint32_t *se
         if (rc < 0 && !bad)
             bad = rc;
     }
-    if (c->out->n == before && bad)
+    uint64_t added = ing_batch_total(c->out) - before;
+    if (added == 0 && bad)
         return bad;
-    return (int)(c->out->n - before);
+    return (int)added;
 }

@@ -52,12 +52,24 @@ static void sockaddr_to_addr(const struct sockaddr_storage *ss, ns_addr *a)
     }
 }
 
-static void flush(ing_listener *l, int64_t recv_ms, ing_batch *b)
+typedef struct rx_flush {
+    ing_listener *l;
+    int64_t recv_ms;
+} rx_flush;
+
+/* Hands rows to the store; what it refuses is counted, never retried (it is out of memory). */
+static int store_rows(void *arg, const eng_flow *rows, size_t n)
 {
-    if (b->n == 0)
-        return;
-    if (eng_db_append(l->db, recv_ms, b->rows, b->n) < 0)
-        atomic_fetch_add(&l->store_dropped, b->n);
+    rx_flush *fa = arg;
+    if (n && eng_db_append(fa->l->db, fa->recv_ms, rows, n) < 0)
+        atomic_fetch_add(&fa->l->store_dropped, n);
+    return 0;
+}
+
+static void flush(ing_batch *b)
+{
+    store_rows(b->flush_arg, b->rows, b->n);
+    b->flushed += b->n;
     b->n = 0;
 }
 
@@ -69,7 +81,12 @@ static void *rx_main(void *arg)
     struct iovec iov[RX_BATCH];
     struct sockaddr_storage from[RX_BATCH];
     uint8_t *bufs = malloc((size_t)RX_BATCH * RX_BUFSZ);
-    ing_batch batch = {.rows = malloc(ROW_BATCH * sizeof(eng_flow)), .n = 0, .cap = ROW_BATCH};
+    rx_flush fa = {.l = l, .recv_ms = 0};
+    ing_batch batch = {.rows = malloc(ROW_BATCH * sizeof(eng_flow)),
+                       .n = 0,
+                       .cap = ROW_BATCH,
+                       .flush = store_rows,
+                       .flush_arg = &fa};
     if (!bufs || !batch.rows) {
         ns_log(NS_LOG_ERROR, "listen %s: out of memory; not receiving", s->name);
         free(bufs);
@@ -97,6 +114,7 @@ static void *rx_main(void *arg)
             continue;
         }
         int64_t now = ns_now_ms();
+        fa.recv_ms = now;
         for (int i = 0; i < got; i++) {
             ns_addr a;
             size_t len = msgs[i].msg_len;
@@ -104,10 +122,10 @@ static void *rx_main(void *arg)
             atomic_fetch_add(&l->datagrams, 1);
             atomic_fetch_add(&l->bytes, len);
             if (batch.cap - batch.n < ROW_ROOM)
-                flush(l, now, &batch);
+                flush(&batch);
             int rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             if (rc == ING_E_BATCH) {
-                flush(l, now, &batch);
+                flush(&batch);
                 rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             }
             if (rc < 0)
@@ -115,7 +133,7 @@ static void *rx_main(void *arg)
             else
                 atomic_fetch_add(&l->flows, (uint64_t)rc);
         }
-        flush(l, now, &batch);
+        flush(&batch);
     }
     free(bufs);
     free(batch.rows);

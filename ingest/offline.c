@@ -8,17 +8,36 @@
 #define ROW_BATCH 32768
 #define ROW_ROOM 16384
 
-static void flush(eng_db *db, int64_t recv_ms, ing_batch *b, ing_offline_stats *st)
+typedef struct off_flush {
+    eng_db *db;
+    int64_t recv_ms;
+    ing_offline_stats *st;
+} off_flush;
+
+static int store_rows(void *arg, const eng_flow *rows, size_t n)
 {
-    if (b->n && eng_db_append(db, recv_ms, b->rows, b->n) < 0)
-        st->store_dropped += b->n;
+    off_flush *fa = arg;
+    if (n && eng_db_append(fa->db, fa->recv_ms, rows, n) < 0)
+        fa->st->store_dropped += n;
+    return 0;
+}
+
+static void flush(ing_batch *b)
+{
+    store_rows(b->flush_arg, b->rows, b->n);
+    b->flushed += b->n;
     b->n = 0;
 }
 
 int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t npaths,
                 const ing_offline_opts *o, ing_offline_stats *st, char *err, size_t errcap)
 {
-    ing_batch b = {.rows = malloc(ROW_BATCH * sizeof(eng_flow)), .n = 0, .cap = ROW_BATCH};
+    off_flush fa = {.db = db, .recv_ms = 0, .st = st};
+    ing_batch b = {.rows = malloc(ROW_BATCH * sizeof(eng_flow)),
+                   .n = 0,
+                   .cap = ROW_BATCH,
+                   .flush = store_rows,
+                   .flush_arg = &fa};
     int rc = 0;
     memset(st, 0, sizeof *st);
     if (!b.rows)
@@ -42,16 +61,17 @@ int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t 
             /* one append per minute of capture time, as the listener does per receive burst */
             bool new_minute = recv_ms / 60000 != batch_ms / 60000;
             if (b.n && (new_minute || b.cap - b.n < ROW_ROOM))
-                flush(db, batch_ms, &b, st);
+                flush(&b);
             /* capture time is the clock here: seal minutes as it passes them, so a capture of
              * any length streams through memory instead of piling up in open minutes */
             if (new_minute && batch_ms && eng_db_seal_due(db, recv_ms, false) < 0)
                 st->seal_errors++;
             batch_ms = recv_ms;
+            fa.recv_ms = recv_ms;
             st->datagrams++;
             int n = ing_decode(ex, &u.src, recv_ms, u.payload, u.len, &b);
             if (n == ING_E_BATCH) {
-                flush(db, batch_ms, &b, st);
+                flush(&b);
                 n = ing_decode(ex, &u.src, recv_ms, u.payload, u.len, &b);
             }
             if (n < 0)
@@ -61,7 +81,7 @@ int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t 
             if (o && o->progress && (st->datagrams & 0xffff) == 0)
                 o->progress(o->progress_arg, paths[i], st->datagrams, st->flows);
         }
-        flush(db, batch_ms, &b, st);
+        flush(&b);
         ing_pcap_close(p);
         if (rc == 0 && o && o->progress)
             o->progress(o->progress_arg, paths[i], st->datagrams, st->flows);

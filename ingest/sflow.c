@@ -369,7 +369,7 @@ static int flow_sample(ing_sflow_state *st, const dgram *d, ns_cur c, bool expan
     f->flow_type = ENG_FT_SFLOW5;
     (void)sq;
     (void)pool;
-    if (out->n >= out->cap) {
+    if (!ing_batch_room(out)) {
         st->rows_dropped++;
         return 0;
     }
@@ -462,7 +462,7 @@ int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms,
     uint32_t version, sq, sub, uptime, nsamples;
     dgram d = {.recv_ms = recv_ms};
     bool zero = false;
-    size_t before = out->n;
+    uint64_t before = ing_batch_total(out);
     int bad = 0;
     *seq = 0;
     *sub_agent = 0;
@@ -528,9 +528,10 @@ int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms,
             bad = rc;
     }
     (void)uptime;
-    if (out->n == before && bad)
+    uint64_t added = ing_batch_total(out) - before;
+    if (added == 0 && bad)
         return bad;
-    return (int)(out->n - before);
+    return (int)added;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -303,8 +303,10 @@ static void data_record(ing_nfctx *c, uint8_t version, uint32_t domain, int64_t 
                         uint32_t uptime_ms, rec *r)
 {
     eng_flow *f = &r->f;
-    if (r->sys_init_ms)
+    if (r->sys_init_ms && c->nf->sys_init_ms != r->sys_init_ms) {
         c->nf->sys_init_ms = r->sys_init_ms;
+        c->nf->dirty = true;
+    }
     f->src = pick_addr(r->has_src4, &r->src4, r->has_src6, &r->src6);
     f->dst = pick_addr(r->has_dst4, &r->dst4, r->has_dst6, &r->dst6);
     /* packet-sampling exporters (IPFIX PSAMP: Juniper, SRv6/EoMPLS probes) send the sampled
@@ -390,12 +392,16 @@ static void data_record(ing_nfctx *c, uint8_t version, uint32_t domain, int64_t 
     f->exporter = *c->exporter;
     f->source_id = domain;
     f->flow_type = version == 9 ? ENG_FT_NETFLOW9 : ENG_FT_IPFIX;
-    if (c->out->n == c->out->cap) {
-        c->st->held_dropped++;
+    if (!ing_batch_room(c->out)) {
+        c->st->rows_dropped += 1u + (r->rev_bytes || r->rev_packets);
         return;
     }
     c->out->rows[c->out->n++] = *f;
-    if ((r->rev_bytes || r->rev_packets) && c->out->n < c->out->cap) {
+    if (r->rev_bytes || r->rev_packets) {
+        if (!ing_batch_room(c->out)) {
+            c->st->rows_dropped++;
+            return;
+        }
         eng_flow *rv = &c->out->rows[c->out->n++];
         *rv = *f;
         rv->src = f->dst;
@@ -413,20 +419,22 @@ static void data_record(ing_nfctx *c, uint8_t version, uint32_t domain, int64_t 
     }
 }
 
+/* in_sequence: the records belong to the message being decoded (held ones released later
+ * were counted, or not, by their own message) */
 static void decode_records(ing_nfctx *c, const ing_tmpl *t, int64_t export_ms, uint32_t uptime_ms,
-                           ns_cur set)
+                           ns_cur set, bool in_sequence)
 {
     rec r;
     /* a set ends when what is left cannot hold one more record: that is padding */
     while (set.left > 0 && set.left >= t->min_len) {
         if (!read_record(t, &set, &r))
             break;
-        if (t->options) {
+        if (t->options)
             options_record(c, t->domain, &r);
-        } else {
+        else
             data_record(c, t->version, t->domain, export_ms, uptime_ms, &r);
-            c->records++;
-        }
+        if (in_sequence)
+            c->records++; /* RFC 7011 §3.1: every data record counts, options ones too */
         if (t->min_len == 0)
             break; /* cannot happen (templates have fields), but never loop forever */
     }
@@ -462,7 +470,8 @@ static void pending_release(ing_nfctx *c, const ing_tmpl *t)
     for (size_t i = 0; i < nf->npending;) {
         ing_pending *p = nf->pending[i];
         if (p->tid == t->id && p->domain == t->domain && p->version == t->version) {
-            decode_records(c, t, p->export_ms, p->uptime_ms, ns_cur_make(p->data, p->len));
+            decode_records(c, t, p->export_ms, p->uptime_ms, ns_cur_make(p->data, p->len),
+                           false);
             c->st->held_decoded++;
             pending_remove(nf, i);
         } else {
@@ -509,10 +518,11 @@ int ing__data_set(ing_nfctx *c, uint8_t version, uint32_t domain, uint16_t tid, 
     ing_tmpl *t = find_tmpl(c->nf, version, domain, tid, NULL);
     if (!t) {
         c->st->template_misses++;
+        c->records_unknown = true;
         pending_hold(c, version, domain, tid, export_ms, uptime_ms, set);
         return 0;
     }
-    decode_records(c, t, export_ms, uptime_ms, set);
+    decode_records(c, t, export_ms, uptime_ms, set, true);
     return 0;
 }
 

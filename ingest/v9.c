@@ -8,7 +8,7 @@ int ing__v9_decode(ing_nfctx *c, const uint8_t *pkt, size_t len, uint32_t *seq, 
     ns_cur p = ns_cur_make(pkt, len);
     uint16_t version, count;
     uint32_t uptime, secs;
-    size_t before = c->out->n;
+    uint64_t before = ing_batch_total(c->out);
     int bad = 0;
     if (len < 20)
         return ING_E_SHORT;
@@ -42,7 +42,8 @@ int ing__v9_decode(ing_nfctx *c, const uint8_t *pkt, size_t len, uint32_t *seq, 
             bad = rc;
     }
     (void)count; /* records in the packet: informational, exporters disagree on its meaning */
-    if (c->out->n == before && bad)
+    uint64_t added = ing_batch_total(c->out) - before;
+    if (added == 0 && bad)
         return bad;
-    return (int)(c->out->n - before);
+    return (int)added;
 }

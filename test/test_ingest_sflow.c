@@ -433,7 +433,7 @@ static ns_addr from;
 
 static void setup(void)
 {
-    batch = (ing_batch){rows, 0, 64};
+    batch = (ing_batch){.rows = rows, .n = 0, .cap = 64};
     memset(rows, 0, sizeof rows);
     cr_assert(eq(int, ing__sflow_state_new(&st), 0));
     ns_addr_parse("198.51.100.7", &from); /* the UDP source: a relay, not the agent */
@@ -1083,7 +1083,7 @@ static size_t decode_capture(const char *path, agg *t, size_t cap, decoded *d, e
     cr_assert(eq(int, ing_pcap_open(path, &p, err, sizeof err), 0), "%s", err);
     int r;
     while ((r = ing_pcap_next(p, &u, err, sizeof err)) == 1) {
-        ing_batch b = {buf, 0, 2048};
+        ing_batch b = {.rows = buf, .n = 0, .cap = 2048};
         uint32_t seq, sub;
         uint64_t samples_before = st->flow_samples;
         int rc = ing__sflow_decode(st, &u.src, u.ts_us / 1000, u.payload, u.len, &b, &seq, &sub);

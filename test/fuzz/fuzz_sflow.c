@@ -50,14 +50,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pkt[3] = 5;
     }
     ns_addr_from_v4(&from, 0xc0000201u);
-    ing_batch b = {rows, 0, ING_SFLOW_MAX_SAMPLES};
+    ing_batch b = {.rows = rows, .n = 0, .cap = ING_SFLOW_MAX_SAMPLES};
     int rc = ing__sflow_decode(st, &from, 1700000000000LL, pkt, size, &b, &seq, &sub);
     check_rows(&b, 0, rc);
     uint64_t dropped = st->rows_dropped;
     if (dropped != 0)
         abort(); /* a batch as large as the sample cap never fills */
 
-    ing_batch one = {rows, 0, 1};
+    ing_batch one = {.rows = rows, .n = 0, .cap = 1};
     rc = ing__sflow_decode(st, &from, 1700000001000LL, pkt, size, &one, &seq, &sub);
     check_rows(&one, 0, rc);
     if (b.n > 1 && st->rows_dropped != b.n - 1)

@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static ing_exporters *ex;
     static eng_flow rows[64];
-    ing_batch b = {rows, 0, 64};
+    ing_batch b = {.rows = rows, .n = 0, .cap = 64};
     ns_addr from;
     if (!ex) {
         ns_log_set_level(NS_LOG_ERROR);

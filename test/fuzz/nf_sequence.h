@@ -31,7 +31,7 @@ static int fuzz_nf_sequence(const uint8_t *data, size_t size, uint8_t version)
             dgram[0] = 0;
             dgram[1] = version;
         }
-        ing_batch b = {rows, 0, 20000};
+        ing_batch b = {.rows = rows, .n = 0, .cap = 20000};
         int rc = ing_decode(ex, &from, now, dgram, d.left, &b);
         if (rc >= 0 && (size_t)rc != b.n)
             abort();
