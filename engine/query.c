@@ -79,11 +79,17 @@ static void totals_merge(qry_totals *t, const qry_totals *o)
     t->bytes += o->bytes;
 }
 
+typedef struct summary_ctx {
+    qry_totals t;
+    const qry_filter *filter;
+} summary_ctx;
+
 static int summary_cb(void *arg, const eng_flow *rows, size_t n)
 {
-    qry_totals *t = arg;
+    summary_ctx *c = arg;
     for (size_t i = 0; i < n; i++)
-        totals_add(t, &rows[i]);
+        if (!c->filter || qry_filter_match(c->filter, &rows[i]))
+            totals_add(&c->t, &rows[i]);
     return 0;
 }
 
@@ -91,17 +97,24 @@ static int summary_cb(void *arg, const eng_flow *rows, size_t n)
 static int summary_totals_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t bytes,
                              int64_t first_ms, int64_t last_ms)
 {
+    summary_ctx *c = arg;
+    if (c->filter)
+        return 0; /* rows must be looked at one by one */
     qry_totals seg = {flows, packets, bytes, first_ms, last_ms};
-    totals_merge(arg, &seg);
+    totals_merge(&c->t, &seg);
     return 1;
 }
 
-int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, qry_totals *out)
+int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+                qry_totals *out)
 {
-    memset(out, 0, sizeof *out);
-    return eng_db_scan_totals(db, from_ms, to_ms,
-                              ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES),
-                              summary_cb, summary_totals_cb, out);
+    summary_ctx c = {.filter = filter};
+    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES);
+    if (filter)
+        mask |= qry_filter_columns(filter);
+    int rc = eng_db_scan_totals(db, from_ms, to_ms, mask, summary_cb, summary_totals_cb, &c);
+    *out = c.t;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -109,6 +122,7 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, qry_totals *out)
 
 typedef struct group_tab {
     qry_by by;
+    const qry_filter *filter;
     qry_row *slots;
     uint8_t *used;
     size_t cap, n;
@@ -161,6 +175,8 @@ static int group_cb(void *arg, const eng_flow *rows, size_t n)
     group_tab *t = arg;
     for (size_t i = 0; i < n; i++) {
         qry_key k;
+        if (t->filter && !qry_filter_match(t->filter, &rows[i]))
+            continue;
         if (t->n * 2 >= t->cap && tab_grow(t) < 0)
             return NS_E_NOMEM;
         key_of(t->by, &rows[i], &k);
@@ -212,11 +228,12 @@ static int cmp_rows_flows(const void *a, const void *b)
     return cmp_keys(&x->key, &y->key);
 }
 
-int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, qry_by by, qry_metric metric,
-            size_t limit, qry_top_result *out)
+int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter, qry_by by,
+            qry_metric metric, size_t limit, qry_top_result *out)
 {
-    group_tab t = {.by = by};
-    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES);
+    group_tab t = {.by = by, .filter = filter};
+    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
+                    (filter ? qry_filter_columns(filter) : 0u);
     int rc;
     memset(out, 0, sizeof *out);
     if ((unsigned)by >= QRY_NBY)

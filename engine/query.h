@@ -55,21 +55,24 @@ typedef struct qry_top_result {
     uint64_t groups;  /* distinct keys seen */
 } qry_top_result;
 
-/* Totals over [from_ms, to_ms] (inclusive; a flow counts if its span overlaps the range).
- * Returns 0 or a negative code. */
-int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, qry_totals *out);
+typedef struct qry_filter qry_filter; /* see the filters section below */
 
-/* The `limit` largest groups by `metric`. On success *out is filled and owns rows; release
- * with qry_top_free(). */
-int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, qry_by by, qry_metric metric,
-            size_t limit, qry_top_result *out);
+/* Totals over [from_ms, to_ms] (inclusive; a flow counts if its span overlaps the range) of the
+ * flows filter matches (NULL: all). Returns 0 or a negative code. */
+int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+                qry_totals *out);
+
+/* The `limit` largest groups by `metric` among the flows filter matches (NULL: all). On
+ * success *out is filled and owns rows; release with qry_top_free(). */
+int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter, qry_by by,
+            qry_metric metric, size_t limit, qry_top_result *out);
 void qry_top_free(qry_top_result *r);
 
 /* ---- filters (engine/filter.c) ---- */
 /* nfdump's filter language ("host 10.0.0.1 and port 443", "net 2001:db8::/32 and not tcp",
  * "bytes > 1M"); docs/FILTERS.md is the reference. A filter is compiled once into a small
  * program of forward jumps; matching walks it without recursion or allocation. */
-typedef struct qry_filter qry_filter; /* compiled; immutable, thread-safe to evaluate */
+/* struct qry_filter: compiled; immutable, thread-safe to evaluate (typedef above) */
 
 #define QRY_FILTER_MAX_LEN   4096 /* bytes of filter text */
 #define QRY_FILTER_MAX_DEPTH 64   /* nested parentheses */

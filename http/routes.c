@@ -169,15 +169,31 @@ static int route_exporters(req *r)
     return 200;
 }
 
+/* The optional `filter` parameter, compiled; *f stays NULL when absent. */
+static int parse_filter(req *r, qry_filter **f)
+{
+    const char *v = param(r, "filter");
+    char err[256];
+    *f = NULL;
+    if (!v)
+        return 0;
+    if (qry_filter_compile(v, f, err, sizeof err) < 0)
+        return fail(r, 400, "parameter 'filter': %s", err);
+    return 0;
+}
+
 static int route_summary(req *r)
 {
-    static const char *const known[] = {"from", "to", NULL};
+    static const char *const known[] = {"from", "to", "filter", NULL};
     int64_t from, to;
     qry_totals t;
+    qry_filter *f = NULL;
     int rc = check_known(r, known);
-    if (rc || (rc = parse_range(r, &from, &to)))
+    if (rc || (rc = parse_range(r, &from, &to)) || (rc = parse_filter(r, &f)))
         return rc;
-    if ((rc = qry_summary(r->o->db, from, to, &t)) < 0)
+    rc = qry_summary(r->o->db, from, to, f, &t);
+    qry_filter_free(f);
+    if (rc < 0)
         return query_error(r, rc);
     ns_buf_puts(r->body, "{");
     put_totals(r->body, &t, true);
@@ -189,7 +205,8 @@ static int route_summary(req *r)
 
 static int route_top(req *r)
 {
-    static const char *const known[] = {"from", "to", "by", "metric", "limit", "format", NULL};
+    static const char *const known[] = {"from",  "to",     "by",     "metric",
+                                        "limit", "format", "filter", NULL};
     int64_t from, to;
     qry_by by = QRY_BY_SRCADDR;
     qry_metric metric = QRY_M_BYTES;
@@ -220,8 +237,13 @@ static int route_top(req *r)
         else if (strcmp(v, "json") != 0)
             return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
     }
+    qry_filter *f = NULL;
+    if ((rc = parse_filter(r, &f)))
+        return rc;
     qry_top_result res;
-    if ((rc = qry_top(r->o->db, from, to, by, metric, limit, &res)) < 0)
+    rc = qry_top(r->o->db, from, to, f, by, metric, limit, &res);
+    qry_filter_free(f);
+    if (rc < 0)
         return query_error(r, rc);
     ns_buf *b = r->body;
     char key[64];

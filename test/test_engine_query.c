@@ -91,7 +91,7 @@ static void append(int64_t recv_ms, const eng_flow *rows, size_t n)
 static qry_top_result top(qry_by by, qry_metric m, size_t limit)
 {
     qry_top_result r;
-    int rc = qry_top(db, INT64_MIN, INT64_MAX, by, m, limit, &r);
+    int rc = qry_top(db, INT64_MIN, INT64_MAX, NULL, by, m, limit, &r);
     cr_assert(eq(int, rc, 0), "qry_top(%s, %s, %zu): %s", qry_by_name(by), qry_metric_name(m),
               limit, ns_strerror(rc));
     return r;
@@ -172,13 +172,13 @@ Test(qry, summary_counts_every_flow_once)
 {
     qry_totals t;
     small_set();
-    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, &t), 0));
+    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, NULL, &t), 0));
     totals_are(&t, ALL_FLOWS, ALL_PACKETS, ALL_BYTES, ALL_FIRST, ALL_LAST);
     /* [M0+9.5 s, M0+12 s] overlaps only #5 (6..70) and #6 (-10..10) */
-    cr_assert(eq(int, qry_summary(db, M0 + 9500, M0 + 12000, &t), 0));
+    cr_assert(eq(int, qry_summary(db, M0 + 9500, M0 + 12000, NULL, &t), 0));
     totals_are(&t, 2, 32, 3050, M0 - 10000, M0 + 70000);
     /* nothing there */
-    cr_assert(eq(int, qry_summary(db, M0 + 71000, M0 + 99000, &t), 0));
+    cr_assert(eq(int, qry_summary(db, M0 + 71000, M0 + 99000, NULL, &t), 0));
     totals_are(&t, 0, 0, 0, 0, 0);
 }
 
@@ -186,7 +186,7 @@ Test(qry, summary_of_an_empty_db_is_zero)
 {
     qry_totals t;
     memset(&t, 0xff, sizeof t);
-    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, &t), 0));
+    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, NULL, &t), 0));
     totals_are(&t, 0, 0, 0, 0, 0);
     qry_top_result r = top(QRY_BY_SRCADDR, QRY_M_BYTES, 10);
     cr_assert(eq(sz, r.n, 0));
@@ -297,7 +297,7 @@ Test(qry, top_respects_the_time_range)
     small_set();
     qry_top_result r;
     /* [M0+9.5 s, M0+12 s]: #5 (src 2001:db8::9) and #6 (src 10.0.0.10) */
-    cr_assert(eq(int, qry_top(db, M0 + 9500, M0 + 12000, QRY_BY_SRCADDR, QRY_M_BYTES, 10, &r), 0));
+    cr_assert(eq(int, qry_top(db, M0 + 9500, M0 + 12000, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 10, &r), 0));
     cr_assert(eq(u64, r.groups, 2));
     row_is(&r, QRY_BY_SRCADDR, 0, "2001:db8::9", 1, 30, 3000);
     row_is(&r, QRY_BY_SRCADDR, 1, "10.0.0.10", 1, 2, 50);
@@ -531,8 +531,8 @@ typedef struct snapshot {
 
 static void take(snapshot *s)
 {
-    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, &s->summary), 0));
-    cr_assert(eq(int, qry_summary(db, M0 + 20000, M0 + MIN + 5000, &s->ranged), 0));
+    cr_assert(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, NULL, &s->summary), 0));
+    cr_assert(eq(int, qry_summary(db, M0 + 20000, M0 + MIN + 5000, NULL, &s->ranged), 0));
     for (int by = 0; by < QRY_NBY; by++)
         for (int m = 0; m < 3; m++)
             s->tops[by][m] = top((qry_by)by, (qry_metric)m, 5);
@@ -638,7 +638,7 @@ Test(qry, unknown_names_are_rejected)
         cr_assert(eq(int, (int)m, (int)QRY_M_PACKETS));
     }
     qry_top_result r;
-    cr_assert(eq(int, qry_top(db, 0, 1, QRY_NBY, QRY_M_BYTES, 5, &r), NS_E_RANGE));
+    cr_assert(eq(int, qry_top(db, 0, 1, NULL, QRY_NBY, QRY_M_BYTES, 5, &r), NS_E_RANGE));
 }
 
 Test(qry, key_formatting)

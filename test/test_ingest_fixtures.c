@@ -57,7 +57,7 @@ static int check(const char *fixtures, const char *expected, const char *const *
     eng_db_seal_due(db, INT64_MAX / 2, false);
 
     qry_totals t;
-    cr_assert(eq(int, qry_summary(db, INT64_MIN / 4, INT64_MAX / 4, &t), 0));
+    cr_assert(eq(int, qry_summary(db, INT64_MIN / 4, INT64_MAX / 4, NULL, &t), 0));
     got->flows = t.flows;
     got->packets = t.packets;
     got->bytes = t.bytes;
@@ -81,7 +81,7 @@ static int check(const char *fixtures, const char *expected, const char *const *
     size_t ne = it_nfdump_csv_by_src(path, exp, 8192);
     qsort(exp, ne, sizeof exp[0], cmp_bytes_desc);
     qry_top_result top;
-    cr_assert(eq(int, qry_top(db, INT64_MIN / 4, INT64_MAX / 4, QRY_BY_SRCADDR, QRY_M_BYTES, 10,
+    cr_assert(eq(int, qry_top(db, INT64_MIN / 4, INT64_MAX / 4, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 10,
                               &top),
                  0));
     size_t k = ne < 10 ? ne : 10;

@@ -275,6 +275,7 @@ static inline int it_replay(const it_daemon *d, const char *capture)
 typedef struct it_nfdump_totals {
     uint64_t flows, packets, bytes;
     int64_t first, last; /* epoch seconds */
+    uint64_t tcp_flows, tcp_packets, tcp_bytes; /* nfdump -I's Flows_tcp etc. */
 } it_nfdump_totals;
 
 /* Reads the "## nfdump -I" section of an .nfdump.txt file. */
@@ -299,6 +300,12 @@ static inline bool it_nfdump_totals_read(const char *path, it_nfdump_totals *t)
             t->first = s, seen |= 8;
         else if (sscanf(line, "Last: %lld", &s) == 1)
             t->last = s, seen |= 16;
+        else if (sscanf(line, "Flows_tcp: %llu", &v) == 1)
+            t->tcp_flows = v;
+        else if (sscanf(line, "Packets_tcp: %llu", &v) == 1)
+            t->tcp_packets = v;
+        else if (sscanf(line, "Bytes_tcp: %llu", &v) == 1)
+            t->tcp_bytes = v;
     }
     fclose(f);
     return seen == 31;

@@ -122,6 +122,15 @@ ParameterizedTest(v5_case *c, it_v5, matches_nfdump, .timeout = 120)
     }
     free(body);
 
+    /* a filter: TCP only == nfdump -I's per-protocol TCP totals */
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/summary?filter=proto%20tcp", &body), 200));
+    cr_assert(it_json_u64(body, "flows", &flows) && it_json_u64(body, "packets", &packets) &&
+              it_json_u64(body, "bytes", &bytes), "summary: %s", body);
+    cr_expect(eq(u64, flows, want.tcp_flows), "%s tcp flows", c->pcap);
+    cr_expect(eq(u64, packets, want.tcp_packets), "%s tcp packets", c->pcap);
+    cr_expect(eq(u64, bytes, want.tcp_bytes), "%s tcp bytes", c->pcap);
+    free(body);
+
     /* every source address's totals == those summed from nfdump's per-flow CSV */
     static it_addr_total exp_rows[4096], got_rows[4096];
     size_t ne = it_nfdump_csv_by_src(csv, exp_rows, 4096);
@@ -233,6 +242,9 @@ Test(it_v5, bad_requests_get_clear_errors, .timeout = 60)
         {"/api/v1/top?limit=99999999999999999999999", 400, "limit"},
         {"/api/v1/top?limt=5", 400, "limt"},
         {"/api/v1/top?format=xml", 400, "format"},
+        {"/api/v1/top?filter=port%20foo", 400, "filter"},
+        {"/api/v1/summary?filter=(proto%20tcp", 400, "filter"},
+        {"/api/v1/summary?filter=proto%20tcp%20and%20not%20port%2022", 200, "flows"},
         {"/api/v1/nothing", 404, "/api/v1/nothing"},
         {"/../../etc/passwd", 404, "no such endpoint"},
         {"/api/v1/summary?from=2024-01-02T03:04:05Z&to=1800000000", 200, "flows"},
