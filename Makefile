@@ -29,7 +29,7 @@ LDLIBS     = $(PKG_LIBS) -pthread -lm
 ENGINE_SRC = $(wildcard engine/*.c)
 INGEST_SRC = $(wildcard ingest/*.c)
 HTTP_SRC   = $(wildcard http/*.c)
-TOOLS      = ns2flows ns2flows-dump ns2flows-replay
+TOOLS      = ns2flows ns2flows-dump ns2flows-replay ns2flows-gen
 UNIT_SRC   = $(wildcard test/test_*.c)
 IT_SRC     = $(wildcard test/it/test_*.c)
 FUZZ_SRC   = $(wildcard test/fuzz/fuzz_*.c)
@@ -142,7 +142,8 @@ fuzz: deps-fuzz
 fuzz-objs: $(LIBS_ALL) $(call obj,$(FUZZ_SRC))
 
 bench:
-	@echo "bench: not built yet (see issue 3)"; exit 1
+	$(MAKE) all
+	QUICK='$(QUICK)' bench/run.sh
 
 # ---------------------------------------------------------------------------------------------
 install: all

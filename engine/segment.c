@@ -18,6 +18,7 @@
 #include "engine/store_int.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,30 @@ static const uint8_t col_width[ENG_NCOLS] = {
     [ENG_COL_TOS] = 1,       [ENG_COL_SRC_MASK] = 1, [ENG_COL_DST_MASK] = 1,
     [ENG_COL_VLAN] = 2,      [ENG_COL_DIRECTION] = 1, [ENG_COL_FLOW_TYPE] = 1,
 };
+
+/* Where each column lives in eng_flow: on a little-endian host a value's bytes in memory are
+ * already the file's byte order, so hot loops copy them instead of switching per value. */
+#define OFF(f) offsetof(eng_flow, f)
+static const size_t col_off[ENG_NCOLS] = {
+    [ENG_COL_FIRST] = OFF(first_ms),    [ENG_COL_LAST] = OFF(last_ms),
+    [ENG_COL_PACKETS] = OFF(packets),   [ENG_COL_BYTES] = OFF(bytes),
+    [ENG_COL_EXPORTER] = OFF(exporter), [ENG_COL_SRC] = OFF(src),
+    [ENG_COL_DST] = OFF(dst),           [ENG_COL_NEXTHOP] = OFF(nexthop),
+    [ENG_COL_SRC_AS] = OFF(src_as),     [ENG_COL_DST_AS] = OFF(dst_as),
+    [ENG_COL_IN_IF] = OFF(in_if),       [ENG_COL_OUT_IF] = OFF(out_if),
+    [ENG_COL_SAMPLING] = OFF(sampling), [ENG_COL_SOURCE_ID] = OFF(source_id),
+    [ENG_COL_SRC_PORT] = OFF(src_port), [ENG_COL_DST_PORT] = OFF(dst_port),
+    [ENG_COL_PROTO] = OFF(proto),       [ENG_COL_TCP_FLAGS] = OFF(tcp_flags),
+    [ENG_COL_TOS] = OFF(tos),           [ENG_COL_SRC_MASK] = OFF(src_mask),
+    [ENG_COL_DST_MASK] = OFF(dst_mask), [ENG_COL_VLAN] = OFF(vlan),
+    [ENG_COL_DIRECTION] = OFF(direction), [ENG_COL_FLOW_TYPE] = OFF(flow_type),
+};
+#undef OFF
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SEG_HOST_LE 1
+#else
+#define SEG_HOST_LE 0
+#endif
 
 static const char *const col_names[ENG_NCOLS] = {
     "first_ms", "last_ms", "packets", "bytes",    "exporter", "src",       "dst",
@@ -206,7 +231,10 @@ static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf
          * prefixes become long runs that zstd squeezes to nothing. */
         uint8_t v[16];
         for (size_t i = 0; i < n; i++) {
-            row_get(&rows[i], c, v);
+            if (SEG_HOST_LE)
+                memcpy(v, (const uint8_t *)&rows[i] + col_off[c], w);
+            else
+                row_get(&rows[i], c, v);
             for (uint32_t k = 0; k < w; k++)
                 buf[k * n + i] = v[k];
         }
@@ -214,7 +242,7 @@ static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf
     }
     default:
         for (size_t i = 0; i < n; i++)
-            row_get(&rows[i], c, buf + i);
+            buf[i] = *((const uint8_t *)&rows[i] + col_off[c]);
         return n;
     }
 }
@@ -255,7 +283,10 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         for (size_t i = 0; i < n; i++) {
             for (uint32_t k = 0; k < w; k++)
                 v[k] = raw[k * n + i];
-            row_set(&rows[i], c, v);
+            if (SEG_HOST_LE)
+                memcpy((uint8_t *)&rows[i] + col_off[c], v, w);
+            else
+                row_set(&rows[i], c, v);
         }
         cur.left = 0;
         break;
@@ -264,7 +295,7 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         if (rsize != n)
             return NS_E_CORRUPT;
         for (size_t i = 0; i < n; i++)
-            row_set(&rows[i], c, raw + i);
+            *((uint8_t *)&rows[i] + col_off[c]) = raw[i];
         cur.left = 0;
         break;
     }
