@@ -16,20 +16,34 @@
 const char *ns_strerror(int rc)
 {
     switch (rc) {
-    case 0: return "success";
-    case NS_E_TRUNC: return "truncated input";
-    case NS_E_CORRUPT: return "corrupt data (checksum or structure)";
-    case NS_E_VERSION: return "unsupported version";
-    case NS_E_MAGIC: return "bad magic number";
-    case NS_E_RANGE: return "value out of range";
-    case NS_E_PARSE: return "parse error";
-    case NS_E_NOMEM: return "out of memory";
-    case NS_E_LOCKED: return "database folder locked by another process";
-    case NS_E_COUNT: return "record count disagrees with length";
-    case NS_E_UNKNOWN_KEY: return "unknown key";
-    case NS_E_TOO_MANY: return "limit reached";
-    case NS_E_COMPRESS: return "compression error";
-    default: break;
+    case 0:
+        return "success";
+    case NS_E_TRUNC:
+        return "truncated input";
+    case NS_E_CORRUPT:
+        return "corrupt data (checksum or structure)";
+    case NS_E_VERSION:
+        return "unsupported version";
+    case NS_E_MAGIC:
+        return "bad magic number";
+    case NS_E_RANGE:
+        return "value out of range";
+    case NS_E_PARSE:
+        return "parse error";
+    case NS_E_NOMEM:
+        return "out of memory";
+    case NS_E_LOCKED:
+        return "database folder locked by another process";
+    case NS_E_COUNT:
+        return "record count disagrees with length";
+    case NS_E_UNKNOWN_KEY:
+        return "unknown key";
+    case NS_E_TOO_MANY:
+        return "limit reached";
+    case NS_E_COMPRESS:
+        return "compression error";
+    default:
+        break;
     }
     if (rc < 0 && rc > NS_E_BASE)
         return strerror(-rc);
@@ -70,8 +84,8 @@ int ns_addr_parse(const char *s, ns_addr *out)
 {
     uint8_t v4[4];
     if (inet_pton(AF_INET, s, v4) == 1) {
-        ns_addr_from_v4(out, (uint32_t)v4[0] << 24 | (uint32_t)v4[1] << 16 |
-                                 (uint32_t)v4[2] << 8 | v4[3]);
+        ns_addr_from_v4(out, (uint32_t)v4[0] << 24 | (uint32_t)v4[1] << 16 | (uint32_t)v4[2] << 8 |
+                                 v4[3]);
         return 0;
     }
     if (inet_pton(AF_INET6, s, out->b) == 1)
@@ -105,7 +119,7 @@ int ns_prefix_parse(const char *s, ns_prefix *out)
     out->len = (uint8_t)(v4 ? len + 96 : len);
     /* clear host bits so matching is a plain masked compare */
     for (unsigned bit = out->len; bit < 128; bit++)
-        out->addr.b[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+        out->addr.b[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
     return 0;
 }
 
@@ -261,12 +275,22 @@ int ns_size_parse(const char *s, uint64_t *out)
         return NS_E_RANGE;
     unsigned shift = 0;
     switch (toupper((unsigned char)*end)) {
-    case 0: break;
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    case 'T': shift = 40; break;
-    default: return NS_E_PARSE;
+    case 0:
+        break;
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return NS_E_PARSE;
     }
     if (*end) {
         end++;
@@ -292,12 +316,23 @@ int ns_duration_parse(const char *s, uint64_t *seconds_out)
         return NS_E_RANGE;
     uint64_t mul = 1;
     switch (*end) {
-    case 0: case 's': break;
-    case 'm': mul = 60; break;
-    case 'h': mul = 3600; break;
-    case 'd': mul = 86400; break;
-    case 'w': mul = 7 * 86400; break;
-    default: return NS_E_PARSE;
+    case 0:
+    case 's':
+        break;
+    case 'm':
+        mul = 60;
+        break;
+    case 'h':
+        mul = 3600;
+        break;
+    case 'd':
+        mul = 86400;
+        break;
+    case 'w':
+        mul = 7 * 86400;
+        break;
+    default:
+        return NS_E_PARSE;
     }
     if (*end && end[1])
         return NS_E_PARSE;
@@ -392,8 +427,8 @@ void ns_log_(ns_log_level lvl, const char *fmt, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, tags[lvl]);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, tags[lvl]);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

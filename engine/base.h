@@ -18,15 +18,15 @@
  * test can assert which check fired. ns_strerror() names both kinds. */
 enum {
     NS_E_BASE = -10000,
-    NS_E_TRUNC = -10001,     /* input ends before a declared length */
-    NS_E_CORRUPT = -10002,   /* checksum or structural check failed */
-    NS_E_VERSION = -10003,   /* unknown format or protocol version */
-    NS_E_MAGIC = -10004,     /* file is not what it claims to be */
-    NS_E_RANGE = -10005,     /* value outside its allowed range */
-    NS_E_PARSE = -10006,     /* text that does not parse */
-    NS_E_NOMEM = -10007,     /* allocation failed */
-    NS_E_LOCKED = -10008,    /* database folder locked by another process */
-    NS_E_COUNT = -10009,     /* record count disagrees with the datagram length */
+    NS_E_TRUNC = -10001,   /* input ends before a declared length */
+    NS_E_CORRUPT = -10002, /* checksum or structural check failed */
+    NS_E_VERSION = -10003, /* unknown format or protocol version */
+    NS_E_MAGIC = -10004,   /* file is not what it claims to be */
+    NS_E_RANGE = -10005,   /* value outside its allowed range */
+    NS_E_PARSE = -10006,   /* text that does not parse */
+    NS_E_NOMEM = -10007,   /* allocation failed */
+    NS_E_LOCKED = -10008,  /* database folder locked by another process */
+    NS_E_COUNT = -10009,   /* record count disagrees with the datagram length */
     NS_E_UNKNOWN_KEY = -10010,
     NS_E_TOO_MANY = -10011, /* a cap on something an outsider controls was reached */
     NS_E_COMPRESS = -10012, /* zstd refused to compress or decompress */
@@ -265,26 +265,26 @@ bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out)
 /* ---------------------------------------------------------------------------------------------
  * Configuration. One table (config.c) drives the netsaw.conf parser, validation with file:line
  * errors, --help-config, and SIGHUP reload. A parsed ns_config is immutable once built. */
-#define NS_MAX_LISTEN 16
+#define NS_MAX_LISTEN   16
 #define NS_MAX_PREFIXES 64 /* exporters_allow entries */
 
 typedef struct ns_config {
     char db_path[4096];
-    uint64_t db_budget;       /* bytes */
-    uint64_t retention_s;     /* 0 = keep until the budget needs the space */
+    uint64_t db_budget;             /* bytes */
+    uint64_t retention_s;           /* 0 = keep until the budget needs the space */
     char listen[NS_MAX_LISTEN][80]; /* NetFlow/IPFIX UDP */
     int nlisten;
-    bool listen_is_default; /* the first listen= replaces the defaults */
+    bool listen_is_default;               /* the first listen= replaces the defaults */
     char listen_sflow[NS_MAX_LISTEN][80]; /* sFlow UDP */
     int nlisten_sflow;
     bool listen_sflow_is_default;
-    uint64_t ingest_threads;  /* receive threads per address, 0 = one per core */
+    uint64_t ingest_threads; /* receive threads per address, 0 = one per core */
     char http_listen[80];
-    char log_file[4096];      /* empty: <db_path>/ns2flowslog.txt */
+    char log_file[4096]; /* empty: <db_path>/ns2flowslog.txt */
     ns_log_level log_level;
-    uint64_t rcvbuf;          /* socket receive buffer, bytes */
-    uint64_t seal_delay_s;    /* how long after a minute ends it is sealed */
-    uint64_t max_exporters;   /* cap on tracked exporters */
+    uint64_t rcvbuf;            /* socket receive buffer, bytes */
+    uint64_t seal_delay_s;      /* how long after a minute ends it is sealed */
+    uint64_t max_exporters;     /* cap on tracked exporters */
     char exporters_allow[1024]; /* comma-separated prefixes; empty = every exporter */
 } ns_config;
 

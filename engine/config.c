@@ -25,7 +25,7 @@ typedef struct cfg_def {
     ctype type;
     const char *def;
     size_t off;
-    size_t size;    /* for strings */
+    size_t size; /* for strings */
     uint64_t min, max;
     bool reloadable;
     const char *help;
@@ -327,8 +327,8 @@ int ns_config_diff_nonreloadable(const ns_config *a, const ns_config *b, char *b
         if (d->type == CT_LISTEN) {
             differs = !same_list(a->listen, a->nlisten, b->listen, b->nlisten);
         } else if (d->type == CT_LISTEN_SFLOW) {
-            differs = !same_list(a->listen_sflow, a->nlisten_sflow, b->listen_sflow,
-                                 b->nlisten_sflow);
+            differs =
+                !same_list(a->listen_sflow, a->nlisten_sflow, b->listen_sflow, b->nlisten_sflow);
         } else if (d->type == CT_STRING || d->type == CT_HOSTPORT || d->type == CT_PREFIXES) {
             differs = strncmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;
         } else {

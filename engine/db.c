@@ -20,19 +20,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK_ROWS 4096u
-#define MAX_OPEN_ROWS (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
-#define LOCK_NAME "ns2flows.lock"
+#define CHUNK_ROWS     4096u
+#define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
+#define LOCK_NAME      "ns2flows.lock"
 #define QUARANTINE_DIR "quarantine"
 
 typedef struct minute_buf {
-    int64_t minute;     /* epoch minute (ms / 60000) */
+    int64_t minute; /* epoch minute (ms / 60000) */
     eng_flow **chunks;
     size_t nchunks, capchunks;
-    size_t n;           /* rows */
+    size_t n; /* rows */
     int64_t first_ms, last_ms;
-    bool sealing;       /* no more appends; the sealer owns the write */
-    int refs;           /* the db's list holds one; each query snapshot one */
+    bool sealing; /* no more appends; the sealer owns the write */
+    int refs;     /* the db's list holds one; each query snapshot one */
 } minute_buf;
 
 typedef struct seg_entry {
@@ -161,8 +161,8 @@ static void quarantine_file(eng_db *db, const char *name, int why)
     if (rename(from, to) < 0)
         ns_log(NS_LOG_ERROR, "db: cannot quarantine %s: %s", from, strerror(errno));
     else
-        ns_log(NS_LOG_ERROR, "db: segment %s is damaged (%s); moved to %s", name,
-               ns_strerror(why), to);
+        ns_log(NS_LOG_ERROR, "db: segment %s is damaged (%s); moved to %s", name, ns_strerror(why),
+               to);
 }
 
 static void quarantine_locked(eng_db *db, const char *name, int why)
@@ -718,10 +718,10 @@ int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, en
     return eng_db_scan_totals(db, from_ms, to_ms, colmask, cb, NULL, arg);
 }
 
-int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
-                       eng_row_cb cb, eng_totals_cb tcb, void *arg)
+int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
+                       eng_totals_cb tcb, void *arg)
 {
-    char (*names)[64] = NULL;
+    char(*names)[64] = NULL;
     scan_bufs rowbufs = {0};
     snap_buf *bufs = NULL;
     size_t nnames = 0, nbufs = 0;
@@ -769,8 +769,8 @@ int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colm
         for (size_t i = 0; rc == 0 && i < nbufs; i++) {
             for (size_t off = 0; rc == 0 && off < bufs[i].n; off += CHUNK_ROWS) {
                 size_t k = bufs[i].n - off < CHUNK_ROWS ? bufs[i].n - off : CHUNK_ROWS;
-                rc = emit_filtered(bufs[i].chunks[off / CHUNK_ROWS], k, from_ms, to_ms, scratch,
-                                   cb, arg);
+                rc = emit_filtered(bufs[i].chunks[off / CHUNK_ROWS], k, from_ms, to_ms, scratch, cb,
+                                   arg);
             }
         }
         free(scratch);

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <xxhash.h>
 
-static const char *const by_names[QRY_NBY] = {"srcaddr", "dstaddr",  "proto",
-                                               "srcport", "dstport", "exporter"};
+static const char *const by_names[QRY_NBY] = {"srcaddr", "dstaddr", "proto",
+                                              "srcport", "dstport", "exporter"};
 static const char *const metric_names[] = {"bytes", "packets", "flows"};
 
 int qry_by_parse(const char *s, qry_by *out)
@@ -133,13 +133,26 @@ static void key_of(qry_by by, const eng_flow *r, qry_key *k)
 {
     memset(k, 0, sizeof *k);
     switch (by) {
-    case QRY_BY_SRCADDR: k->addr = r->src; break;
-    case QRY_BY_DSTADDR: k->addr = r->dst; break;
-    case QRY_BY_EXPORTER: k->addr = r->exporter; break;
-    case QRY_BY_PROTO: k->num = r->proto; break;
-    case QRY_BY_SRCPORT: k->num = r->src_port; break;
-    case QRY_BY_DSTPORT: k->num = r->dst_port; break;
-    case QRY_NBY: break;
+    case QRY_BY_SRCADDR:
+        k->addr = r->src;
+        break;
+    case QRY_BY_DSTADDR:
+        k->addr = r->dst;
+        break;
+    case QRY_BY_EXPORTER:
+        k->addr = r->exporter;
+        break;
+    case QRY_BY_PROTO:
+        k->num = r->proto;
+        break;
+    case QRY_BY_SRCPORT:
+        k->num = r->src_port;
+        break;
+    case QRY_BY_DSTPORT:
+        k->num = r->dst_port;
+        break;
+    case QRY_NBY:
+        break;
     }
 }
 
@@ -239,13 +252,26 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
     if ((unsigned)by >= QRY_NBY)
         return NS_E_RANGE;
     switch (by) {
-    case QRY_BY_SRCADDR: mask |= ENG_COLMASK(ENG_COL_SRC); break;
-    case QRY_BY_DSTADDR: mask |= ENG_COLMASK(ENG_COL_DST); break;
-    case QRY_BY_EXPORTER: mask |= ENG_COLMASK(ENG_COL_EXPORTER); break;
-    case QRY_BY_PROTO: mask |= ENG_COLMASK(ENG_COL_PROTO); break;
-    case QRY_BY_SRCPORT: mask |= ENG_COLMASK(ENG_COL_SRC_PORT); break;
-    case QRY_BY_DSTPORT: mask |= ENG_COLMASK(ENG_COL_DST_PORT); break;
-    case QRY_NBY: break;
+    case QRY_BY_SRCADDR:
+        mask |= ENG_COLMASK(ENG_COL_SRC);
+        break;
+    case QRY_BY_DSTADDR:
+        mask |= ENG_COLMASK(ENG_COL_DST);
+        break;
+    case QRY_BY_EXPORTER:
+        mask |= ENG_COLMASK(ENG_COL_EXPORTER);
+        break;
+    case QRY_BY_PROTO:
+        mask |= ENG_COLMASK(ENG_COL_PROTO);
+        break;
+    case QRY_BY_SRCPORT:
+        mask |= ENG_COLMASK(ENG_COL_SRC_PORT);
+        break;
+    case QRY_BY_DSTPORT:
+        mask |= ENG_COLMASK(ENG_COL_DST_PORT);
+        break;
+    case QRY_NBY:
+        break;
     }
     if ((rc = tab_grow(&t)) < 0)
         return rc;
@@ -257,9 +283,9 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
     for (size_t i = 0; i < t.cap; i++)
         if (t.used[i])
             t.slots[k++] = t.slots[i];
-    int (*cmp)(const void *, const void *) =
-        metric == QRY_M_BYTES ? cmp_rows_bytes : metric == QRY_M_PACKETS ? cmp_rows_packets
-                                                                         : cmp_rows_flows;
+    int (*cmp)(const void *, const void *) = metric == QRY_M_BYTES     ? cmp_rows_bytes
+                                             : metric == QRY_M_PACKETS ? cmp_rows_packets
+                                                                       : cmp_rows_flows;
     qsort(t.slots, k, sizeof *t.slots, cmp);
     size_t keep = k < limit ? k : limit;
     out->total = t.total;

@@ -48,7 +48,7 @@ typedef struct qry_row {
 } qry_row;
 
 typedef struct qry_top_result {
-    qry_row *rows;    /* n rows, ordered by the metric, descending; ties by key */
+    qry_row *rows; /* n rows, ordered by the metric, descending; ties by key */
     size_t n;
     qry_totals other; /* everything not in rows */
     qry_totals total; /* everything in the range */

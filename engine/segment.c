@@ -18,8 +18,8 @@
 #include "engine/store_int.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -27,46 +27,58 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#define SEG_MAGIC "NS2FSEG"
-#define SEG_END "NS2FEND"
-#define SEG_VERSION 2u /* 2: vlan, direction, flow_type columns */
-#define SEG_HDR 16u
-#define SEG_TRAILER 24u
+#define SEG_MAGIC        "NS2FSEG"
+#define SEG_END          "NS2FEND"
+#define SEG_VERSION      2u /* 2: vlan, direction, flow_type columns */
+#define SEG_HDR          16u
+#define SEG_TRAILER      24u
 #define SEG_FOOTER_FIXED 48u
-#define SEG_COLDIR 48u
-#define SEG_MAX_ROWS (1u << 26) /* 64M rows a segment: a sanity cap for readers */
-#define SEG_ZSTD_LEVEL 3
+#define SEG_COLDIR       48u
+#define SEG_MAX_ROWS     (1u << 26) /* 64M rows a segment: a sanity cap for readers */
+#define SEG_ZSTD_LEVEL   3
 
 enum { ENC_PLAIN = 0, ENC_TRANSPOSE = 1, ENC_DELTA_VARINT = 2, ENC_SPAN_VARINT = 3 };
 
 /* Width in bytes of each column's raw value, in eng_col order. */
 static const uint8_t col_width[ENG_NCOLS] = {
-    [ENG_COL_FIRST] = 8,     [ENG_COL_LAST] = 8,     [ENG_COL_PACKETS] = 8,
-    [ENG_COL_BYTES] = 8,     [ENG_COL_EXPORTER] = 16, [ENG_COL_SRC] = 16,
-    [ENG_COL_DST] = 16,      [ENG_COL_NEXTHOP] = 16, [ENG_COL_SRC_AS] = 4,
-    [ENG_COL_DST_AS] = 4,    [ENG_COL_IN_IF] = 4,    [ENG_COL_OUT_IF] = 4,
-    [ENG_COL_SAMPLING] = 4,  [ENG_COL_SOURCE_ID] = 4, [ENG_COL_SRC_PORT] = 2,
-    [ENG_COL_DST_PORT] = 2,  [ENG_COL_PROTO] = 1,    [ENG_COL_TCP_FLAGS] = 1,
-    [ENG_COL_TOS] = 1,       [ENG_COL_SRC_MASK] = 1, [ENG_COL_DST_MASK] = 1,
-    [ENG_COL_VLAN] = 2,      [ENG_COL_DIRECTION] = 1, [ENG_COL_FLOW_TYPE] = 1,
+    [ENG_COL_FIRST] = 8,    [ENG_COL_LAST] = 8,      [ENG_COL_PACKETS] = 8,
+    [ENG_COL_BYTES] = 8,    [ENG_COL_EXPORTER] = 16, [ENG_COL_SRC] = 16,
+    [ENG_COL_DST] = 16,     [ENG_COL_NEXTHOP] = 16,  [ENG_COL_SRC_AS] = 4,
+    [ENG_COL_DST_AS] = 4,   [ENG_COL_IN_IF] = 4,     [ENG_COL_OUT_IF] = 4,
+    [ENG_COL_SAMPLING] = 4, [ENG_COL_SOURCE_ID] = 4, [ENG_COL_SRC_PORT] = 2,
+    [ENG_COL_DST_PORT] = 2, [ENG_COL_PROTO] = 1,     [ENG_COL_TCP_FLAGS] = 1,
+    [ENG_COL_TOS] = 1,      [ENG_COL_SRC_MASK] = 1,  [ENG_COL_DST_MASK] = 1,
+    [ENG_COL_VLAN] = 2,     [ENG_COL_DIRECTION] = 1, [ENG_COL_FLOW_TYPE] = 1,
 };
 
 /* Where each column lives in eng_flow: on a little-endian host a value's bytes in memory are
  * already the file's byte order, so hot loops copy them instead of switching per value. */
 #define OFF(f) offsetof(eng_flow, f)
 static const size_t col_off[ENG_NCOLS] = {
-    [ENG_COL_FIRST] = OFF(first_ms),    [ENG_COL_LAST] = OFF(last_ms),
-    [ENG_COL_PACKETS] = OFF(packets),   [ENG_COL_BYTES] = OFF(bytes),
-    [ENG_COL_EXPORTER] = OFF(exporter), [ENG_COL_SRC] = OFF(src),
-    [ENG_COL_DST] = OFF(dst),           [ENG_COL_NEXTHOP] = OFF(nexthop),
-    [ENG_COL_SRC_AS] = OFF(src_as),     [ENG_COL_DST_AS] = OFF(dst_as),
-    [ENG_COL_IN_IF] = OFF(in_if),       [ENG_COL_OUT_IF] = OFF(out_if),
-    [ENG_COL_SAMPLING] = OFF(sampling), [ENG_COL_SOURCE_ID] = OFF(source_id),
-    [ENG_COL_SRC_PORT] = OFF(src_port), [ENG_COL_DST_PORT] = OFF(dst_port),
-    [ENG_COL_PROTO] = OFF(proto),       [ENG_COL_TCP_FLAGS] = OFF(tcp_flags),
-    [ENG_COL_TOS] = OFF(tos),           [ENG_COL_SRC_MASK] = OFF(src_mask),
-    [ENG_COL_DST_MASK] = OFF(dst_mask), [ENG_COL_VLAN] = OFF(vlan),
-    [ENG_COL_DIRECTION] = OFF(direction), [ENG_COL_FLOW_TYPE] = OFF(flow_type),
+    [ENG_COL_FIRST] = OFF(first_ms),
+    [ENG_COL_LAST] = OFF(last_ms),
+    [ENG_COL_PACKETS] = OFF(packets),
+    [ENG_COL_BYTES] = OFF(bytes),
+    [ENG_COL_EXPORTER] = OFF(exporter),
+    [ENG_COL_SRC] = OFF(src),
+    [ENG_COL_DST] = OFF(dst),
+    [ENG_COL_NEXTHOP] = OFF(nexthop),
+    [ENG_COL_SRC_AS] = OFF(src_as),
+    [ENG_COL_DST_AS] = OFF(dst_as),
+    [ENG_COL_IN_IF] = OFF(in_if),
+    [ENG_COL_OUT_IF] = OFF(out_if),
+    [ENG_COL_SAMPLING] = OFF(sampling),
+    [ENG_COL_SOURCE_ID] = OFF(source_id),
+    [ENG_COL_SRC_PORT] = OFF(src_port),
+    [ENG_COL_DST_PORT] = OFF(dst_port),
+    [ENG_COL_PROTO] = OFF(proto),
+    [ENG_COL_TCP_FLAGS] = OFF(tcp_flags),
+    [ENG_COL_TOS] = OFF(tos),
+    [ENG_COL_SRC_MASK] = OFF(src_mask),
+    [ENG_COL_DST_MASK] = OFF(dst_mask),
+    [ENG_COL_VLAN] = OFF(vlan),
+    [ENG_COL_DIRECTION] = OFF(direction),
+    [ENG_COL_FLOW_TYPE] = OFF(flow_type),
 };
 #undef OFF
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -76,10 +88,10 @@ static const size_t col_off[ENG_NCOLS] = {
 #endif
 
 static const char *const col_names[ENG_NCOLS] = {
-    "first_ms", "last_ms", "packets", "bytes",    "exporter", "src",       "dst",
-    "nexthop",  "src_as",  "dst_as",  "in_if",    "out_if",   "sampling",  "source_id",
-    "src_port", "dst_port", "proto",  "tcp_flags", "tos",     "src_mask",  "dst_mask",
-    "vlan",     "direction", "flow_type",
+    "first_ms", "last_ms",   "packets",  "bytes",    "exporter",  "src",
+    "dst",      "nexthop",   "src_as",   "dst_as",   "in_if",     "out_if",
+    "sampling", "source_id", "src_port", "dst_port", "proto",     "tcp_flags",
+    "tos",      "src_mask",  "dst_mask", "vlan",     "direction", "flow_type",
 };
 
 const char *eng_col_name(eng_col c)
@@ -102,31 +114,80 @@ static uint32_t col_encoding(eng_col c)
 static void row_get(const eng_flow *r, eng_col c, uint8_t *out)
 {
     switch (c) {
-    case ENG_COL_FIRST: ns_put_le64(out, (uint64_t)r->first_ms); break;
-    case ENG_COL_LAST: ns_put_le64(out, (uint64_t)r->last_ms); break;
-    case ENG_COL_PACKETS: ns_put_le64(out, r->packets); break;
-    case ENG_COL_BYTES: ns_put_le64(out, r->bytes); break;
-    case ENG_COL_EXPORTER: memcpy(out, r->exporter.b, 16); break;
-    case ENG_COL_SRC: memcpy(out, r->src.b, 16); break;
-    case ENG_COL_DST: memcpy(out, r->dst.b, 16); break;
-    case ENG_COL_NEXTHOP: memcpy(out, r->nexthop.b, 16); break;
-    case ENG_COL_SRC_AS: ns_put_le32(out, r->src_as); break;
-    case ENG_COL_DST_AS: ns_put_le32(out, r->dst_as); break;
-    case ENG_COL_IN_IF: ns_put_le32(out, r->in_if); break;
-    case ENG_COL_OUT_IF: ns_put_le32(out, r->out_if); break;
-    case ENG_COL_SAMPLING: ns_put_le32(out, r->sampling); break;
-    case ENG_COL_SOURCE_ID: ns_put_le32(out, r->source_id); break;
-    case ENG_COL_SRC_PORT: ns_put_le16(out, r->src_port); break;
-    case ENG_COL_DST_PORT: ns_put_le16(out, r->dst_port); break;
-    case ENG_COL_PROTO: out[0] = r->proto; break;
-    case ENG_COL_TCP_FLAGS: out[0] = r->tcp_flags; break;
-    case ENG_COL_TOS: out[0] = r->tos; break;
-    case ENG_COL_SRC_MASK: out[0] = r->src_mask; break;
-    case ENG_COL_DST_MASK: out[0] = r->dst_mask; break;
-    case ENG_COL_VLAN: ns_put_le16(out, r->vlan); break;
-    case ENG_COL_DIRECTION: out[0] = r->direction; break;
-    case ENG_COL_FLOW_TYPE: out[0] = r->flow_type; break;
-    case ENG_NCOLS: break;
+    case ENG_COL_FIRST:
+        ns_put_le64(out, (uint64_t)r->first_ms);
+        break;
+    case ENG_COL_LAST:
+        ns_put_le64(out, (uint64_t)r->last_ms);
+        break;
+    case ENG_COL_PACKETS:
+        ns_put_le64(out, r->packets);
+        break;
+    case ENG_COL_BYTES:
+        ns_put_le64(out, r->bytes);
+        break;
+    case ENG_COL_EXPORTER:
+        memcpy(out, r->exporter.b, 16);
+        break;
+    case ENG_COL_SRC:
+        memcpy(out, r->src.b, 16);
+        break;
+    case ENG_COL_DST:
+        memcpy(out, r->dst.b, 16);
+        break;
+    case ENG_COL_NEXTHOP:
+        memcpy(out, r->nexthop.b, 16);
+        break;
+    case ENG_COL_SRC_AS:
+        ns_put_le32(out, r->src_as);
+        break;
+    case ENG_COL_DST_AS:
+        ns_put_le32(out, r->dst_as);
+        break;
+    case ENG_COL_IN_IF:
+        ns_put_le32(out, r->in_if);
+        break;
+    case ENG_COL_OUT_IF:
+        ns_put_le32(out, r->out_if);
+        break;
+    case ENG_COL_SAMPLING:
+        ns_put_le32(out, r->sampling);
+        break;
+    case ENG_COL_SOURCE_ID:
+        ns_put_le32(out, r->source_id);
+        break;
+    case ENG_COL_SRC_PORT:
+        ns_put_le16(out, r->src_port);
+        break;
+    case ENG_COL_DST_PORT:
+        ns_put_le16(out, r->dst_port);
+        break;
+    case ENG_COL_PROTO:
+        out[0] = r->proto;
+        break;
+    case ENG_COL_TCP_FLAGS:
+        out[0] = r->tcp_flags;
+        break;
+    case ENG_COL_TOS:
+        out[0] = r->tos;
+        break;
+    case ENG_COL_SRC_MASK:
+        out[0] = r->src_mask;
+        break;
+    case ENG_COL_DST_MASK:
+        out[0] = r->dst_mask;
+        break;
+    case ENG_COL_VLAN:
+        ns_put_le16(out, r->vlan);
+        break;
+    case ENG_COL_DIRECTION:
+        out[0] = r->direction;
+        break;
+    case ENG_COL_FLOW_TYPE:
+        out[0] = r->flow_type;
+        break;
+    case ENG_NCOLS:
+        break;
     }
 }
 
@@ -137,31 +198,84 @@ static void row_set(eng_flow *r, eng_col c, const uint8_t *in)
     uint32_t v32 = 0;
     uint16_t v16 = 0;
     switch (c) {
-    case ENG_COL_FIRST: ns_cur_le64(&cur, &v64); r->first_ms = (int64_t)v64; break;
-    case ENG_COL_LAST: ns_cur_le64(&cur, &v64); r->last_ms = (int64_t)v64; break;
-    case ENG_COL_PACKETS: ns_cur_le64(&cur, &r->packets); break;
-    case ENG_COL_BYTES: ns_cur_le64(&cur, &r->bytes); break;
-    case ENG_COL_EXPORTER: memcpy(r->exporter.b, in, 16); break;
-    case ENG_COL_SRC: memcpy(r->src.b, in, 16); break;
-    case ENG_COL_DST: memcpy(r->dst.b, in, 16); break;
-    case ENG_COL_NEXTHOP: memcpy(r->nexthop.b, in, 16); break;
-    case ENG_COL_SRC_AS: ns_cur_le32(&cur, &r->src_as); break;
-    case ENG_COL_DST_AS: ns_cur_le32(&cur, &r->dst_as); break;
-    case ENG_COL_IN_IF: ns_cur_le32(&cur, &r->in_if); break;
-    case ENG_COL_OUT_IF: ns_cur_le32(&cur, &r->out_if); break;
-    case ENG_COL_SAMPLING: ns_cur_le32(&cur, &r->sampling); break;
-    case ENG_COL_SOURCE_ID: ns_cur_le32(&cur, &v32); r->source_id = v32; break;
-    case ENG_COL_SRC_PORT: ns_cur_le16(&cur, &r->src_port); break;
-    case ENG_COL_DST_PORT: ns_cur_le16(&cur, &v16); r->dst_port = v16; break;
-    case ENG_COL_PROTO: r->proto = in[0]; break;
-    case ENG_COL_TCP_FLAGS: r->tcp_flags = in[0]; break;
-    case ENG_COL_TOS: r->tos = in[0]; break;
-    case ENG_COL_SRC_MASK: r->src_mask = in[0]; break;
-    case ENG_COL_DST_MASK: r->dst_mask = in[0]; break;
-    case ENG_COL_VLAN: ns_cur_le16(&cur, &r->vlan); break;
-    case ENG_COL_DIRECTION: r->direction = in[0]; break;
-    case ENG_COL_FLOW_TYPE: r->flow_type = in[0]; break;
-    case ENG_NCOLS: break;
+    case ENG_COL_FIRST:
+        ns_cur_le64(&cur, &v64);
+        r->first_ms = (int64_t)v64;
+        break;
+    case ENG_COL_LAST:
+        ns_cur_le64(&cur, &v64);
+        r->last_ms = (int64_t)v64;
+        break;
+    case ENG_COL_PACKETS:
+        ns_cur_le64(&cur, &r->packets);
+        break;
+    case ENG_COL_BYTES:
+        ns_cur_le64(&cur, &r->bytes);
+        break;
+    case ENG_COL_EXPORTER:
+        memcpy(r->exporter.b, in, 16);
+        break;
+    case ENG_COL_SRC:
+        memcpy(r->src.b, in, 16);
+        break;
+    case ENG_COL_DST:
+        memcpy(r->dst.b, in, 16);
+        break;
+    case ENG_COL_NEXTHOP:
+        memcpy(r->nexthop.b, in, 16);
+        break;
+    case ENG_COL_SRC_AS:
+        ns_cur_le32(&cur, &r->src_as);
+        break;
+    case ENG_COL_DST_AS:
+        ns_cur_le32(&cur, &r->dst_as);
+        break;
+    case ENG_COL_IN_IF:
+        ns_cur_le32(&cur, &r->in_if);
+        break;
+    case ENG_COL_OUT_IF:
+        ns_cur_le32(&cur, &r->out_if);
+        break;
+    case ENG_COL_SAMPLING:
+        ns_cur_le32(&cur, &r->sampling);
+        break;
+    case ENG_COL_SOURCE_ID:
+        ns_cur_le32(&cur, &v32);
+        r->source_id = v32;
+        break;
+    case ENG_COL_SRC_PORT:
+        ns_cur_le16(&cur, &r->src_port);
+        break;
+    case ENG_COL_DST_PORT:
+        ns_cur_le16(&cur, &v16);
+        r->dst_port = v16;
+        break;
+    case ENG_COL_PROTO:
+        r->proto = in[0];
+        break;
+    case ENG_COL_TCP_FLAGS:
+        r->tcp_flags = in[0];
+        break;
+    case ENG_COL_TOS:
+        r->tos = in[0];
+        break;
+    case ENG_COL_SRC_MASK:
+        r->src_mask = in[0];
+        break;
+    case ENG_COL_DST_MASK:
+        r->dst_mask = in[0];
+        break;
+    case ENG_COL_VLAN:
+        ns_cur_le16(&cur, &r->vlan);
+        break;
+    case ENG_COL_DIRECTION:
+        r->direction = in[0];
+        break;
+    case ENG_COL_FLOW_TYPE:
+        r->flow_type = in[0];
+        break;
+    case ENG_NCOLS:
+        break;
     }
 }
 
@@ -538,9 +652,8 @@ static int seg_load_footer(eng_seg *s)
         ns_cur_le64(&f, &ci->csize);
         ns_cur_le64(&f, &ci->rsize);
         ns_cur_le64(&f, &ci->checksum);
-        if (ci->id != i || ci->type != col_width[i] || ci->offset < SEG_HDR ||
-            ci->offset > foff || ci->csize > foff - ci->offset ||
-            ci->rsize > s->info.rows * 16 + 16)
+        if (ci->id != i || ci->type != col_width[i] || ci->offset < SEG_HDR || ci->offset > foff ||
+            ci->csize > foff - ci->offset || ci->rsize > s->info.rows * 16 + 16)
             return NS_E_CORRUPT;
     }
     return 0;

@@ -26,33 +26,57 @@ typedef struct eng_flow {
     uint32_t sampling;  /* 1 = unsampled */
     uint32_t source_id; /* v5 engine type<<8|id, v9 source ID, IPFIX observation domain */
     uint16_t src_port;
-    uint16_t dst_port;  /* ICMP: type<<8|code, as nfdump does */
+    uint16_t dst_port; /* ICMP: type<<8|code, as nfdump does */
     uint8_t proto;
     uint8_t tcp_flags;
     uint8_t tos;
     uint8_t src_mask;
     uint8_t dst_mask;
-    uint16_t vlan;      /* source VLAN id, 0 = none */
-    uint8_t direction;  /* ENG_DIR_* */
-    uint8_t flow_type;  /* ENG_FT_*: which export protocol the row came from */
+    uint16_t vlan;     /* source VLAN id, 0 = none */
+    uint8_t direction; /* ENG_DIR_* */
+    uint8_t flow_type; /* ENG_FT_*: which export protocol the row came from */
 } eng_flow;
 
 enum { ENG_DIR_UNKNOWN = 0, ENG_DIR_INGRESS = 1, ENG_DIR_EGRESS = 2 };
-enum { ENG_FT_UNKNOWN = 0, ENG_FT_NETFLOW5 = 5, ENG_FT_NETFLOW9 = 9, ENG_FT_IPFIX = 10,
-       ENG_FT_SFLOW5 = 65 };
+enum {
+    ENG_FT_UNKNOWN = 0,
+    ENG_FT_NETFLOW5 = 5,
+    ENG_FT_NETFLOW9 = 9,
+    ENG_FT_IPFIX = 10,
+    ENG_FT_SFLOW5 = 65
+};
 
 /* Column identifiers, in on-disk order. docs/format.md lists them with types. */
 typedef enum {
-    ENG_COL_FIRST = 0, ENG_COL_LAST, ENG_COL_PACKETS, ENG_COL_BYTES, ENG_COL_EXPORTER,
-    ENG_COL_SRC, ENG_COL_DST, ENG_COL_NEXTHOP, ENG_COL_SRC_AS, ENG_COL_DST_AS, ENG_COL_IN_IF,
-    ENG_COL_OUT_IF, ENG_COL_SAMPLING, ENG_COL_SOURCE_ID, ENG_COL_SRC_PORT, ENG_COL_DST_PORT,
-    ENG_COL_PROTO, ENG_COL_TCP_FLAGS, ENG_COL_TOS, ENG_COL_SRC_MASK, ENG_COL_DST_MASK,
-    ENG_COL_VLAN, ENG_COL_DIRECTION, ENG_COL_FLOW_TYPE,
+    ENG_COL_FIRST = 0,
+    ENG_COL_LAST,
+    ENG_COL_PACKETS,
+    ENG_COL_BYTES,
+    ENG_COL_EXPORTER,
+    ENG_COL_SRC,
+    ENG_COL_DST,
+    ENG_COL_NEXTHOP,
+    ENG_COL_SRC_AS,
+    ENG_COL_DST_AS,
+    ENG_COL_IN_IF,
+    ENG_COL_OUT_IF,
+    ENG_COL_SAMPLING,
+    ENG_COL_SOURCE_ID,
+    ENG_COL_SRC_PORT,
+    ENG_COL_DST_PORT,
+    ENG_COL_PROTO,
+    ENG_COL_TCP_FLAGS,
+    ENG_COL_TOS,
+    ENG_COL_SRC_MASK,
+    ENG_COL_DST_MASK,
+    ENG_COL_VLAN,
+    ENG_COL_DIRECTION,
+    ENG_COL_FLOW_TYPE,
     ENG_NCOLS
 } eng_col;
 
 #define ENG_COLMASK(c) (1u << (c))
-#define ENG_COLS_ALL ((1u << ENG_NCOLS) - 1u)
+#define ENG_COLS_ALL   ((1u << ENG_NCOLS) - 1u)
 
 const char *eng_col_name(eng_col c);
 
@@ -67,20 +91,20 @@ typedef struct eng_seg eng_seg; /* one open segment file; opaque */
 
 typedef struct eng_seg_colinfo {
     uint32_t id;
-    uint32_t type;      /* width in bytes of one raw value */
-    uint32_t encoding;  /* 0 plain, 1 byte-transpose, 2 delta zigzag varint, 3 span varint */
+    uint32_t type;     /* width in bytes of one raw value */
+    uint32_t encoding; /* 0 plain, 1 byte-transpose, 2 delta zigzag varint, 3 span varint */
     uint64_t offset;
-    uint64_t csize;     /* compressed bytes on disk */
-    uint64_t rsize;     /* raw bytes after decompression */
-    uint64_t checksum;  /* xxh64 of the compressed bytes */
+    uint64_t csize;    /* compressed bytes on disk */
+    uint64_t rsize;    /* raw bytes after decompression */
+    uint64_t checksum; /* xxh64 of the compressed bytes */
 } eng_seg_colinfo;
 
 typedef struct eng_seg_info {
     uint32_t version;
     uint64_t rows;
-    int64_t first_ms;   /* smallest first_ms */
-    int64_t last_ms;    /* largest last_ms */
-    uint64_t packets;   /* totals */
+    int64_t first_ms; /* smallest first_ms */
+    int64_t last_ms;  /* largest last_ms */
+    uint64_t packets; /* totals */
     uint64_t bytes;
     uint64_t file_size;
     uint32_t ncols;
@@ -107,10 +131,10 @@ int eng_seg_decode_mem(const uint8_t *buf, size_t len, eng_flow **rows_out, size
 typedef struct eng_db eng_db;
 
 typedef struct eng_db_opts {
-    uint64_t budget_bytes;  /* 0 = unlimited */
-    uint64_t retention_s;   /* 0 = no age limit */
-    uint64_t seal_delay_s;  /* a minute is sealed this long after it ends */
-    bool no_sealer_thread;  /* tests drive sealing with eng_db_seal_due() */
+    uint64_t budget_bytes; /* 0 = unlimited */
+    uint64_t retention_s;  /* 0 = no age limit */
+    uint64_t seal_delay_s; /* a minute is sealed this long after it ends */
+    bool no_sealer_thread; /* tests drive sealing with eng_db_seal_due() */
 } eng_db_opts;
 
 /* Opens (creating if absent) the database in dir: takes the lock file, scans the segments
@@ -136,15 +160,15 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force);
 typedef struct eng_db_stats {
     uint64_t segments;
     uint64_t disk_bytes;
-    uint64_t open_rows;      /* rows in minutes not yet sealed */
-    int64_t oldest_ms;       /* smallest first_ms stored (0 if empty) */
-    int64_t newest_ms;       /* largest last_ms stored (0 if empty) */
-    uint64_t rows_stored;    /* rows appended since open */
-    uint64_t rows_dropped;   /* rows that could not be kept (memory, write errors) */
+    uint64_t open_rows;    /* rows in minutes not yet sealed */
+    int64_t oldest_ms;     /* smallest first_ms stored (0 if empty) */
+    int64_t newest_ms;     /* largest last_ms stored (0 if empty) */
+    uint64_t rows_stored;  /* rows appended since open */
+    uint64_t rows_dropped; /* rows that could not be kept (memory, write errors) */
     uint64_t seal_errors;
-    uint64_t segments_deleted;  /* by budget or retention */
+    uint64_t segments_deleted; /* by budget or retention */
     uint64_t segments_quarantined;
-    uint64_t budget_bytes;   /* current limits */
+    uint64_t budget_bytes; /* current limits */
     uint64_t retention_s;
 } eng_db_stats;
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);
@@ -171,7 +195,7 @@ int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, en
  * anything else stops the scan. */
 typedef int (*eng_totals_cb)(void *arg, uint64_t flows, uint64_t packets, uint64_t bytes,
                              int64_t first_ms, int64_t last_ms);
-int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
-                       eng_row_cb cb, eng_totals_cb tcb, void *arg);
+int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
+                       eng_totals_cb tcb, void *arg);
 
 #endif

@@ -1,5 +1,6 @@
 /* http/http.h — the HTTP API (libmicrohttpd): /api/v1/status, /api/v1/summary, /api/v1/top,
- * /api/v1/exporters, /metrics (Prometheus text). Answers JSON; /api/v1/top also CSV. Every bad parameter gets a 400 with
+ * /api/v1/exporters, /metrics (Prometheus text). Answers JSON; /api/v1/top also CSV. Every bad
+ * parameter gets a 400 with
  * {"error": "..."} naming it. Knows nothing of packets or segment internals: what the daemon
  * wants to add about ingest arrives through callbacks. */
 #ifndef HTTP_HTTP_H
@@ -12,17 +13,17 @@
 typedef void (*http_json_fn)(void *arg, ns_buf *out);
 
 typedef struct http_opts {
-    const char *listen;       /* "ADDR:PORT" or "[V6]:PORT" */
-    eng_db *db;               /* borrowed; must outlive the server */
-    int64_t start_ms;         /* daemon start, for uptime */
+    const char *listen; /* "ADDR:PORT" or "[V6]:PORT" */
+    eng_db *db;         /* borrowed; must outlive the server */
+    int64_t start_ms;   /* daemon start, for uptime */
     http_json_fn status_extra;
     void *status_arg;
     http_json_fn exporters;
     void *exporters_arg;
-    http_json_fn metrics;     /* appends Prometheus text for /metrics (ingest's series) */
+    http_json_fn metrics; /* appends Prometheus text for /metrics (ingest's series) */
     void *metrics_arg;
-    unsigned threads;         /* worker threads (0: 4) */
-    size_t max_limit;         /* largest `limit` accepted (0: 10000) */
+    unsigned threads; /* worker threads (0: 4) */
+    size_t max_limit; /* largest `limit` accepted (0: 10000) */
 } http_opts;
 
 typedef struct http_server http_server;

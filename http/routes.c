@@ -133,15 +133,14 @@ static int route_status(req *r)
     ns_buf_printf(b, ",\"uptime_s\":%" PRId64, (now - r->o->start_ms) / 1000);
     ns_buf_puts(b, ",\"database\":{\"path\":");
     ns_buf_json_str(b, eng_db_dir(r->o->db));
-    ns_buf_printf(b,
-                  ",\"bytes_used\":%" PRIu64 ",\"budget_bytes\":%" PRIu64
-                  ",\"retention_s\":%" PRIu64 ",\"segments\":%" PRIu64
-                  ",\"open_flows\":%" PRIu64 ",\"flows_stored\":%" PRIu64
-                  ",\"flows_dropped\":%" PRIu64 ",\"seal_errors\":%" PRIu64
-                  ",\"segments_deleted\":%" PRIu64 ",\"segments_quarantined\":%" PRIu64,
-                  st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows,
-                  st.rows_stored, st.rows_dropped, st.seal_errors, st.segments_deleted,
-                  st.segments_quarantined);
+    ns_buf_printf(
+        b,
+        ",\"bytes_used\":%" PRIu64 ",\"budget_bytes\":%" PRIu64 ",\"retention_s\":%" PRIu64
+        ",\"segments\":%" PRIu64 ",\"open_flows\":%" PRIu64 ",\"flows_stored\":%" PRIu64
+        ",\"flows_dropped\":%" PRIu64 ",\"seal_errors\":%" PRIu64 ",\"segments_deleted\":%" PRIu64
+        ",\"segments_quarantined\":%" PRIu64,
+        st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows, st.rows_stored,
+        st.rows_dropped, st.seal_errors, st.segments_deleted, st.segments_quarantined);
     bool any = st.oldest_ms != 0 || st.newest_ms != 0;
     ns_buf_puts(b, ",\"oldest\":");
     put_time(b, st.oldest_ms, any);
@@ -327,8 +326,8 @@ int http_dispatch(const http_opts *o, const char *method, const char *path, cons
         const char *path;
         int (*fn)(req *);
     } routes[] = {
-        {"/api/v1/status", route_status},   {"/api/v1/summary", route_summary},
-        {"/api/v1/top", route_top},         {"/api/v1/exporters", route_exporters},
+        {"/api/v1/status", route_status}, {"/api/v1/summary", route_summary},
+        {"/api/v1/top", route_top},       {"/api/v1/exporters", route_exporters},
         {"/metrics", route_metrics},
     };
     req r = {o, params, nparams, body, content_type};

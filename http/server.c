@@ -40,8 +40,8 @@ static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size, void **state)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **state)
 {
     http_server *s = cls;
     static int first_call_marker;
@@ -72,8 +72,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_NO;
     }
     static char empty[1];
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        body.len, body.p ? body.p : empty, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(body.len, body.p ? body.p : empty, MHD_RESPMEM_MUST_COPY);
     ns_buf_free(&body);
     if (!resp)
         return MHD_NO;
@@ -127,11 +127,10 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errcap)
     s->o = *o;
     s->mhd = MHD_start_daemon(
         flags, port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(o->threads ? o->threads : 4),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)0, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)(o->threads ? o->threads : 4), MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)0, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errcap, "http: cannot listen on %s (address in use or not available)",
                  o->listen);

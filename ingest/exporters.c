@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <xxhash.h>
 
-#define MAX_STREAMS 16        /* (version, source id) pairs tracked per exporter */
+#define MAX_STREAMS  16       /* (version, source id) pairs tracked per exporter */
 #define SEQ_MAX_JUMP 1000000u /* a larger forward jump is a restart, not loss */
 
 typedef struct stream {
@@ -27,7 +27,7 @@ typedef struct exporter {
     ing_exporter_stats st;
     stream streams[MAX_STREAMS];
     ns_ratelimit rl;
-    ing_nfstate *nf;    /* v9/IPFIX templates and samplers, made on first use */
+    ing_nfstate *nf;     /* v9/IPFIX templates and samplers, made on first use */
     ing_sflow_state *sf; /* sFlow counters and interface table, made on first use */
     bool used;
 } exporter;
@@ -47,16 +47,26 @@ struct ing_exporters {
 const char *ing_strerror(int rc)
 {
     switch (rc) {
-    case ING_E_SHORT: return "datagram shorter than its header";
-    case ING_E_VERSION: return "unsupported export version";
-    case ING_E_COUNT: return "record count out of range";
-    case ING_E_LENGTH: return "record count disagrees with datagram length";
-    case ING_E_EXPORTERS: return "exporter table full";
-    case ING_E_BATCH: return "batch full";
-    case ING_E_SET_LEN: return "set length out of bounds";
-    case ING_E_TEMPLATE: return "malformed template";
-    case ING_E_CAP: return "per-exporter limit reached";
-    case ING_E_NOT_ALLOWED: return "exporter not allowed";
+    case ING_E_SHORT:
+        return "datagram shorter than its header";
+    case ING_E_VERSION:
+        return "unsupported export version";
+    case ING_E_COUNT:
+        return "record count out of range";
+    case ING_E_LENGTH:
+        return "record count disagrees with datagram length";
+    case ING_E_EXPORTERS:
+        return "exporter table full";
+    case ING_E_BATCH:
+        return "batch full";
+    case ING_E_SET_LEN:
+        return "set length out of bounds";
+    case ING_E_TEMPLATE:
+        return "malformed template";
+    case ING_E_CAP:
+        return "per-exporter limit reached";
+    case ING_E_NOT_ALLOWED:
+        return "exporter not allowed";
     default:
         if (rc <= -11100 && rc >= -11199)
             return ing__sflow_strerror(rc);
@@ -335,8 +345,8 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
         if (!e->nf) {
             rc = NS_E_NOMEM;
         } else {
-            ing_nfctx nc = {.nf = e->nf, .st = &e->st, .exporter = from, .recv_ms = recv_ms,
-                            .out = out};
+            ing_nfctx nc = {
+                .nf = e->nf, .st = &e->st, .exporter = from, .recv_ms = recv_ms, .out = out};
             rc = version == 9 ? ing__v9_decode(&nc, pkt, len, &seq, &domain)
                               : ing__ipfix_decode(&nc, pkt, len, &seq, &domain);
             if (rc >= 0 || rc == ING_E_SET_LEN || rc == ING_E_TEMPLATE || rc == ING_E_CAP) {
@@ -357,9 +367,9 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
         }
     }
     if ((rc >= 0 || npdu > 0) && rc != ING_E_SHORT && rc != ING_E_LENGTH && rc != ING_E_VERSION)
-        e->st.protocols |= version == 5              ? ING_PROTO_V5
-                           : version == 9            ? ING_PROTO_V9
-                           : version == 10           ? ING_PROTO_IPFIX
+        e->st.protocols |= version == 5               ? ING_PROTO_V5
+                           : version == 9             ? ING_PROTO_V9
+                           : version == 10            ? ING_PROTO_IPFIX
                            : version == ENG_FT_SFLOW5 ? ING_PROTO_SFLOW
                                                       : 0u;
     e->st.flows += ing_batch_total(out) - before_total;
@@ -370,19 +380,27 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
     }
     int err = rc < 0 ? rc : tail_rc;
     switch (err) {
-    case ING_E_SHORT: e->st.err_short++; break;
-    case ING_E_VERSION: e->st.err_version++; break;
-    case ING_E_COUNT: e->st.err_count++; break;
-    case ING_E_LENGTH: e->st.err_length++; break;
-    default: break; /* set, template and cap errors were counted by the decoder */
+    case ING_E_SHORT:
+        e->st.err_short++;
+        break;
+    case ING_E_VERSION:
+        e->st.err_version++;
+        break;
+    case ING_E_COUNT:
+        e->st.err_count++;
+        break;
+    case ING_E_LENGTH:
+        e->st.err_length++;
+        break;
+    default:
+        break; /* set, template and cap errors were counted by the decoder */
     }
     if (err < 0) {
         char what[80];
         if (rc < 0)
             snprintf(what, sizeof what, "version %u datagram of %zu bytes dropped", version, len);
         else
-            snprintf(what, sizeof what, "v5 PDU %zu of a %zu-byte datagram dropped", npdu + 1,
-                     len);
+            snprintf(what, sizeof what, "v5 PDU %zu of a %zu-byte datagram dropped", npdu + 1, len);
         warn_locked(e, recv_ms, what, err);
     }
     pthread_mutex_unlock(&e->mu);
@@ -443,18 +461,16 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
                       ",\"version\":%" PRIu64 ",\"count\":%" PRIu64 ",\"length\":%" PRIu64
                       ",\"set\":%" PRIu64 ",\"template\":%" PRIu64 "}",
                       e->last_version, e->datagrams, e->bytes, e->flows, e->sampling, e->seq_gaps,
-                      e->lost_flows, e->lost_datagrams, e->seq_resets, e->err_short,
-                      e->err_version, e->err_count, e->err_length, e->err_set,
-                      e->template_errors);
-        ns_buf_printf(out,
-                      ",\"templates\":{\"known\":%" PRIu64 ",\"refused\":%" PRIu64
-                      ",\"withdrawn\":%" PRIu64 ",\"options_records\":%" PRIu64
-                      "},\"held\":{\"misses\":%" PRIu64 ",\"decoded\":%" PRIu64
-                      ",\"expired\":%" PRIu64 ",\"dropped\":%" PRIu64 "},\"rows_dropped\":%" PRIu64
-                      ",\"first_seen\":",
-                      e->templates, e->templates_refused, e->template_withdrawals,
-                      e->options_records, e->template_misses, e->held_decoded, e->held_expired,
-                      e->held_dropped, e->rows_dropped);
+                      e->lost_flows, e->lost_datagrams, e->seq_resets, e->err_short, e->err_version,
+                      e->err_count, e->err_length, e->err_set, e->template_errors);
+        ns_buf_printf(
+            out,
+            ",\"templates\":{\"known\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"withdrawn\":%" PRIu64
+            ",\"options_records\":%" PRIu64 "},\"held\":{\"misses\":%" PRIu64
+            ",\"decoded\":%" PRIu64 ",\"expired\":%" PRIu64 ",\"dropped\":%" PRIu64
+            "},\"rows_dropped\":%" PRIu64 ",\"first_seen\":",
+            e->templates, e->templates_refused, e->template_withdrawals, e->options_records,
+            e->template_misses, e->held_decoded, e->held_expired, e->held_dropped, e->rows_dropped);
         put_ms(out, e->first_seen_ms);
         ns_buf_puts(out, ",\"last_seen\":");
         put_ms(out, e->last_seen_ms);
@@ -474,13 +490,15 @@ typedef struct prom_metric {
 
 void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out)
 {
-#define M(n, t, h, f) {n, t, h, offsetof(ing_exporter_stats, f)}
+#define M(n, t, h, f)                                                                              \
+    {                                                                                              \
+        n, t, h, offsetof(ing_exporter_stats, f)                                                   \
+    }
     static const prom_metric metrics[] = {
         M("ns2flows_exporter_datagrams_total", "counter", "Datagrams from the exporter.",
           datagrams),
         M("ns2flows_exporter_flows_total", "counter", "Flows decoded.", flows),
-        M("ns2flows_exporter_sequence_gaps_total", "counter", "Forward sequence jumps.",
-          seq_gaps),
+        M("ns2flows_exporter_sequence_gaps_total", "counter", "Forward sequence jumps.", seq_gaps),
         M("ns2flows_exporter_lost_flows_total", "counter", "Flows never received (sequence).",
           lost_flows),
         M("ns2flows_exporter_lost_datagrams_total", "counter",
@@ -496,9 +514,12 @@ void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out)
           held_dropped),
     };
     static const prom_metric errors[] = {
-        M("short", "", "", err_short),   M("version", "", "", err_version),
-        M("count", "", "", err_count),   M("length", "", "", err_length),
-        M("set", "", "", err_set),       M("template", "", "", template_errors),
+        M("short", "", "", err_short),
+        M("version", "", "", err_version),
+        M("count", "", "", err_count),
+        M("length", "", "", err_length),
+        M("set", "", "", err_set),
+        M("template", "", "", template_errors),
         M("refused", "", "", templates_refused),
     };
 #undef M
@@ -544,8 +565,8 @@ void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out)
     ns_buf_puts(out, "# HELP ns2flows_exporter_last_seen_seconds Time of the last datagram.\n"
                      "# TYPE ns2flows_exporter_last_seen_seconds gauge\n");
     for (size_t i = 0; i < n; i++)
-        ns_buf_printf(out, "ns2flows_exporter_last_seen_seconds{exporter=\"%s\"} %.3f\n",
-                      addr[i], (double)st[i].last_seen_ms / 1000.0);
+        ns_buf_printf(out, "ns2flows_exporter_last_seen_seconds{exporter=\"%s\"} %.3f\n", addr[i],
+                      (double)st[i].last_seen_ms / 1000.0);
     free(st);
     free(addr);
 }

@@ -9,15 +9,15 @@
 
 /* Decoder errors (one code per cause, so tests can name the check that fired). */
 enum {
-    ING_E_SHORT = -11001,     /* datagram shorter than its header */
-    ING_E_VERSION = -11002,   /* not a version we decode */
-    ING_E_COUNT = -11003,     /* v5 record count 0 or above 30 */
-    ING_E_LENGTH = -11004,    /* record count disagrees with the datagram length */
-    ING_E_EXPORTERS = -11005, /* exporter table full: datagram dropped */
-    ING_E_BATCH = -11006,     /* caller's batch has no room */
-    ING_E_SET_LEN = -11007,   /* a set's length is too small or runs past the message */
-    ING_E_TEMPLATE = -11008,  /* a template record that does not parse */
-    ING_E_CAP = -11009,       /* a cap (templates, fields, held bytes) was reached */
+    ING_E_SHORT = -11001,       /* datagram shorter than its header */
+    ING_E_VERSION = -11002,     /* not a version we decode */
+    ING_E_COUNT = -11003,       /* v5 record count 0 or above 30 */
+    ING_E_LENGTH = -11004,      /* record count disagrees with the datagram length */
+    ING_E_EXPORTERS = -11005,   /* exporter table full: datagram dropped */
+    ING_E_BATCH = -11006,       /* caller's batch has no room */
+    ING_E_SET_LEN = -11007,     /* a set's length is too small or runs past the message */
+    ING_E_TEMPLATE = -11008,    /* a template record that does not parse */
+    ING_E_CAP = -11009,         /* a cap (templates, fields, held bytes) was reached */
     ING_E_NOT_ALLOWED = -11010, /* exporter not in exporters_allow */
 };
 const char *ing_strerror(int rc);
@@ -57,8 +57,8 @@ static inline bool ing_batch_room(ing_batch *b)
 
 /* ---------------------------------------------------------------------------------------------
  * NetFlow v5 (ingest/v5.c). Header 24 bytes, records 48 bytes, at most 30 records. */
-#define ING_V5_HDR 24u
-#define ING_V5_REC 48u
+#define ING_V5_HDR      24u
+#define ING_V5_REC      48u
 #define ING_V5_MAX_RECS 30u
 
 typedef struct ing_v5_hdr {
@@ -92,29 +92,29 @@ typedef struct ing_exporter_stats {
     int64_t first_seen_ms, last_seen_ms;
     uint64_t datagrams;
     uint64_t flows;
-    uint64_t bytes;         /* datagram bytes received */
-    uint64_t err_short;     /* shorter than a header */
-    uint64_t err_version;   /* unknown version */
-    uint64_t err_count;     /* bad record count */
-    uint64_t err_length;    /* count vs length mismatch */
-    uint64_t seq_gaps;      /* times the sequence jumped forward */
-    uint64_t lost_flows;    /* flows the sequence numbers say we never received (v5, IPFIX) */
-    uint64_t lost_datagrams; /* v9 counts packets, not flows: packets never received */
-    uint64_t seq_resets;    /* sequence went backwards or jumped too far: exporter restart */
-    uint64_t err_set;       /* v9/IPFIX sets with a bad length */
-    uint64_t templates;     /* templates currently known */
+    uint64_t bytes;             /* datagram bytes received */
+    uint64_t err_short;         /* shorter than a header */
+    uint64_t err_version;       /* unknown version */
+    uint64_t err_count;         /* bad record count */
+    uint64_t err_length;        /* count vs length mismatch */
+    uint64_t seq_gaps;          /* times the sequence jumped forward */
+    uint64_t lost_flows;        /* flows the sequence numbers say we never received (v5, IPFIX) */
+    uint64_t lost_datagrams;    /* v9 counts packets, not flows: packets never received */
+    uint64_t seq_resets;        /* sequence went backwards or jumped too far: exporter restart */
+    uint64_t err_set;           /* v9/IPFIX sets with a bad length */
+    uint64_t templates;         /* templates currently known */
     uint64_t template_errors;   /* template records that did not parse */
     uint64_t templates_refused; /* over the per-exporter or per-template caps */
     uint64_t template_withdrawals;
-    uint64_t options_records;   /* options data records read (samplers, system init time) */
-    uint64_t template_misses;   /* data sets that arrived before their template */
-    uint64_t held_decoded;      /* ... and were decoded when it came */
-    uint64_t held_expired;      /* ... or expired waiting for it */
-    uint64_t held_dropped;      /* ... or did not fit in the holding area */
-    uint64_t rows_dropped;      /* decoded rows that found no room in the caller's batch */
+    uint64_t options_records; /* options data records read (samplers, system init time) */
+    uint64_t template_misses; /* data sets that arrived before their template */
+    uint64_t held_decoded;    /* ... and were decoded when it came */
+    uint64_t held_expired;    /* ... or expired waiting for it */
+    uint64_t held_dropped;    /* ... or did not fit in the holding area */
+    uint64_t rows_dropped;    /* decoded rows that found no room in the caller's batch */
     uint32_t last_version;
-    uint32_t protocols;     /* ING_PROTO_* bits of every protocol seen from this exporter */
-    uint32_t sampling;      /* last sampling interval seen */
+    uint32_t protocols; /* ING_PROTO_* bits of every protocol seen from this exporter */
+    uint32_t sampling;  /* last sampling interval seen */
 } ing_exporter_stats;
 
 int ing_exporters_new(size_t max_exporters, ing_exporters **out);
@@ -161,8 +161,8 @@ typedef struct ing_listener_opts {
     const char *const *addrs; /* "ADDR:PORT" / "[V6]:PORT" */
     const char *const *kinds; /* per address, for status: "netflow", "sflow" (NULL: "udp") */
     int naddrs;
-    unsigned threads;         /* sockets + threads per address (SO_REUSEPORT); 0 = cores */
-    uint64_t rcvbuf;          /* asked of the kernel; less granted is logged with the sysctl */
+    unsigned threads; /* sockets + threads per address (SO_REUSEPORT); 0 = cores */
+    uint64_t rcvbuf;  /* asked of the kernel; less granted is logged with the sysctl */
 } ing_listener_opts;
 
 /* Binds every address (any failure: nothing is left bound, err names the address) and starts
@@ -195,7 +195,7 @@ bool ing_listener_addr(ing_listener *l, int i, char *buf, size_t cap);
 typedef struct ing_pcap ing_pcap;
 
 typedef struct ing_udp {
-    int64_t ts_us;          /* capture timestamp, epoch microseconds */
+    int64_t ts_us; /* capture timestamp, epoch microseconds */
     ns_addr src, dst;
     uint16_t sport, dport;
     const uint8_t *payload; /* valid until the next ing_pcap_next() */
@@ -203,11 +203,11 @@ typedef struct ing_udp {
 } ing_udp;
 
 typedef struct ing_pcap_stats {
-    uint64_t packets;       /* every packet read */
-    uint64_t udp;           /* UDP datagrams returned */
-    uint64_t skipped;       /* not UDP over IP (ARP, TCP, ...) */
-    uint64_t fragments;     /* IP fragments (not reassembled) */
-    uint64_t malformed;     /* headers that do not fit the captured bytes */
+    uint64_t packets;   /* every packet read */
+    uint64_t udp;       /* UDP datagrams returned */
+    uint64_t skipped;   /* not UDP over IP (ARP, TCP, ...) */
+    uint64_t fragments; /* IP fragments (not reassembled) */
+    uint64_t malformed; /* headers that do not fit the captured bytes */
 } ing_pcap_stats;
 
 /* Opens a capture. Returns 0, -errno (missing file), NS_E_MAGIC (not a capture), NS_E_TRUNC
@@ -229,7 +229,7 @@ typedef struct ing_offline_opts {
     const uint16_t *dports; /* only datagrams to these destination ports (NULL: all) */
     size_t ndports;
     void (*progress)(void *arg, const char *path, uint64_t datagrams, uint64_t flows);
-    void *progress_arg;     /* progress is called every 65536 datagrams and at each file's end */
+    void *progress_arg; /* progress is called every 65536 datagrams and at each file's end */
 } ing_offline_opts;
 
 typedef struct ing_offline_stats {

@@ -6,12 +6,12 @@
 #include "ingest/ingest.h"
 
 /* Caps on what an exporter controls (over a cap: counted and dropped). */
-#define ING_MAX_TEMPLATES 512      /* templates per exporter */
-#define ING_MAX_FIELDS 128         /* fields per template */
-#define ING_MAX_SAMPLERS 256       /* sampler table entries per exporter */
-#define ING_PENDING_BYTES 262144   /* data held per exporter while its template is missing */
-#define ING_PENDING_MS 60000       /* ... and for at most this long */
-#define ING_MAX_PENDING 256        /* held sets per exporter */
+#define ING_MAX_TEMPLATES 512    /* templates per exporter */
+#define ING_MAX_FIELDS    128    /* fields per template */
+#define ING_MAX_SAMPLERS  256    /* sampler table entries per exporter */
+#define ING_PENDING_BYTES 262144 /* data held per exporter while its template is missing */
+#define ING_PENDING_MS    60000  /* ... and for at most this long */
+#define ING_MAX_PENDING   256    /* held sets per exporter */
 
 typedef struct ing_tmpl_field {
     uint16_t ie;
@@ -20,9 +20,9 @@ typedef struct ing_tmpl_field {
 } ing_tmpl_field;
 
 typedef struct ing_tmpl {
-    uint32_t domain;    /* v9 source ID / IPFIX observation domain */
+    uint32_t domain; /* v9 source ID / IPFIX observation domain */
     uint16_t id;
-    uint8_t version;    /* 9 or 10 */
+    uint8_t version; /* 9 or 10 */
     bool options;
     uint16_t scope_count;
     uint16_t nfields;
@@ -32,7 +32,7 @@ typedef struct ing_tmpl {
 
 typedef struct ing_sampler {
     uint32_t domain;
-    uint64_t id;        /* UINT64_MAX: the domain's default (options without a sampler id) */
+    uint64_t id; /* UINT64_MAX: the domain's default (options without a sampler id) */
     uint32_t rate;
 } ing_sampler;
 
@@ -44,7 +44,7 @@ typedef struct ing_pending {
     int64_t export_ms;
     uint32_t uptime_ms; /* v9 header sysUptime */
     size_t len;
-    uint8_t data[];     /* the data set's records */
+    uint8_t data[]; /* the data set's records */
 } ing_pending;
 
 /* Template-based protocol state of one exporter (v9 and IPFIX). */
@@ -66,7 +66,7 @@ typedef struct ing_nfctx {
     const ns_addr *exporter;
     int64_t recv_ms;
     ing_batch *out;
-    size_t records;     /* data records of this message (IPFIX sequence), options ones too */
+    size_t records;       /* data records of this message (IPFIX sequence), options ones too */
     bool records_unknown; /* a set was held: its record count is not known yet */
 } ing_nfctx;
 

@@ -4,8 +4,7 @@
  * each set gets its own bounded cursor. */
 #include "ingest/ingest_int.h"
 
-int ing__ipfix_decode(ing_nfctx *c, const uint8_t *pkt, size_t len, uint32_t *seq,
-                      uint32_t *domain)
+int ing__ipfix_decode(ing_nfctx *c, const uint8_t *pkt, size_t len, uint32_t *seq, uint32_t *domain)
 {
     ns_cur p = ns_cur_make(pkt, len), msg = {0};
     uint16_t version, mlen;

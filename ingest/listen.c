@@ -16,10 +16,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define RX_BATCH 64
-#define RX_BUFSZ 65536
+#define RX_BATCH  64
+#define RX_BUFSZ  65536
 #define ROW_BATCH 32768
-#define ROW_ROOM 16384 /* free rows kept before each datagram: more than one can carry */
+#define ROW_ROOM  16384 /* free rows kept before each datagram: more than one can carry */
 
 typedef struct rx_sock {
     int fd;
@@ -321,9 +321,8 @@ void ing_listener_json(ing_listener *l, ns_buf *out)
     }
     ing_listener_get_stats(l, &st);
     ns_buf_printf(out,
-                  "],\"ingest\":{\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
-                  ",\"flows\":%" PRIu64 ",\"decode_errors\":%" PRIu64
-                  ",\"store_dropped\":%" PRIu64 "}",
+                  "],\"ingest\":{\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"flows\":%" PRIu64
+                  ",\"decode_errors\":%" PRIu64 ",\"store_dropped\":%" PRIu64 "}",
                   st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped);
 }
 

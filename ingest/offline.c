@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #define ROW_BATCH 32768
-#define ROW_ROOM 16384
+#define ROW_ROOM  16384
 
 typedef struct off_flush {
     eng_db *db;

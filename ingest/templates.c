@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define PEN_REVERSE 29305u /* RFC 5103 reverse information elements */
+#define PEN_REVERSE    29305u /* RFC 5103 reverse information elements */
 #define NTP_UNIX_DELTA 2208988800LL
 
 void ing__nfstate_free(ing_nfstate *nf)
@@ -95,11 +95,11 @@ typedef struct rec {
     uint64_t bytes, packets, tot_bytes, tot_packets, init_bytes, init_packets;
     uint64_t rev_bytes, rev_packets;
     bool has_bytes, has_packets, has_tot_bytes, has_tot_packets, has_init;
-    ns_addr src4, dst4, src6, dst6;     /* both families may be in one template */
+    ns_addr src4, dst4, src6, dst6; /* both families may be in one template */
     bool has_src4, has_dst4, has_src6, has_dst6, has_nh;
-    int64_t start_ms, end_ms;           /* absolute, when given */
+    int64_t start_ms, end_ms; /* absolute, when given */
     bool has_start, has_end;
-    uint64_t up_first, up_last;         /* sysUptime-relative ms (21/22) */
+    uint64_t up_first, up_last; /* sysUptime-relative ms (21/22) */
     bool has_up_first, has_up_last;
     uint64_t delta_start_us, delta_end_us; /* 158/159: before export time */
     bool has_delta_start, has_delta_end;
@@ -109,10 +109,10 @@ typedef struct rec {
     bool has_icmp;
     uint64_t sampler_id;
     bool has_sampler_id;
-    uint64_t rate;                      /* from the record itself, 0 = none */
+    uint64_t rate; /* from the record itself, 0 = none */
     uint64_t pkt_interval, pkt_space, smp_size, smp_pop;
     int64_t sys_init_ms;
-    ns_cur frame;       /* dataLinkFrameSection (315) or ipHeaderPacketSection (313) */
+    ns_cur frame; /* dataLinkFrameSection (315) or ipHeaderPacketSection (313) */
     uint32_t frame_proto;
     uint64_t frame_size; /* dataLinkFrameSize (312) */
     bool has_frame, has_frame_size;
@@ -132,58 +132,202 @@ static void apply_field(rec *r, const ing_tmpl_field *fd, ns_cur v)
     if (fd->pen != 0)
         return; /* other enterprises: skipped by their length */
     switch (fd->ie) {
-    case 1: r->bytes = uval(v); r->has_bytes = true; break;
-    case 2: r->packets = uval(v); r->has_packets = true; break;
-    case 85: r->tot_bytes = uval(v); r->has_tot_bytes = true; break;
-    case 86: r->tot_packets = uval(v); r->has_tot_packets = true; break;
-    case 231: r->init_bytes = uval(v); r->has_init = true; break; /* ASA initiatorOctets */
-    case 298: r->init_packets = uval(v); break;
+    case 1:
+        r->bytes = uval(v);
+        r->has_bytes = true;
+        break;
+    case 2:
+        r->packets = uval(v);
+        r->has_packets = true;
+        break;
+    case 85:
+        r->tot_bytes = uval(v);
+        r->has_tot_bytes = true;
+        break;
+    case 86:
+        r->tot_packets = uval(v);
+        r->has_tot_packets = true;
+        break;
+    case 231:
+        r->init_bytes = uval(v);
+        r->has_init = true;
+        break; /* ASA initiatorOctets */
+    case 298:
+        r->init_packets = uval(v);
+        break;
     /* the other direction of a bidirectional record: v9 OUT_BYTES/OUT_PKTS (FortiGate and
      * others), responderOctets/Packets (Cisco ASA) — stored as the reverse flow's own row */
-    case 23: case 232: r->rev_bytes = uval(v); break;
-    case 24: case 299: r->rev_packets = uval(v); break;
-    case 4: f->proto = (uint8_t)uval(v); break;
-    case 5: f->tos = (uint8_t)uval(v); break;
-    case 6: f->tcp_flags = (uint8_t)uval(v); break; /* 2-byte IPFIX form: low byte = flags */
-    case 7: f->src_port = (uint16_t)uval(v); break;
-    case 11: f->dst_port = (uint16_t)uval(v); break;
-    case 8: r->has_src4 = addr_val(v, &r->src4); break;
-    case 12: r->has_dst4 = addr_val(v, &r->dst4); break;
-    case 27: r->has_src6 = addr_val(v, &r->src6); break;
-    case 28: r->has_dst6 = addr_val(v, &r->dst6); break;
-    case 9: case 29: f->src_mask = (uint8_t)uval(v); break;
-    case 13: case 30: f->dst_mask = (uint8_t)uval(v); break;
-    case 10: f->in_if = (uint32_t)uval(v); break;
-    case 14: f->out_if = (uint32_t)uval(v); break;
-    case 15: case 62: r->has_nh = addr_val(v, &f->nexthop) || r->has_nh; break;
-    case 18: case 63: if (!r->has_nh) addr_val(v, &f->nexthop); break;
-    case 16: f->src_as = (uint32_t)uval(v); break;
-    case 17: f->dst_as = (uint32_t)uval(v); break;
-    case 21: r->up_last = (uint64_t)clamp_ms(uval(v), 1); r->has_up_last = true; break;
-    case 22: r->up_first = (uint64_t)clamp_ms(uval(v), 1); r->has_up_first = true; break;
-    case 32: case 139: r->icmp = (uint32_t)uval(v); r->has_icmp = true; break;
-    case 176: case 178: r->icmp = (r->icmp & 0xff) | (uint32_t)uval(v) << 8; r->has_icmp = true; break;
-    case 177: case 179: r->icmp = (r->icmp & 0xff00) | (uint32_t)(uval(v) & 0xff); r->has_icmp = true; break;
-    case 34: case 50: if (uval(v) > 0) r->rate = uval(v); break;
-    case 305: r->pkt_interval = uval(v); break;
-    case 306: r->pkt_space = uval(v); break;
-    case 309: r->smp_size = uval(v); break;
-    case 310: r->smp_pop = uval(v); break;
-    case 48: case 302: r->sampler_id = uval(v); r->has_sampler_id = true; break;
-    case 58: case 243: if (!f->vlan) f->vlan = (uint16_t)(uval(v) & 0x0fff); break;
-    case 61: f->direction = (uint8_t)(uval(v) == 0 ? ENG_DIR_INGRESS : ENG_DIR_EGRESS); break;
-    case 150: r->start_ms = clamp_ms(uval(v), 1000); r->has_start = true; break;
-    case 151: r->end_ms = clamp_ms(uval(v), 1000); r->has_end = true; break;
-    case 152: r->start_ms = clamp_ms(uval(v), 1); r->has_start = true; break;
-    case 153: r->end_ms = clamp_ms(uval(v), 1); r->has_end = true; break;
-    case 154: case 156: if (v.left == 8) { r->start_ms = ntp_to_ms(v); r->has_start = true; } break;
-    case 155: case 157: if (v.left == 8) { r->end_ms = ntp_to_ms(v); r->has_end = true; } break;
-    case 158: r->delta_start_us = (uint64_t)clamp_ms(uval(v), 1); r->has_delta_start = true; break;
-    case 159: r->delta_end_us = (uint64_t)clamp_ms(uval(v), 1); r->has_delta_end = true; break;
-    case 160: r->sys_init_ms = clamp_ms(uval(v), 1); break;
-    case 323: r->obs_ms = clamp_ms(uval(v), 1); r->has_obs = true; break;
-    case 312: r->frame_size = uval(v); r->has_frame_size = true; break;
-    case 315: r->frame = v; r->frame_proto = ING_PKT_ETHERNET; r->has_frame = true; break;
+    case 23:
+    case 232:
+        r->rev_bytes = uval(v);
+        break;
+    case 24:
+    case 299:
+        r->rev_packets = uval(v);
+        break;
+    case 4:
+        f->proto = (uint8_t)uval(v);
+        break;
+    case 5:
+        f->tos = (uint8_t)uval(v);
+        break;
+    case 6:
+        f->tcp_flags = (uint8_t)uval(v);
+        break; /* 2-byte IPFIX form: low byte = flags */
+    case 7:
+        f->src_port = (uint16_t)uval(v);
+        break;
+    case 11:
+        f->dst_port = (uint16_t)uval(v);
+        break;
+    case 8:
+        r->has_src4 = addr_val(v, &r->src4);
+        break;
+    case 12:
+        r->has_dst4 = addr_val(v, &r->dst4);
+        break;
+    case 27:
+        r->has_src6 = addr_val(v, &r->src6);
+        break;
+    case 28:
+        r->has_dst6 = addr_val(v, &r->dst6);
+        break;
+    case 9:
+    case 29:
+        f->src_mask = (uint8_t)uval(v);
+        break;
+    case 13:
+    case 30:
+        f->dst_mask = (uint8_t)uval(v);
+        break;
+    case 10:
+        f->in_if = (uint32_t)uval(v);
+        break;
+    case 14:
+        f->out_if = (uint32_t)uval(v);
+        break;
+    case 15:
+    case 62:
+        r->has_nh = addr_val(v, &f->nexthop) || r->has_nh;
+        break;
+    case 18:
+    case 63:
+        if (!r->has_nh)
+            addr_val(v, &f->nexthop);
+        break;
+    case 16:
+        f->src_as = (uint32_t)uval(v);
+        break;
+    case 17:
+        f->dst_as = (uint32_t)uval(v);
+        break;
+    case 21:
+        r->up_last = (uint64_t)clamp_ms(uval(v), 1);
+        r->has_up_last = true;
+        break;
+    case 22:
+        r->up_first = (uint64_t)clamp_ms(uval(v), 1);
+        r->has_up_first = true;
+        break;
+    case 32:
+    case 139:
+        r->icmp = (uint32_t)uval(v);
+        r->has_icmp = true;
+        break;
+    case 176:
+    case 178:
+        r->icmp = (r->icmp & 0xff) | (uint32_t)uval(v) << 8;
+        r->has_icmp = true;
+        break;
+    case 177:
+    case 179:
+        r->icmp = (r->icmp & 0xff00) | (uint32_t)(uval(v) & 0xff);
+        r->has_icmp = true;
+        break;
+    case 34:
+    case 50:
+        if (uval(v) > 0)
+            r->rate = uval(v);
+        break;
+    case 305:
+        r->pkt_interval = uval(v);
+        break;
+    case 306:
+        r->pkt_space = uval(v);
+        break;
+    case 309:
+        r->smp_size = uval(v);
+        break;
+    case 310:
+        r->smp_pop = uval(v);
+        break;
+    case 48:
+    case 302:
+        r->sampler_id = uval(v);
+        r->has_sampler_id = true;
+        break;
+    case 58:
+    case 243:
+        if (!f->vlan)
+            f->vlan = (uint16_t)(uval(v) & 0x0fff);
+        break;
+    case 61:
+        f->direction = (uint8_t)(uval(v) == 0 ? ENG_DIR_INGRESS : ENG_DIR_EGRESS);
+        break;
+    case 150:
+        r->start_ms = clamp_ms(uval(v), 1000);
+        r->has_start = true;
+        break;
+    case 151:
+        r->end_ms = clamp_ms(uval(v), 1000);
+        r->has_end = true;
+        break;
+    case 152:
+        r->start_ms = clamp_ms(uval(v), 1);
+        r->has_start = true;
+        break;
+    case 153:
+        r->end_ms = clamp_ms(uval(v), 1);
+        r->has_end = true;
+        break;
+    case 154:
+    case 156:
+        if (v.left == 8) {
+            r->start_ms = ntp_to_ms(v);
+            r->has_start = true;
+        }
+        break;
+    case 155:
+    case 157:
+        if (v.left == 8) {
+            r->end_ms = ntp_to_ms(v);
+            r->has_end = true;
+        }
+        break;
+    case 158:
+        r->delta_start_us = (uint64_t)clamp_ms(uval(v), 1);
+        r->has_delta_start = true;
+        break;
+    case 159:
+        r->delta_end_us = (uint64_t)clamp_ms(uval(v), 1);
+        r->has_delta_end = true;
+        break;
+    case 160:
+        r->sys_init_ms = clamp_ms(uval(v), 1);
+        break;
+    case 323:
+        r->obs_ms = clamp_ms(uval(v), 1);
+        r->has_obs = true;
+        break;
+    case 312:
+        r->frame_size = uval(v);
+        r->has_frame_size = true;
+        break;
+    case 315:
+        r->frame = v;
+        r->frame_proto = ING_PKT_ETHERNET;
+        r->has_frame = true;
+        break;
     case 313:
         if (!r->has_frame) {
             ns_cur peek = v;
@@ -195,7 +339,8 @@ static void apply_field(rec *r, const ing_tmpl_field *fd, ns_cur v)
             }
         }
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -335,8 +480,9 @@ static void data_record(ing_nfctx *c, uint8_t version, uint32_t domain, int64_t 
     }
     /* counters: delta, else total, else the firewall's initiator counters (Cisco ASA) */
     f->bytes = r->has_bytes ? r->bytes : r->has_tot_bytes ? r->tot_bytes : r->init_bytes;
-    f->packets = r->has_packets ? r->packets : r->has_tot_packets ? r->tot_packets
-                                                                   : r->init_packets;
+    f->packets = r->has_packets       ? r->packets
+                 : r->has_tot_packets ? r->tot_packets
+                                      : r->init_packets;
     /* times, most precise source first */
     int64_t first = export_ms, last = export_ms;
     if (r->has_up_first || r->has_up_last) {
@@ -470,8 +616,7 @@ static void pending_release(ing_nfctx *c, const ing_tmpl *t)
     for (size_t i = 0; i < nf->npending;) {
         ing_pending *p = nf->pending[i];
         if (p->tid == t->id && p->domain == t->domain && p->version == t->version) {
-            decode_records(c, t, p->export_ms, p->uptime_ms, ns_cur_make(p->data, p->len),
-                           false);
+            decode_records(c, t, p->export_ms, p->uptime_ms, ns_cur_make(p->data, p->len), false);
             c->st->held_decoded++;
             pending_remove(nf, i);
         } else {
@@ -486,8 +631,8 @@ static void pending_hold(ing_nfctx *c, uint8_t version, uint32_t domain, uint16_
     ing_nfstate *nf = c->nf;
     ing__pending_expire(c);
     /* over the caps the oldest held data goes first: fresher data is likelier to be claimed */
-    while (nf->npending > 0 && (nf->npending == ING_MAX_PENDING ||
-                                nf->pending_bytes + set.left > ING_PENDING_BYTES)) {
+    while (nf->npending > 0 &&
+           (nf->npending == ING_MAX_PENDING || nf->pending_bytes + set.left > ING_PENDING_BYTES)) {
         pending_remove(nf, 0);
         c->st->held_dropped++;
     }

@@ -297,7 +297,8 @@ Test(qry, top_respects_the_time_range)
     small_set();
     qry_top_result r;
     /* [M0+9.5 s, M0+12 s]: #5 (src 2001:db8::9) and #6 (src 10.0.0.10) */
-    cr_assert(eq(int, qry_top(db, M0 + 9500, M0 + 12000, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 10, &r), 0));
+    cr_assert(
+        eq(int, qry_top(db, M0 + 9500, M0 + 12000, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 10, &r), 0));
     cr_assert(eq(u64, r.groups, 2));
     row_is(&r, QRY_BY_SRCADDR, 0, "2001:db8::9", 1, 30, 3000);
     row_is(&r, QRY_BY_SRCADDR, 1, "10.0.0.10", 1, 2, 50);

@@ -66,8 +66,7 @@ static int check(const char *fixtures, const char *expected, const char *const *
     snprintf(path, sizeof path, "%s/%s.nfdump.txt", fixtures, expected);
     cr_assert(it_nfdump_totals_read(path, &want) || want.flows == 0, "cannot read %s", path);
     if (t.flows != want.flows || t.packets != want.packets || t.bytes != want.bytes) {
-        snprintf(why, whycap,
-                 "totals %llu/%llu/%llu, nfdump %llu/%llu/%llu (flows/packets/bytes)",
+        snprintf(why, whycap, "totals %llu/%llu/%llu, nfdump %llu/%llu/%llu (flows/packets/bytes)",
                  (unsigned long long)t.flows, (unsigned long long)t.packets,
                  (unsigned long long)t.bytes, (unsigned long long)want.flows,
                  (unsigned long long)want.packets, (unsigned long long)want.bytes);
@@ -81,9 +80,9 @@ static int check(const char *fixtures, const char *expected, const char *const *
     size_t ne = it_nfdump_csv_by_src(path, exp, 8192);
     qsort(exp, ne, sizeof exp[0], cmp_bytes_desc);
     qry_top_result top;
-    cr_assert(eq(int, qry_top(db, INT64_MIN / 4, INT64_MAX / 4, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 10,
-                              &top),
-                 0));
+    cr_assert(eq(
+        int, qry_top(db, INT64_MIN / 4, INT64_MAX / 4, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 10, &top),
+        0));
     size_t k = ne < 10 ? ne : 10;
     if (!bad && top.n != k) {
         snprintf(why, whycap, "top-10 has %zu rows, nfdump %zu", top.n, k);
@@ -201,8 +200,8 @@ static void run_all(const scenario *s, size_t n)
         size_t nf = 0;
         while (nf < 5 && s[i].files[nf])
             nf++;
-        int bad = check(fx, s[i].name, s[i].files, nf, s[i].dport_999x, &got, &want, why,
-                        sizeof why);
+        int bad =
+            check(fx, s[i].name, s[i].files, nf, s[i].dport_999x, &got, &want, why, sizeof why);
         const known_diff *kd = find_known(s[i].name);
         if (kd) {
             bool ok = known_holds(kd, bad, &got, &want);
@@ -261,14 +260,16 @@ Test(fixtures, akvorado_netflow_and_ipfix, .timeout = 120)
     static const scenario s[] = {
         {"expected/real/akvorado/nfv5", {AKV "netflow__nfv5.pcap"}, false},
         {"expected/real/akvorado/nfv9-template-data",
-         {AKV "netflow__template.pcap", AKV "netflow__data.pcap"}, false},
+         {AKV "netflow__template.pcap", AKV "netflow__data.pcap"},
+         false},
         {"expected/real/akvorado/nfv9-data+templates", {AKV "netflow__data+templates.pcap"}, false},
         {"expected/real/akvorado/nfv9-options-template-data",
          {AKV "netflow__options-template.pcap", AKV "netflow__options-data.pcap",
           AKV "netflow__template.pcap", AKV "netflow__data.pcap"},
          false},
         {"expected/real/akvorado/nfv9-samplingrate",
-         {AKV "netflow__samplingrate-template.pcap", AKV "netflow__samplingrate-data.pcap"}, false},
+         {AKV "netflow__samplingrate-template.pcap", AKV "netflow__samplingrate-data.pcap"},
+         false},
         {"expected/real/akvorado/nfv9-multiplesamplingrates",
          {AKV "netflow__multiplesamplingrates-options-template.pcap",
           AKV "netflow__multiplesamplingrates-options-data.pcap",
@@ -276,26 +277,32 @@ Test(fixtures, akvorado_netflow_and_ipfix, .timeout = 120)
           AKV "netflow__multiplesamplingrates-data.pcap"},
          false},
         {"expected/real/akvorado/nfv9-icmp",
-         {AKV "netflow__icmp-template.pcap", AKV "netflow__icmp-data.pcap"}, false},
+         {AKV "netflow__icmp-template.pcap", AKV "netflow__icmp-data.pcap"},
+         false},
         {"expected/real/akvorado/nfv9-nat", {AKV "netflow__nat.pcap"}, false},
         {"expected/real/akvorado/ipfix-mpls", {AKV "netflow__mpls.pcap"}, false},
         {"expected/real/akvorado/ipfix-physicalinterfaces",
-         {AKV "netflow__physicalinterfaces.pcap"}, false},
+         {AKV "netflow__physicalinterfaces.pcap"},
+         false},
         {"expected/real/akvorado/ipfix-datalink",
-         {AKV "netflow__datalink-template.pcap", AKV "netflow__datalink-data.pcap"}, false},
+         {AKV "netflow__datalink-template.pcap", AKV "netflow__datalink-data.pcap"},
+         false},
         {"expected/real/akvorado/ipfix-eompls-cw",
          {AKV "netflow__ethernet-over-mpls-with-control-word-template.pcap",
           AKV "netflow__ethernet-over-mpls-with-control-word-data.pcap"},
          false},
         {"expected/real/akvorado/ipfix-srv6",
-         {AKV "netflow__ipfix-srv6-template.pcap", AKV "netflow__ipfix-srv6-data.pcap"}, false},
+         {AKV "netflow__ipfix-srv6-template.pcap", AKV "netflow__ipfix-srv6-data.pcap"},
+         false},
         {"expected/real/akvorado/ipfixprobe",
-         {AKV "netflow__ipfixprobe-templates.pcap", AKV "netflow__ipfixprobe-data.pcap"}, false},
+         {AKV "netflow__ipfixprobe-templates.pcap", AKV "netflow__ipfixprobe-data.pcap"},
+         false},
         {"expected/real/akvorado/ipfix-juniper-cpid",
          {AKV "netflow__juniper-cpid-template.pcap", AKV "netflow__juniper-cpid-data.pcap"},
          false},
         {"expected/real/akvorado/ipfix-v10-with-mpls-labels",
-         {AKV "top__ipfix_v10_with_mpls_labels.pcap"}, false},
+         {AKV "top__ipfix_v10_with_mpls_labels.pcap"},
+         false},
     };
     run_all(s, sizeof s / sizeof s[0]);
 }

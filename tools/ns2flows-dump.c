@@ -114,23 +114,32 @@ static int cmp_str(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"rows", no_argument, NULL, 'r'},   {"csv", no_argument, NULL, 'C'},
-        {"verify", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
+        {"rows", no_argument, NULL, 'r'},
+        {"csv", no_argument, NULL, 'C'},
+        {"verify", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     dump_opts o = {0};
     int c;
     while ((c = getopt_long(argc, argv, "rvh", opts, NULL)) != -1) {
         switch (c) {
-        case 'r': o.rows = true; break;
-        case 'C': o.rows = o.csv = true; break;
-        case 'v': o.verify = o.quiet = true; break;
+        case 'r':
+            o.rows = true;
+            break;
+        case 'C':
+            o.rows = o.csv = true;
+            break;
+        case 'v':
+            o.verify = o.quiet = true;
+            break;
         case 'h':
             printf("usage: ns2flows-dump [--rows] [--csv] [--verify] FILE|DIR...\n"
                    "  shows segment headers and columns; --rows (--csv) prints the flows;\n"
                    "  --verify checks every checksum and exits 1 on any mismatch\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (optind >= argc) {

@@ -47,29 +47,56 @@ static int parse_cli(int argc, char **argv, cli *c)
 {
     enum { O_DB = 256, O_LISTEN, O_LISTEN_SFLOW, O_HTTP, O_CHECK, O_HELPCFG, O_VERSION };
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, O_DB},
-        {"listen", required_argument, NULL, O_LISTEN}, {"http", required_argument, NULL, O_HTTP},
+        {"config", required_argument, NULL, 'c'},
+        {"db", required_argument, NULL, O_DB},
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"http", required_argument, NULL, O_HTTP},
         {"listen-sflow", required_argument, NULL, O_LISTEN_SFLOW},
-        {"foreground", no_argument, NULL, 'f'},   {"check-config", no_argument, NULL, O_CHECK},
-        {"help-config", no_argument, NULL, O_HELPCFG}, {"version", no_argument, NULL, O_VERSION},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"foreground", no_argument, NULL, 'f'},
+        {"check-config", no_argument, NULL, O_CHECK},
+        {"help-config", no_argument, NULL, O_HELPCFG},
+        {"version", no_argument, NULL, O_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int o;
     memset(c, 0, sizeof *c);
     while ((o = getopt_long(argc, argv, "c:fh", opts, NULL)) != -1) {
         const char *key = NULL;
         switch (o) {
-        case 'c': c->config_path = optarg; break;
-        case 'f': c->foreground = true; break;
-        case O_DB: key = "db_path"; break;
-        case O_LISTEN: key = "listen"; break;
-        case O_LISTEN_SFLOW: key = "listen_sflow"; break;
-        case O_HTTP: key = "http_listen"; break;
-        case O_CHECK: c->check_only = true; break;
-        case O_HELPCFG: ns_config_help(stdout); exit(0);
-        case O_VERSION: printf("ns2flows %s\n", NS_VERSION); exit(0);
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        case 'c':
+            c->config_path = optarg;
+            break;
+        case 'f':
+            c->foreground = true;
+            break;
+        case O_DB:
+            key = "db_path";
+            break;
+        case O_LISTEN:
+            key = "listen";
+            break;
+        case O_LISTEN_SFLOW:
+            key = "listen_sflow";
+            break;
+        case O_HTTP:
+            key = "http_listen";
+            break;
+        case O_CHECK:
+            c->check_only = true;
+            break;
+        case O_HELPCFG:
+            ns_config_help(stdout);
+            exit(0);
+        case O_VERSION:
+            printf("ns2flows %s\n", NS_VERSION);
+            exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
         }
         if (key) {
             if (c->nov == (int)(sizeof c->ov / sizeof c->ov[0])) {
@@ -295,8 +322,10 @@ static int cmd_ingest(int argc, char **argv)
 {
     enum { O_DB = 256, O_DPORT };
     static const struct option opts[] = {
-        {"db", required_argument, NULL, O_DB}, {"dport", required_argument, NULL, O_DPORT},
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+        {"db", required_argument, NULL, O_DB},
+        {"dport", required_argument, NULL, O_DPORT},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     ns_config cfg;
@@ -315,7 +344,9 @@ static int cmd_ingest(int argc, char **argv)
                 return 2;
             }
             break;
-        case O_DB: db_path = optarg; break;
+        case O_DB:
+            db_path = optarg;
+            break;
         case O_DPORT: {
             char *end;
             unsigned long p = strtoul(optarg, &end, 10);
@@ -329,17 +360,19 @@ static int cmd_ingest(int argc, char **argv)
         case 'h':
             printf("usage: ns2flows ingest [-c FILE] [--db DIR] [--dport PORT]... CAPTURE...\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (optind >= argc) {
-        fprintf(stderr, "usage: ns2flows ingest [-c FILE] [--db DIR] [--dport PORT]... CAPTURE...\n");
+        fprintf(stderr,
+                "usage: ns2flows ingest [-c FILE] [--db DIR] [--dport PORT]... CAPTURE...\n");
         return 2;
     }
     if (db_path)
         snprintf(cfg.db_path, sizeof cfg.db_path, "%s", db_path);
-    eng_db_opts dbo = {.budget_bytes = cfg.db_budget, .retention_s = cfg.retention_s,
-                       .no_sealer_thread = true};
+    eng_db_opts dbo = {
+        .budget_bytes = cfg.db_budget, .retention_s = cfg.retention_s, .no_sealer_thread = true};
     eng_db *db;
     ing_exporters *ex;
     if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
@@ -351,12 +384,13 @@ static int cmd_ingest(int argc, char **argv)
         return 1;
     }
     ns_log_set_level(NS_LOG_ERROR);
-    ing_offline_opts oo = {.dports = dports, .ndports = ndports,
+    ing_offline_opts oo = {.dports = dports,
+                           .ndports = ndports,
                            .progress = isatty(STDERR_FILENO) ? ingest_progress : NULL};
     ing_offline_stats st;
     int64_t t0 = ns_mono_ms();
-    int rc = ing_offline(db, ex, (const char *const *)(argv + optind), (size_t)(argc - optind),
-                         &oo, &st, err, sizeof err);
+    int rc = ing_offline(db, ex, (const char *const *)(argv + optind), (size_t)(argc - optind), &oo,
+                         &st, err, sizeof err);
     eng_db_close(db); /* seals everything */
     ing_exporters_free(ex);
     double secs = (double)(ns_mono_ms() - t0) / 1000.0;
@@ -495,8 +529,7 @@ int main(int argc, char **argv)
         if (sig == SIGHUP) {
             reload(&c, &cfg, db, c.foreground);
         } else if (sig == SIGTERM || sig == SIGINT) {
-            ns_log(NS_LOG_INFO, "signal %d: stopping (draining ingest, sealing open minutes)",
-                   sig);
+            ns_log(NS_LOG_INFO, "signal %d: stopping (draining ingest, sealing open minutes)", sig);
             break;
         }
     }

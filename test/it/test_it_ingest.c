@@ -100,7 +100,8 @@ Test(it_ingest, v9_and_ipfix_over_udp_match_nfdump, .timeout = 60)
         char *body;
         cr_assert(eq(int, it_http_get(d.http, "/metrics", &body), 200));
         char want_line[128];
-        snprintf(want_line, sizeof want_line, "ns2flows_exporter_flows_total{exporter=\"127.0.0.1\"} %llu",
+        snprintf(want_line, sizeof want_line,
+                 "ns2flows_exporter_flows_total{exporter=\"127.0.0.1\"} %llu",
                  (unsigned long long)want.flows);
         cr_expect(strstr(body, want_line) != NULL, "metrics lack '%s'", want_line);
         free(body);

@@ -110,7 +110,8 @@ ParameterizedTest(v5_case *c, it_v5, matches_nfdump, .timeout = 120)
     cr_assert(eq(int, it_http_get(d.http, "/api/v1/summary", &body), 200));
     uint64_t flows = 0, packets = 0, bytes = 0;
     cr_assert(it_json_u64(body, "flows", &flows) && it_json_u64(body, "packets", &packets) &&
-              it_json_u64(body, "bytes", &bytes), "summary: %s", body);
+                  it_json_u64(body, "bytes", &bytes),
+              "summary: %s", body);
     cr_expect(eq(u64, flows, want.flows), "%s flows", c->pcap);
     cr_expect(eq(u64, packets, want.packets), "%s packets", c->pcap);
     cr_expect(eq(u64, bytes, want.bytes), "%s bytes", c->pcap);
@@ -125,7 +126,8 @@ ParameterizedTest(v5_case *c, it_v5, matches_nfdump, .timeout = 120)
     /* a filter: TCP only == nfdump -I's per-protocol TCP totals */
     cr_assert(eq(int, it_http_get(d.http, "/api/v1/summary?filter=proto%20tcp", &body), 200));
     cr_assert(it_json_u64(body, "flows", &flows) && it_json_u64(body, "packets", &packets) &&
-              it_json_u64(body, "bytes", &bytes), "summary: %s", body);
+                  it_json_u64(body, "bytes", &bytes),
+              "summary: %s", body);
     cr_expect(eq(u64, flows, want.tcp_flows), "%s tcp flows", c->pcap);
     cr_expect(eq(u64, packets, want.tcp_packets), "%s tcp packets", c->pcap);
     cr_expect(eq(u64, bytes, want.tcp_bytes), "%s tcp bytes", c->pcap);
@@ -258,8 +260,7 @@ Test(it_v5, bad_requests_get_clear_errors, .timeout = 60)
         cr_expect(eq(int, st, cases[i].status), "%s", cases[i].path);
         cr_expect(body && strstr(body, cases[i].names), "%s: %s", cases[i].path, body);
         if (st >= 400)
-            cr_expect(body && strncmp(body, "{\"error\":", 9) == 0, "%s: %s", cases[i].path,
-                      body);
+            cr_expect(body && strncmp(body, "{\"error\":", 9) == 0, "%s: %s", cases[i].path, body);
         free(body);
     }
     cr_expect(eq(int, it_daemon_stop(&d), 0));
