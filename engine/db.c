@@ -693,8 +693,10 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         eng_seg_close(s);
         return rc;
     }
-    rc = eng_seg_read(s, colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST),
-                      bufs->rows);
+    /* the times are needed to filter rows, unless the whole segment is inside the range */
+    uint32_t need =
+        whole ? colmask : colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+    rc = eng_seg_read(s, need, bufs->rows);
     eng_seg_close(s);
     if (rc < 0)
         goto bad;

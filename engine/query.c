@@ -109,7 +109,8 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
                 qry_totals *out)
 {
     summary_ctx c = {.filter = filter};
-    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES);
+    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
+                    ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
     if (filter)
         mask |= qry_filter_columns(filter);
     int rc = eng_db_scan_totals(db, from_ms, to_ms, mask, summary_cb, summary_totals_cb, &c);
@@ -126,7 +127,6 @@ typedef struct group_tab {
     qry_row *slots;
     uint8_t *used;
     size_t cap, n;
-    qry_totals total;
 } group_tab;
 
 static void key_of(qry_by by, const eng_flow *r, qry_key *k)
@@ -203,7 +203,6 @@ static int group_cb(void *arg, const eng_flow *rows, size_t n)
             t->n++;
         }
         totals_add(&t->slots[h].t, &rows[i]);
-        totals_add(&t->total, &rows[i]);
     }
     return 0;
 }
@@ -246,6 +245,7 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
 {
     group_tab t = {.by = by, .filter = filter};
     uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
+                    ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST) |
                     (filter ? qry_filter_columns(filter) : 0u);
     int rc;
     memset(out, 0, sizeof *out);
@@ -288,7 +288,8 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
                                                                        : cmp_rows_flows;
     qsort(t.slots, k, sizeof *t.slots, cmp);
     size_t keep = k < limit ? k : limit;
-    out->total = t.total;
+    for (size_t i = 0; i < k; i++)
+        totals_merge(&out->total, &t.slots[i].t);
     out->groups = k;
     for (size_t i = keep; i < k; i++)
         totals_merge(&out->other, &t.slots[i].t);

@@ -183,8 +183,10 @@ int eng_db_state_read(eng_db *db, const char *name, uint8_t **buf, size_t *len);
 
 /* Visits every row whose [first_ms, last_ms] overlaps [from_ms, to_ms] (inclusive), in sealed
  * segments and in the open minutes, each exactly once. Only the columns in colmask are
- * filled. cb returns 0 to go on, non-zero to stop (returned). A corrupt segment is quarantined
- * and skipped (counted). Rows passed to cb are valid during the call only. */
+ * filled (ask for ENG_COL_FIRST/LAST to read the times: rows of a segment wholly inside the
+ * range may come without them). cb returns 0 to go on, non-zero to stop (returned). A corrupt
+ * segment is quarantined and skipped (counted). Rows passed to cb are valid during the call only.
+ */
 typedef int (*eng_row_cb)(void *arg, const eng_flow *rows, size_t n);
 int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
                 void *arg);

@@ -132,8 +132,10 @@ static tally scan_range(eng_db *db, uint32_t cap, int64_t from, int64_t to)
     tally t = {.cap = cap, .from = from, .to = to};
     t.seen = calloc(cap ? cap : 1, 1);
     cr_assert(t.seen != NULL);
-    uint32_t mask =
-        ENG_COLMASK(ENG_COL_IN_IF) | ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES);
+    /* the times are asked for: the callback checks them */
+    uint32_t mask = ENG_COLMASK(ENG_COL_IN_IF) | ENG_COLMASK(ENG_COL_PACKETS) |
+                    ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FIRST) |
+                    ENG_COLMASK(ENG_COL_LAST);
     cr_assert(eq(int, eng_db_scan(db, from, to, mask, tally_cb, &t), 0));
     cr_assert(eq(u64, t.out_of_range, 0));
     return t;
