@@ -264,48 +264,15 @@ int ns_time_parse(const char *s, int64_t *ms_out)
     return 0;
 }
 
-int ns_size_parse(const char *s, uint64_t *out)
-{
-    char *end;
-    if (!isdigit((unsigned char)*s))
-        return NS_E_PARSE;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return NS_E_RANGE;
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*end)) {
-    case 0:
-        break;
-    case 'K':
-        shift = 10;
-        break;
-    case 'M':
-        shift = 20;
-        break;
-    case 'G':
-        shift = 30;
-        break;
-    case 'T':
-        shift = 40;
-        break;
-    default:
-        return NS_E_PARSE;
-    }
-    if (*end) {
-        end++;
-        if (toupper((unsigned char)*end) == 'B')
-            end++;
-        if (*end)
-            return NS_E_PARSE;
-    }
-    if (shift && v > (UINT64_MAX >> shift))
-        return NS_E_RANGE;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
+/* A whole number followed by at most one unit letter from units (and, for sizes, an optional
+ * 'B'): "10G", "90s". The shared half of the size and duration parsers. */
+typedef struct unit {
+    char letter;
+    uint64_t mul;
+} unit;
 
-int ns_duration_parse(const char *s, uint64_t *seconds_out)
+static int parse_with_unit(const char *s, const unit *units, size_t nunits, bool upcase,
+                           bool allow_b, uint64_t *out)
 {
     char *end;
     if (!isdigit((unsigned char)*s))
@@ -315,31 +282,37 @@ int ns_duration_parse(const char *s, uint64_t *seconds_out)
     if (errno)
         return NS_E_RANGE;
     uint64_t mul = 1;
-    switch (*end) {
-    case 0:
-    case 's':
-        break;
-    case 'm':
-        mul = 60;
-        break;
-    case 'h':
-        mul = 3600;
-        break;
-    case 'd':
-        mul = 86400;
-        break;
-    case 'w':
-        mul = 7 * 86400;
-        break;
-    default:
-        return NS_E_PARSE;
+    if (*end) {
+        char c = upcase ? (char)toupper((unsigned char)*end) : *end;
+        size_t i;
+        for (i = 0; i < nunits && units[i].letter != c; i++)
+            ;
+        if (i == nunits)
+            return NS_E_PARSE;
+        mul = units[i].mul;
+        end++;
+        if (allow_b && toupper((unsigned char)*end) == 'B')
+            end++;
+        if (*end)
+            return NS_E_PARSE;
     }
-    if (*end && end[1])
-        return NS_E_PARSE;
     if (v > UINT64_MAX / mul)
         return NS_E_RANGE;
-    *seconds_out = v * mul;
+    *out = (uint64_t)v * mul;
     return 0;
+}
+
+int ns_size_parse(const char *s, uint64_t *out)
+{
+    static const unit units[] = {
+        {'K', 1ull << 10}, {'M', 1ull << 20}, {'G', 1ull << 30}, {'T', 1ull << 40}};
+    return parse_with_unit(s, units, sizeof units / sizeof units[0], true, true, out);
+}
+
+int ns_duration_parse(const char *s, uint64_t *seconds_out)
+{
+    static const unit units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 604800}};
+    return parse_with_unit(s, units, sizeof units / sizeof units[0], false, false, seconds_out);
 }
 
 int64_t ns_now_ms(void)
