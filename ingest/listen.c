@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,7 +215,11 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
     l->ex = ex;
     l->db = db;
     atomic_init(&l->stop, false);
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* the CPUs this process may run on (taskset, cgroups), not every CPU of the machine:
+     * more receive threads than CPUs only adds context switches and loss */
+    cpu_set_t cpus;
+    long cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus)
+                                                               : sysconf(_SC_NPROCESSORS_ONLN);
     l->threads = o->threads ? o->threads : (unsigned)(cores > 0 ? cores : 1);
     if (o->naddrs > 2 * NS_MAX_LISTEN || l->threads > 64) {
         free(l);
