@@ -167,6 +167,17 @@ static void quarantine_file(eng_db *db, const char *name, int why)
 
 static void quarantine_locked(eng_db *db, const char *name, int why)
 {
+    if (db->opts.read_only) {
+        /* the daemon owns the folder: a reader only stops reading the file */
+        for (size_t i = 0; i < db->nsegs; i++)
+            if (strcmp(db->segs[i].name, name) == 0) {
+                catalog_remove_locked(db, i);
+                break;
+            }
+        db->st.segments_quarantined++;
+        ns_log(NS_LOG_WARN, "db: segment %s is damaged (%s); skipped", name, ns_strerror(why));
+        return;
+    }
     for (size_t i = 0; i < db->nsegs; i++) {
         if (strcmp(db->segs[i].name, name) == 0) {
             catalog_remove_locked(db, i);
@@ -188,6 +199,8 @@ static int catalog_load(eng_db *db)
         size_t len = strlen(de->d_name);
         seg_entry e = {0};
         if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0) {
+            if (db->opts.read_only)
+                continue; /* perhaps being written right now */
             /* never published: a crash hit between write and rename */
             seg_path(db, de->d_name, path, sizeof path);
             unlink(path);
@@ -200,9 +213,15 @@ static int catalog_load(eng_db *db)
         seg_path(db, e.name, path, sizeof path);
         eng_seg *s;
         int rc = eng_seg_open(path, &s);
+        if (rc == -ENOENT)
+            continue; /* deleted since the listing (a reader beside the daemon) */
         if (rc < 0) {
             db->st.segments_quarantined++;
-            quarantine_file(db, e.name, rc);
+            if (db->opts.read_only)
+                ns_log(NS_LOG_WARN, "db: segment %s is damaged (%s); skipped", e.name,
+                       ns_strerror(rc));
+            else
+                quarantine_file(db, e.name, rc);
             continue;
         }
         const eng_seg_info *in = eng_seg_get_info(s);
@@ -275,6 +294,8 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms)
 /* Applies budget and retention, unlinking outside the mutex, until nothing more is due. */
 static void enforce_limits(eng_db *db)
 {
+    if (db->opts.read_only)
+        return;
     for (;;) {
         pthread_mutex_lock(&db->mu);
         enforce_limits_locked(db, ns_now_ms());
@@ -330,6 +351,15 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         goto fail;
     }
     strcpy(db->dir, dir);
+    if (db->opts.read_only) {
+        db->opts.no_sealer_thread = true;
+        if ((rc = catalog_load(db)) < 0) {
+            snprintf(err, errcap, "cannot read database folder %s: %s", dir, ns_strerror(rc));
+            goto fail;
+        }
+        *out = db;
+        return 0;
+    }
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
         rc = -errno;
         snprintf(err, errcap, "cannot create database folder %s: %s", dir, strerror(errno));
@@ -397,7 +427,7 @@ int eng_db_close(eng_db *db)
         pthread_mutex_unlock(&db->mu);
         pthread_join(db->sealer, NULL);
     }
-    int rc = eng_db_seal_due(db, ns_now_ms(), true);
+    int rc = db->opts.read_only ? 0 : eng_db_seal_due(db, ns_now_ms(), true);
     size_t lost = 0;
     for (size_t i = 0; i < db->nopen; i++) {
         lost += db->open[i]->n;
@@ -409,7 +439,8 @@ int eng_db_close(eng_db *db)
     int result = lost ? (rc < 0 ? rc : -EIO) : 0;
     free(db->open);
     free(db->segs);
-    close(db->lockfd); /* releases the flock */
+    if (db->lockfd >= 0)
+        close(db->lockfd); /* releases the flock */
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->seal_mu);
     pthread_cond_destroy(&db->cond);
@@ -461,6 +492,8 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
     int rc = 0;
     if (n == 0)
         return 0;
+    if (db->opts.read_only)
+        return -EROFS;
     pthread_mutex_lock(&db->mu);
     minute_buf *b = db->open_rows + n > MAX_OPEN_ROWS ? NULL : open_buf_locked(db, recv_ms / 60000);
     if (!b) {
@@ -817,6 +850,8 @@ int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len
 {
     char dir[4200], tmp[4300], path[4300];
     int rc, fd;
+    if (db->opts.read_only)
+        return -EROFS;
     snprintf(dir, sizeof dir, "%s/%s", db->dir, STATE_DIR);
     if (mkdir(dir, 0755) < 0 && errno != EEXIST)
         return -errno;

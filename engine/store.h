@@ -135,6 +135,9 @@ typedef struct eng_db_opts {
     uint64_t retention_s;  /* 0 = no age limit */
     uint64_t seal_delay_s; /* a minute is sealed this long after it ends */
     bool no_sealer_thread; /* tests drive sealing with eng_db_seal_due() */
+    bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
+                            * damaged segments are skipped, not moved; appends are refused.
+                            * Sees the sealed segments of the moment it opened. */
 } eng_db_opts;
 
 /* Opens (creating if absent) the database in dir: takes the lock file, scans the segments

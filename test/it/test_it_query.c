@@ -1,0 +1,80 @@
+/* Integration: ns2flows-query (offline, nfdump-shaped) on a database filled by `ns2flows
+ * ingest`, against nfdump's recorded answers; and beside a running daemon (read-only, no lock). */
+#include "test/it/itlib.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+static void slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = 0;
+    if (f)
+        fclose(f);
+}
+
+/* Runs ns2flows-query with args on db; returns its exit status, output in out. */
+static int query(const char *db, const char *const *args, char *out, size_t cap)
+{
+    char bin[512], tmp[300];
+    const char *argv[16] = {bin, "--db", db};
+    int n = 3;
+    snprintf(bin, sizeof bin, "%s/ns2flows-query", it_bin());
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    snprintf(tmp, sizeof tmp, "%s.query", db);
+    int rc = it_run(argv, tmp);
+    slurp(tmp, out, cap);
+    unlink(tmp);
+    return rc;
+}
+
+Test(it_query, answers_like_nfdump_and_runs_beside_the_daemon, .timeout = 60)
+{
+    char db[] = "/tmp/ns2flows-it-q-XXXXXX", bin[512], pcap[600], txt[600], out[8192];
+    it_nfdump_totals want;
+    cr_assert(mkdtemp(db) != NULL);
+    snprintf(bin, sizeof bin, "%s/ns2flows", it_bin());
+    snprintf(pcap, sizeof pcap, "%s/generated/softflowd-v9-tcpreplay_test.pcap", it_fixtures());
+    snprintf(txt, sizeof txt, "%s/generated/softflowd-v9-tcpreplay_test.nfdump.txt", it_fixtures());
+    cr_assert(it_nfdump_totals_read(txt, &want));
+    const char *ingest[] = {bin, "ingest", "--db", db, pcap, NULL};
+    cr_assert(eq(int, it_run(ingest, NULL), 0));
+
+    /* a daemon on the same folder holds the lock; the query tool does not need it */
+    it_daemon d;
+    cr_assert(it_daemon_start(&d, db));
+
+    const char *totals[] = {"-I", "-o", "json", NULL};
+    cr_assert(eq(int, query(db, totals, out, sizeof out), 0), "%s", out);
+    uint64_t f = 0, p = 0, b = 0;
+    cr_assert(it_json_u64(out, "flows", &f) && it_json_u64(out, "packets", &p) &&
+                  it_json_u64(out, "bytes", &b),
+              "%s", out);
+    cr_expect(eq(u64, f, want.flows));
+    cr_expect(eq(u64, p, want.packets));
+    cr_expect(eq(u64, b, want.bytes));
+
+    const char *tcp[] = {"-I", "-o", "json", "proto", "tcp", NULL};
+    cr_assert(eq(int, query(db, tcp, out, sizeof out), 0), "%s", out);
+    cr_assert(it_json_u64(out, "flows", &f) && it_json_u64(out, "bytes", &b));
+    cr_expect(eq(u64, f, want.tcp_flows));
+    cr_expect(eq(u64, b, want.tcp_bytes));
+
+    const char *top[] = {"-s", "srcip/bytes", "-n", "3", "-o", "csv", NULL};
+    cr_assert(eq(int, query(db, top, out, sizeof out), 0), "%s", out);
+    cr_expect(strncmp(out, "srcaddr,flows,packets,bytes\n", 28) == 0, "%s", out);
+
+    const char *bad[] = {"-I", "port", "foo", NULL};
+    cr_expect(eq(int, query(db, bad, out, sizeof out), 2));
+    cr_expect(strstr(out, "col 6") != NULL, "%s", out);
+    const char *badt[] = {"-I", "-t", "yesterday-today", NULL};
+    cr_expect(eq(int, query(db, badt, out, sizeof out), 2));
+
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.stderr'", db, db);
+    cr_expect(eq(int, system(cmd), 0));
+}
