@@ -104,12 +104,19 @@ static inline int it_http_get(uint16_t port, const char *path, char **body)
         close(fd);
         return -1;
     }
-    char req[2048];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
+    size_t reqcap = strlen(path) + 64;
+    char *req = malloc(reqcap);
+    int n = snprintf(req, reqcap, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    for (int off = 0; off < n;) {
+        ssize_t w = write(fd, req + off, (size_t)(n - off));
+        if (w <= 0) {
+            free(req);
+            close(fd);
+            return -1;
+        }
+        off += (int)w;
     }
+    free(req);
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap);
     for (;;) {
