@@ -6,8 +6,9 @@
 #include <stdlib.h>
 #include <xxhash.h>
 
-static const char *const by_names[QRY_NBY] = {"srcaddr", "dstaddr", "proto",
-                                              "srcport", "dstport", "exporter"};
+static const char *const by_names[QRY_NBY] = {"srcaddr", "dstaddr",  "proto", "srcport",
+                                              "dstport", "exporter", "inif",  "outif",
+                                              "srcas",   "dstas",    "tos",   "vlan"};
 static const char *const metric_names[] = {"bytes", "packets", "flows"};
 
 int qry_by_parse(const char *s, qry_by *out)
@@ -151,6 +152,24 @@ static void key_of(qry_by by, const eng_flow *r, qry_key *k)
     case QRY_BY_DSTPORT:
         k->num = r->dst_port;
         break;
+    case QRY_BY_INIF:
+        k->num = r->in_if;
+        break;
+    case QRY_BY_OUTIF:
+        k->num = r->out_if;
+        break;
+    case QRY_BY_SRCAS:
+        k->num = r->src_as;
+        break;
+    case QRY_BY_DSTAS:
+        k->num = r->dst_as;
+        break;
+    case QRY_BY_TOS:
+        k->num = r->tos;
+        break;
+    case QRY_BY_VLAN:
+        k->num = r->vlan;
+        break;
     case QRY_NBY:
         break;
     }
@@ -269,6 +288,24 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
         break;
     case QRY_BY_DSTPORT:
         mask |= ENG_COLMASK(ENG_COL_DST_PORT);
+        break;
+    case QRY_BY_INIF:
+        mask |= ENG_COLMASK(ENG_COL_IN_IF);
+        break;
+    case QRY_BY_OUTIF:
+        mask |= ENG_COLMASK(ENG_COL_OUT_IF);
+        break;
+    case QRY_BY_SRCAS:
+        mask |= ENG_COLMASK(ENG_COL_SRC_AS);
+        break;
+    case QRY_BY_DSTAS:
+        mask |= ENG_COLMASK(ENG_COL_DST_AS);
+        break;
+    case QRY_BY_TOS:
+        mask |= ENG_COLMASK(ENG_COL_TOS);
+        break;
+    case QRY_BY_VLAN:
+        mask |= ENG_COLMASK(ENG_COL_VLAN);
         break;
     case QRY_NBY:
         break;

@@ -23,6 +23,12 @@ typedef enum {
     QRY_BY_SRCPORT,
     QRY_BY_DSTPORT,
     QRY_BY_EXPORTER,
+    QRY_BY_INIF,
+    QRY_BY_OUTIF,
+    QRY_BY_SRCAS,
+    QRY_BY_DSTAS,
+    QRY_BY_TOS,
+    QRY_BY_VLAN,
     QRY_NBY
 } qry_by;
 

@@ -218,7 +218,7 @@ static int route_top(req *r)
     if ((v = param(r, "by")) && qry_by_parse(v, &by) < 0)
         return fail(r, 400,
                     "parameter 'by': '%.64s' is not one of srcaddr, dstaddr, proto, srcport, "
-                    "dstport, exporter",
+                    "dstport, exporter, inif, outif, srcas, dstas, tos, vlan",
                     v);
     if ((v = param(r, "metric")) && qry_metric_parse(v, &metric) < 0)
         return fail(r, 400, "parameter 'metric': '%.64s' is not one of bytes, packets, flows", v);

@@ -352,9 +352,17 @@ static eng_flow big_row(int i)
     else
         snprintf(ex, sizeof ex, "192.0.2.%d", 250 + i % 2);
     int64_t first = M0 + (i % 3) * MIN + (i * 37) % 50000 - 20000;
-    return flow(src, dst, protos[i % 5], ports[(i * 3) % 8], ports[(i / 2) % 8], ex,
-                (uint64_t)(i % 7 + 1), (uint64_t)((i % 13 + 1) * 100), first,
-                first + (i * 11) % 30000);
+    eng_flow f = flow(src, dst, protos[i % 5], ports[(i * 3) % 8], ports[(i / 2) % 8], ex,
+                      (uint64_t)(i % 7 + 1), (uint64_t)((i % 13 + 1) * 100), first,
+                      first + (i * 11) % 30000);
+    /* the other group keys: values that repeat with different periods, some above 255/65535 */
+    f.in_if = (uint32_t)(i % 6) * 300u;
+    f.out_if = (uint32_t)(i % 5) + 1u;
+    f.src_as = (uint32_t)(i % 4) * 70000u;
+    f.dst_as = (uint32_t)(i % 9) + 64512u;
+    f.tos = (uint8_t)((i % 3) * 32);
+    f.vlan = (uint16_t)(i % 7 == 0 ? 0 : 100 + i % 4);
+    return f;
 }
 
 static void big_set(void)
@@ -387,6 +395,24 @@ static qry_key ref_key(qry_by by, const eng_flow *f)
         break;
     case QRY_BY_DSTPORT:
         k.num = f->dst_port;
+        break;
+    case QRY_BY_INIF:
+        k.num = f->in_if;
+        break;
+    case QRY_BY_OUTIF:
+        k.num = f->out_if;
+        break;
+    case QRY_BY_SRCAS:
+        k.num = f->src_as;
+        break;
+    case QRY_BY_DSTAS:
+        k.num = f->dst_as;
+        break;
+    case QRY_BY_TOS:
+        k.num = f->tos;
+        break;
+    case QRY_BY_VLAN:
+        k.num = f->vlan;
         break;
     case QRY_NBY:
         break;
@@ -604,8 +630,9 @@ Test(qry, answers_are_the_same_open_partly_sealed_sealed_and_reopened)
 
 Test(qry, names_parse_and_round_trip)
 {
-    static const char *const bys[] = {"srcaddr", "dstaddr", "proto",
-                                      "srcport", "dstport", "exporter"};
+    static const char *const bys[QRY_NBY] = {"srcaddr", "dstaddr",  "proto", "srcport",
+                                             "dstport", "exporter", "inif",  "outif",
+                                             "srcas",   "dstas",    "tos",   "vlan"};
     static const char *const ms[] = {"bytes", "packets", "flows"};
     for (int i = 0; i < QRY_NBY; i++) {
         qry_by by = QRY_NBY;
