@@ -176,11 +176,14 @@ int main(int argc, char **argv)
             memcpy(key, stat, kl);
             key[kl] = 0;
             ok = false;
+            /* nfdump's names first, then ours (inif, srcas, vlan... are the same in both) */
             for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-                if (strcmp(key, keys[i].nfdump) == 0 || strcmp(key, qry_by_name(keys[i].by)) == 0) {
+                if (strcmp(key, keys[i].nfdump) == 0) {
                     by = keys[i].by;
                     ok = true;
                 }
+            if (!ok)
+                ok = qry_by_parse(key, &by) == 0;
         }
         if (!ok) {
             fprintf(stderr, "ns2flows-query: -s '%s': expected KEY[/bytes|packets|flows]\n", stat);
