@@ -67,6 +67,10 @@ Test(it_query, answers_like_nfdump_and_runs_beside_the_daemon, .timeout = 60)
     cr_assert(eq(int, query(db, top, out, sizeof out), 0), "%s", out);
     cr_expect(strncmp(out, "srcaddr,flows,packets,bytes\n", 28) == 0, "%s", out);
 
+    const char *as[] = {"-s", "dstas/flows", "-o", "csv", NULL};
+    cr_assert(eq(int, query(db, as, out, sizeof out), 0), "%s", out);
+    cr_expect(strncmp(out, "dstas,flows,packets,bytes\n", 26) == 0, "%s", out);
+
     const char *bad[] = {"-I", "port", "foo", NULL};
     cr_expect(eq(int, query(db, bad, out, sizeof out), 2));
     cr_expect(strstr(out, "col 6") != NULL, "%s", out);
