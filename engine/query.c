@@ -351,3 +351,80 @@ void qry_top_free(qry_top_result *r)
     r->rows = NULL;
     r->n = 0;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Time series */
+
+typedef struct series_ctx {
+    int64_t from, step;
+    size_t n;
+    const qry_filter *filter;
+    qry_totals *b;
+} series_ctx;
+
+static int series_cb(void *arg, const eng_flow *rows, size_t n)
+{
+    series_ctx *c = arg;
+    int64_t end = c->from + c->step * (int64_t)c->n; /* exclusive */
+    for (size_t i = 0; i < n; i++) {
+        const eng_flow *r = &rows[i];
+        if (c->filter && !qry_filter_match(c->filter, r))
+            continue;
+        int64_t s = r->first_ms < c->from ? c->from : r->first_ms;
+        int64_t e = r->last_ms >= end ? end - 1 : r->last_ms;
+        if (e < s)
+            continue;
+        size_t bs = (size_t)((s - c->from) / c->step), be = (size_t)((e - c->from) / c->step);
+        c->b[bs].flows++;
+        if (bs == be || r->last_ms <= r->first_ms) {
+            c->b[bs].packets += r->packets;
+            c->b[bs].bytes += r->bytes;
+            continue;
+        }
+        /* proportional to the overlap with each bucket; the remainder goes to the last one so
+         * the series adds up to the flow's counters exactly */
+        double span = (double)(r->last_ms - r->first_ms);
+        bool inside = r->first_ms >= c->from && r->last_ms < end;
+        uint64_t given_p = 0, given_b = 0;
+        for (size_t k = bs; k <= be; k++) {
+            int64_t lo = c->from + c->step * (int64_t)k, hi = lo + c->step;
+            int64_t os = r->first_ms > lo ? r->first_ms : lo;
+            int64_t oe = r->last_ms < hi ? r->last_ms : hi;
+            double share = oe > os ? (double)(oe - os) / span : 0.0;
+            uint64_t p =
+                k == be && inside ? r->packets - given_p : (uint64_t)((double)r->packets * share);
+            uint64_t by =
+                k == be && inside ? r->bytes - given_b : (uint64_t)((double)r->bytes * share);
+            c->b[k].packets += p;
+            c->b[k].bytes += by;
+            given_p += p;
+            given_b += by;
+        }
+    }
+    return 0;
+}
+
+int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
+               const qry_filter *filter, qry_totals *buckets)
+{
+    if (step_ms <= 0 || nbuckets == 0 || nbuckets > QRY_SERIES_MAX_BUCKETS)
+        return NS_E_RANGE;
+    memset(buckets, 0, nbuckets * sizeof *buckets);
+    series_ctx c = {from_ms, step_ms, nbuckets, filter, buckets};
+    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
+                    ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST) |
+                    (filter ? qry_filter_columns(filter) : 0u);
+    return eng_db_scan(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1, mask, series_cb, &c);
+}
+
+int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target)
+{
+    static const int64_t steps[] = {1000,     5000,     10000,    30000,    60000,
+                                    300000,   900000,   1800000,  3600000,  10800000,
+                                    21600000, 43200000, 86400000, 604800000};
+    int64_t range = to_ms - from_ms + 1;
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        if (range / steps[i] <= (int64_t)target)
+            return steps[i];
+    return steps[sizeof steps / sizeof steps[0] - 1];
+}

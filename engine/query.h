@@ -74,6 +74,18 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
             qry_metric metric, size_t limit, qry_top_result *out);
 void qry_top_free(qry_top_result *r);
 
+/* Time series: nbuckets buckets of step_ms from from_ms. A flow's packets and bytes are spread
+ * over the buckets its [first, last] span covers, in proportion to the overlap (a flow of no
+ * duration falls in one bucket); its flow count goes to the bucket it starts in (or the first
+ * bucket, if it started before the range). buckets (caller-owned, nbuckets entries) are
+ * zeroed first; their first_ms/last_ms are not used. Returns 0 or a negative code. */
+#define QRY_SERIES_MAX_BUCKETS 10000
+int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
+               const qry_filter *filter, qry_totals *buckets);
+/* A step that gives about `target` buckets over [from_ms, to_ms]: 1, 5, 10, 30 s, 1, 5, 15,
+ * 30 min, 1, 3, 6, 12 h, 1 d, 1 w. */
+int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target);
+
 /* ---- filters (engine/filter.c) ---- */
 /* nfdump's filter language ("host 10.0.0.1 and port 443", "net 2001:db8::/32 and not tcp",
  * "bytes > 1M"); docs/FILTERS.md is the reference. A filter is compiled once into a small

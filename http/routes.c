@@ -281,6 +281,83 @@ static int route_top(req *r)
     return 200;
 }
 
+static int route_series(req *r)
+{
+    static const char *const known[] = {"from", "to", "step", "filter", "format", NULL};
+    int64_t from, to, step = 0;
+    bool csv = false;
+    const char *v;
+    int rc = check_known(r, known);
+    if (rc || (rc = parse_range(r, &from, &to)))
+        return rc;
+    if ((v = param(r, "format"))) {
+        if (strcmp(v, "csv") == 0)
+            csv = true;
+        else if (strcmp(v, "json") != 0)
+            return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
+    }
+    if (from == T_MIN || to == T_MAX) {
+        /* an open end: the data held decides it */
+        eng_db_stats st;
+        eng_db_get_stats(r->o->db, &st);
+        if (from == T_MIN)
+            from = st.oldest_ms;
+        if (to == T_MAX)
+            to = st.newest_ms > from ? st.newest_ms : from;
+    }
+    if ((v = param(r, "step"))) {
+        uint64_t secs;
+        if (ns_duration_parse(v, &secs) < 0 || secs == 0 || secs > 366u * 86400u)
+            return fail(r, 400, "parameter 'step': '%.64s' is not a duration like 60, 5m, 1h", v);
+        step = (int64_t)secs * 1000;
+    } else {
+        step = qry_series_step(from, to, 200);
+    }
+    from -= ((from % step) + step) % step; /* buckets on round times */
+    int64_t nb = (to - from) / step + 1;
+    if (nb > QRY_SERIES_MAX_BUCKETS)
+        return fail(r, 400, "parameter 'step': %" PRId64 " buckets; at most %d (widen the step)",
+                    nb, QRY_SERIES_MAX_BUCKETS);
+    qry_filter *f = NULL;
+    if ((rc = parse_filter(r, &f)))
+        return rc;
+    qry_totals *b = calloc((size_t)nb, sizeof *b);
+    if (!b) {
+        qry_filter_free(f);
+        return fail(r, 500, "out of memory");
+    }
+    rc = qry_series(r->o->db, from, step, (size_t)nb, f, b);
+    qry_filter_free(f);
+    if (rc < 0) {
+        free(b);
+        return query_error(r, rc);
+    }
+    ns_buf *o = r->body;
+    if (csv) {
+        ns_buf_puts(o, "t,flows,packets,bytes\n");
+        for (int64_t i = 0; i < nb; i++) {
+            put_time(o, from + i * step, true);
+            ns_buf_printf(o, ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", b[i].flows, b[i].packets,
+                          b[i].bytes);
+        }
+        *r->ctype = "text/csv";
+    } else {
+        ns_buf_printf(o, "{\"step\":%" PRId64 ",", step / 1000);
+        put_range(o, from, from + nb * step - 1);
+        ns_buf_puts(o, ",\"buckets\":[");
+        for (int64_t i = 0; i < nb; i++) {
+            ns_buf_puts(o, i ? ",{\"t\":" : "{\"t\":");
+            put_time(o, from + i * step, true);
+            ns_buf_puts(o, ",");
+            put_totals(o, &b[i], false);
+            ns_buf_puts(o, "}");
+        }
+        ns_buf_puts(o, "]}\n");
+    }
+    free(b);
+    return 200;
+}
+
 static int route_metrics(req *r)
 {
     static const char *const known[] = {NULL};
@@ -328,7 +405,7 @@ int http_dispatch(const http_opts *o, const char *method, const char *path, cons
     } routes[] = {
         {"/api/v1/status", route_status}, {"/api/v1/summary", route_summary},
         {"/api/v1/top", route_top},       {"/api/v1/exporters", route_exporters},
-        {"/metrics", route_metrics},
+        {"/api/v1/series", route_series}, {"/metrics", route_metrics},
     };
     req r = {o, params, nparams, body, content_type};
     *content_type = "application/json";

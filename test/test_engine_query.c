@@ -684,3 +684,51 @@ Test(qry, key_formatting)
     qry_key_fmt(QRY_BY_DSTPORT, &k, buf, sizeof buf);
     cr_assert(eq(int, strcmp(buf, "65535"), 0), "%s", buf);
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Time series */
+
+Test(qry, series_spreads_a_flow_over_the_buckets_it_spans)
+{
+    /* 10 s buckets from M0. A: 0..9.999 s, one bucket. B: 5 s..25 s, 1000 bytes over 20 s:
+     * 250 + 500 + 250. C: started 10 s before the range, ends at 5 s: only its in-range half
+     * (400 bytes, 4 packets, all in bucket 0: it ends exactly at 10 s) is counted, its flow goes
+     * to bucket 0. D: no duration, at 30 s (bucket 3). */
+    eng_flow rows[] = {
+        flow("10.0.0.1", "10.0.0.2", 6, 1, 2, "192.0.2.1", 10, 100, M0, M0 + 9999),
+        flow("10.0.0.1", "10.0.0.2", 6, 1, 2, "192.0.2.1", 20, 1000, M0 + 5000, M0 + 25000),
+        flow("10.0.0.3", "10.0.0.2", 17, 1, 2, "192.0.2.1", 8, 800, M0 - 10000, M0 + 10000),
+        flow("10.0.0.3", "10.0.0.2", 17, 1, 2, "192.0.2.1", 1, 60, M0 + 30000, M0 + 30000),
+    };
+    append(M0 + 40000, rows, 4);
+    qry_totals b[4];
+    cr_assert(eq(int, qry_series(db, M0, 10000, 4, NULL, b), 0));
+    cr_expect(eq(u64, b[0].flows, 3)); /* A, B (starts at 5 s), C (clamped to the start) */
+    cr_expect(eq(u64, b[3].flows, 1));
+    cr_expect(eq(u64, b[0].bytes, 100 + 250 + 400));
+    cr_expect(eq(u64, b[1].bytes, 500));
+    cr_expect(eq(u64, b[2].bytes, 250));
+    cr_expect(eq(u64, b[3].bytes, 60));
+    cr_expect(eq(u64, b[0].packets + b[1].packets + b[2].packets, 10 + 20 + 4));
+    /* a filter: UDP only */
+    qry_filter *f;
+    char err[128];
+    cr_assert(eq(int, qry_filter_compile("proto udp", &f, err, sizeof err), 0));
+    cr_assert(eq(int, qry_series(db, M0, 10000, 4, f, b), 0));
+    cr_expect(eq(u64, b[0].bytes + b[1].bytes + b[2].bytes + b[3].bytes, 400 + 60));
+    qry_filter_free(f);
+    /* sealed, the same answer */
+    cr_assert(eq(int, eng_db_seal_due(db, 0, true), 1));
+    cr_assert(eq(int, qry_series(db, M0, 10000, 4, NULL, b), 0));
+    cr_expect(eq(u64, b[1].bytes, 500));
+    cr_expect(eq(int, qry_series(db, M0, 0, 4, NULL, b), NS_E_RANGE));
+    cr_expect(eq(int, qry_series(db, M0, 1000, QRY_SERIES_MAX_BUCKETS + 1, NULL, b), NS_E_RANGE));
+}
+
+Test(qry, series_step_gives_about_the_asked_number_of_buckets)
+{
+    cr_expect(eq(i64, qry_series_step(0, 59999, 200), 1000));
+    cr_expect(eq(i64, qry_series_step(0, 3600000 - 1, 200), 30000));          /* 1 h: 120 buckets */
+    cr_expect(eq(i64, qry_series_step(0, 86400000 - 1, 200), 900000));        /* 24 h: 96 */
+    cr_expect(eq(i64, qry_series_step(0, 7 * 86400000LL - 1, 200), 3600000)); /* 7 d: 168 */
+}

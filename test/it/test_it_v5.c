@@ -133,6 +133,23 @@ ParameterizedTest(v5_case *c, it_v5, matches_nfdump, .timeout = 120)
     cr_expect(eq(u64, bytes, want.tcp_bytes), "%s tcp bytes", c->pcap);
     free(body);
 
+    /* the time series over everything adds up to nfdump's totals */
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/series?step=1m", &body), 200));
+    uint64_t sf = 0, sp = 0, sb = 0;
+    for (const char *q = strstr(body, "\"buckets\":"); q && (q = strstr(q, "{\"t\":")); q++) {
+        uint64_t v;
+        if (it_json_u64(q, "flows", &v))
+            sf += v;
+        if (it_json_u64(q, "packets", &v))
+            sp += v;
+        if (it_json_u64(q, "bytes", &v))
+            sb += v;
+    }
+    free(body);
+    cr_expect(eq(u64, sf, want.flows), "%s series flows", c->pcap);
+    cr_expect(eq(u64, sp, want.packets), "%s series packets", c->pcap);
+    cr_expect(eq(u64, sb, want.bytes), "%s series bytes", c->pcap);
+
     /* every source address's totals == those summed from nfdump's per-flow CSV */
     static it_addr_total exp_rows[4096], got_rows[4096];
     size_t ne = it_nfdump_csv_by_src(csv, exp_rows, 4096);
@@ -245,6 +262,9 @@ Test(it_v5, bad_requests_get_clear_errors, .timeout = 60)
         {"/api/v1/top?limt=5", 400, "limt"},
         {"/api/v1/top?format=xml", 400, "format"},
         {"/api/v1/top?filter=port%20foo", 400, "filter"},
+        {"/api/v1/series?step=0", 400, "step"},
+        {"/api/v1/series?from=0&to=1800000000&step=1", 400, "step"},
+        {"/api/v1/series?step=5m&format=csv", 200, "t,flows,packets,bytes"},
         {"/api/v1/summary?filter=(proto%20tcp", 400, "filter"},
         {"/api/v1/summary?filter=proto%20tcp%20and%20not%20port%2022", 200, "flows"},
         {"/api/v1/nothing", 404, "/api/v1/nothing"},
