@@ -428,3 +428,122 @@ int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target)
             return steps[i];
     return steps[sizeof steps / sizeof steps[0] - 1];
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Raw flows, newest first */
+
+/* Newer first; equal start times ordered by the row's bytes so pages are stable. */
+static int newer_first(const eng_flow *a, const eng_flow *b)
+{
+    if (a->first_ms != b->first_ms)
+        return a->first_ms > b->first_ms ? -1 : 1;
+    return memcmp(a, b, sizeof *a);
+}
+
+static int cmp_newer_first(const void *a, const void *b)
+{
+    return newer_first(a, b);
+}
+
+typedef struct flows_ctx {
+    const qry_filter *filter;
+    const qry_cursor *after;
+    eng_flow *heap; /* the `cap` best rows so far; heap[0] is the oldest of them */
+    size_t n, cap;
+} flows_ctx;
+
+static void heap_down(eng_flow *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && newer_first(&h[l], &h[m]) > 0)
+            m = l;
+        if (r < n && newer_first(&h[r], &h[m]) > 0)
+            m = r;
+        if (m == i)
+            return;
+        eng_flow t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static void heap_up(eng_flow *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (newer_first(&h[i], &h[p]) <= 0)
+            return;
+        eng_flow t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+static int flows_cb(void *arg, const eng_flow *rows, size_t n)
+{
+    flows_ctx *c = arg;
+    for (size_t i = 0; i < n; i++) {
+        const eng_flow *r = &rows[i];
+        if (c->after && c->after->valid && r->first_ms > c->after->first_ms)
+            continue; /* given on an earlier page */
+        if (c->filter && !qry_filter_match(c->filter, r))
+            continue;
+        if (c->n < c->cap) {
+            c->heap[c->n] = *r;
+            heap_up(c->heap, c->n++);
+        } else if (newer_first(r, &c->heap[0]) < 0) {
+            c->heap[0] = *r; /* newer than the oldest kept */
+            heap_down(c->heap, c->n, 0);
+        }
+    }
+    return 0;
+}
+
+int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+              const qry_cursor *after, size_t limit, eng_flow **out, size_t *n, qry_cursor *next)
+{
+    if (limit == 0 || limit > QRY_FLOWS_MAX)
+        return NS_E_RANGE;
+    uint64_t skip = after && after->valid ? after->skip : 0;
+    if (skip > QRY_FLOWS_MAX * 100ull)
+        return NS_E_RANGE;
+    /* one more than asked tells whether there is a next page */
+    flows_ctx c = {filter, after, NULL, 0, (size_t)skip + limit + 1};
+    c.heap = malloc(c.cap * sizeof *c.heap);
+    if (!c.heap)
+        return NS_E_NOMEM;
+    int rc = eng_db_scan(db, from_ms, to_ms, ENG_COLS_ALL, flows_cb, &c);
+    if (rc < 0) {
+        free(c.heap);
+        return rc;
+    }
+    qsort(c.heap, c.n, sizeof *c.heap, cmp_newer_first);
+    /* skip what the earlier page gave at exactly the cursor's time */
+    size_t start = 0;
+    while (start < c.n && skip > 0 && after && c.heap[start].first_ms == after->first_ms) {
+        start++;
+        skip--;
+    }
+    size_t avail = c.n - start, k = avail < limit ? avail : limit;
+    memmove(c.heap, c.heap + start, k * sizeof *c.heap);
+    *out = c.heap;
+    *n = k;
+    memset(next, 0, sizeof *next);
+    if (avail > limit && k > 0) {
+        /* the next page starts after the last row given; count how many rows at its start
+         * time have been given in all (this page and the ones before at the same time) */
+        int64_t t = c.heap[k - 1].first_ms;
+        uint64_t same = 0;
+        for (size_t i = 0; i < k; i++)
+            same += c.heap[i].first_ms == t;
+        if (after && after->valid && after->first_ms == t)
+            same += after->skip;
+        next->first_ms = t;
+        next->skip = same;
+        next->valid = true;
+    }
+    return 0;
+}

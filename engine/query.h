@@ -74,6 +74,19 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
             qry_metric metric, size_t limit, qry_top_result *out);
 void qry_top_free(qry_top_result *r);
 
+/* Raw flows, newest first (by first_ms; equal times in a fixed order of their bytes), paged:
+ * the page starts after the cursor (0 = from the newest). On success *out holds up to limit
+ * rows (malloc'd, owned by the caller: free(*out)), *n their count, and *next the cursor of the
+ * following page (0 when this page is the last). limit <= QRY_FLOWS_MAX. */
+#define QRY_FLOWS_MAX 10000
+typedef struct qry_cursor {
+    int64_t first_ms; /* rows at or after this start time were given... */
+    uint64_t skip;    /* ...except these many at exactly first_ms still to skip */
+    bool valid;
+} qry_cursor;
+int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+              const qry_cursor *after, size_t limit, eng_flow **out, size_t *n, qry_cursor *next);
+
 /* Time series: nbuckets buckets of step_ms from from_ms. A flow's packets and bytes are spread
  * over the buckets its [first, last] span covers, in proportion to the overlap (a flow of no
  * duration falls in one bucket); its flow count goes to the bucket it starts in (or the first

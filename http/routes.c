@@ -358,6 +358,107 @@ static int route_series(req *r)
     return 200;
 }
 
+/* One flow as JSON or a CSV line. */
+static void put_flow(ns_buf *b, const eng_flow *f, bool csv)
+{
+    char src[64], dst[64], ex[64], nh[64];
+    ns_addr_fmt(&f->src, src, sizeof src);
+    ns_addr_fmt(&f->dst, dst, sizeof dst);
+    ns_addr_fmt(&f->exporter, ex, sizeof ex);
+    ns_addr_fmt(&f->nexthop, nh, sizeof nh);
+    if (csv) {
+        put_time(b, f->first_ms, true);
+        ns_buf_puts(b, ",");
+        put_time(b, f->last_ms, true);
+        ns_buf_printf(
+            b, ",%s,%s,%u,%u,%u,%u,%u,%" PRIu64 ",%" PRIu64 ",%u,%u,%u,%u,%s,%u,%u,%s,%u\n", src,
+            dst, f->src_port, f->dst_port, f->proto, f->tcp_flags, f->tos, f->packets, f->bytes,
+            f->in_if, f->out_if, f->src_as, f->dst_as, ex, f->sampling, f->vlan, nh, f->flow_type);
+        return;
+    }
+    ns_buf_puts(b, "{\"first\":");
+    put_time(b, f->first_ms, true);
+    ns_buf_puts(b, ",\"last\":");
+    put_time(b, f->last_ms, true);
+    ns_buf_printf(b,
+                  ",\"src\":\"%s\",\"dst\":\"%s\",\"srcport\":%u,\"dstport\":%u,\"proto\":%u,"
+                  "\"flags\":%u,\"tos\":%u,\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
+                  ",\"inif\":%u,\"outif\":%u,\"srcas\":%u,\"dstas\":%u,\"exporter\":\"%s\","
+                  "\"sampling\":%u,\"vlan\":%u,\"nexthop\":\"%s\",\"flow_type\":%u}",
+                  src, dst, f->src_port, f->dst_port, f->proto, f->tcp_flags, f->tos, f->packets,
+                  f->bytes, f->in_if, f->out_if, f->src_as, f->dst_as, ex, f->sampling, f->vlan, nh,
+                  f->flow_type);
+}
+
+static int route_flows(req *r)
+{
+    static const char *const known[] = {"from", "to", "filter", "limit", "cursor", "format", NULL};
+    int64_t from, to;
+    size_t limit = 100;
+    bool csv = false;
+    qry_cursor cur = {0};
+    const char *v;
+    int rc = check_known(r, known);
+    if (rc || (rc = parse_range(r, &from, &to)))
+        return rc;
+    if ((v = param(r, "limit"))) {
+        char *end;
+        unsigned long long l = strtoull(v, &end, 10);
+        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > QRY_FLOWS_MAX)
+            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to %d", v,
+                        QRY_FLOWS_MAX);
+        limit = (size_t)l;
+    }
+    if ((v = param(r, "cursor"))) {
+        long long t;
+        unsigned long long k;
+        int used = 0;
+        if (sscanf(v, "%lld:%llu%n", &t, &k, &used) != 2 || v[used] != 0 ||
+            k > QRY_FLOWS_MAX * 100ull)
+            return fail(r, 400, "parameter 'cursor': '%.64s' is not one this API gave", v);
+        cur = (qry_cursor){.first_ms = t, .skip = k, .valid = true};
+    }
+    if ((v = param(r, "format"))) {
+        if (strcmp(v, "csv") == 0)
+            csv = true;
+        else if (strcmp(v, "json") != 0)
+            return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
+    }
+    qry_filter *f = NULL;
+    if ((rc = parse_filter(r, &f)))
+        return rc;
+    eng_flow *rows = NULL;
+    size_t n = 0;
+    qry_cursor next;
+    rc = qry_flows(r->o->db, from, to, f, cur.valid ? &cur : NULL, limit, &rows, &n, &next);
+    qry_filter_free(f);
+    if (rc < 0)
+        return query_error(r, rc);
+    ns_buf *b = r->body;
+    if (csv) {
+        ns_buf_puts(b, "first,last,src,dst,srcport,dstport,proto,flags,tos,packets,bytes,inif,"
+                       "outif,srcas,dstas,exporter,sampling,vlan,nexthop,flow_type\n");
+        for (size_t i = 0; i < n; i++)
+            put_flow(b, &rows[i], true);
+        *r->ctype = "text/csv";
+    } else {
+        ns_buf_puts(b, "{\"flows\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                ns_buf_puts(b, ",");
+            put_flow(b, &rows[i], false);
+        }
+        ns_buf_puts(b, "],\"next\":");
+        if (next.valid)
+            ns_buf_printf(b, "\"%" PRId64 ":%" PRIu64 "\"", next.first_ms, next.skip);
+        else
+            ns_buf_puts(b, "null");
+        ns_buf_puts(b, "}\n");
+    }
+    free(rows);
+    return 200;
+}
+
 static int route_metrics(req *r)
 {
     static const char *const known[] = {NULL};
@@ -405,7 +506,8 @@ int http_dispatch(const http_opts *o, const char *method, const char *path, cons
     } routes[] = {
         {"/api/v1/status", route_status}, {"/api/v1/summary", route_summary},
         {"/api/v1/top", route_top},       {"/api/v1/exporters", route_exporters},
-        {"/api/v1/series", route_series}, {"/metrics", route_metrics},
+        {"/api/v1/series", route_series}, {"/api/v1/flows", route_flows},
+        {"/metrics", route_metrics},
     };
     req r = {o, params, nparams, body, content_type};
     *content_type = "application/json";

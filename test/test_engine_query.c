@@ -732,3 +732,49 @@ Test(qry, series_step_gives_about_the_asked_number_of_buckets)
     cr_expect(eq(i64, qry_series_step(0, 86400000 - 1, 200), 900000));        /* 24 h: 96 */
     cr_expect(eq(i64, qry_series_step(0, 7 * 86400000LL - 1, 200), 3600000)); /* 7 d: 168 */
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Raw flows, paged */
+
+Test(qry, flows_pages_newest_first_without_gaps_or_repeats)
+{
+    big_set(); /* 600 rows, many with equal start times */
+    eng_flow *all = calloc(BIG_N, sizeof *all);
+    size_t got = 0;
+    qry_cursor cur = {0}, next;
+    for (int page = 0; page < 1000; page++) {
+        eng_flow *rows;
+        size_t n;
+        cr_assert(eq(int,
+                     qry_flows(db, INT64_MIN / 4, INT64_MAX / 4, NULL, page ? &cur : NULL, 7, &rows,
+                               &n, &next),
+                     0));
+        cr_assert(got + n <= BIG_N);
+        memcpy(all + got, rows, n * sizeof *rows);
+        got += n;
+        free(rows);
+        if (page == 0)
+            eng_db_seal_due(db, 0, true); /* pages stay right when minutes get sealed */
+        if (!next.valid)
+            break;
+        cr_assert(n == 7, "only the last page is short");
+        cur = next;
+    }
+    cr_assert(eq(sz, got, BIG_N));
+    for (size_t i = 1; i < got; i++) {
+        cr_assert(all[i - 1].first_ms >= all[i].first_ms, "row %zu out of order", i);
+        if (all[i - 1].first_ms == all[i].first_ms)
+            cr_assert(memcmp(&all[i - 1], &all[i], sizeof all[i]) <= 0);
+    }
+    /* as many rows as stored, in order, and the same byte total as the summary */
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < got; i++)
+        bytes += all[i].bytes;
+    qry_totals t;
+    cr_assert(eq(int, qry_summary(db, INT64_MIN / 4, INT64_MAX / 4, NULL, &t), 0));
+    cr_expect(eq(u64, bytes, t.bytes));
+    free(all);
+    eng_flow *rows;
+    size_t n;
+    cr_expect(eq(int, qry_flows(db, 0, 1, NULL, NULL, 0, &rows, &n, &next), NS_E_RANGE));
+}
