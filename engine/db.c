@@ -59,7 +59,8 @@ struct eng_db {
     size_t nsegs, capsegs;
     uint64_t next_seq;
     uint64_t open_rows;
-    char doomed[64][64]; /* segment files to unlink once the mutex is released */
+    ns_ratelimit seal_rl; /* seal failures logged */
+    char doomed[64][64];  /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
 };
@@ -609,11 +610,18 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
         }
         rc = seal_one(db, b);
         if (rc < 0) {
+            uint32_t held = 0;
             pthread_mutex_lock(&db->mu);
             db->st.seal_errors++;
+            /* a full disk fails every retry (twice a second): log the first few, then one line
+             * a minute with the count, so the log does not fill what is left */
+            bool say = ns_ratelimit_ok(&db->seal_rl, ns_mono_ms(), &held);
             pthread_mutex_unlock(&db->mu);
-            ns_log(NS_LOG_ERROR, "db: cannot seal minute %lld (%zu flows): %s; will retry",
-                   (long long)b->minute, b->n, ns_strerror(rc));
+            if (say)
+                ns_log(NS_LOG_ERROR,
+                       "db: cannot seal minute %lld (%zu flows): %s; kept in memory, will retry"
+                       " (%u similar errors not logged)",
+                       (long long)b->minute, b->n, ns_strerror(rc), held);
             break; /* kept in memory; retried on the next pass */
         }
         written++;
