@@ -497,6 +497,145 @@ static int route_metrics(req *r)
     return 200;
 }
 
+/* One top-N list as a JSON array of {"<key>": value, flows, packets, bytes}. */
+static int put_top(req *r, int64_t from, int64_t to, const qry_filter *f, qry_by by, size_t limit)
+{
+    qry_top_result res;
+    char key[64];
+    int rc = qry_top(r->o->db, from, to, f, by, QRY_M_BYTES, limit, &res);
+    if (rc < 0)
+        return rc;
+    bool addr_key = by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
+    ns_buf_puts(r->body, "[");
+    for (size_t i = 0; i < res.n; i++) {
+        qry_key_fmt(by, &res.rows[i].key, key, sizeof key);
+        ns_buf_printf(r->body, "%s{\"%s\":", i ? "," : "", qry_by_name(by));
+        if (addr_key)
+            ns_buf_json_str(r->body, key);
+        else
+            ns_buf_puts(r->body, key);
+        ns_buf_puts(r->body, ",");
+        put_totals(r->body, &res.rows[i].t, false);
+        ns_buf_puts(r->body, "}");
+    }
+    ns_buf_puts(r->body, "]");
+    qry_top_free(&res);
+    return 0;
+}
+
+/* The Flows Window of one device: its traffic out (as talker, the source) and in (as listener,
+ * the destination): totals, a series, and its top peers, protocols and ports each way. */
+static int route_device(req *r, const char *addr_text)
+{
+    static const char *const known[] = {"from", "to", "step", "limit", NULL};
+    int64_t from, to, step = 0;
+    size_t limit = 10;
+    ns_addr a;
+    char canon[64], text[160], err[256];
+    const char *v;
+    int rc = check_known(r, known);
+    if (rc || (rc = parse_range(r, &from, &to)))
+        return rc;
+    if (ns_addr_parse(addr_text, &a) < 0)
+        return fail(r, 400, "'%.64s' is not an IPv4 or IPv6 address", addr_text);
+    ns_addr_fmt(&a, canon, sizeof canon); /* the filter is built from our own text only */
+    if ((v = param(r, "limit"))) {
+        char *end;
+        unsigned long long l = strtoull(v, &end, 10);
+        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > 1000)
+            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to 1000", v);
+        limit = (size_t)l;
+    }
+    if (from == T_MIN || to == T_MAX) {
+        eng_db_stats st;
+        eng_db_get_stats(r->o->db, &st);
+        if (from == T_MIN)
+            from = st.oldest_ms;
+        if (to == T_MAX)
+            to = st.newest_ms > from ? st.newest_ms : from;
+    }
+    if ((v = param(r, "step"))) {
+        uint64_t secs;
+        if (ns_duration_parse(v, &secs) < 0 || secs == 0 || secs > 366u * 86400u)
+            return fail(r, 400, "parameter 'step': '%.64s' is not a duration like 60, 5m, 1h", v);
+        step = (int64_t)secs * 1000;
+    } else {
+        step = qry_series_step(from, to, 200);
+    }
+    from -= ((from % step) + step) % step;
+    int64_t nb = (to - from) / step + 1;
+    if (nb > QRY_SERIES_MAX_BUCKETS)
+        return fail(r, 400, "parameter 'step': %" PRId64 " buckets; at most %d (widen the step)",
+                    nb, QRY_SERIES_MAX_BUCKETS);
+    qry_filter *out_f = NULL, *in_f = NULL;
+    snprintf(text, sizeof text, "src host %s", canon);
+    if (qry_filter_compile(text, &out_f, err, sizeof err) < 0)
+        return fail(r, 500, "filter: %s", err);
+    snprintf(text, sizeof text, "dst host %s", canon);
+    if (qry_filter_compile(text, &in_f, err, sizeof err) < 0) {
+        qry_filter_free(out_f);
+        return fail(r, 500, "filter: %s", err);
+    }
+    qry_totals tout, tin, *sout = calloc((size_t)nb, sizeof *sout),
+                          *sin = calloc((size_t)nb, sizeof *sin);
+    ns_buf *b = r->body;
+    if (!sout || !sin) {
+        rc = NS_E_NOMEM;
+        goto done;
+    }
+    if ((rc = qry_summary(r->o->db, from, to, out_f, &tout)) < 0 ||
+        (rc = qry_summary(r->o->db, from, to, in_f, &tin)) < 0 ||
+        (rc = qry_series(r->o->db, from, step, (size_t)nb, out_f, sout)) < 0 ||
+        (rc = qry_series(r->o->db, from, step, (size_t)nb, in_f, sin)) < 0)
+        goto done;
+    ns_buf_puts(b, "{\"device\":");
+    ns_buf_json_str(b, canon);
+    ns_buf_puts(b, ",");
+    put_range(b, from, from + nb * step - 1);
+    ns_buf_puts(b, ",\"out\":{");
+    put_totals(b, &tout, true);
+    ns_buf_puts(b, "},\"in\":{");
+    put_totals(b, &tin, true);
+    ns_buf_printf(b, "},\"series\":{\"step\":%" PRId64 ",\"buckets\":[", step / 1000);
+    for (int64_t i = 0; i < nb; i++) {
+        ns_buf_puts(b, i ? ",{\"t\":" : "{\"t\":");
+        put_time(b, from + i * step, true);
+        ns_buf_printf(b,
+                      ",\"out_packets\":%" PRIu64 ",\"out_bytes\":%" PRIu64
+                      ",\"in_packets\":%" PRIu64 ",\"in_bytes\":%" PRIu64 "}",
+                      sout[i].packets, sout[i].bytes, sin[i].packets, sin[i].bytes);
+    }
+    /* as talker (the device is the source): whom it sends to, over what; as listener (the
+     * destination): who sends to it, and on which of its ports */
+    ns_buf_puts(b, "]},\"talker\":{\"peers\":");
+    if ((rc = put_top(r, from, to, out_f, QRY_BY_DSTADDR, limit)) < 0)
+        goto done;
+    ns_buf_puts(b, ",\"protocols\":");
+    if ((rc = put_top(r, from, to, out_f, QRY_BY_PROTO, limit)) < 0)
+        goto done;
+    ns_buf_puts(b, ",\"ports\":");
+    if ((rc = put_top(r, from, to, out_f, QRY_BY_DSTPORT, limit)) < 0)
+        goto done;
+    ns_buf_puts(b, "},\"listener\":{\"peers\":");
+    if ((rc = put_top(r, from, to, in_f, QRY_BY_SRCADDR, limit)) < 0)
+        goto done;
+    ns_buf_puts(b, ",\"protocols\":");
+    if ((rc = put_top(r, from, to, in_f, QRY_BY_PROTO, limit)) < 0)
+        goto done;
+    ns_buf_puts(b, ",\"ports\":");
+    if ((rc = put_top(r, from, to, in_f, QRY_BY_DSTPORT, limit)) < 0)
+        goto done;
+    ns_buf_puts(b, "}}\n");
+done:
+    free(sout);
+    free(sin);
+    qry_filter_free(out_f);
+    qry_filter_free(in_f);
+    if (rc < 0)
+        return query_error(r, rc);
+    return 200;
+}
+
 int http_dispatch(const http_opts *o, const char *method, const char *path, const http_kv *params,
                   size_t nparams, ns_buf *body, const char **content_type)
 {
@@ -509,8 +648,17 @@ int http_dispatch(const http_opts *o, const char *method, const char *path, cons
         {"/api/v1/series", route_series}, {"/api/v1/flows", route_flows},
         {"/metrics", route_metrics},
     };
+    static const char device_prefix[] = "/api/v1/devices/";
     req r = {o, params, nparams, body, content_type};
     *content_type = "application/json";
+    if (strncmp(path, device_prefix, sizeof device_prefix - 1) == 0) {
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return fail(&r, 405, "method %.16s not allowed; use GET", method);
+        int status = route_device(&r, path + sizeof device_prefix - 1);
+        if (body->oom)
+            return fail(&r, 500, "out of memory building the answer");
+        return status;
+    }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(path, routes[i].path) != 0)
             continue;

@@ -386,3 +386,62 @@ Test(it_v5, sighup_reloads_budget_and_warns_about_fixed_keys, .timeout = 60)
     unlink(conf);
     it_rm_rf(d.db);
 }
+
+/* The Flows Window data of one device: what it sent and received equals what nfdump's per-flow
+ * CSV says for that address, and the series adds up to it. */
+Test(it_v5, device_window_matches_nfdump_per_flow_rows, .timeout = 60)
+{
+    char pcap[600], csv[600], line[4096], *body, path[200];
+    const char *dev = "202.160.21.5"; /* a destination of several flows in this capture */
+    uint64_t in_flows = 0, in_bytes = 0, out_flows = 0, out_bytes = 0;
+    snprintf(pcap, sizeof pcap, "%s/real/akvorado/netflow__nfv5.pcap", it_fixtures());
+    snprintf(csv, sizeof csv, "%s/expected/real/akvorado/nfv5.nfdump.csv", it_fixtures());
+    FILE *f = fopen(csv, "r");
+    cr_assert(f != NULL);
+    while (fgets(line, sizeof line, f)) {
+        char *fields[16];
+        int nf = 0;
+        if (line[0] < '0' || line[0] > '9' || !strchr(line, '-'))
+            continue;
+        for (char *save = NULL, *tok = strtok_r(line, ",", &save); tok && nf < 16;
+             tok = strtok_r(NULL, ",", &save))
+            fields[nf++] = tok;
+        if (nf < 13)
+            continue;
+        if (strcmp(fields[4], dev) == 0)
+            in_flows++, in_bytes += strtoull(fields[12], NULL, 10);
+        if (strcmp(fields[3], dev) == 0)
+            out_flows++, out_bytes += strtoull(fields[12], NULL, 10);
+    }
+    fclose(f);
+    cr_assert(in_flows > 1, "the capture has flows to %s", dev);
+
+    it_daemon d;
+    cr_assert(it_daemon_start(&d, NULL));
+    replay_and_wait(&d, pcap);
+    snprintf(path, sizeof path, "/api/v1/devices/%s?limit=50", dev);
+    cr_assert(eq(int, it_http_get(d.http, path, &body), 200));
+    uint64_t v = 0;
+    const char *in = strstr(body, "\"in\":{"), *out = strstr(body, "\"out\":{");
+    cr_assert(in && out, "%s", body);
+    it_json_u64(in, "flows", &v);
+    cr_expect(eq(u64, v, in_flows));
+    it_json_u64(in, "bytes", &v);
+    cr_expect(eq(u64, v, in_bytes));
+    it_json_u64(out, "flows", &v);
+    cr_expect(eq(u64, v, out_flows));
+    it_json_u64(out, "bytes", &v);
+    cr_expect(eq(u64, v, out_bytes));
+    uint64_t sum = 0;
+    for (const char *q = strstr(body, "\"buckets\":"); q && (q = strstr(q, "\"in_bytes\":")); q++) {
+        it_json_u64(q, "in_bytes", &v);
+        sum += v;
+    }
+    cr_expect(eq(u64, sum, in_bytes), "series in_bytes add up");
+    cr_expect(strstr(body, "\"listener\":{\"peers\":[{\"srcaddr\":") != NULL, "%s", body);
+    free(body);
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/devices/999.1.1.1", &body), 400));
+    free(body);
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+    it_rm_rf(d.db);
+}
