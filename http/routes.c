@@ -304,6 +304,8 @@ static int route_series(req *r)
             from = st.oldest_ms;
         if (to == T_MAX)
             to = st.newest_ms > from ? st.newest_ms : from;
+        if (from > to)
+            from = to; /* an end given before all the data held: one empty bucket */
     }
     if ((v = param(r, "step"))) {
         uint64_t secs;
@@ -553,6 +555,8 @@ static int route_device(req *r, const char *addr_text)
             from = st.oldest_ms;
         if (to == T_MAX)
             to = st.newest_ms > from ? st.newest_ms : from;
+        if (from > to)
+            from = to; /* an end given before all the data held: one empty bucket */
     }
     if ((v = param(r, "step"))) {
         uint64_t secs;
