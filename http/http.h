@@ -43,5 +43,10 @@ typedef struct http_kv {
  * directly). Fills body and *content_type (static string) and returns the HTTP status. */
 int http_dispatch(const http_opts *o, const char *method, const char *path, const http_kv *params,
                   size_t nparams, ns_buf *body, const char **content_type);
+/* The same, for a client that asked for CSV (Accept: text/csv): list endpoints then answer CSV
+ * unless format= says otherwise. */
+int http_dispatch_ex(const http_opts *o, const char *method, const char *path,
+                     const http_kv *params, size_t nparams, bool prefer_csv, ns_buf *body,
+                     const char **content_type);
 
 #endif

@@ -12,6 +12,7 @@
 
 typedef struct req {
     const http_opts *o;
+    bool prefer_csv; /* the client sent Accept: text/csv */
     const http_kv *kv;
     size_t nkv;
     ns_buf *body;
@@ -168,6 +169,16 @@ static int route_exporters(req *r)
     return 200;
 }
 
+/* `format=json|csv`; without it, CSV when the client asked for text/csv. */
+static int parse_format(req *r, bool *csv)
+{
+    const char *v = param(r, "format");
+    *csv = v ? strcmp(v, "csv") == 0 : r->prefer_csv;
+    if (v && strcmp(v, "csv") != 0 && strcmp(v, "json") != 0)
+        return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
+    return 0;
+}
+
 /* The optional `filter` parameter, compiled; *f stays NULL when absent. */
 static int parse_filter(req *r, qry_filter **f)
 {
@@ -230,12 +241,8 @@ static int route_top(req *r)
                         max_limit);
         limit = (size_t)l;
     }
-    if ((v = param(r, "format"))) {
-        if (strcmp(v, "csv") == 0)
-            csv = true;
-        else if (strcmp(v, "json") != 0)
-            return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
-    }
+    if ((rc = parse_format(r, &csv)))
+        return rc;
     qry_filter *f = NULL;
     if ((rc = parse_filter(r, &f)))
         return rc;
@@ -290,12 +297,8 @@ static int route_series(req *r)
     int rc = check_known(r, known);
     if (rc || (rc = parse_range(r, &from, &to)))
         return rc;
-    if ((v = param(r, "format"))) {
-        if (strcmp(v, "csv") == 0)
-            csv = true;
-        else if (strcmp(v, "json") != 0)
-            return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
-    }
+    if ((rc = parse_format(r, &csv)))
+        return rc;
     if (from == T_MIN || to == T_MAX) {
         /* an open end: the data held decides it */
         eng_db_stats st;
@@ -420,12 +423,8 @@ static int route_flows(req *r)
             return fail(r, 400, "parameter 'cursor': '%.64s' is not one this API gave", v);
         cur = (qry_cursor){.first_ms = t, .skip = k, .valid = true};
     }
-    if ((v = param(r, "format"))) {
-        if (strcmp(v, "csv") == 0)
-            csv = true;
-        else if (strcmp(v, "json") != 0)
-            return fail(r, 400, "parameter 'format': '%.64s' is not json or csv", v);
-    }
+    if ((rc = parse_format(r, &csv)))
+        return rc;
     qry_filter *f = NULL;
     if ((rc = parse_filter(r, &f)))
         return rc;
@@ -643,6 +642,13 @@ done:
 int http_dispatch(const http_opts *o, const char *method, const char *path, const http_kv *params,
                   size_t nparams, ns_buf *body, const char **content_type)
 {
+    return http_dispatch_ex(o, method, path, params, nparams, false, body, content_type);
+}
+
+int http_dispatch_ex(const http_opts *o, const char *method, const char *path,
+                     const http_kv *params, size_t nparams, bool prefer_csv, ns_buf *body,
+                     const char **content_type)
+{
     static const struct {
         const char *path;
         int (*fn)(req *);
@@ -653,7 +659,7 @@ int http_dispatch(const http_opts *o, const char *method, const char *path, cons
         {"/metrics", route_metrics},
     };
     static const char device_prefix[] = "/api/v1/devices/";
-    req r = {o, params, nparams, body, content_type};
+    req r = {o, prefer_csv, params, nparams, body, content_type};
     *content_type = "application/json";
     if (strncmp(path, device_prefix, sizeof device_prefix - 1) == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)

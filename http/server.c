@@ -65,7 +65,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         ns_buf_puts(&body, "{\"error\":\"too many parameters\"}\n");
         status = 400;
     } else {
-        status = http_dispatch(&s->o, method, url, kv.kv, kv.n, &body, &ctype);
+        const char *accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
+        bool csv = accept && strstr(accept, "text/csv") != NULL;
+        status = http_dispatch_ex(&s->o, method, url, kv.kv, kv.n, csv, &body, &ctype);
     }
     if (body.oom) {
         ns_buf_free(&body);

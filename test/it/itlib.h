@@ -91,8 +91,10 @@ static inline int it_run(const char *const *argv, const char *out)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * HTTP: GET path from 127.0.0.1:port. Returns the status (or -1); *body is malloc'd. */
-static inline int it_http_get(uint16_t port, const char *path, char **body)
+ * HTTP: GET path from 127.0.0.1:port, with an extra header line (or NULL). Returns the status
+ * (or -1); *body is malloc'd. */
+static inline int it_http_get_hdr(uint16_t port, const char *path, const char *header,
+                                  char **body)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
@@ -104,9 +106,10 @@ static inline int it_http_get(uint16_t port, const char *path, char **body)
         close(fd);
         return -1;
     }
-    size_t reqcap = strlen(path) + 64;
+    size_t reqcap = strlen(path) + (header ? strlen(header) : 0) + 64;
     char *req = malloc(reqcap);
-    int n = snprintf(req, reqcap, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    int n = snprintf(req, reqcap, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%s%s\r\n", path,
+                     header ? header : "", header ? "\r\n" : "");
     for (int off = 0; off < n;) {
         ssize_t w = write(fd, req + off, (size_t)(n - off));
         if (w <= 0) {
@@ -140,6 +143,11 @@ static inline int it_http_get(uint16_t port, const char *path, char **body)
     *body = strdup(sep ? sep + 4 : "");
     free(buf);
     return status;
+}
+
+static inline int it_http_get(uint16_t port, const char *path, char **body)
+{
+    return it_http_get_hdr(port, path, NULL, body);
 }
 
 /* The unsigned number after "key": in json (first occurrence at or after from). */

@@ -444,6 +444,16 @@ Test(it_v5, device_window_matches_nfdump_per_flow_rows, .timeout = 60)
     free(body);
     cr_assert(eq(int, it_http_get(d.http, "/api/v1/devices/999.1.1.1", &body), 400));
     free(body);
+    /* Accept: text/csv picks CSV where no format= is given */
+    cr_assert(
+        eq(int, it_http_get_hdr(d.http, "/api/v1/top?by=proto", "Accept: text/csv", &body), 200));
+    cr_expect(strncmp(body, "proto,flows,packets,bytes\n", 26) == 0, "%s", body);
+    free(body);
+    cr_assert(eq(
+        int, it_http_get_hdr(d.http, "/api/v1/top?by=proto&format=json", "Accept: text/csv", &body),
+        200));
+    cr_expect(body[0] == '{', "%s", body);
+    free(body);
     /* an end before all the data held: an empty answer, not an error */
     cr_expect(eq(int, it_http_get(d.http, "/api/v1/series?to=100", &body), 200));
     free(body);
