@@ -288,41 +288,51 @@ static int route_top(req *r)
     return 200;
 }
 
-static int route_series(req *r)
+/* The buckets of a series over [from, to]: open ends become the data held, `step` (or about
+ * 200 buckets), from rounded down to a multiple of the step, at most QRY_SERIES_MAX_BUCKETS. */
+static int parse_buckets(req *r, int64_t *from, int64_t to, int64_t *step, int64_t *nb)
 {
-    static const char *const known[] = {"from", "to", "step", "filter", "format", NULL};
-    int64_t from, to, step = 0;
-    bool csv = false;
     const char *v;
-    int rc = check_known(r, known);
-    if (rc || (rc = parse_range(r, &from, &to)))
-        return rc;
-    if ((rc = parse_format(r, &csv)))
-        return rc;
-    if (from == T_MIN || to == T_MAX) {
+    if (*from == T_MIN || to == T_MAX) {
         /* an open end: the data held decides it */
         eng_db_stats st;
         eng_db_get_stats(r->o->db, &st);
-        if (from == T_MIN)
-            from = st.oldest_ms;
+        if (*from == T_MIN)
+            *from = st.oldest_ms;
         if (to == T_MAX)
-            to = st.newest_ms > from ? st.newest_ms : from;
-        if (from > to)
-            from = to; /* an end given before all the data held: one empty bucket */
+            to = st.newest_ms > *from ? st.newest_ms : *from;
+        if (*from > to)
+            *from = to; /* an end given before all the data held: one empty bucket */
     }
     if ((v = param(r, "step"))) {
         uint64_t secs;
         if (ns_duration_parse(v, &secs) < 0 || secs == 0 || secs > 366u * 86400u)
             return fail(r, 400, "parameter 'step': '%.64s' is not a duration like 60, 5m, 1h", v);
-        step = (int64_t)secs * 1000;
+        *step = (int64_t)secs * 1000;
     } else {
-        step = qry_series_step(from, to, 200);
+        *step = qry_series_step(*from, to, 200);
     }
-    from -= ((from % step) + step) % step; /* buckets on round times */
-    int64_t nb = (to - from) / step + 1;
-    if (nb > QRY_SERIES_MAX_BUCKETS)
+    *from -= ((*from % *step) + *step) % *step; /* buckets on round times */
+    *nb = (to - *from) / *step + 1;
+    if (*nb > QRY_SERIES_MAX_BUCKETS)
         return fail(r, 400, "parameter 'step': %" PRId64 " buckets; at most %d (widen the step)",
-                    nb, QRY_SERIES_MAX_BUCKETS);
+                    *nb, QRY_SERIES_MAX_BUCKETS);
+    return 0;
+}
+
+static int route_series(req *r)
+{
+    static const char *const known[] = {"from", "to", "step", "filter", "format", NULL};
+    int64_t from, to, step = 0;
+    bool csv = false;
+    int rc = check_known(r, known);
+    if (rc || (rc = parse_range(r, &from, &to)))
+        return rc;
+    if ((rc = parse_format(r, &csv)))
+        return rc;
+    int64_t nb;
+    if ((rc = parse_buckets(r, &from, to, &step, &nb)))
+        return rc;
     qry_filter *f = NULL;
     if ((rc = parse_filter(r, &f)))
         return rc;
@@ -547,29 +557,9 @@ static int route_device(req *r, const char *addr_text)
             return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to 1000", v);
         limit = (size_t)l;
     }
-    if (from == T_MIN || to == T_MAX) {
-        eng_db_stats st;
-        eng_db_get_stats(r->o->db, &st);
-        if (from == T_MIN)
-            from = st.oldest_ms;
-        if (to == T_MAX)
-            to = st.newest_ms > from ? st.newest_ms : from;
-        if (from > to)
-            from = to; /* an end given before all the data held: one empty bucket */
-    }
-    if ((v = param(r, "step"))) {
-        uint64_t secs;
-        if (ns_duration_parse(v, &secs) < 0 || secs == 0 || secs > 366u * 86400u)
-            return fail(r, 400, "parameter 'step': '%.64s' is not a duration like 60, 5m, 1h", v);
-        step = (int64_t)secs * 1000;
-    } else {
-        step = qry_series_step(from, to, 200);
-    }
-    from -= ((from % step) + step) % step;
-    int64_t nb = (to - from) / step + 1;
-    if (nb > QRY_SERIES_MAX_BUCKETS)
-        return fail(r, 400, "parameter 'step': %" PRId64 " buckets; at most %d (widen the step)",
-                    nb, QRY_SERIES_MAX_BUCKETS);
+    int64_t nb;
+    if ((rc = parse_buckets(r, &from, to, &step, &nb)))
+        return rc;
     qry_filter *out_f = NULL, *in_f = NULL;
     snprintf(text, sizeof text, "src host %s", canon);
     if (qry_filter_compile(text, &out_f, err, sizeof err) < 0)
