@@ -213,6 +213,19 @@ static int route_summary(req *r)
     return 200;
 }
 
+/* `"<key name>":value` for a group key: addresses quoted, numbers bare. */
+static void put_key(ns_buf *b, qry_by by, const qry_key *k)
+{
+    char text[64];
+    bool addr = by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
+    qry_key_fmt(by, k, text, sizeof text);
+    ns_buf_printf(b, "\"%s\":", qry_by_name(by));
+    if (addr)
+        ns_buf_json_str(b, text);
+    else
+        ns_buf_puts(b, text);
+}
+
 static int route_top(req *r)
 {
     static const char *const known[] = {"from",  "to",     "by",     "metric",
@@ -254,7 +267,6 @@ static int route_top(req *r)
     ns_buf *b = r->body;
     char key[64];
     const char *name = qry_by_name(by);
-    bool addr_key = by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
     if (csv) {
         ns_buf_printf(b, "%s,flows,packets,bytes\n", name);
         for (size_t i = 0; i < res.n; i++) {
@@ -268,12 +280,8 @@ static int route_top(req *r)
         put_range(b, from, to);
         ns_buf_puts(b, ",\"rows\":[");
         for (size_t i = 0; i < res.n; i++) {
-            qry_key_fmt(by, &res.rows[i].key, key, sizeof key);
-            ns_buf_printf(b, "%s{\"key\":{\"%s\":", i ? "," : "", name);
-            if (addr_key)
-                ns_buf_json_str(b, key);
-            else
-                ns_buf_puts(b, key);
+            ns_buf_puts(b, i ? ",{\"key\":{" : "{\"key\":{");
+            put_key(b, by, &res.rows[i].key);
             ns_buf_puts(b, "},");
             put_totals(b, &res.rows[i].t, false);
             ns_buf_puts(b, "}");
@@ -512,19 +520,13 @@ static int route_metrics(req *r)
 static int put_top(req *r, int64_t from, int64_t to, const qry_filter *f, qry_by by, size_t limit)
 {
     qry_top_result res;
-    char key[64];
     int rc = qry_top(r->o->db, from, to, f, by, QRY_M_BYTES, limit, &res);
     if (rc < 0)
         return rc;
-    bool addr_key = by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
     ns_buf_puts(r->body, "[");
     for (size_t i = 0; i < res.n; i++) {
-        qry_key_fmt(by, &res.rows[i].key, key, sizeof key);
-        ns_buf_printf(r->body, "%s{\"%s\":", i ? "," : "", qry_by_name(by));
-        if (addr_key)
-            ns_buf_json_str(r->body, key);
-        else
-            ns_buf_puts(r->body, key);
+        ns_buf_puts(r->body, i ? ",{" : "{");
+        put_key(r->body, by, &res.rows[i].key);
         ns_buf_puts(r->body, ",");
         put_totals(r->body, &res.rows[i].t, false);
         ns_buf_puts(r->body, "}");
@@ -600,24 +602,23 @@ static int route_device(req *r, const char *addr_text)
     }
     /* as talker (the device is the source): whom it sends to, over what; as listener (the
      * destination): who sends to it, and on which of its ports */
-    ns_buf_puts(b, "]},\"talker\":{\"peers\":");
-    if ((rc = put_top(r, from, to, out_f, QRY_BY_DSTADDR, limit)) < 0)
-        goto done;
-    ns_buf_puts(b, ",\"protocols\":");
-    if ((rc = put_top(r, from, to, out_f, QRY_BY_PROTO, limit)) < 0)
-        goto done;
-    ns_buf_puts(b, ",\"ports\":");
-    if ((rc = put_top(r, from, to, out_f, QRY_BY_DSTPORT, limit)) < 0)
-        goto done;
-    ns_buf_puts(b, "},\"listener\":{\"peers\":");
-    if ((rc = put_top(r, from, to, in_f, QRY_BY_SRCADDR, limit)) < 0)
-        goto done;
-    ns_buf_puts(b, ",\"protocols\":");
-    if ((rc = put_top(r, from, to, in_f, QRY_BY_PROTO, limit)) < 0)
-        goto done;
-    ns_buf_puts(b, ",\"ports\":");
-    if ((rc = put_top(r, from, to, in_f, QRY_BY_DSTPORT, limit)) < 0)
-        goto done;
+    const struct {
+        const char *prefix; /* JSON before the list */
+        const qry_filter *f;
+        qry_by by;
+    } lists[] = {
+        {"]},\"talker\":{\"peers\":", out_f, QRY_BY_DSTADDR},
+        {",\"protocols\":", out_f, QRY_BY_PROTO},
+        {",\"ports\":", out_f, QRY_BY_DSTPORT},
+        {"},\"listener\":{\"peers\":", in_f, QRY_BY_SRCADDR},
+        {",\"protocols\":", in_f, QRY_BY_PROTO},
+        {",\"ports\":", in_f, QRY_BY_DSTPORT},
+    };
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        ns_buf_puts(b, lists[i].prefix);
+        if ((rc = put_top(r, from, to, lists[i].f, lists[i].by, limit)) < 0)
+            goto done;
+    }
     ns_buf_puts(b, "}}\n");
 done:
     free(sout);
