@@ -43,16 +43,23 @@ static inline uint64_t ing_batch_total(const ing_batch *b)
     return b->flushed + b->n;
 }
 
+/* Hands the rows to flush and empties the batch. Returns 0, or -1 (rows kept) when there is no
+ * flush or it refused them. */
+static inline int ing_batch_flush(ing_batch *b)
+{
+    if (!b->flush || b->flush(b->flush_arg, b->rows, b->n) != 0)
+        return -1;
+    b->flushed += b->n;
+    b->n = 0;
+    return 0;
+}
+
 /* true when one more row fits, flushing first if the batch is full and can be flushed. */
 static inline bool ing_batch_room(ing_batch *b)
 {
     if (b->n < b->cap)
         return true;
-    if (!b->flush || b->flush(b->flush_arg, b->rows, b->n) != 0)
-        return false;
-    b->flushed += b->n;
-    b->n = 0;
-    return b->cap > 0;
+    return ing_batch_flush(b) == 0 && b->cap > 0;
 }
 
 /* ---------------------------------------------------------------------------------------------

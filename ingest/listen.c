@@ -67,13 +67,6 @@ static int store_rows(void *arg, const eng_flow *rows, size_t n)
     return 0;
 }
 
-static void flush(ing_batch *b)
-{
-    store_rows(b->flush_arg, b->rows, b->n);
-    b->flushed += b->n;
-    b->n = 0;
-}
-
 static void *rx_main(void *arg)
 {
     rx_sock *s = arg;
@@ -123,10 +116,10 @@ static void *rx_main(void *arg)
             atomic_fetch_add(&l->datagrams, 1);
             atomic_fetch_add(&l->bytes, len);
             if (batch.cap - batch.n < ROW_ROOM)
-                flush(&batch);
+                ing_batch_flush(&batch);
             int rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             if (rc == ING_E_BATCH) {
-                flush(&batch);
+                ing_batch_flush(&batch);
                 rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             }
             if (rc < 0)
@@ -134,7 +127,7 @@ static void *rx_main(void *arg)
             else
                 atomic_fetch_add(&l->flows, (uint64_t)rc);
         }
-        flush(&batch);
+        ing_batch_flush(&batch);
     }
     free(bufs);
     free(batch.rows);

@@ -22,13 +22,6 @@ static int store_rows(void *arg, const eng_flow *rows, size_t n)
     return 0;
 }
 
-static void flush(ing_batch *b)
-{
-    store_rows(b->flush_arg, b->rows, b->n);
-    b->flushed += b->n;
-    b->n = 0;
-}
-
 int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t npaths,
                 const ing_offline_opts *o, ing_offline_stats *st, char *err, size_t errcap)
 {
@@ -61,7 +54,7 @@ int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t 
             /* one append per minute of capture time, as the listener does per receive burst */
             bool new_minute = recv_ms / 60000 != batch_ms / 60000;
             if (b.n && (new_minute || b.cap - b.n < ROW_ROOM))
-                flush(&b);
+                ing_batch_flush(&b);
             /* capture time is the clock here: seal minutes as it passes them, so a capture of
              * any length streams through memory instead of piling up in open minutes */
             if (new_minute && batch_ms && eng_db_seal_due(db, recv_ms, false) < 0)
@@ -71,7 +64,7 @@ int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t 
             st->datagrams++;
             int n = ing_decode(ex, &u.src, recv_ms, u.payload, u.len, &b);
             if (n == ING_E_BATCH) {
-                flush(&b);
+                ing_batch_flush(&b);
                 n = ing_decode(ex, &u.src, recv_ms, u.payload, u.len, &b);
             }
             if (n < 0)
@@ -81,7 +74,7 @@ int ing_offline(eng_db *db, ing_exporters *ex, const char *const *paths, size_t 
             if (o && o->progress && (st->datagrams & 0xffff) == 0)
                 o->progress(o->progress_arg, paths[i], st->datagrams, st->flows);
         }
-        flush(&b);
+        ing_batch_flush(&b);
         ing_pcap_close(p);
         if (rc == 0 && o && o->progress)
             o->progress(o->progress_arg, paths[i], st->datagrams, st->flows);
