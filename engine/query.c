@@ -6,10 +6,11 @@
 #include <stdlib.h>
 #include <xxhash.h>
 
-static const char *const by_names[QRY_NBY] = {"srcaddr", "dstaddr",  "proto", "srcport",
-                                              "dstport", "exporter", "inif",  "outif",
-                                              "srcas",   "dstas",    "tos",   "vlan"};
-static const char *const metric_names[] = {"bytes", "packets", "flows"};
+static const char *const by_names[QRY_NBY] = {
+    "srcaddr", "dstaddr", "proto", "srcport", "dstport", "exporter",     "inif",   "outif",
+    "srcas",   "dstas",   "tos",   "vlan",    "app",     "conversation", "srcnet", "dstnet"};
+static const char *const metric_names[] = {"bytes", "packets", "flows", "bps", "pps"};
+#define NMETRICS (sizeof metric_names / sizeof metric_names[0])
 
 int qry_by_parse(const char *s, qry_by *out)
 {
@@ -18,6 +19,10 @@ int qry_by_parse(const char *s, qry_by *out)
             *out = (qry_by)i;
             return 0;
         }
+    }
+    if (strcmp(s, "conv") == 0) {
+        *out = QRY_BY_CONV;
+        return 0;
     }
     return NS_E_PARSE;
 }
@@ -29,7 +34,7 @@ const char *qry_by_name(qry_by by)
 
 int qry_metric_parse(const char *s, qry_metric *out)
 {
-    for (int i = 0; i < 3; i++) {
+    for (size_t i = 0; i < NMETRICS; i++) {
         if (strcmp(s, metric_names[i]) == 0) {
             *out = (qry_metric)i;
             return 0;
@@ -40,7 +45,7 @@ int qry_metric_parse(const char *s, qry_metric *out)
 
 const char *qry_metric_name(qry_metric m)
 {
-    return (unsigned)m < 3 ? metric_names[m] : "?";
+    return (unsigned)m < NMETRICS ? metric_names[m] : "?";
 }
 
 static bool by_is_addr(qry_by by)
@@ -48,12 +53,179 @@ static bool by_is_addr(qry_by by)
     return by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
 }
 
+static bool by_is_net(qry_by by)
+{
+    return by == QRY_BY_SRCNET || by == QRY_BY_DSTNET;
+}
+
+bool qry_keyspec_is_text(const qry_keyspec *ks)
+{
+    return by_is_addr(ks->by) || by_is_net(ks->by) || ks->by == QRY_BY_APP || ks->by == QRY_BY_CONV;
+}
+
+void qry_group_one(qry_by by, qry_group *out)
+{
+    memset(out, 0, sizeof *out);
+    out->n = 1;
+    out->k[0] = (qry_keyspec){by, 24, 64};
+}
+
+/* "24" or "24/48" after "srcnet/": v4 bits, then optional v6 bits. */
+static int parse_bits(const char *s, size_t len, qry_keyspec *ks)
+{
+    unsigned v[2] = {0, 64};
+    size_t i = 0;
+    for (int part = 0; part < 2; part++) {
+        size_t start = i;
+        unsigned x = 0;
+        while (i < len && s[i] >= '0' && s[i] <= '9' && i - start < 3)
+            x = x * 10 + (unsigned)(s[i++] - '0');
+        if (i == start)
+            return NS_E_PARSE;
+        v[part] = x;
+        if (i == len)
+            break;
+        if (s[i] != '/' || part == 1)
+            return NS_E_PARSE;
+        i++;
+    }
+    if (i != len || v[0] > 32 || v[1] > 128)
+        return NS_E_RANGE;
+    ks->bits4 = (uint8_t)v[0];
+    ks->bits6 = (uint8_t)v[1];
+    return 0;
+}
+
+int qry_group_parse(const char *s, qry_group *out, char *err, size_t errcap)
+{
+    memset(out, 0, sizeof *out);
+    if (errcap)
+        err[0] = 0;
+    const char *p = s;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *slash = memchr(p, '/', len);
+        size_t nlen = slash ? (size_t)(slash - p) : len;
+        char name[16];
+        qry_keyspec ks = {QRY_BY_SRCADDR, 24, 64};
+        if (nlen == 0 || nlen >= sizeof name) {
+            snprintf(err, errcap, "expected a key name at '%.32s'", p);
+            return NS_E_PARSE;
+        }
+        memcpy(name, p, nlen);
+        name[nlen] = 0;
+        if (qry_by_parse(name, &ks.by) < 0) {
+            snprintf(err, errcap, "unknown key '%s'", name);
+            return NS_E_PARSE;
+        }
+        if (slash && !by_is_net(ks.by)) {
+            snprintf(err, errcap, "key '%s' takes no prefix length", name);
+            return NS_E_PARSE;
+        }
+        if (slash && parse_bits(slash + 1, len - nlen - 1, &ks) < 0) {
+            snprintf(err, errcap, "'%.*s': expected /BITS4 (0-32) or /BITS4/BITS6 (0-128)",
+                     (int)(len > 32 ? 32 : len), p);
+            return NS_E_PARSE;
+        }
+        if (out->n == QRY_MAX_KEYS) {
+            snprintf(err, errcap, "at most %d keys", QRY_MAX_KEYS);
+            return NS_E_PARSE;
+        }
+        for (size_t i = 0; i < out->n; i++) {
+            if (out->k[i].by == ks.by) {
+                snprintf(err, errcap, "key '%s' given twice", name);
+                return NS_E_PARSE;
+            }
+        }
+        out->k[out->n++] = ks;
+        if (!end)
+            return 0;
+        p = end + 1;
+    }
+}
+
+void qry_group_fmt(const qry_group *g, char *buf, size_t cap)
+{
+    size_t used = 0;
+    if (cap)
+        buf[0] = 0;
+    for (size_t i = 0; i < g->n && used < cap; i++) {
+        const qry_keyspec *ks = &g->k[i];
+        int w = by_is_net(ks->by)
+                    ? snprintf(buf + used, cap - used, "%s%s/%u/%u", i ? "," : "", by_names[ks->by],
+                               ks->bits4, ks->bits6)
+                    : snprintf(buf + used, cap - used, "%s%s", i ? "," : "", qry_by_name(ks->by));
+        if (w < 0)
+            return;
+        used += (size_t)w;
+    }
+}
+
+static const char *proto_name(uint32_t p)
+{
+    switch (p) {
+    case 1:
+        return "icmp";
+    case 6:
+        return "tcp";
+    case 17:
+        return "udp";
+    case 47:
+        return "gre";
+    case 50:
+        return "esp";
+    case 51:
+        return "ah";
+    case 58:
+        return "icmp6";
+    case 132:
+        return "sctp";
+    default:
+        return NULL;
+    }
+}
+
+void qry_keyval_fmt(const qry_keyspec *ks, const qry_keyval *v, char *buf, size_t cap)
+{
+    char a[64], b[64];
+    if (by_is_addr(ks->by)) {
+        ns_addr_fmt(&v->addr, buf, cap);
+    } else if (by_is_net(ks->by)) {
+        ns_addr_fmt(&v->addr, a, sizeof a);
+        snprintf(buf, cap, "%s/%u", a, ns_addr_is_v4(&v->addr) ? ks->bits4 : ks->bits6);
+    } else if (ks->by == QRY_BY_CONV) {
+        ns_addr_fmt(&v->addr, a, sizeof a);
+        ns_addr_fmt(&v->addr2, b, sizeof b);
+        snprintf(buf, cap, "%s <-> %s", a, b);
+    } else if (ks->by == QRY_BY_APP) {
+        uint32_t proto = v->num >> 16, port = v->num & 0xffff;
+        const char *pn = proto_name(proto);
+        char num[16];
+        if (!pn) {
+            snprintf(num, sizeof num, "%u", proto);
+            pn = num;
+        }
+        if (proto == 1 || proto == 58)
+            snprintf(buf, cap, "%s/%u.%u", pn, port >> 8, port & 0xff);
+        else if (proto == 6 || proto == 17 || proto == 132)
+            snprintf(buf, cap, "%s/%u", pn, port);
+        else
+            snprintf(buf, cap, "%s", pn);
+    } else {
+        snprintf(buf, cap, "%u", v->num);
+    }
+}
+
 void qry_key_fmt(qry_by by, const qry_key *k, char *buf, size_t cap)
 {
-    if (by_is_addr(by))
-        ns_addr_fmt(&k->addr, buf, cap);
-    else
-        snprintf(buf, cap, "%u", k->num);
+    qry_keyspec ks = {by, 24, 64};
+    qry_keyval_fmt(&ks, &k->v[0], buf, cap);
+}
+
+double qry_rate(uint64_t v, int64_t span_ms)
+{
+    return span_ms > 0 ? (double)v * 1000.0 / (double)span_ms : 0.0;
 }
 
 static void totals_add(qry_totals *t, const eng_flow *r)
@@ -120,227 +292,445 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Group table: open addressing, linear probing, grows at 50% load. */
+/* Group table: each group's key is packed into klen bytes (addresses as stored, numbers
+ * big-endian, so byte order is value order), hashed with xxh3; open addressing, linear
+ * probing, grows at 50% load. Conversation direction totals are kept only when asked for. */
+
+#define QRY_MAX_GROUPS (16u << 20) /* distinct groups one query may hold */
 
 typedef struct group_tab {
-    qry_by by;
+    const qry_group *g;
     const qry_filter *filter;
-    qry_row *slots;
-    uint8_t *used;
+    size_t klen;
+    size_t conv_off; /* offset of the conversation key, when conv */
+    bool conv;
+    uint8_t *keys;   /* cap * klen */
+    uint64_t *hash;  /* 0 = empty slot */
+    qry_totals *tot; /* cap */
+    qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
     size_t cap, n;
 } group_tab;
 
-static void key_of(qry_by by, const eng_flow *r, qry_key *k)
+static size_t spec_len(const qry_keyspec *ks)
 {
-    memset(k, 0, sizeof *k);
-    switch (by) {
-    case QRY_BY_SRCADDR:
-        k->addr = r->src;
-        break;
-    case QRY_BY_DSTADDR:
-        k->addr = r->dst;
-        break;
-    case QRY_BY_EXPORTER:
-        k->addr = r->exporter;
-        break;
-    case QRY_BY_PROTO:
-        k->num = r->proto;
-        break;
-    case QRY_BY_SRCPORT:
-        k->num = r->src_port;
-        break;
-    case QRY_BY_DSTPORT:
-        k->num = r->dst_port;
-        break;
-    case QRY_BY_INIF:
-        k->num = r->in_if;
-        break;
-    case QRY_BY_OUTIF:
-        k->num = r->out_if;
-        break;
-    case QRY_BY_SRCAS:
-        k->num = r->src_as;
-        break;
-    case QRY_BY_DSTAS:
-        k->num = r->dst_as;
-        break;
-    case QRY_BY_TOS:
-        k->num = r->tos;
-        break;
-    case QRY_BY_VLAN:
-        k->num = r->vlan;
-        break;
-    case QRY_NBY:
+    if (ks->by == QRY_BY_CONV)
+        return 32;
+    return by_is_addr(ks->by) || by_is_net(ks->by) ? 16 : 4;
+}
+
+static void mask_addr(uint8_t *a, const qry_keyspec *ks)
+{
+    ns_addr tmp;
+    memcpy(tmp.b, a, 16);
+    unsigned bits = ns_addr_is_v4(&tmp) ? 96u + ks->bits4 : ks->bits6;
+    for (unsigned i = 0; i < 16; i++) {
+        if (bits >= 8 * (i + 1))
+            continue;
+        a[i] = bits <= 8 * i ? 0 : (uint8_t)(a[i] & (0xffu << (8 - (bits - 8 * i))));
+    }
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The service port of a flow: the lower port for TCP/UDP/SCTP (a zero port does not count),
+ * ICMP type and code for ICMP, none otherwise. */
+static uint32_t app_of(const eng_flow *r)
+{
+    uint32_t port = 0;
+    switch (r->proto) {
+    case 6:
+    case 17:
+    case 132: {
+        uint16_t lo = r->src_port < r->dst_port ? r->src_port : r->dst_port;
+        uint16_t hi = r->src_port < r->dst_port ? r->dst_port : r->src_port;
+        port = lo ? lo : hi;
         break;
     }
+    case 1:
+    case 58:
+        port = r->dst_port;
+        break;
+    default:
+        break;
+    }
+    return (uint32_t)r->proto << 16 | port;
+}
+
+static uint32_t num_of(qry_by by, const eng_flow *r)
+{
+    switch (by) {
+    case QRY_BY_PROTO:
+        return r->proto;
+    case QRY_BY_SRCPORT:
+        return r->src_port;
+    case QRY_BY_DSTPORT:
+        return r->dst_port;
+    case QRY_BY_INIF:
+        return r->in_if;
+    case QRY_BY_OUTIF:
+        return r->out_if;
+    case QRY_BY_SRCAS:
+        return r->src_as;
+    case QRY_BY_DSTAS:
+        return r->dst_as;
+    case QRY_BY_TOS:
+        return r->tos;
+    case QRY_BY_VLAN:
+        return r->vlan;
+    case QRY_BY_APP:
+        return app_of(r);
+    default:
+        return 0;
+    }
+}
+
+/* Packs row r's key into out (klen bytes). */
+static void pack_key(const group_tab *t, const eng_flow *r, uint8_t *out)
+{
+    for (size_t i = 0; i < t->g->n; i++) {
+        const qry_keyspec *ks = &t->g->k[i];
+        switch (ks->by) {
+        case QRY_BY_SRCADDR:
+        case QRY_BY_SRCNET:
+            memcpy(out, r->src.b, 16);
+            break;
+        case QRY_BY_DSTADDR:
+        case QRY_BY_DSTNET:
+            memcpy(out, r->dst.b, 16);
+            break;
+        case QRY_BY_EXPORTER:
+            memcpy(out, r->exporter.b, 16);
+            break;
+        case QRY_BY_CONV: {
+            bool fwd = memcmp(r->src.b, r->dst.b, 16) <= 0;
+            memcpy(out, fwd ? r->src.b : r->dst.b, 16);
+            memcpy(out + 16, fwd ? r->dst.b : r->src.b, 16);
+            break;
+        }
+        default:
+            put_be32(out, num_of(ks->by, r));
+            break;
+        }
+        if (by_is_net(ks->by))
+            mask_addr(out, ks);
+        out += spec_len(ks);
+    }
+}
+
+static void unpack_key(const qry_group *g, const uint8_t *in, qry_key *k)
+{
+    memset(k, 0, sizeof *k);
+    for (size_t i = 0; i < g->n; i++) {
+        const qry_keyspec *ks = &g->k[i];
+        size_t len = spec_len(ks);
+        if (len == 4) {
+            k->v[i].num = get_be32(in);
+        } else {
+            memcpy(k->v[i].addr.b, in, 16);
+            if (len == 32)
+                memcpy(k->v[i].addr2.b, in + 16, 16);
+        }
+        in += len;
+    }
+}
+
+/* The columns a grouping reads. */
+static uint32_t group_columns(const qry_group *g)
+{
+    static const uint32_t cols[QRY_NBY] = {
+        [QRY_BY_SRCADDR] = ENG_COLMASK(ENG_COL_SRC),
+        [QRY_BY_DSTADDR] = ENG_COLMASK(ENG_COL_DST),
+        [QRY_BY_PROTO] = ENG_COLMASK(ENG_COL_PROTO),
+        [QRY_BY_SRCPORT] = ENG_COLMASK(ENG_COL_SRC_PORT),
+        [QRY_BY_DSTPORT] = ENG_COLMASK(ENG_COL_DST_PORT),
+        [QRY_BY_EXPORTER] = ENG_COLMASK(ENG_COL_EXPORTER),
+        [QRY_BY_INIF] = ENG_COLMASK(ENG_COL_IN_IF),
+        [QRY_BY_OUTIF] = ENG_COLMASK(ENG_COL_OUT_IF),
+        [QRY_BY_SRCAS] = ENG_COLMASK(ENG_COL_SRC_AS),
+        [QRY_BY_DSTAS] = ENG_COLMASK(ENG_COL_DST_AS),
+        [QRY_BY_TOS] = ENG_COLMASK(ENG_COL_TOS),
+        [QRY_BY_VLAN] = ENG_COLMASK(ENG_COL_VLAN),
+        [QRY_BY_APP] = ENG_COLMASK(ENG_COL_PROTO) | ENG_COLMASK(ENG_COL_SRC_PORT) |
+                       ENG_COLMASK(ENG_COL_DST_PORT),
+        [QRY_BY_CONV] = ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST),
+        [QRY_BY_SRCNET] = ENG_COLMASK(ENG_COL_SRC),
+        [QRY_BY_DSTNET] = ENG_COLMASK(ENG_COL_DST),
+    };
+    uint32_t m = 0;
+    for (size_t i = 0; i < g->n; i++)
+        m |= cols[g->k[i].by];
+    return m;
+}
+
+static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
+{
+    memset(t, 0, sizeof *t);
+    if (g->n == 0 || g->n > QRY_MAX_KEYS)
+        return NS_E_RANGE;
+    t->g = g;
+    t->filter = filter;
+    for (size_t i = 0; i < g->n; i++) {
+        if ((unsigned)g->k[i].by >= QRY_NBY || g->k[i].bits4 > 32 || g->k[i].bits6 > 128)
+            return NS_E_RANGE;
+        if (g->k[i].by == QRY_BY_CONV) {
+            if (t->conv)
+                return NS_E_RANGE;
+            t->conv = true;
+            t->conv_off = t->klen;
+        }
+        t->klen += spec_len(&g->k[i]);
+    }
+    return 0;
+}
+
+static void tab_free(group_tab *t)
+{
+    free(t->keys);
+    free(t->hash);
+    free(t->tot);
+    free(t->dir);
+    t->keys = NULL;
+    t->hash = NULL;
+    t->tot = t->dir = NULL;
 }
 
 static int tab_grow(group_tab *t)
 {
     size_t ncap = t->cap ? t->cap * 2 : 1024;
-    qry_row *ns = calloc(ncap, sizeof *ns);
-    uint8_t *nu = calloc(ncap, 1);
-    if (!ns || !nu) {
-        free(ns);
-        free(nu);
+    if (t->n >= QRY_MAX_GROUPS)
+        return NS_E_TOO_MANY;
+    uint8_t *nk = malloc(ncap * t->klen);
+    uint64_t *nh = calloc(ncap, sizeof *nh);
+    qry_totals *nt = malloc(ncap * sizeof *nt);
+    qry_totals *nd = t->conv ? malloc(2 * ncap * sizeof *nd) : NULL;
+    if (!nk || !nh || !nt || (t->conv && !nd)) {
+        free(nk);
+        free(nh);
+        free(nt);
+        free(nd);
         return NS_E_NOMEM;
     }
     for (size_t i = 0; i < t->cap; i++) {
-        if (!t->used[i])
+        if (!t->hash[i])
             continue;
-        size_t h = (size_t)XXH3_64bits(&t->slots[i].key, sizeof(qry_key)) & (ncap - 1);
-        while (nu[h])
+        size_t h = (size_t)t->hash[i] & (ncap - 1);
+        while (nh[h])
             h = (h + 1) & (ncap - 1);
-        nu[h] = 1;
-        ns[h] = t->slots[i];
+        nh[h] = t->hash[i];
+        memcpy(nk + h * t->klen, t->keys + i * t->klen, t->klen);
+        nt[h] = t->tot[i];
+        if (nd) {
+            nd[2 * h] = t->dir[2 * i];
+            nd[2 * h + 1] = t->dir[2 * i + 1];
+        }
     }
-    free(t->slots);
-    free(t->used);
-    t->slots = ns;
-    t->used = nu;
+    tab_free(t);
+    t->keys = nk;
+    t->hash = nh;
+    t->tot = nt;
+    t->dir = nd;
     t->cap = ncap;
     return 0;
+}
+
+static uint64_t key_hash(const uint8_t *k, size_t len)
+{
+    uint64_t h = XXH3_64bits(k, len);
+    return h ? h : 1;
+}
+
+/* The slot of key k (hash h): found, or a new zeroed one when insert; SIZE_MAX when absent
+ * (or on a failed grow: *rc says). */
+static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, int *rc)
+{
+    if (insert && t->n * 2 >= t->cap && (*rc = tab_grow(t)) < 0)
+        return SIZE_MAX;
+    size_t i = (size_t)h & (t->cap - 1);
+    while (t->hash[i]) {
+        if (t->hash[i] == h && memcmp(t->keys + i * t->klen, k, t->klen) == 0)
+            return i;
+        i = (i + 1) & (t->cap - 1);
+    }
+    if (!insert)
+        return SIZE_MAX;
+    t->hash[i] = h;
+    memcpy(t->keys + i * t->klen, k, t->klen);
+    memset(&t->tot[i], 0, sizeof t->tot[i]);
+    if (t->dir)
+        memset(&t->dir[2 * i], 0, 2 * sizeof t->dir[0]);
+    t->n++;
+    return i;
 }
 
 static int group_cb(void *arg, const eng_flow *rows, size_t n)
 {
     group_tab *t = arg;
+    uint8_t k[QRY_MAX_KEYS * 32];
+    int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        qry_key k;
-        if (t->filter && !qry_filter_match(t->filter, &rows[i]))
+        const eng_flow *r = &rows[i];
+        if (t->filter && !qry_filter_match(t->filter, r))
             continue;
-        if (t->n * 2 >= t->cap && tab_grow(t) < 0)
-            return NS_E_NOMEM;
-        key_of(t->by, &rows[i], &k);
-        size_t h = (size_t)XXH3_64bits(&k, sizeof k) & (t->cap - 1);
-        while (t->used[h] && memcmp(&t->slots[h].key, &k, sizeof k) != 0)
-            h = (h + 1) & (t->cap - 1);
-        if (!t->used[h]) {
-            t->used[h] = 1;
-            t->slots[h].key = k;
-            memset(&t->slots[h].t, 0, sizeof t->slots[h].t);
-            t->n++;
-        }
-        totals_add(&t->slots[h].t, &rows[i]);
+        pack_key(t, r, k);
+        size_t s = tab_slot(t, k, key_hash(k, t->klen), true, &rc);
+        if (s == SIZE_MAX)
+            return rc;
+        totals_add(&t->tot[s], r);
+        if (t->dir)
+            totals_add(&t->dir[2 * s + (memcmp(r->src.b, k + t->conv_off, 16) == 0 ? 0 : 1)], r);
     }
     return 0;
 }
 
-/* Ties: addresses in byte order (network order), numbers by value. */
-static int cmp_keys(const qry_key *x, const qry_key *y)
+static uint64_t metric_of(const qry_totals *t, qry_metric m)
 {
-    int c = memcmp(x->addr.b, y->addr.b, sizeof x->addr.b);
-    if (c)
-        return c;
-    return x->num < y->num ? -1 : x->num > y->num;
+    switch (m) {
+    case QRY_M_PACKETS:
+    case QRY_M_PPS:
+        return t->packets;
+    case QRY_M_FLOWS:
+        return t->flows;
+    default:
+        return t->bytes;
+    }
 }
 
-static int cmp_rows_bytes(const void *a, const void *b)
+/* Slot a ranks before slot b: larger metric first, then smaller key bytes. */
+static bool ranks_before(const group_tab *t, qry_metric m, size_t a, size_t b)
 {
-    const qry_row *x = a, *y = b;
-    if (x->t.bytes != y->t.bytes)
-        return x->t.bytes > y->t.bytes ? -1 : 1;
-    return cmp_keys(&x->key, &y->key);
+    uint64_t x = metric_of(&t->tot[a], m), y = metric_of(&t->tot[b], m);
+    if (x != y)
+        return x > y;
+    return memcmp(t->keys + a * t->klen, t->keys + b * t->klen, t->klen) < 0;
 }
 
-static int cmp_rows_packets(const void *a, const void *b)
+/* Heap of slot indexes whose root is the one ranking last. */
+static void rank_down(const group_tab *t, qry_metric m, size_t *h, size_t n, size_t i)
 {
-    const qry_row *x = a, *y = b;
-    if (x->t.packets != y->t.packets)
-        return x->t.packets > y->t.packets ? -1 : 1;
-    return cmp_keys(&x->key, &y->key);
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && ranks_before(t, m, h[w], h[l]))
+            w = l;
+        if (r < n && ranks_before(t, m, h[w], h[r]))
+            w = r;
+        if (w == i)
+            return;
+        size_t tmp = h[i];
+        h[i] = h[w];
+        h[w] = tmp;
+        i = w;
+    }
 }
 
-static int cmp_rows_flows(const void *a, const void *b)
+/* The `limit` best slots of t, best first, into *out (malloc'd, *k entries). */
+static int tab_top(const group_tab *t, qry_metric m, size_t limit, size_t **out, size_t *k)
 {
-    const qry_row *x = a, *y = b;
-    if (x->t.flows != y->t.flows)
-        return x->t.flows > y->t.flows ? -1 : 1;
-    return cmp_keys(&x->key, &y->key);
+    size_t cap = limit < t->n ? limit : t->n, n = 0;
+    size_t *h = malloc((cap ? cap : 1) * sizeof *h);
+    if (!h)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < t->cap && cap; i++) {
+        if (!t->hash[i])
+            continue;
+        if (n < cap) {
+            h[n++] = i;
+            if (n == cap) /* heapify once full */
+                for (size_t j = n / 2; j-- > 0;)
+                    rank_down(t, m, h, n, j);
+        } else if (ranks_before(t, m, i, h[0])) {
+            h[0] = i;
+            rank_down(t, m, h, n, 0);
+        }
+    }
+    /* pop the worst to the back until sorted best first */
+    for (size_t end = n; end > 1; end--) {
+        size_t tmp = h[0];
+        h[0] = h[end - 1];
+        h[end - 1] = tmp;
+        rank_down(t, m, h, end - 1, 0);
+    }
+    *out = h;
+    *k = n;
+    return 0;
+}
+
+static uint32_t base_columns(const qry_filter *filter)
+{
+    return ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FIRST) |
+           ENG_COLMASK(ENG_COL_LAST) | (filter ? qry_filter_columns(filter) : 0u);
+}
+
+int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+                  const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out)
+{
+    group_tab t;
+    size_t *best = NULL, k = 0;
+    memset(out, 0, sizeof *out);
+    int rc = tab_init(&t, g, filter);
+    if (rc < 0 || (unsigned)metric >= NMETRICS)
+        return NS_E_RANGE;
+    if ((rc = tab_grow(&t)) < 0)
+        return rc;
+    rc = eng_db_scan(db, from_ms, to_ms, base_columns(filter) | group_columns(g), group_cb, &t);
+    if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0)
+        goto out;
+    out->rows = calloc(k ? k : 1, sizeof *out->rows);
+    if (!out->rows) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < t.cap; i++)
+        if (t.hash[i])
+            totals_merge(&out->total, &t.tot[i]);
+    for (size_t i = 0; i < k; i++) {
+        qry_row *row = &out->rows[i];
+        unpack_key(g, t.keys + best[i] * t.klen, &row->key);
+        row->t = t.tot[best[i]];
+        if (t.dir) {
+            row->ab = t.dir[2 * best[i]];
+            row->ba = t.dir[2 * best[i] + 1];
+        }
+        t.hash[best[i]] = 0; /* what is left makes "other" */
+    }
+    for (size_t i = 0; i < t.cap; i++)
+        if (t.hash[i])
+            totals_merge(&out->other, &t.tot[i]);
+    out->n = k;
+    out->groups = t.n;
+    if (out->total.flows) {
+        int64_t lo = from_ms == INT64_MIN ? out->total.first_ms : from_ms;
+        int64_t hi = to_ms == INT64_MAX ? out->total.last_ms : to_ms;
+        out->span_ms = hi - lo + 1 < 1000 ? 1000 : hi - lo + 1;
+    }
+out:
+    free(best);
+    tab_free(&t);
+    if (rc < 0)
+        qry_top_free(out);
+    return rc < 0 ? rc : 0;
 }
 
 int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter, qry_by by,
             qry_metric metric, size_t limit, qry_top_result *out)
 {
-    group_tab t = {.by = by, .filter = filter};
-    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
-                    ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST) |
-                    (filter ? qry_filter_columns(filter) : 0u);
-    int rc;
-    memset(out, 0, sizeof *out);
-    if ((unsigned)by >= QRY_NBY)
+    qry_group g;
+    if ((unsigned)by >= QRY_NBY) {
+        memset(out, 0, sizeof *out);
         return NS_E_RANGE;
-    switch (by) {
-    case QRY_BY_SRCADDR:
-        mask |= ENG_COLMASK(ENG_COL_SRC);
-        break;
-    case QRY_BY_DSTADDR:
-        mask |= ENG_COLMASK(ENG_COL_DST);
-        break;
-    case QRY_BY_EXPORTER:
-        mask |= ENG_COLMASK(ENG_COL_EXPORTER);
-        break;
-    case QRY_BY_PROTO:
-        mask |= ENG_COLMASK(ENG_COL_PROTO);
-        break;
-    case QRY_BY_SRCPORT:
-        mask |= ENG_COLMASK(ENG_COL_SRC_PORT);
-        break;
-    case QRY_BY_DSTPORT:
-        mask |= ENG_COLMASK(ENG_COL_DST_PORT);
-        break;
-    case QRY_BY_INIF:
-        mask |= ENG_COLMASK(ENG_COL_IN_IF);
-        break;
-    case QRY_BY_OUTIF:
-        mask |= ENG_COLMASK(ENG_COL_OUT_IF);
-        break;
-    case QRY_BY_SRCAS:
-        mask |= ENG_COLMASK(ENG_COL_SRC_AS);
-        break;
-    case QRY_BY_DSTAS:
-        mask |= ENG_COLMASK(ENG_COL_DST_AS);
-        break;
-    case QRY_BY_TOS:
-        mask |= ENG_COLMASK(ENG_COL_TOS);
-        break;
-    case QRY_BY_VLAN:
-        mask |= ENG_COLMASK(ENG_COL_VLAN);
-        break;
-    case QRY_NBY:
-        break;
     }
-    if ((rc = tab_grow(&t)) < 0)
-        return rc;
-    rc = eng_db_scan(db, from_ms, to_ms, mask, group_cb, &t);
-    if (rc < 0)
-        goto out;
-    /* compact the used slots to the front, then sort them */
-    size_t k = 0;
-    for (size_t i = 0; i < t.cap; i++)
-        if (t.used[i])
-            t.slots[k++] = t.slots[i];
-    int (*cmp)(const void *, const void *) = metric == QRY_M_BYTES     ? cmp_rows_bytes
-                                             : metric == QRY_M_PACKETS ? cmp_rows_packets
-                                                                       : cmp_rows_flows;
-    qsort(t.slots, k, sizeof *t.slots, cmp);
-    size_t keep = k < limit ? k : limit;
-    for (size_t i = 0; i < k; i++)
-        totals_merge(&out->total, &t.slots[i].t);
-    out->groups = k;
-    for (size_t i = keep; i < k; i++)
-        totals_merge(&out->other, &t.slots[i].t);
-    out->rows = malloc((keep ? keep : 1) * sizeof *out->rows);
-    if (!out->rows) {
-        rc = NS_E_NOMEM;
-        goto out;
-    }
-    memcpy(out->rows, t.slots, keep * sizeof *out->rows);
-    out->n = keep;
-out:
-    free(t.slots);
-    free(t.used);
-    return rc;
+    qry_group_one(by, &g);
+    return qry_top_group(db, from_ms, to_ms, filter, &g, metric, limit, out);
 }
 
 void qry_top_free(qry_top_result *r)
@@ -360,46 +750,62 @@ typedef struct series_ctx {
     size_t n;
     const qry_filter *filter;
     qry_totals *b;
+    group_tab *split; /* with a split: the top groups' keys, slot -> series via idx */
+    size_t *idx;
+    size_t k;
 } series_ctx;
+
+/* Adds row r to buckets b (n of step from `from`): its packets and bytes spread over the
+ * buckets its span covers in proportion to the overlap (the remainder to the last, so a flow
+ * wholly inside adds up exactly), its flow count to the bucket it starts in. */
+static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const eng_flow *r)
+{
+    int64_t end = from + step * (int64_t)n; /* exclusive */
+    int64_t s = r->first_ms < from ? from : r->first_ms;
+    int64_t e = r->last_ms >= end ? end - 1 : r->last_ms;
+    if (e < s)
+        return;
+    size_t bs = (size_t)((s - from) / step), be = (size_t)((e - from) / step);
+    b[bs].flows++;
+    if (bs == be || r->last_ms <= r->first_ms) {
+        b[bs].packets += r->packets;
+        b[bs].bytes += r->bytes;
+        return;
+    }
+    double span = (double)(r->last_ms - r->first_ms);
+    bool inside = r->first_ms >= from && r->last_ms < end;
+    uint64_t given_p = 0, given_b = 0;
+    for (size_t k = bs; k <= be; k++) {
+        int64_t lo = from + step * (int64_t)k, hi = lo + step;
+        int64_t os = r->first_ms > lo ? r->first_ms : lo;
+        int64_t oe = r->last_ms < hi ? r->last_ms : hi;
+        double share = oe > os ? (double)(oe - os) / span : 0.0;
+        uint64_t p =
+            k == be && inside ? r->packets - given_p : (uint64_t)((double)r->packets * share);
+        uint64_t by = k == be && inside ? r->bytes - given_b : (uint64_t)((double)r->bytes * share);
+        b[k].packets += p;
+        b[k].bytes += by;
+        given_p += p;
+        given_b += by;
+    }
+}
 
 static int series_cb(void *arg, const eng_flow *rows, size_t n)
 {
     series_ctx *c = arg;
-    int64_t end = c->from + c->step * (int64_t)c->n; /* exclusive */
+    uint8_t key[QRY_MAX_KEYS * 32];
+    int rc = 0;
     for (size_t i = 0; i < n; i++) {
         const eng_flow *r = &rows[i];
         if (c->filter && !qry_filter_match(c->filter, r))
             continue;
-        int64_t s = r->first_ms < c->from ? c->from : r->first_ms;
-        int64_t e = r->last_ms >= end ? end - 1 : r->last_ms;
-        if (e < s)
-            continue;
-        size_t bs = (size_t)((s - c->from) / c->step), be = (size_t)((e - c->from) / c->step);
-        c->b[bs].flows++;
-        if (bs == be || r->last_ms <= r->first_ms) {
-            c->b[bs].packets += r->packets;
-            c->b[bs].bytes += r->bytes;
-            continue;
+        size_t series = 0;
+        if (c->split) {
+            pack_key(c->split, r, key);
+            size_t s = tab_slot(c->split, key, key_hash(key, c->split->klen), false, &rc);
+            series = s == SIZE_MAX ? c->k : c->idx[s];
         }
-        /* proportional to the overlap with each bucket; the remainder goes to the last one so
-         * the series adds up to the flow's counters exactly */
-        double span = (double)(r->last_ms - r->first_ms);
-        bool inside = r->first_ms >= c->from && r->last_ms < end;
-        uint64_t given_p = 0, given_b = 0;
-        for (size_t k = bs; k <= be; k++) {
-            int64_t lo = c->from + c->step * (int64_t)k, hi = lo + c->step;
-            int64_t os = r->first_ms > lo ? r->first_ms : lo;
-            int64_t oe = r->last_ms < hi ? r->last_ms : hi;
-            double share = oe > os ? (double)(oe - os) / span : 0.0;
-            uint64_t p =
-                k == be && inside ? r->packets - given_p : (uint64_t)((double)r->packets * share);
-            uint64_t by =
-                k == be && inside ? r->bytes - given_b : (uint64_t)((double)r->bytes * share);
-            c->b[k].packets += p;
-            c->b[k].bytes += by;
-            given_p += p;
-            given_b += by;
-        }
+        spread(c->b + series * c->n, c->from, c->step, c->n, r);
     }
     return 0;
 }
@@ -410,11 +816,82 @@ int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
     if (step_ms <= 0 || nbuckets == 0 || nbuckets > QRY_SERIES_MAX_BUCKETS)
         return NS_E_RANGE;
     memset(buckets, 0, nbuckets * sizeof *buckets);
-    series_ctx c = {from_ms, step_ms, nbuckets, filter, buckets};
-    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
-                    ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST) |
-                    (filter ? qry_filter_columns(filter) : 0u);
-    return eng_db_scan(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1, mask, series_cb, &c);
+    series_ctx c = {from_ms, step_ms, nbuckets, filter, buckets, NULL, NULL, 0};
+    return eng_db_scan(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1, base_columns(filter),
+                       series_cb, &c);
+}
+
+int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
+                     const qry_filter *filter, const qry_group *g, qry_metric metric, size_t limit,
+                     qry_split *out)
+{
+    memset(out, 0, sizeof *out);
+    if (step_ms <= 0 || nbuckets == 0 || nbuckets > QRY_SERIES_MAX_BUCKETS || limit == 0 ||
+        limit > QRY_SERIES_MAX_BUCKETS / nbuckets)
+        return NS_E_RANGE;
+    int64_t to_ms = from_ms + step_ms * (int64_t)nbuckets - 1;
+    /* pass 1: the groups, and which are largest; pass 2: their series */
+    group_tab t, look;
+    size_t *best = NULL, k = 0;
+    int rc = tab_init(&t, g, filter);
+    if (rc < 0 || (unsigned)metric >= NMETRICS)
+        return NS_E_RANGE;
+    (void)tab_init(&look, g, filter);
+    if ((rc = tab_grow(&t)) < 0)
+        return rc;
+    uint32_t mask = base_columns(filter) | group_columns(g);
+    rc = eng_db_scan(db, from_ms, to_ms, mask, group_cb, &t);
+    if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0 || (rc = tab_grow(&look)) < 0)
+        goto out;
+    out->keys = calloc(k ? k : 1, sizeof *out->keys);
+    out->totals = calloc(k + 1, sizeof *out->totals);
+    out->series = calloc((k + 1) * nbuckets, sizeof *out->series);
+    size_t *idx = NULL;
+    if (!out->keys || !out->totals || !out->series) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < k; i++) {
+        const uint8_t *kb = t.keys + best[i] * t.klen;
+        unpack_key(g, kb, &out->keys[i]);
+        out->totals[i] = t.tot[best[i]];
+        if (tab_slot(&look, kb, t.hash[best[i]], true, &rc) == SIZE_MAX)
+            goto out;
+        t.hash[best[i]] = 0;
+    }
+    for (size_t i = 0; i < t.cap; i++)
+        if (t.hash[i])
+            totals_merge(&out->totals[k], &t.tot[i]);
+    out->k = k;
+    idx = malloc(look.cap * sizeof *idx);
+    if (!idx) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < k; i++)
+        idx[tab_slot(&look, t.keys + best[i] * t.klen, key_hash(t.keys + best[i] * t.klen, t.klen),
+                     false, &rc)] = i;
+    tab_free(&t);
+    series_ctx c = {from_ms, step_ms, nbuckets, filter, out->series, &look, idx, k};
+    rc = eng_db_scan(db, from_ms, to_ms, mask, series_cb, &c);
+    free(idx);
+out:
+    free(best);
+    tab_free(&t);
+    tab_free(&look);
+    if (rc < 0)
+        qry_split_free(out);
+    return rc < 0 ? rc : 0;
+}
+
+void qry_split_free(qry_split *s)
+{
+    if (!s)
+        return;
+    free(s->keys);
+    free(s->totals);
+    free(s->series);
+    memset(s, 0, sizeof *s);
 }
 
 int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target)

@@ -15,7 +15,10 @@ typedef struct qry_totals {
     int64_t last_ms;  /* largest last_ms counted, 0 if none */
 } qry_totals;
 
-/* Group-by keys. */
+/* Group-by keys. app is the protocol with its service port (the lower of the two ports for
+ * TCP/UDP/SCTP, ICMP type and code for ICMP, none otherwise); conversation is the unordered
+ * address pair (a < b in byte order) with each direction's counters; srcnet/dstnet are the
+ * address's prefix (srcnet/24 or srcnet/24/48: bits for IPv4, then for IPv6, default /64). */
 typedef enum {
     QRY_BY_SRCADDR = 0,
     QRY_BY_DSTADDR,
@@ -29,28 +32,66 @@ typedef enum {
     QRY_BY_DSTAS,
     QRY_BY_TOS,
     QRY_BY_VLAN,
+    QRY_BY_APP,
+    QRY_BY_CONV,
+    QRY_BY_SRCNET,
+    QRY_BY_DSTNET,
     QRY_NBY
 } qry_by;
 
-typedef enum { QRY_M_BYTES = 0, QRY_M_PACKETS, QRY_M_FLOWS } qry_metric;
+/* Metrics. bps and pps order like bytes and packets; callers divide by the range's seconds. */
+typedef enum { QRY_M_BYTES = 0, QRY_M_PACKETS, QRY_M_FLOWS, QRY_M_BPS, QRY_M_PPS } qry_metric;
 
-/* Parse/name keys and metrics ("srcaddr", "bytes"...). Parsers return 0 or NS_E_PARSE. */
+/* Parse/name keys and metrics ("srcaddr", "bytes"...). Parsers return 0 or NS_E_PARSE.
+ * qry_by_parse takes plain names only ("srcnet", not "srcnet/24"); see qry_group_parse. */
 int qry_by_parse(const char *s, qry_by *out);
 const char *qry_by_name(qry_by by);
 int qry_metric_parse(const char *s, qry_metric *out);
 const char *qry_metric_name(qry_metric m);
 
+/* A grouping: one to QRY_MAX_KEYS keys ("srcaddr,dstport", "conversation", "srcnet/24"). */
+#define QRY_MAX_KEYS 4
+typedef struct qry_keyspec {
+    qry_by by;
+    uint8_t bits4, bits6; /* prefix lengths of srcnet/dstnet */
+} qry_keyspec;
+typedef struct qry_group {
+    size_t n;
+    qry_keyspec k[QRY_MAX_KEYS];
+} qry_group;
+
+/* Parses a comma-separated list of keys. Returns 0, or NS_E_PARSE with a one-line reason in err
+ * (unknown key, repeated key, more than QRY_MAX_KEYS, a bad prefix length, two conversations).
+ * Safe on untrusted text. */
+int qry_group_parse(const char *s, qry_group *out, char *err, size_t errcap);
+/* A grouping of one plain key (srcnet/dstnet get /24 and /64). */
+void qry_group_one(qry_by by, qry_group *out);
+/* The canonical text of a grouping ("srcaddr,dstnet/24/64"), into buf. */
+void qry_group_fmt(const qry_group *g, char *buf, size_t cap);
+
+/* One key's value. addr2 is the conversation's second address; num holds numeric keys and,
+ * for app, proto << 16 | port. */
+typedef struct qry_keyval {
+    ns_addr addr;
+    ns_addr addr2;
+    uint32_t num;
+} qry_keyval;
 typedef struct qry_key {
-    ns_addr addr; /* address keys */
-    uint32_t num; /* protocol and port keys */
+    qry_keyval v[QRY_MAX_KEYS]; /* in the grouping's order */
 } qry_key;
 
-/* Formats a key's value for output (address text or number) into buf. */
+/* Formats one key value: an address, "10.0.0.0/24", "tcp/443", "icmp/8.0", "a <-> b", or a
+ * number. qry_keyspec_is_text tells whether it is text (JSON quotes it) or a number. */
+void qry_keyval_fmt(const qry_keyspec *ks, const qry_keyval *v, char *buf, size_t cap);
+bool qry_keyspec_is_text(const qry_keyspec *ks);
+/* Formats the first key value of a plain key (the single-key API below). */
 void qry_key_fmt(qry_by by, const qry_key *k, char *buf, size_t cap);
 
 typedef struct qry_row {
     qry_key key;
     qry_totals t;
+    /* with a conversation key: the flows from a to b, and from b to a */
+    qry_totals ab, ba;
 } qry_row;
 
 typedef struct qry_top_result {
@@ -59,6 +100,7 @@ typedef struct qry_top_result {
     qry_totals other; /* everything not in rows */
     qry_totals total; /* everything in the range */
     uint64_t groups;  /* distinct keys seen */
+    int64_t span_ms;  /* the range clipped to the data counted: divide by it for bps, pps */
 } qry_top_result;
 
 typedef struct qry_filter qry_filter; /* see the filters section below */
@@ -72,6 +114,11 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
  * success *out is filled and owns rows; release with qry_top_free(). */
 int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter, qry_by by,
             qry_metric metric, size_t limit, qry_top_result *out);
+/* The same for any grouping. */
+int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+                  const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out);
+/* A rate per second of v counted over span_ms (bps: pass bytes * 8). */
+double qry_rate(uint64_t v, int64_t span_ms);
 void qry_top_free(qry_top_result *r);
 
 /* Raw flows, newest first (by first_ms; equal times in a fixed order of their bytes), paged:
@@ -95,6 +142,19 @@ int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filt
 #define QRY_SERIES_MAX_BUCKETS 10000
 int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
                const qry_filter *filter, qry_totals *buckets);
+/* A series split by a grouping: the `limit` largest groups by metric over the buckets' range,
+ * each with its own series, and "other" for the rest. On success *out owns its arrays; release
+ * with qry_split_free(). */
+typedef struct qry_split {
+    size_t k;           /* series (groups) given, <= limit */
+    qry_key *keys;      /* k keys, largest first */
+    qry_totals *totals; /* k totals over the range, then other's */
+    qry_totals *series; /* (k + 1) * nbuckets buckets: group i at i * nbuckets, other last */
+} qry_split;
+int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
+                     const qry_filter *filter, const qry_group *g, qry_metric metric, size_t limit,
+                     qry_split *out);
+void qry_split_free(qry_split *s);
 /* A step that gives about `target` buckets over [from_ms, to_ms]: 1, 5, 10, 30 s, 1, 5, 15,
  * 30 min, 1, 3, 6, 12 h, 1 d, 1 w. */
 int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target);

@@ -373,46 +373,86 @@ static void big_set(void)
     }
 }
 
+/* A prefix of a, computed on its own: v4 on the 32-bit value, v6 a byte at a time. */
+static ns_addr ref_net(ns_addr a, unsigned bits4, unsigned bits6)
+{
+    if (ns_addr_is_v4(&a)) {
+        uint32_t v =
+            (uint32_t)a.b[12] << 24 | (uint32_t)a.b[13] << 16 | (uint32_t)a.b[14] << 8 | a.b[15];
+        v = bits4 == 0 ? 0 : v & ~(uint32_t)((1ull << (32 - bits4)) - 1);
+        ns_addr_from_v4(&a, v);
+        return a;
+    }
+    for (unsigned bit = bits6; bit < 128; bit++)
+        a.b[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
+    return a;
+}
+
 static qry_key ref_key(qry_by by, const eng_flow *f)
 {
     qry_key k;
+    qry_keyval *v = &k.v[0];
     memset(&k, 0, sizeof k);
     switch (by) {
     case QRY_BY_SRCADDR:
-        k.addr = f->src;
+        v->addr = f->src;
         break;
     case QRY_BY_DSTADDR:
-        k.addr = f->dst;
+        v->addr = f->dst;
         break;
     case QRY_BY_EXPORTER:
-        k.addr = f->exporter;
+        v->addr = f->exporter;
         break;
     case QRY_BY_PROTO:
-        k.num = f->proto;
+        v->num = f->proto;
         break;
     case QRY_BY_SRCPORT:
-        k.num = f->src_port;
+        v->num = f->src_port;
         break;
     case QRY_BY_DSTPORT:
-        k.num = f->dst_port;
+        v->num = f->dst_port;
         break;
     case QRY_BY_INIF:
-        k.num = f->in_if;
+        v->num = f->in_if;
         break;
     case QRY_BY_OUTIF:
-        k.num = f->out_if;
+        v->num = f->out_if;
         break;
     case QRY_BY_SRCAS:
-        k.num = f->src_as;
+        v->num = f->src_as;
         break;
     case QRY_BY_DSTAS:
-        k.num = f->dst_as;
+        v->num = f->dst_as;
         break;
     case QRY_BY_TOS:
-        k.num = f->tos;
+        v->num = f->tos;
         break;
     case QRY_BY_VLAN:
-        k.num = f->vlan;
+        v->num = f->vlan;
+        break;
+    case QRY_BY_APP: {
+        uint32_t port = 0;
+        if (f->proto == 6 || f->proto == 17 || f->proto == 132) {
+            port = f->src_port < f->dst_port ? f->src_port : f->dst_port;
+            if (port == 0)
+                port = f->src_port > f->dst_port ? f->src_port : f->dst_port;
+        } else if (f->proto == 1 || f->proto == 58) {
+            port = f->dst_port;
+        }
+        v->num = (uint32_t)f->proto * 65536u + port;
+        break;
+    }
+    case QRY_BY_CONV: {
+        bool fwd = memcmp(&f->src, &f->dst, 16) < 0;
+        v->addr = fwd ? f->src : f->dst;
+        v->addr2 = fwd ? f->dst : f->src;
+        break;
+    }
+    case QRY_BY_SRCNET:
+        v->addr = ref_net(f->src, 24, 64);
+        break;
+    case QRY_BY_DSTNET:
+        v->addr = ref_net(f->dst, 24, 64);
         break;
     case QRY_NBY:
         break;
@@ -425,13 +465,20 @@ static uint64_t metric_of(const qry_totals *t, qry_metric m)
     return m == QRY_M_BYTES ? t->bytes : m == QRY_M_PACKETS ? t->packets : t->flows;
 }
 
-/* Key order: addresses bytewise (network order is numeric order), numbers as numbers. */
+/* Key order: part by part; addresses bytewise (network order is numeric order), numbers as
+ * numbers. */
 static int key_cmp(const qry_key *a, const qry_key *b)
 {
-    int c = memcmp(a->addr.b, b->addr.b, 16);
-    if (c)
-        return c;
-    return a->num < b->num ? -1 : a->num > b->num;
+    for (int i = 0; i < QRY_MAX_KEYS; i++) {
+        int c = memcmp(a->v[i].addr.b, b->v[i].addr.b, 16);
+        if (!c)
+            c = memcmp(a->v[i].addr2.b, b->v[i].addr2.b, 16);
+        if (c)
+            return c;
+        if (a->v[i].num != b->v[i].num)
+            return a->v[i].num < b->v[i].num ? -1 : 1;
+    }
+    return 0;
 }
 
 static void add_to(qry_totals *t, const eng_flow *f)
@@ -485,10 +532,10 @@ static bool totals_same(const qry_totals *a, const qry_totals *b)
 
 static void check_against_reference(const char *when)
 {
-    static qry_row groups[256];
+    static qry_row groups[1024];
     for (int by = 0; by < QRY_NBY; by++) {
         for (int m = 0; m < 3; m++) {
-            size_t ng = reference((qry_by)by, (qry_metric)m, groups, 256);
+            size_t ng = reference((qry_by)by, (qry_metric)m, groups, 1024);
             const size_t limits[] = {0, 1, 3, ng > 0 ? ng - 1 : 0, ng, ng + 5};
             for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
                 size_t limit = limits[li];
@@ -630,24 +677,24 @@ Test(qry, answers_are_the_same_open_partly_sealed_sealed_and_reopened)
 
 Test(qry, names_parse_and_round_trip)
 {
-    static const char *const bys[QRY_NBY] = {"srcaddr", "dstaddr",  "proto", "srcport",
-                                             "dstport", "exporter", "inif",  "outif",
-                                             "srcas",   "dstas",    "tos",   "vlan"};
-    static const char *const ms[] = {"bytes", "packets", "flows"};
+    static const char *const bys[QRY_NBY] = {
+        "srcaddr", "dstaddr", "proto", "srcport", "dstport", "exporter",     "inif",   "outif",
+        "srcas",   "dstas",   "tos",   "vlan",    "app",     "conversation", "srcnet", "dstnet"};
+    static const char *const ms[] = {"bytes", "packets", "flows", "bps", "pps"};
     for (int i = 0; i < QRY_NBY; i++) {
         qry_by by = QRY_NBY;
         cr_assert(eq(int, qry_by_parse(bys[i], &by), 0), "%s", bys[i]);
         cr_assert(eq(int, (int)by, i));
         cr_assert(eq(int, strcmp(qry_by_name(by), bys[i]), 0));
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         qry_metric m = (qry_metric)99;
         cr_assert(eq(int, qry_metric_parse(ms[i], &m), 0), "%s", ms[i]);
         cr_assert(eq(int, (int)m, i));
         cr_assert(eq(int, strcmp(qry_metric_name(m), ms[i]), 0));
     }
     cr_assert(eq(int, strcmp(qry_by_name(QRY_NBY), "?"), 0));
-    cr_assert(eq(int, strcmp(qry_metric_name((qry_metric)3), "?"), 0));
+    cr_assert(eq(int, strcmp(qry_metric_name((qry_metric)5), "?"), 0));
 }
 
 Test(qry, unknown_names_are_rejected)
@@ -674,15 +721,147 @@ Test(qry, key_formatting)
     qry_key k;
     char buf[64];
     memset(&k, 0, sizeof k);
-    k.addr = addr("2001:db8::1");
+    k.v[0].addr = addr("2001:db8::1");
     qry_key_fmt(QRY_BY_SRCADDR, &k, buf, sizeof buf);
     cr_assert(eq(int, strcmp(buf, "2001:db8::1"), 0), "%s", buf);
-    k.addr = addr("192.0.2.1");
+    k.v[0].addr = addr("192.0.2.1");
     qry_key_fmt(QRY_BY_EXPORTER, &k, buf, sizeof buf);
     cr_assert(eq(int, strcmp(buf, "192.0.2.1"), 0), "%s", buf);
-    k.num = 65535;
+    k.v[0].num = 65535;
     qry_key_fmt(QRY_BY_DSTPORT, &k, buf, sizeof buf);
     cr_assert(eq(int, strcmp(buf, "65535"), 0), "%s", buf);
+}
+
+static void fmt_is(const char *group, const qry_keyval *v, const char *want)
+{
+    qry_group g;
+    char err[128], buf[128];
+    cr_assert(eq(int, qry_group_parse(group, &g, err, sizeof err), 0), "%s: %s", group, err);
+    qry_keyval_fmt(&g.k[0], v, buf, sizeof buf);
+    cr_assert(eq(int, strcmp(buf, want), 0), "%s: '%s', expected '%s'", group, buf, want);
+}
+
+Test(qry, new_key_kinds_format)
+{
+    qry_keyval v;
+    memset(&v, 0, sizeof v);
+    v.num = 6u << 16 | 443;
+    fmt_is("app", &v, "tcp/443");
+    v.num = 1u << 16 | (8 << 8);
+    fmt_is("app", &v, "icmp/8.0");
+    v.num = 47u << 16;
+    fmt_is("app", &v, "gre");
+    v.num = 99u << 16;
+    fmt_is("app", &v, "99");
+    v.addr = addr("10.1.2.0");
+    fmt_is("srcnet/24", &v, "10.1.2.0/24");
+    v.addr = addr("2001:db8::");
+    fmt_is("dstnet/16/48", &v, "2001:db8::/48");
+    v.addr = addr("10.0.0.1");
+    v.addr2 = addr("10.0.0.2");
+    fmt_is("conversation", &v, "10.0.0.1 <-> 10.0.0.2");
+}
+
+Test(qry, group_lists_parse_and_bad_ones_are_named)
+{
+    qry_group g;
+    char err[128], text[128];
+    cr_assert(eq(int, qry_group_parse("srcaddr,dstport,app", &g, err, sizeof err), 0));
+    cr_assert(eq(sz, g.n, 3));
+    cr_assert(eq(int, (int)g.k[2].by, (int)QRY_BY_APP));
+    cr_assert(eq(int, qry_group_parse("dstnet/16/32,proto", &g, err, sizeof err), 0));
+    cr_assert(eq(int, g.k[0].bits4, 16));
+    cr_assert(eq(int, g.k[0].bits6, 32));
+    qry_group_fmt(&g, text, sizeof text);
+    cr_assert(eq(int, strcmp(text, "dstnet/16/32,proto"), 0), "%s", text);
+    static const char *const bad[] = {"",
+                                      ",",
+                                      "srcaddr,",
+                                      "srcaddr,,dstaddr",
+                                      "srcaddr,srcaddr",
+                                      "srcaddr/24",
+                                      "srcnet/33",
+                                      "srcnet/24/129",
+                                      "srcnet/",
+                                      "srcnet/24/",
+                                      "srcnet/x",
+                                      "srcnet/24/48/8",
+                                      "a,b",
+                                      "proto,srcport,dstport,srcaddr,dstaddr",
+                                      "conversation,conv",
+                                      "srcaddrsrcaddrsrcaddr"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        cr_assert(eq(int, qry_group_parse(bad[i], &g, err, sizeof err), NS_E_PARSE), "'%s'",
+                  bad[i]);
+        cr_assert(err[0] != 0, "'%s' has a reason", bad[i]);
+    }
+}
+
+/* Several keys at once, checked against a reference built from the rows themselves: each
+ * (srcaddr, dstport, app) group's totals, and conversations' per-direction counters. */
+Test(qry, several_keys_and_conversations_match_a_reference)
+{
+    big_set();
+    qry_group g;
+    char err[128];
+    cr_assert(eq(int, qry_group_parse("srcaddr,dstport,app", &g, err, sizeof err), 0));
+    static qry_row ref[BIG_N];
+    size_t nref = 0;
+    for (int i = 0; i < BIG_N; i++) {
+        eng_flow f = big_row(i);
+        qry_key k;
+        memset(&k, 0, sizeof k);
+        k.v[0] = ref_key(QRY_BY_SRCADDR, &f).v[0];
+        k.v[1] = ref_key(QRY_BY_DSTPORT, &f).v[0];
+        k.v[2] = ref_key(QRY_BY_APP, &f).v[0];
+        size_t j = 0;
+        while (j < nref && key_cmp(&ref[j].key, &k) != 0)
+            j++;
+        if (j == nref) {
+            memset(&ref[nref], 0, sizeof ref[nref]);
+            ref[nref++].key = k;
+        }
+        add_to(&ref[j].t, &f);
+    }
+    qry_top_result r;
+    cr_assert(
+        eq(int, qry_top_group(db, INT64_MIN, INT64_MAX, NULL, &g, QRY_M_FLOWS, BIG_N, &r), 0));
+    cr_assert(eq(u64, r.groups, nref));
+    cr_assert(eq(sz, r.n, nref));
+    for (size_t i = 0; i < r.n; i++) {
+        size_t j = 0;
+        while (j < nref && key_cmp(&ref[j].key, &r.rows[i].key) != 0)
+            j++;
+        cr_assert(lt(sz, j, nref), "row %zu: a group the reference does not have", i);
+        cr_assert(totals_same(&r.rows[i].t, &ref[j].t), "row %zu totals", i);
+        if (i > 0)
+            cr_assert(ge(u64, r.rows[i - 1].t.flows, r.rows[i].t.flows));
+    }
+    qry_top_free(&r);
+
+    /* conversations: a->b and b->a add up to the total, and match the rows' own directions */
+    cr_assert(eq(int, qry_group_parse("conversation", &g, err, sizeof err), 0));
+    cr_assert(eq(int, qry_top_group(db, INT64_MIN, INT64_MAX, NULL, &g, QRY_M_BYTES, 5, &r), 0));
+    cr_assert(eq(sz, r.n, 5));
+    for (size_t i = 0; i < r.n; i++) {
+        const qry_keyval *v = &r.rows[i].key.v[0];
+        cr_assert(lt(int, memcmp(&v->addr, &v->addr2, 16), 0), "a < b");
+        uint64_t ab = 0, ba = 0, flows = 0;
+        for (int n = 0; n < BIG_N; n++) {
+            eng_flow f = big_row(n);
+            if (memcmp(&f.src, &v->addr, 16) == 0 && memcmp(&f.dst, &v->addr2, 16) == 0)
+                ab += f.bytes, flows++;
+            else if (memcmp(&f.src, &v->addr2, 16) == 0 && memcmp(&f.dst, &v->addr, 16) == 0)
+                ba += f.bytes, flows++;
+        }
+        cr_assert(eq(u64, r.rows[i].ab.bytes, ab), "row %zu a->b", i);
+        cr_assert(eq(u64, r.rows[i].ba.bytes, ba), "row %zu b->a", i);
+        cr_assert(eq(u64, r.rows[i].t.bytes, ab + ba));
+        cr_assert(eq(u64, r.rows[i].t.flows, flows));
+    }
+    cr_assert(gt(i64, r.span_ms, 0));
+    qry_top_free(&r);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -777,4 +956,51 @@ Test(qry, flows_pages_newest_first_without_gaps_or_repeats)
     eng_flow *rows;
     size_t n;
     cr_expect(eq(int, qry_flows(db, 0, 1, NULL, NULL, 0, &rows, &n, &next), NS_E_RANGE));
+}
+
+/* A split series equals, group by group, the plain series of a filter naming that group; and
+ * "other" is the plain series of everything minus the groups shown. */
+Test(qry, split_series_match_filtered_series)
+{
+    big_set();
+    qry_group g;
+    char err[128];
+    cr_assert(eq(int, qry_group_parse("proto", &g, err, sizeof err), 0));
+    const int64_t from = M0 - 30000, step = 10000;
+    const size_t nb = 30;
+    qry_split sp;
+    cr_assert(eq(int, qry_series_split(db, from, step, nb, NULL, &g, QRY_M_BYTES, 2, &sp), 0));
+    cr_assert(eq(sz, sp.k, 2));
+    qry_totals all[30], one[30], sum[30];
+    memset(sum, 0, sizeof sum);
+    cr_assert(eq(int, qry_series(db, from, step, nb, NULL, all), 0));
+    for (size_t i = 0; i < sp.k; i++) {
+        char text[64];
+        qry_filter *f;
+        snprintf(text, sizeof text, "proto %u", sp.keys[i].v[0].num);
+        cr_assert(eq(int, qry_filter_compile(text, &f, err, sizeof err), 0));
+        cr_assert(eq(int, qry_series(db, from, step, nb, f, one), 0));
+        qry_filter_free(f);
+        for (size_t b = 0; b < nb; b++) {
+            const qry_totals *got = &sp.series[i * nb + b];
+            cr_assert(eq(u64, got->bytes, one[b].bytes), "%s bucket %zu", text, b);
+            cr_assert(eq(u64, got->packets, one[b].packets), "%s bucket %zu", text, b);
+            cr_assert(eq(u64, got->flows, one[b].flows), "%s bucket %zu", text, b);
+            sum[b].bytes += got->bytes;
+            sum[b].flows += got->flows;
+        }
+    }
+    if (sp.k == 2)
+        cr_assert(ge(u64, sp.totals[0].bytes, sp.totals[1].bytes));
+    uint64_t other_flows = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const qry_totals *o = &sp.series[sp.k * nb + b];
+        cr_assert(eq(u64, o->bytes, all[b].bytes - sum[b].bytes), "other bucket %zu", b);
+        cr_assert(eq(u64, o->flows, all[b].flows - sum[b].flows), "other bucket %zu", b);
+        other_flows += o->flows;
+    }
+    cr_assert(eq(u64, other_flows, sp.totals[sp.k].flows));
+    qry_split_free(&sp);
+    cr_assert(
+        eq(int, qry_series_split(db, from, step, nb, NULL, &g, QRY_M_BYTES, 0, &sp), NS_E_RANGE));
 }
