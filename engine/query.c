@@ -709,8 +709,9 @@ int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *
     out->n = k;
     out->groups = t.n;
     if (out->total.flows) {
-        int64_t lo = from_ms == INT64_MIN ? out->total.first_ms : from_ms;
-        int64_t hi = to_ms == INT64_MAX ? out->total.last_ms : to_ms;
+        /* an open end (callers pass extremes, or a quarter of them) is where the data is */
+        int64_t lo = from_ms <= INT64_MIN / 4 ? out->total.first_ms : from_ms;
+        int64_t hi = to_ms >= INT64_MAX / 4 ? out->total.last_ms : to_ms;
         out->span_ms = hi - lo + 1 < 1000 ? 1000 : hi - lo + 1;
     }
 out:

@@ -213,17 +213,116 @@ static int route_summary(req *r)
     return 200;
 }
 
-/* `"<key name>":value` for a group key: addresses quoted, numbers bare. */
-static void put_key(ns_buf *b, qry_by by, const qry_key *k)
+/* `"<key name>":value,...` for a group key: text quoted, numbers bare; a conversation is
+ * `"a":...,"b":...`. */
+static void put_key(ns_buf *b, const qry_group *g, const qry_key *k)
 {
-    char text[64];
-    bool addr = by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_EXPORTER;
-    qry_key_fmt(by, k, text, sizeof text);
-    ns_buf_printf(b, "\"%s\":", qry_by_name(by));
-    if (addr)
-        ns_buf_json_str(b, text);
-    else
+    char text[128];
+    for (size_t i = 0; i < g->n; i++) {
+        const qry_keyspec *ks = &g->k[i];
+        if (i)
+            ns_buf_puts(b, ",");
+        if (ks->by == QRY_BY_CONV) {
+            ns_buf_puts(b, "\"a\":");
+            ns_buf_json_str(b, ns_addr_fmt(&k->v[i].addr, text, sizeof text));
+            ns_buf_puts(b, ",\"b\":");
+            ns_buf_json_str(b, ns_addr_fmt(&k->v[i].addr2, text, sizeof text));
+            continue;
+        }
+        qry_keyval_fmt(ks, &k->v[i], text, sizeof text);
+        ns_buf_printf(b, "\"%s\":", qry_by_name(ks->by));
+        if (qry_keyspec_is_text(ks))
+            ns_buf_json_str(b, text);
+        else
+            ns_buf_puts(b, text);
+    }
+}
+
+/* The CSV header columns of a group key, and one row's values. */
+static void put_key_csv_header(ns_buf *b, const qry_group *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        ns_buf_printf(b, "%s%s", i ? "," : "",
+                      g->k[i].by == QRY_BY_CONV ? "a,b" : qry_by_name(g->k[i].by));
+}
+
+static void put_key_csv(ns_buf *b, const qry_group *g, const qry_key *k)
+{
+    char text[128];
+    for (size_t i = 0; i < g->n; i++) {
+        const qry_keyspec *ks = &g->k[i];
+        if (i)
+            ns_buf_puts(b, ",");
+        if (ks->by == QRY_BY_CONV) {
+            ns_buf_puts(b, ns_addr_fmt(&k->v[i].addr, text, sizeof text));
+            ns_buf_puts(b, ",");
+            ns_buf_puts(b, ns_addr_fmt(&k->v[i].addr2, text, sizeof text));
+            continue;
+        }
+        qry_keyval_fmt(ks, &k->v[i], text, sizeof text);
         ns_buf_puts(b, text);
+    }
+}
+
+static bool group_has_conv(const qry_group *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        if (g->k[i].by == QRY_BY_CONV)
+            return true;
+    return false;
+}
+
+/* `by` (a list of keys, default srcaddr) and `metric` (default bytes). */
+static int parse_group(req *r, qry_group *g, qry_metric *metric)
+{
+    const char *v;
+    char err[160];
+    qry_group_one(QRY_BY_SRCADDR, g);
+    *metric = QRY_M_BYTES;
+    if ((v = param(r, "by")) && qry_group_parse(v, g, err, sizeof err) < 0)
+        return fail(r, 400,
+                    "parameter 'by': %s (keys: srcaddr, dstaddr, proto, srcport, dstport, "
+                    "exporter, inif, outif, srcas, dstas, tos, vlan, app, conversation, "
+                    "srcnet/N, dstnet/N; up to %d, comma-separated)",
+                    err, QRY_MAX_KEYS);
+    if ((v = param(r, "metric")) && qry_metric_parse(v, metric) < 0)
+        return fail(r, 400,
+                    "parameter 'metric': '%.64s' is not one of bytes, packets, flows, bps, pps", v);
+    return 0;
+}
+
+/* `limit`: 1..max, default def. */
+static int parse_limit(req *r, size_t def, size_t max, size_t *limit)
+{
+    const char *v = param(r, "limit");
+    *limit = def;
+    if (!v)
+        return 0;
+    char *end;
+    unsigned long long l = strtoull(v, &end, 10);
+    if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > max)
+        return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to %zu", v, max);
+    *limit = (size_t)l;
+    return 0;
+}
+
+/* One top row: key, totals, rates over the span, and for conversations each direction. */
+static void put_top_row(ns_buf *b, const qry_group *g, const qry_row *row, int64_t span_ms)
+{
+    ns_buf_puts(b, "{\"key\":{");
+    put_key(b, g, &row->key);
+    ns_buf_puts(b, "},");
+    put_totals(b, &row->t, false);
+    ns_buf_printf(b, ",\"bps\":%.0f,\"pps\":%.1f", qry_rate(row->t.bytes * 8, span_ms),
+                  qry_rate(row->t.packets, span_ms));
+    if (group_has_conv(g)) {
+        ns_buf_puts(b, ",\"a_to_b\":{");
+        put_totals(b, &row->ab, false);
+        ns_buf_puts(b, "},\"b_to_a\":{");
+        put_totals(b, &row->ba, false);
+        ns_buf_puts(b, "}");
+    }
+    ns_buf_puts(b, "}");
 }
 
 static int route_top(req *r)
@@ -231,48 +330,44 @@ static int route_top(req *r)
     static const char *const known[] = {"from",  "to",     "by",     "metric",
                                         "limit", "format", "filter", NULL};
     int64_t from, to;
-    qry_by by = QRY_BY_SRCADDR;
-    qry_metric metric = QRY_M_BYTES;
-    size_t limit = 10, max_limit = r->o->max_limit ? r->o->max_limit : 10000;
+    qry_group g;
+    qry_metric metric;
+    size_t limit, max_limit = r->o->max_limit ? r->o->max_limit : 10000;
     bool csv = false;
-    const char *v;
     int rc = check_known(r, known);
-    if (rc || (rc = parse_range(r, &from, &to)))
-        return rc;
-    if ((v = param(r, "by")) && qry_by_parse(v, &by) < 0)
-        return fail(r, 400,
-                    "parameter 'by': '%.64s' is not one of srcaddr, dstaddr, proto, srcport, "
-                    "dstport, exporter, inif, outif, srcas, dstas, tos, vlan",
-                    v);
-    if ((v = param(r, "metric")) && qry_metric_parse(v, &metric) < 0)
-        return fail(r, 400, "parameter 'metric': '%.64s' is not one of bytes, packets, flows", v);
-    if ((v = param(r, "limit"))) {
-        char *end;
-        unsigned long long l = strtoull(v, &end, 10);
-        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > max_limit)
-            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to %zu", v,
-                        max_limit);
-        limit = (size_t)l;
-    }
-    if ((rc = parse_format(r, &csv)))
+    if (rc || (rc = parse_range(r, &from, &to)) || (rc = parse_group(r, &g, &metric)) ||
+        (rc = parse_limit(r, 10, max_limit, &limit)) || (rc = parse_format(r, &csv)))
         return rc;
     qry_filter *f = NULL;
     if ((rc = parse_filter(r, &f)))
         return rc;
     qry_top_result res;
-    rc = qry_top(r->o->db, from, to, f, by, metric, limit, &res);
+    rc = qry_top_group(r->o->db, from, to, f, &g, metric, limit, &res);
     qry_filter_free(f);
+    if (rc == NS_E_TOO_MANY)
+        return fail(r, 400, "too many groups for 'by'; narrow the range or the filter");
     if (rc < 0)
         return query_error(r, rc);
     ns_buf *b = r->body;
-    char key[64];
-    const char *name = qry_by_name(by);
+    char name[128];
+    qry_group_fmt(&g, name, sizeof name);
+    bool conv = group_has_conv(&g);
     if (csv) {
-        ns_buf_printf(b, "%s,flows,packets,bytes\n", name);
+        put_key_csv_header(b, &g);
+        ns_buf_puts(b, ",flows,packets,bytes,bps,pps");
+        if (conv)
+            ns_buf_puts(b, ",a_to_b_packets,a_to_b_bytes,b_to_a_packets,b_to_a_bytes");
+        ns_buf_puts(b, "\n");
         for (size_t i = 0; i < res.n; i++) {
-            qry_key_fmt(by, &res.rows[i].key, key, sizeof key);
-            ns_buf_printf(b, "%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", key, res.rows[i].t.flows,
-                          res.rows[i].t.packets, res.rows[i].t.bytes);
+            const qry_row *row = &res.rows[i];
+            put_key_csv(b, &g, &row->key);
+            ns_buf_printf(b, ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.0f,%.1f", row->t.flows,
+                          row->t.packets, row->t.bytes, qry_rate(row->t.bytes * 8, res.span_ms),
+                          qry_rate(row->t.packets, res.span_ms));
+            if (conv)
+                ns_buf_printf(b, ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64, row->ab.packets,
+                              row->ab.bytes, row->ba.packets, row->ba.bytes);
+            ns_buf_puts(b, "\n");
         }
         *r->ctype = "text/csv";
     } else {
@@ -280,17 +375,16 @@ static int route_top(req *r)
         put_range(b, from, to);
         ns_buf_puts(b, ",\"rows\":[");
         for (size_t i = 0; i < res.n; i++) {
-            ns_buf_puts(b, i ? ",{\"key\":{" : "{\"key\":{");
-            put_key(b, by, &res.rows[i].key);
-            ns_buf_puts(b, "},");
-            put_totals(b, &res.rows[i].t, false);
-            ns_buf_puts(b, "}");
+            if (i)
+                ns_buf_puts(b, ",");
+            put_top_row(b, &g, &res.rows[i], res.span_ms);
         }
         ns_buf_puts(b, "],\"other\":{");
         put_totals(b, &res.other, false);
         ns_buf_puts(b, "},\"total\":{");
         put_totals(b, &res.total, false);
-        ns_buf_printf(b, "},\"groups\":%" PRIu64 "}\n", res.groups);
+        ns_buf_printf(b, "},\"groups\":%" PRIu64 ",\"span\":%.3f}\n", res.groups,
+                      (double)res.span_ms / 1000.0);
     }
     qry_top_free(&res);
     return 200;
@@ -328,9 +422,96 @@ static int parse_buckets(req *r, int64_t *from, int64_t to, int64_t *step, int64
     return 0;
 }
 
+static void put_bucket(ns_buf *o, int64_t t, const qry_totals *b, bool csv)
+{
+    if (csv) {
+        ns_buf_printf(o, ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", b->flows, b->packets, b->bytes);
+        return;
+    }
+    ns_buf_puts(o, "{\"t\":");
+    put_time(o, t, true);
+    ns_buf_puts(o, ",");
+    put_totals(o, b, false);
+    ns_buf_puts(o, "}");
+}
+
+/* A series split by `by`: the `limit` largest groups, each with its buckets, then "other". */
+static int series_split(req *r, int64_t from, int64_t step, int64_t nb, const qry_filter *f,
+                        bool csv)
+{
+    qry_group g;
+    qry_metric metric;
+    size_t limit;
+    int rc;
+    if ((rc = parse_group(r, &g, &metric)) || (rc = parse_limit(r, 10, 50, &limit)))
+        return rc;
+    if ((size_t)nb * (limit + 1) > QRY_SERIES_MAX_BUCKETS)
+        return fail(r, 400,
+                    "parameter 'limit': %zu series of %" PRId64
+                    " buckets is more than %d buckets (widen the step or lower the limit)",
+                    limit, nb, QRY_SERIES_MAX_BUCKETS);
+    qry_split sp;
+    rc = qry_series_split(r->o->db, from, step, (size_t)nb, f, &g, metric, limit, &sp);
+    if (rc == NS_E_TOO_MANY)
+        return fail(r, 400, "too many groups for 'by'; narrow the range or the filter");
+    if (rc < 0)
+        return query_error(r, rc);
+    ns_buf *o = r->body;
+    char name[128];
+    qry_group_fmt(&g, name, sizeof name);
+    if (csv) {
+        ns_buf_puts(o, "t,");
+        put_key_csv_header(o, &g);
+        ns_buf_puts(o, ",flows,packets,bytes\n");
+        for (size_t s = 0; s <= sp.k; s++) {
+            for (int64_t i = 0; i < nb; i++) {
+                put_time(o, from + i * step, true);
+                ns_buf_puts(o, ",");
+                if (s < sp.k)
+                    put_key_csv(o, &g, &sp.keys[s]);
+                else
+                    for (size_t k = 0; k < g.n; k++)
+                        ns_buf_puts(o, k ? ",other" : "other");
+                if (s == sp.k && group_has_conv(&g))
+                    ns_buf_puts(o, ",other");
+                put_bucket(o, 0, &sp.series[s * (size_t)nb + (size_t)i], true);
+            }
+        }
+        *r->ctype = "text/csv";
+    } else {
+        ns_buf_printf(o, "{\"step\":%" PRId64 ",\"by\":\"%s\",\"metric\":\"%s\",", step / 1000,
+                      name, qry_metric_name(metric));
+        put_range(o, from, from + nb * step - 1);
+        ns_buf_puts(o, ",\"series\":[");
+        for (size_t s = 0; s <= sp.k; s++) {
+            ns_buf_puts(o, s ? ",{\"key\":" : "{\"key\":");
+            if (s < sp.k) {
+                ns_buf_puts(o, "{");
+                put_key(o, &g, &sp.keys[s]);
+                ns_buf_puts(o, "}");
+            } else {
+                ns_buf_puts(o, "\"other\"");
+            }
+            ns_buf_puts(o, ",\"total\":{");
+            put_totals(o, &sp.totals[s], false);
+            ns_buf_puts(o, "},\"buckets\":[");
+            for (int64_t i = 0; i < nb; i++) {
+                if (i)
+                    ns_buf_puts(o, ",");
+                put_bucket(o, from + i * step, &sp.series[s * (size_t)nb + (size_t)i], false);
+            }
+            ns_buf_puts(o, "]}");
+        }
+        ns_buf_puts(o, "]}\n");
+    }
+    qry_split_free(&sp);
+    return 200;
+}
+
 static int route_series(req *r)
 {
-    static const char *const known[] = {"from", "to", "step", "filter", "format", NULL};
+    static const char *const known[] = {"from", "to",     "step",  "filter", "format",
+                                        "by",   "metric", "limit", NULL};
     int64_t from, to, step = 0;
     bool csv = false;
     int rc = check_known(r, known);
@@ -341,9 +522,16 @@ static int route_series(req *r)
     int64_t nb;
     if ((rc = parse_buckets(r, &from, to, &step, &nb)))
         return rc;
+    if (!param(r, "by") && (param(r, "metric") || param(r, "limit")))
+        return fail(r, 400, "parameters 'metric' and 'limit' need 'by'");
     qry_filter *f = NULL;
     if ((rc = parse_filter(r, &f)))
         return rc;
+    if (param(r, "by")) {
+        rc = series_split(r, from, step, nb, f, csv);
+        qry_filter_free(f);
+        return rc;
+    }
     qry_totals *b = calloc((size_t)nb, sizeof *b);
     if (!b) {
         qry_filter_free(f);
@@ -360,8 +548,7 @@ static int route_series(req *r)
         ns_buf_puts(o, "t,flows,packets,bytes\n");
         for (int64_t i = 0; i < nb; i++) {
             put_time(o, from + i * step, true);
-            ns_buf_printf(o, ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", b[i].flows, b[i].packets,
-                          b[i].bytes);
+            put_bucket(o, 0, &b[i], true);
         }
         *r->ctype = "text/csv";
     } else {
@@ -369,11 +556,9 @@ static int route_series(req *r)
         put_range(o, from, from + nb * step - 1);
         ns_buf_puts(o, ",\"buckets\":[");
         for (int64_t i = 0; i < nb; i++) {
-            ns_buf_puts(o, i ? ",{\"t\":" : "{\"t\":");
-            put_time(o, from + i * step, true);
-            ns_buf_puts(o, ",");
-            put_totals(o, &b[i], false);
-            ns_buf_puts(o, "}");
+            if (i)
+                ns_buf_puts(o, ",");
+            put_bucket(o, from + i * step, &b[i], false);
         }
         ns_buf_puts(o, "]}\n");
     }
@@ -516,20 +701,20 @@ static int route_metrics(req *r)
     return 200;
 }
 
-/* One top-N list as a JSON array of {"<key>": value, flows, packets, bytes}. */
+/* One top-N list (by bytes) as a JSON array of rows shaped like /api/v1/top's. */
 static int put_top(req *r, int64_t from, int64_t to, const qry_filter *f, qry_by by, size_t limit)
 {
     qry_top_result res;
-    int rc = qry_top(r->o->db, from, to, f, by, QRY_M_BYTES, limit, &res);
+    qry_group g;
+    qry_group_one(by, &g);
+    int rc = qry_top_group(r->o->db, from, to, f, &g, QRY_M_BYTES, limit, &res);
     if (rc < 0)
         return rc;
     ns_buf_puts(r->body, "[");
     for (size_t i = 0; i < res.n; i++) {
-        ns_buf_puts(r->body, i ? ",{" : "{");
-        put_key(r->body, by, &res.rows[i].key);
-        ns_buf_puts(r->body, ",");
-        put_totals(r->body, &res.rows[i].t, false);
-        ns_buf_puts(r->body, "}");
+        if (i)
+            ns_buf_puts(r->body, ",");
+        put_top_row(r->body, &g, &res.rows[i], res.span_ms);
     }
     ns_buf_puts(r->body, "]");
     qry_top_free(&res);
@@ -562,12 +747,18 @@ static int route_device(req *r, const char *addr_text)
     int64_t nb;
     if ((rc = parse_buckets(r, &from, to, &step, &nb)))
         return rc;
-    qry_filter *out_f = NULL, *in_f = NULL;
-    snprintf(text, sizeof text, "src host %s", canon);
-    if (qry_filter_compile(text, &out_f, err, sizeof err) < 0)
+    qry_filter *out_f = NULL, *in_f = NULL, *any_f = NULL;
+    snprintf(text, sizeof text, "host %s", canon);
+    if (qry_filter_compile(text, &any_f, err, sizeof err) < 0)
         return fail(r, 500, "filter: %s", err);
+    snprintf(text, sizeof text, "src host %s", canon);
+    if (qry_filter_compile(text, &out_f, err, sizeof err) < 0) {
+        qry_filter_free(any_f);
+        return fail(r, 500, "filter: %s", err);
+    }
     snprintf(text, sizeof text, "dst host %s", canon);
     if (qry_filter_compile(text, &in_f, err, sizeof err) < 0) {
+        qry_filter_free(any_f);
         qry_filter_free(out_f);
         return fail(r, 500, "filter: %s", err);
     }
@@ -609,20 +800,24 @@ static int route_device(req *r, const char *addr_text)
     } lists[] = {
         {"]},\"talker\":{\"peers\":", out_f, QRY_BY_DSTADDR},
         {",\"protocols\":", out_f, QRY_BY_PROTO},
+        {",\"apps\":", out_f, QRY_BY_APP},
         {",\"ports\":", out_f, QRY_BY_DSTPORT},
         {"},\"listener\":{\"peers\":", in_f, QRY_BY_SRCADDR},
         {",\"protocols\":", in_f, QRY_BY_PROTO},
+        {",\"apps\":", in_f, QRY_BY_APP},
         {",\"ports\":", in_f, QRY_BY_DSTPORT},
+        {"},\"conversations\":", any_f, QRY_BY_CONV},
     };
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
         ns_buf_puts(b, lists[i].prefix);
         if ((rc = put_top(r, from, to, lists[i].f, lists[i].by, limit)) < 0)
             goto done;
     }
-    ns_buf_puts(b, "}}\n");
+    ns_buf_puts(b, "}\n");
 done:
     free(sout);
     free(sin);
+    qry_filter_free(any_f);
     qry_filter_free(out_f);
     qry_filter_free(in_f);
     if (rc < 0)

@@ -14,15 +14,18 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ns2flows-query [--db DIR] [-t FROM-TO] (-I | -s KEY[/ORDER] [-n N]) "
-            "[-o text|csv|json] [FILTER]\n"
+            "usage: ns2flows-query [--db DIR] [-t FROM-TO] (-I | -s KEY[/ORDER] [-n N] |\n"
+            "                      -A KEY,KEY... [-O ORDER] [-n N]) [-o text|csv|json] [FILTER]\n"
             "  --db DIR      database folder (default ./SESSIONDB)\n"
             "  -t FROM-TO    time window: yyyy/MM/dd.hh:mm:ss-yyyy/MM/dd.hh:mm:ss (UTC), epoch\n"
             "                seconds, or RFC 3339; either side may be empty\n"
             "  -I            totals (flows, packets, bytes, first, last)\n"
             "  -s KEY/ORDER  top-N by srcip, dstip, proto, srcport, dstport, router (exporter),\n"
-            "                inif, outif, srcas, dstas, tos, vlan;\n"
-            "                ORDER: bytes (default), packets, flows\n"
+            "                inif, outif, srcas, dstas, tos, vlan, app, conversation,\n"
+            "                srcnet/N, dstnet/N (srcip4/N, dstip4/N as nfdump spells them);\n"
+            "                ORDER: bytes (default), packets, flows, bps, pps\n"
+            "  -A KEYS       top-N over several keys at once (comma-separated, same names)\n"
+            "  -O ORDER      the order of an -A top-N (default bytes)\n"
             "  -n N          rows of a top-N (default 10)\n"
             "  -o FORMAT     text (default), csv or json\n"
             "  FILTER        nfdump-style filter, e.g. 'proto tcp and dst port 443'\n");
@@ -94,15 +97,123 @@ static void fmt_count(uint64_t v, char *buf, size_t cap)
         snprintf(buf, cap, "%.1f G", (double)v / 1e9);
 }
 
+/* A top-N answer as an nfdump-like table, CSV or JSON. */
+static void print_top(const qry_group *g, qry_metric metric, long limit, const qry_top_result *r,
+                      const char *fmt)
+{
+    char name[128], key[QRY_MAX_KEYS * 100], part[128], pk[32], bk[32];
+    qry_group_fmt(g, name, sizeof name);
+    bool csv = !strcmp(fmt, "csv"), json = !strcmp(fmt, "json");
+    if (csv) {
+        for (size_t k = 0; k < g->n; k++)
+            printf("%s%s", k ? "," : "",
+                   g->k[k].by == QRY_BY_CONV ? "a,b" : qry_by_name(g->k[k].by));
+        printf(",flows,packets,bytes,bps,pps\n");
+    } else if (json) {
+        printf("{\"by\":\"%s\",\"metric\":\"%s\",\"rows\":[", name, qry_metric_name(metric));
+    } else {
+        printf("Top %ld %s ordered by %s:\n%-48s %10s %12s %14s %12s %10s\n", limit, name,
+               qry_metric_name(metric), name, "flows", "packets", "bytes", "bps", "pps");
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        const qry_row *row = &r->rows[i];
+        const qry_totals *t = &row->t;
+        double bps = qry_rate(t->bytes * 8, r->span_ms), pps = qry_rate(t->packets, r->span_ms);
+        size_t used = 0;
+        key[0] = 0;
+        if (json)
+            printf("%s{", i ? "," : "");
+        for (size_t k = 0; k < g->n; k++) {
+            const qry_keyspec *ks = &g->k[k];
+            const qry_keyval *v = &row->key.v[k];
+            if (ks->by == QRY_BY_CONV && (csv || json)) {
+                char a[64], b[64];
+                ns_addr_fmt(&v->addr, a, sizeof a);
+                ns_addr_fmt(&v->addr2, b, sizeof b);
+                if (csv)
+                    printf("%s%s,%s", k ? "," : "", a, b);
+                else
+                    printf("%s\"a\":\"%s\",\"b\":\"%s\"", k ? "," : "", a, b);
+                continue;
+            }
+            qry_keyval_fmt(ks, v, part, sizeof part);
+            if (csv)
+                printf("%s%s", k ? "," : "", part);
+            else if (json)
+                printf(qry_keyspec_is_text(ks) ? "%s\"%s\":\"%s\"" : "%s\"%s\":%s", k ? "," : "",
+                       qry_by_name(ks->by), part);
+            else if (used < sizeof key)
+                used +=
+                    (size_t)snprintf(key + used, sizeof key - used, "%s%s", k ? "  " : "", part);
+        }
+        if (csv) {
+            printf(",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.0f,%.1f\n", t->flows, t->packets,
+                   t->bytes, bps, pps);
+        } else if (json) {
+            printf(",\"flows\":%" PRIu64 ",\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
+                   ",\"bps\":%.0f,\"pps\":%.1f}",
+                   t->flows, t->packets, t->bytes, bps, pps);
+        } else {
+            fmt_count(t->packets, pk, sizeof pk);
+            fmt_count(t->bytes, bk, sizeof bk);
+            printf("%-48s %10" PRIu64 " %12s %14s %12.0f %10.1f\n", key, t->flows, pk, bk, bps,
+                   pps);
+        }
+    }
+    if (json)
+        printf("],\"other_flows\":%" PRIu64 ",\"total_flows\":%" PRIu64 ",\"groups\":%" PRIu64
+               "}\n",
+               r->other.flows, r->total.flows, r->groups);
+    else if (!csv)
+        printf("Summary: total flows: %" PRIu64 ", packets: %" PRIu64 ", bytes: %" PRIu64
+               ", groups: %" PRIu64 "\n",
+               r->total.flows, r->total.packets, r->total.bytes, r->groups);
+}
+
+/* nfdump's key names to ours, item by item ("srcip,dstip4/24" -> "srcaddr,dstnet/24"), then
+ * parsed as a grouping. srcip6/N becomes srcnet/32/N: N is the IPv6 prefix length. */
+static int parse_keys(const char *list, qry_group *g, char *err, size_t errcap)
+{
+    static const struct {
+        const char *nfdump, *ours;
+    } names[] = {{"srcip", "srcaddr"},    {"dstip", "dstaddr"},    {"router", "exporter"},
+                 {"srcip4", "srcnet"},    {"dstip4", "dstnet"},    {"srcip6", "srcnet/32"},
+                 {"dstip6", "dstnet/32"}, {"conv", "conversation"}};
+    char out[256];
+    size_t used = 0;
+    const char *p = list;
+    out[0] = 0;
+    for (;;) {
+        size_t len = strcspn(p, ","), nlen = strcspn(p, ",/");
+        const char *ours = NULL;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strlen(names[i].nfdump) == nlen && !strncmp(p, names[i].nfdump, nlen))
+                ours = names[i].ours;
+        int w = snprintf(out + used, sizeof out - used, "%s%.*s%.*s", used ? "," : "",
+                         ours ? (int)strlen(ours) : (int)nlen, ours ? ours : p, (int)(len - nlen),
+                         p + nlen);
+        if (w < 0 || (size_t)w >= sizeof out - used) {
+            snprintf(err, errcap, "key list too long");
+            return NS_E_PARSE;
+        }
+        used += (size_t)w;
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+    return qry_group_parse(out, g, err, errcap);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"db", required_argument, NULL, 'D'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    const char *db_path = "./SESSIONDB", *window = NULL, *stat = NULL, *fmt = "text";
+    const char *db_path = "./SESSIONDB", *window = NULL, *stat = NULL, *fmt = "text", *agg = NULL,
+               *order = NULL;
     bool summary = false;
     long limit = 10;
     int c;
-    while ((c = getopt_long(argc, argv, "It:s:n:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "It:s:n:o:A:O:h", opts, NULL)) != -1) {
         switch (c) {
         case 'D':
             db_path = optarg;
@@ -122,6 +233,12 @@ int main(int argc, char **argv)
         case 'o':
             fmt = optarg;
             break;
+        case 'A':
+            agg = optarg;
+            break;
+        case 'O':
+            order = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -130,8 +247,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (summary == (stat != NULL) || limit < 1 || limit > 1000000 ||
-        (strcmp(fmt, "text") && strcmp(fmt, "csv") && strcmp(fmt, "json"))) {
+    if ((int)summary + (stat != NULL) + (agg != NULL) != 1 || (order && !agg) || limit < 1 ||
+        limit > 1000000 || (strcmp(fmt, "text") && strcmp(fmt, "csv") && strcmp(fmt, "json"))) {
         usage(stderr);
         return 2;
     }
@@ -158,35 +275,32 @@ int main(int argc, char **argv)
         qry_filter_free(filter);
         return 2;
     }
-    qry_by by = QRY_BY_SRCADDR;
+    qry_group group;
     qry_metric metric = QRY_M_BYTES;
-    if (stat) {
-        static const struct {
-            const char *nfdump;
-            qry_by by;
-        } keys[] = {{"srcip", QRY_BY_SRCADDR},    {"dstip", QRY_BY_DSTADDR},
-                    {"proto", QRY_BY_PROTO},      {"srcport", QRY_BY_SRCPORT},
-                    {"dstport", QRY_BY_DSTPORT},  {"router", QRY_BY_EXPORTER},
-                    {"exporter", QRY_BY_EXPORTER}};
-        char key[32];
-        const char *slash = strchr(stat, '/');
-        size_t kl = slash ? (size_t)(slash - stat) : strlen(stat);
-        bool ok = kl < sizeof key && (!slash || qry_metric_parse(slash + 1, &metric) == 0);
-        if (ok) {
-            memcpy(key, stat, kl);
-            key[kl] = 0;
-            ok = false;
-            /* nfdump's names first, then ours (inif, srcas, vlan... are the same in both) */
-            for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-                if (strcmp(key, keys[i].nfdump) == 0) {
-                    by = keys[i].by;
-                    ok = true;
-                }
-            if (!ok)
-                ok = qry_by_parse(key, &by) == 0;
+    if (stat || agg) {
+        char keys[256];
+        const char *slash = stat ? strchr(stat, '/') : NULL;
+        /* -s KEY/ORDER: the order is the last /word when it names a metric (srcnet/24 has a
+         * number there) */
+        const char *last = stat ? strrchr(stat, '/') : NULL;
+        if (last && qry_metric_parse(last + 1, &metric) == 0)
+            slash = last;
+        else
+            slash = NULL;
+        if (stat)
+            snprintf(keys, sizeof keys, "%.*s", slash ? (int)(slash - stat) : (int)strlen(stat),
+                     stat);
+        else
+            snprintf(keys, sizeof keys, "%s", agg);
+        if (order && qry_metric_parse(order, &metric) < 0) {
+            fprintf(stderr, "ns2flows-query: -O '%s': expected bytes, packets, flows, bps, pps\n",
+                    order);
+            qry_filter_free(filter);
+            return 2;
         }
-        if (!ok) {
-            fprintf(stderr, "ns2flows-query: -s '%s': expected KEY[/bytes|packets|flows]\n", stat);
+        if (parse_keys(keys, &group, err, sizeof err) < 0 || (stat && group.n != 1)) {
+            fprintf(stderr, "ns2flows-query: %s '%s': %s\n", stat ? "-s" : "-A", stat ? stat : agg,
+                    stat && group.n != 1 ? "one key (use -A for several)" : err);
             qry_filter_free(filter);
             return 2;
         }
@@ -223,42 +337,10 @@ int main(int argc, char **argv)
         }
     } else {
         qry_top_result r;
-        rc = qry_top(db, from, to, filter, by, metric, (size_t)limit, &r);
-        if (rc == 0) {
-            const char *kname = qry_by_name(by);
-            char key[64], pk[32], by_[32];
-            if (!strcmp(fmt, "csv"))
-                printf("%s,flows,packets,bytes\n", kname);
-            else if (!strcmp(fmt, "json"))
-                printf("{\"rows\":[");
-            else
-                printf("Top %ld %s ordered by %s:\n%-40s %10s %12s %14s\n", limit, kname,
-                       qry_metric_name(metric), kname, "flows", "packets", "bytes");
-            for (size_t i = 0; i < r.n; i++) {
-                qry_key_fmt(by, &r.rows[i].key, key, sizeof key);
-                const qry_totals *t = &r.rows[i].t;
-                if (!strcmp(fmt, "csv")) {
-                    printf("%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", key, t->flows, t->packets,
-                           t->bytes);
-                } else if (!strcmp(fmt, "json")) {
-                    printf("%s{\"%s\":\"%s\",\"flows\":%" PRIu64 ",\"packets\":%" PRIu64
-                           ",\"bytes\":%" PRIu64 "}",
-                           i ? "," : "", kname, key, t->flows, t->packets, t->bytes);
-                } else {
-                    fmt_count(t->packets, pk, sizeof pk);
-                    fmt_count(t->bytes, by_, sizeof by_);
-                    printf("%-40s %10" PRIu64 " %12s %14s\n", key, t->flows, pk, by_);
-                }
-            }
-            if (!strcmp(fmt, "json"))
-                printf("],\"other_flows\":%" PRIu64 ",\"total_flows\":%" PRIu64 "}\n",
-                       r.other.flows, r.total.flows);
-            else if (!strcmp(fmt, "text"))
-                printf("Summary: total flows: %" PRIu64 ", packets: %" PRIu64 ", bytes: %" PRIu64
-                       ", groups: %" PRIu64 "\n",
-                       r.total.flows, r.total.packets, r.total.bytes, r.groups);
-            qry_top_free(&r);
-        }
+        rc = qry_top_group(db, from, to, filter, &group, metric, (size_t)limit, &r);
+        if (rc == 0)
+            print_top(&group, metric, limit, &r, fmt);
+        qry_top_free(&r);
     }
     if (rc < 0)
         fprintf(stderr, "ns2flows-query: %s\n", ns_strerror(rc));

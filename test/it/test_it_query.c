@@ -33,7 +33,8 @@ static int query(const char *db, const char *const *args, char *out, size_t cap)
 
 Test(it_query, answers_like_nfdump_and_runs_beside_the_daemon, .timeout = 60)
 {
-    char db[] = "/tmp/ns2flows-it-q-XXXXXX", bin[512], pcap[600], txt[600], out[8192];
+    static char out[1 << 20];
+    char db[] = "/tmp/ns2flows-it-q-XXXXXX", bin[512], pcap[600], txt[600];
     it_nfdump_totals want;
     cr_assert(mkdtemp(db) != NULL);
     snprintf(bin, sizeof bin, "%s/ns2flows", it_bin());
@@ -65,11 +66,25 @@ Test(it_query, answers_like_nfdump_and_runs_beside_the_daemon, .timeout = 60)
 
     const char *top[] = {"-s", "srcip/bytes", "-n", "3", "-o", "csv", NULL};
     cr_assert(eq(int, query(db, top, out, sizeof out), 0), "%s", out);
-    cr_expect(strncmp(out, "srcaddr,flows,packets,bytes\n", 28) == 0, "%s", out);
+    cr_expect(strncmp(out, "srcaddr,flows,packets,bytes,bps,pps\n", 36) == 0, "%s", out);
 
     const char *as[] = {"-s", "dstas/flows", "-o", "csv", NULL};
     cr_assert(eq(int, query(db, as, out, sizeof out), 0), "%s", out);
-    cr_expect(strncmp(out, "dstas,flows,packets,bytes\n", 26) == 0, "%s", out);
+    cr_expect(strncmp(out, "dstas,flows,packets,bytes,bps,pps\n", 34) == 0, "%s", out);
+
+    /* several keys: every flow lands in exactly one group; nfdump's names work */
+    const char *agg[] = {"-A", "srcip,dstip,dstport", "-O", "flows", "-n", "100000", "-o", "json",
+                         NULL};
+    cr_assert(eq(int, query(db, agg, out, sizeof out), 0), "%s", out);
+    cr_assert(it_json_u64(out, "total_flows", &f), "%s", out);
+    cr_expect(eq(u64, f, want.flows));
+    cr_expect(strstr(out, "\"by\":\"srcaddr,dstaddr,dstport\"") != NULL, "%.200s", out);
+    const char *conv[] = {"-s", "conversation", "-n", "1", "-o", "csv", NULL};
+    cr_assert(eq(int, query(db, conv, out, sizeof out), 0), "%s", out);
+    cr_expect(strncmp(out, "a,b,flows,", 10) == 0, "%s", out);
+    const char *badk[] = {"-A", "srcip,nosuch", NULL};
+    cr_expect(eq(int, query(db, badk, out, sizeof out), 2));
+    cr_expect(strstr(out, "unknown key 'nosuch'") != NULL, "%s", out);
 
     const char *bad[] = {"-I", "port", "foo", NULL};
     cr_expect(eq(int, query(db, bad, out, sizeof out), 2));

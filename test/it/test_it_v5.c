@@ -440,14 +440,15 @@ Test(it_v5, device_window_matches_nfdump_per_flow_rows, .timeout = 60)
         sum += v;
     }
     cr_expect(eq(u64, sum, in_bytes), "series in_bytes add up");
-    cr_expect(strstr(body, "\"listener\":{\"peers\":[{\"srcaddr\":") != NULL, "%s", body);
+    cr_expect(strstr(body, "\"listener\":{\"peers\":[{\"key\":{\"srcaddr\":") != NULL, "%s", body);
+    cr_expect(strstr(body, "\"conversations\":[{\"key\":{\"a\":") != NULL, "%s", body);
     free(body);
     cr_assert(eq(int, it_http_get(d.http, "/api/v1/devices/999.1.1.1", &body), 400));
     free(body);
     /* Accept: text/csv picks CSV where no format= is given */
     cr_assert(
         eq(int, it_http_get_hdr(d.http, "/api/v1/top?by=proto", "Accept: text/csv", &body), 200));
-    cr_expect(strncmp(body, "proto,flows,packets,bytes\n", 26) == 0, "%s", body);
+    cr_expect(strncmp(body, "proto,flows,packets,bytes,bps,pps\n", 34) == 0, "%s", body);
     free(body);
     cr_assert(eq(
         int, it_http_get_hdr(d.http, "/api/v1/top?by=proto&format=json", "Accept: text/csv", &body),
@@ -459,6 +460,111 @@ Test(it_v5, device_window_matches_nfdump_per_flow_rows, .timeout = 60)
     free(body);
     snprintf(path, sizeof path, "/api/v1/devices/%s?to=100", dev);
     cr_expect(eq(int, it_http_get(d.http, path, &body), 200));
+    free(body);
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+    it_rm_rf(d.db);
+}
+
+/* The bytes of one series of a split answer: its buckets, up to the next series. */
+static uint64_t series_bytes(const char *series)
+{
+    const char *end = strstr(series + 1, "{\"key\":"), *q = strstr(series, "\"buckets\":[");
+    uint64_t sum = 0, v;
+    while (q && (q = strstr(q, "{\"t\":")) != NULL && (!end || q < end)) {
+        v = 0;
+        it_json_u64(q, "bytes", &v);
+        sum += v;
+        q++;
+    }
+    return sum;
+}
+
+/* Groupings over HTTP against nfdump's per-flow CSV of the same capture: each protocol's
+ * series adds up to its bytes, conversations split by direction add up to the pair's bytes,
+ * and several keys at once cover every flow. */
+Test(it_v5, groupings_and_split_series_match_nfdump_rows, .timeout = 60)
+{
+    char pcap[600], csv[600], line[4096], *body, path[300];
+    uint64_t tcp_bytes = 0, udp_bytes = 0, flows = 0;
+    /* the conversation of the first row, both ways */
+    char ca[64] = "", cb[64] = "";
+    uint64_t ab = 0, ba = 0;
+    snprintf(pcap, sizeof pcap, "%s/real/akvorado/netflow__nfv5.pcap", it_fixtures());
+    snprintf(csv, sizeof csv, "%s/expected/real/akvorado/nfv5.nfdump.csv", it_fixtures());
+    FILE *f = fopen(csv, "r");
+    cr_assert(f != NULL);
+    while (fgets(line, sizeof line, f)) {
+        char *fields[16];
+        int nf = 0;
+        if (line[0] < '0' || line[0] > '9' || !strchr(line, '-'))
+            continue;
+        for (char *save = NULL, *tok = strtok_r(line, ",", &save); tok && nf < 16;
+             tok = strtok_r(NULL, ",", &save))
+            fields[nf++] = tok;
+        if (nf < 13)
+            continue;
+        uint64_t bytes = strtoull(fields[12], NULL, 10);
+        flows++;
+        if (strcmp(fields[7], "TCP") == 0)
+            tcp_bytes += bytes;
+        else if (strcmp(fields[7], "UDP") == 0)
+            udp_bytes += bytes;
+        if (!ca[0]) {
+            snprintf(ca, sizeof ca, "%s", fields[3]);
+            snprintf(cb, sizeof cb, "%s", fields[4]);
+        }
+        if (!strcmp(fields[3], ca) && !strcmp(fields[4], cb))
+            ab += bytes;
+        else if (!strcmp(fields[3], cb) && !strcmp(fields[4], ca))
+            ba += bytes;
+    }
+    fclose(f);
+    cr_assert(tcp_bytes > 0 && udp_bytes > 0 && flows > 10);
+
+    it_daemon d;
+    cr_assert(it_daemon_start(&d, NULL));
+    replay_and_wait(&d, pcap);
+
+    /* split series: the series of proto 6 adds up to nfdump's TCP bytes, 17 to UDP's */
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/series?by=proto&limit=5&step=10", &body), 200));
+    const char *tcp = strstr(body, "{\"key\":{\"proto\":6}"),
+               *udp = strstr(body, "{\"key\":{\"proto\":17}");
+    cr_assert(tcp != NULL && udp != NULL, "%s", body);
+    uint64_t v = 0;
+    cr_expect(eq(u64, series_bytes(tcp), tcp_bytes), "TCP series adds up");
+    cr_expect(eq(u64, series_bytes(udp), udp_bytes), "UDP series adds up");
+    free(body);
+
+    /* the conversation of the first row: each direction's bytes */
+    snprintf(path, sizeof path, "/api/v1/top?by=conversation&limit=1&filter=host+%s+and+host+%s",
+             ca, cb);
+    cr_assert(eq(int, it_http_get(d.http, path, &body), 200));
+    const char *x = strstr(body, "\"a_to_b\":{"), *y = strstr(body, "\"b_to_a\":{");
+    cr_assert(x != NULL && y != NULL, "%s", body);
+    uint64_t got_ab = 0, got_ba = 0;
+    it_json_u64(x, "bytes", &got_ab);
+    it_json_u64(y, "bytes", &got_ba);
+    /* a is the lower address in byte order: match directions accordingly */
+    bool a_is_ca = strstr(body, "\"a\":\"") &&
+                   strncmp(strstr(body, "\"a\":\"") + 5, ca, strlen(ca)) == 0 &&
+                   strstr(body, "\"a\":\"")[5 + strlen(ca)] == '"';
+    cr_expect(eq(u64, a_is_ca ? got_ab : got_ba, ab), "%s -> %s: %s", ca, cb, body);
+    cr_expect(eq(u64, a_is_ca ? got_ba : got_ab, ba), "%s -> %s: %s", cb, ca, body);
+    free(body);
+
+    /* several keys: groups cover every flow */
+    cr_assert(
+        eq(int, it_http_get(d.http, "/api/v1/top?by=srcaddr,dstport,app&limit=1", &body), 200));
+    const char *tot = strstr(body, "\"total\":{");
+    cr_assert(tot != NULL, "%s", body);
+    it_json_u64(tot, "flows", &v);
+    cr_expect(eq(u64, v, flows));
+    cr_expect(strstr(body, "\"app\":\"") != NULL, "%s", body);
+    free(body);
+    cr_expect(eq(int, it_http_get(d.http, "/api/v1/top?by=srcaddr,srcaddr", &body), 400));
+    cr_expect(strstr(body, "given twice") != NULL, "%s", body);
+    free(body);
+    cr_expect(eq(int, it_http_get(d.http, "/api/v1/series?limit=3", &body), 400));
     free(body);
     cr_expect(eq(int, it_daemon_stop(&d), 0));
     it_rm_rf(d.db);
