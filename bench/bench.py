@@ -668,29 +668,40 @@ def utc(sec):
 
 
 def queries_list(http, nfdir, host=None):
-    """(name, ns2flows URL, nfdump arguments) for each question. host: an address for the
-    filtered questions, None when this ns2flows has no `filter` parameter."""
+    """(name, ns2flows URL, nfdump arguments, ns2flows-query arguments) for each question.
+    host: an address for the filtered questions, None when this ns2flows has no `filter`
+    parameter."""
     w0, w1 = ARGS.start + ARGS.duration // 2, ARGS.start + ARGS.duration // 2 + 300
     nf_win = f"{utc(w0):%Y/%m/%d.%H:%M:%S}-{utc(w1):%Y/%m/%d.%H:%M:%S}"
     base = f"http://127.0.0.1:{http}/api/v1"
     qs = [
-        ("summary", f"{base}/summary", ["-I"]),
+        ("summary", f"{base}/summary", ["-I"], ["-I"]),
         ("top10_src_bytes", f"{base}/top?by=srcaddr&metric=bytes&limit=10",
-         ["-s", "srcip/bytes", "-n", "10"]),
+         ["-s", "srcip/bytes", "-n", "10"], ["-s", "srcip/bytes", "-n", "10"]),
         ("top10_dstport_bytes", f"{base}/top?by=dstport&metric=bytes&limit=10",
-         ["-s", "dstport/bytes", "-n", "10"]),
+         ["-s", "dstport/bytes", "-n", "10"], ["-s", "dstport/bytes", "-n", "10"]),
+        # who talks to whom: nfdump aggregates directed pairs (-A srcip,dstip); ns2flows asks
+        # the same, and its unordered conversations are timed beside it
+        ("top10_pairs_bytes", f"{base}/top?by=srcaddr,dstaddr&metric=bytes&limit=10",
+         ["-s", "record/bytes", "-A", "srcip,dstip", "-n", "10"],
+         ["-A", "srcip,dstip", "-n", "10"]),
+        ("top10_conversations_bytes", f"{base}/top?by=conversation&metric=bytes&limit=10",
+         ["-s", "record/bytes", "-A", "srcip,dstip", "-n", "10"],
+         ["-s", "conversation/bytes", "-n", "10"]),
         ("window5m_top10_src_bytes",
          f"{base}/top?by=srcaddr&metric=bytes&limit=10&from={w0}&to={w1}",
-         ["-t", nf_win, "-s", "srcip/bytes", "-n", "10"]),
+         ["-t", nf_win, "-s", "srcip/bytes", "-n", "10"],
+         ["-t", f"{w0}-{w1}", "-s", "srcip/bytes", "-n", "10"]),
     ]
     if host:
         net16 = ".".join(host.split(".")[:2]) + ".0.0/16"
         q = urllib.parse.quote
         # nfdump has no filtered -I: its totals come with a (small) statistic, by protocol
         qs.append(("one_host_summary", f"{base}/summary?filter={q('host ' + host)}",
-                   ["-s", "proto/bytes", "-n", "10", f"host {host}"]))
+                   ["-s", "proto/bytes", "-n", "10", f"host {host}"], ["-I", f"host {host}"]))
         qs.append(("net16_top10_dstport_bytes",
                    f"{base}/top?by=dstport&metric=bytes&limit=10&filter={q('net ' + net16)}",
+                   ["-s", "dstport/bytes", "-n", "10", f"net {net16}"],
                    ["-s", "dstport/bytes", "-n", "10", f"net {net16}"]))
     return qs
 
@@ -730,6 +741,17 @@ def nfdump_csv_rows(text):
     return rows, total
 
 
+def nfdump_record_rows(text):
+    """The aggregated records of `nfdump -s record/... -A srcip,dstip -o csv`:
+    [(srcip, dstip, packets, bytes)]."""
+    rows = []
+    for line in text.splitlines():
+        f = line.split(",")
+        if len(f) > 12 and f[0][:2] == "20":
+            rows.append((f[3], f[4], int(f[11]), int(f[12])))
+    return rows
+
+
 def compare(name, ns_answer, nfdir, nf_args):
     """Asks nfdump the same question once more and says whether the answers agree."""
     env = dict(os.environ, TZ="UTC")
@@ -741,6 +763,17 @@ def compare(name, ns_answer, nfdir, nf_args):
     r = run(["nfdump", "-R", nfdir, *nf_args, "-o", "csv"], note=f"answer of {name}",
             capture_output=True, env=env)
     rows, nf_tot = nfdump_csv_rows(r.stdout)
+    if "pairs" in name or "conversations" in name:
+        nf_rows = nfdump_record_rows(r.stdout)
+        if "conversations" in name:  # unordered pairs: nfdump has no such grouping
+            return {"agree": None, "note": "nfdump groups directed pairs only",
+                    "ns2flows_first": ns_answer["rows"][0] if ns_answer["rows"] else None,
+                    "nfdump_first": nf_rows[0] if nf_rows else None}
+        ns_rows = [(x["key"]["srcaddr"], x["key"]["dstaddr"], x["packets"], x["bytes"])
+                   for x in ns_answer["rows"]]
+        diff = next(({"rank": i + 1, "ns2flows": a, "nfdump": b}
+                     for i, (a, b) in enumerate(zip(ns_rows, nf_rows)) if a != b), None)
+        return {"agree": ns_rows == nf_rows, "first_difference": diff}
     if "summary" in name:  # totals only
         return {"agree": ns_tot == nf_tot, "ns2flows": ns_tot, "nfdump": nf_tot}
     key = next(iter(ns_answer["rows"][0]["key"])) if ns_answer["rows"] else None
@@ -777,24 +810,33 @@ def phase_queries():
         qs = queries_list(d.http, nfdir, host)
         out = os.path.join(ARGS.run, "data")
         ns_t = hyperfine([(f"ns2flows {n}", f"curl -sf -o /dev/null {shlex.quote(u)}")
-                          for n, u, _ in qs], os.path.join(out, "hyperfine-ns2flows.json"),
+                          for n, u, _, _ in qs], os.path.join(out, "hyperfine-ns2flows.json"),
                          "sender")
         nf_t = hyperfine([(f"nfdump {n}", " ".join(shlex.quote(a) for a in
                                                   ["nfdump", "-R", nfdir, *args]))
-                          for n, _, args in qs], os.path.join(out, "hyperfine-nfdump.json"),
+                          for n, _, args, _ in qs], os.path.join(out, "hyperfine-nfdump.json"),
                          "collector")
+        qtool = os.path.join(ARGS.bin, "ns2flows-query")
+        q_cmd = {n: ["env", "TZ=UTC", qtool, "--db", db, *qa] for n, _, _, qa in qs}
+        q_t = hyperfine([(f"ns2flows-query {n}", " ".join(shlex.quote(a) for a in q_cmd[n]))
+                         for n, _, _, _ in qs], os.path.join(out, "hyperfine-ns2flows-query.json"),
+                        "collector")
         res = {}
-        for n, u, args in qs:
+        for n, u, args, _ in qs:
             with urllib.request.urlopen(u, timeout=600) as r:
                 answer = json.loads(r.read())
             record(["curl", "-s", u], note=f"answer of {n}")
             res[n] = {"ns2flows": stats(ns_t[f"ns2flows {n}"]),
                       "nfdump": stats(nf_t[f"nfdump {n}"]),
+                      "ns2flows_query": stats(q_t[f"ns2flows-query {n}"]),
+                      "ns2flows_query_command": shown(q_cmd[n]),
                       "ns2flows_command": f"curl -sf -o /dev/null '{u}'",
                       "nfdump_command": shown(["nfdump", "-R", nfdir, *args]),
                       "answers": compare(n, answer, nfdir, args)}
             res[n]["ratio_nfdump_over_ns2flows"] = \
                 res[n]["nfdump"]["median_s"] / res[n]["ns2flows"]["median_s"]
+            res[n]["ratio_nfdump_over_ns2flows_query"] = \
+                res[n]["nfdump"]["median_s"] / res[n]["ns2flows_query"]["median_s"]
             log(f"query {n}: ns2flows {res[n]['ns2flows']['median_s'] * 1000:.1f} ms, nfdump "
                 f"{res[n]['nfdump']['median_s'] * 1000:.1f} ms (median), answers "
                 f"{'agree' if res[n]['answers']['agree'] else 'differ'}")
@@ -874,7 +916,9 @@ def phase_report():
                                  for f, v in (off or {}).items()},
                      "live": {f: s["ns2flows"] for f, s in live_sum.items()}},
           "bytes_per_flow": sto["ns2flows"]["bytes_per_flow"] if sto else None,
-          "queries": {n: q["ns2flows"] for n, q in (qry or {}).get("queries", {}).items()}}
+          "queries": {n: q["ns2flows"] for n, q in (qry or {}).get("queries", {}).items()},
+          "queries_ns2flows_query": {n: q.get("ns2flows_query")
+                                     for n, q in (qry or {}).get("queries", {}).items()}}
     nf = {"ingest": {"offline": None,  # nfcapd has no offline NetFlow input
                      "live": {f: s["nfcapd"] for f, s in live_sum.items()}},
           "bytes_per_flow": {"uncompressed": sto["nfcapd"]["bytes_per_flow"],
@@ -898,11 +942,7 @@ def phase_report():
         "query_time_nfdump_over_ns2flows": {n: q["ratio_nfdump_over_ns2flows"]
                                             for n, q in (qry or {}).get("queries", {}).items()},
     }
-    not_asked = [
-        {"query": "top-10 conversations", "why": "/api/v1/top groups by one key only "
-         "(srcaddr, dstaddr, proto, srcport, dstport, exporter); address pairs need grouping by "
-         "several keys (query engine, issue #6)"},
-    ]
+    not_asked = []
     if not (qry or {}).get("filters"):
         not_asked += [{"query": "one host", "why": "this ns2flows has no filter parameter"},
                       {"query": "a /16 with top ports",
@@ -1070,24 +1110,31 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked):
         w = qry["window"]
         A(f"### Queries ({qry['format']}, {qry['flows']:,} flows; hyperfine, "
           f"{next(iter(q.values()))['ns2flows']['runs']} runs after a warm-up)\n")
-        A("| question | ns2flows median ms (min–max, σ) | nfdump median ms (min–max, σ) "
-          "| nfdump ÷ ns2flows | same answer |")
-        A("|---|---:|---:|---:|---|")
+        A("| question | ns2flows HTTP median ms (min–max, σ) | ns2flows-query median ms "
+          "(min–max) | nfdump median ms (min–max, σ) | nfdump ÷ HTTP | nfdump ÷ ns2flows-query "
+          "| same answer |")
+        A("|---|---:|---:|---:|---:|---:|---|")
         for name, x in q.items():
-            a, b = x["ns2flows"], x["nfdump"]
+            a, b, c = x["ns2flows"], x["nfdump"], x.get("ns2flows_query")
             ans = x["answers"]
+            same = ("n/a: " + ans["note"] if ans["agree"] is None
+                    else "yes" if ans["agree"] else "no: " + answer_note(name, ans))
             A(f"| {name} | {a['median_s'] * 1e3:.1f} ({a['min_s'] * 1e3:.1f}–"
-              f"{a['max_s'] * 1e3:.1f}, {a['stddev_s'] * 1e3:.1f}) | {b['median_s'] * 1e3:.1f} "
+              f"{a['max_s'] * 1e3:.1f}, {a['stddev_s'] * 1e3:.1f}) | "
+              + (f"{c['median_s'] * 1e3:.1f} ({c['min_s'] * 1e3:.1f}–{c['max_s'] * 1e3:.1f}) | "
+                 if c else "– | ")
+              + f"{b['median_s'] * 1e3:.1f} "
               f"({b['min_s'] * 1e3:.1f}–{b['max_s'] * 1e3:.1f}, {b['stddev_s'] * 1e3:.1f}) | "
               f"{x['ratio_nfdump_over_ns2flows']:.2f} | "
-              f"{'yes' if ans['agree'] else 'no: ' + answer_note(name, ans)} |")
+              f"{fmt_n(x.get('ratio_nfdump_over_ns2flows_query'), 2)} | {same} |")
         A(f"\nThe window is [{w[0]}, {w[1]}] (epoch s, 5 minutes in the middle of the hour)."
           + (f" The host is the busiest source, {qry['host']}, and the /16 its network; nfdump "
              "has no filtered `-I`, so its filtered totals come with a statistic by protocol."
              if qry.get("filters") else "") + "\n")
         A("Commands timed:\n")
         for name, x in q.items():
-            A(f"- {name}: `{x['ns2flows_command']}` vs `{x['nfdump_command']}`")
+            A(f"- {name}: `{x['ns2flows_command']}`, "
+              f"`{x.get('ns2flows_query_command', '–')}` vs `{x['nfdump_command']}`")
         A("")
     A("### Not measured yet\n")
     for x in not_asked:

@@ -322,6 +322,35 @@ static bool get_varint(ns_cur *c, uint64_t *out)
     return false; /* more than 10 bytes: not ours */
 }
 
+/* Little-endian fields into byte planes; the width a constant in each copy, as below. */
+#define SEG_TRANSPOSE(W)                                                                           \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        uint8_t v[W];                                                                              \
+        memcpy(v, (const uint8_t *)&rows[i] + off, (W));                                           \
+        for (uint32_t k = 0; k < (W); k++)                                                         \
+            buf[k * n + i] = v[k];                                                                 \
+    }
+
+static bool transpose(const eng_flow *rows, size_t n, size_t off, uint32_t w, uint8_t *buf)
+{
+    switch (w) {
+    case 2:
+        SEG_TRANSPOSE(2)
+        return true;
+    case 4:
+        SEG_TRANSPOSE(4)
+        return true;
+    case 8:
+        SEG_TRANSPOSE(8)
+        return true;
+    case 16:
+        SEG_TRANSPOSE(16)
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Encodes column c of rows into buf (capacity n*10 at least); returns bytes used. */
 static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf)
 {
@@ -344,6 +373,8 @@ static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf
         /* Byte k of every value together: high bytes of ports, counters and v4-mapped
          * prefixes become long runs that zstd squeezes to nothing. */
         uint8_t v[16];
+        if (SEG_HOST_LE && transpose(rows, n, col_off[c], w, buf))
+            return n * w;
         for (size_t i = 0; i < n; i++) {
             if (SEG_HOST_LE)
                 memcpy(v, (const uint8_t *)&rows[i] + col_off[c], w);
@@ -358,6 +389,36 @@ static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf
         for (size_t i = 0; i < n; i++)
             buf[i] = *((const uint8_t *)&rows[i] + col_off[c]);
         return n;
+    }
+}
+
+/* Byte planes back into little-endian fields, the width a constant in each copy so the
+ * compiler unrolls the gather: decoding is the hot loop of every query. */
+#define SEG_UNTRANSPOSE(W)                                                                         \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        uint8_t v[W];                                                                              \
+        for (uint32_t k = 0; k < (W); k++)                                                         \
+            v[k] = raw[k * n + i];                                                                 \
+        memcpy((uint8_t *)&rows[i] + off, v, (W));                                                 \
+    }
+
+static bool untranspose(const uint8_t *raw, size_t n, eng_flow *rows, size_t off, uint32_t w)
+{
+    switch (w) {
+    case 2:
+        SEG_UNTRANSPOSE(2)
+        return true;
+    case 4:
+        SEG_UNTRANSPOSE(4)
+        return true;
+    case 8:
+        SEG_UNTRANSPOSE(8)
+        return true;
+    case 16:
+        SEG_UNTRANSPOSE(16)
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -394,6 +455,9 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         uint8_t v[16];
         if (rsize != n * w)
             return NS_E_CORRUPT;
+        cur.left = 0;
+        if (SEG_HOST_LE && untranspose(raw, n, rows, col_off[c], w))
+            break;
         for (size_t i = 0; i < n; i++) {
             for (uint32_t k = 0; k < w; k++)
                 v[k] = raw[k * n + i];
@@ -402,7 +466,6 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
             else
                 row_set(&rows[i], c, v);
         }
-        cur.left = 0;
         break;
     }
     default:
