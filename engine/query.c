@@ -2,9 +2,23 @@
  * aggregator: a hash table keyed by the group key (xxh3), then a partial sort for the top. */
 #include "engine/query.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
+
+static _Thread_local int64_t qry_deadline_ms;
+
+void qry_set_deadline(int64_t deadline_ms)
+{
+    qry_deadline_ms = deadline_ms;
+}
+
+/* Checked once per batch of rows (thousands), so the clock read costs nothing. */
+static int past_deadline(void)
+{
+    return qry_deadline_ms && ns_now_ms() > qry_deadline_ms ? -ETIMEDOUT : 0;
+}
 
 static const char *const by_names[QRY_NBY] = {
     "srcaddr", "dstaddr", "proto", "srcport", "dstport", "exporter",     "inif",   "outif",
@@ -260,6 +274,8 @@ typedef struct summary_ctx {
 static int summary_cb(void *arg, const eng_flow *rows, size_t n)
 {
     summary_ctx *c = arg;
+    if (past_deadline())
+        return -ETIMEDOUT;
     for (size_t i = 0; i < n; i++)
         if (!c->filter || qry_filter_match(c->filter, &rows[i]))
             totals_add(&c->t, &rows[i]);
@@ -576,6 +592,8 @@ static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, 
 static int group_cb(void *arg, const eng_flow *rows, size_t n)
 {
     group_tab *t = arg;
+    if (past_deadline())
+        return -ETIMEDOUT;
     uint8_t k[QRY_MAX_KEYS * 32];
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -794,6 +812,8 @@ static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const en
 static int series_cb(void *arg, const eng_flow *rows, size_t n)
 {
     series_ctx *c = arg;
+    if (past_deadline())
+        return -ETIMEDOUT;
     uint8_t key[QRY_MAX_KEYS * 32];
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -963,6 +983,8 @@ static void heap_up(eng_flow *h, size_t i)
 static int flows_cb(void *arg, const eng_flow *rows, size_t n)
 {
     flows_ctx *c = arg;
+    if (past_deadline())
+        return -ETIMEDOUT;
     for (size_t i = 0; i < n; i++) {
         const eng_flow *r = &rows[i];
         if (c->after && c->after->valid && r->first_ms > c->after->first_ms)

@@ -105,6 +105,10 @@ typedef struct qry_top_result {
 
 typedef struct qry_filter qry_filter; /* see the filters section below */
 
+/* A deadline for the queries the calling thread runs from now on (epoch ms; 0 = none): a query
+ * still scanning past it stops and returns -ETIMEDOUT. The HTTP server sets one per request. */
+void qry_set_deadline(int64_t deadline_ms);
+
 /* Totals over [from_ms, to_ms] (inclusive; a flow counts if its span overlaps the range) of the
  * flows filter matches (NULL: all). Returns 0 or a negative code. */
 int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,

@@ -1004,3 +1004,26 @@ Test(qry, split_series_match_filtered_series)
     cr_assert(
         eq(int, qry_series_split(db, from, step, nb, NULL, &g, QRY_M_BYTES, 0, &sp), NS_E_RANGE));
 }
+
+/* A deadline already past stops every scanning query with -ETIMEDOUT; clearing it restores
+ * them. Summaries of whole segments come from footers and are not stopped. */
+Test(qry, a_past_deadline_stops_queries)
+{
+    big_set();
+    qry_totals t, b[4];
+    qry_top_result r;
+    qry_filter *f;
+    char err[64];
+    cr_assert(eq(int, qry_filter_compile("proto tcp", &f, err, sizeof err), 0));
+    qry_set_deadline(ns_now_ms() - 1);
+    cr_expect(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, f, &t), -ETIMEDOUT));
+    cr_expect(eq(int, qry_top(db, INT64_MIN, INT64_MAX, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 5, &r),
+                 -ETIMEDOUT));
+    cr_expect(eq(int, qry_series(db, M0, 60000, 4, NULL, b), -ETIMEDOUT));
+    qry_set_deadline(0);
+    cr_expect(eq(int, qry_summary(db, INT64_MIN, INT64_MAX, f, &t), 0));
+    cr_expect(
+        eq(int, qry_top(db, INT64_MIN, INT64_MAX, NULL, QRY_BY_SRCADDR, QRY_M_BYTES, 5, &r), 0));
+    qry_top_free(&r);
+    qry_filter_free(f);
+}
