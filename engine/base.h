@@ -286,6 +286,8 @@ typedef struct ns_config {
     uint64_t seal_delay_s;      /* how long after a minute ends it is sealed */
     uint64_t max_exporters;     /* cap on tracked exporters */
     char exporters_allow[1024]; /* comma-separated prefixes; empty = every exporter */
+    char user[64];              /* started as root: drop to this user; empty = stay */
+    char group[64];             /* with user: this group instead of the user's own */
 } ns_config;
 
 /* Fills cfg with the embedded defaults. */

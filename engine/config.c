@@ -59,6 +59,10 @@ static const cfg_def defs[] = {
      "only these exporters (comma-separated addresses or prefixes, v4 and v6); empty = all"},
     {"max_exporters", CT_UINT, "4096", F(max_exporters), 1, 1000000, false,
      "exporters tracked at most; datagrams from more are counted and dropped"},
+    {"user", CT_STRING, "", F(user), 0, 0, false,
+     "started as root: run as this user once sockets, database and log are open; empty = stay"},
+    {"group", CT_STRING, "", F(group), 0, 0, false,
+     "with user: run with this group instead of the user's primary group"},
 };
 #define NDEFS (sizeof defs / sizeof defs[0])
 

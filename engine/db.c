@@ -707,6 +707,26 @@ static bool damaged(int rc)
            rc == NS_E_COMPRESS;
 }
 
+/* A segment file that is gone when a query opens it was either deleted by budget or retention
+ * since the query's snapshot (then it has left the catalog already), or removed behind the
+ * daemon's back: then the catalog forgets it too, and the loss is logged and counted. */
+static void forget_missing(eng_db *db, const char *name)
+{
+    pthread_mutex_lock(&db->mu);
+    for (size_t i = 0; i < db->nsegs; i++) {
+        if (strcmp(db->segs[i].name, name) == 0) {
+            catalog_remove_locked(db, i);
+            if (!db->opts.read_only) { /* beside a daemon, its deletions look the same */
+                db->st.segments_missing++;
+                ns_log(NS_LOG_ERROR, "db: segment %s is missing from %s; its flows are lost", name,
+                       db->dir);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&db->mu);
+}
+
 static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t to_ms,
                         uint32_t colmask, eng_row_cb cb, eng_totals_cb tcb, void *arg,
                         scan_bufs *bufs)
@@ -716,8 +736,10 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     int rc;
     seg_path(db, name, path, sizeof path);
     rc = eng_seg_open(path, &s);
-    if (rc == -ENOENT)
-        return 0; /* deleted by budget or retention since the snapshot */
+    if (rc == -ENOENT) {
+        forget_missing(db, name);
+        return 0;
+    }
     if (rc < 0)
         goto bad;
     const eng_seg_info *in = eng_seg_get_info(s);

@@ -171,7 +171,8 @@ typedef struct eng_db_stats {
     uint64_t seal_errors;
     uint64_t segments_deleted; /* by budget or retention */
     uint64_t segments_quarantined;
-    uint64_t budget_bytes; /* current limits */
+    uint64_t segments_missing; /* files removed behind the daemon's back, found by a query */
+    uint64_t budget_bytes;     /* current limits */
     uint64_t retention_s;
 } eng_db_stats;
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);

@@ -366,7 +366,10 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
                 rc = 0;
         }
     }
-    if ((rc >= 0 || npdu > 0) && rc != ING_E_SHORT && rc != ING_E_LENGTH && rc != ING_E_VERSION)
+    /* an sFlow agent whose every datagram has a bad sample is still an sFlow agent: its
+     * "sflow" counters (datagrams_bad, samples_bad, over_cap) must show up */
+    if ((rc >= 0 || npdu > 0 || (sflow && rc != ING_E_SFLOW_AGENT)) && rc != ING_E_SHORT &&
+        rc != ING_E_LENGTH && rc != ING_E_VERSION)
         e->st.protocols |= version == 5               ? ING_PROTO_V5
                            : version == 9             ? ING_PROTO_V9
                            : version == 10            ? ING_PROTO_IPFIX

@@ -7,13 +7,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 typedef struct override {
     const char *key;
@@ -308,6 +314,134 @@ static void reload(const cli *c, ns_config *cfg, eng_db *db, bool foreground)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Privileges: started as root with `user` set, the daemon opens its sockets, database and log
+ * first, then gives the database folder to that user and becomes it for good. */
+
+typedef struct run_as {
+    bool drop; /* false: user unset, or already running as that user */
+    uid_t uid;
+    gid_t gid;
+} run_as;
+
+/* Resolved before anything is opened, so a misspelt name fails start-up at once. */
+static int resolve_run_as(const ns_config *cfg, run_as *ra, char *err, size_t errcap)
+{
+    char buf[16384];
+    memset(ra, 0, sizeof *ra);
+    if (!cfg->user[0]) {
+        if (cfg->group[0]) {
+            snprintf(err, errcap, "group = %s needs user = as well", cfg->group);
+            return -1;
+        }
+        return 0;
+    }
+    struct passwd pw, *pwp = NULL;
+    if (getpwnam_r(cfg->user, &pw, buf, sizeof buf, &pwp) != 0 || !pwp) {
+        snprintf(err, errcap, "user = %s: no such user", cfg->user);
+        return -1;
+    }
+    if (pw.pw_uid == 0) {
+        snprintf(err, errcap, "user = %s: that is root; name an unprivileged user", cfg->user);
+        return -1;
+    }
+    ra->uid = pw.pw_uid;
+    ra->gid = pw.pw_gid;
+    if (cfg->group[0]) {
+        struct group gr, *grp = NULL;
+        if (getgrnam_r(cfg->group, &gr, buf, sizeof buf, &grp) != 0 || !grp) {
+            snprintf(err, errcap, "group = %s: no such group", cfg->group);
+            return -1;
+        }
+        if (gr.gr_gid == 0) {
+            snprintf(err, errcap, "group = %s: that is root's group; name another", cfg->group);
+            return -1;
+        }
+        ra->gid = gr.gr_gid;
+    }
+    if (geteuid() == ra->uid)
+        return 0; /* started as that user already (systemd User=, su) */
+    if (geteuid() != 0) {
+        snprintf(err, errcap,
+                 "user = %s: only root can switch to another user; start ns2flows as root or "
+                 "as %s, or remove the key",
+                 cfg->user, cfg->user);
+        return -1;
+    }
+    ra->drop = true;
+    return 0;
+}
+
+static uid_t chown_uid;
+static gid_t chown_gid;
+static int chown_errno;
+static char chown_failed[4200];
+
+static int chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)flag;
+    (void)ftw;
+    if (st->st_uid == chown_uid && st->st_gid == chown_gid)
+        return 0;
+    if (lchown(path, chown_uid, chown_gid) < 0) {
+        chown_errno = errno;
+        snprintf(chown_failed, sizeof chown_failed, "%s", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* The database folder belongs to ns2flows: whatever in it is not yet the user's (a folder made
+ * by an earlier run as root) is given to the user. Symbolic links are not followed and other
+ * file systems not entered. A log file outside the folder is given over too, so SIGHUP can
+ * reopen it. */
+static int chown_db(const ns_config *cfg, const run_as *ra, char *err, size_t errcap)
+{
+    char log[4200];
+    struct stat st;
+    chown_uid = ra->uid;
+    chown_gid = ra->gid;
+    chown_errno = 0;
+    if (nftw(cfg->db_path, chown_one, 16, FTW_PHYS | FTW_MOUNT) != 0) {
+        snprintf(err, errcap, "cannot give %.900s to user %s: %s",
+                 chown_errno ? chown_failed : cfg->db_path, cfg->user,
+                 strerror(chown_errno ? chown_errno : errno));
+        return -1;
+    }
+    ns_config_log_path(cfg, log, sizeof log);
+    if (lstat(log, &st) == 0 && S_ISREG(st.st_mode) && chown_one(log, &st, 0, NULL) != 0) {
+        snprintf(err, errcap, "cannot give the log %.900s to user %s: %s", log, cfg->user,
+                 strerror(chown_errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Becomes the user for good: supplementary groups, group, then user (glibc applies each to every
+ * thread), and checks that root cannot be regained. */
+static int drop_privileges(const ns_config *cfg, const run_as *ra, char *err, size_t errcap)
+{
+    if (initgroups(cfg->user, ra->gid) < 0) {
+        snprintf(err, errcap, "initgroups(%s): %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (setgid(ra->gid) < 0 || setuid(ra->uid) < 0) {
+        snprintf(err, errcap, "cannot become user %s: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0 || getuid() != ra->uid ||
+        geteuid() != ra->uid || getgid() != ra->gid || getegid() != ra->gid) {
+        snprintf(err, errcap, "user %s: root privileges could not be given up", cfg->user);
+        return -1;
+    }
+#ifdef __linux__
+    /* nothing exec'd later can gain privileges either */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        ns_log(NS_LOG_WARN, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+#endif
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* `ns2flows ingest [--db DIR] [--dport P]... CAPTURE...`: offline ingest through the same
  * decoders, for back-filling and tests. */
 
@@ -421,6 +555,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "ns2flows: %s\n", err);
         return 2;
     }
+    run_as ra;
+    if (resolve_run_as(&cfg, &ra, err, sizeof err) < 0) {
+        fprintf(stderr, "ns2flows: %s\n", err);
+        return 2;
+    }
     if (c.check_only) {
         printf("ns2flows: configuration OK\n");
         return 0;
@@ -504,6 +643,21 @@ int main(int argc, char **argv)
             eng_db_close(db);
             startup_failed(msg);
         }
+    }
+    if (ra.drop) {
+        if (chown_db(&cfg, &ra, err, sizeof err) < 0 ||
+            drop_privileges(&cfg, &ra, err, sizeof err) < 0) {
+            char msg[1100];
+            snprintf(msg, sizeof msg, "ns2flows: %s", err);
+            ing_listener_stop(l);
+            http_stop(http);
+            eng_db_close(db);
+            startup_failed(msg);
+        }
+        ns_log(NS_LOG_INFO, "running as user %s (uid %ld, gid %ld)", cfg.user, (long)ra.uid,
+               (long)ra.gid);
+    } else if (geteuid() == 0) {
+        ns_log(NS_LOG_WARN, "running as root; set user = to drop privileges after start-up");
     }
     eng_db_stats st;
     eng_db_get_stats(db, &st);

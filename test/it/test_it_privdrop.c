@@ -1,0 +1,147 @@
+/* Integration: privileges. Started as root with `user = nobody`, the daemon opens its sockets,
+ * database and log, gives the folder to nobody and becomes nobody for good (uid, gid, groups and
+ * capabilities read from /proc), and still receives, stores and answers. Skipped unless root. */
+#include "test/it/itlib.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <dirent.h>
+#include <pwd.h>
+
+/* The value fields of a /proc/<pid>/status line ("Uid:", "CapEff:"...) into out. */
+static bool proc_status_line(pid_t pid, const char *key, char *out, size_t cap)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    if (!f)
+        return false;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, strlen(key)) == 0 && line[strlen(key)] == ':') {
+            const char *v = line + strlen(key) + 1;
+            while (*v == '\t' || *v == ' ')
+                v++;
+            snprintf(out, cap, "%s", v);
+            out[strcspn(out, "\n")] = 0;
+            found = true;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static const char *write_conf(char *path, const char *text)
+{
+    strcpy(path, "/tmp/ns2flows-it-conf-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static uint64_t summary_flows(const it_daemon *d)
+{
+    char *body;
+    uint64_t f = 0;
+    cr_assert(eq(int, it_http_get(d->http, "/api/v1/summary", &body), 200));
+    it_json_u64(body, "flows", &f);
+    free(body);
+    return f;
+}
+
+Test(it_privdrop, root_drops_to_user_and_still_stores, .timeout = 60)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root to start the daemon as root");
+    struct passwd *pw = getpwnam("nobody");
+    if (!pw)
+        cr_skip_test("no user nobody");
+    uid_t uid = pw->pw_uid;
+    gid_t gid = pw->pw_gid;
+    char conf[64], want[64], got[256], pcap[600];
+    write_conf(conf, "user = nobody\n");
+    const char *extra[] = {"-c", conf, NULL};
+    it_daemon d;
+    cr_assert(it_daemon_start_ex(&d, NULL, extra), "start as root with user = nobody");
+
+    snprintf(want, sizeof want, "%u\t%u\t%u\t%u", (unsigned)uid, uid, uid, uid);
+    cr_assert(proc_status_line(d.pid, "Uid", got, sizeof got));
+    cr_expect(eq(str, got, want), "real, effective, saved and fs uid");
+    snprintf(want, sizeof want, "%u\t%u\t%u\t%u", (unsigned)gid, gid, gid, gid);
+    cr_assert(proc_status_line(d.pid, "Gid", got, sizeof got));
+    cr_expect(eq(str, got, want), "real, effective, saved and fs gid");
+    cr_assert(proc_status_line(d.pid, "Groups", got, sizeof got));
+    cr_expect(strstr(got, "0 ") != got && strcmp(got, "0") != 0, "no root group left: '%s'", got);
+    cr_assert(proc_status_line(d.pid, "CapEff", got, sizeof got));
+    cr_expect(strcmp(got, "0000000000000000") == 0, "no capabilities left: %s", got);
+    cr_assert(proc_status_line(d.pid, "CapPrm", got, sizeof got));
+    cr_expect(strcmp(got, "0000000000000000") == 0, "none to regain: %s", got);
+    cr_assert(proc_status_line(d.pid, "NoNewPrivs", got, sizeof got));
+    cr_expect(strcmp(got, "1") == 0, "NoNewPrivs %s", got);
+
+    /* the folder is now the user's, and ingest still works after the drop */
+    struct stat st;
+    cr_assert(stat(d.db, &st) == 0);
+    cr_expect(eq(u32, (uint32_t)st.st_uid, (uint32_t)uid), "database folder given to nobody");
+    snprintf(pcap, sizeof pcap, "%s/real/akvorado/netflow__nfv5.pcap", it_fixtures());
+    cr_assert(eq(int, it_replay(&d, pcap), 0));
+    for (int w = 0; w < it_ms(10000) && summary_flows(&d) < 29; w += 50)
+        it_sleep_ms(50);
+    cr_expect(eq(u64, summary_flows(&d), 29));
+    cr_expect(eq(int, it_daemon_stop(&d), 0), "the final seal, as nobody, works");
+
+    /* every file the daemon wrote belongs to nobody */
+    DIR *dir = opendir(d.db);
+    struct dirent *de;
+    int segs = 0;
+    cr_assert(dir != NULL);
+    while ((de = readdir(dir)) != NULL) {
+        char path[600];
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", d.db, de->d_name);
+        cr_assert(lstat(path, &st) == 0);
+        cr_expect(eq(u32, (uint32_t)st.st_uid, (uint32_t)uid), "%s owned by %u", path,
+                  (unsigned)st.st_uid);
+        size_t l = strlen(de->d_name);
+        segs += l > 4 && strcmp(de->d_name + l - 4, ".seg") == 0;
+    }
+    closedir(dir);
+    cr_expect(segs > 0, "a segment was sealed");
+
+    /* a second start (the folder is nobody's already) keeps the flows */
+    char db[256];
+    snprintf(db, sizeof db, "%s", d.db);
+    cr_assert(it_daemon_start_ex(&d, db, extra));
+    cr_expect(eq(u64, summary_flows(&d), 29));
+    cr_expect(eq(int, it_daemon_stop(&d), 0));
+    unlink(conf);
+    it_rm_rf(db);
+}
+
+Test(it_privdrop, unknown_user_or_group_refuses_to_start, .timeout = 30)
+{
+    char conf[64], bin[512], out[300];
+    snprintf(bin, sizeof bin, "%s/ns2flows", it_bin());
+    snprintf(out, sizeof out, "%s.out", write_conf(conf, "user = no-such-user-ns2flows\n"));
+    const char *check[] = {bin, "-c", conf, "--check-config", NULL};
+    cr_expect(eq(int, it_run(check, out), 2));
+    char text[4096] = "";
+    FILE *f = fopen(out, "r");
+    cr_assert(f != NULL);
+    text[fread(text, 1, sizeof text - 1, f)] = 0;
+    fclose(f);
+    cr_expect(strstr(text, "no such user") != NULL, "%s", text);
+    unlink(conf);
+
+    write_conf(conf, "group = nogroup\n");
+    cr_expect(eq(int, it_run(check, out), 2), "group without user");
+    unlink(conf);
+    write_conf(conf, "user = root\n");
+    cr_expect(eq(int, it_run(check, out), 2), "dropping to root is no drop");
+    unlink(conf);
+    unlink(out);
+}
