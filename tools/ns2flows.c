@@ -377,6 +377,7 @@ static int cmd_ingest(int argc, char **argv)
     eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
                        .retention_s = cfg.retention_s,
                        .no_sealer_thread = true,
+                       .seal_delay_s = cfg.seal_delay_s, /* in capture time */
                        .wal_sync_ms = cfg.wal_sync_ms,
                        .no_wal = no_wal};
     eng_db *db;
