@@ -284,6 +284,7 @@ typedef struct ns_config {
     ns_log_level log_level;
     uint64_t rcvbuf;            /* socket receive buffer, bytes */
     uint64_t seal_delay_s;      /* how long after a minute ends it is sealed */
+    uint64_t wal_sync_ms;       /* WAL fsync interval; 0 = as soon as records wait */
     uint64_t max_exporters;     /* cap on tracked exporters */
     char exporters_allow[1024]; /* comma-separated prefixes; empty = every exporter */
     char user[64];              /* started as root: drop to this user; empty = stay */

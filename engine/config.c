@@ -55,6 +55,9 @@ static const cfg_def defs[] = {
      "UDP socket receive buffer in bytes (capped by net.core.rmem_max unless root)"},
     {"seal_delay", CT_DURATION, "2", F(seal_delay_s), 0, 3600, false,
      "seconds after a minute ends before it is sealed into a segment"},
+    {"wal_sync_ms", CT_UINT, "1000", F(wal_sync_ms), 0, 60000, false,
+     "milliseconds between fsyncs of the write-ahead log; a crash loses at most this window; "
+     "0 = fsync as soon as flows arrive"},
     {"exporters_allow", CT_PREFIXES, "", F(exporters_allow), 0, 0, false,
      "only these exporters (comma-separated addresses or prefixes, v4 and v6); empty = all"},
     {"max_exporters", CT_UINT, "4096", F(max_exporters), 1, 1000000, false,

@@ -8,6 +8,7 @@
  * buffer happen in one critical section: a query sees one or the other, never both. */
 #include "engine/store.h"
 #include "engine/store_int.h"
+#include "engine/wal_int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -31,8 +32,12 @@ typedef struct minute_buf {
     size_t nchunks, capchunks;
     size_t n; /* rows */
     int64_t first_ms, last_ms;
-    bool sealing; /* no more appends; the sealer owns the write */
-    int refs;     /* the db's list holds one; each query snapshot one */
+    bool sealing;     /* no more appends; the sealer owns the write */
+    int refs;         /* the db's list holds one; each query snapshot one */
+    uint64_t seq;     /* its WAL file is wal/m<minute>-<seq>.wal, its segment m<minute>-<seq>.seg */
+    int wal_fd;       /* -1: no WAL file yet (or the WAL is off) */
+    uint64_t wal_off; /* bytes written (whole records only) */
+    uint64_t wal_synced; /* bytes known to be on disk */
 } minute_buf;
 
 typedef struct seg_entry {
@@ -63,6 +68,17 @@ struct eng_db {
     char doomed[64][64];  /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
+    /* write-ahead log (engine/wal.c): written by appends under mu, fsynced by wal_thread */
+    bool wal_on;
+    bool wal_stop;
+    bool wal_running;
+    bool wal_dir_dirty; /* a WAL file was created since the last sync: fsync wal/ too */
+    bool wal_pending;   /* wal_sync_ms 0: records wait for the WAL thread */
+    pthread_t wal_thread;
+    pthread_cond_t wal_cond;
+    ns_ratelimit wal_rl;
+    uint64_t other_bytes;  /* state/, quarantine/, log and other files: counted in the budget */
+    int64_t other_scan_ms; /* when other_bytes was last measured (monotonic) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -71,6 +87,8 @@ static void buf_unref_locked(minute_buf *b)
 {
     if (--b->refs > 0)
         return;
+    if (b->wal_fd >= 0)
+        close(b->wal_fd);
     for (size_t i = 0; i < b->nchunks; i++)
         free(b->chunks[i]);
     free(b->chunks);
@@ -181,6 +199,7 @@ static void quarantine_locked(eng_db *db, const char *name, int why)
     }
     for (size_t i = 0; i < db->nsegs; i++) {
         if (strcmp(db->segs[i].name, name) == 0) {
+            db->other_bytes += db->segs[i].size; /* still under SESSIONDB, in quarantine/ */
             catalog_remove_locked(db, i);
             break;
         }
@@ -275,6 +294,61 @@ static void unlink_doomed(eng_db *db)
     }
 }
 
+/* Bytes of the files under dir (and, with depth, one level of subfolders), except segment
+ * files and the WAL folder, which are counted as they are written. */
+static uint64_t dir_bytes(const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    uint64_t sum = 0;
+    if (!d)
+        return 0;
+    while ((de = readdir(d)) != NULL) {
+        char path[4400];
+        struct stat st;
+        int64_t m;
+        uint64_t q;
+        if (de->d_name[0] == '.' && (de->d_name[1] == 0 || strcmp(de->d_name, "..") == 0))
+            continue;
+        if (depth > 0 &&
+            (seg_name_parse(de->d_name, &m, &q) || strcmp(de->d_name, ENG_WAL_DIR) == 0))
+            continue;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= sizeof path ||
+            lstat(path, &st) < 0)
+            continue;
+        if (S_ISREG(st.st_mode))
+            sum += (uint64_t)st.st_size;
+        else if (S_ISDIR(st.st_mode) && depth > 0)
+            sum += dir_bytes(path, depth - 1);
+    }
+    closedir(d);
+    return sum;
+}
+
+/* Measures state/, quarantine/, the log and other small files again, at most every 10 s:
+ * they change rarely and the budget only needs them roughly. */
+static void other_bytes_refresh(eng_db *db, bool now)
+{
+    int64_t t = ns_mono_ms();
+    pthread_mutex_lock(&db->mu);
+    bool due = now || db->other_scan_ms == 0 || t - db->other_scan_ms >= 10000;
+    if (due)
+        db->other_scan_ms = t;
+    pthread_mutex_unlock(&db->mu);
+    if (!due)
+        return;
+    uint64_t b = dir_bytes(db->dir, 1);
+    pthread_mutex_lock(&db->mu);
+    db->other_bytes = b;
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* Everything under SESSIONDB: segments, WAL, state, quarantine, log. */
+static uint64_t used_bytes_locked(const eng_db *db)
+{
+    return db->st.disk_bytes + db->st.wal_bytes + db->other_bytes;
+}
+
 /* Retention looks at every segment's flow times (a late segment may hold old flows); the
  * budget then takes the oldest received segments first. */
 static void enforce_limits_locked(eng_db *db, int64_t now_ms)
@@ -287,7 +361,7 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms)
             i++;
         }
     }
-    while (db->nsegs > 0 && db->opts.budget_bytes && db->st.disk_bytes > db->opts.budget_bytes)
+    while (db->nsegs > 0 && db->opts.budget_bytes && used_bytes_locked(db) > db->opts.budget_bytes)
         if (!delete_segment_locked(db, 0, "over budget"))
             break;
 }
@@ -297,6 +371,7 @@ static void enforce_limits(eng_db *db)
 {
     if (db->opts.read_only)
         return;
+    other_bytes_refresh(db, false);
     for (;;) {
         pthread_mutex_lock(&db->mu);
         enforce_limits_locked(db, ns_now_ms());
@@ -333,6 +408,346 @@ static void *sealer_main(void *arg)
     return NULL;
 }
 
+/* Adds an empty buffer for minute to the open list; its seq names its WAL file now and its
+ * segment later. */
+static minute_buf *open_add_locked(eng_db *db, int64_t minute, uint64_t seq)
+{
+    if (db->nopen == db->capopen) {
+        size_t cap = db->capopen ? db->capopen * 2 : 8;
+        minute_buf **n = realloc(db->open, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        db->open = n;
+        db->capopen = cap;
+    }
+    minute_buf *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->minute = minute;
+    b->seq = seq;
+    b->wal_fd = -1;
+    b->refs = 1;
+    b->first_ms = INT64_MAX;
+    b->last_ms = INT64_MIN;
+    db->open[db->nopen++] = b;
+    return b;
+}
+
+static minute_buf *open_buf_locked(eng_db *db, int64_t minute)
+{
+    for (size_t i = db->nopen; i-- > 0;) {
+        if (db->open[i]->minute == minute && !db->open[i]->sealing)
+            return db->open[i];
+    }
+    minute_buf *b = open_add_locked(db, minute, db->next_seq);
+    if (b)
+        db->next_seq++;
+    return b;
+}
+
+/* Copies rows into b's chunks. Returns how many were added (fewer than n only when memory
+ * ran out). */
+static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t slot = b->n % CHUNK_ROWS;
+        if (slot == 0 && b->n / CHUNK_ROWS == b->nchunks) {
+            if (b->nchunks == b->capchunks) {
+                size_t cap = b->capchunks ? b->capchunks * 2 : 16;
+                eng_flow **nc = realloc(b->chunks, cap * sizeof *nc);
+                if (!nc)
+                    return i;
+                b->chunks = nc;
+                b->capchunks = cap;
+            }
+            eng_flow *c = malloc(CHUNK_ROWS * sizeof *c);
+            if (!c)
+                return i;
+            b->chunks[b->nchunks++] = c;
+        }
+        b->chunks[b->n / CHUNK_ROWS][slot] = rows[i];
+        if (rows[i].first_ms < b->first_ms)
+            b->first_ms = rows[i].first_ms;
+        if (rows[i].last_ms > b->last_ms)
+            b->last_ms = rows[i].last_ms;
+        b->n++;
+        db->open_rows++;
+    }
+    return n;
+}
+
+static int wal_path(const eng_db *db, int64_t minute, uint64_t seq, char *out, size_t cap)
+{
+    if ((size_t)snprintf(out, cap, "%s/%s/m%lld-%llu.wal", db->dir, ENG_WAL_DIR, (long long)minute,
+                         (unsigned long long)seq) >= cap)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* Appends one encoded record to b's WAL file, creating the file on first use. A failed write
+ * leaves the file a run of whole records (eng__wal_write cuts it back). */
+static int wal_append_locked(eng_db *db, minute_buf *b, const uint8_t *rec, size_t len)
+{
+    int rc;
+    if (b->wal_fd < 0) {
+        char path[4300];
+        if ((rc = wal_path(db, b->minute, b->seq, path, sizeof path)) < 0 ||
+            (rc = eng__wal_create(path, b->minute, b->seq, &b->wal_fd)) < 0) {
+            b->wal_fd = -1;
+            return rc;
+        }
+        b->wal_off = ENG_WAL_HDR;
+        b->wal_synced = 0;
+        db->st.wal_bytes += ENG_WAL_HDR;
+        db->wal_dir_dirty = true; /* the new name must survive a crash too */
+    }
+    if ((rc = eng__wal_write(b->wal_fd, b->wal_off, rec, len)) < 0)
+        return rc;
+    b->wal_off += len;
+    db->st.wal_bytes += len;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The WAL's fsyncs and its replay at start-up */
+
+typedef struct sync_item {
+    minute_buf *b;
+    int fd;
+    uint64_t off;
+} sync_item;
+
+int eng_db_wal_sync(eng_db *db)
+{
+    char wdir[4200];
+    int rc = 0;
+    size_t n = 0;
+    if (!db->wal_on)
+        return 0;
+    int64_t t0 = ns_now_ms();
+    pthread_mutex_lock(&db->mu);
+    sync_item *items = malloc((db->nopen ? db->nopen : 1) * sizeof *items);
+    if (!items) {
+        pthread_mutex_unlock(&db->mu);
+        return NS_E_NOMEM;
+    }
+    bool dir = db->wal_dir_dirty;
+    db->wal_dir_dirty = false;
+    db->wal_pending = false;
+    for (size_t i = 0; i < db->nopen; i++) {
+        minute_buf *b = db->open[i];
+        if (b->wal_fd >= 0 && b->wal_off > b->wal_synced) {
+            items[n++] = (sync_item){b, b->wal_fd, b->wal_off};
+            b->refs++; /* keeps the fd open even if the sealer retires the buffer meanwhile */
+        }
+    }
+    pthread_mutex_unlock(&db->mu);
+    /* outside the mutex: appends go on while the disk flushes */
+    for (size_t i = 0; i < n; i++) {
+        if (fdatasync(items[i].fd) < 0) {
+            rc = -errno;
+            items[i].off = 0;
+        }
+    }
+    if (dir) {
+        snprintf(wdir, sizeof wdir, "%s/%s/x", db->dir, ENG_WAL_DIR);
+        int r = eng__fsync_dir_of(wdir);
+        if (r < 0)
+            rc = r;
+    }
+    uint32_t held = 0;
+    bool say = false;
+    pthread_mutex_lock(&db->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].off > items[i].b->wal_synced)
+            items[i].b->wal_synced = items[i].off;
+        buf_unref_locked(items[i].b);
+    }
+    if (rc < 0) {
+        db->st.wal_errors++;
+        db->wal_dir_dirty |= dir;
+        say = ns_ratelimit_ok(&db->wal_rl, ns_mono_ms(), &held);
+    } else {
+        db->st.wal_synced_through = t0; /* everything appended before t0 is on disk */
+    }
+    pthread_mutex_unlock(&db->mu);
+    free(items);
+    if (say)
+        ns_log(NS_LOG_ERROR, "db: cannot fsync the WAL: %s (%u similar errors not logged)",
+               ns_strerror(rc), held);
+    return rc;
+}
+
+/* The database's own WAL thread: fsyncs every wal_sync_ms, or as soon as records are waiting
+ * when it is 0. Receive threads never fsync. */
+static void *wal_main(void *arg)
+{
+    eng_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    while (!db->wal_stop) {
+        if (db->opts.wal_sync_ms == 0) {
+            while (!db->wal_stop && !db->wal_pending)
+                pthread_cond_wait(&db->wal_cond, &db->mu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)(db->opts.wal_sync_ms / 1000);
+            ts.tv_nsec += (long)(db->opts.wal_sync_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&db->wal_cond, &db->mu, &ts);
+        }
+        if (db->wal_stop)
+            break;
+        pthread_mutex_unlock(&db->mu);
+        eng_db_wal_sync(db);
+        pthread_mutex_lock(&db->mu);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+static void wal_thread_stop(eng_db *db)
+{
+    if (!db->wal_running)
+        return;
+    pthread_mutex_lock(&db->mu);
+    db->wal_stop = true;
+    pthread_cond_signal(&db->wal_cond);
+    pthread_mutex_unlock(&db->mu);
+    pthread_join(db->wal_thread, NULL);
+    db->wal_running = false;
+}
+
+static bool catalog_has(const eng_db *db, int64_t minute, uint64_t seq)
+{
+    for (size_t i = 0; i < db->nsegs; i++)
+        if (db->segs[i].minute == minute && db->segs[i].seq == seq)
+            return true;
+    return false;
+}
+
+typedef struct replay_ctx {
+    eng_db *db;
+    minute_buf *b;
+} replay_ctx;
+
+static int replay_rows(void *arg, int64_t recv_ms, const eng_flow *rows, size_t n)
+{
+    replay_ctx *c = arg;
+    (void)recv_ms; /* the file is the buffer: every record in it belongs to its minute */
+    return buf_push_locked(c->db, c->b, rows, n) == n ? 0 : NS_E_NOMEM;
+}
+
+/* Moves a WAL file that cannot be appended to any more aside, for inspection. */
+static void wal_set_aside(eng_db *db, const char *name, const char *path)
+{
+    char qdir[4200], to[4500];
+    snprintf(qdir, sizeof qdir, "%s/%s", db->dir, QUARANTINE_DIR);
+    if (mkdir(qdir, 0755) < 0 && errno != EEXIST)
+        return;
+    snprintf(to, sizeof to, "%s/%s", qdir, name);
+    if (rename(path, to) == 0)
+        ns_log(NS_LOG_ERROR, "db: WAL file %s moved to %s", name, to);
+}
+
+/* Reads one WAL file back into an open minute buffer. Called at open, before any other thread
+ * runs. */
+static int wal_replay_file(eng_db *db, const char *name, int64_t minute, uint64_t seq)
+{
+    char path[4400];
+    eng__wal_scan sc;
+    snprintf(path, sizeof path, "%s/%s/%s", db->dir, ENG_WAL_DIR, name);
+    if (catalog_has(db, minute, seq)) {
+        /* sealed before the crash; only the unlink after the seal did not happen */
+        ns_log(NS_LOG_INFO, "db: WAL %s is already sealed; deleted", name);
+        if (unlink(path) < 0)
+            return -errno;
+        return 0;
+    }
+    minute_buf *b = open_add_locked(db, minute, seq);
+    if (!b)
+        return NS_E_NOMEM;
+    replay_ctx ctx = {db, b};
+    int rc = eng__wal_read(path, replay_rows, &ctx, &sc);
+    if (rc == 0 && (sc.minute != minute || sc.seq != seq))
+        rc = NS_E_CORRUPT; /* renamed or copied: its rows may belong elsewhere */
+    if (rc == NS_E_NOMEM)
+        return rc;
+    if (rc < 0) {
+        /* a bad header, or the disk failed mid-read: keep what was read, never append there */
+        db->st.wal_errors++;
+        ns_log(NS_LOG_ERROR, "db: WAL %s: %s after %llu flows", name, ns_strerror(rc),
+               (unsigned long long)sc.rows);
+        if (b->n == 0)
+            sc.rows = 0; /* nothing in memory: a bad file header adds nothing */
+        wal_set_aside(db, name, path);
+    } else {
+        if (sc.tail_rc != 0) {
+            db->st.wal_errors++;
+            ns_log(NS_LOG_WARN,
+                   "db: WAL %s: %s record at offset %llu; cut there (%llu bytes after it dropped, "
+                   "%llu flows kept)",
+                   name, sc.tail_rc == NS_E_TRUNC ? "torn" : "corrupt",
+                   (unsigned long long)sc.good_len, (unsigned long long)(sc.file_len - sc.good_len),
+                   (unsigned long long)sc.rows);
+        }
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || (sc.file_len != sc.good_len && ftruncate(fd, (off_t)sc.good_len) < 0)) {
+            rc = -errno;
+            if (fd >= 0)
+                close(fd);
+            return rc;
+        }
+        b->wal_fd = fd;
+        b->wal_off = b->wal_synced = sc.good_len;
+        db->st.wal_bytes += sc.good_len;
+    }
+    db->st.wal_replayed_rows += b->n;
+    if (b->n == 0) { /* a header and nothing else */
+        db->st.wal_bytes -= b->wal_fd >= 0 ? b->wal_off : 0;
+        open_remove_locked(db, b);
+        buf_unref_locked(b);
+        unlink(path);
+    }
+    return 0;
+}
+
+/* Replays SESSIONDB/wal/ into open minutes: each file becomes the buffer it was, with the same
+ * seq, so it is sealed under the name its WAL predicted and never twice. */
+static int wal_replay(eng_db *db)
+{
+    char wdir[4200];
+    uint64_t files = 0;
+    snprintf(wdir, sizeof wdir, "%s/%s", db->dir, ENG_WAL_DIR);
+    if (mkdir(wdir, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    DIR *d = opendir(wdir);
+    struct dirent *de;
+    if (!d)
+        return -errno;
+    int rc = 0;
+    pthread_mutex_lock(&db->mu);
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        int64_t minute;
+        uint64_t seq;
+        if (!eng__wal_name_parse(de->d_name, &minute, &seq))
+            continue;
+        if (seq >= db->next_seq)
+            db->next_seq = seq + 1;
+        rc = wal_replay_file(db, de->d_name, minute, seq);
+        files++;
+    }
+    pthread_mutex_unlock(&db->mu);
+    closedir(d);
+    if (rc == 0 && db->st.wal_replayed_rows)
+        ns_log(NS_LOG_INFO, "db: replayed %llu flows from the WAL (%llu files)",
+               (unsigned long long)db->st.wal_replayed_rows, (unsigned long long)files);
+    return rc;
+}
+
 int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *err, size_t errcap)
 {
     eng_db *db = calloc(1, sizeof *db);
@@ -346,6 +761,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->seal_mu, NULL);
     pthread_cond_init(&db->cond, NULL);
+    pthread_cond_init(&db->wal_cond, NULL);
     if (strlen(dir) >= sizeof db->dir) {
         rc = -ENAMETOOLONG;
         snprintf(err, errcap, "database path too long");
@@ -395,7 +811,23 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         snprintf(err, errcap, "cannot read database folder %s: %s", dir, ns_strerror(rc));
         goto fail;
     }
+    /* after the catalog: a WAL whose segment is already there is not replayed */
+    db->wal_on = !db->opts.no_wal;
+    if (db->wal_on && (rc = wal_replay(db)) < 0) {
+        snprintf(err, errcap, "cannot replay the WAL in %s/%s: %s", dir, ENG_WAL_DIR,
+                 ns_strerror(rc));
+        goto fail;
+    }
+    other_bytes_refresh(db, true);
     enforce_limits(db);
+    if (db->wal_on) {
+        if (pthread_create(&db->wal_thread, NULL, wal_main, db) != 0) {
+            rc = -EAGAIN;
+            snprintf(err, errcap, "cannot start the WAL thread");
+            goto fail;
+        }
+        db->wal_running = true;
+    }
     if (!db->opts.no_sealer_thread) {
         if (pthread_create(&db->sealer, NULL, sealer_main, db) != 0) {
             rc = -EAGAIN;
@@ -407,12 +839,17 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     *out = db;
     return 0;
 fail:
+    wal_thread_stop(db);
+    for (size_t i = 0; i < db->nopen; i++)
+        buf_unref_locked(db->open[i]); /* replayed rows stay in their WAL files */
+    free(db->open);
     if (db->lockfd >= 0)
         close(db->lockfd);
     free(db->segs);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->seal_mu);
     pthread_cond_destroy(&db->cond);
+    pthread_cond_destroy(&db->wal_cond);
     free(db);
     return rc;
 }
@@ -428,6 +865,11 @@ int eng_db_close(eng_db *db)
         pthread_mutex_unlock(&db->mu);
         pthread_join(db->sealer, NULL);
     }
+    wal_thread_stop(db);
+    /* everything appended is made durable before sealing starts: a crash while sealing then
+     * loses nothing */
+    if (db->wal_on)
+        eng_db_wal_sync(db);
     int rc = db->opts.read_only ? 0 : eng_db_seal_due(db, ns_now_ms(), true);
     size_t lost = 0;
     for (size_t i = 0; i < db->nopen; i++) {
@@ -435,8 +877,9 @@ int eng_db_close(eng_db *db)
         buf_unref_locked(db->open[i]);
     }
     if (lost)
-        ns_log(NS_LOG_ERROR, "db: %zu flows could not be sealed at close: %s", lost,
-               ns_strerror(rc < 0 ? rc : NS_E_CORRUPT));
+        ns_log(NS_LOG_ERROR, "db: %zu flows could not be sealed at close: %s%s", lost,
+               ns_strerror(rc < 0 ? rc : NS_E_CORRUPT),
+               db->wal_on ? " (what the WAL holds is replayed at the next start)" : "");
     int result = lost ? (rc < 0 ? rc : -EIO) : 0;
     free(db->open);
     free(db->segs);
@@ -445,6 +888,7 @@ int eng_db_close(eng_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->seal_mu);
     pthread_cond_destroy(&db->cond);
+    pthread_cond_destroy(&db->wal_cond);
     free(db);
     return result;
 }
@@ -463,38 +907,31 @@ const char *eng_db_dir(const eng_db *db)
     return db->dir;
 }
 
-static minute_buf *open_buf_locked(eng_db *db, int64_t minute)
-{
-    for (size_t i = db->nopen; i-- > 0;) {
-        if (db->open[i]->minute == minute && !db->open[i]->sealing)
-            return db->open[i];
-    }
-    if (db->nopen == db->capopen) {
-        size_t cap = db->capopen ? db->capopen * 2 : 8;
-        minute_buf **n = realloc(db->open, cap * sizeof *n);
-        if (!n)
-            return NULL;
-        db->open = n;
-        db->capopen = cap;
-    }
-    minute_buf *b = calloc(1, sizeof *b);
-    if (!b)
-        return NULL;
-    b->minute = minute;
-    b->refs = 1;
-    b->first_ms = INT64_MAX;
-    b->last_ms = INT64_MIN;
-    db->open[db->nopen++] = b;
-    return b;
-}
-
 int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
 {
-    int rc = 0;
+    int rc = 0, werr = 0;
+    uint8_t *rec = NULL;
+    size_t reclen = 0;
+    bool say = false;
+    uint32_t held = 0;
     if (n == 0)
         return 0;
     if (db->opts.read_only)
         return -EROFS;
+    while (n > ENG_WAL_MAX_ROWS) { /* one WAL record holds at most this many */
+        int r = eng_db_append(db, recv_ms, rows, ENG_WAL_MAX_ROWS);
+        if (r < 0)
+            rc = r;
+        rows += ENG_WAL_MAX_ROWS;
+        n -= ENG_WAL_MAX_ROWS;
+    }
+    /* encoded outside the mutex: receive threads wait for each other only for the write */
+    if (db->wal_on) {
+        reclen = eng__wal_rec_size(n);
+        rec = malloc(reclen);
+        if (rec)
+            eng__wal_encode(rec, recv_ms, rows, n);
+    }
     pthread_mutex_lock(&db->mu);
     minute_buf *b = db->open_rows + n > MAX_OPEN_ROWS ? NULL : open_buf_locked(db, recv_ms / 60000);
     if (!b) {
@@ -502,39 +939,40 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
         rc = NS_E_NOMEM;
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        size_t slot = b->n % CHUNK_ROWS;
-        if (slot == 0 && b->n / CHUNK_ROWS == b->nchunks) {
-            if (b->nchunks == b->capchunks) {
-                size_t cap = b->capchunks ? b->capchunks * 2 : 16;
-                eng_flow **nc = realloc(b->chunks, cap * sizeof *nc);
-                if (!nc)
-                    goto nomem;
-                b->chunks = nc;
-                b->capchunks = cap;
-            }
-            eng_flow *c = malloc(CHUNK_ROWS * sizeof *c);
-            if (!c)
-                goto nomem;
-            b->chunks[b->nchunks++] = c;
+    /* the WAL first: rows join the open minute even if it fails (a full disk), since sealing
+     * may still succeed later; they are then only as safe as memory */
+    if (db->wal_on) {
+        werr = rec ? wal_append_locked(db, b, rec, reclen) : NS_E_NOMEM;
+        if (werr < 0) {
+            db->st.wal_errors++;
+            say = ns_ratelimit_ok(&db->wal_rl, ns_mono_ms(), &held);
+        } else if (db->opts.wal_sync_ms == 0) {
+            db->wal_pending = true;
+            pthread_cond_signal(&db->wal_cond);
         }
-        b->chunks[b->n / CHUNK_ROWS][slot] = rows[i];
-        if (rows[i].first_ms < b->first_ms)
-            b->first_ms = rows[i].first_ms;
-        if (rows[i].last_ms > b->last_ms)
-            b->last_ms = rows[i].last_ms;
-        b->n++;
-        db->open_rows++;
-        db->st.rows_stored++;
-        continue;
-    nomem:
-        db->st.rows_dropped += n - i;
+    }
+    size_t added = buf_push_locked(db, b, rows, n);
+    db->st.rows_stored += added;
+    if (added < n) {
+        db->st.rows_dropped += n - added;
         rc = NS_E_NOMEM;
-        break;
     }
 out:
     pthread_mutex_unlock(&db->mu);
+    free(rec);
+    if (say)
+        ns_log(NS_LOG_ERROR,
+               "db: cannot write the WAL for minute %lld (%zu flows): %s; the flows are kept in "
+               "memory until sealed (%u similar errors not logged)",
+               (long long)(recv_ms / 60000), n, ns_strerror(werr), held);
     return rc;
+}
+
+static void wal_unlink(eng_db *db, int64_t minute, uint64_t seq)
+{
+    char path[4300];
+    if (wal_path(db, minute, seq, path, sizeof path) == 0 && unlink(path) < 0 && errno != ENOENT)
+        ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
 }
 
 /* Writes one retired minute buffer as a segment and swaps it into the catalog. */
@@ -549,9 +987,7 @@ static int seal_one(eng_db *db, minute_buf *b)
     /* the buffer is sealing: no appends, so reading without the mutex is safe */
     for (size_t i = 0; i < b->n; i++)
         rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
-    pthread_mutex_lock(&db->mu);
-    e.seq = db->next_seq++;
-    pthread_mutex_unlock(&db->mu);
+    e.seq = b->seq; /* the name its WAL file has: replay skips a WAL whose segment exists */
     e.minute = b->minute;
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
@@ -568,12 +1004,19 @@ static int seal_one(eng_db *db, minute_buf *b)
 
     pthread_mutex_lock(&db->mu);
     rc = catalog_add_locked(db, &e);
+    bool had_wal = false;
     if (rc == 0) {
         open_remove_locked(db, b);
         db->open_rows -= b->n;
+        had_wal = b->wal_fd >= 0;
+        db->st.wal_bytes -= had_wal ? b->wal_off : 0;
         buf_unref_locked(b);
     }
     pthread_mutex_unlock(&db->mu);
+    /* the segment is durable (renamed, folder fsynced): its WAL may go. A crash before this
+     * unlink leaves a WAL whose segment exists, which the next start deletes unread. */
+    if (had_wal)
+        wal_unlink(db, e.minute, e.seq);
     if (rc == 0)
         enforce_limits(db);
     return rc;
@@ -603,9 +1046,15 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             break;
         if (b->n == 0) {
             pthread_mutex_lock(&db->mu);
+            bool had_wal = b->wal_fd >= 0;
+            int64_t m = b->minute;
+            uint64_t q = b->seq;
+            db->st.wal_bytes -= had_wal ? b->wal_off : 0;
             open_remove_locked(db, b);
             buf_unref_locked(b);
             pthread_mutex_unlock(&db->mu);
+            if (had_wal)
+                wal_unlink(db, m, q);
             continue;
         }
         rc = seal_one(db, b);
@@ -634,6 +1083,7 @@ void eng_db_get_stats(eng_db *db, eng_db_stats *st)
 {
     pthread_mutex_lock(&db->mu);
     *st = db->st;
+    st->disk_bytes = used_bytes_locked(db);
     st->open_rows = db->open_rows;
     st->budget_bytes = db->opts.budget_bytes;
     st->retention_s = db->opts.retention_s;

@@ -135,6 +135,8 @@ typedef struct eng_db_opts {
     uint64_t retention_s;  /* 0 = no age limit */
     uint64_t seal_delay_s; /* a minute is sealed this long after it ends */
     bool no_sealer_thread; /* tests drive sealing with eng_db_seal_due() */
+    uint64_t wal_sync_ms;  /* the WAL thread fsyncs this often; 0: as soon as records wait */
+    bool no_wal;           /* no write-ahead log: a crash loses the open minutes */
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */
@@ -152,9 +154,17 @@ int eng_db_close(eng_db *db);
 /* Changes budget and retention (SIGHUP). */
 void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s);
 
-/* Adds rows received at recv_ms (epoch ms; decides the minute). Thread-safe. Returns 0 or
- * NS_E_NOMEM (the rows are then counted as dropped). */
+/* Adds rows received at recv_ms (epoch ms; decides the minute). Thread-safe. The rows are
+ * first written (not fsynced) to the minute's WAL file, SESSIONDB/wal/; the database's own WAL
+ * thread fsyncs it (wal_sync_ms). A WAL write that fails (a full disk) is counted in
+ * wal_errors and logged, and the rows are still kept in memory. Returns 0 or NS_E_NOMEM (the
+ * rows are then counted as dropped). */
 int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n);
+
+/* fsyncs every WAL file holding records not yet on disk (the WAL thread calls it; tests and
+ * eng_db_close may too). On success wal_synced_through becomes the time the call started.
+ * Returns 0 or -errno (counted in wal_errors). */
+int eng_db_wal_sync(eng_db *db);
 
 /* Seals every minute that ended at least seal_delay before now_ms (all of them if force).
  * Returns the number of segments written or a negative code. */
@@ -162,7 +172,7 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force);
 
 typedef struct eng_db_stats {
     uint64_t segments;
-    uint64_t disk_bytes;
+    uint64_t disk_bytes;   /* everything under SESSIONDB: segments, WAL, state, quarantine, log */
     uint64_t open_rows;    /* rows in minutes not yet sealed */
     int64_t oldest_ms;     /* smallest first_ms stored (0 if empty) */
     int64_t newest_ms;     /* largest last_ms stored (0 if empty) */
@@ -174,6 +184,10 @@ typedef struct eng_db_stats {
     uint64_t segments_missing; /* files removed behind the daemon's back, found by a query */
     uint64_t budget_bytes;     /* current limits */
     uint64_t retention_s;
+    uint64_t wal_bytes;         /* bytes in SESSIONDB/wal/ (open minutes not sealed yet) */
+    int64_t wal_synced_through; /* epoch ms: every row appended before it is on disk */
+    uint64_t wal_replayed_rows; /* rows read back from the WAL at open */
+    uint64_t wal_errors;        /* failed WAL writes or fsyncs, torn or corrupt records */
 } eng_db_stats;
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);
 const char *eng_db_dir(const eng_db *db);

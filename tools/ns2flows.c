@@ -454,19 +454,18 @@ static void ingest_progress(void *arg, const char *path, uint64_t datagrams, uin
 
 static int cmd_ingest(int argc, char **argv)
 {
-    enum { O_DB = 256, O_DPORT };
+    enum { O_DB = 256, O_DPORT, O_NOWAL };
     static const struct option opts[] = {
-        {"db", required_argument, NULL, O_DB},
-        {"dport", required_argument, NULL, O_DPORT},
-        {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"db", required_argument, NULL, O_DB},  {"dport", required_argument, NULL, O_DPORT},
+        {"no-wal", no_argument, NULL, O_NOWAL}, {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
     };
     ns_config cfg;
     char err[1024];
     uint16_t dports[16];
     size_t ndports = 0;
     const char *db_path = NULL;
+    bool no_wal = false;
     int o;
     ns_config_defaults(&cfg);
     optind = 1;
@@ -481,6 +480,9 @@ static int cmd_ingest(int argc, char **argv)
         case O_DB:
             db_path = optarg;
             break;
+        case O_NOWAL: /* the capture is the durable copy: re-ingest it after a crash */
+            no_wal = true;
+            break;
         case O_DPORT: {
             char *end;
             unsigned long p = strtoul(optarg, &end, 10);
@@ -492,21 +494,26 @@ static int cmd_ingest(int argc, char **argv)
             break;
         }
         case 'h':
-            printf("usage: ns2flows ingest [-c FILE] [--db DIR] [--dport PORT]... CAPTURE...\n");
+            printf("usage: ns2flows ingest [-c FILE] [--db DIR] [--dport PORT]... [--no-wal] "
+                   "CAPTURE...\n");
             return 0;
         default:
             return 2;
         }
     }
     if (optind >= argc) {
-        fprintf(stderr,
-                "usage: ns2flows ingest [-c FILE] [--db DIR] [--dport PORT]... CAPTURE...\n");
+        fprintf(stderr, "usage: ns2flows ingest [-c FILE] [--db DIR] [--dport PORT]... [--no-wal] "
+                        "CAPTURE...\n");
         return 2;
     }
     if (db_path)
         snprintf(cfg.db_path, sizeof cfg.db_path, "%s", db_path);
-    eng_db_opts dbo = {
-        .budget_bytes = cfg.db_budget, .retention_s = cfg.retention_s, .no_sealer_thread = true};
+    eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
+                       .retention_s = cfg.retention_s,
+                       .no_sealer_thread = true,
+                       .seal_delay_s = cfg.seal_delay_s, /* in capture time */
+                       .wal_sync_ms = cfg.wal_sync_ms,
+                       .no_wal = no_wal};
     eng_db *db;
     ing_exporters *ex;
     if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
@@ -581,7 +588,8 @@ int main(int argc, char **argv)
     ns_log_set_level(cfg.log_level);
     eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
                        .retention_s = cfg.retention_s,
-                       .seal_delay_s = cfg.seal_delay_s};
+                       .seal_delay_s = cfg.seal_delay_s,
+                       .wal_sync_ms = cfg.wal_sync_ms};
     eng_db *db = NULL;
     if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
         char msg[1100];
