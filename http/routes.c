@@ -134,18 +134,18 @@ static int route_status(req *r)
     ns_buf_printf(b, ",\"uptime_s\":%" PRId64, (now - r->o->start_ms) / 1000);
     ns_buf_puts(b, ",\"database\":{\"path\":");
     ns_buf_json_str(b, eng_db_dir(r->o->db));
-    ns_buf_printf(
-        b,
-        ",\"bytes_used\":%" PRIu64 ",\"budget_bytes\":%" PRIu64 ",\"retention_s\":%" PRIu64
-        ",\"segments\":%" PRIu64 ",\"open_flows\":%" PRIu64 ",\"flows_stored\":%" PRIu64
-        ",\"flows_dropped\":%" PRIu64 ",\"seal_errors\":%" PRIu64 ",\"segments_deleted\":%" PRIu64
-        ",\"segments_quarantined\":%" PRIu64 ",\"segments_missing\":%" PRIu64
-        ",\"wal_bytes\":%" PRIu64 ",\"wal_synced_through\":%" PRId64
-        ",\"wal_replayed_flows\":%" PRIu64 ",\"wal_errors\":%" PRIu64,
-        st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows, st.rows_stored,
-        st.rows_dropped, st.seal_errors, st.segments_deleted, st.segments_quarantined,
-        st.segments_missing, st.wal_bytes, st.wal_synced_through, st.wal_replayed_rows,
-        st.wal_errors);
+    ns_buf_printf(b,
+                  ",\"bytes_used\":%" PRIu64 ",\"budget_bytes\":%" PRIu64
+                  ",\"retention_s\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"open_flows\":%" PRIu64
+                  ",\"flows_stored\":%" PRIu64 ",\"flows_dropped\":%" PRIu64
+                  ",\"seal_errors\":%" PRIu64 ",\"segments_deleted\":%" PRIu64
+                  ",\"segments_quarantined\":%" PRIu64 ",\"segments_missing\":%" PRIu64
+                  ",\"wal_bytes\":%" PRIu64 ",\"wal_synced_through\":%" PRId64
+                  ",\"wal_replayed_flows\":%" PRIu64 ",\"wal_errors\":%" PRIu64,
+                  st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows,
+                  st.rows_stored, st.rows_dropped, st.seal_errors, st.segments_deleted,
+                  st.segments_quarantined, st.segments_missing, st.wal_bytes, st.wal_synced_through,
+                  st.wal_replayed_rows, st.wal_errors);
     bool any = st.oldest_ms != 0 || st.newest_ms != 0;
     ns_buf_puts(b, ",\"oldest\":");
     put_time(b, st.oldest_ms, any);
