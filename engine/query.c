@@ -80,6 +80,21 @@ static void totals_merge(qry_totals *t, const qry_totals *o)
     t->bytes += o->bytes;
 }
 
+/* The addresses a filter requires, handed to the store so it reads only segments and rows that
+ * may hold them (the filter still checks every row it gets). */
+#define QRY_INDEX_ADDRS 64
+typedef struct addr_set {
+    ns_addr a[QRY_INDEX_ADDRS];
+    eng_scan_opts o;
+} addr_set;
+
+static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set)
+{
+    set->o.addrs = set->a;
+    set->o.naddrs = f ? qry_filter_addrs(f, set->a, QRY_INDEX_ADDRS) : 0;
+    return &set->o;
+}
+
 typedef struct summary_ctx {
     qry_totals t;
     const qry_filter *filter;
@@ -114,7 +129,9 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
                     ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
     if (filter)
         mask |= qry_filter_columns(filter);
-    int rc = eng_db_scan_totals(db, from_ms, to_ms, mask, summary_cb, summary_totals_cb, &c);
+    addr_set as;
+    int rc = eng_db_scan_opt(db, from_ms, to_ms, mask, scan_opts(filter, &as), summary_cb,
+                             summary_totals_cb, &c);
     *out = c.t;
     return rc;
 }
@@ -312,7 +329,8 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
     }
     if ((rc = tab_grow(&t)) < 0)
         return rc;
-    rc = eng_db_scan(db, from_ms, to_ms, mask, group_cb, &t);
+    addr_set as;
+    rc = eng_db_scan_opt(db, from_ms, to_ms, mask, scan_opts(filter, &as), group_cb, NULL, &t);
     if (rc < 0)
         goto out;
     /* compact the used slots to the front, then sort them */
@@ -414,7 +432,9 @@ int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
     uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
                     ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST) |
                     (filter ? qry_filter_columns(filter) : 0u);
-    return eng_db_scan(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1, mask, series_cb, &c);
+    addr_set as;
+    return eng_db_scan_opt(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1, mask,
+                           scan_opts(filter, &as), series_cb, NULL, &c);
 }
 
 int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target)
@@ -515,7 +535,9 @@ int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filt
     c.heap = malloc(c.cap * sizeof *c.heap);
     if (!c.heap)
         return NS_E_NOMEM;
-    int rc = eng_db_scan(db, from_ms, to_ms, ENG_COLS_ALL, flows_cb, &c);
+    addr_set as;
+    int rc = eng_db_scan_opt(db, from_ms, to_ms, ENG_COLS_ALL, scan_opts(filter, &as), flows_cb,
+                             NULL, &c);
     if (rc < 0) {
         free(c.heap);
         return rc;
