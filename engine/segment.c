@@ -412,6 +412,27 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         uint8_t v[16];
         if (rsize != n * w)
             return NS_E_CORRUPT;
+        if (SEG_HOST_LE && (w == 2 || w == 4 || w == 8 || w == 16)) {
+            /* fixed-size copies the compiler inlines: a call per value cost more than the
+             * gathering itself */
+            size_t off = col_off[c];
+            for (k = 0; k < nout; k++) {
+                size_t i = idx ? idx[k] : k;
+                uint8_t *dst = (uint8_t *)&rows[k] + off;
+                for (uint32_t j = 0; j < w; j++)
+                    v[j] = raw[j * n + i];
+                if (w == 16)
+                    memcpy(dst, v, 16);
+                else if (w == 8)
+                    memcpy(dst, v, 8);
+                else if (w == 4)
+                    memcpy(dst, v, 4);
+                else
+                    memcpy(dst, v, 2);
+            }
+            cur.left = 0;
+            break;
+        }
         for (k = 0; k < nout; k++) {
             size_t i = idx ? idx[k] : k;
             for (uint32_t j = 0; j < w; j++)
