@@ -537,6 +537,15 @@ out:
     return rc;
 }
 
+static int cmp_flow_order(const void *a, const void *b)
+{
+    const eng_flow *x = a, *y = b;
+    int c = memcmp(x->src.b, y->src.b, 16);
+    if (c)
+        return c;
+    return x->first_ms < y->first_ms ? -1 : x->first_ms > y->first_ms;
+}
+
 /* Writes one retired minute buffer as a segment and swaps it into the catalog. */
 static int seal_one(eng_db *db, minute_buf *b)
 {
@@ -556,6 +565,7 @@ static int seal_one(eng_db *db, minute_buf *b)
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
+    qsort(rows, b->n, sizeof *rows, cmp_flow_order);
     rc = eng_seg_write(path, rows, b->n);
     free(rows);
     if (rc < 0)

@@ -42,7 +42,8 @@
 #define SEG_BLOOM_MAX    (1u << 20) /* bloom words (8 MB): a cap for readers */
 #define SEG_BLOOM_BITS   10u        /* bits per distinct address: about 1% false positives */
 #define SEG_BLOOM_K      6u
-#define SEG_IDX_SHIFT    4u /* the index names blocks of 16 rows: a row pointer costs a byte */
+#define SEG_IDX_SHIFT_MIN 4u /* the index names blocks of 16 to 256 rows: small enough that a */
+#define SEG_IDX_SHIFT_MAX 8u /* rare address decodes few rows, few enough for 1-byte pointers */
 #define SEG_IDX_HDR      16u
 #define SEG_MAX_ROWS     (1u << 26) /* 64M rows a segment: a sanity cap for readers */
 #define SEG_ZSTD_LEVEL   3
@@ -546,11 +547,12 @@ static uint64_t bloom_bit(uint64_t h, uint32_t i, uint64_t nbits)
 
 /* Appends one side of the index (bucket counts, then each bucket's block deltas) to out, for
  * the row hashes h[0..n); key is scratch of n entries. Returns bytes written. */
-static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint64_t *key, uint8_t *out)
+static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift, uint64_t *key,
+                         uint8_t *out)
 {
     size_t used = 0, k, j = 0;
     for (size_t i = 0; i < n; i++)
-        key[i] = (h[i] & (m - 1)) << 32 | (uint64_t)(i >> SEG_IDX_SHIFT);
+        key[i] = (h[i] & (m - 1)) << 32 | (uint64_t)(i >> shift);
     k = sort_unique(key, n);
     for (uint32_t b = 0; b < m; b++) {
         size_t c = 0;
@@ -604,12 +606,17 @@ static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *id
             uint64_t bit = bloom_bit(u[i], k, nbits);
             bl[bit / 64] |= 1ull << (bit % 64);
         }
+    /* blocks of 16 rows, larger in large segments so block numbers stay below 128 (one
+     * varint byte), up to 256 rows */
+    uint32_t shift = SEG_IDX_SHIFT_MIN;
+    while (shift < SEG_IDX_SHIFT_MAX && (n >> shift) >= 128)
+        shift++;
     memset(out, 0, SEG_IDX_HDR);
-    ns_put_le32(out, SEG_IDX_SHIFT);
+    ns_put_le32(out, shift);
     ns_put_le32(out + 4, m[0]);
     ns_put_le32(out + 8, m[1]);
     for (int side = 0; side < 2; side++)
-        used += index_side(h + (size_t)side * n, n, m[side], u, out + used);
+        used += index_side(h + (size_t)side * n, n, m[side], shift, u, out + used);
     free(h);
     free(u);
     *idx = out;
