@@ -975,6 +975,15 @@ static void wal_unlink(eng_db *db, int64_t minute, uint64_t seq)
         ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
 }
 
+static int cmp_flow_order(const void *a, const void *b)
+{
+    const eng_flow *x = a, *y = b;
+    int c = memcmp(x->src.b, y->src.b, 16);
+    if (c)
+        return c;
+    return x->first_ms < y->first_ms ? -1 : x->first_ms > y->first_ms;
+}
+
 /* Writes one retired minute buffer as a segment and swaps it into the catalog. */
 static int seal_one(eng_db *db, minute_buf *b)
 {
@@ -992,6 +1001,7 @@ static int seal_one(eng_db *db, minute_buf *b)
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
+    qsort(rows, b->n, sizeof *rows, cmp_flow_order);
     rc = eng_seg_write(path, rows, b->n);
     free(rows);
     if (rc < 0)
@@ -1125,6 +1135,7 @@ typedef struct snap_buf {
  * segment cost more in page faults than the decoding itself. */
 typedef struct scan_bufs {
     eng_flow *rows, *scratch;
+    uint64_t *sel; /* rows the address index names, one bit a row */
     size_t cap;
 } scan_bufs;
 
@@ -1134,9 +1145,11 @@ static int bufs_reserve(scan_bufs *b, size_t n)
         return 0;
     free(b->rows);
     free(b->scratch);
+    free(b->sel);
     b->rows = malloc(n * sizeof *b->rows);
     b->scratch = malloc(n * sizeof *b->scratch);
-    b->cap = b->rows && b->scratch ? n : 0;
+    b->sel = malloc((n + 63) / 64 * sizeof *b->sel);
+    b->cap = b->rows && b->scratch && b->sel ? n : 0;
     return b->cap ? 0 : NS_E_NOMEM;
 }
 
@@ -1149,6 +1162,13 @@ static int emit_filtered(const eng_flow *rows, size_t n, int64_t from_ms, int64_
             scratch[k++] = rows[i];
     }
     return k ? cb(arg, scratch, k) : 0;
+}
+
+static void count_pruned(eng_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    db->st.segments_pruned++;
+    pthread_mutex_unlock(&db->mu);
 }
 
 static bool damaged(int rc)
@@ -1178,9 +1198,11 @@ static void forget_missing(eng_db *db, const char *name)
 }
 
 static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t to_ms,
-                        uint32_t colmask, eng_row_cb cb, eng_totals_cb tcb, void *arg,
-                        scan_bufs *bufs)
+                        uint32_t colmask, const eng_scan_opts *opts, eng_row_cb cb,
+                        eng_totals_cb tcb, void *arg, scan_bufs *bufs)
 {
+    bool by_addr = opts && opts->naddrs > 0;
+    size_t nsel = 0;
     char path[4200];
     eng_seg *s;
     int rc;
@@ -1195,7 +1217,18 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     const eng_seg_info *in = eng_seg_get_info(s);
     size_t n = (size_t)in->rows;
     bool whole = in->first_ms >= from_ms && in->last_ms <= to_ms;
-    if (whole && tcb) {
+    if (by_addr) {
+        /* the footer's filter first: most segments lack a given device */
+        bool maybe = false;
+        for (size_t i = 0; i < opts->naddrs && !maybe; i++)
+            maybe = eng_seg_may_have(s, &opts->addrs[i]);
+        if (!maybe) {
+            eng_seg_close(s);
+            count_pruned(db);
+            return 0;
+        }
+    }
+    if (whole && tcb && !by_addr) {
         rc = tcb(arg, in->rows, in->packets, in->bytes, in->first_ms, in->last_ms);
         if (rc != 0) {
             eng_seg_close(s);
@@ -1206,9 +1239,32 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         eng_seg_close(s);
         return rc;
     }
+    if (by_addr) {
+        memset(bufs->sel, 0, (n + 63) / 64 * sizeof *bufs->sel);
+        rc = eng_seg_select(s, opts->addrs, opts->naddrs, bufs->sel, &nsel);
+        if (rc < 0) {
+            eng_seg_close(s);
+            goto bad;
+        }
+        if (nsel == 0) {
+            eng_seg_close(s);
+            count_pruned(db);
+            return 0;
+        }
+        if (nsel == n)
+            by_addr = false; /* every row named: the plain path */
+    }
     /* the times are needed to filter rows, unless the whole segment is inside the range */
-    uint32_t need =
-        whole ? colmask : colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+    uint32_t need = whole && !by_addr
+                        ? colmask
+                        : colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+    if (by_addr) {
+        rc = eng_seg_read_sel(s, need, bufs->sel, bufs->rows, &nsel);
+        eng_seg_close(s);
+        if (rc < 0)
+            goto bad;
+        return emit_filtered(bufs->rows, nsel, from_ms, to_ms, bufs->scratch, cb, arg);
+    }
     rc = eng_seg_read(s, need, bufs->rows);
     eng_seg_close(s);
     if (rc < 0)
@@ -1235,6 +1291,12 @@ int eng_db_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, en
 
 int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
                        eng_totals_cb tcb, void *arg)
+{
+    return eng_db_scan_opt(db, from_ms, to_ms, colmask, NULL, cb, tcb, arg);
+}
+
+int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
+                    const eng_scan_opts *opts, eng_row_cb cb, eng_totals_cb tcb, void *arg)
 {
     char(*names)[64] = NULL;
     scan_bufs rowbufs = {0};
@@ -1274,9 +1336,10 @@ int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colm
     pthread_mutex_unlock(&db->mu);
 
     for (size_t i = 0; rc == 0 && i < nnames; i++)
-        rc = scan_segment(db, names[i], from_ms, to_ms, colmask, cb, tcb, arg, &rowbufs);
+        rc = scan_segment(db, names[i], from_ms, to_ms, colmask, opts, cb, tcb, arg, &rowbufs);
     free(rowbufs.rows);
     free(rowbufs.scratch);
+    free(rowbufs.sel);
     if (rc == 0 && nbufs) {
         eng_flow *scratch = malloc(CHUNK_ROWS * sizeof *scratch);
         if (!scratch)

@@ -266,6 +266,22 @@ static void totals_merge(qry_totals *t, const qry_totals *o)
     t->bytes += o->bytes;
 }
 
+/* The addresses a filter requires, handed to the store so it reads only segments and rows that
+ * may hold them (the filter still checks every row it gets). */
+#define QRY_INDEX_ADDRS 64
+typedef struct addr_set {
+    ns_addr a[QRY_INDEX_ADDRS];
+    eng_scan_opts o;
+} addr_set;
+
+static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set)
+{
+    memset(&set->o, 0, sizeof set->o);
+    set->o.addrs = set->a;
+    set->o.naddrs = f ? qry_filter_addrs(f, set->a, QRY_INDEX_ADDRS) : 0;
+    return &set->o;
+}
+
 typedef struct summary_ctx {
     qry_totals t;
     const qry_filter *filter;
@@ -302,7 +318,9 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
                     ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
     if (filter)
         mask |= qry_filter_columns(filter);
-    int rc = eng_db_scan_totals(db, from_ms, to_ms, mask, summary_cb, summary_totals_cb, &c);
+    addr_set as;
+    int rc = eng_db_scan_opt(db, from_ms, to_ms, mask, scan_opts(filter, &as), summary_cb,
+                             summary_totals_cb, &c);
     *out = c.t;
     return rc;
 }
@@ -700,7 +718,9 @@ int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *
         return NS_E_RANGE;
     if ((rc = tab_grow(&t)) < 0)
         return rc;
-    rc = eng_db_scan(db, from_ms, to_ms, base_columns(filter) | group_columns(g), group_cb, &t);
+    addr_set as;
+    rc = eng_db_scan_opt(db, from_ms, to_ms, base_columns(filter) | group_columns(g),
+                         scan_opts(filter, &as), group_cb, NULL, &t);
     if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0)
         goto out;
     out->rows = calloc(k ? k : 1, sizeof *out->rows);
@@ -838,8 +858,9 @@ int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
         return NS_E_RANGE;
     memset(buckets, 0, nbuckets * sizeof *buckets);
     series_ctx c = {from_ms, step_ms, nbuckets, filter, buckets, NULL, NULL, 0};
-    return eng_db_scan(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1, base_columns(filter),
-                       series_cb, &c);
+    addr_set as;
+    return eng_db_scan_opt(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1,
+                           base_columns(filter), scan_opts(filter, &as), series_cb, NULL, &c);
 }
 
 int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
@@ -861,7 +882,9 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
     if ((rc = tab_grow(&t)) < 0)
         return rc;
     uint32_t mask = base_columns(filter) | group_columns(g);
-    rc = eng_db_scan(db, from_ms, to_ms, mask, group_cb, &t);
+    addr_set as;
+    const eng_scan_opts *so = scan_opts(filter, &as);
+    rc = eng_db_scan_opt(db, from_ms, to_ms, mask, so, group_cb, NULL, &t);
     if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0 || (rc = tab_grow(&look)) < 0)
         goto out;
     out->keys = calloc(k ? k : 1, sizeof *out->keys);
@@ -894,7 +917,7 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
                      false, &rc)] = i;
     tab_free(&t);
     series_ctx c = {from_ms, step_ms, nbuckets, filter, out->series, &look, idx, k};
-    rc = eng_db_scan(db, from_ms, to_ms, mask, series_cb, &c);
+    rc = eng_db_scan_opt(db, from_ms, to_ms, mask, so, series_cb, NULL, &c);
     free(idx);
 out:
     free(best);
@@ -1015,7 +1038,9 @@ int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filt
     c.heap = malloc(c.cap * sizeof *c.heap);
     if (!c.heap)
         return NS_E_NOMEM;
-    int rc = eng_db_scan(db, from_ms, to_ms, ENG_COLS_ALL, flows_cb, &c);
+    addr_set as;
+    int rc = eng_db_scan_opt(db, from_ms, to_ms, ENG_COLS_ALL, scan_opts(filter, &as), flows_cb,
+                             NULL, &c);
     if (rc < 0) {
         free(c.heap);
         return rc;

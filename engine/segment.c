@@ -4,16 +4,20 @@
  *
  *   OFFSET  SIZE  FIELD
  *   0       8     magic "NS2FSEG\0"
- *   8       4     format version (2)
+ *   8       4     format version (3; 2 is still read)
  *   12      4     flags (0)
  *   16      ...   column blobs, each zstd-compressed after its encoding
- *   F       ...   footer: totals + column directory (48 bytes a column)
+ *   I       ...   v3: address index blob (zstd): per side (src, dst) hash buckets -> row blocks
+ *   F       ...   footer: totals, v3 index directory, column directory (48 bytes a column),
+ *                 v3 bloom filter over every src and dst address
  *   end-24  8     footer length (bytes from F to end-24)
  *   end-16  8     xxh64 of the footer
  *   end-8   8     magic "NS2FEND\0"
  *
  * The footer sits at the end so a file is written front to back once and opened by reading
- * its last bytes. Every column has its own xxh64 so one flipped byte names the column. */
+ * its last bytes. Every column and the index have their own xxh64 so one flipped byte names
+ * the region. The bloom filter lives in the footer so a segment without an address is skipped
+ * after the one read that opening needs anyway. */
 #include "engine/store.h"
 #include "engine/store_int.h"
 
@@ -27,15 +31,22 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#define SEG_MAGIC        "NS2FSEG"
-#define SEG_END          "NS2FEND"
-#define SEG_VERSION      2u /* 2: vlan, direction, flow_type columns */
-#define SEG_HDR          16u
-#define SEG_TRAILER      24u
-#define SEG_FOOTER_FIXED 48u
-#define SEG_COLDIR       48u
-#define SEG_MAX_ROWS     (1u << 26) /* 64M rows a segment: a sanity cap for readers */
-#define SEG_ZSTD_LEVEL   3
+#define SEG_MAGIC         "NS2FSEG"
+#define SEG_END           "NS2FEND"
+#define SEG_VERSION       3u /* 2: vlan, direction, flow_type columns; 3: address index, bloom */
+#define SEG_HDR           16u
+#define SEG_TRAILER       24u
+#define SEG_FOOTER_FIXED  48u /* version 2 */
+#define SEG_FOOTER_V3     88u /* version 3: + index directory and bloom size */
+#define SEG_COLDIR        48u
+#define SEG_BLOOM_MAX     (1u << 20) /* bloom words (8 MB): a cap for readers */
+#define SEG_BLOOM_BITS    10u        /* bits per distinct address: about 1% false positives */
+#define SEG_BLOOM_K       6u
+#define SEG_IDX_SHIFT_MIN 4u /* the index names blocks of 16 to 256 rows: small enough that a */
+#define SEG_IDX_SHIFT_MAX 8u /* rare address decodes few rows, few enough for 1-byte pointers */
+#define SEG_IDX_HDR       16u
+#define SEG_MAX_ROWS      (1u << 26) /* 64M rows a segment: a sanity cap for readers */
+#define SEG_ZSTD_LEVEL    3
 
 enum { ENC_PLAIN = 0, ENC_TRANSPOSE = 1, ENC_DELTA_VARINT = 2, ENC_SPAN_VARINT = 3 };
 
@@ -392,42 +403,14 @@ static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf
     }
 }
 
-/* Byte planes back into little-endian fields, the width a constant in each copy so the
- * compiler unrolls the gather: decoding is the hot loop of every query. */
-#define SEG_UNTRANSPOSE(W)                                                                         \
-    for (size_t i = 0; i < n; i++) {                                                               \
-        uint8_t v[W];                                                                              \
-        for (uint32_t k = 0; k < (W); k++)                                                         \
-            v[k] = raw[k * n + i];                                                                 \
-        memcpy((uint8_t *)&rows[i] + off, v, (W));                                                 \
-    }
-
-static bool untranspose(const uint8_t *raw, size_t n, eng_flow *rows, size_t off, uint32_t w)
-{
-    switch (w) {
-    case 2:
-        SEG_UNTRANSPOSE(2)
-        return true;
-    case 4:
-        SEG_UNTRANSPOSE(4)
-        return true;
-    case 8:
-        SEG_UNTRANSPOSE(8)
-        return true;
-    case 16:
-        SEG_UNTRANSPOSE(16)
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* Decodes raw (rsize bytes) of column c with encoding enc into rows[0..n). */
+/* Decodes raw (rsize bytes, n rows) of column c with encoding enc into rows[0..nout): all rows
+ * when idx is NULL (nout = n), else row idx[k] into rows[k] (idx ascending, < n). */
 static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, eng_flow *rows,
-                      size_t n)
+                      size_t n, const uint32_t *idx, size_t nout)
 {
     uint32_t w = col_width[c];
     ns_cur cur = ns_cur_make(raw, rsize);
+    size_t k = 0;
     if (enc != col_encoding(c))
         return NS_E_CORRUPT;
     switch (enc) {
@@ -438,7 +421,10 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
             if (!get_varint(&cur, &v))
                 return NS_E_CORRUPT;
             prev = (int64_t)((uint64_t)prev + (uint64_t)unzigzag(v));
-            rows[i].first_ms = prev;
+            if (!idx)
+                rows[i].first_ms = prev;
+            else if (k < nout && idx[k] == i)
+                rows[k++].first_ms = prev;
         }
         break;
     }
@@ -448,31 +434,53 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
             if (!get_varint(&cur, &v))
                 return NS_E_CORRUPT;
             /* needs ENG_COL_FIRST decoded first: eng_seg_read orders it so */
-            rows[i].last_ms = (int64_t)((uint64_t)rows[i].first_ms + (uint64_t)unzigzag(v));
+            eng_flow *r = !idx ? &rows[i] : k < nout && idx[k] == i ? &rows[k++] : NULL;
+            if (r)
+                r->last_ms = (int64_t)((uint64_t)r->first_ms + (uint64_t)unzigzag(v));
         }
         break;
     case ENC_TRANSPOSE: {
+        /* only the rows asked for are gathered: an address query touches a few of them */
         uint8_t v[16];
         if (rsize != n * w)
             return NS_E_CORRUPT;
-        cur.left = 0;
-        if (SEG_HOST_LE && untranspose(raw, n, rows, col_off[c], w))
+        if (SEG_HOST_LE && (w == 2 || w == 4 || w == 8 || w == 16)) {
+            /* fixed-size copies the compiler inlines: a call per value cost more than the
+             * gathering itself */
+            size_t off = col_off[c];
+            for (k = 0; k < nout; k++) {
+                size_t i = idx ? idx[k] : k;
+                uint8_t *dst = (uint8_t *)&rows[k] + off;
+                for (uint32_t j = 0; j < w; j++)
+                    v[j] = raw[j * n + i];
+                if (w == 16)
+                    memcpy(dst, v, 16);
+                else if (w == 8)
+                    memcpy(dst, v, 8);
+                else if (w == 4)
+                    memcpy(dst, v, 4);
+                else
+                    memcpy(dst, v, 2);
+            }
+            cur.left = 0;
             break;
-        for (size_t i = 0; i < n; i++) {
-            for (uint32_t k = 0; k < w; k++)
-                v[k] = raw[k * n + i];
+        }
+        for (k = 0; k < nout; k++) {
+            size_t i = idx ? idx[k] : k;
+            for (uint32_t j = 0; j < w; j++)
+                v[j] = raw[j * n + i];
             if (SEG_HOST_LE)
-                memcpy((uint8_t *)&rows[i] + col_off[c], v, w);
+                memcpy((uint8_t *)&rows[k] + col_off[c], v, w);
             else
-                row_set(&rows[i], c, v);
+                row_set(&rows[k], c, v);
         }
         break;
     }
     default:
         if (rsize != n)
             return NS_E_CORRUPT;
-        for (size_t i = 0; i < n; i++)
-            *((uint8_t *)&rows[i] + col_off[c]) = raw[i];
+        for (k = 0; k < nout; k++)
+            *((uint8_t *)&rows[k] + col_off[c]) = raw[idx ? idx[k] : k];
         cur.left = 0;
         break;
     }
@@ -480,7 +488,7 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Writer */
+/* File helpers */
 
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -521,11 +529,153 @@ int eng__fsync_dir_of(const char *path)
     return rc;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Address index and bloom filter (version 3).
+ *
+ * Both are keyed by XXH3-64 of the 16-byte address. The index has, per side (src, dst), a power
+ * of two M of buckets (the side's distinct addresses rounded up) and for bucket h & (M-1) the
+ * ascending list of row blocks (2^shift rows each) holding a row whose address hashes there.
+ * Buckets and blocks trade precision for size: a lookup may name rows of another address
+ * (callers re-check), never misses one. */
+
+uint64_t eng_addr_hash(const ns_addr *a)
+{
+    return XXH3_64bits(a->b, sizeof a->b);
+}
+
+static uint32_t pow2_at_least(uint64_t v)
+{
+    uint32_t m = 1;
+    while (m < v && m < (1u << 30))
+        m <<= 1;
+    return m;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts v[0..n) and drops repeats; returns the new length. */
+static size_t sort_unique(uint64_t *v, size_t n)
+{
+    size_t k = 0;
+    qsort(v, n, sizeof *v, cmp_u64);
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || v[k - 1] != v[i])
+            v[k++] = v[i];
+    return k;
+}
+
+/* Bit i of the k probes of hash h in a filter of nbits bits (double hashing, fast range). */
+static uint64_t bloom_bit(uint64_t h, uint32_t i, uint64_t nbits)
+{
+    uint32_t h1 = (uint32_t)(h >> 32), h2 = (uint32_t)h | 1u;
+    return ((uint64_t)(h1 + i * h2) * nbits) >> 32;
+}
+
+/* Appends one side of the index (bucket counts, then each bucket's block deltas) to out, for
+ * the row hashes h[0..n); key is scratch of n entries. Returns bytes written. */
+static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift, uint64_t *key,
+                         uint8_t *out)
+{
+    size_t used = 0, k, j = 0;
+    for (size_t i = 0; i < n; i++)
+        key[i] = (h[i] & (m - 1)) << 32 | (uint64_t)(i >> shift);
+    k = sort_unique(key, n);
+    for (uint32_t b = 0; b < m; b++) {
+        size_t c = 0;
+        while (j + c < k && key[j + c] >> 32 == b)
+            c++;
+        used += put_varint(out + used, c);
+        j += c;
+    }
+    uint64_t prev_bucket = UINT64_MAX, prev = 0;
+    for (size_t i = 0; i < k; i++) {
+        uint64_t bucket = key[i] >> 32, blk = key[i] & 0xffffffffu;
+        used += put_varint(out + used, bucket == prev_bucket ? blk - prev : blk);
+        prev_bucket = bucket;
+        prev = blk;
+    }
+    return used;
+}
+
+/* Builds the raw index (into *idx, malloc'd) and the bloom filter (*bloom, *words). */
+static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *idx_len,
+                       uint64_t **bloom, uint32_t *words)
+{
+    uint64_t *h = malloc((n ? n : 1) * 2 * sizeof *h);
+    uint64_t *u = malloc((n ? n : 1) * 2 * sizeof *u);
+    uint8_t *out = malloc(SEG_IDX_HDR + (n + 2) * 32);
+    uint64_t *bl = NULL;
+    uint32_t m[2];
+    size_t distinct[2], used = SEG_IDX_HDR;
+    int rc = NS_E_NOMEM;
+    if (!h || !u || !out)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        h[i] = eng_addr_hash(&rows[i].src);
+        h[n + i] = eng_addr_hash(&rows[i].dst);
+    }
+    for (int side = 0; side < 2; side++) {
+        memcpy(u, h + (size_t)side * n, n * sizeof *u);
+        distinct[side] = sort_unique(u, n);
+        m[side] = pow2_at_least(distinct[side]);
+    }
+    memcpy(u, h, 2 * n * sizeof *u);
+    size_t all = sort_unique(u, 2 * n);
+    uint64_t nw = ((uint64_t)all * SEG_BLOOM_BITS + 63) / 64;
+    *words = (uint32_t)(nw < 1 ? 1 : nw > SEG_BLOOM_MAX ? SEG_BLOOM_MAX : nw);
+    bl = calloc(*words, sizeof *bl);
+    if (!bl)
+        goto fail;
+    uint64_t nbits = (uint64_t)*words * 64;
+    for (size_t i = 0; i < all; i++)
+        for (uint32_t k = 0; k < SEG_BLOOM_K; k++) {
+            uint64_t bit = bloom_bit(u[i], k, nbits);
+            bl[bit / 64] |= 1ull << (bit % 64);
+        }
+    /* blocks of 16 rows, larger in large segments so block numbers stay below 128 (one
+     * varint byte), up to 256 rows */
+    uint32_t shift = SEG_IDX_SHIFT_MIN;
+    while (shift < SEG_IDX_SHIFT_MAX && (n >> shift) >= 128)
+        shift++;
+    memset(out, 0, SEG_IDX_HDR);
+    ns_put_le32(out, shift);
+    ns_put_le32(out + 4, m[0]);
+    ns_put_le32(out + 8, m[1]);
+    for (int side = 0; side < 2; side++)
+        used += index_side(h + (size_t)side * n, n, m[side], shift, u, out + used);
+    free(h);
+    free(u);
+    *idx = out;
+    *idx_len = used;
+    *bloom = bl;
+    return 0;
+fail:
+    free(h);
+    free(u);
+    free(out);
+    free(bl);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writer */
+
 int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 {
+    return eng__seg_write_version(path, rows, n, SEG_VERSION);
+}
+
+int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version)
+{
     char tmp[4200];
-    uint8_t *enc = NULL, *comp = NULL;
-    uint8_t footer[SEG_FOOTER_FIXED + ENG_NCOLS * SEG_COLDIR];
+    uint8_t *enc = NULL, *comp = NULL, *footer = NULL, *idx = NULL;
+    uint64_t *bloom = NULL;
+    uint32_t words = 0;
+    size_t idx_len = 0;
     uint8_t trailer[SEG_TRAILER];
     int fd = -1, rc;
     uint64_t off = SEG_HDR;
@@ -534,13 +684,22 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 
     if (n > SEG_MAX_ROWS)
         return NS_E_TOO_MANY;
+    if (version != 2 && version != SEG_VERSION)
+        return NS_E_VERSION;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return -ENAMETOOLONG;
+    if (version >= 3 && (rc = build_index(rows, n, &idx, &idx_len, &bloom, &words)) < 0)
+        return rc;
+    size_t fixed = version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
+    size_t flen = fixed + ENG_NCOLS * SEG_COLDIR + (size_t)words * 8;
     size_t enc_cap = (n ? n : 1) * 16 + 16;
+    if (enc_cap < idx_len)
+        enc_cap = idx_len;
     size_t comp_cap = ZSTD_compressBound(enc_cap);
     enc = malloc(enc_cap);
     comp = malloc(comp_cap);
-    if (!enc || !comp) {
+    footer = calloc(1, flen);
+    if (!enc || !comp || !footer) {
         rc = NS_E_NOMEM;
         goto fail;
     }
@@ -551,7 +710,7 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
     }
     uint8_t hdr[SEG_HDR] = {0};
     memcpy(hdr, SEG_MAGIC, 8);
-    ns_put_le32(hdr + 8, SEG_VERSION);
+    ns_put_le32(hdr + 8, version);
     if ((rc = write_all(fd, hdr, sizeof hdr)) < 0)
         goto fail;
 
@@ -563,7 +722,6 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
         pk += rows[i].packets;
         by += rows[i].bytes;
     }
-    memset(footer, 0, sizeof footer);
     ns_put_le64(footer + 0, n);
     ns_put_le64(footer + 8, (uint64_t)tmin);
     ns_put_le64(footer + 16, (uint64_t)tmax);
@@ -580,7 +738,7 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
         }
         if ((rc = write_all(fd, comp, csize)) < 0)
             goto fail;
-        uint8_t *d = footer + SEG_FOOTER_FIXED + (size_t)c * SEG_COLDIR;
+        uint8_t *d = footer + fixed + (size_t)c * SEG_COLDIR;
         ns_put_le32(d + 0, (uint32_t)c);
         ns_put_le32(d + 4, col_width[c]);
         ns_put_le32(d + 8, col_encoding((eng_col)c));
@@ -590,10 +748,29 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
         ns_put_le64(d + 40, XXH64(comp, csize, 0));
         off += csize;
     }
-    if ((rc = write_all(fd, footer, sizeof footer)) < 0)
+    if (version >= 3) {
+        size_t csize = ZSTD_compress(comp, comp_cap, idx, idx_len, SEG_ZSTD_LEVEL);
+        if (ZSTD_isError(csize)) {
+            rc = NS_E_COMPRESS;
+            goto fail;
+        }
+        if ((rc = write_all(fd, comp, csize)) < 0)
+            goto fail;
+        ns_put_le64(footer + 48, off);
+        ns_put_le64(footer + 56, csize);
+        ns_put_le64(footer + 64, idx_len);
+        ns_put_le64(footer + 72, XXH64(comp, csize, 0));
+        ns_put_le32(footer + 80, words);
+        ns_put_le32(footer + 84, SEG_BLOOM_K);
+        uint8_t *bp = footer + fixed + ENG_NCOLS * SEG_COLDIR;
+        for (uint32_t w = 0; w < words; w++)
+            ns_put_le64(bp + (size_t)w * 8, bloom[w]);
+        off += csize;
+    }
+    if ((rc = write_all(fd, footer, flen)) < 0)
         goto fail;
-    ns_put_le64(trailer, sizeof footer);
-    ns_put_le64(trailer + 8, XXH64(footer, sizeof footer, 0));
+    ns_put_le64(trailer, flen);
+    ns_put_le64(trailer + 8, XXH64(footer, flen, 0));
     memcpy(trailer + 16, SEG_END, 8);
     if ((rc = write_all(fd, trailer, sizeof trailer)) < 0)
         goto fail;
@@ -613,6 +790,9 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
     }
     free(enc);
     free(comp);
+    free(footer);
+    free(idx);
+    free(bloom);
     return eng__fsync_dir_of(path);
 
 fail:
@@ -621,6 +801,9 @@ fail:
     unlink(tmp);
     free(enc);
     free(comp);
+    free(footer);
+    free(idx);
+    free(bloom);
     return rc;
 }
 
@@ -632,6 +815,12 @@ struct eng_seg {
     const uint8_t *mem; /* borrowed, for eng_seg_decode_mem */
     eng_seg_info info;
     eng_seg_colinfo cols[ENG_NCOLS];
+    uint64_t *bloom; /* info.bloom_words words; NULL for version 2 */
+    /* the index, once eng__seg_index_load has read it: per side, bucket b's blocks are
+     * blocks[side][start[side][b] .. start[side][b+1]) */
+    bool idx_loaded;
+    uint32_t idx_shift, idx_m[2];
+    uint32_t *idx_start[2], *idx_blocks[2];
 };
 
 static int seg_pread(eng_seg *s, uint64_t off, size_t len, uint8_t *buf)
@@ -660,7 +849,7 @@ static int seg_pread(eng_seg *s, uint64_t off, size_t len, uint8_t *buf)
 static int seg_load_footer(eng_seg *s)
 {
     uint8_t trailer[SEG_TRAILER], hdr[SEG_HDR];
-    uint8_t footer[SEG_FOOTER_FIXED + ENG_NCOLS * SEG_COLDIR];
+    uint8_t *footer = NULL;
     uint64_t flen, fsum;
     int rc;
 
@@ -672,8 +861,10 @@ static int seg_load_footer(eng_seg *s)
         return NS_E_MAGIC;
     ns_cur hc = ns_cur_make(hdr + 8, 8);
     ns_cur_le32(&hc, &s->info.version);
-    if (s->info.version != SEG_VERSION)
+    if (s->info.version != SEG_VERSION && s->info.version != 2)
         return NS_E_VERSION;
+    size_t fixed = s->info.version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
+    size_t fmax = fixed + ENG_NCOLS * SEG_COLDIR + (s->info.version >= 3 ? SEG_BLOOM_MAX * 8 : 0);
     if ((rc = seg_pread(s, s->info.file_size - SEG_TRAILER, SEG_TRAILER, trailer)) < 0)
         return rc;
     if (memcmp(trailer + 16, SEG_END, 8) != 0)
@@ -681,14 +872,17 @@ static int seg_load_footer(eng_seg *s)
     ns_cur tc = ns_cur_make(trailer, 16);
     ns_cur_le64(&tc, &flen);
     ns_cur_le64(&tc, &fsum);
-    if (flen < SEG_FOOTER_FIXED || flen > sizeof footer ||
-        flen > s->info.file_size - SEG_TRAILER - SEG_HDR)
+    if (flen < fixed || flen > fmax || flen > s->info.file_size - SEG_TRAILER - SEG_HDR)
         return NS_E_CORRUPT;
     uint64_t foff = s->info.file_size - SEG_TRAILER - flen;
+    footer = malloc((size_t)flen);
+    if (!footer)
+        return NS_E_NOMEM;
     if ((rc = seg_pread(s, foff, (size_t)flen, footer)) < 0)
-        return rc;
+        goto out;
+    rc = NS_E_CORRUPT;
     if (XXH64(footer, (size_t)flen, 0) != fsum)
-        return NS_E_CORRUPT;
+        goto out;
 
     ns_cur f = ns_cur_make(footer, (size_t)flen);
     uint64_t u;
@@ -702,9 +896,25 @@ static int seg_load_footer(eng_seg *s)
     ns_cur_le64(&f, &s->info.bytes);
     ns_cur_le32(&f, &s->info.ncols);
     ns_cur_le32(&f, &reserved);
+    if (s->info.rows > SEG_MAX_ROWS)
+        goto out;
+    if (s->info.version >= 3) {
+        ns_cur_le64(&f, &s->info.index_offset);
+        ns_cur_le64(&f, &s->info.index_csize);
+        ns_cur_le64(&f, &s->info.index_rsize);
+        ns_cur_le64(&f, &s->info.index_checksum);
+        ns_cur_le32(&f, &s->info.bloom_words);
+        ns_cur_le32(&f, &s->info.bloom_k);
+        if (s->info.bloom_words < 1 || s->info.bloom_words > SEG_BLOOM_MAX || s->info.bloom_k < 1 ||
+            s->info.bloom_k > 16 || s->info.index_offset < SEG_HDR || s->info.index_offset > foff ||
+            s->info.index_csize > foff - s->info.index_offset ||
+            s->info.index_rsize < SEG_IDX_HDR ||
+            s->info.index_rsize > SEG_IDX_HDR + (s->info.rows + 2) * 32)
+            goto out;
+    }
     if (s->info.rows > SEG_MAX_ROWS || s->info.ncols != ENG_NCOLS ||
-        (uint64_t)s->info.ncols * SEG_COLDIR != f.left)
-        return NS_E_CORRUPT;
+        (uint64_t)s->info.ncols * SEG_COLDIR + (uint64_t)s->info.bloom_words * 8 != f.left)
+        goto out;
     for (uint32_t i = 0; i < s->info.ncols; i++) {
         eng_seg_colinfo *ci = &s->cols[i];
         ns_cur_le32(&f, &ci->id);
@@ -717,9 +927,21 @@ static int seg_load_footer(eng_seg *s)
         ns_cur_le64(&f, &ci->checksum);
         if (ci->id != i || ci->type != col_width[i] || ci->offset < SEG_HDR || ci->offset > foff ||
             ci->csize > foff - ci->offset || ci->rsize > s->info.rows * 16 + 16)
-            return NS_E_CORRUPT;
+            goto out;
     }
-    return 0;
+    if (s->info.bloom_words) {
+        s->bloom = malloc((size_t)s->info.bloom_words * sizeof *s->bloom);
+        if (!s->bloom) {
+            rc = NS_E_NOMEM;
+            goto out;
+        }
+        for (uint32_t w = 0; w < s->info.bloom_words; w++)
+            ns_cur_le64(&f, &s->bloom[w]);
+    }
+    rc = 0;
+out:
+    free(footer);
+    return rc;
 }
 
 int eng_seg_open(const char *path, eng_seg **out)
@@ -755,6 +977,11 @@ void eng_seg_close(eng_seg *s)
         return;
     if (s->fd >= 0)
         close(s->fd);
+    free(s->bloom);
+    for (int side = 0; side < 2; side++) {
+        free(s->idx_start[side]);
+        free(s->idx_blocks[side]);
+    }
     free(s);
 }
 
@@ -799,14 +1026,16 @@ int eng_seg_verify_col(eng_seg *s, uint32_t i)
     return rc;
 }
 
-int eng_seg_read(eng_seg *s, uint32_t colmask, eng_flow *rows)
+/* Decodes the columns in colmask for all rows (idx NULL) or rows idx[0..nout). */
+static int seg_read_rows(eng_seg *s, uint32_t colmask, const uint32_t *idx, size_t nout,
+                         eng_flow *rows)
 {
     size_t n = (size_t)s->info.rows;
     uint8_t *raw = NULL;
     int rc = 0;
     if (colmask & ENG_COLMASK(ENG_COL_LAST))
         colmask |= ENG_COLMASK(ENG_COL_FIRST); /* last is stored relative to first */
-    memset(rows, 0, n * sizeof *rows);
+    memset(rows, 0, nout * sizeof *rows);
     raw = malloc(n * 16 + 16);
     if (!raw)
         return NS_E_NOMEM;
@@ -823,29 +1052,228 @@ int eng_seg_read(eng_seg *s, uint32_t colmask, eng_flow *rows)
             rc = NS_E_CORRUPT;
             break;
         }
-        if ((rc = col_decode((eng_col)i, ci->encoding, raw, got, rows, n)) < 0)
+        if ((rc = col_decode((eng_col)i, ci->encoding, raw, got, rows, n, idx, nout)) < 0)
             break;
     }
     free(raw);
     return rc;
 }
 
+int eng_seg_read(eng_seg *s, uint32_t colmask, eng_flow *rows)
+{
+    return seg_read_rows(s, colmask, NULL, (size_t)s->info.rows, rows);
+}
+
+int eng_seg_read_sel(eng_seg *s, uint32_t colmask, const uint64_t *sel, eng_flow *rows,
+                     size_t *nout)
+{
+    size_t n = (size_t)s->info.rows, k = 0;
+    uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    int rc;
+    *nout = 0;
+    if (!idx)
+        return NS_E_NOMEM;
+    for (size_t w = 0; w < (n + 63) / 64; w++)
+        for (uint64_t bits = sel[w]; bits; bits &= bits - 1) {
+            size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
+            if (i < n)
+                idx[k++] = (uint32_t)i;
+        }
+    rc = seg_read_rows(s, colmask, idx, k, rows);
+    free(idx);
+    if (rc == 0)
+        *nout = k;
+    return rc;
+}
+
 int eng_seg_decode_mem(const uint8_t *buf, size_t len, eng_flow **rows_out, size_t *n_out)
 {
-    eng_seg s = {.fd = -1, .mem = buf};
-    eng_flow *rows;
+    eng_seg *s = calloc(1, sizeof *s);
+    eng_flow *rows = NULL;
     int rc;
-    s.info.file_size = len;
-    if ((rc = seg_load_footer(&s)) < 0)
-        return rc;
-    rows = malloc((size_t)(s.info.rows ? s.info.rows : 1) * sizeof *rows);
-    if (!rows)
+    if (!s)
         return NS_E_NOMEM;
-    if ((rc = eng_seg_read(&s, ENG_COLS_ALL, rows)) < 0) {
-        free(rows);
-        return rc;
-    }
+    s->fd = -1;
+    s->mem = buf;
+    s->info.file_size = len;
+    if ((rc = seg_load_footer(s)) < 0)
+        goto fail;
+    if ((rc = eng_seg_index_check(s, NULL)) < 0)
+        goto fail;
+    rows = malloc((size_t)(s->info.rows ? s->info.rows : 1) * sizeof *rows);
+    rc = NS_E_NOMEM;
+    if (!rows)
+        goto fail;
+    if ((rc = eng_seg_read(s, ENG_COLS_ALL, rows)) < 0)
+        goto fail;
     *rows_out = rows;
-    *n_out = (size_t)s.info.rows;
+    *n_out = (size_t)s->info.rows;
+    eng_seg_close(s);
+    return 0;
+fail:
+    free(rows);
+    eng_seg_close(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Index reader */
+
+/* Reads, checks and unpacks the index blob: checksum, exact decompressed size, header, bucket
+ * counts that add up, blocks ascending and inside the segment, no byte left over. */
+static int index_load(eng_seg *s)
+{
+    const eng_seg_info *in = &s->info;
+    uint8_t *comp = NULL, *raw = NULL;
+    int rc;
+    if (s->idx_loaded || in->version < 3)
+        return 0;
+    comp = malloc(in->index_csize ? (size_t)in->index_csize : 1);
+    raw = malloc((size_t)in->index_rsize);
+    if (!comp || !raw) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rc = seg_pread(s, in->index_offset, (size_t)in->index_csize, comp)) < 0)
+        goto out;
+    rc = NS_E_CORRUPT;
+    if (XXH64(comp, (size_t)in->index_csize, 0) != in->index_checksum)
+        goto out;
+    size_t got = ZSTD_decompress(raw, (size_t)in->index_rsize, comp, (size_t)in->index_csize);
+    if (ZSTD_isError(got) || got != in->index_rsize)
+        goto out;
+    ns_cur c = ns_cur_make(raw, got);
+    uint32_t reserved;
+    ns_cur_le32(&c, &s->idx_shift);
+    ns_cur_le32(&c, &s->idx_m[0]);
+    ns_cur_le32(&c, &s->idx_m[1]);
+    ns_cur_le32(&c, &reserved);
+    uint32_t mmax = pow2_at_least(in->rows ? in->rows : 1);
+    if (s->idx_shift > 26)
+        goto out;
+    uint64_t nblocks = (in->rows + (1ull << s->idx_shift) - 1) >> s->idx_shift;
+    for (int side = 0; side < 2; side++) {
+        uint32_t m = s->idx_m[side];
+        if (m == 0 || (m & (m - 1)) != 0 || m > mmax)
+            goto out;
+        s->idx_start[side] = malloc(((size_t)m + 1) * sizeof(uint32_t));
+        if (!s->idx_start[side]) {
+            rc = NS_E_NOMEM;
+            goto out;
+        }
+        uint64_t total = 0;
+        s->idx_start[side][0] = 0;
+        for (uint32_t b = 0; b < m; b++) {
+            uint64_t cnt;
+            if (!get_varint(&c, &cnt) || cnt > nblocks || total + cnt > in->rows)
+                goto out; /* each row gives one entry at most */
+            total += cnt;
+            s->idx_start[side][b + 1] = (uint32_t)total;
+        }
+        s->idx_blocks[side] = malloc((size_t)(total ? total : 1) * sizeof(uint32_t));
+        if (!s->idx_blocks[side]) {
+            rc = NS_E_NOMEM;
+            goto out;
+        }
+        for (uint32_t b = 0; b < m; b++) {
+            uint64_t prev = 0;
+            for (uint32_t e = s->idx_start[side][b]; e < s->idx_start[side][b + 1]; e++) {
+                uint64_t v;
+                if (!get_varint(&c, &v))
+                    goto out;
+                bool first = e == s->idx_start[side][b];
+                if (!first && v == 0)
+                    goto out; /* blocks strictly ascend */
+                v = first ? v : prev + v;
+                if (v >= nblocks)
+                    goto out;
+                s->idx_blocks[side][e] = (uint32_t)v;
+                prev = v;
+            }
+        }
+    }
+    if (c.left != 0)
+        goto out;
+    s->idx_loaded = true;
+    rc = 0;
+out:
+    if (rc < 0)
+        for (int side = 0; side < 2; side++) {
+            free(s->idx_start[side]);
+            free(s->idx_blocks[side]);
+            s->idx_start[side] = s->idx_blocks[side] = NULL;
+        }
+    free(comp);
+    free(raw);
+    return rc;
+}
+
+int eng_seg_index_check(eng_seg *s, eng_seg_index_stats *st)
+{
+    int rc = index_load(s);
+    if (rc < 0)
+        return rc;
+    if (st) {
+        memset(st, 0, sizeof *st);
+        if (s->idx_loaded) {
+            st->block_rows = 1u << s->idx_shift;
+            for (int side = 0; side < 2; side++) {
+                st->buckets[side] = s->idx_m[side];
+                st->entries[side] = s->idx_start[side][s->idx_m[side]];
+            }
+        }
+    }
+    return 0;
+}
+
+bool eng_seg_may_have(const eng_seg *s, const ns_addr *a)
+{
+    if (!s->bloom)
+        return true; /* version 2: no filter */
+    uint64_t h = eng_addr_hash(a), nbits = (uint64_t)s->info.bloom_words * 64;
+    for (uint32_t k = 0; k < s->info.bloom_k; k++) {
+        uint64_t bit = bloom_bit(h, k, nbits);
+        if (!(s->bloom[bit / 64] >> (bit % 64) & 1))
+            return false;
+    }
+    return true;
+}
+
+int eng_seg_select(eng_seg *s, const ns_addr *addrs, size_t naddrs, uint64_t *sel, size_t *nsel)
+{
+    uint64_t rows = s->info.rows;
+    size_t words = (size_t)((rows + 63) / 64), count = 0;
+    int rc;
+    *nsel = 0;
+    if (s->info.version < 3) {
+        /* no index: every row may match */
+        for (size_t w = 0; w < words; w++)
+            sel[w] = ~0ull;
+        if (rows % 64)
+            sel[words - 1] = (1ull << (rows % 64)) - 1;
+        *nsel = (size_t)rows;
+        return 0;
+    }
+    if ((rc = index_load(s)) < 0)
+        return rc;
+    for (size_t i = 0; i < naddrs; i++) {
+        if (!eng_seg_may_have(s, &addrs[i]))
+            continue;
+        uint64_t h = eng_addr_hash(&addrs[i]);
+        for (int side = 0; side < 2; side++) {
+            uint32_t b = (uint32_t)(h & (s->idx_m[side] - 1));
+            for (uint32_t e = s->idx_start[side][b]; e < s->idx_start[side][b + 1]; e++) {
+                uint64_t lo = (uint64_t)s->idx_blocks[side][e] << s->idx_shift;
+                uint64_t hi = lo + (1ull << s->idx_shift);
+                if (hi > rows)
+                    hi = rows;
+                for (uint64_t r = lo; r < hi; r++)
+                    sel[r / 64] |= 1ull << (r % 64);
+            }
+        }
+    }
+    for (size_t w = 0; w < words; w++)
+        count += (size_t)__builtin_popcountll(sel[w]);
+    *nsel = count;
     return 0;
 }

@@ -108,6 +108,10 @@ typedef struct eng_seg_info {
     uint64_t bytes;
     uint64_t file_size;
     uint32_t ncols;
+    /* version 3 (all zero for version 2): the address index blob and the bloom filter */
+    uint64_t index_offset, index_csize, index_rsize, index_checksum;
+    uint32_t bloom_words; /* 64-bit words of the filter in the footer */
+    uint32_t bloom_k;     /* probes per address */
 } eng_seg_info;
 
 /* Opens path and checks its header and footer (not yet the column data). */
@@ -122,8 +126,32 @@ int eng_seg_verify_col(eng_seg *s, uint32_t i);
  * the mask are left zero. Returns 0 or NS_E_CORRUPT / NS_E_COMPRESS / -errno. */
 int eng_seg_read(eng_seg *s, uint32_t colmask, eng_flow *rows);
 
+/* The address index (format version 3). Addresses are keyed by eng_addr_hash (XXH3-64 of the
+ * 16 bytes). A version 2 segment has no index: every query below answers "maybe, every row". */
+uint64_t eng_addr_hash(const ns_addr *a);
+/* False only if the footer's bloom filter proves that no row has a as src or dst. */
+bool eng_seg_may_have(const eng_seg *s, const ns_addr *a);
+/* Sets in sel (caller-owned, zeroed, (info.rows + 63) / 64 words; bit r of word r / 64 is row
+ * r) every row that may have one of addrs[0..naddrs) as src or dst, and the count of set bits
+ * in *nsel. A row with such an address is always set; a few others may be (rows sharing an
+ * index bucket or block). The first call reads and checks the index (checksum, structure):
+ * 0, or NS_E_CORRUPT / -errno. */
+int eng_seg_select(eng_seg *s, const ns_addr *addrs, size_t naddrs, uint64_t *sel, size_t *nsel);
+/* eng_seg_read for the rows set in sel (as eng_seg_select fills it): they go to rows[0..*nout)
+ * in row order (rows: capacity info.rows). Only those rows are decoded. */
+int eng_seg_read_sel(eng_seg *s, uint32_t colmask, const uint64_t *sel, eng_flow *rows,
+                     size_t *nout);
+typedef struct eng_seg_index_stats {
+    uint32_t block_rows; /* rows an index entry names (0: no index) */
+    uint32_t buckets[2]; /* src, dst */
+    uint64_t entries[2];
+} eng_seg_index_stats;
+/* Reads and checks the index (as eng_seg_select does) and describes it in *st (may be NULL).
+ * 0 for a sound index or a version 2 segment; NS_E_CORRUPT otherwise. */
+int eng_seg_index_check(eng_seg *s, eng_seg_index_stats *st);
+
 /* Reads a segment from memory (the fuzz target and tests use it). Same checks as the file
- * reader; *rows_out is malloc'd and owned by the caller. */
+ * reader, the index's included; *rows_out is malloc'd and owned by the caller. */
 int eng_seg_decode_mem(const uint8_t *buf, size_t len, eng_flow **rows_out, size_t *n_out);
 
 /* ---------------------------------------------------------------------------------------------
@@ -182,6 +210,7 @@ typedef struct eng_db_stats {
     uint64_t segments_deleted; /* by budget or retention */
     uint64_t segments_quarantined;
     uint64_t segments_missing; /* files removed behind the daemon's back, found by a query */
+    uint64_t segments_pruned;  /* sealed segments an address scan did not need to decode */
     uint64_t budget_bytes;     /* current limits */
     uint64_t retention_s;
     uint64_t wal_bytes;         /* bytes in SESSIONDB/wal/ (open minutes not sealed yet) */
@@ -217,5 +246,19 @@ typedef int (*eng_totals_cb)(void *arg, uint64_t flows, uint64_t packets, uint64
                              int64_t first_ms, int64_t last_ms);
 int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
                        eng_totals_cb tcb, void *arg);
+
+/* What a scan may leave out. All zero is the plain scan. */
+typedef struct eng_scan_opts {
+    /* Only rows whose src or dst is one of addrs[0..naddrs) are needed (naddrs 0: every row).
+     * Sealed segments whose bloom filter excludes every address are not read; in the others
+     * only the rows the address index names are passed (open minutes: every row). cb may still
+     * get rows with other addresses (callers re-check with their filter), but never misses a
+     * row with one of them and never gets a row twice. tcb is not offered such segments. */
+    const ns_addr *addrs;
+    size_t naddrs;
+} eng_scan_opts;
+/* eng_db_scan_totals with options (opts may be NULL; tcb may be NULL). */
+int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
+                    const eng_scan_opts *opts, eng_row_cb cb, eng_totals_cb tcb, void *arg);
 
 #endif

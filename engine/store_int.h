@@ -7,4 +7,8 @@
 /* fsyncs the folder holding path, so a rename in it is durable. */
 int eng__fsync_dir_of(const char *path);
 
+/* eng_seg_write with a chosen format version (2 or 3): tests write version 2 files with it to
+ * check that they are still read. */
+int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version);
+
 #endif

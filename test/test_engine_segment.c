@@ -509,8 +509,12 @@ Test(seg, column_directory_describes_the_blobs)
     cr_assert(eq(u64, eng_seg_col(s, ENG_COL_SRC_PORT)->rsize, 2 * n));
     cr_assert(eng_seg_col(s, ENG_NCOLS) == NULL);
     cr_assert(eq(int, eng_seg_verify_col(s, ENG_NCOLS), NS_E_RANGE));
-    /* footer (48 + 48 a column) and the 24-byte trailer end the file */
-    cr_assert(eq(u64, expect_off + 48 + 48 * ENG_NCOLS + 24, eng_seg_get_info(s)->file_size));
+    /* then the index blob, the footer (88 + 48 a column + the bloom filter) and the 24-byte
+     * trailer end the file */
+    const eng_seg_info *in = eng_seg_get_info(s);
+    cr_assert(eq(u64, in->index_offset, expect_off));
+    expect_off += in->index_csize;
+    cr_assert(eq(u64, expect_off + 88 + 48 * ENG_NCOLS + 8 * in->bloom_words + 24, in->file_size));
     eng_seg_close(s);
     free(rows);
 }
@@ -597,7 +601,7 @@ Test(seg, flipped_byte_in_footer_or_trailer_fails_open)
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
     uint8_t *orig = slurp(good, &len), *buf = malloc(len);
     cr_assert(buf != NULL);
-    const size_t flen = 48 + 48 * ENG_NCOLS, foot = len - 24 - flen;
+    const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen;
     /* every byte of the footer: totals, column count, each directory entry */
     for (size_t off = foot; off < len - 24; off++) {
         memcpy(buf, orig, len);
@@ -736,7 +740,7 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
     uint8_t *orig = slurp(good, &len), *buf = malloc(len);
     cr_assert(buf != NULL);
-    const size_t flen = 48 + 48 * ENG_NCOLS, foot = len - 24 - flen;
+    const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen, F = 88;
     /* unchanged but resealed: still fine */
     memcpy(buf, orig, len);
     reseal(buf, len);
@@ -750,14 +754,20 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
         int width;
         uint64_t value;
     } cases[] = {
-        {"column id out of order", 48 + 48 * 3 + 0, 4, 4},
-        {"column width", 48 + 48 * ENG_COL_SRC + 4, 4, 8},
-        {"blob inside the header", 48 + 48 * 0 + 16, 8, 8},
-        {"blob past the footer", 48 + 48 * 2 + 24, 8, UINT64_MAX / 2},
-        {"blob starts past the footer", 48 + 48 * (ENG_NCOLS - 1) + 16, 8, foot + 1},
-        {"raw size beyond the row count", 48 + 48 * 1 + 32, 8, n * 16 + 17},
+        {"column id out of order", F + 48 * 3 + 0, 4, 4},
+        {"column width", F + 48 * ENG_COL_SRC + 4, 4, 8},
+        {"blob inside the header", F + 48 * 0 + 16, 8, 8},
+        {"blob past the footer", F + 48 * 2 + 24, 8, UINT64_MAX / 2},
+        {"blob starts past the footer", F + 48 * (ENG_NCOLS - 1) + 16, 8, foot + 1},
+        {"raw size beyond the row count", F + 48 * 1 + 32, 8, n * 16 + 17},
         {"column count", 40, 4, ENG_NCOLS - 1},
         {"row count above the cap", 0, 8, (1u << 26) + 1},
+        {"index inside the header", 48, 8, 8},
+        {"index past the footer", 56, 8, UINT64_MAX / 2},
+        {"index raw size beyond the row count", 64, 8, 16 + (n + 2) * 32 + 1},
+        {"no bloom words", 80, 4, 0},
+        {"bloom words beyond the footer", 80, 4, 1u << 20},
+        {"no bloom probes", 84, 4, 0},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         memcpy(buf, orig, len);
@@ -784,7 +794,7 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
         uint64_t value;
         uint32_t mask;
     } late[] = {
-        {"encoding of src", 48 + 48 * ENG_COL_SRC + 8, 4, 0, ENG_COLMASK(ENG_COL_SRC)},
+        {"encoding of src", F + 48 * ENG_COL_SRC + 8, 4, 0, ENG_COLMASK(ENG_COL_SRC)},
         {"one row more", 0, 8, n + 1, ENG_COLMASK(ENG_COL_SRC_PORT)},
         {"one row less", 0, 8, n - 1, ENG_COLMASK(ENG_COL_BYTES)},
         {"varint column, rows doubled", 0, 8, 2 * n, ENG_COLMASK(ENG_COL_FIRST)},

@@ -42,8 +42,10 @@ static void seg_read(seg *s)
     cr_assert(flen >= 48 + 24 * 48 && flen < s->size);
     s->footer = s->size - 24 - flen;
     s->rows = le64(b + s->footer);
+    /* the fixed part is 48 bytes in version 2, 88 in version 3 (index and bloom filter) */
+    size_t fixed = (b[8] | b[9] << 8) >= 3 ? 88 : 48;
     for (int c = 0; c < 24; c++) {
-        const uint8_t *e = b + s->footer + 48 + 48 * (size_t)c;
+        const uint8_t *e = b + s->footer + fixed + 48 * (size_t)c;
         s->col_off[c] = le64(e + 16);
         s->col_len[c] = le64(e + 24);
     }
