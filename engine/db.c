@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -1298,12 +1300,65 @@ int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colm
 int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
                     const eng_scan_opts *opts, eng_row_cb cb, eng_totals_cb tcb, void *arg)
 {
+    return eng_db_scan_par(db, from_ms, to_ms, colmask, opts, 1, cb, tcb, &arg);
+}
+
+/* Sealed segments shared out to workers: each takes the next name until none are left or one
+ * fails (the first error wins and stops the others). */
+typedef struct par_scan {
+    eng_db *db;
+    char (*names)[64];
+    size_t nnames;
+    atomic_size_t next;
+    atomic_int err;
+    int64_t from_ms, to_ms;
+    uint32_t colmask;
+    const eng_scan_opts *opts;
+    eng_row_cb cb;
+    eng_totals_cb tcb;
+} par_scan;
+
+typedef struct par_worker {
+    par_scan *ps;
+    void *arg;
+    pthread_t th;
+    bool started;
+} par_worker;
+
+static void *par_main(void *p)
+{
+    par_worker *w = p;
+    par_scan *ps = w->ps;
+    scan_bufs bufs = {0};
+    for (;;) {
+        size_t i = atomic_fetch_add(&ps->next, 1);
+        if (i >= ps->nnames || atomic_load(&ps->err) != 0)
+            break;
+        int rc = scan_segment(ps->db, ps->names[i], ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
+                              ps->cb, ps->tcb, w->arg, &bufs);
+        if (rc != 0) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&ps->err, &zero, rc);
+            break;
+        }
+    }
+    free(bufs.rows);
+    free(bufs.scratch);
+    free(bufs.sel);
+    return NULL;
+}
+
+int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
+                    const eng_scan_opts *opts, unsigned nworkers, eng_row_cb cb, eng_totals_cb tcb,
+                    void *const *args)
+{
     char(*names)[64] = NULL;
-    scan_bufs rowbufs = {0};
     snap_buf *bufs = NULL;
     size_t nnames = 0, nbufs = 0;
     int rc = 0;
 
+    if (nworkers == 0 || nworkers > ENG_SCAN_MAX_WORKERS)
+        return NS_E_RANGE;
     pthread_mutex_lock(&db->mu);
     names = malloc((db->nsegs ? db->nsegs : 1) * sizeof *names);
     bufs = calloc(db->nopen ? db->nopen : 1, sizeof *bufs);
@@ -1335,11 +1390,31 @@ int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
     }
     pthread_mutex_unlock(&db->mu);
 
-    for (size_t i = 0; rc == 0 && i < nnames; i++)
-        rc = scan_segment(db, names[i], from_ms, to_ms, colmask, opts, cb, tcb, arg, &rowbufs);
-    free(rowbufs.rows);
-    free(rowbufs.scratch);
-    free(rowbufs.sel);
+    if (rc == 0 && nnames) {
+        /* no more workers than segments; the caller's thread is worker 0 */
+        par_scan ps = {.db = db,
+                       .names = names,
+                       .nnames = nnames,
+                       .from_ms = from_ms,
+                       .to_ms = to_ms,
+                       .colmask = colmask,
+                       .opts = opts,
+                       .cb = cb,
+                       .tcb = tcb};
+        par_worker w[ENG_SCAN_MAX_WORKERS];
+        unsigned nw = nworkers < nnames ? nworkers : (unsigned)nnames;
+        atomic_init(&ps.next, 0);
+        atomic_init(&ps.err, 0);
+        for (unsigned i = 0; i < nw; i++)
+            w[i] = (par_worker){.ps = &ps, .arg = args[i]};
+        for (unsigned i = 1; i < nw; i++)
+            w[i].started = pthread_create(&w[i].th, NULL, par_main, &w[i]) == 0;
+        par_main(&w[0]); /* a worker that did not start leaves its share to the others */
+        for (unsigned i = 1; i < nw; i++)
+            if (w[i].started)
+                pthread_join(w[i].th, NULL);
+        rc = atomic_load(&ps.err);
+    }
     if (rc == 0 && nbufs) {
         eng_flow *scratch = malloc(CHUNK_ROWS * sizeof *scratch);
         if (!scratch)
@@ -1348,7 +1423,7 @@ int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
             for (size_t off = 0; rc == 0 && off < bufs[i].n; off += CHUNK_ROWS) {
                 size_t k = bufs[i].n - off < CHUNK_ROWS ? bufs[i].n - off : CHUNK_ROWS;
                 rc = emit_filtered(bufs[i].chunks[off / CHUNK_ROWS], k, from_ms, to_ms, scratch, cb,
-                                   arg);
+                                   args[0]);
             }
         }
         free(scratch);
@@ -1365,6 +1440,17 @@ out:
     free(bufs);
     free(names);
     return rc;
+}
+
+unsigned eng_scan_workers(void)
+{
+    /* the CPUs this process may use (taskset, cgroups), at most the cap */
+    cpu_set_t cpus;
+    long n = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus)
+                                                           : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    return n > ENG_SCAN_MAX_WORKERS ? ENG_SCAN_MAX_WORKERS : (unsigned)n;
 }
 
 /* ------------------------------------------------------------------------------------------ */

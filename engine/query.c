@@ -14,10 +14,11 @@ void qry_set_deadline(int64_t deadline_ms)
     qry_deadline_ms = deadline_ms;
 }
 
-/* Checked once per batch of rows (thousands), so the clock read costs nothing. */
-static int past_deadline(void)
+/* Checked once per batch of rows (thousands), so the clock read costs nothing. Scan workers
+ * run on other threads: each query copies the caller's deadline into its contexts. */
+static bool past_deadline(int64_t deadline_ms)
 {
-    return qry_deadline_ms && ns_now_ms() > qry_deadline_ms ? -ETIMEDOUT : 0;
+    return deadline_ms && ns_now_ms() > deadline_ms;
 }
 
 static const char *const by_names[QRY_NBY] = {
@@ -285,12 +286,13 @@ static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set)
 typedef struct summary_ctx {
     qry_totals t;
     const qry_filter *filter;
+    int64_t deadline;
 } summary_ctx;
 
 static int summary_cb(void *arg, const eng_flow *rows, size_t n)
 {
     summary_ctx *c = arg;
-    if (past_deadline())
+    if (past_deadline(c->deadline))
         return -ETIMEDOUT;
     for (size_t i = 0; i < n; i++)
         if (!c->filter || qry_filter_match(c->filter, &rows[i]))
@@ -313,15 +315,23 @@ static int summary_totals_cb(void *arg, uint64_t flows, uint64_t packets, uint64
 int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
                 qry_totals *out)
 {
-    summary_ctx c = {.filter = filter};
+    summary_ctx c[ENG_SCAN_MAX_WORKERS];
+    void *args[ENG_SCAN_MAX_WORKERS];
+    unsigned nw = eng_scan_workers();
     uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
                     ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
     if (filter)
         mask |= qry_filter_columns(filter);
+    for (unsigned w = 0; w < nw; w++) {
+        c[w] = (summary_ctx){.filter = filter, .deadline = qry_deadline_ms};
+        args[w] = &c[w];
+    }
     addr_set as;
-    int rc = eng_db_scan_opt(db, from_ms, to_ms, mask, scan_opts(filter, &as), summary_cb,
-                             summary_totals_cb, &c);
-    *out = c.t;
+    int rc = eng_db_scan_par(db, from_ms, to_ms, mask, scan_opts(filter, &as), nw, summary_cb,
+                             summary_totals_cb, args);
+    for (unsigned w = 1; w < nw; w++)
+        totals_merge(&c[0].t, &c[w].t);
+    *out = c[0].t;
     return rc;
 }
 
@@ -343,6 +353,7 @@ typedef struct group_tab {
     qry_totals *tot; /* cap */
     qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
     size_t cap, n;
+    int64_t deadline;
 } group_tab;
 
 static size_t spec_len(const qry_keyspec *ks)
@@ -514,6 +525,7 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
         return NS_E_RANGE;
     t->g = g;
     t->filter = filter;
+    t->deadline = qry_deadline_ms;
     for (size_t i = 0; i < g->n; i++) {
         if ((unsigned)g->k[i].by >= QRY_NBY || g->k[i].bits4 > 32 || g->k[i].bits6 > 128)
             return NS_E_RANGE;
@@ -610,7 +622,7 @@ static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, 
 static int group_cb(void *arg, const eng_flow *rows, size_t n)
 {
     group_tab *t = arg;
-    if (past_deadline())
+    if (past_deadline(t->deadline))
         return -ETIMEDOUT;
     uint8_t k[QRY_MAX_KEYS * 32];
     int rc = 0;
@@ -707,6 +719,40 @@ static uint32_t base_columns(const qry_filter *filter)
            ENG_COLMASK(ENG_COL_LAST) | (filter ? qry_filter_columns(filter) : 0u);
 }
 
+/* Fills t (initialised, empty) from a scan on every worker: each worker groups into its own
+ * table, merged into t at the end. */
+static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
+                      const eng_scan_opts *so, group_tab *t)
+{
+    group_tab w[ENG_SCAN_MAX_WORKERS];
+    void *args[ENG_SCAN_MAX_WORKERS] = {t};
+    unsigned nw = eng_scan_workers(), ready = 1;
+    int rc = 0;
+    for (; ready < nw; ready++) {
+        if ((rc = tab_init(&w[ready], t->g, t->filter)) < 0 || (rc = tab_grow(&w[ready])) < 0)
+            break;
+        args[ready] = &w[ready];
+    }
+    if (rc == 0)
+        rc = eng_db_scan_par(db, from_ms, to_ms, mask, so, nw, group_cb, NULL, args);
+    for (unsigned i = 1; i < ready; i++) {
+        for (size_t j = 0; rc == 0 && j < w[i].cap; j++) {
+            if (!w[i].hash[j])
+                continue;
+            size_t s = tab_slot(t, w[i].keys + j * t->klen, w[i].hash[j], true, &rc);
+            if (s == SIZE_MAX)
+                break;
+            totals_merge(&t->tot[s], &w[i].tot[j]);
+            if (t->dir) {
+                totals_merge(&t->dir[2 * s], &w[i].dir[2 * j]);
+                totals_merge(&t->dir[2 * s + 1], &w[i].dir[2 * j + 1]);
+            }
+        }
+        tab_free(&w[i]);
+    }
+    return rc;
+}
+
 int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
                   const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out)
 {
@@ -719,8 +765,8 @@ int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *
     if ((rc = tab_grow(&t)) < 0)
         return rc;
     addr_set as;
-    rc = eng_db_scan_opt(db, from_ms, to_ms, base_columns(filter) | group_columns(g),
-                         scan_opts(filter, &as), group_cb, NULL, &t);
+    rc = group_scan(db, from_ms, to_ms, base_columns(filter) | group_columns(g),
+                    scan_opts(filter, &as), &t);
     if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0)
         goto out;
     out->rows = calloc(k ? k : 1, sizeof *out->rows);
@@ -792,6 +838,7 @@ typedef struct series_ctx {
     group_tab *split; /* with a split: the top groups' keys, slot -> series via idx */
     size_t *idx;
     size_t k;
+    int64_t deadline;
 } series_ctx;
 
 /* Adds row r to buckets b (n of step from `from`): its packets and bytes spread over the
@@ -832,7 +879,7 @@ static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const en
 static int series_cb(void *arg, const eng_flow *rows, size_t n)
 {
     series_ctx *c = arg;
-    if (past_deadline())
+    if (past_deadline(c->deadline))
         return -ETIMEDOUT;
     uint8_t key[QRY_MAX_KEYS * 32];
     int rc = 0;
@@ -851,16 +898,46 @@ static int series_cb(void *arg, const eng_flow *rows, size_t n)
     return 0;
 }
 
+/* A series scan on every worker: each spreads into its own copy of the buckets (nseries series
+ * of c->n), added into c->b at the end. c->b is zeroed first. */
+static int series_scan(eng_db *db, int64_t to_ms, uint32_t mask, const eng_scan_opts *so,
+                       const series_ctx *c, size_t nseries)
+{
+    series_ctx w[ENG_SCAN_MAX_WORKERS];
+    void *args[ENG_SCAN_MAX_WORKERS];
+    unsigned nw = eng_scan_workers();
+    size_t nb = nseries * c->n;
+    int rc = 0;
+    memset(c->b, 0, nb * sizeof *c->b);
+    for (unsigned i = 0; i < nw; i++) {
+        w[i] = *c;
+        if (i > 0 && !(w[i].b = calloc(nb, sizeof *w[i].b))) {
+            nw = i; /* fewer workers, not a failure */
+            break;
+        }
+        args[i] = &w[i];
+    }
+    rc = eng_db_scan_par(db, c->from, to_ms, mask, so, nw, series_cb, NULL, args);
+    for (unsigned i = 1; i < nw; i++) {
+        for (size_t j = 0; j < nb; j++) {
+            c->b[j].flows += w[i].b[j].flows;
+            c->b[j].packets += w[i].b[j].packets;
+            c->b[j].bytes += w[i].b[j].bytes;
+        }
+        free(w[i].b);
+    }
+    return rc;
+}
+
 int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
                const qry_filter *filter, qry_totals *buckets)
 {
     if (step_ms <= 0 || nbuckets == 0 || nbuckets > QRY_SERIES_MAX_BUCKETS)
         return NS_E_RANGE;
-    memset(buckets, 0, nbuckets * sizeof *buckets);
-    series_ctx c = {from_ms, step_ms, nbuckets, filter, buckets, NULL, NULL, 0};
+    series_ctx c = {from_ms, step_ms, nbuckets, filter, buckets, NULL, NULL, 0, qry_deadline_ms};
     addr_set as;
-    return eng_db_scan_opt(db, from_ms, from_ms + step_ms * (int64_t)nbuckets - 1,
-                           base_columns(filter), scan_opts(filter, &as), series_cb, NULL, &c);
+    return series_scan(db, from_ms + step_ms * (int64_t)nbuckets - 1, base_columns(filter),
+                       scan_opts(filter, &as), &c, 1);
 }
 
 int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
@@ -884,7 +961,7 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
     uint32_t mask = base_columns(filter) | group_columns(g);
     addr_set as;
     const eng_scan_opts *so = scan_opts(filter, &as);
-    rc = eng_db_scan_opt(db, from_ms, to_ms, mask, so, group_cb, NULL, &t);
+    rc = group_scan(db, from_ms, to_ms, mask, so, &t);
     if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0 || (rc = tab_grow(&look)) < 0)
         goto out;
     out->keys = calloc(k ? k : 1, sizeof *out->keys);
@@ -916,8 +993,8 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
         idx[tab_slot(&look, t.keys + best[i] * t.klen, key_hash(t.keys + best[i] * t.klen, t.klen),
                      false, &rc)] = i;
     tab_free(&t);
-    series_ctx c = {from_ms, step_ms, nbuckets, filter, out->series, &look, idx, k};
-    rc = eng_db_scan_opt(db, from_ms, to_ms, mask, so, series_cb, NULL, &c);
+    series_ctx c = {from_ms, step_ms, nbuckets, filter, out->series, &look, idx, k, t.deadline};
+    rc = series_scan(db, to_ms, mask, so, &c, k + 1);
     free(idx);
 out:
     free(best);
@@ -971,6 +1048,7 @@ typedef struct flows_ctx {
     const qry_cursor *after;
     eng_flow *heap; /* the `cap` best rows so far; heap[0] is the oldest of them */
     size_t n, cap;
+    int64_t deadline;
 } flows_ctx;
 
 static void heap_down(eng_flow *h, size_t n, size_t i)
@@ -1006,7 +1084,7 @@ static void heap_up(eng_flow *h, size_t i)
 static int flows_cb(void *arg, const eng_flow *rows, size_t n)
 {
     flows_ctx *c = arg;
-    if (past_deadline())
+    if (past_deadline(c->deadline))
         return -ETIMEDOUT;
     for (size_t i = 0; i < n; i++) {
         const eng_flow *r = &rows[i];
@@ -1034,13 +1112,32 @@ int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filt
     if (skip > QRY_FLOWS_MAX * 100ull)
         return NS_E_RANGE;
     /* one more than asked tells whether there is a next page */
-    flows_ctx c = {filter, after, NULL, 0, (size_t)skip + limit + 1};
-    c.heap = malloc(c.cap * sizeof *c.heap);
-    if (!c.heap)
-        return NS_E_NOMEM;
+    flows_ctx w[ENG_SCAN_MAX_WORKERS];
+    void *args[ENG_SCAN_MAX_WORKERS];
+    unsigned nw = eng_scan_workers();
+    for (unsigned i = 0; i < nw; i++) {
+        w[i] = (flows_ctx){filter, after, NULL, 0, (size_t)skip + limit + 1, qry_deadline_ms};
+        if (!(w[i].heap = malloc(w[i].cap * sizeof *w[i].heap))) {
+            if (i == 0)
+                return NS_E_NOMEM;
+            nw = i;
+            break;
+        }
+        args[i] = &w[i];
+    }
     addr_set as;
-    int rc = eng_db_scan_opt(db, from_ms, to_ms, ENG_COLS_ALL, scan_opts(filter, &as), flows_cb,
-                             NULL, &c);
+    int rc = eng_db_scan_par(db, from_ms, to_ms, ENG_COLS_ALL, scan_opts(filter, &as), nw, flows_cb,
+                             NULL, args);
+    /* the newest of every worker's newest: the same heap, fed the others' rows */
+    flows_ctx c = w[0];
+    c.filter = NULL;
+    c.after = NULL;
+    c.deadline = 0;
+    for (unsigned i = 1; i < nw; i++) {
+        if (rc == 0)
+            flows_cb(&c, w[i].heap, w[i].n);
+        free(w[i].heap);
+    }
     if (rc < 0) {
         free(c.heap);
         return rc;

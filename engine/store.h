@@ -261,4 +261,16 @@ typedef struct eng_scan_opts {
 int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
                     const eng_scan_opts *opts, eng_row_cb cb, eng_totals_cb tcb, void *arg);
 
+/* The same scan on nworkers threads (the caller's among them): sealed segments are shared out,
+ * each worker calling cb and tcb with its own args[w], so callbacks with the same arg never run
+ * at once and callers merge per-worker results at the end; the open minutes go to args[0]
+ * after the workers are done. A callback's non-zero return stops every worker and is returned.
+ * nworkers 1..ENG_SCAN_MAX_WORKERS. */
+#define ENG_SCAN_MAX_WORKERS 16
+int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
+                    const eng_scan_opts *opts, unsigned nworkers, eng_row_cb cb, eng_totals_cb tcb,
+                    void *const *args);
+/* Workers worth starting for a scan: the CPUs this process may run on, at most the cap. */
+unsigned eng_scan_workers(void);
+
 #endif
