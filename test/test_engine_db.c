@@ -894,3 +894,76 @@ Test(db, concurrent_appends_scans_and_tight_sealing_lose_nothing, .timeout = 60)
 {
     run_concurrent(false, 2);
 }
+
+/* A parallel scan: 40 sealed minutes and an open one shared out to 4 workers. Every row comes
+ * exactly once over all workers, callbacks of one worker never overlap, and a worker's error
+ * stops the scan and is returned. */
+typedef struct par_tally {
+    tally t;
+    atomic_int inside;
+    int overlaps;
+    int fail_after; /* > 0: return an error on this call */
+    int calls;
+} par_tally;
+
+static int par_cb(void *arg, const eng_flow *rows, size_t n)
+{
+    par_tally *p = arg;
+    if (atomic_fetch_add(&p->inside, 1) != 0)
+        p->overlaps++;
+    tally_cb(&p->t, rows, n);
+    nap_ms(1); /* give the other workers a chance to collide */
+    atomic_fetch_sub(&p->inside, 1);
+    return ++p->calls == p->fail_after ? NS_E_CORRUPT : 0;
+}
+
+Test(db, parallel_scan_gives_every_row_once_over_its_workers)
+{
+    eng_db *db = open_manual();
+    const int64_t t0 = 1700000000000;
+    uint32_t id = 0;
+    for (int m = 0; m < 40; m++, id += 100)
+        append_ids(db, t0 + m * 60000, id, 100);
+    cr_assert(eq(int, eng_db_seal_due(db, t0 + 40 * 60000 + 5000, false), 40));
+    append_ids(db, t0 + 41 * 60000, id, 100); /* the open minute */
+    id += 100;
+    par_tally p[4];
+    void *args[4];
+    uint32_t mask = ENG_COLMASK(ENG_COL_IN_IF) | ENG_COLMASK(ENG_COL_PACKETS) |
+                    ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FIRST) |
+                    ENG_COLMASK(ENG_COL_LAST);
+    for (int w = 0; w < 4; w++) {
+        memset(&p[w], 0, sizeof p[w]);
+        p[w].t = (tally){.cap = id, .from = INT64_MIN, .to = INT64_MAX};
+        p[w].t.seen = calloc(id, 1);
+        atomic_init(&p[w].inside, 0);
+        args[w] = &p[w];
+    }
+    cr_assert(
+        eq(int, eng_db_scan_par(db, INT64_MIN, INT64_MAX, mask, NULL, 4, par_cb, NULL, args), 0));
+    int busy = 0;
+    for (uint32_t i = 0; i < id; i++) {
+        int seen = 0;
+        for (int w = 0; w < 4; w++)
+            seen += p[w].t.seen[i];
+        cr_assert(eq(int, seen, 1), "id %u seen %d times", i, seen);
+    }
+    for (int w = 0; w < 4; w++) {
+        cr_expect(eq(int, p[w].overlaps, 0));
+        busy += p[w].t.rows > 0;
+    }
+    cr_expect(ge(int, busy, 2), "more than one worker took segments");
+
+    /* an error in one worker stops the scan and comes back */
+    for (int w = 0; w < 4; w++) {
+        memset(p[w].t.seen, 0, id);
+        p[w].calls = 0;
+        p[w].fail_after = w == 1 ? 1 : 0;
+    }
+    cr_expect(eq(int, eng_db_scan_par(db, INT64_MIN, INT64_MAX, mask, NULL, 4, par_cb, NULL, args),
+                 NS_E_CORRUPT));
+    cr_expect(eq(int, eng_db_scan_par(db, 0, 1, mask, NULL, 0, par_cb, NULL, args), NS_E_RANGE));
+    for (int w = 0; w < 4; w++)
+        free(p[w].t.seen);
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
