@@ -38,6 +38,9 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 ENGINE_LIB = $(BUILD)/lib/libns2engine.a
 INGEST_LIB = $(BUILD)/lib/libns2ingest.a
 HTTP_LIB   = $(BUILD)/lib/libns2http.a
+WWW_FILES  = $(sort $(wildcard http/www/*))
+WWW_C      = $(BUILD)/gen/http_www.c
+WWW_OBJ    = $(BUILD)/obj/gen/http_www.o
 LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(ENGINE_LIB)
 BINS       = $(addprefix $(BUILD)/bin/,$(TOOLS))
 UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
@@ -68,9 +71,20 @@ $(ENGINE_LIB): $(call obj,$(ENGINE_SRC))
 $(INGEST_LIB): $(call obj,$(INGEST_SRC))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
-$(HTTP_LIB): $(call obj,$(HTTP_SRC))
+$(HTTP_LIB): $(call obj,$(HTTP_SRC)) $(WWW_OBJ)
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The Flows Window page: http/www/* become byte arrays in one generated C file (http/embed.sh,
+# od from coreutils), so the daemon serves the page with no files beside it.
+$(WWW_C): http/embed.sh $(WWW_FILES) Makefile
+	@mkdir -p $(dir $@)
+	@echo '  GEN   $@'
+	$(Q)sh http/embed.sh $@ $(WWW_FILES)
+$(WWW_OBJ): $(WWW_C)
+	@mkdir -p $(dir $@)
+	@echo '  CC    $<'
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIBS_ALL)
 	@mkdir -p $(dir $@)

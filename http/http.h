@@ -24,11 +24,25 @@ typedef struct http_opts {
     void *metrics_arg;
     unsigned threads; /* worker threads (0: 4) */
     size_t max_limit; /* largest `limit` accepted (0: 10000) */
+    /* Robustness limits (0: the default in brackets). */
+    unsigned max_connections;  /* open connections at once (1000) */
+    unsigned idle_timeout_s;   /* a connection silent this long is closed (30) */
+    unsigned query_timeout_ms; /* an API answer not ready by then is a 503 (0: wait for ever) */
+    int64_t max_range_ms;      /* widest range of held data one query may cover (0: no limit) */
+    /* Optional basic auth on every path: both set, or neither. The password is the first line
+     * of the file, read once by http_start(). */
+    const char *user;
+    const char *password_file;
+    /* Optional HTTPS (libmicrohttpd with GnuTLS): PEM files, both set or neither. */
+    const char *tls_cert;
+    const char *tls_key;
 } http_opts;
 
 typedef struct http_server http_server;
 
-/* Binds and starts serving. The opts are copied (the strings they point to are borrowed). */
+/* Binds and starts serving. The opts are copied (the strings they point to are borrowed).
+ * Files named in the opts (password, certificate, key) are read here; a problem with one is an
+ * error naming it in err. */
 int http_start(const http_opts *o, http_server **out, char *err, size_t errcap);
 /* Stops accepting, finishes running requests, frees. NULL is fine. */
 void http_stop(http_server *s);
@@ -48,5 +62,20 @@ int http_dispatch(const http_opts *o, const char *method, const char *path, cons
 int http_dispatch_ex(const http_opts *o, const char *method, const char *path,
                      const http_kv *params, size_t nparams, bool prefer_csv, ns_buf *body,
                      const char **content_type);
+
+/* ---- the Flows Window page: files of http/www/ embedded at build time (http/static.c) ---- */
+typedef struct http_static_file {
+    const char *name; /* "/index.html": the path it is served at */
+    const unsigned char *data;
+    size_t len;
+} http_static_file;
+
+/* The embedded file served at path ("/" is "/index.html"), or NULL. Only names in the table
+ * match, compared whole: no file system is touched, so no path can escape. */
+const http_static_file *http_static_find(const char *path);
+/* Content-Type for a file name, by its extension. */
+const char *http_static_type(const char *name);
+/* Writes the file's entity tag (a quoted hash of its bytes) into buf (at least 24 bytes). */
+void http_static_etag(const http_static_file *f, char *buf, size_t cap);
 
 #endif
