@@ -47,7 +47,7 @@ UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
 REGRESS_BINS = $(patsubst test/fuzz/%.c,$(BUILD)/test/regress_%,$(FUZZ_SRC))
 
-.PHONY: all deps run test unit it asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
+.PHONY: all deps deps-browser browser run test unit it asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
 
 all: $(BINS)
 
@@ -136,8 +136,26 @@ unit: $(BINS) $(UNIT_BINS) $(REGRESS_BINS)
 it: $(BINS) $(IT_BINS)
 	@set -e; for t in $(IT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $$t --jobs 1; done
 
-test: deps
-	$(MAKE) unit it
+test: deps deps-browser
+	$(MAKE) unit it browser
+
+# The Flows Window in headless chromium (test/browser/, playwright-core pinned in its
+# package-lock.json). NS_SKIP_BROWSER=1 skips it, saying so; without chromium it fails.
+BROWSER_STAMP = test/browser/node_modules/.installed
+browser: $(BINS) $(BROWSER_STAMP)
+	@if [ "$(NS_SKIP_BROWSER)" = 1 ]; then echo "== browser test SKIPPED (NS_SKIP_BROWSER=1)"; else \
+	  echo "== test/browser"; \
+	  NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) NS_ARTIFACTS=$(abspath $(BUILD)) \
+	    node --test test/browser/; fi
+$(BROWSER_STAMP): test/browser/package.json test/browser/package-lock.json
+	@if [ "$(NS_SKIP_BROWSER)" != 1 ]; then \
+	  cd test/browser && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; fi
+
+deps-browser:
+	@[ "$(NS_SKIP_BROWSER)" = 1 ] || { command -v chromium >/dev/null 2>&1 && command -v node >/dev/null 2>&1 && \
+	  command -v npm >/dev/null 2>&1; } || \
+	  { echo "deps-browser: installing chromium nodejs npm"; $(SUDO) apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium nodejs npm; }
 
 asan: deps-asan
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" unit it
