@@ -104,7 +104,8 @@ $(BUILD)/test/regress_%: $(BUILD)/obj/test/fuzz/regress_driver.o $(BUILD)/obj/te
 
 # ---------------------------------------------------------------------------------------------
 # Dependencies from Debian, by package name; apt-get update only when something is missing.
-DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev
+DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev \
+           curl openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@missing=""; \
@@ -115,6 +116,7 @@ deps:
 	  pkg-config --exists $$pc 2>/dev/null || missing="$$missing $$deb"; \
 	done; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	for tool in curl openssl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing"; \
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(DEB_PKGS) build-essential; \
