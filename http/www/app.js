@@ -184,12 +184,12 @@ async function load() {
       fmtTime(dev.to * 1000, true) + ' · step ' + dev.series.step + ' s';
     renderTotals(dev);
     renderTables();
-    await loadChart(dev, stale);
-    if (stale()) return;
-    loadConversations(range, stale);
+    /* the totals chart at once; the protocol layers, conversations and flows as they come */
+    view.series = totalsSeries(dev);
+    drawChart();
     flowsCursor = null;
-    loadFlows(false, stale);
-    loadDrill(stale);
+    await Promise.all([loadChart(dev, stale), loadConversations(range, stale),
+      loadFlows(false, stale), loadDrill(stale)]);
   } catch (e) {
     if (stale()) return;
     showNotice(e.message, true);
@@ -492,6 +492,15 @@ async function loadDrill(stale) {
 /* ---------------------------------------------------------------------------------------- */
 /* the chart: out stacked upward, in stacked downward, one layer per protocol */
 
+/* The device's own series, one layer each way: drawn before the protocol layers arrive. */
+function totalsSeries(dev) {
+  const b = dev.series.buckets;
+  return { t0: b.length ? b[0].t * 1000 : dev.from * 1000, step: dev.series.step * 1000,
+    n: b.length, byProto: false, times: b.map((x) => x.t * 1000),
+    layers: [{ name: 'all traffic', color: COLORS[0], out: b.map((x) => x.out_bytes),
+      in: b.map((x) => x.in_bytes) }] };
+}
+
 async function loadChart(dev, stale) {
   const step = dev.series.step;
   const n = dev.series.buckets.length;
@@ -501,7 +510,13 @@ async function loadChart(dev, stale) {
   const top = [...tot.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5).map((e) => e[0]);
   const base = { from: secs(dev.from * 1000), to: secs(dev.to * 1000), step: String(step) };
   const ask = (dir, p) => api('series', Object.assign({ filter: dir + ' host ' + state.dev + ' and proto ' + p }, base));
-  const answers = await Promise.all(top.flatMap((p) => [ask('src', p), ask('dst', p)]));
+  let answers;
+  try {
+    answers = await Promise.all(top.flatMap((p) => [ask('src', p), ask('dst', p)]));
+  } catch (e) {
+    if (!stale()) showNotice('Traffic by protocol: ' + e.message, true);
+    return;
+  }
   if (stale()) return;
   const layers = top.map((p, i) => ({ name: protoName(p), color: COLORS[i % COLORS.length],
     out: answers[2 * i].buckets.map((b) => b.bytes), in: answers[2 * i + 1].buckets.map((b) => b.bytes) }));
@@ -515,7 +530,7 @@ async function loadChart(dev, stale) {
   });
   if (other.out.some((v) => v > 0) || other.in.some((v) => v > 0) || !layers.length) layers.push(other);
   view.series = { t0: dev.series.buckets.length ? dev.series.buckets[0].t * 1000 : dev.from * 1000,
-    step: step * 1000, n, layers, times: dev.series.buckets.map((b) => b.t * 1000) };
+    step: step * 1000, n, layers, byProto: true, times: dev.series.buckets.map((b) => b.t * 1000) };
   drawChart();
 }
 
@@ -571,6 +586,7 @@ function drawChart() {
     }
   }
   svg.setAttribute('data-points', String(points));
+  svg.setAttribute('data-layers', s.byProto ? 'protocol' : 'total');
   svg.append(svgEl('line', { class: 'axis', x1: L, x2: W - R, y1: mid, y2: mid }));
   const lo = svgEl('text', { x: L + 4, y: T + 10 });
   lo.textContent = 'out';

@@ -143,7 +143,8 @@ test('the Flows Window shows the busiest device, its top peer and protocol, and 
       assert.equal((await protoCell.textContent()).trim(), proto, 'top protocol');
 
       // the chart has drawn: areas with real extent
-      await page.waitForFunction(() => Number(document.querySelector('#chart').getAttribute('data-points')) > 0);
+      await page.waitForFunction(() => document.querySelector('#chart').getAttribute('data-layers') === 'protocol' &&
+        Number(document.querySelector('#chart').getAttribute('data-points')) > 0);
       const areas = page.locator('#chart path.area');
       assert.ok(await areas.count() > 0, 'chart areas drawn');
       const box = await areas.first().boundingBox();
@@ -167,6 +168,18 @@ test('the Flows Window shows the busiest device, its top peer and protocol, and 
       fs.mkdirSync(ARTIFACTS, { recursive: true });
       const shot = path.join(ARTIFACTS, 'flows-window.png');
       await page.screenshot({ path: shot, fullPage: true });
+
+      // drag across the middle of the chart: the view zooms to that span, in the URL too
+      const cb = await page.locator('#chart').boundingBox();
+      await page.mouse.move(cb.x + cb.width * 0.3, cb.y + cb.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(cb.x + cb.width * 0.6, cb.y + cb.height / 2, { steps: 5 });
+      await page.mouse.up();
+      await page.waitForFunction(() => /[#&]from=\d+&to=\d+/.test(location.hash));
+      const zoom = new URLSearchParams(new URL(page.url()).hash.slice(1));
+      assert.ok(!zoom.has('range') && Number(zoom.get('to')) > Number(zoom.get('from')), page.url());
+      await page.waitForFunction((f) => document.querySelector('#range').textContent.length > 0 &&
+        document.querySelector('#chart').getAttribute('data-layers') !== null, Number(zoom.get('from')));
 
       // the same URL in a fresh page shows the same device and drill-down
       const again = await browser.newPage();
