@@ -1,8 +1,10 @@
 /* http/http.h — the HTTP API (libmicrohttpd): /api/v1/status, /api/v1/summary, /api/v1/top,
- * /api/v1/exporters, /metrics (Prometheus text). Answers JSON; /api/v1/top also CSV. Every bad
- * parameter gets a 400 with
- * {"error": "..."} naming it. Knows nothing of packets or segment internals: what the daemon
- * wants to add about ingest arrives through callbacks. */
+ * /api/v1/series, /api/v1/flows, /api/v1/devices/{addr}, /api/v1/exporters, /metrics
+ * (Prometheus text), and the Flows Window page at / (files embedded from http/www/). Answers
+ * JSON; list endpoints also CSV. Every bad parameter gets a 400 with {"error": "..."} naming
+ * it. Optional basic auth and HTTPS; limits on range, rows and query time (docs/API.md).
+ * Knows nothing of packets or segment internals: what the daemon wants to add about ingest
+ * arrives through callbacks. */
 #ifndef HTTP_HTTP_H
 #define HTTP_HTTP_H
 
@@ -53,8 +55,9 @@ typedef struct http_kv {
     const char *val;
 } http_kv;
 
-/* Routes one request without any socket (the server calls it; tests and the fuzz target call it
- * directly). Fills body and *content_type (static string) and returns the HTTP status. */
+/* Routes one API request without any socket (the server calls it; tests and the fuzz target
+ * call it directly). Fills body and *content_type (static string) and returns the HTTP status.
+ * The page's files and basic auth are the server's business, before this is called. */
 int http_dispatch(const http_opts *o, const char *method, const char *path, const http_kv *params,
                   size_t nparams, ns_buf *body, const char **content_type);
 /* The same, for a client that asked for CSV (Accept: text/csv): list endpoints then answer CSV
