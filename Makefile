@@ -38,13 +38,16 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 ENGINE_LIB = $(BUILD)/lib/libns2engine.a
 INGEST_LIB = $(BUILD)/lib/libns2ingest.a
 HTTP_LIB   = $(BUILD)/lib/libns2http.a
+WWW_FILES  = $(sort $(wildcard http/www/*))
+WWW_C      = $(BUILD)/gen/http_www.c
+WWW_OBJ    = $(BUILD)/obj/gen/http_www.o
 LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(ENGINE_LIB)
 BINS       = $(addprefix $(BUILD)/bin/,$(TOOLS))
 UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
 REGRESS_BINS = $(patsubst test/fuzz/%.c,$(BUILD)/test/regress_%,$(FUZZ_SRC))
 
-.PHONY: all deps run test unit it asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
+.PHONY: all deps deps-browser browser run test unit it asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
 
 all: $(BINS)
 
@@ -68,9 +71,20 @@ $(ENGINE_LIB): $(call obj,$(ENGINE_SRC))
 $(INGEST_LIB): $(call obj,$(INGEST_SRC))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
-$(HTTP_LIB): $(call obj,$(HTTP_SRC))
+$(HTTP_LIB): $(call obj,$(HTTP_SRC)) $(WWW_OBJ)
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The Flows Window page: http/www/* become byte arrays in one generated C file (http/embed.sh,
+# od from coreutils), so the daemon serves the page with no files beside it.
+$(WWW_C): http/embed.sh $(WWW_FILES) Makefile
+	@mkdir -p $(dir $@)
+	@echo '  GEN   $@'
+	$(Q)sh http/embed.sh $@ $(WWW_FILES)
+$(WWW_OBJ): $(WWW_C)
+	@mkdir -p $(dir $@)
+	@echo '  CC    $<'
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIBS_ALL)
 	@mkdir -p $(dir $@)
@@ -90,7 +104,8 @@ $(BUILD)/test/regress_%: $(BUILD)/obj/test/fuzz/regress_driver.o $(BUILD)/obj/te
 
 # ---------------------------------------------------------------------------------------------
 # Dependencies from Debian, by package name; apt-get update only when something is missing.
-DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev
+DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev \
+           curl openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@missing=""; \
@@ -101,6 +116,7 @@ deps:
 	  pkg-config --exists $$pc 2>/dev/null || missing="$$missing $$deb"; \
 	done; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	for tool in curl openssl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "deps: installing$$missing"; \
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(DEB_PKGS) build-essential; \
@@ -122,8 +138,26 @@ unit: $(BINS) $(UNIT_BINS) $(REGRESS_BINS)
 it: $(BINS) $(IT_BINS)
 	@set -e; for t in $(IT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $$t --jobs 1; done
 
-test: deps
-	$(MAKE) unit it
+test: deps deps-browser
+	$(MAKE) unit it browser
+
+# The Flows Window in headless chromium (test/browser/, playwright-core pinned in its
+# package-lock.json). NS_SKIP_BROWSER=1 skips it, saying so; without chromium it fails.
+BROWSER_STAMP = test/browser/node_modules/.installed
+browser: $(BINS) $(BROWSER_STAMP)
+	@if [ "$(NS_SKIP_BROWSER)" = 1 ]; then echo "== browser test SKIPPED (NS_SKIP_BROWSER=1)"; else \
+	  echo "== test/browser"; \
+	  NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) NS_ARTIFACTS=$(abspath $(BUILD)) \
+	    node --test test/browser/; fi
+$(BROWSER_STAMP): test/browser/package.json test/browser/package-lock.json
+	@if [ "$(NS_SKIP_BROWSER)" != 1 ]; then \
+	  cd test/browser && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; fi
+
+deps-browser:
+	@[ "$(NS_SKIP_BROWSER)" = 1 ] || { command -v chromium >/dev/null 2>&1 && command -v node >/dev/null 2>&1 && \
+	  command -v npm >/dev/null 2>&1; } || \
+	  { echo "deps-browser: installing chromium nodejs npm"; $(SUDO) apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium nodejs npm; }
 
 asan: deps-asan
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" unit it

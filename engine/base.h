@@ -280,6 +280,16 @@ typedef struct ns_config {
     bool listen_sflow_is_default;
     uint64_t ingest_threads; /* receive threads per address, 0 = one per core */
     char http_listen[80];
+    uint64_t http_threads;          /* libmicrohttpd worker threads */
+    uint64_t http_max_connections;  /* open at once */
+    uint64_t http_idle_timeout_s;   /* a silent connection is closed after this */
+    uint64_t http_query_timeout_ms; /* 0 = none */
+    uint64_t http_max_range_s;      /* 0 = none */
+    uint64_t http_max_rows;         /* largest limit= */
+    char http_user[128];            /* empty: no authentication */
+    char http_password_file[4096];
+    char http_tls_cert[4096]; /* both set: HTTPS */
+    char http_tls_key[4096];
     char log_file[4096]; /* empty: <db_path>/ns2flowslog.txt */
     ns_log_level log_level;
     uint64_t rcvbuf;            /* socket receive buffer, bytes */

@@ -3,6 +3,7 @@
  * parameters are refused too, so a typo (`limt=5`) is reported instead of silently ignored. */
 #include "http/http.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,26 @@ static int check_known(req *r, const char *const *known)
     return 0;
 }
 
+/* http_max_range: the part of [from, to] that holds data may be at most that long, so an
+ * open end on a small store is fine and a year of data at once is not. */
+static int check_span(req *r, int64_t from, int64_t to)
+{
+    eng_db_stats st;
+    if (r->o->max_range_ms <= 0)
+        return 0;
+    eng_db_get_stats(r->o->db, &st);
+    if (st.oldest_ms == 0 && st.newest_ms == 0)
+        return 0; /* empty store */
+    int64_t lo = from > st.oldest_ms ? from : st.oldest_ms,
+            hi = to < st.newest_ms ? to : st.newest_ms;
+    if (hi - lo <= r->o->max_range_ms)
+        return 0;
+    return fail(r, 400,
+                "parameter 'from': the range covers %" PRId64 " s of data, more than the %" PRId64
+                " s http_max_range allows; give a later 'from' or an earlier 'to'",
+                (hi - lo) / 1000, r->o->max_range_ms / 1000);
+}
+
 static int parse_range(req *r, int64_t *from, int64_t *to)
 {
     const char *f = param(r, "from"), *t = param(r, "to");
@@ -74,7 +95,7 @@ static int parse_range(req *r, int64_t *from, int64_t *to)
         return fail(r, 400, "parameter 'to': '%.64s' is not epoch seconds or RFC 3339", t);
     if (*from > *to)
         return fail(r, 400, "parameter 'from' is after 'to'");
-    return 0;
+    return check_span(r, *from, *to);
 }
 
 /* Epoch ms as epoch seconds with millisecond decimals; null for "none". */
@@ -114,6 +135,10 @@ static void put_totals(ns_buf *b, const qry_totals *t, bool times)
 
 static int query_error(req *r, int rc)
 {
+    if (rc == -ETIMEDOUT)
+        return fail(r, 503,
+                    "the query took longer than http_query_timeout_ms; narrow the time range or "
+                    "the filter");
     return fail(r, 500, "query failed: %s", ns_strerror(rc));
 }
 
@@ -606,19 +631,23 @@ static int route_flows(req *r)
 {
     static const char *const known[] = {"from", "to", "filter", "limit", "cursor", "format", NULL};
     int64_t from, to;
-    size_t limit = 100;
+    size_t limit = 100, max_rows = r->o->max_limit && r->o->max_limit < QRY_FLOWS_MAX
+                                       ? r->o->max_limit
+                                       : QRY_FLOWS_MAX;
     bool csv = false;
     qry_cursor cur = {0};
     const char *v;
+    if (limit > max_rows)
+        limit = max_rows;
     int rc = check_known(r, known);
     if (rc || (rc = parse_range(r, &from, &to)))
         return rc;
     if ((v = param(r, "limit"))) {
         char *end;
         unsigned long long l = strtoull(v, &end, 10);
-        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > QRY_FLOWS_MAX)
-            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to %d", v,
-                        QRY_FLOWS_MAX);
+        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > max_rows)
+            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to %zu", v,
+                        max_rows);
         limit = (size_t)l;
     }
     if ((v = param(r, "cursor"))) {

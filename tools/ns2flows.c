@@ -643,7 +643,20 @@ int main(int argc, char **argv)
                         .exporters = exporters_json,
                         .exporters_arg = &dctx,
                         .metrics = metrics_text,
-                        .metrics_arg = &dctx};
+                        .metrics_arg = &dctx,
+                        .threads = (unsigned)cfg.http_threads,
+                        .max_limit = (size_t)cfg.http_max_rows,
+                        .max_connections = (unsigned)cfg.http_max_connections,
+                        .idle_timeout_s = (unsigned)cfg.http_idle_timeout_s,
+                        .query_timeout_ms = (unsigned)cfg.http_query_timeout_ms,
+                        .max_range_ms = (int64_t)(cfg.http_max_range_s > INT64_MAX / 1000
+                                                      ? INT64_MAX / 1000
+                                                      : cfg.http_max_range_s) *
+                                        1000,
+                        .user = cfg.http_user,
+                        .password_file = cfg.http_password_file,
+                        .tls_cert = cfg.http_tls_cert,
+                        .tls_key = cfg.http_tls_key};
         if (http_start(&ho, &http, err, sizeof err) < 0) {
             char msg[1100];
             snprintf(msg, sizeof msg, "ns2flows: %s", err);

@@ -185,9 +185,9 @@ typedef struct it_daemon {
 } it_daemon;
 
 /* Starts ns2flows in the foreground on free loopback ports with db (created by mkdtemp when
- * db is NULL) and the extra arguments (NULL-terminated, or NULL). Waits until HTTP answers.
- * Returns false if it did not come up. */
-static inline bool it_daemon_start_ex(it_daemon *d, const char *db, const char *const *extra)
+ * db is NULL) and the extra arguments (NULL-terminated, or NULL), without waiting for it.
+ * Returns false if it could not be started. */
+static inline bool it_daemon_spawn(it_daemon *d, const char *db, const char *const *extra)
 {
     char bin[512], listen[64], http[64], sflow[64];
     memset(d, 0, sizeof *d);
@@ -223,13 +223,20 @@ static inline bool it_daemon_start_ex(it_daemon *d, const char *db, const char *
         execv(bin, args);
         _exit(127);
     }
-    if (d->pid < 0)
+    return d->pid > 0;
+}
+
+/* it_daemon_spawn, then waits until HTTP answers (200, or 401 when it asks for a password).
+ * Returns false if it did not come up. */
+static inline bool it_daemon_start_ex(it_daemon *d, const char *db, const char *const *extra)
+{
+    if (!it_daemon_spawn(d, db, extra))
         return false;
     for (int waited = 0; waited < it_ms(10000); waited += 50) {
         char *body;
         int st = it_http_get(d->http, "/api/v1/status", &body);
         free(body);
-        if (st == 200)
+        if (st == 200 || st == 401)
             return true;
         if (waitpid(d->pid, NULL, WNOHANG) == d->pid) {
             d->pid = 0;
