@@ -19,7 +19,7 @@ WARN    = -Wall -Wextra $(WERROR) -Wshadow -Wpointer-arith -Wcast-qual -Wcast-al
           -Wvla -Wformat=2 -Wundef -Wimplicit-fallthrough -Wnull-dereference -Wdouble-promotion
 STRICT  = -Wconversion -Wsign-conversion
 CFLAGS ?= -O2 -g
-PKGS    = libzstd libxxhash libmicrohttpd libpcap
+PKGS    = libzstd libxxhash libmicrohttpd libpcap libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
@@ -29,6 +29,7 @@ LDLIBS     = $(PKG_LIBS) -pthread -lm
 ENGINE_SRC = $(wildcard engine/*.c)
 INGEST_SRC = $(wildcard ingest/*.c)
 HTTP_SRC   = $(wildcard http/*.c)
+SINK_SRC   = $(wildcard sink/*.c)
 TOOLS      = ns2flows ns2flows-dump ns2flows-replay ns2flows-gen ns2flows-query
 UNIT_SRC   = $(wildcard test/test_*.c)
 IT_SRC     = $(wildcard test/it/test_*.c)
@@ -38,7 +39,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 ENGINE_LIB = $(BUILD)/lib/libns2engine.a
 INGEST_LIB = $(BUILD)/lib/libns2ingest.a
 HTTP_LIB   = $(BUILD)/lib/libns2http.a
-LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(ENGINE_LIB)
+SINK_LIB   = $(BUILD)/lib/libns2sink.a
+LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(SINK_LIB) $(ENGINE_LIB)
 BINS       = $(addprefix $(BUILD)/bin/,$(TOOLS))
 UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
@@ -57,6 +59,10 @@ $(BUILD)/obj/ingest/%.o: ingest/%.c
 	@mkdir -p $(dir $@)
 	@echo '  CC    $<'
 	$(Q)$(CC) $(ALL_CFLAGS) $(STRICT) -c $< -o $@
+$(BUILD)/obj/sink/%.o: sink/%.c
+	@mkdir -p $(dir $@)
+	@echo '  CC    $<'
+	$(Q)$(CC) $(ALL_CFLAGS) $(STRICT) -c $< -o $@
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo '  CC    $<'
@@ -69,6 +75,9 @@ $(INGEST_LIB): $(call obj,$(INGEST_SRC))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 $(HTTP_LIB): $(call obj,$(HTTP_SRC))
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(SINK_LIB): $(call obj,$(SINK_SRC))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
@@ -90,13 +99,14 @@ $(BUILD)/test/regress_%: $(BUILD)/obj/test/fuzz/regress_driver.o $(BUILD)/obj/te
 
 # ---------------------------------------------------------------------------------------------
 # Dependencies from Debian, by package name; apt-get update only when something is missing.
-DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev
+DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev \
+           libcurl4-openssl-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
 	for pair in libzstd:libzstd-dev libxxhash:libxxhash-dev libmicrohttpd:libmicrohttpd-dev \
-	            criterion:libcriterion-dev libpcap:libpcap-dev; do \
+	            criterion:libcriterion-dev libpcap:libpcap-dev libcurl:libcurl4-openssl-dev; do \
 	  pc=$${pair%%:*}; deb=$${pair#*:}; \
 	  pkg-config --exists $$pc 2>/dev/null || missing="$$missing $$deb"; \
 	done; \
@@ -132,7 +142,7 @@ FUZZ_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,u
 fuzz: deps-fuzz
 	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" fuzz-objs
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
+	  clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2sink.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
 	  mkdir -p build/fuzz/corpus/$$n; \
 	  seeds=test/fuzz/regress/$$n; \
 	  echo "== $$n for $(FUZZ_TIME)s"; \
@@ -167,7 +177,7 @@ uninstall:
 clean:
 	rm -rf build
 
-FMT_SRC = $(wildcard engine/*.[ch] ingest/*.[ch] http/*.[ch] tools/*.c test/*.c test/it/*.c test/fuzz/*.c)
+FMT_SRC = $(wildcard engine/*.[ch] ingest/*.[ch] http/*.[ch] sink/*.[ch] tools/*.c test/*.c test/it/*.c test/fuzz/*.c)
 fmt:
 	clang-format -i $(FMT_SRC)
 fmt-check:

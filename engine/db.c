@@ -63,6 +63,8 @@ struct eng_db {
     char doomed[64][64];  /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
+    eng_tap_fn tap; /* set before traffic starts, read without the mutex */
+    void *tap_arg;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -488,9 +490,16 @@ static minute_buf *open_buf_locked(eng_db *db, int64_t minute)
     return b;
 }
 
+void eng_db_set_tap(eng_db *db, eng_tap_fn fn, void *arg)
+{
+    db->tap = fn;
+    db->tap_arg = arg;
+}
+
 int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
 {
     int rc = 0;
+    size_t kept = 0;
     if (n == 0)
         return 0;
     if (db->opts.read_only)
@@ -526,6 +535,7 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
         b->n++;
         db->open_rows++;
         db->st.rows_stored++;
+        kept++;
         continue;
     nomem:
         db->st.rows_dropped += n - i;
@@ -534,6 +544,8 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
     }
 out:
     pthread_mutex_unlock(&db->mu);
+    if (kept && db->tap)
+        db->tap(db->tap_arg, recv_ms, rows, kept);
     return rc;
 }
 

@@ -114,6 +114,8 @@ static void put_totals(ns_buf *b, const qry_totals *t, bool times)
 
 static int query_error(req *r, int rc)
 {
+    if (r->o->backend && r->o->backend->error && r->o->backend->error()[0])
+        return fail(r, 502, "query backend failed: %s", r->o->backend->error());
     return fail(r, 500, "query failed: %s", ns_strerror(rc));
 }
 
@@ -201,7 +203,9 @@ static int route_summary(req *r)
     int rc = check_known(r, known);
     if (rc || (rc = parse_range(r, &from, &to)) || (rc = parse_filter(r, &f)))
         return rc;
-    rc = qry_summary(r->o->db, from, to, f, &t);
+    const http_backend *be = r->o->backend;
+    rc = be ? be->summary(be->arg, from, to, param(r, "filter"), &t)
+            : qry_summary(r->o->db, from, to, f, &t);
     qry_filter_free(f);
     if (rc < 0)
         return query_error(r, rc);
@@ -260,7 +264,9 @@ static int route_top(req *r)
     if ((rc = parse_filter(r, &f)))
         return rc;
     qry_top_result res;
-    rc = qry_top(r->o->db, from, to, f, by, metric, limit, &res);
+    const http_backend *be = r->o->backend;
+    rc = be ? be->top(be->arg, from, to, param(r, "filter"), by, metric, limit, &res)
+            : qry_top(r->o->db, from, to, f, by, metric, limit, &res);
     qry_filter_free(f);
     if (rc < 0)
         return query_error(r, rc);
@@ -349,7 +355,9 @@ static int route_series(req *r)
         qry_filter_free(f);
         return fail(r, 500, "out of memory");
     }
-    rc = qry_series(r->o->db, from, step, (size_t)nb, f, b);
+    const http_backend *be = r->o->backend;
+    rc = be ? be->series(be->arg, from, step, (size_t)nb, param(r, "filter"), b)
+            : qry_series(r->o->db, from, step, (size_t)nb, f, b);
     qry_filter_free(f);
     if (rc < 0) {
         free(b);
