@@ -44,9 +44,10 @@ LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(SINK_LIB) $(ENGINE_LIB)
 BINS       = $(addprefix $(BUILD)/bin/,$(TOOLS))
 UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
+CH_TEST_BIN  = $(BUILD)/test/clickhouse/test_clickhouse
 REGRESS_BINS = $(patsubst test/fuzz/%.c,$(BUILD)/test/regress_%,$(FUZZ_SRC))
 
-.PHONY: all deps run test unit it asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
+.PHONY: all deps run test unit it test-clickhouse deps-clickhouse asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
 
 all: $(BINS)
 
@@ -133,7 +134,28 @@ it: $(BINS) $(IT_BINS)
 	@set -e; for t in $(IT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $$t --jobs 1; done
 
 test: deps
-	$(MAKE) unit it
+	$(MAKE) unit it test-clickhouse
+
+# The ClickHouse sink against real servers (Debian's clickhouse-server, started by the test as
+# plain processes on loopback; the package's system service is kept from starting).
+deps-clickhouse: deps
+	@if [ ! -x /usr/sbin/clickhouse-server ] || ! command -v curl >/dev/null 2>&1; then \
+	  echo "deps-clickhouse: installing clickhouse-server clickhouse-client curl"; \
+	  norc=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d && norc=1; }; \
+	  { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends clickhouse-server clickhouse-client curl; } || true; \
+	  [ -z "$$norc" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; \
+	fi
+
+test-clickhouse: deps-clickhouse
+	$(MAKE) $(BINS) $(CH_TEST_BIN)
+	@if [ -x /usr/sbin/clickhouse-server ] && command -v curl >/dev/null 2>&1; then \
+	  echo "== $(CH_TEST_BIN)"; \
+	  NS_SRC=$(CURDIR) NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $(CH_TEST_BIN) --jobs 1; \
+	else \
+	  echo "**************************************************************************"; \
+	  echo "** test-clickhouse SKIPPED: clickhouse-server could not be installed    **"; \
+	  echo "**************************************************************************"; \
+	fi
 
 asan: deps-asan
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" unit it
@@ -177,7 +199,7 @@ uninstall:
 clean:
 	rm -rf build
 
-FMT_SRC = $(wildcard engine/*.[ch] ingest/*.[ch] http/*.[ch] sink/*.[ch] tools/*.c test/*.c test/it/*.c test/fuzz/*.c)
+FMT_SRC = $(wildcard engine/*.[ch] ingest/*.[ch] http/*.[ch] sink/*.[ch] tools/*.c test/*.c test/it/*.c test/clickhouse/*.c test/fuzz/*.c)
 fmt:
 	clang-format -i $(FMT_SRC)
 fmt-check:

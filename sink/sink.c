@@ -26,8 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_PENDING  4 /* cut batches waiting for the spool thread; past it rows are dropped */
-#define MAX_BODY_LOG 300
+/* Cut batches waiting for the spool thread may hold this many bytes (at least 4 batches);
+ * past it rows are dropped rather than letting memory grow while the disk is slow. */
+#define PENDING_BYTES (64u << 20)
+#define PENDING_MIN   4
+#define MAX_BODY_LOG  300
 
 const char *snk_strerror(int rc)
 {
@@ -142,6 +145,7 @@ typedef struct shard {
     bool up;
     uint64_t sent_batches, sent_rows, errors;
     char last_error[200];
+    ns_ratelimit warn_rl; /* a shard that is down would otherwise log every retry */
 } shard;
 
 struct snk_sink {
@@ -157,9 +161,11 @@ struct snk_sink {
     volatile bool stop; /* read by curl's progress callback without the mutex */
     /* the open batch */
     mem_batch cur;
-    int64_t cur_t0; /* monotonic ms of its first row */
-    mem_batch pending[MAX_PENDING];
-    size_t npending;
+    int64_t cur_t0;     /* monotonic ms of its first row */
+    mem_batch *pending; /* FIFO */
+    size_t npending, cappending;
+    uint64_t pending_bytes;
+    uint64_t writing_rows; /* rows of the batch the spool thread is writing */
     uint64_t flush_gen, flushed_gen;
     /* the spool, oldest first */
     spool_ent *ents;
@@ -305,7 +311,19 @@ static bool cut_locked(snk_sink *s)
 {
     if (s->cur.rows == 0)
         return false;
-    if (s->npending == MAX_PENDING) {
+    uint64_t bytes = s->cur.rows * SNK_ROW_BYTES;
+    bool room = s->npending < PENDING_MIN || s->pending_bytes + bytes <= PENDING_BYTES;
+    if (room && s->npending == s->cappending) {
+        size_t cap = s->cappending ? s->cappending * 2 : 16;
+        mem_batch *np = realloc(s->pending, cap * sizeof *np);
+        if (np) {
+            s->pending = np;
+            s->cappending = cap;
+        } else {
+            room = false;
+        }
+    }
+    if (!room) {
         s->st.mem_dropped_rows += s->cur.rows;
         uint32_t supp;
         if (ns_ratelimit_ok(&s->drop_rl, ns_now_ms(), &supp))
@@ -317,6 +335,7 @@ static bool cut_locked(snk_sink *s)
         return false;
     }
     s->pending[s->npending++] = s->cur;
+    s->pending_bytes += bytes;
     s->cur = (mem_batch){0};
     pthread_cond_signal(&s->spool_cv);
     return true;
@@ -420,6 +439,7 @@ static void spool_batch(snk_sink *s, mem_batch *b)
     if (!fits) {
         s->st.dropped_batches++;
         s->st.dropped_rows += b->rows;
+        s->writing_rows = 0;
     }
     pthread_mutex_unlock(&s->mu);
     if (!fits) {
@@ -437,6 +457,7 @@ static void spool_batch(snk_sink *s, mem_batch *b)
     if (rc == 0)
         rc = fsync_dir(s->dir);
     pthread_mutex_lock(&s->mu);
+    s->writing_rows = 0; /* from now on counted in the spool (or as dropped) */
     if (rc == 0)
         rc = add_ent_locked(s, &e);
     if (rc < 0) {
@@ -468,10 +489,13 @@ static void *spool_main(void *arg)
             mem_batch b = s->pending[0];
             memmove(&s->pending[0], &s->pending[1], (s->npending - 1) * sizeof b);
             s->npending--;
+            s->pending_bytes -= b.rows * SNK_ROW_BYTES;
+            s->writing_rows = b.rows;
             pthread_mutex_unlock(&s->mu);
             spool_batch(s, &b);
             free(b.buf);
             pthread_mutex_lock(&s->mu);
+            s->writing_rows = 0;
             continue;
         }
         if (flush) {
@@ -843,11 +867,14 @@ out:
         if (cur)
             remove_ent_locked(s, (size_t)(cur - s->ents));
     }
+    uint32_t supp = 0;
+    bool say = fate == RETRY && ns_ratelimit_ok(&sh->warn_rl, ns_now_ms(), &supp);
     pthread_cond_broadcast(&s->send_cv);
     pthread_mutex_unlock(&s->mu);
-    if (fate == RETRY)
-        ns_log(NS_LOG_WARN, "clickhouse: %s: batch %016" PRIx64 " not sent: %s", sh->url, e.id,
-               why);
+    if (say)
+        ns_log(NS_LOG_WARN,
+               "clickhouse: %s: batch %016" PRIx64 " not sent: %s (%" PRIu32 " similar not logged)",
+               sh->url, e.id, why, supp);
 }
 
 static void *sender_main(void *arg)
@@ -1042,6 +1069,7 @@ void snk_close(snk_sink *s)
     free(s->cur.buf);
     for (size_t i = 0; i < s->npending; i++)
         free(s->pending[i].buf);
+    free(s->pending);
     free(s->ents);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->spool_cv);
@@ -1070,7 +1098,7 @@ void snk_get_stats(snk_sink *s, snk_stats *st)
 {
     pthread_mutex_lock(&s->mu);
     *st = s->st;
-    st->open_rows = s->cur.rows;
+    st->open_rows = s->cur.rows + s->writing_rows;
     for (size_t i = 0; i < s->npending; i++)
         st->open_rows += s->pending[i].rows;
     pthread_mutex_unlock(&s->mu);
@@ -1081,7 +1109,7 @@ void snk_json(snk_sink *s, ns_buf *out)
     snk_stats st;
     pthread_mutex_lock(&s->mu);
     st = s->st;
-    st.open_rows = s->cur.rows;
+    st.open_rows = s->cur.rows + s->writing_rows;
     for (size_t i = 0; i < s->npending; i++)
         st.open_rows += s->pending[i].rows;
     ns_buf_printf(out,
