@@ -47,7 +47,7 @@ IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
 CH_TEST_BIN  = $(BUILD)/test/clickhouse/test_clickhouse
 REGRESS_BINS = $(patsubst test/fuzz/%.c,$(BUILD)/test/regress_%,$(FUZZ_SRC))
 
-.PHONY: all deps run test unit it test-clickhouse deps-clickhouse asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
+.PHONY: all deps run test unit it test-clickhouse deps-clickhouse bench-clickhouse asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
 
 all: $(BINS)
 
@@ -176,6 +176,10 @@ fuzz-objs: $(LIBS_ALL) $(call obj,$(FUZZ_SRC))
 bench:
 	$(MAKE) all
 	QUICK='$(QUICK)' bench/run.sh
+
+bench-clickhouse: deps-clickhouse
+	$(MAKE) all
+	QUICK='$(QUICK)' nice -n 10 bench/clickhouse.sh
 
 # ---------------------------------------------------------------------------------------------
 install: all

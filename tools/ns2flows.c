@@ -195,15 +195,19 @@ static int ch_series(void *arg, int64_t from, int64_t step, size_t nb, const cha
     return snk_query_series(arg, from, step, nb, filter, b);
 }
 
-/* Starts the ClickHouse sink when clickhouse_url is set; its spool lives in SESSIONDB/spool. */
-static snk_sink *start_sink(const ns_config *cfg, eng_db *db)
+/* Opens the ClickHouse sink when clickhouse_url is set (its spool lives in SESSIONDB/spool) and
+ * taps the database so it sees every row stored. *out stays NULL without clickhouse_url. */
+static int open_sink(const ns_config *cfg, eng_db *db, snk_sink **out, char *err, size_t errcap)
 {
     const char *urls[NS_MAX_CH_URLS];
-    char spool[4200], err[1024];
+    char spool[4200];
+    *out = NULL;
     if (cfg->nclickhouse_url == 0) {
-        if (strcmp(cfg->query_backend, "clickhouse") == 0)
-            startup_failed("ns2flows: query_backend = clickhouse needs clickhouse_url");
-        return NULL;
+        if (strcmp(cfg->query_backend, "clickhouse") == 0) {
+            snprintf(err, errcap, "query_backend = clickhouse needs clickhouse_url");
+            return NS_E_PARSE;
+        }
+        return 0;
     }
     for (int i = 0; i < cfg->nclickhouse_url; i++)
         urls[i] = cfg->clickhouse_url[i];
@@ -215,18 +219,27 @@ static snk_sink *start_sink(const ns_config *cfg, eng_db *db)
                    .batch_rows = cfg->clickhouse_batch_rows,
                    .batch_ms = cfg->clickhouse_batch_ms,
                    .spool_max = cfg->clickhouse_spool_max};
+    int rc = snk_open(&so, out, err, errcap);
+    if (rc < 0)
+        return rc;
+    eng_db_set_tap(db, snk_append, *out);
+    ns_log(NS_LOG_INFO, "clickhouse sink: %d shard(s), table %s, batches of %llu rows or %llu ms",
+           cfg->nclickhouse_url, cfg->clickhouse_table,
+           (unsigned long long)cfg->clickhouse_batch_rows,
+           (unsigned long long)cfg->clickhouse_batch_ms);
+    return 0;
+}
+
+static snk_sink *start_sink(const ns_config *cfg, eng_db *db)
+{
+    char err[1024];
     snk_sink *sink = NULL;
-    if (snk_open(&so, &sink, err, sizeof err) < 0) {
+    if (open_sink(cfg, db, &sink, err, sizeof err) < 0) {
         char msg[1100];
         snprintf(msg, sizeof msg, "ns2flows: %s", err);
         eng_db_close(db);
         startup_failed(msg);
     }
-    eng_db_set_tap(db, snk_append, sink);
-    ns_log(NS_LOG_INFO, "clickhouse sink: %d shard(s), table %s, batches of %llu rows or %llu ms",
-           cfg->nclickhouse_url, cfg->clickhouse_table,
-           (unsigned long long)cfg->clickhouse_batch_rows,
-           (unsigned long long)cfg->clickhouse_batch_ms);
     return sink;
 }
 
@@ -445,6 +458,15 @@ static int cmd_ingest(int argc, char **argv)
         return 1;
     }
     ns_log_set_level(NS_LOG_ERROR);
+    /* with clickhouse_url the flows also go to the sink's spool; what is not sent before the
+     * end stays there for the daemon to send */
+    snk_sink *sink = NULL;
+    if (open_sink(&cfg, db, &sink, err, sizeof err) < 0) {
+        fprintf(stderr, "ns2flows ingest: %s\n", err);
+        eng_db_close(db);
+        ing_exporters_free(ex);
+        return 1;
+    }
     ing_offline_opts oo = {.dports = dports,
                            .ndports = ndports,
                            .progress = isatty(STDERR_FILENO) ? ingest_progress : NULL};
@@ -452,6 +474,8 @@ static int cmd_ingest(int argc, char **argv)
     int64_t t0 = ns_mono_ms();
     int rc = ing_offline(db, ex, (const char *const *)(argv + optind), (size_t)(argc - optind), &oo,
                          &st, err, sizeof err);
+    eng_db_set_tap(db, NULL, NULL);
+    snk_close(sink);  /* what was not sent goes to the spool */
     eng_db_close(db); /* seals everything */
     ing_exporters_free(ex);
     double secs = (double)(ns_mono_ms() - t0) / 1000.0;
