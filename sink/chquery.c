@@ -80,17 +80,198 @@ static int run_sql(snk_sink *s, const char *sql, ns_buf *out)
     return rc;
 }
 
-static int check_filter(const char *filter)
+/* ---------------------------------------------------------------------------------------------
+ * Filters: the engine's compiled program (qry_filter_test) becomes one SQL expression with the
+ * same meaning, row for row. */
+
+#define U64MAX         "18446744073709551615"
+#define FILTER_SQL_MAX 65536
+
+static const struct {
+    const char *field, *sql;
+} num_fields[] = {
+    {"srcport", "src_port"},
+    {"dstport", "dst_port"},
+    {"proto", "proto"},
+    {"tos", "tos"},
+    {"flags", "tcp_flags"},
+    {"srcas", "src_as"},
+    {"dstas", "dst_as"},
+    {"inif", "in_if"},
+    {"outif", "out_if"},
+    {"vlan", "vlan"},
+    {"srcmask", "src_mask"},
+    {"dstmask", "dst_mask"},
+    {"bytes", "bytes"},
+    {"packets", "packets"},
+    {"direction", "direction"},
+#define DUR "if(last_ms > first_ms, toUInt64(last_ms - first_ms), toUInt64(0))"
+/* ClickHouse evaluates both branches of if(): divide by at least 1 */
+#define DIV "greatest(" DUR ", toUInt64(1))"
+    {"duration", DUR},
+    /* a * m / d exactly (as the engine's 128-bit mul_div) as q * m + (r * m) / d, saturating */
+    {"bps", "if(" DUR " = 0, if(bytes > 2305843009213693951, " U64MAX ", bytes * 8), "
+            "if(intDiv(bytes, " DIV ") > 2305843009213693, " U64MAX ", intDiv(bytes, " DIV
+            ") * 8000 + intDiv((bytes % " DIV ") * 8000, " DIV ")))"},
+    {"pps", "if(" DUR " = 0, packets, if(intDiv(packets, " DIV ") > 18446744073709551, " U64MAX
+            ", intDiv(packets, " DIV ") * 1000 + intDiv((packets % " DIV ") * 1000, " DIV ")))"},
+    {"bpp", "if(packets = 0, toUInt64(0), intDiv(bytes, greatest(packets, toUInt64(1))))"},
+    {"icmptype", "bitShiftRight(dst_port, 8)"},
+    {"icmpcode", "bitAnd(dst_port, 255)"},
+#undef DIV
+#undef DUR
+};
+
+static const char *num_sql(const char *field)
 {
-    if (!filter)
+    for (size_t i = 0; i < sizeof num_fields / sizeof num_fields[0]; i++)
+        if (strcmp(num_fields[i].field, field) == 0)
+            return num_fields[i].sql;
+    return NULL;
+}
+
+static const char *addr_sql(const char *field)
+{
+    return strcmp(field, "src") == 0        ? "src_addr"
+           : strcmp(field, "dst") == 0      ? "dst_addr"
+           : strcmp(field, "exporter") == 0 ? "exporter"
+           : strcmp(field, "nexthop") == 0  ? "nexthop"
+                                            : NULL;
+}
+
+static void put_hex(ns_buf *b, const uint8_t *p)
+{
+    for (int i = 0; i < 16; i++)
+        ns_buf_printf(b, "%02X", p[i]);
+}
+
+/* A prefix as a byte range: FixedString compares bytewise. */
+static void net_sql(ns_buf *b, const qry_filter *f, size_t k, const char *col)
+{
+    ns_addr a, m, hi;
+    qry_filter_net(f, k, &a, &m);
+    bool any = true;
+    for (int i = 0; i < 16; i++) {
+        hi.b[i] = (uint8_t)(a.b[i] | (uint8_t)~m.b[i]);
+        any = any && m.b[i] == 0;
+    }
+    if (any) {
+        ns_buf_puts(b, "1");
+        return;
+    }
+    ns_buf_printf(b, "(%s >= unhex('", col);
+    put_hex(b, a.b);
+    ns_buf_printf(b, "') AND %s <= unhex('", col);
+    put_hex(b, hi.b);
+    ns_buf_puts(b, "'))");
+}
+
+static int test_sql(ns_buf *b, const qry_filter *f, const qry_ftest *t)
+{
+    static const char *const ops[] = {"=", "!=", "<", "<=", ">", ">="};
+    const char *col;
+    switch (t->kind) {
+    case QRY_FT_TRUE:
+        ns_buf_puts(b, "1");
         return 0;
-    for (const char *p = filter; *p; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            snprintf(last_err, sizeof last_err,
-                     "filters are not translated to SQL yet; use query_backend = local");
+    case QRY_FT_SRC_V4:
+    case QRY_FT_SRC_V6:
+        ns_buf_printf(b, "(substring(src_addr, 1, 12) %s unhex('00000000000000000000FFFF'))",
+                      t->kind == QRY_FT_SRC_V4 ? "=" : "!=");
+        return 0;
+    case QRY_FT_NUM:
+        if (!(col = num_sql(t->field)))
             return SNK_E_FILTER;
+        if (t->cmp == QRY_FC_ALL)
+            ns_buf_printf(b, "(bitAnd(%s, %" PRIu64 ") = %" PRIu64 ")", col, t->val, t->val);
+        else if ((unsigned)t->cmp < 6)
+            ns_buf_printf(b, "(%s %s %" PRIu64 ")", col, ops[t->cmp], t->val);
+        else
+            return SNK_E_FILTER;
+        return 0;
+    case QRY_FT_NUM_IN:
+        if (!(col = num_sql(t->field)))
+            return SNK_E_FILTER;
+        ns_buf_printf(b, "(%s IN (", col);
+        for (size_t k = 0; k < t->n; k++)
+            ns_buf_printf(b, "%s%" PRIu64, k ? ", " : "", qry_filter_num(f, t->first + k));
+        ns_buf_puts(b, "))");
+        return 0;
+    case QRY_FT_NET:
+    case QRY_FT_NET_IN:
+        if (!(col = addr_sql(t->field)))
+            return SNK_E_FILTER;
+        ns_buf_puts(b, "(");
+        for (size_t k = 0; k < t->n; k++) {
+            if (k)
+                ns_buf_puts(b, " OR ");
+            net_sql(b, f, t->first + k, col);
         }
+        ns_buf_puts(b, t->n ? ")" : "0)");
+        return 0;
+    }
+    return SNK_E_FILTER;
+}
+
+/* The program from test i on, as an expression: a test, then where each outcome leads. */
+static int prog_sql(ns_buf *b, const qry_filter *f, size_t i, size_t n)
+{
+    if (i == n) {
+        ns_buf_puts(b, "1");
+        return 0;
+    }
+    if (i > n) {
+        ns_buf_puts(b, "0");
+        return 0;
+    }
+    if (b->len > FILTER_SQL_MAX)
+        return SNK_E_FILTER;
+    qry_ftest t;
+    qry_filter_test(f, i, &t);
+    int rc;
+    if (t.jt == n && t.jf == n + 1)
+        return test_sql(b, f, &t);
+    ns_buf_puts(b, "if(");
+    if ((rc = test_sql(b, f, &t)) < 0)
+        return rc;
+    ns_buf_puts(b, ", ");
+    if ((rc = prog_sql(b, f, t.jt, n)) < 0)
+        return rc;
+    ns_buf_puts(b, ", ");
+    if ((rc = prog_sql(b, f, t.jf, n)) < 0)
+        return rc;
+    ns_buf_puts(b, ")");
     return 0;
+}
+
+/* " AND (<filter>)" for a WHERE clause into cond (empty for no filter). */
+static int filter_sql(const char *text, ns_buf *cond)
+{
+    qry_filter *f = NULL;
+    char err[256];
+    cond->len = 0;
+    ns_buf_printf(cond, "%s", ""); /* "" rather than NULL when there is no filter */
+    if (cond->oom)
+        return NS_E_NOMEM;
+    if (!text)
+        return 0;
+    if (qry_filter_compile(text, &f, err, sizeof err) < 0) {
+        snprintf(last_err, sizeof last_err, "filter: %s", err);
+        return SNK_E_FILTER;
+    }
+    size_t n = qry_filter_ntests(f);
+    int rc = 0;
+    if (n > 0) {
+        ns_buf_puts(cond, " AND (");
+        rc = prog_sql(cond, f, 0, n);
+        ns_buf_puts(cond, ")");
+    }
+    qry_filter_free(f);
+    if (rc == 0 && cond->oom)
+        rc = NS_E_NOMEM;
+    if (rc == SNK_E_FILTER)
+        snprintf(last_err, sizeof last_err, "filter too large to translate to SQL");
+    return rc;
 }
 
 /* Reads "flows packets bytes first last" from a TSV line. */
@@ -115,22 +296,28 @@ static bool parse_totals(char **p, qry_totals *t)
 int snk_query_summary(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filter,
                       qry_totals *out)
 {
-    char sql[1024];
-    ns_buf b = {0};
+    ns_buf b = {0}, cond = {0}, sql = {0};
     memset(out, 0, sizeof *out);
-    int rc = check_filter(filter);
+    int rc = filter_sql(filter, &cond);
     if (rc < 0)
-        return rc;
-    snprintf(sql, sizeof sql,
-             "SELECT " TOTALS_SQL " FROM %s_all WHERE last_ms >= %" PRId64
-             " AND first_ms <= %" PRId64 " FORMAT TabSeparated",
-             snk__table(s), from_ms, to_ms);
-    if ((rc = run_sql(s, sql, &b)) == 0) {
+        goto out;
+    ns_buf_printf(&sql,
+                  "SELECT " TOTALS_SQL " FROM %s_all WHERE last_ms >= %" PRId64
+                  " AND first_ms <= %" PRId64 "%s FORMAT TabSeparated",
+                  snk__table(s), from_ms, to_ms, cond.p);
+    if (sql.oom) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rc = run_sql(s, sql.p, &b)) == 0) {
         char *p = b.p;
         if (!p || !parse_totals(&p, out))
             rc = SNK_E_ANSWER;
     }
+out:
     ns_buf_free(&b);
+    ns_buf_free(&cond);
+    ns_buf_free(&sql);
     return rc;
 }
 
@@ -205,27 +392,30 @@ static bool parse_key(char **p, qry_by by, qry_key *k)
 int snk_query_top(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filter, qry_by by,
                   qry_metric metric, size_t limit, qry_top_result *out)
 {
-    char sql[2048], where[256];
-    ns_buf b = {0};
+    ns_buf b = {0}, where = {0}, sql = {0};
     const char *key = key_sql(by);
     const char *m = metric == QRY_M_BYTES     ? "sum(bytes)"
                     : metric == QRY_M_PACKETS ? "sum(packets)"
                                               : "count()";
     memset(out, 0, sizeof *out);
-    int rc = check_filter(filter);
-    if (rc < 0)
-        return rc;
     if (!key || limit == 0)
         return NS_E_RANGE;
-    snprintf(where, sizeof where, "last_ms >= %" PRId64 " AND first_ms <= %" PRId64, from_ms,
-             to_ms);
+    int rc = filter_sql(filter, &b);
+    if (rc < 0)
+        goto out;
+    ns_buf_printf(&where, "last_ms >= %" PRId64 " AND first_ms <= %" PRId64 "%s", from_ms, to_ms,
+                  b.p);
     /* the rows, then the groups past them (other), then everything (total, groups): ties go
      * by key, hex of the address bytes sorting as the bytes do */
-    snprintf(sql, sizeof sql,
-             "SELECT k, " TOTALS_SQL " FROM (SELECT %s AS k, * FROM %s_all WHERE %s) GROUP BY k "
-             "ORDER BY %s DESC, k LIMIT %zu FORMAT TabSeparated",
-             key, snk__table(s), where, m, limit);
-    if ((rc = run_sql(s, sql, &b)) < 0)
+    ns_buf_printf(&sql,
+                  "SELECT k, " TOTALS_SQL " FROM (SELECT %s AS k, * FROM %s_all WHERE %s) GROUP BY "
+                  "k ORDER BY %s DESC, k LIMIT %zu FORMAT TabSeparated",
+                  key, snk__table(s), where.p, m, limit);
+    if (where.oom || sql.oom) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rc = run_sql(s, sql.p, &b)) < 0)
         goto out;
     size_t cap = 16, n = 0;
     out->rows = malloc(cap * sizeof *out->rows);
@@ -251,23 +441,33 @@ int snk_query_top(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filte
         n++;
     }
     out->n = n;
-    snprintf(sql, sizeof sql,
-             "SELECT sum(fl), sum(pk), sum(by), min(f), max(l) FROM (SELECT %s AS k, count() AS "
-             "fl, sum(packets) AS pk, sum(bytes) AS by, min(first_ms) AS f, max(last_ms) AS l, "
-             "%s AS m FROM %s_all WHERE %s GROUP BY k ORDER BY m DESC, k LIMIT %zu, "
-             "4611686018427387904) FORMAT TabSeparated",
-             key, m, snk__table(s), where, limit);
-    if ((rc = run_sql(s, sql, &b)) < 0)
+    sql.len = 0;
+    ns_buf_printf(&sql,
+                  "SELECT sum(fl), sum(pk), sum(by), min(f), max(l) FROM (SELECT %s AS k, count() "
+                  "AS fl, sum(packets) AS pk, sum(bytes) AS by, min(first_ms) AS f, max(last_ms) "
+                  "AS l, %s AS m FROM %s_all WHERE %s GROUP BY k ORDER BY m DESC, k LIMIT %zu, "
+                  "4611686018427387904) FORMAT TabSeparated",
+                  key, m, snk__table(s), where.p, limit);
+    if (sql.oom) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rc = run_sql(s, sql.p, &b)) < 0)
         goto out;
     char *p = b.p;
     if (!p || !parse_totals(&p, &out->other)) {
         rc = SNK_E_ANSWER;
         goto out;
     }
-    snprintf(sql, sizeof sql,
-             "SELECT " TOTALS_SQL ", uniqExact(%s) FROM %s_all WHERE %s FORMAT TabSeparated", key,
-             snk__table(s), where);
-    if ((rc = run_sql(s, sql, &b)) < 0)
+    sql.len = 0;
+    ns_buf_printf(&sql,
+                  "SELECT " TOTALS_SQL ", uniqExact(%s) FROM %s_all WHERE %s FORMAT TabSeparated",
+                  key, snk__table(s), where.p);
+    if (sql.oom) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rc = run_sql(s, sql.p, &b)) < 0)
         goto out;
     unsigned long long groups;
     p = b.p;
@@ -278,6 +478,8 @@ int snk_query_top(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filte
     out->groups = groups;
 out:
     ns_buf_free(&b);
+    ns_buf_free(&where);
+    ns_buf_free(&sql);
     if (rc < 0)
         qry_top_free(out);
     return rc;
@@ -286,21 +488,20 @@ out:
 int snk_query_series(snk_sink *s, int64_t from_ms, int64_t step_ms, size_t nbuckets,
                      const char *filter, qry_totals *buckets)
 {
-    char sql[4096];
-    ns_buf b = {0};
+    ns_buf b = {0}, cond = {0}, sql = {0};
     if (step_ms <= 0 || nbuckets == 0 || nbuckets > QRY_SERIES_MAX_BUCKETS)
         return NS_E_RANGE;
     memset(buckets, 0, nbuckets * sizeof *buckets);
-    int rc = check_filter(filter);
+    int rc = filter_sql(filter, &cond);
     if (rc < 0)
-        return rc;
+        goto out;
     int64_t end = from_ms + step_ms * (int64_t)nbuckets; /* exclusive */
     /* Per flow: s/e its span clipped to the range, bs/be the buckets they fall in; a flow in
      * one bucket (or of no duration) puts everything there; otherwise each bucket k gets
      * toUInt64(packets * (overlap_k / span)), as engine/query.c computes it in doubles, and when
      * the flow lies wholly inside the range the last bucket gets the remainder. */
-    snprintf(
-        sql, sizeof sql,
+    ns_buf_printf(
+        &sql,
         "SELECT k, sum(fl), sum(pk), sum(by) FROM ("
         " SELECT bs + i - 1 AS k, if(i = 1, 1, 0) AS fl,"
         "  if(one, packets, if(i = n AND inside, toUInt64(packets - arraySum(arraySlice(ps, 1, n - "
@@ -328,12 +529,16 @@ int snk_query_series(snk_sink *s, int64_t from_ms, int64_t step_ms, size_t nbuck
         "   arrayMap(o -> if(o > 0, toUInt64(toFloat64(bytes) * (o / span)), toUInt64(0)), ov)"
         "    AS bys"
         "  FROM %s_all WHERE last_ms >= toInt64(%" PRId64 ") AND first_ms <= %" PRId64
-        "   AND least(last_ms, toInt64(%" PRId64 ")) >= greatest(first_ms, toInt64(%" PRId64 ")))"
+        "   AND least(last_ms, toInt64(%" PRId64 ")) >= greatest(first_ms, toInt64(%" PRId64 "))%s)"
         " ARRAY JOIN arrayEnumerate(range(n)) AS i"
         ") GROUP BY k ORDER BY k FORMAT TabSeparated",
         from_ms, from_ms, step_ms, end - 1, from_ms, step_ms, from_ms, end, from_ms, step_ms,
-        from_ms, step_ms, snk__table(s), from_ms, end - 1, end - 1, from_ms);
-    if ((rc = run_sql(s, sql, &b)) < 0)
+        from_ms, step_ms, snk__table(s), from_ms, end - 1, end - 1, from_ms, cond.p);
+    if (sql.oom) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rc = run_sql(s, sql.p, &b)) < 0)
         goto out;
     for (char *p = b.p; p && *p;) {
         long long k;
@@ -351,5 +556,7 @@ int snk_query_series(snk_sink *s, int64_t from_ms, int64_t step_ms, size_t nbuck
     }
 out:
     ns_buf_free(&b);
+    ns_buf_free(&cond);
+    ns_buf_free(&sql);
     return rc;
 }

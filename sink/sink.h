@@ -86,9 +86,9 @@ void snk_prometheus(snk_sink *s, ns_buf *out);
 
 /* ---------------------------------------------------------------------------------------------
  * Queries against <table>_all on the first shard that answers, with the same answers as
- * engine/query.h's functions on the same rows. filter is the filter text (NULL or "": all);
- * this backend translates hosts, nets, ports, protocols and and/or/not; anything else is
- * SNK_E_FILTER. */
+ * engine/query.h's functions on the same rows. filter is the filter text (NULL: all); it is
+ * compiled by the engine and its program (qry_filter_test) becomes one SQL expression, so every
+ * primitive of docs/FILTERS.md works; a program whose SQL would pass 64 KiB is SNK_E_FILTER. */
 int snk_query_summary(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filter,
                       qry_totals *out);
 int snk_query_top(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filter, qry_by by,
