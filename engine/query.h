@@ -129,7 +129,7 @@ size_t qry_filter_addrs(const qry_filter *f, ns_addr *out, size_t cap);
 /* The compiled program, for back ends that evaluate filters elsewhere (the ClickHouse backend
  * turns it into SQL). Evaluation starts at test 0; after test i the next is jt if it held, jf if
  * not; jumps only go forward; reaching qry_filter_ntests() means "matches", one past it "does
- * not". A NULL or "any" filter has no tests. */
+ * not". A NULL filter has no tests. */
 typedef enum {
     QRY_FT_TRUE,
     QRY_FT_NUM,    /* field cmp val */
