@@ -964,7 +964,8 @@ static int load_spool(snk_sink *s, char *err, size_t errcap)
             s->next_seq = e.seq + 1;
     }
     closedir(d);
-    qsort(s->ents, s->nents, sizeof *s->ents, cmp_ent);
+    if (s->nents > 1)
+        qsort(s->ents, s->nents, sizeof *s->ents, cmp_ent);
     if (s->nents)
         ns_log(NS_LOG_INFO,
                "clickhouse: %zu batches (%" PRIu64 " bytes) left in the spool from the last run",
