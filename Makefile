@@ -19,7 +19,7 @@ WARN    = -Wall -Wextra $(WERROR) -Wshadow -Wpointer-arith -Wcast-qual -Wcast-al
           -Wvla -Wformat=2 -Wundef -Wimplicit-fallthrough -Wnull-dereference -Wdouble-promotion
 STRICT  = -Wconversion -Wsign-conversion
 CFLAGS ?= -O2 -g
-PKGS    = libzstd libxxhash libmicrohttpd libpcap
+PKGS    = libzstd libxxhash libmicrohttpd libpcap libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
@@ -29,6 +29,7 @@ LDLIBS     = $(PKG_LIBS) -pthread -lm
 ENGINE_SRC = $(wildcard engine/*.c)
 INGEST_SRC = $(wildcard ingest/*.c)
 HTTP_SRC   = $(wildcard http/*.c)
+SINK_SRC   = $(wildcard sink/*.c)
 TOOLS      = ns2flows ns2flows-dump ns2flows-replay ns2flows-gen ns2flows-query
 UNIT_SRC   = $(wildcard test/test_*.c)
 IT_SRC     = $(wildcard test/it/test_*.c)
@@ -41,13 +42,15 @@ HTTP_LIB   = $(BUILD)/lib/libns2http.a
 WWW_FILES  = $(sort $(wildcard http/www/*))
 WWW_C      = $(BUILD)/gen/http_www.c
 WWW_OBJ    = $(BUILD)/obj/gen/http_www.o
-LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(ENGINE_LIB)
+SINK_LIB   = $(BUILD)/lib/libns2sink.a
+LIBS_ALL   = $(HTTP_LIB) $(INGEST_LIB) $(SINK_LIB) $(ENGINE_LIB)
 BINS       = $(addprefix $(BUILD)/bin/,$(TOOLS))
 UNIT_BINS  = $(patsubst test/%.c,$(BUILD)/test/%,$(UNIT_SRC))
 IT_BINS    = $(patsubst test/it/%.c,$(BUILD)/test/it/%,$(IT_SRC))
+CH_TEST_BIN  = $(BUILD)/test/clickhouse/test_clickhouse
 REGRESS_BINS = $(patsubst test/fuzz/%.c,$(BUILD)/test/regress_%,$(FUZZ_SRC))
 
-.PHONY: all deps deps-browser browser run test unit it asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
+.PHONY: all deps deps-browser browser run test unit it test-clickhouse deps-clickhouse bench-clickhouse asan fuzz fuzz-objs bench install uninstall clean fmt fmt-check deps-asan deps-fuzz
 
 all: $(BINS)
 
@@ -57,6 +60,10 @@ $(BUILD)/obj/engine/%.o: engine/%.c
 	@echo '  CC    $<'
 	$(Q)$(CC) $(ALL_CFLAGS) $(STRICT) -c $< -o $@
 $(BUILD)/obj/ingest/%.o: ingest/%.c
+	@mkdir -p $(dir $@)
+	@echo '  CC    $<'
+	$(Q)$(CC) $(ALL_CFLAGS) $(STRICT) -c $< -o $@
+$(BUILD)/obj/sink/%.o: sink/%.c
 	@mkdir -p $(dir $@)
 	@echo '  CC    $<'
 	$(Q)$(CC) $(ALL_CFLAGS) $(STRICT) -c $< -o $@
@@ -72,6 +79,9 @@ $(INGEST_LIB): $(call obj,$(INGEST_SRC))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 $(HTTP_LIB): $(call obj,$(HTTP_SRC)) $(WWW_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(SINK_LIB): $(call obj,$(SINK_SRC))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
@@ -105,13 +115,13 @@ $(BUILD)/test/regress_%: $(BUILD)/obj/test/fuzz/regress_driver.o $(BUILD)/obj/te
 # ---------------------------------------------------------------------------------------------
 # Dependencies from Debian, by package name; apt-get update only when something is missing.
 DEB_PKGS = pkg-config libzstd-dev libxxhash-dev libmicrohttpd-dev libcriterion-dev libpcap-dev \
-           curl openssl
+           curl openssl libcurl4-openssl-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
 	for pair in libzstd:libzstd-dev libxxhash:libxxhash-dev libmicrohttpd:libmicrohttpd-dev \
-	            criterion:libcriterion-dev libpcap:libpcap-dev; do \
+	            criterion:libcriterion-dev libpcap:libpcap-dev libcurl:libcurl4-openssl-dev; do \
 	  pc=$${pair%%:*}; deb=$${pair#*:}; \
 	  pkg-config --exists $$pc 2>/dev/null || missing="$$missing $$deb"; \
 	done; \
@@ -139,7 +149,7 @@ it: $(BINS) $(IT_BINS)
 	@set -e; for t in $(IT_BINS); do echo "== $$t"; NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $$t --jobs 1; done
 
 test: deps deps-browser
-	$(MAKE) unit it browser
+	$(MAKE) unit it browser test-clickhouse
 
 # The Flows Window in headless chromium (test/browser/, playwright-core pinned in its
 # package-lock.json). NS_SKIP_BROWSER=1 skips it, saying so; without chromium it fails.
@@ -159,6 +169,27 @@ deps-browser:
 	  { echo "deps-browser: installing chromium nodejs npm"; $(SUDO) apt-get update && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium nodejs npm; }
 
+# The ClickHouse sink against real servers (Debian's clickhouse-server, started by the test as
+# plain processes on loopback; the package's system service is kept from starting).
+deps-clickhouse: deps
+	@if [ ! -x /usr/sbin/clickhouse-server ] || ! command -v curl >/dev/null 2>&1; then \
+	  echo "deps-clickhouse: installing clickhouse-server clickhouse-client curl"; \
+	  norc=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod 755 /usr/sbin/policy-rc.d && norc=1; }; \
+	  { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends clickhouse-server clickhouse-client curl; } || true; \
+	  [ -z "$$norc" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; \
+	fi
+
+test-clickhouse: deps-clickhouse
+	$(MAKE) $(BINS) $(CH_TEST_BIN)
+	@if [ -x /usr/sbin/clickhouse-server ] && command -v curl >/dev/null 2>&1; then \
+	  echo "== $(CH_TEST_BIN)"; \
+	  NS_SRC=$(CURDIR) NS_FIXTURES=$(FIXTURES) NS_BIN=$(abspath $(BUILD)/bin) $(CH_TEST_BIN) --jobs 1; \
+	else \
+	  echo "**************************************************************************"; \
+	  echo "** test-clickhouse SKIPPED: clickhouse-server could not be installed    **"; \
+	  echo "**************************************************************************"; \
+	fi
+
 asan: deps-asan
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" unit it
 
@@ -166,7 +197,7 @@ FUZZ_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,u
 fuzz: deps-fuzz
 	$(MAKE) BUILD=build/fuzz CC=clang CFLAGS="$(FUZZ_CFLAGS)" fuzz-objs
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
+	  clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all build/fuzz/obj/test/fuzz/$$n.o $(addprefix build/fuzz/lib/,libns2http.a libns2ingest.a libns2sink.a libns2engine.a) $(LDLIBS) -o build/fuzz/$$n; \
 	  mkdir -p build/fuzz/corpus/$$n; \
 	  seeds=test/fuzz/regress/$$n; \
 	  echo "== $$n for $(FUZZ_TIME)s"; \
@@ -178,6 +209,10 @@ fuzz-objs: $(LIBS_ALL) $(call obj,$(FUZZ_SRC))
 bench:
 	$(MAKE) all
 	QUICK='$(QUICK)' bench/run.sh
+
+bench-clickhouse: deps-clickhouse
+	$(MAKE) all
+	QUICK='$(QUICK)' nice -n 10 bench/clickhouse.sh
 
 # ---------------------------------------------------------------------------------------------
 install: all
@@ -201,7 +236,7 @@ uninstall:
 clean:
 	rm -rf build
 
-FMT_SRC = $(wildcard engine/*.[ch] ingest/*.[ch] http/*.[ch] tools/*.c test/*.c test/it/*.c test/fuzz/*.c)
+FMT_SRC = $(wildcard engine/*.[ch] ingest/*.[ch] http/*.[ch] sink/*.[ch] tools/*.c test/*.c test/it/*.c test/clickhouse/*.c test/fuzz/*.c)
 fmt:
 	clang-format -i $(FMT_SRC)
 fmt-check:

@@ -267,6 +267,7 @@ bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out)
  * errors, --help-config, and SIGHUP reload. A parsed ns_config is immutable once built. */
 #define NS_MAX_LISTEN   16
 #define NS_MAX_PREFIXES 64 /* exporters_allow entries */
+#define NS_MAX_CH_URLS  16 /* clickhouse_url entries (shards) */
 
 typedef struct ns_config {
     char db_path[4096];
@@ -299,6 +300,14 @@ typedef struct ns_config {
     char exporters_allow[1024]; /* comma-separated prefixes; empty = every exporter */
     char user[64];              /* started as root: drop to this user; empty = stay */
     char group[64];             /* with user: this group instead of the user's own */
+    /* ClickHouse sink (sink/sink.h): off while no URL is given */
+    char clickhouse_url[NS_MAX_CH_URLS][256]; /* one base URL per shard */
+    int nclickhouse_url;
+    char clickhouse_table[64];      /* local table on each shard; <name>_all is the Distributed */
+    uint64_t clickhouse_batch_rows; /* a batch is sent at this many rows... */
+    uint64_t clickhouse_batch_ms;   /* ...or this long after its first row */
+    uint64_t clickhouse_spool_max;  /* bytes of unsent batches kept in SESSIONDB/spool */
+    char query_backend[16];         /* "local" or "clickhouse" */
 } ns_config;
 
 /* Fills cfg with the embedded defaults. */

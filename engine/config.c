@@ -17,7 +17,10 @@ typedef enum {
     CT_LISTEN,
     CT_LISTEN_SFLOW,
     CT_LOGLEVEL,
-    CT_PREFIXES
+    CT_PREFIXES,
+    CT_URLS,   /* clickhouse_url: repeatable, comma separated */
+    CT_IDENT,  /* an SQL identifier: [A-Za-z_][A-Za-z0-9_]* */
+    CT_BACKEND /* local | clickhouse */
 } ctype;
 
 typedef struct cfg_def {
@@ -86,6 +89,19 @@ static const cfg_def defs[] = {
      "started as root: run as this user once sockets, database and log are open; empty = stay"},
     {"group", CT_STRING, "", F(group), 0, 0, false,
      "with user: run with this group instead of the user's primary group"},
+    {"clickhouse_url", CT_URLS, "", F(clickhouse_url), 0, 0, false,
+     "ClickHouse HTTP URL of each shard (http://HOST:8123/), comma separated or repeated; "
+     "empty = no ClickHouse sink"},
+    {"clickhouse_table", CT_IDENT, "flows", F(clickhouse_table), 0, 0, false,
+     "table the sink inserts into on each shard; queries read <table>_all (Distributed)"},
+    {"clickhouse_batch_rows", CT_UINT, "100000", F(clickhouse_batch_rows), 1, 1000000, false,
+     "a ClickHouse batch is cut at this many rows"},
+    {"clickhouse_batch_ms", CT_UINT, "2000", F(clickhouse_batch_ms), 10, 600000, false,
+     "or this many milliseconds after its first row"},
+    {"clickhouse_spool_max", CT_SIZE, "1G", F(clickhouse_spool_max), 1u << 20, UINT64_MAX, false,
+     "bytes of unsent batches kept in <db_path>/spool; past it the oldest batch is dropped"},
+    {"query_backend", CT_BACKEND, "local", F(query_backend), 0, 0, false,
+     "where /api/v1/summary, /top and /series read: local (the embedded store) or clickhouse"},
 };
 #define NDEFS (sizeof defs / sizeof defs[0])
 
@@ -152,6 +168,48 @@ static int add_listen(char (*list)[80], int *n, bool *is_default, const char *va
     return 0;
 }
 
+/* clickhouse_url: "http://host:port/" entries, appended (an empty value clears the list). */
+static int add_urls(ns_config *cfg, const char *val, char *err, size_t errcap)
+{
+    char buf[4096];
+    if (strlen(val) >= sizeof buf) {
+        snprintf(err, errcap, "value too long");
+        return NS_E_RANGE;
+    }
+    strcpy(buf, val);
+    if (!*trim(buf)) {
+        cfg->nclickhouse_url = 0;
+        return 0;
+    }
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        tok = trim(tok);
+        if (!*tok)
+            continue;
+        if (strncmp(tok, "http://", 7) != 0 && strncmp(tok, "https://", 8) != 0) {
+            snprintf(err, errcap, "'%.64s' is not an http:// or https:// URL", tok);
+            return NS_E_PARSE;
+        }
+        for (const char *q = tok; *q; q++) {
+            if (isspace((unsigned char)*q) || *q == '"') {
+                snprintf(err, errcap, "'%.64s': blank or quote inside a URL", tok);
+                return NS_E_PARSE;
+            }
+        }
+        if (strlen(tok) >= sizeof cfg->clickhouse_url[0]) {
+            snprintf(err, errcap, "URL longer than %zu bytes", sizeof cfg->clickhouse_url[0] - 1);
+            return NS_E_RANGE;
+        }
+        if (cfg->nclickhouse_url == NS_MAX_CH_URLS) {
+            snprintf(err, errcap, "more than %d ClickHouse URLs", NS_MAX_CH_URLS);
+            return NS_E_TOO_MANY;
+        }
+        snprintf(cfg->clickhouse_url[cfg->nclickhouse_url++], sizeof cfg->clickhouse_url[0], "%s",
+                 tok);
+    }
+    return 0;
+}
+
 int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, size_t errcap)
 {
     const cfg_def *d = find_def(key);
@@ -193,6 +251,27 @@ int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, s
         memcpy(base + d->off, val, strlen(val) + 1);
         return 0;
     }
+    case CT_URLS:
+        return add_urls(cfg, val, err, errcap);
+    case CT_IDENT: {
+        bool ok = *val && strlen(val) < d->size && !isdigit((unsigned char)*val);
+        for (const char *q = val; *q; q++)
+            if (!isalnum((unsigned char)*q) && *q != '_')
+                ok = false;
+        if (!ok) {
+            snprintf(err, errcap, "'%.64s' is not a table name (letters, digits, _)", val);
+            return NS_E_PARSE;
+        }
+        memcpy(base + d->off, val, strlen(val) + 1);
+        return 0;
+    }
+    case CT_BACKEND:
+        if (strcmp(val, "local") != 0 && strcmp(val, "clickhouse") != 0) {
+            snprintf(err, errcap, "'%.64s' is not local or clickhouse", val);
+            return NS_E_PARSE;
+        }
+        memcpy(base + d->off, val, strlen(val) + 1);
+        return 0;
     case CT_LISTEN:
         return add_listen(cfg->listen, &cfg->nlisten, &cfg->listen_is_default, val, err, errcap);
     case CT_LISTEN_SFLOW:
@@ -356,7 +435,12 @@ int ns_config_diff_nonreloadable(const ns_config *a, const ns_config *b, char *b
         } else if (d->type == CT_LISTEN_SFLOW) {
             differs =
                 !same_list(a->listen_sflow, a->nlisten_sflow, b->listen_sflow, b->nlisten_sflow);
-        } else if (d->type == CT_STRING || d->type == CT_HOSTPORT || d->type == CT_PREFIXES) {
+        } else if (d->type == CT_URLS) {
+            differs = a->nclickhouse_url != b->nclickhouse_url;
+            for (int k = 0; !differs && k < a->nclickhouse_url; k++)
+                differs = strcmp(a->clickhouse_url[k], b->clickhouse_url[k]) != 0;
+        } else if (d->type == CT_STRING || d->type == CT_HOSTPORT || d->type == CT_PREFIXES ||
+                   d->type == CT_IDENT || d->type == CT_BACKEND) {
             differs = strncmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;
         } else {
             differs = memcmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;

@@ -81,6 +81,8 @@ struct eng_db {
     ns_ratelimit wal_rl;
     uint64_t other_bytes;  /* state/, quarantine/, log and other files: counted in the budget */
     int64_t other_scan_ms; /* when other_bytes was last measured (monotonic) */
+    eng_tap_fn tap;        /* set before traffic starts, read without the mutex */
+    void *tap_arg;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -909,6 +911,12 @@ const char *eng_db_dir(const eng_db *db)
     return db->dir;
 }
 
+void eng_db_set_tap(eng_db *db, eng_tap_fn fn, void *arg)
+{
+    db->tap = fn;
+    db->tap_arg = arg;
+}
+
 int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
 {
     int rc = 0, werr = 0;
@@ -916,6 +924,7 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
     size_t reclen = 0;
     bool say = false;
     uint32_t held = 0;
+    size_t kept = 0; /* rows the open minute took: the tap sees them */
     if (n == 0)
         return 0;
     if (db->opts.read_only)
@@ -954,6 +963,7 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
         }
     }
     size_t added = buf_push_locked(db, b, rows, n);
+    kept = added;
     db->st.rows_stored += added;
     if (added < n) {
         db->st.rows_dropped += n - added;
@@ -967,6 +977,8 @@ out:
                "db: cannot write the WAL for minute %lld (%zu flows): %s; the flows are kept in "
                "memory until sealed (%u similar errors not logged)",
                (long long)(recv_ms / 60000), n, ns_strerror(werr), held);
+    if (kept && db->tap)
+        db->tap(db->tap_arg, recv_ms, rows, kept);
     return rc;
 }
 

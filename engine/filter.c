@@ -301,6 +301,68 @@ size_t qry_filter_addrs(const qry_filter *f, ns_addr *out, size_t cap)
     return f->naddrs;
 }
 
+static const char *const field_names[F_COUNT] = {
+    [F_SRC_PORT] = "srcport",
+    [F_DST_PORT] = "dstport",
+    [F_PROTO] = "proto",
+    [F_TOS] = "tos",
+    [F_FLAGS] = "flags",
+    [F_SRC_AS] = "srcas",
+    [F_DST_AS] = "dstas",
+    [F_IN_IF] = "inif",
+    [F_OUT_IF] = "outif",
+    [F_VLAN] = "vlan",
+    [F_SRC_MASK] = "srcmask",
+    [F_DST_MASK] = "dstmask",
+    [F_BYTES] = "bytes",
+    [F_PACKETS] = "packets",
+    [F_DURATION] = "duration",
+    [F_BPS] = "bps",
+    [F_PPS] = "pps",
+    [F_BPP] = "bpp",
+    [F_ICMP_TYPE] = "icmptype",
+    [F_ICMP_CODE] = "icmpcode",
+    [F_DIRECTION] = "direction",
+    [F_SRC] = "src",
+    [F_DST] = "dst",
+    [F_EXPORTER] = "exporter",
+    [F_NEXTHOP] = "nexthop",
+};
+
+size_t qry_filter_ntests(const qry_filter *f)
+{
+    return f ? f->n : 0;
+}
+
+void qry_filter_test(const qry_filter *f, size_t i, qry_ftest *out)
+{
+    const flt_ins *in = &f->ins[i];
+    static const qry_ft_kind kinds[] = {
+        [OP_TRUE] = QRY_FT_TRUE, [OP_NUM] = QRY_FT_NUM,        [OP_NUM_IN] = QRY_FT_NUM_IN,
+        [OP_ADDR] = QRY_FT_NET,  [OP_ADDR_IN] = QRY_FT_NET_IN, [OP_V4] = QRY_FT_SRC_V4,
+        [OP_V6] = QRY_FT_SRC_V6};
+    memset(out, 0, sizeof *out);
+    out->kind = kinds[in->op];
+    out->field = in->field < F_COUNT ? field_names[in->field] : "";
+    out->cmp = (qry_fc)in->cmp;
+    out->val = in->val;
+    out->first = in->idx;
+    out->n = in->op == OP_ADDR ? 1 : in->n;
+    out->jt = in->jt;
+    out->jf = in->jf;
+}
+
+uint64_t qry_filter_num(const qry_filter *f, size_t k)
+{
+    return f->nums[k];
+}
+
+void qry_filter_net(const qry_filter *f, size_t k, ns_addr *addr, ns_addr *mask)
+{
+    memcpy(addr->b, f->nets[k].v, 16);
+    memcpy(mask->b, f->nets[k].m, 16);
+}
+
 void qry_filter_free(qry_filter *f)
 {
     if (!f)

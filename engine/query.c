@@ -238,6 +238,16 @@ void qry_key_fmt(qry_by by, const qry_key *k, char *buf, size_t cap)
     qry_keyval_fmt(&ks, &k->v[0], buf, cap);
 }
 
+int64_t qry_span_ms(int64_t from_ms, int64_t to_ms, const qry_totals *total)
+{
+    if (!total->flows)
+        return 0;
+    /* an open end (callers pass extremes, or a quarter of them) is where the data is */
+    int64_t lo = from_ms <= INT64_MIN / 4 ? total->first_ms : from_ms;
+    int64_t hi = to_ms >= INT64_MAX / 4 ? total->last_ms : to_ms;
+    return hi - lo + 1 < 1000 ? 1000 : hi - lo + 1;
+}
+
 double qry_rate(uint64_t v, int64_t span_ms)
 {
     return span_ms > 0 ? (double)v * 1000.0 / (double)span_ms : 0.0;
@@ -792,12 +802,7 @@ int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *
             totals_merge(&out->other, &t.tot[i]);
     out->n = k;
     out->groups = t.n;
-    if (out->total.flows) {
-        /* an open end (callers pass extremes, or a quarter of them) is where the data is */
-        int64_t lo = from_ms <= INT64_MIN / 4 ? out->total.first_ms : from_ms;
-        int64_t hi = to_ms >= INT64_MAX / 4 ? out->total.last_ms : to_ms;
-        out->span_ms = hi - lo + 1 < 1000 ? 1000 : hi - lo + 1;
-    }
+    out->span_ms = qry_span_ms(from_ms, to_ms, &out->total);
 out:
     free(best);
     tab_free(&t);

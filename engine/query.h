@@ -121,6 +121,10 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
 /* The same for any grouping. */
 int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
                   const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out);
+/* The span a top-N's rates are over: [from_ms, to_ms], an open end (at or past a quarter of
+ * INT64_MIN/MAX) replaced by the earliest start or latest end in total; at least 1 s; 0 when
+ * total counts no flow. */
+int64_t qry_span_ms(int64_t from_ms, int64_t to_ms, const qry_totals *total);
 /* A rate per second of v counted over span_ms (bps: pass bytes * 8). */
 double qry_rate(uint64_t v, int64_t span_ms);
 void qry_top_free(qry_top_result *r);
@@ -189,5 +193,47 @@ uint32_t qry_filter_columns(const qry_filter *f); /* ENG_COLMASK bits it reads; 
  * out and returns its size, or returns 0 when no such set can be derived (nets, negations,
  * an "or" with a branch that names no host) or S has more than cap entries. */
 size_t qry_filter_addrs(const qry_filter *f, ns_addr *out, size_t cap);
+
+/* The compiled program, for back ends that evaluate filters elsewhere (the ClickHouse backend
+ * turns it into SQL). Evaluation starts at test 0; after test i the next is jt if it held, jf if
+ * not; jumps only go forward; reaching qry_filter_ntests() means "matches", one past it "does
+ * not". A NULL filter has no tests. */
+typedef enum {
+    QRY_FT_TRUE,
+    QRY_FT_NUM,    /* field cmp val */
+    QRY_FT_NUM_IN, /* field is one of qry_filter_num(first .. first+n), sorted */
+    QRY_FT_NET,    /* address field in qry_filter_net(first) */
+    QRY_FT_NET_IN, /* address field in any of qry_filter_net(first .. first+n) */
+    QRY_FT_SRC_V4, /* src is IPv4 (v4-mapped) */
+    QRY_FT_SRC_V6
+} qry_ft_kind;
+typedef enum {
+    QRY_FC_EQ,
+    QRY_FC_NE,
+    QRY_FC_LT,
+    QRY_FC_LE,
+    QRY_FC_GT,
+    QRY_FC_GE,
+    QRY_FC_ALL
+} qry_fc;
+typedef struct qry_ftest {
+    qry_ft_kind kind;
+    /* Numbers (unsigned 64-bit): "srcport" "dstport" "proto" "tos" "flags" "srcas" "dstas" "inif"
+     * "outif" "vlan" "srcmask" "dstmask" "bytes" "packets" "direction"; "duration" = last_ms -
+     * first_ms (0 if not positive); "bps" = bytes * 8000 / duration, or bytes * 8 with no
+     * duration; "pps" = packets * 1000 / duration, or packets; "bpp" = bytes / packets (0 with no
+     * packets); "icmptype" = dstport >> 8; "icmpcode" = dstport & 255. Products saturate at
+     * UINT64_MAX; divisions truncate. Addresses: "src" "dst" "exporter" "nexthop". */
+    const char *field;
+    qry_fc cmp; /* QRY_FC_ALL: (field & val) == val */
+    uint64_t val;
+    size_t first, n;
+    uint32_t jt, jf;
+} qry_ftest;
+size_t qry_filter_ntests(const qry_filter *f);
+void qry_filter_test(const qry_filter *f, size_t i, qry_ftest *out); /* i < ntests */
+uint64_t qry_filter_num(const qry_filter *f, size_t k);
+/* Net k as its address (host bits zero) and its mask (leading one bits). */
+void qry_filter_net(const qry_filter *f, size_t k, ns_addr *addr, ns_addr *mask);
 
 #endif

@@ -193,6 +193,11 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n);
  * eng_db_close may too). On success wal_synced_through becomes the time the call started.
  * Returns 0 or -errno (counted in wal_errors). */
 int eng_db_wal_sync(eng_db *db);
+/* A tap sees every row eng_db_append() kept, after the database took it and outside its mutex,
+ * on the appending thread (so it must not block: the ClickHouse sink only copies the rows).
+ * Set it before any append; it is read without a lock. NULL removes it. */
+typedef void (*eng_tap_fn)(void *arg, int64_t recv_ms, const eng_flow *rows, size_t n);
+void eng_db_set_tap(eng_db *db, eng_tap_fn fn, void *arg);
 
 /* Seals every minute that ended at least seal_delay before now_ms (all of them if force).
  * Returns the number of segments written or a negative code. */

@@ -14,6 +14,20 @@
  * members, each preceded by a comma. For exporters: one JSON array. */
 typedef void (*http_json_fn)(void *arg, ns_buf *out);
 
+/* Another place to answer /api/v1/summary, /top and /series from (query_backend =
+ * clickhouse): the same contracts as qry_summary, qry_top and qry_series, with the filter as
+ * text (NULL when absent; the route has already checked its syntax). error names the cause of
+ * the last failure on the calling thread, for the 502 answer. */
+typedef struct http_backend {
+    void *arg;
+    int (*summary)(void *arg, int64_t from_ms, int64_t to_ms, const char *filter, qry_totals *out);
+    int (*top)(void *arg, int64_t from_ms, int64_t to_ms, const char *filter, qry_by by,
+               qry_metric metric, size_t limit, qry_top_result *out);
+    int (*series)(void *arg, int64_t from_ms, int64_t step_ms, size_t nbuckets, const char *filter,
+                  qry_totals *buckets);
+    const char *(*error)(void);
+} http_backend;
+
 typedef struct http_opts {
     const char *listen; /* "ADDR:PORT" or "[V6]:PORT" */
     eng_db *db;         /* borrowed; must outlive the server */
@@ -38,6 +52,7 @@ typedef struct http_opts {
     /* Optional HTTPS (libmicrohttpd with GnuTLS): PEM files, both set or neither. */
     const char *tls_cert;
     const char *tls_key;
+    const http_backend *backend; /* NULL: the embedded store answers every query */
 } http_opts;
 
 typedef struct http_server http_server;

@@ -139,6 +139,8 @@ static int query_error(req *r, int rc)
         return fail(r, 503,
                     "the query took longer than http_query_timeout_ms; narrow the time range or "
                     "the filter");
+    if (r->o->backend && r->o->backend->error && r->o->backend->error()[0])
+        return fail(r, 502, "query backend failed: %s", r->o->backend->error());
     return fail(r, 500, "query failed: %s", ns_strerror(rc));
 }
 
@@ -230,7 +232,9 @@ static int route_summary(req *r)
     int rc = check_known(r, known);
     if (rc || (rc = parse_range(r, &from, &to)) || (rc = parse_filter(r, &f)))
         return rc;
-    rc = qry_summary(r->o->db, from, to, f, &t);
+    const http_backend *be = r->o->backend;
+    rc = be ? be->summary(be->arg, from, to, param(r, "filter"), &t)
+            : qry_summary(r->o->db, from, to, f, &t);
     qry_filter_free(f);
     if (rc < 0)
         return query_error(r, rc);
@@ -371,7 +375,18 @@ static int route_top(req *r)
     if ((rc = parse_filter(r, &f)))
         return rc;
     qry_top_result res;
-    rc = qry_top_group(r->o->db, from, to, f, &g, metric, limit, &res);
+    const http_backend *be = r->o->backend;
+    if (be && (g.n != 1 || g.k[0].by >= QRY_BY_APP)) {
+        qry_filter_free(f);
+        return fail(r, 400,
+                    "parameter 'by': the clickhouse query backend groups by one key of srcaddr, "
+                    "dstaddr, proto, srcport, dstport, exporter, inif, outif, srcas, dstas, tos, "
+                    "vlan");
+    }
+    rc = be ? be->top(be->arg, from, to, param(r, "filter"), g.k[0].by, metric, limit, &res)
+            : qry_top_group(r->o->db, from, to, f, &g, metric, limit, &res);
+    if (rc == 0 && res.span_ms == 0)
+        res.span_ms = qry_span_ms(from, to, &res.total);
     qry_filter_free(f);
     if (rc == NS_E_TOO_MANY)
         return fail(r, 400, "too many groups for 'by'; narrow the range or the filter");
@@ -556,6 +571,10 @@ static int route_series(req *r)
     qry_filter *f = NULL;
     if ((rc = parse_filter(r, &f)))
         return rc;
+    if (param(r, "by") && r->o->backend) {
+        qry_filter_free(f);
+        return fail(r, 400, "parameter 'by': the clickhouse query backend does not split series");
+    }
     if (param(r, "by")) {
         rc = series_split(r, from, step, nb, f, csv);
         qry_filter_free(f);
@@ -566,7 +585,9 @@ static int route_series(req *r)
         qry_filter_free(f);
         return fail(r, 500, "out of memory");
     }
-    rc = qry_series(r->o->db, from, step, (size_t)nb, f, b);
+    const http_backend *be = r->o->backend;
+    rc = be ? be->series(be->arg, from, step, (size_t)nb, param(r, "filter"), b)
+            : qry_series(r->o->db, from, step, (size_t)nb, f, b);
     qry_filter_free(f);
     if (rc < 0) {
         free(b);

@@ -4,6 +4,7 @@
 #include "engine/query.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
+#include "sink/sink.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -155,6 +156,7 @@ static int build_config(const cli *c, ns_config *cfg, char *err, size_t errcap)
 typedef struct daemon_ctx {
     ing_listener *listener;
     ing_exporters *exporters;
+    snk_sink *sink; /* NULL without clickhouse_url */
 } daemon_ctx;
 
 static void status_extra(void *arg, ns_buf *out)
@@ -166,6 +168,8 @@ static void status_extra(void *arg, ns_buf *out)
     ns_buf_printf(out, ",\"exporters_over_cap\":%llu,\"exporters_not_allowed\":%llu",
                   (unsigned long long)ing_exporters_overflow(d->exporters),
                   (unsigned long long)ing_exporters_refused(d->exporters));
+    if (d->sink)
+        snk_json(d->sink, out);
 }
 
 static void metrics_text(void *arg, ns_buf *out)
@@ -173,6 +177,76 @@ static void metrics_text(void *arg, ns_buf *out)
     daemon_ctx *d = arg;
     ing_listener_prometheus(d->listener, out);
     ing_exporters_prometheus(d->exporters, out);
+    if (d->sink)
+        snk_prometheus(d->sink, out);
+}
+
+static void startup_failed(const char *msg);
+
+/* query_backend = clickhouse: the HTTP routes' backend calls these. */
+static int ch_summary(void *arg, int64_t from, int64_t to, const char *filter, qry_totals *out)
+{
+    return snk_query_summary(arg, from, to, filter, out);
+}
+
+static int ch_top(void *arg, int64_t from, int64_t to, const char *filter, qry_by by,
+                  qry_metric metric, size_t limit, qry_top_result *out)
+{
+    return snk_query_top(arg, from, to, filter, by, metric, limit, out);
+}
+
+static int ch_series(void *arg, int64_t from, int64_t step, size_t nb, const char *filter,
+                     qry_totals *b)
+{
+    return snk_query_series(arg, from, step, nb, filter, b);
+}
+
+/* Opens the ClickHouse sink when clickhouse_url is set (its spool lives in SESSIONDB/spool) and
+ * taps the database so it sees every row stored. *out stays NULL without clickhouse_url. */
+static int open_sink(const ns_config *cfg, eng_db *db, snk_sink **out, char *err, size_t errcap)
+{
+    const char *urls[NS_MAX_CH_URLS];
+    char spool[4200];
+    *out = NULL;
+    if (cfg->nclickhouse_url == 0) {
+        if (strcmp(cfg->query_backend, "clickhouse") == 0) {
+            snprintf(err, errcap, "query_backend = clickhouse needs clickhouse_url");
+            return NS_E_PARSE;
+        }
+        return 0;
+    }
+    for (int i = 0; i < cfg->nclickhouse_url; i++)
+        urls[i] = cfg->clickhouse_url[i];
+    snprintf(spool, sizeof spool, "%s/spool", eng_db_dir(db));
+    snk_opts so = {.urls = urls,
+                   .nurls = (size_t)cfg->nclickhouse_url,
+                   .table = cfg->clickhouse_table,
+                   .spool_dir = spool,
+                   .batch_rows = cfg->clickhouse_batch_rows,
+                   .batch_ms = cfg->clickhouse_batch_ms,
+                   .spool_max = cfg->clickhouse_spool_max};
+    int rc = snk_open(&so, out, err, errcap);
+    if (rc < 0)
+        return rc;
+    eng_db_set_tap(db, snk_append, *out);
+    ns_log(NS_LOG_INFO, "clickhouse sink: %d shard(s), table %s, batches of %llu rows or %llu ms",
+           cfg->nclickhouse_url, cfg->clickhouse_table,
+           (unsigned long long)cfg->clickhouse_batch_rows,
+           (unsigned long long)cfg->clickhouse_batch_ms);
+    return 0;
+}
+
+static snk_sink *start_sink(const ns_config *cfg, eng_db *db)
+{
+    char err[1024];
+    snk_sink *sink = NULL;
+    if (open_sink(cfg, db, &sink, err, sizeof err) < 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "ns2flows: %s", err);
+        eng_db_close(db);
+        startup_failed(msg);
+    }
+    return sink;
 }
 
 static void exporters_json(void *arg, ns_buf *out)
@@ -525,6 +599,15 @@ static int cmd_ingest(int argc, char **argv)
         return 1;
     }
     ns_log_set_level(NS_LOG_ERROR);
+    /* with clickhouse_url the flows also go to the sink's spool; what is not sent before the
+     * end stays there for the daemon to send */
+    snk_sink *sink = NULL;
+    if (open_sink(&cfg, db, &sink, err, sizeof err) < 0) {
+        fprintf(stderr, "ns2flows ingest: %s\n", err);
+        eng_db_close(db);
+        ing_exporters_free(ex);
+        return 1;
+    }
     ing_offline_opts oo = {.dports = dports,
                            .ndports = ndports,
                            .progress = isatty(STDERR_FILENO) ? ingest_progress : NULL};
@@ -532,6 +615,8 @@ static int cmd_ingest(int argc, char **argv)
     int64_t t0 = ns_mono_ms();
     int rc = ing_offline(db, ex, (const char *const *)(argv + optind), (size_t)(argc - optind), &oo,
                          &st, err, sizeof err);
+    eng_db_set_tap(db, NULL, NULL);
+    snk_close(sink);  /* what was not sent goes to the spool */
     eng_db_close(db); /* seals everything */
     ing_exporters_free(ex);
     double secs = (double)(ns_mono_ms() - t0) / 1000.0;
@@ -610,6 +695,7 @@ int main(int argc, char **argv)
     if (ing_exporters_allow(ex, cfg.exporters_allow) < 0)
         startup_failed("ns2flows: exporters_allow: bad prefix list");
     load_templates(db, ex);
+    snk_sink *sink = start_sink(&cfg, db);
     const char *addrs[2 * NS_MAX_LISTEN], *kinds[2 * NS_MAX_LISTEN];
     int naddrs = 0;
     for (int i = 0; i < cfg.nlisten; i++) {
@@ -629,10 +715,16 @@ int main(int argc, char **argv)
     if (ing_listener_start(&lo, ex, db, &l, err, sizeof err) < 0) {
         char msg[1100];
         snprintf(msg, sizeof msg, "ns2flows: %s", err);
+        snk_close(sink);
         eng_db_close(db);
         startup_failed(msg);
     }
-    daemon_ctx dctx = {.listener = l, .exporters = ex};
+    daemon_ctx dctx = {.listener = l, .exporters = ex, .sink = sink};
+    http_backend chb = {.arg = sink,
+                        .summary = ch_summary,
+                        .top = ch_top,
+                        .series = ch_series,
+                        .error = snk_query_error};
     http_server *http = NULL;
     if (cfg.http_listen[0]) {
         http_opts ho = {.listen = cfg.http_listen,
@@ -656,11 +748,14 @@ int main(int argc, char **argv)
                         .user = cfg.http_user,
                         .password_file = cfg.http_password_file,
                         .tls_cert = cfg.http_tls_cert,
-                        .tls_key = cfg.http_tls_key};
+                        .tls_key = cfg.http_tls_key,
+                        .backend =
+                            sink && strcmp(cfg.query_backend, "clickhouse") == 0 ? &chb : NULL};
         if (http_start(&ho, &http, err, sizeof err) < 0) {
             char msg[1100];
             snprintf(msg, sizeof msg, "ns2flows: %s", err);
             ing_listener_stop(l);
+            snk_close(sink);
             eng_db_close(db);
             startup_failed(msg);
         }
@@ -710,6 +805,8 @@ int main(int argc, char **argv)
     }
     ing_listener_stop(l); /* stop receiving first: nothing arrives after the final seal */
     http_stop(http);
+    eng_db_set_tap(db, NULL, NULL);
+    snk_close(sink); /* what is still in memory goes to the spool, for the next run */
     save_templates(db, ex);
     eng_db_get_stats(db, &st);
     int close_rc = eng_db_close(db);

@@ -1,0 +1,235 @@
+/* test/test_sink.c — the ClickHouse sink without a server: the RowBinary layout, batches cut
+ * by size and by day, spool files written before anything is sent and found again by the next
+ * run, and the spool cap dropping the oldest batches with a count. A shard URL on a closed
+ * loopback port stands for a ClickHouse that is down. (test/clickhouse/ runs a real one.) */
+#include "sink/sink.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[256];
+static const char *dead_url[] = {"http://127.0.0.1:9/"}; /* discard port: nothing listens */
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/ns2flows-test-sink-XXXXXX");
+    cr_assert(mkdtemp(dir) != NULL);
+    strcat(dir, "/spool");
+}
+
+static void teardown(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%.*s'", (int)(strlen(dir) - 6), dir);
+    int rc = system(cmd);
+    (void)rc;
+}
+
+TestSuite(sink, .init = setup, .fini = teardown);
+
+static eng_flow flow(uint32_t i)
+{
+    eng_flow f = {0};
+    f.first_ms = 1700000000000 + i;
+    f.last_ms = f.first_ms + 500;
+    f.packets = 10 + i;
+    f.bytes = 1000 + i;
+    ns_addr_from_v4(&f.exporter, 0x0a000001);
+    ns_addr_from_v4(&f.src, 0xc0a80000 + i);
+    ns_addr_parse("2001:db8::7", &f.dst);
+    f.src_as = 64500;
+    f.dst_as = 64501;
+    f.in_if = 3;
+    f.out_if = 4;
+    f.sampling = 1;
+    f.source_id = 0x0102;
+    f.src_port = 1234;
+    f.dst_port = 443;
+    f.proto = 6;
+    f.tcp_flags = 0x1b;
+    f.tos = 0x20;
+    f.src_mask = 24;
+    f.dst_mask = 64;
+    f.vlan = 100;
+    f.direction = ENG_DIR_INGRESS;
+    f.flow_type = ENG_FT_IPFIX;
+    return f;
+}
+
+static uint64_t le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+Test(sink, rowbinary_layout_follows_the_table)
+{
+    uint8_t row[SNK_ROW_BYTES + 1];
+    memset(row, 0xee, sizeof row);
+    eng_flow f = flow(7);
+    snk_encode_row(row, 0x1122334455667788ull, 1700000123456, &f);
+    cr_assert(eq(u64, le(row, 8), 0x1122334455667788ull));     /* batch_id */
+    cr_assert(eq(u64, le(row + 8, 4), 1700000123u));           /* recv_time, seconds */
+    cr_assert(eq(u64, le(row + 12, 8), 1700000000007ull));     /* first_ms */
+    cr_assert(eq(u64, le(row + 20, 8), 1700000000507ull));     /* last_ms */
+    cr_assert(eq(u64, le(row + 28, 8), 17));                   /* packets */
+    cr_assert(eq(u64, le(row + 36, 8), 1007));                 /* bytes */
+    cr_assert(eq(int, memcmp(row + 44, f.exporter.b, 16), 0)); /* addresses, network order */
+    cr_assert(eq(int, memcmp(row + 60, f.src.b, 16), 0));
+    cr_assert(eq(u8, row[60 + 10], 0xff)); /* v4-mapped */
+    cr_assert(eq(u8, row[60 + 15], 7));
+    cr_assert(eq(int, memcmp(row + 76, f.dst.b, 16), 0));
+    cr_assert(eq(u64, le(row + 108, 4), 64500));  /* src_as */
+    cr_assert(eq(u64, le(row + 128, 4), 0x0102)); /* source_id */
+    cr_assert(eq(u64, le(row + 132, 2), 1234));   /* src_port */
+    cr_assert(eq(u64, le(row + 134, 2), 443));
+    cr_assert(eq(u8, row[136], 6)); /* proto, flags, tos, masks */
+    cr_assert(eq(u8, row[137], 0x1b));
+    cr_assert(eq(u8, row[138], 0x20));
+    cr_assert(eq(u8, row[139], 24));
+    cr_assert(eq(u8, row[140], 64));
+    cr_assert(eq(u64, le(row + 141, 2), 100)); /* vlan */
+    cr_assert(eq(u8, row[143], ENG_DIR_INGRESS));
+    cr_assert(eq(u8, row[144], ENG_FT_IPFIX));
+    cr_assert(eq(u8, row[145], 0xee)); /* nothing past the row */
+}
+
+/* The spool files in dir: count and total size. */
+static size_t spool_files(uint64_t *bytes)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    size_t n = 0;
+    *bytes = 0;
+    cr_assert(d != NULL);
+    while ((de = readdir(d))) {
+        char p[600];
+        struct stat sb;
+        size_t l = strlen(de->d_name);
+        if (l < 3 || strcmp(de->d_name + l - 3, ".rb") != 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        cr_assert(eq(int, stat(p, &sb), 0));
+        n++;
+        *bytes += (uint64_t)sb.st_size;
+    }
+    closedir(d);
+    return n;
+}
+
+static snk_sink *open_sink(uint64_t batch_rows, uint64_t spool_max, bool senders)
+{
+    snk_opts o = {.urls = dead_url,
+                  .nurls = 1,
+                  .table = "flows",
+                  .spool_dir = dir,
+                  .batch_rows = batch_rows,
+                  .batch_ms = 600000,
+                  .spool_max = spool_max,
+                  .retry_min_ms = 50,
+                  .retry_max_ms = 100,
+                  .no_sender_threads = !senders};
+    snk_sink *s = NULL;
+    char err[256];
+    int rc = snk_open(&o, &s, err, sizeof err);
+    cr_assert(eq(int, rc, 0), "%s", err);
+    return s;
+}
+
+static void append(snk_sink *s, int64_t recv_ms, uint32_t n)
+{
+    eng_flow *rows = calloc(n, sizeof *rows);
+    for (uint32_t i = 0; i < n; i++)
+        rows[i] = flow(i);
+    snk_append(s, recv_ms, rows, n);
+    free(rows);
+}
+
+Test(sink, batches_are_spooled_before_sending_and_kept_while_the_shard_is_down)
+{
+    snk_sink *s = open_sink(1000, 1u << 30, true);
+    append(s, 1700000000000, 2500); /* two full batches, 500 rows open */
+    snk_flush(s);
+    usleep(300000); /* the sender tries (and fails) meanwhile */
+    snk_stats st;
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.rows_in, 2500));
+    cr_assert(eq(u64, st.batches_spooled, 3));
+    cr_assert(eq(u64, st.spool_batches, 3));
+    cr_assert(eq(u64, st.spool_bytes, 2500u * SNK_ROW_BYTES));
+    cr_assert(eq(u64, st.batches_sent, 0));
+    cr_assert(gt(u64, st.retries, 0));
+    uint64_t bytes;
+    cr_assert(eq(sz, spool_files(&bytes), 3));
+    cr_assert(eq(u64, bytes, 2500u * SNK_ROW_BYTES));
+    snk_close(s);
+
+    /* the next run finds them and queues them, oldest first */
+    s = open_sink(1000, 1u << 30, false);
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.spool_batches, 3));
+    cr_assert(eq(u64, st.spool_bytes, 2500u * SNK_ROW_BYTES));
+    snk_close(s);
+}
+
+Test(sink, a_batch_never_spans_two_receive_days)
+{
+    snk_sink *s = open_sink(1000, 1u << 30, false);
+    append(s, 1700006399000, 10); /* 2023-11-14 23:59:59 */
+    append(s, 1700006400000, 10); /* the next day */
+    append(s, 1700006401000, 10);
+    snk_flush(s);
+    snk_stats st;
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.batches_spooled, 2));
+    uint64_t bytes;
+    cr_assert(eq(sz, spool_files(&bytes), 2));
+    cr_assert(eq(u64, bytes, 30u * SNK_ROW_BYTES));
+    snk_close(s);
+}
+
+Test(sink, spool_cap_drops_the_oldest_batches_and_counts_them)
+{
+    const uint64_t cap = 1u << 20, batch = 1000u * SNK_ROW_BYTES; /* 7 batches fit */
+    snk_sink *s = open_sink(1000, cap, false);
+    for (int i = 0; i < 10; i++) {
+        append(s, 1700000000000 + i, 1000);
+        snk_flush(s);
+    }
+    snk_stats st;
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.batches_spooled, 10));
+    cr_assert(eq(u64, st.spool_batches, cap / batch));
+    cr_assert(eq(u64, st.dropped_batches, 10 - cap / batch));
+    cr_assert(eq(u64, st.dropped_rows, (10 - cap / batch) * 1000));
+    cr_assert(le(u64, st.spool_bytes, cap));
+    uint64_t bytes;
+    cr_assert(eq(sz, spool_files(&bytes), cap / batch));
+    cr_assert(eq(u64, bytes, st.spool_bytes));
+    snk_close(s);
+}
+
+Test(sink, damaged_spool_file_is_set_aside_at_start)
+{
+    cr_assert(eq(int, mkdir(dir, 0755), 0));
+    char p[600];
+    snprintf(p, sizeof p, "%s/b0000000000000001-00000000000000aa-19675.rb", dir);
+    FILE *f = fopen(p, "w");
+    cr_assert(f != NULL);
+    fputs("not a whole row", f);
+    fclose(f);
+    snk_sink *s = open_sink(1000, 1u << 30, false);
+    snk_stats st;
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.spool_batches, 0));
+    snprintf(p, sizeof p, "%s/rejected/b0000000000000001-00000000000000aa-19675.rb", dir);
+    cr_assert(eq(int, access(p, F_OK), 0));
+    snk_close(s);
+}
