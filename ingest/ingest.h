@@ -186,6 +186,7 @@ typedef struct ing_listener_stats {
     uint64_t flows;
     uint64_t decode_errors;
     uint64_t store_dropped; /* rows the store refused */
+    uint64_t queue_dropped; /* rows dropped because a receive thread's queue was full */
 } ing_listener_stats;
 void ing_listener_get_stats(ing_listener *l, ing_listener_stats *st);
 /* Appends `"listeners":[...],"ingest":{...}` (the addresses and the counters) as JSON members. */

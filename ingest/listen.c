@@ -1,7 +1,10 @@
-/* ingest/listen.c — UDP receive: one socket and one thread per configured address. Each thread
- * pulls up to RX_BATCH datagrams per recvmmsg(2) call, decodes them into a thread-owned batch
- * and hands the batch to the store in one call, so the store's mutex is taken once per burst,
- * not once per datagram. IPv6 sockets are IPV6_V6ONLY so 0.0.0.0 and [::] can share a port. */
+/* ingest/listen.c — UDP receive: sockets and threads per configured address. Each receive
+ * thread pulls up to RX_BATCH datagrams per recvmmsg(2) call and decodes them straight into a
+ * slot of its own bounded ring; a full slot (or the end of a burst) is published to the
+ * listener's store thread, which appends it to the database (mutex, WAL write). So a receive
+ * thread never waits for the store: when its ring is full the rows are dropped and counted
+ * (queue_dropped), never blocked on. Rings are single-producer single-consumer: two atomic
+ * counters, no lock. IPv6 sockets are IPV6_V6ONLY so 0.0.0.0 and [::] can share a port. */
 #include "ingest/ingest.h"
 
 #include <arpa/inet.h>
@@ -15,12 +18,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RX_BATCH  64
 #define RX_BUFSZ  65536
-#define ROW_BATCH 32768
-#define ROW_ROOM  16384 /* free rows kept before each datagram: more than one can carry */
+#define Q_SLOTS   32   /* slots of a receive thread's ring (allocated as first needed) */
+#define SLOT_ROWS 4096 /* rows a slot holds; decoders publish mid-datagram when one fills */
+
+/* A receive thread's ring. The thread fills slot[head % Q_SLOTS] and publishes it by moving
+ * head; the store thread appends slots [tail, head) and moves tail. */
+typedef struct rx_slot {
+    eng_flow *rows;
+    size_t n;
+    int64_t recv_ms;
+} rx_slot;
+
+typedef struct rx_ring {
+    rx_slot slot[Q_SLOTS];
+    atomic_size_t head, tail;
+} rx_ring;
 
 typedef struct rx_sock {
     int fd;
@@ -29,6 +46,7 @@ typedef struct rx_sock {
     pthread_t th;
     bool running;
     struct ing_listener *l;
+    rx_ring ring;
 } rx_sock;
 
 struct ing_listener {
@@ -39,7 +57,13 @@ struct ing_listener {
     atomic_bool stop;
     ing_exporters *ex;
     eng_db *db;
-    atomic_uint_fast64_t datagrams, bytes, flows, decode_errors, store_dropped;
+    atomic_uint_fast64_t datagrams, bytes, flows, decode_errors, store_dropped, queue_dropped;
+    /* the store thread: drains every ring; sleeps on cv when all are empty */
+    pthread_t store_th;
+    bool store_running;
+    atomic_bool store_stop, store_idle;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
 };
 
 static void sockaddr_to_addr(const struct sockaddr_storage *ss, ns_addr *a)
@@ -55,16 +79,81 @@ static void sockaddr_to_addr(const struct sockaddr_storage *ss, ns_addr *a)
 
 typedef struct rx_flush {
     ing_listener *l;
+    rx_ring *ring;
+    ing_batch *batch;
     int64_t recv_ms;
 } rx_flush;
 
-/* Hands rows to the store; what it refuses is counted, never retried (it is out of memory). */
-static int store_rows(void *arg, const eng_flow *rows, size_t n)
+/* The batch's rows are the ring's current slot: publish it and go on in the next one, or, when
+ * the store thread is a whole ring behind, drop them (counted) and refill the same slot. */
+static int publish_rows(void *arg, const eng_flow *rows, size_t n)
 {
     rx_flush *fa = arg;
-    if (n && eng_db_append(fa->l->db, fa->recv_ms, rows, n) < 0)
-        atomic_fetch_add(&fa->l->store_dropped, n);
+    rx_ring *q = fa->ring;
+    (void)rows;
+    if (n == 0)
+        return 0;
+    size_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    size_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+    rx_slot *next = &q->slot[(head + 1) % Q_SLOTS];
+    if (!next->rows)
+        next->rows = malloc(SLOT_ROWS * sizeof(eng_flow));
+    if (head + 1 - tail >= Q_SLOTS || !next->rows) {
+        atomic_fetch_add(&fa->l->queue_dropped, n);
+        return 0;
+    }
+    rx_slot *s = &q->slot[head % Q_SLOTS];
+    s->n = n;
+    s->recv_ms = fa->recv_ms;
+    atomic_store_explicit(&q->head, head + 1, memory_order_release);
+    fa->batch->rows = next->rows;
+    if (atomic_load_explicit(&fa->l->store_idle, memory_order_relaxed))
+        pthread_cond_signal(&fa->l->cv); /* a missed wake-up costs at most the timed wait */
     return 0;
+}
+
+/* Appends every published slot of every ring; returns the rows appended. */
+static size_t drain_rings(ing_listener *l)
+{
+    size_t total = 0;
+    for (int i = 0; i < l->n; i++) {
+        rx_ring *q = &l->socks[i].ring;
+        size_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+        size_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+        for (; tail != head; tail++) {
+            rx_slot *s = &q->slot[tail % Q_SLOTS];
+            if (eng_db_append(l->db, s->recv_ms, s->rows, s->n) < 0)
+                atomic_fetch_add(&l->store_dropped, s->n);
+            total += s->n;
+            atomic_store_explicit(&q->tail, tail + 1, memory_order_release);
+        }
+    }
+    return total;
+}
+
+static void *store_main(void *arg)
+{
+    ing_listener *l = arg;
+    for (;;) {
+        bool stop = atomic_load(&l->store_stop); /* read before draining: nothing is left */
+        if (drain_rings(l) > 0)
+            continue;
+        if (stop)
+            break;
+        pthread_mutex_lock(&l->mu);
+        atomic_store(&l->store_idle, true);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+        atomic_store(&l->store_idle, false);
+        pthread_mutex_unlock(&l->mu);
+    }
+    return NULL;
 }
 
 static void *rx_main(void *arg)
@@ -75,16 +164,12 @@ static void *rx_main(void *arg)
     struct iovec iov[RX_BATCH];
     struct sockaddr_storage from[RX_BATCH];
     uint8_t *bufs = malloc((size_t)RX_BATCH * RX_BUFSZ);
-    rx_flush fa = {.l = l, .recv_ms = 0};
-    ing_batch batch = {.rows = malloc(ROW_BATCH * sizeof(eng_flow)),
-                       .n = 0,
-                       .cap = ROW_BATCH,
-                       .flush = store_rows,
-                       .flush_arg = &fa};
-    if (!bufs || !batch.rows) {
+    ing_batch batch = {.rows = s->ring.slot[0].rows, .n = 0, .cap = SLOT_ROWS};
+    rx_flush fa = {.l = l, .ring = &s->ring, .batch = &batch, .recv_ms = 0};
+    batch.flush = publish_rows;
+    batch.flush_arg = &fa;
+    if (!bufs) {
         ns_log(NS_LOG_ERROR, "listen %s: out of memory; not receiving", s->name);
-        free(bufs);
-        free(batch.rows);
         return NULL;
     }
     while (!atomic_load(&l->stop)) {
@@ -115,8 +200,7 @@ static void *rx_main(void *arg)
             sockaddr_to_addr(&from[i], &a);
             atomic_fetch_add(&l->datagrams, 1);
             atomic_fetch_add(&l->bytes, len);
-            if (batch.cap - batch.n < ROW_ROOM)
-                ing_batch_flush(&batch);
+            /* a decoder publishes the slot itself when it fills (v5 asks for a retry) */
             int rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             if (rc == ING_E_BATCH) {
                 ing_batch_flush(&batch);
@@ -130,7 +214,6 @@ static void *rx_main(void *arg)
         ing_batch_flush(&batch);
     }
     free(bufs);
-    free(batch.rows);
     return NULL;
 }
 
@@ -208,6 +291,10 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
     l->ex = ex;
     l->db = db;
     atomic_init(&l->stop, false);
+    atomic_init(&l->store_stop, false);
+    atomic_init(&l->store_idle, false);
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
     /* the CPUs this process may run on (taskset, cgroups), not every CPU of the machine:
      * more receive threads than CPUs only adds context switches and loss */
     cpu_set_t cpus;
@@ -248,6 +335,14 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
                 goto fail;
             rx_sock *s = &l->socks[l->n++];
             s->fd = fd;
+            atomic_init(&s->ring.head, 0);
+            atomic_init(&s->ring.tail, 0);
+            s->ring.slot[0].rows = malloc(SLOT_ROWS * sizeof(eng_flow));
+            if (!s->ring.slot[0].rows) {
+                snprintf(err, errcap, "out of memory for the receive queues");
+                rc = NS_E_NOMEM;
+                goto fail;
+            }
             s->l = l;
             s->kind = o->kinds ? o->kinds[i] : "udp";
             snprintf(s->name, sizeof s->name, "%s", o->addrs[i]);
@@ -258,6 +353,12 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
         rc = NS_E_RANGE;
         goto fail;
     }
+    if (pthread_create(&l->store_th, NULL, store_main, l) != 0) {
+        snprintf(err, errcap, "cannot start the store thread");
+        rc = -EAGAIN;
+        goto fail;
+    }
+    l->store_running = true;
     for (int i = 0; i < l->n; i++) {
         if (pthread_create(&l->socks[i].th, NULL, rx_main, &l->socks[i]) != 0) {
             snprintf(err, errcap, "cannot start receive thread");
@@ -283,6 +384,17 @@ void ing_listener_stop(ing_listener *l)
             pthread_join(l->socks[i].th, NULL);
         close(l->socks[i].fd);
     }
+    /* the receive threads are gone, their last slots published: drain, then stop */
+    if (l->store_running) {
+        atomic_store(&l->store_stop, true);
+        pthread_cond_signal(&l->cv);
+        pthread_join(l->store_th, NULL);
+    }
+    for (int i = 0; i < l->n; i++)
+        for (int k = 0; k < Q_SLOTS; k++)
+            free(l->socks[i].ring.slot[k].rows);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
     free(l->socks);
     free(l);
 }
@@ -294,6 +406,7 @@ void ing_listener_get_stats(ing_listener *l, ing_listener_stats *st)
     st->flows = atomic_load(&l->flows);
     st->decode_errors = atomic_load(&l->decode_errors);
     st->store_dropped = atomic_load(&l->store_dropped);
+    st->queue_dropped = atomic_load(&l->queue_dropped);
 }
 
 bool ing_listener_addr(ing_listener *l, int i, char *buf, size_t cap)
@@ -320,8 +433,10 @@ void ing_listener_json(ing_listener *l, ns_buf *out)
     ing_listener_get_stats(l, &st);
     ns_buf_printf(out,
                   "],\"ingest\":{\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"flows\":%" PRIu64
-                  ",\"decode_errors\":%" PRIu64 ",\"store_dropped\":%" PRIu64 "}",
-                  st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped);
+                  ",\"decode_errors\":%" PRIu64 ",\"store_dropped\":%" PRIu64
+                  ",\"queue_dropped\":%" PRIu64 "}",
+                  st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped,
+                  st.queue_dropped);
 }
 
 void ing_listener_prometheus(ing_listener *l, ns_buf *out)
@@ -341,6 +456,11 @@ void ing_listener_prometheus(ing_listener *l, ns_buf *out)
                   "ns2flows_ingest_decode_errors_total %" PRIu64 "\n"
                   "# HELP ns2flows_ingest_store_dropped_total Flows the store could not keep.\n"
                   "# TYPE ns2flows_ingest_store_dropped_total counter\n"
-                  "ns2flows_ingest_store_dropped_total %" PRIu64 "\n",
-                  st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped);
+                  "ns2flows_ingest_store_dropped_total %" PRIu64 "\n"
+                  "# HELP ns2flows_ingest_queue_dropped_total Flows dropped because the store "
+                  "thread was a whole queue behind a receive thread.\n"
+                  "# TYPE ns2flows_ingest_queue_dropped_total counter\n"
+                  "ns2flows_ingest_queue_dropped_total %" PRIu64 "\n",
+                  st.datagrams, st.bytes, st.flows, st.decode_errors, st.store_dropped,
+                  st.queue_dropped);
 }

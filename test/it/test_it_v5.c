@@ -566,6 +566,10 @@ Test(it_v5, groupings_and_split_series_match_nfdump_rows, .timeout = 60)
     free(body);
     cr_expect(eq(int, it_http_get(d.http, "/api/v1/series?limit=3", &body), 400));
     free(body);
+    /* the receive threads' queues kept up: nothing dropped on the way to the store */
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/status", &body), 200));
+    cr_expect(strstr(body, "\"queue_dropped\":0") != NULL, "%s", body);
+    free(body);
     cr_expect(eq(int, it_daemon_stop(&d), 0));
     it_rm_rf(d.db);
 }
