@@ -234,6 +234,35 @@ static uint32_t track_sequence(exporter *e, uint32_t version, uint32_t source_id
     return 0;
 }
 
+/* Counts `flows` decoded at sampling rate `rate` among the exporter's rates in use. */
+static void note_rate(ing_exporter_stats *st, uint32_t rate, uint64_t flows)
+{
+    uint32_t i, least = 0;
+    if (rate == 0)
+        rate = 1;
+    st->sampling = rate;
+    for (i = 0; i < st->nrates; i++) {
+        if (st->rates[i] == rate) {
+            st->rate_flows[i] += flows;
+            return;
+        }
+        if (st->rate_flows[i] < st->rate_flows[least])
+            least = i;
+    }
+    i = st->nrates < ING_MAX_RATES ? st->nrates++ : least;
+    st->rates[i] = rate;
+    st->rate_flows[i] = flows;
+}
+
+/* The rates of the rows a datagram added that are still in the batch (a batch handed on
+ * mid-datagram takes the first ones with it: they go uncounted here). */
+static void note_rates(ing_exporter_stats *st, const ing_batch *out, uint64_t added)
+{
+    size_t n = added < out->n ? (size_t)added : out->n;
+    for (size_t i = out->n - n; i < out->n; i++)
+        note_rate(st, out->rows[i].sampling, 1);
+}
+
 static void warn_locked(exporter *e, int64_t now_ms, const char *what, int rc)
 {
     uint32_t held;
@@ -333,8 +362,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
             /* sFlow sequence numbers count datagrams, per sub-agent */
             if (rc != ING_E_SHORT && rc != ING_E_VERSION && rc != ING_E_SFLOW_AGENT)
                 e->st.lost_datagrams += track_sequence(e, ENG_FT_SFLOW5, sub, seq, 1, true);
-            if (ing_batch_total(out) > before_total && out->n > 0)
-                e->st.sampling = out->rows[out->n - 1].sampling;
+            note_rates(&e->st, out, ing_batch_total(out) - before_total);
             if (rc > 0)
                 rc = 0;
         }
@@ -355,8 +383,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
                 bool known = version == 9 || !nc.records_unknown;
                 uint32_t gap = track_sequence(e, version, domain, seq,
                                               version == 9 ? 1u : (uint32_t)nc.records, known);
-                if (out->n > 0 && ing_batch_total(out) > before_total)
-                    e->st.sampling = out->rows[out->n - 1].sampling;
+                note_rates(&e->st, out, ing_batch_total(out) - before_total);
                 if (version == 9)
                     e->st.lost_datagrams += gap;
                 else
@@ -377,7 +404,7 @@ int ing_decode(ing_exporters *ex, const ns_addr *from, int64_t recv_ms, const ui
                                                       : 0u;
     e->st.flows += ing_batch_total(out) - before_total;
     for (size_t i = 0; i < npdu; i++) {
-        e->st.sampling = hs[i].sampling_interval > 1 ? hs[i].sampling_interval : 1;
+        note_rate(&e->st, hs[i].sampling_interval > 1 ? hs[i].sampling_interval : 1, hs[i].count);
         e->st.lost_flows += track_sequence(e, 5, (uint32_t)hs[i].engine_type << 8 | hs[i].engine_id,
                                            hs[i].flow_sequence, hs[i].count, true);
     }
@@ -466,6 +493,11 @@ void ing_exporters_json(ing_exporters *ex, ns_buf *out)
                       e->last_version, e->datagrams, e->bytes, e->flows, e->sampling, e->seq_gaps,
                       e->lost_flows, e->lost_datagrams, e->seq_resets, e->err_short, e->err_version,
                       e->err_count, e->err_length, e->err_set, e->template_errors);
+        ns_buf_puts(out, ",\"sampling_rates\":[");
+        for (uint32_t k = 0; k < e->nrates; k++)
+            ns_buf_printf(out, "%s{\"rate\":%u,\"flows\":%" PRIu64 "}", k ? "," : "", e->rates[k],
+                          e->rate_flows[k]);
+        ns_buf_puts(out, "]");
         ns_buf_printf(
             out,
             ",\"templates\":{\"known\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"withdrawn\":%" PRIu64

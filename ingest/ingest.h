@@ -122,6 +122,13 @@ typedef struct ing_exporter_stats {
     uint32_t last_version;
     uint32_t protocols; /* ING_PROTO_* bits of every protocol seen from this exporter */
     uint32_t sampling;  /* last sampling interval seen */
+    /* the sampling rates in use: distinct rates of the flows decoded, with their flow counts
+     * (an exporter with several samplers has several); past ING_MAX_RATES, the least used
+     * rate is replaced */
+#define ING_MAX_RATES 8
+    uint32_t nrates;
+    uint32_t rates[ING_MAX_RATES];
+    uint64_t rate_flows[ING_MAX_RATES];
 } ing_exporter_stats;
 
 int ing_exporters_new(size_t max_exporters, ing_exporters **out);

@@ -16,6 +16,7 @@
 
 #include <inttypes.h>
 #include <stdlib.h>
+#include <xxhash.h>
 
 /* sample formats (enterprise 0) */
 enum { SF_FLOW = 1, SF_COUNTERS = 2, SF_FLOW_EXP = 3, SF_COUNTERS_EXP = 4 };
@@ -490,7 +491,12 @@ int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms,
         d.agent = *from; /* the agent did not say who it is: the sender is the best guess */
     d.sub_agent = sub;
     *seq = sq;
-    *sub_agent = sub;
+    /* a relay forwards several agents from one address: the sequence is per (agent, sub-agent),
+     * so the stream key covers both */
+    uint8_t key[20];
+    memcpy(key, d.agent.b, 16);
+    memcpy(key + 16, &sub, 4);
+    *sub_agent = XXH32(key, sizeof key, 0);
     if (nsamples > ING_SFLOW_MAX_SAMPLES) {
         st->datagrams_bad++;
         st->over_cap++;

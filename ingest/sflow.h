@@ -76,9 +76,10 @@ void ing__sflow_state_free(ing_sflow_state *st); /* NULL is fine */
  * extended_router; flow_type = ENG_FT_SFLOW5.
  * Counter samples update st's interface table (generic interface counters) and add no rows.
  * Each sample is read through its own bounded cursor; a sample whose length runs past the
- * datagram stops the datagram (earlier rows are kept). *seq and *sub_agent receive the
- * header's sequence number and sub-agent id (0 if the header did not parse); the sequence
- * counts datagrams per (agent, sub-agent).
+ * datagram stops the datagram (earlier rows are kept). *seq receives the header's sequence
+ * number and *sub_agent a key of the stream it counts in: a hash of (agent address, sub-agent
+ * id), since a relay sends several agents from one address (both 0 if the header did not
+ * parse); the sequence counts datagrams per stream.
  * Returns the rows added; or, when none were added, a negative code: ING_E_SHORT,
  * ING_E_VERSION, ING_E_SFLOW_* (0 if the datagram was fine but carried no flow sample). */
 int ing__sflow_decode(ing_sflow_state *st, const ns_addr *from, int64_t recv_ms, const uint8_t *pkt,

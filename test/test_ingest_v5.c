@@ -431,3 +431,33 @@ Test(ing_decode, prefixes_match_by_their_length)
     cr_assert(eq(int, ns_prefix_parse("/8", &p), NS_E_PARSE));
     cr_assert(eq(int, ns_prefix_parse("10.0.0.0/x", &p), NS_E_PARSE));
 }
+
+/* An exporter whose datagrams come at two sampling rates shows both rates in use, each with
+ * its flows; the last rate is the `sampling` of old. */
+Test(ing_decode, sampling_rates_in_use_are_listed_with_their_flows)
+{
+    ing_exporters *ex;
+    uint8_t pkt[2048];
+    cr_assert(eq(int, ing_exporters_new(16, &ex), 0));
+    size_t len = make_v5(pkt, 4, 1, (uint16_t)(1u << 14 | 100)); /* mode 1, interval 100 */
+    cr_assert(eq(int, ing_decode(ex, &exporter, 1000, pkt, len, &batch), 4));
+    len = make_v5(pkt, 3, 5, 0); /* unsampled */
+    cr_assert(eq(int, ing_decode(ex, &exporter, 1000, pkt, len, &batch), 3));
+    len = make_v5(pkt, 2, 8, (uint16_t)(1u << 14 | 100));
+    cr_assert(eq(int, ing_decode(ex, &exporter, 1000, pkt, len, &batch), 2));
+    ing_exporter_stats st = only_exporter(ex);
+    cr_assert(eq(u32, st.nrates, 2));
+    cr_expect(eq(u32, st.rates[0], 100));
+    cr_expect(eq(u64, st.rate_flows[0], 6));
+    cr_expect(eq(u32, st.rates[1], 1));
+    cr_expect(eq(u64, st.rate_flows[1], 3));
+    cr_expect(eq(u32, st.sampling, 100));
+    ns_buf b = {0};
+    ing_exporters_json(ex, &b);
+    cr_expect(
+        strstr(b.p, "\"sampling_rates\":[{\"rate\":100,\"flows\":6},{\"rate\":1,\"flows\":3}]") !=
+            NULL,
+        "%s", b.p);
+    ns_buf_free(&b);
+    ing_exporters_free(ex);
+}
