@@ -1,7 +1,8 @@
-/* http/guard.c — runs one API query on a thread of its own so that the worker that waits for
- * it can give up at http_query_timeout_ms and answer 503. The engine has no way to stop a scan
- * from outside yet, so a query given up on still runs to its end in the background; a cap on
- * how many run at once keeps such queries from piling up. */
+/* http/guard.c — runs API queries on a small pool of query threads so that the worker that
+ * waits for one can give up at http_query_timeout_ms and answer 503. The engine has no way to
+ * stop a scan from outside yet, so a query given up on while running still runs to its end (one
+ * given up on before it started is dropped unrun); a cap on queries queued or running keeps
+ * such queries from piling up. */
 #include "http/http_int.h"
 
 #include <errno.h>
@@ -9,20 +10,59 @@
 #include <stdlib.h>
 #include <time.h>
 
-struct http_guard {
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* a job finished (waiters and the drain both wait on it) */
-    unsigned running, max;
-};
-
 typedef struct job {
-    http_guard *g;
     void (*fn)(void *);
     void (*done)(void *);
     void *arg;
-    bool finished;  /* under g->mu */
-    bool abandoned; /* under g->mu: the waiter timed out; this thread cleans up */
+    struct job *next; /* in the queue */
+    bool finished;    /* under g->mu */
+    bool abandoned;   /* under g->mu: the waiter gave up; the pool frees the job */
 } job;
+
+struct http_guard {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a job was queued, or stop */
+    pthread_cond_t done; /* a job finished */
+    job *head, *tail;
+    unsigned pending; /* queued or running */
+    unsigned max;
+    bool stop;
+    pthread_t *threads;
+    unsigned nthreads;
+};
+
+static void *pool_main(void *p)
+{
+    http_guard *g = p;
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        while (!g->head && !g->stop)
+            pthread_cond_wait(&g->work, &g->mu);
+        if (!g->head)
+            break; /* stopping, and nothing left queued */
+        job *j = g->head;
+        g->head = j->next;
+        if (!g->head)
+            g->tail = NULL;
+        bool skip = j->abandoned; /* nobody waits for it any more: do not start it */
+        pthread_mutex_unlock(&g->mu);
+        if (!skip)
+            j->fn(j->arg);
+        pthread_mutex_lock(&g->mu);
+        j->finished = true;
+        g->pending--;
+        if (j->abandoned) {
+            pthread_mutex_unlock(&g->mu);
+            j->done(j->arg);
+            free(j);
+            pthread_mutex_lock(&g->mu);
+        } else {
+            pthread_cond_broadcast(&g->done);
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
 
 int http__guard_new(unsigned max_running, http_guard **out)
 {
@@ -30,64 +70,36 @@ int http__guard_new(unsigned max_running, http_guard **out)
     pthread_condattr_t ca;
     if (!g)
         return NS_E_NOMEM;
+    g->max = max_running ? max_running : 1;
+    g->threads = calloc(g->max, sizeof *g->threads);
+    if (!g->threads) {
+        free(g);
+        return NS_E_NOMEM;
+    }
     pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->work, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a clock step cannot cut a wait short */
-    pthread_cond_init(&g->cv, &ca);
+    pthread_cond_init(&g->done, &ca);
     pthread_condattr_destroy(&ca);
-    g->max = max_running ? max_running : 1;
+    for (; g->nthreads < g->max; g->nthreads++) {
+        int rc = pthread_create(&g->threads[g->nthreads], NULL, pool_main, g);
+        if (rc != 0) {
+            http__guard_free(g);
+            return -rc;
+        }
+    }
     *out = g;
     return 0;
-}
-
-static void *job_main(void *p)
-{
-    job *j = p;
-    http_guard *g = j->g;
-    j->fn(j->arg);
-    pthread_mutex_lock(&g->mu);
-    j->finished = true;
-    bool abandoned = j->abandoned;
-    g->running--;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-    /* g may be gone from here on (the drain has seen running drop); done must not need it */
-    if (abandoned) {
-        j->done(j->arg);
-        free(j);
-    }
-    return NULL;
 }
 
 int http__guard_run(http_guard *g, void (*fn)(void *), void (*done)(void *), void *arg,
                     unsigned timeout_ms)
 {
     job *j = calloc(1, sizeof *j);
-    pthread_attr_t at;
-    pthread_t t;
     if (!j)
         return NS_E_NOMEM;
-    *j = (job){.g = g, .fn = fn, .done = done, .arg = arg};
-    pthread_mutex_lock(&g->mu);
-    if (g->running >= g->max) {
-        pthread_mutex_unlock(&g->mu);
-        free(j);
-        return -EAGAIN;
-    }
-    g->running++;
-    pthread_mutex_unlock(&g->mu);
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&t, &at, job_main, j);
-    pthread_attr_destroy(&at);
-    if (rc != 0) {
-        pthread_mutex_lock(&g->mu);
-        g->running--;
-        pthread_cond_broadcast(&g->cv);
-        pthread_mutex_unlock(&g->mu);
-        free(j);
-        return -rc;
-    }
+    *j = (job){.fn = fn, .done = done, .arg = arg};
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_sec += (time_t)(timeout_ms / 1000);
@@ -97,8 +109,20 @@ int http__guard_run(http_guard *g, void (*fn)(void *), void (*done)(void *), voi
         dl.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&g->mu);
+    if (g->pending >= g->max) {
+        pthread_mutex_unlock(&g->mu);
+        free(j);
+        return -EAGAIN;
+    }
+    g->pending++;
+    if (g->tail)
+        g->tail->next = j;
+    else
+        g->head = j;
+    g->tail = j;
+    pthread_cond_signal(&g->work);
     while (!j->finished)
-        if (pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT)
+        if (pthread_cond_timedwait(&g->done, &g->mu, &dl) == ETIMEDOUT)
             break;
     if (j->finished) {
         pthread_mutex_unlock(&g->mu);
@@ -115,10 +139,14 @@ void http__guard_free(http_guard *g)
     if (!g)
         return;
     pthread_mutex_lock(&g->mu);
-    while (g->running > 0)
-        pthread_cond_wait(&g->cv, &g->mu);
+    g->stop = true;
+    pthread_cond_broadcast(&g->work);
     pthread_mutex_unlock(&g->mu);
-    pthread_cond_destroy(&g->cv);
+    for (unsigned i = 0; i < g->nthreads; i++)
+        pthread_join(g->threads[i], NULL); /* each runs the queue dry first */
+    pthread_cond_destroy(&g->work);
+    pthread_cond_destroy(&g->done);
     pthread_mutex_destroy(&g->mu);
+    free(g->threads);
     free(g);
 }

@@ -230,7 +230,11 @@ static enum MHD_Result serve_api(http_server *s, struct MHD_Connection *conn, co
         return MHD_NO;
     if (s->o.query_timeout_ms)
         j->deadline_ms = ns_now_ms() + s->o.query_timeout_ms;
-    if (!s->guard) {
+    /* status, exporters and metrics read counters, not segments: they answer at once, even
+     * when slow queries fill the pool (monitoring keeps working under load) */
+    bool cheap = strcmp(url, "/api/v1/status") == 0 || strcmp(url, "/api/v1/exporters") == 0 ||
+                 strcmp(url, "/metrics") == 0;
+    if (!s->guard || cheap) {
         job_run(j);
     } else {
         int rc = http__guard_run(s->guard, job_run, job_free, j, s->o.query_timeout_ms);
