@@ -629,24 +629,51 @@ static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, 
     return i;
 }
 
+/* Counts row r in its group. Returns 0 or the error of a failed grow. */
+static int tab_add(group_tab *t, const eng_flow *r)
+{
+    uint8_t k[QRY_MAX_KEYS * 32];
+    int rc = 0;
+    pack_key(t, r, k);
+    size_t s = tab_slot(t, k, key_hash(k, t->klen), true, &rc);
+    if (s == SIZE_MAX)
+        return rc;
+    totals_add(&t->tot[s], r);
+    if (t->dir)
+        totals_add(&t->dir[2 * s + (memcmp(r->src.b, k + t->conv_off, 16) == 0 ? 0 : 1)], r);
+    return 0;
+}
+
+/* Adds every group of src into t (same grouping); src is left as it was. */
+static int tab_merge(group_tab *t, const group_tab *src)
+{
+    int rc = 0;
+    for (size_t j = 0; j < src->cap; j++) {
+        if (!src->hash[j])
+            continue;
+        size_t s = tab_slot(t, src->keys + j * t->klen, src->hash[j], true, &rc);
+        if (s == SIZE_MAX)
+            return rc;
+        totals_merge(&t->tot[s], &src->tot[j]);
+        if (t->dir) {
+            totals_merge(&t->dir[2 * s], &src->dir[2 * j]);
+            totals_merge(&t->dir[2 * s + 1], &src->dir[2 * j + 1]);
+        }
+    }
+    return 0;
+}
+
 static int group_cb(void *arg, const eng_flow *rows, size_t n)
 {
     group_tab *t = arg;
     if (past_deadline(t->deadline))
         return -ETIMEDOUT;
-    uint8_t k[QRY_MAX_KEYS * 32];
-    int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        const eng_flow *r = &rows[i];
-        if (t->filter && !qry_filter_match(t->filter, r))
+        if (t->filter && !qry_filter_match(t->filter, &rows[i]))
             continue;
-        pack_key(t, r, k);
-        size_t s = tab_slot(t, k, key_hash(k, t->klen), true, &rc);
-        if (s == SIZE_MAX)
+        int rc = tab_add(t, &rows[i]);
+        if (rc < 0)
             return rc;
-        totals_add(&t->tot[s], r);
-        if (t->dir)
-            totals_add(&t->dir[2 * s + (memcmp(r->src.b, k + t->conv_off, 16) == 0 ? 0 : 1)], r);
     }
     return 0;
 }
@@ -746,28 +773,55 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
     if (rc == 0)
         rc = eng_db_scan_par(db, from_ms, to_ms, mask, so, nw, group_cb, NULL, args);
     for (unsigned i = 1; i < ready; i++) {
-        for (size_t j = 0; rc == 0 && j < w[i].cap; j++) {
-            if (!w[i].hash[j])
-                continue;
-            size_t s = tab_slot(t, w[i].keys + j * t->klen, w[i].hash[j], true, &rc);
-            if (s == SIZE_MAX)
-                break;
-            totals_merge(&t->tot[s], &w[i].tot[j]);
-            if (t->dir) {
-                totals_merge(&t->dir[2 * s], &w[i].dir[2 * j]);
-                totals_merge(&t->dir[2 * s + 1], &w[i].dir[2 * j + 1]);
-            }
-        }
+        if (rc == 0)
+            rc = tab_merge(t, &w[i]);
         tab_free(&w[i]);
     }
     return rc;
+}
+
+/* The answer of a filled table: its `limit` largest groups, the rest as other, the total.
+ * Consumes t's hash marks (the table is only fit for tab_free afterwards). */
+static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t from_ms, int64_t to_ms,
+                      qry_top_result *out)
+{
+    size_t *best = NULL, k = 0;
+    int rc = tab_top(t, metric, limit, &best, &k);
+    memset(out, 0, sizeof *out);
+    if (rc < 0)
+        return rc;
+    out->rows = calloc(k ? k : 1, sizeof *out->rows);
+    if (!out->rows) {
+        free(best);
+        return NS_E_NOMEM;
+    }
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->hash[i])
+            totals_merge(&out->total, &t->tot[i]);
+    for (size_t i = 0; i < k; i++) {
+        qry_row *row = &out->rows[i];
+        unpack_key(t->g, t->keys + best[i] * t->klen, &row->key);
+        row->t = t->tot[best[i]];
+        if (t->dir) {
+            row->ab = t->dir[2 * best[i]];
+            row->ba = t->dir[2 * best[i] + 1];
+        }
+        t->hash[best[i]] = 0; /* what is left makes "other" */
+    }
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->hash[i])
+            totals_merge(&out->other, &t->tot[i]);
+    out->n = k;
+    out->groups = t->n;
+    out->span_ms = qry_span_ms(from_ms, to_ms, &out->total);
+    free(best);
+    return 0;
 }
 
 int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
                   const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out)
 {
     group_tab t;
-    size_t *best = NULL, k = 0;
     memset(out, 0, sizeof *out);
     int rc = tab_init(&t, g, filter);
     if (rc < 0 || (unsigned)metric >= NMETRICS)
@@ -777,37 +831,9 @@ int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *
     addr_set as;
     rc = group_scan(db, from_ms, to_ms, base_columns(filter) | group_columns(g),
                     scan_opts(filter, &as), &t);
-    if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0)
-        goto out;
-    out->rows = calloc(k ? k : 1, sizeof *out->rows);
-    if (!out->rows) {
-        rc = NS_E_NOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < t.cap; i++)
-        if (t.hash[i])
-            totals_merge(&out->total, &t.tot[i]);
-    for (size_t i = 0; i < k; i++) {
-        qry_row *row = &out->rows[i];
-        unpack_key(g, t.keys + best[i] * t.klen, &row->key);
-        row->t = t.tot[best[i]];
-        if (t.dir) {
-            row->ab = t.dir[2 * best[i]];
-            row->ba = t.dir[2 * best[i] + 1];
-        }
-        t.hash[best[i]] = 0; /* what is left makes "other" */
-    }
-    for (size_t i = 0; i < t.cap; i++)
-        if (t.hash[i])
-            totals_merge(&out->other, &t.tot[i]);
-    out->n = k;
-    out->groups = t.n;
-    out->span_ms = qry_span_ms(from_ms, to_ms, &out->total);
-out:
-    free(best);
+    if (rc == 0)
+        rc = tab_result(&t, metric, limit, from_ms, to_ms, out);
     tab_free(&t);
-    if (rc < 0)
-        qry_top_free(out);
     return rc < 0 ? rc : 0;
 }
 
@@ -1018,6 +1044,168 @@ void qry_split_free(qry_split *s)
     free(s->totals);
     free(s->series);
     memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The Flows Window of one device: everything in one scan of the rows that name it */
+
+static const qry_by dev_by[QRY_DEV_NLISTS] = {
+    QRY_BY_DSTADDR, QRY_BY_PROTO, QRY_BY_APP, QRY_BY_DSTPORT, /* talker: it is the source */
+    QRY_BY_SRCADDR, QRY_BY_PROTO, QRY_BY_APP, QRY_BY_DSTPORT, /* listener: the destination */
+    QRY_BY_CONV,
+};
+
+qry_by qry_device_list_by(qry_dev_list l)
+{
+    return (unsigned)l < QRY_DEV_NLISTS ? dev_by[l] : QRY_NBY;
+}
+
+typedef struct dev_ctx {
+    ns_addr dev;
+    int64_t from, to, sfrom, step;
+    size_t nb;
+    qry_totals out, in, *sout, *sin;
+    group_tab tabs[QRY_DEV_NLISTS];
+    int64_t deadline;
+} dev_ctx;
+
+static int dev_cb(void *arg, const eng_flow *rows, size_t n)
+{
+    dev_ctx *c = arg;
+    int rc;
+    if (past_deadline(c->deadline))
+        return -ETIMEDOUT;
+    for (size_t i = 0; i < n; i++) {
+        const eng_flow *r = &rows[i];
+        bool talker = memcmp(r->src.b, c->dev.b, 16) == 0;
+        bool listener = memcmp(r->dst.b, c->dev.b, 16) == 0;
+        if (!talker && !listener)
+            continue; /* the index names blocks of rows, not rows */
+        bool inside = r->last_ms >= c->from && r->first_ms <= c->to;
+        if (talker)
+            spread(c->sout, c->sfrom, c->step, c->nb, r);
+        if (listener)
+            spread(c->sin, c->sfrom, c->step, c->nb, r);
+        if (!inside)
+            continue; /* in the last bucket's tail only */
+        if (talker)
+            totals_add(&c->out, r);
+        if (listener)
+            totals_add(&c->in, r);
+        for (int l = 0; l < QRY_DEV_NLISTS; l++) {
+            bool mine = l < QRY_DEV_LISTENER_PEERS  ? talker
+                        : l < QRY_DEV_CONVERSATIONS ? listener
+                                                    : true;
+            if (mine && (rc = tab_add(&c->tabs[l], r)) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static void dev_ctx_free(dev_ctx *c, bool series)
+{
+    for (int l = 0; l < QRY_DEV_NLISTS; l++)
+        tab_free(&c->tabs[l]);
+    if (series) {
+        free(c->sout);
+        free(c->sin);
+    }
+}
+
+static int dev_ctx_init(dev_ctx *c, const dev_ctx *proto, const qry_group *groups)
+{
+    int rc = 0;
+    *c = *proto;
+    memset(c->tabs, 0, sizeof c->tabs);
+    c->sout = calloc(c->nb, sizeof *c->sout);
+    c->sin = calloc(c->nb, sizeof *c->sin);
+    if (!c->sout || !c->sin)
+        rc = NS_E_NOMEM;
+    for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++)
+        if ((rc = tab_init(&c->tabs[l], &groups[l], NULL)) == 0)
+            rc = tab_grow(&c->tabs[l]);
+    return rc;
+}
+
+int qry_device(eng_db *db, const ns_addr *dev, int64_t from_ms, int64_t to_ms, int64_t step_ms,
+               size_t nbuckets, size_t limit, qry_device_result *out)
+{
+    qry_group groups[QRY_DEV_NLISTS]; /* the tables point at them until they are freed */
+    dev_ctx w[ENG_SCAN_MAX_WORKERS];
+    void *args[ENG_SCAN_MAX_WORKERS];
+    unsigned nw = eng_scan_workers(), ready = 0;
+    int rc = 0;
+
+    memset(out, 0, sizeof *out);
+    if (step_ms <= 0 || nbuckets == 0 || nbuckets > QRY_SERIES_MAX_BUCKETS || limit == 0)
+        return NS_E_RANGE;
+    for (int l = 0; l < QRY_DEV_NLISTS; l++)
+        qry_group_one(dev_by[l], &groups[l]);
+    dev_ctx proto = {.dev = *dev,
+                     .from = from_ms,
+                     .to = to_ms,
+                     .sfrom = from_ms,
+                     .step = step_ms,
+                     .nb = nbuckets,
+                     .deadline = qry_deadline_ms};
+    for (; ready < nw; ready++) {
+        if ((rc = dev_ctx_init(&w[ready], &proto, groups)) < 0) {
+            dev_ctx_free(&w[ready], true);
+            break;
+        }
+        args[ready] = &w[ready];
+    }
+    if (ready == 0)
+        return rc;
+    uint32_t mask = base_columns(NULL) | ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST) |
+                    ENG_COLMASK(ENG_COL_PROTO) | ENG_COLMASK(ENG_COL_SRC_PORT) |
+                    ENG_COLMASK(ENG_COL_DST_PORT);
+    eng_scan_opts so = {.addrs = dev, .naddrs = 1};
+    int64_t end = from_ms + step_ms * (int64_t)nbuckets - 1;
+    rc = eng_db_scan_par(db, from_ms, end > to_ms ? end : to_ms, mask, &so, ready, dev_cb, NULL,
+                         args);
+    /* merge every worker into the first */
+    dev_ctx *c = &w[0];
+    for (unsigned i = 1; i < ready; i++) {
+        totals_merge(&c->out, &w[i].out);
+        totals_merge(&c->in, &w[i].in);
+        for (size_t b = 0; b < nbuckets; b++) {
+            c->sout[b].flows += w[i].sout[b].flows;
+            c->sout[b].packets += w[i].sout[b].packets;
+            c->sout[b].bytes += w[i].sout[b].bytes;
+            c->sin[b].flows += w[i].sin[b].flows;
+            c->sin[b].packets += w[i].sin[b].packets;
+            c->sin[b].bytes += w[i].sin[b].bytes;
+        }
+        for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++)
+            rc = tab_merge(&c->tabs[l], &w[i].tabs[l]);
+        dev_ctx_free(&w[i], true);
+    }
+    for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++)
+        rc = tab_result(&c->tabs[l], QRY_M_BYTES, limit, from_ms, to_ms, &out->lists[l]);
+    if (rc < 0) {
+        dev_ctx_free(c, true);
+        qry_device_free(out);
+        return rc;
+    }
+    out->out = c->out;
+    out->in = c->in;
+    out->series_out = c->sout; /* handed over */
+    out->series_in = c->sin;
+    dev_ctx_free(c, false);
+    return 0;
+}
+
+void qry_device_free(qry_device_result *r)
+{
+    if (!r)
+        return;
+    for (int l = 0; l < QRY_DEV_NLISTS; l++)
+        qry_top_free(&r->lists[l]);
+    free(r->series_out);
+    free(r->series_in);
+    r->series_out = r->series_in = NULL;
 }
 
 int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target)

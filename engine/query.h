@@ -163,6 +163,34 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
                      const qry_filter *filter, const qry_group *g, qry_metric metric, size_t limit,
                      qry_split *out);
 void qry_split_free(qry_split *s);
+/* The Flows Window of one device, in one scan of the rows that name it (the address index
+ * prunes the rest): its traffic out (as talker: the source) and in (as listener: the
+ * destination) over [from_ms, to_ms], a series of each (nbuckets of step_ms from from_ms), and
+ * the `limit` largest groups by bytes of each list below. On success *out owns its arrays;
+ * release with qry_device_free(). */
+typedef enum {
+    QRY_DEV_TALKER_PEERS = 0, /* by dstaddr */
+    QRY_DEV_TALKER_PROTOCOLS,
+    QRY_DEV_TALKER_APPS,
+    QRY_DEV_TALKER_PORTS,   /* by dstport: the services it uses */
+    QRY_DEV_LISTENER_PEERS, /* by srcaddr */
+    QRY_DEV_LISTENER_PROTOCOLS,
+    QRY_DEV_LISTENER_APPS,
+    QRY_DEV_LISTENER_PORTS, /* by dstport: the services it offers */
+    QRY_DEV_CONVERSATIONS,  /* either way, by conversation */
+    QRY_DEV_NLISTS
+} qry_dev_list;
+typedef struct qry_device_result {
+    qry_totals out, in;
+    qry_totals *series_out, *series_in; /* nbuckets each: packets and bytes spread, as qry_series */
+    qry_top_result lists[QRY_DEV_NLISTS];
+} qry_device_result;
+int qry_device(eng_db *db, const ns_addr *dev, int64_t from_ms, int64_t to_ms, int64_t step_ms,
+               size_t nbuckets, size_t limit, qry_device_result *out);
+void qry_device_free(qry_device_result *r);
+/* The key a device list groups by. */
+qry_by qry_device_list_by(qry_dev_list l);
+
 /* A step that gives about `target` buckets over [from_ms, to_ms]: 1, 5, 10, 30 s, 1, 5, 15,
  * 30 min, 1, 3, 6, 12 h, 1 d, 1 w. */
 int64_t qry_series_step(int64_t from_ms, int64_t to_ms, size_t target);

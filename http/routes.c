@@ -768,26 +768,6 @@ static int route_metrics(req *r)
     return 200;
 }
 
-/* One top-N list (by bytes) as a JSON array of rows shaped like /api/v1/top's. */
-static int put_top(req *r, int64_t from, int64_t to, const qry_filter *f, qry_by by, size_t limit)
-{
-    qry_top_result res;
-    qry_group g;
-    qry_group_one(by, &g);
-    int rc = qry_top_group(r->o->db, from, to, f, &g, QRY_M_BYTES, limit, &res);
-    if (rc < 0)
-        return rc;
-    ns_buf_puts(r->body, "[");
-    for (size_t i = 0; i < res.n; i++) {
-        if (i)
-            ns_buf_puts(r->body, ",");
-        put_top_row(r->body, &g, &res.rows[i], res.span_ms);
-    }
-    ns_buf_puts(r->body, "]");
-    qry_top_free(&res);
-    return 0;
-}
-
 /* The Flows Window of one device: its traffic out (as talker, the source) and in (as listener,
  * the destination): totals, a series, and its top peers, protocols and ports each way. */
 static int route_device(req *r, const char *addr_text)
@@ -796,7 +776,7 @@ static int route_device(req *r, const char *addr_text)
     int64_t from, to, step = 0;
     size_t limit = 10;
     ns_addr a;
-    char canon[64], text[160], err[256];
+    char canon[64];
     const char *v;
     int rc = check_known(r, known);
     if (rc || (rc = parse_range(r, &from, &to)))
@@ -814,41 +794,18 @@ static int route_device(req *r, const char *addr_text)
     int64_t nb;
     if ((rc = parse_buckets(r, &from, to, &step, &nb)))
         return rc;
-    qry_filter *out_f = NULL, *in_f = NULL, *any_f = NULL;
-    snprintf(text, sizeof text, "host %s", canon);
-    if (qry_filter_compile(text, &any_f, err, sizeof err) < 0)
-        return fail(r, 500, "filter: %s", err);
-    snprintf(text, sizeof text, "src host %s", canon);
-    if (qry_filter_compile(text, &out_f, err, sizeof err) < 0) {
-        qry_filter_free(any_f);
-        return fail(r, 500, "filter: %s", err);
-    }
-    snprintf(text, sizeof text, "dst host %s", canon);
-    if (qry_filter_compile(text, &in_f, err, sizeof err) < 0) {
-        qry_filter_free(any_f);
-        qry_filter_free(out_f);
-        return fail(r, 500, "filter: %s", err);
-    }
-    qry_totals tout, tin, *sout = calloc((size_t)nb, sizeof *sout),
-                          *sin = calloc((size_t)nb, sizeof *sin);
+    qry_device_result dr;
+    if ((rc = qry_device(r->o->db, &a, from, to, step, (size_t)nb, limit, &dr)) < 0)
+        return query_error(r, rc);
     ns_buf *b = r->body;
-    if (!sout || !sin) {
-        rc = NS_E_NOMEM;
-        goto done;
-    }
-    if ((rc = qry_summary(r->o->db, from, to, out_f, &tout)) < 0 ||
-        (rc = qry_summary(r->o->db, from, to, in_f, &tin)) < 0 ||
-        (rc = qry_series(r->o->db, from, step, (size_t)nb, out_f, sout)) < 0 ||
-        (rc = qry_series(r->o->db, from, step, (size_t)nb, in_f, sin)) < 0)
-        goto done;
     ns_buf_puts(b, "{\"device\":");
     ns_buf_json_str(b, canon);
     ns_buf_puts(b, ",");
     put_range(b, from, from + nb * step - 1);
     ns_buf_puts(b, ",\"out\":{");
-    put_totals(b, &tout, true);
+    put_totals(b, &dr.out, true);
     ns_buf_puts(b, "},\"in\":{");
-    put_totals(b, &tin, true);
+    put_totals(b, &dr.in, true);
     ns_buf_printf(b, "},\"series\":{\"step\":%" PRId64 ",\"buckets\":[", step / 1000);
     for (int64_t i = 0; i < nb; i++) {
         ns_buf_puts(b, i ? ",{\"t\":" : "{\"t\":");
@@ -856,39 +813,30 @@ static int route_device(req *r, const char *addr_text)
         ns_buf_printf(b,
                       ",\"out_packets\":%" PRIu64 ",\"out_bytes\":%" PRIu64
                       ",\"in_packets\":%" PRIu64 ",\"in_bytes\":%" PRIu64 "}",
-                      sout[i].packets, sout[i].bytes, sin[i].packets, sin[i].bytes);
+                      dr.series_out[i].packets, dr.series_out[i].bytes, dr.series_in[i].packets,
+                      dr.series_in[i].bytes);
     }
     /* as talker (the device is the source): whom it sends to, over what; as listener (the
      * destination): who sends to it, and on which of its ports */
-    const struct {
-        const char *prefix; /* JSON before the list */
-        const qry_filter *f;
-        qry_by by;
-    } lists[] = {
-        {"]},\"talker\":{\"peers\":", out_f, QRY_BY_DSTADDR},
-        {",\"protocols\":", out_f, QRY_BY_PROTO},
-        {",\"apps\":", out_f, QRY_BY_APP},
-        {",\"ports\":", out_f, QRY_BY_DSTPORT},
-        {"},\"listener\":{\"peers\":", in_f, QRY_BY_SRCADDR},
-        {",\"protocols\":", in_f, QRY_BY_PROTO},
-        {",\"apps\":", in_f, QRY_BY_APP},
-        {",\"ports\":", in_f, QRY_BY_DSTPORT},
-        {"},\"conversations\":", any_f, QRY_BY_CONV},
+    static const char *const prefix[QRY_DEV_NLISTS] = {
+        "]},\"talker\":{\"peers\":",  ",\"protocols\":", ",\"apps\":", ",\"ports\":",
+        "},\"listener\":{\"peers\":", ",\"protocols\":", ",\"apps\":", ",\"ports\":",
+        "},\"conversations\":",
     };
-    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
-        ns_buf_puts(b, lists[i].prefix);
-        if ((rc = put_top(r, from, to, lists[i].f, lists[i].by, limit)) < 0)
-            goto done;
+    for (int l = 0; l < QRY_DEV_NLISTS; l++) {
+        qry_group g;
+        qry_group_one(qry_device_list_by((qry_dev_list)l), &g);
+        ns_buf_puts(b, prefix[l]);
+        ns_buf_puts(b, "[");
+        for (size_t i = 0; i < dr.lists[l].n; i++) {
+            if (i)
+                ns_buf_puts(b, ",");
+            put_top_row(b, &g, &dr.lists[l].rows[i], dr.lists[l].span_ms);
+        }
+        ns_buf_puts(b, "]");
     }
     ns_buf_puts(b, "}\n");
-done:
-    free(sout);
-    free(sin);
-    qry_filter_free(any_f);
-    qry_filter_free(out_f);
-    qry_filter_free(in_f);
-    if (rc < 0)
-        return query_error(r, rc);
+    qry_device_free(&dr);
     return 200;
 }
 

@@ -32,6 +32,9 @@ typedef struct rx_slot {
     eng_flow *rows;
     size_t n;
     int64_t recv_ms;
+    /* the receive counters of the datagrams that ended in this slot: added to the listener's
+     * once the rows are in the store, so a datagram counted is a datagram queryable */
+    uint64_t datagrams, bytes, flows, errors;
 } rx_slot;
 
 typedef struct rx_ring {
@@ -82,7 +85,19 @@ typedef struct rx_flush {
     rx_ring *ring;
     ing_batch *batch;
     int64_t recv_ms;
+    uint64_t datagrams, bytes, flows, errors; /* since the last slot was published */
 } rx_flush;
+
+/* Adds counters to the listener's and clears them. */
+static void count_now(ing_listener *l, uint64_t *dg, uint64_t *bytes, uint64_t *flows,
+                      uint64_t *errors)
+{
+    atomic_fetch_add(&l->datagrams, *dg);
+    atomic_fetch_add(&l->bytes, *bytes);
+    atomic_fetch_add(&l->flows, *flows);
+    atomic_fetch_add(&l->decode_errors, *errors);
+    *dg = *bytes = *flows = *errors = 0;
+}
 
 /* The batch's rows are the ring's current slot: publish it and go on in the next one, or, when
  * the store thread is a whole ring behind, drop them (counted) and refill the same slot. */
@@ -91,8 +106,10 @@ static int publish_rows(void *arg, const eng_flow *rows, size_t n)
     rx_flush *fa = arg;
     rx_ring *q = fa->ring;
     (void)rows;
-    if (n == 0)
+    if (n == 0) { /* nothing to wait for: count at once */
+        count_now(fa->l, &fa->datagrams, &fa->bytes, &fa->flows, &fa->errors);
         return 0;
+    }
     size_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
     size_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
     rx_slot *next = &q->slot[(head + 1) % Q_SLOTS];
@@ -100,11 +117,17 @@ static int publish_rows(void *arg, const eng_flow *rows, size_t n)
         next->rows = malloc(SLOT_ROWS * sizeof(eng_flow));
     if (head + 1 - tail >= Q_SLOTS || !next->rows) {
         atomic_fetch_add(&fa->l->queue_dropped, n);
+        count_now(fa->l, &fa->datagrams, &fa->bytes, &fa->flows, &fa->errors);
         return 0;
     }
     rx_slot *s = &q->slot[head % Q_SLOTS];
     s->n = n;
     s->recv_ms = fa->recv_ms;
+    s->datagrams = fa->datagrams;
+    s->bytes = fa->bytes;
+    s->flows = fa->flows;
+    s->errors = fa->errors;
+    fa->datagrams = fa->bytes = fa->flows = fa->errors = 0;
     atomic_store_explicit(&q->head, head + 1, memory_order_release);
     fa->batch->rows = next->rows;
     if (atomic_load_explicit(&fa->l->store_idle, memory_order_relaxed))
@@ -124,6 +147,7 @@ static size_t drain_rings(ing_listener *l)
             rx_slot *s = &q->slot[tail % Q_SLOTS];
             if (eng_db_append(l->db, s->recv_ms, s->rows, s->n) < 0)
                 atomic_fetch_add(&l->store_dropped, s->n);
+            count_now(l, &s->datagrams, &s->bytes, &s->flows, &s->errors);
             total += s->n;
             atomic_store_explicit(&q->tail, tail + 1, memory_order_release);
         }
@@ -198,18 +222,18 @@ static void *rx_main(void *arg)
             ns_addr a;
             size_t len = msgs[i].msg_len;
             sockaddr_to_addr(&from[i], &a);
-            atomic_fetch_add(&l->datagrams, 1);
-            atomic_fetch_add(&l->bytes, len);
             /* a decoder publishes the slot itself when it fills (v5 asks for a retry) */
             int rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             if (rc == ING_E_BATCH) {
                 ing_batch_flush(&batch);
                 rc = ing_decode(l->ex, &a, now, iov[i].iov_base, len, &batch);
             }
+            fa.datagrams++;
+            fa.bytes += len;
             if (rc < 0)
-                atomic_fetch_add(&l->decode_errors, 1);
+                fa.errors++;
             else
-                atomic_fetch_add(&l->flows, (uint64_t)rc);
+                fa.flows += (uint64_t)rc;
         }
         ing_batch_flush(&batch);
     }
