@@ -31,22 +31,22 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#define SEG_MAGIC        "NS2FSEG"
-#define SEG_END          "NS2FEND"
-#define SEG_VERSION      3u /* 2: vlan, direction, flow_type columns; 3: address index, bloom */
-#define SEG_HDR          16u
-#define SEG_TRAILER      24u
-#define SEG_FOOTER_FIXED 48u /* version 2 */
-#define SEG_FOOTER_V3    88u /* version 3: + index directory and bloom size */
-#define SEG_COLDIR       48u
-#define SEG_BLOOM_MAX    (1u << 20) /* bloom words (8 MB): a cap for readers */
-#define SEG_BLOOM_BITS   10u        /* bits per distinct address: about 1% false positives */
-#define SEG_BLOOM_K      6u
+#define SEG_MAGIC         "NS2FSEG"
+#define SEG_END           "NS2FEND"
+#define SEG_VERSION       3u /* 2: vlan, direction, flow_type columns; 3: address index, bloom */
+#define SEG_HDR           16u
+#define SEG_TRAILER       24u
+#define SEG_FOOTER_FIXED  48u /* version 2 */
+#define SEG_FOOTER_V3     88u /* version 3: + index directory and bloom size */
+#define SEG_COLDIR        48u
+#define SEG_BLOOM_MAX     (1u << 20) /* bloom words (8 MB): a cap for readers */
+#define SEG_BLOOM_BITS    10u        /* bits per distinct address: about 1% false positives */
+#define SEG_BLOOM_K       6u
 #define SEG_IDX_SHIFT_MIN 4u /* the index names blocks of 16 to 256 rows: small enough that a */
 #define SEG_IDX_SHIFT_MAX 8u /* rare address decodes few rows, few enough for 1-byte pointers */
-#define SEG_IDX_HDR      16u
-#define SEG_MAX_ROWS     (1u << 26) /* 64M rows a segment: a sanity cap for readers */
-#define SEG_ZSTD_LEVEL   3
+#define SEG_IDX_HDR       16u
+#define SEG_MAX_ROWS      (1u << 26) /* 64M rows a segment: a sanity cap for readers */
+#define SEG_ZSTD_LEVEL    3
 
 enum { ENC_PLAIN = 0, ENC_TRANSPOSE = 1, ENC_DELTA_VARINT = 2, ENC_SPAN_VARINT = 3 };
 

@@ -163,6 +163,7 @@ typedef struct eng_db_opts {
     uint64_t retention_s;  /* 0 = no age limit */
     uint64_t seal_delay_s; /* a minute is sealed this long after it ends */
     bool no_sealer_thread; /* tests drive sealing with eng_db_seal_due() */
+    bool compactor;        /* run the compactor thread (eng_db_compact every 10 s) */
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */
@@ -188,6 +189,13 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n);
  * Returns the number of segments written or a negative code. */
 int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force);
 
+/* Merges the segments of every closed hour (ended seal_delay + 60 s before now_ms, no minute of
+ * it still open) into one hour segment h<hour>-<seq>.seg, then those of every closed day into
+ * d<day>-<seq>.seg, re-encoded, when the result holds at most 2^21 rows. The swap is atomic for
+ * queries (never a flow twice, never one missed) and for crashes (a restart finishes or forgets
+ * a merge; docs/format.md). Returns the merges done, or a negative code. Thread-safe. */
+int eng_db_compact(eng_db *db, int64_t now_ms);
+
 typedef struct eng_db_stats {
     uint64_t segments;
     uint64_t disk_bytes;
@@ -199,8 +207,9 @@ typedef struct eng_db_stats {
     uint64_t seal_errors;
     uint64_t segments_deleted; /* by budget or retention */
     uint64_t segments_quarantined;
-    uint64_t segments_pruned; /* sealed segments an address scan did not need to decode */
-    uint64_t budget_bytes;    /* current limits */
+    uint64_t segments_pruned;    /* sealed segments an address scan did not need to decode */
+    uint64_t segments_compacted; /* segments merged into hour or day segments since open */
+    uint64_t budget_bytes;       /* current limits */
     uint64_t retention_s;
 } eng_db_stats;
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);

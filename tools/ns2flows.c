@@ -442,7 +442,8 @@ int main(int argc, char **argv)
     ns_log_set_level(cfg.log_level);
     eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
                        .retention_s = cfg.retention_s,
-                       .seal_delay_s = cfg.seal_delay_s};
+                       .seal_delay_s = cfg.seal_delay_s,
+                       .compactor = true};
     eng_db *db = NULL;
     if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
         char msg[1100];
