@@ -68,8 +68,12 @@ static int dump_one(const char *path, const dump_opts *o)
         char t1[40], t2[40];
         fmt_time(in->first_ms, t1, sizeof t1);
         fmt_time(in->last_ms, t2, sizeof t2);
-        printf("%s: format %u, %" PRIu64 " rows, %" PRIu64 " bytes on disk (%.1f B/flow)\n", path,
-               in->version, in->rows, in->file_size,
+        /* the tier is in the name the database gives: m<minute>, h<hour>, d<day> */
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        const char *tier = base[0] == 'h' ? "hour" : base[0] == 'd' ? "day" : "minute";
+        printf("%s: format %u, tier %s, %" PRIu64 " rows, %" PRIu64
+               " bytes on disk (%.1f B/flow)\n",
+               path, in->version, tier, in->rows, in->file_size,
                in->rows ? (double)in->file_size / (double)in->rows : 0.0);
         printf("  time %s .. %s, packets %" PRIu64 ", bytes %" PRIu64 "\n", t1, t2, in->packets,
                in->bytes);
