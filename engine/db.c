@@ -20,12 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK_ROWS       4096u
-#define MAX_OPEN_ROWS    (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
-#define LOCK_NAME        "ns2flows.lock"
-#define QUARANTINE_DIR   "quarantine"
-#define COMPACT_MAX_ROWS (512u * 1024u) /* rows of a merged segment: a scan of it holds them all   \
-                                         */
+#define CHUNK_ROWS     4096u
+#define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
+#define LOCK_NAME      "ns2flows.lock"
+#define QUARANTINE_DIR "quarantine"
+#define COMPACT_MAX_ROWS                                                                           \
+    (512u * 1024u) /* rows of a merged segment: a scan of it holds them all                        \
+                    */
 #define COMPACT_EVERY_MS 10000
 
 typedef struct minute_buf {

@@ -414,23 +414,26 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         if (rsize != n * w)
             return NS_E_CORRUPT;
         if (SEG_HOST_LE && (w == 2 || w == 4 || w == 8 || w == 16)) {
-            /* fixed-size copies the compiler inlines: a call per value cost more than the
-             * gathering itself */
+            /* one loop per width, so the gathering unrolls and the copy is inlined: a call
+             * per value cost more than the gathering itself */
             size_t off = col_off[c];
-            for (k = 0; k < nout; k++) {
-                size_t i = idx ? idx[k] : k;
-                uint8_t *dst = (uint8_t *)&rows[k] + off;
-                for (uint32_t j = 0; j < w; j++)
-                    v[j] = raw[j * n + i];
-                if (w == 16)
-                    memcpy(dst, v, 16);
-                else if (w == 8)
-                    memcpy(dst, v, 8);
-                else if (w == 4)
-                    memcpy(dst, v, 4);
-                else
-                    memcpy(dst, v, 2);
-            }
+#define SEG_GATHER(W)                                                                              \
+    for (k = 0; k < nout; k++) {                                                                   \
+        size_t i = idx ? idx[k] : k;                                                               \
+        uint8_t g[W];                                                                              \
+        for (uint32_t j = 0; j < (W); j++)                                                         \
+            g[j] = raw[j * n + i];                                                                 \
+        memcpy((uint8_t *)&rows[k] + off, g, (W));                                                 \
+    }
+            if (w == 16)
+                SEG_GATHER(16)
+            else if (w == 8)
+                SEG_GATHER(8)
+            else if (w == 4)
+                SEG_GATHER(4)
+            else
+                SEG_GATHER(2)
+#undef SEG_GATHER
             cur.left = 0;
             break;
         }
