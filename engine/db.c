@@ -760,8 +760,8 @@ typedef struct snap_buf {
 /* Row buffers reused across the segments of one scan: fresh multi-megabyte allocations per
  * segment cost more in page faults than the decoding itself. */
 typedef struct scan_bufs {
-    eng_flow *rows, *scratch;
-    uint64_t *sel; /* rows the address index names, one bit a row */
+    eng_flow *rows; /* time filtering compacts it in place: no second copy */
+    uint64_t *sel;  /* rows the address index names, one bit a row */
     size_t cap;
 } scan_bufs;
 
@@ -770,22 +770,24 @@ static int bufs_reserve(scan_bufs *b, size_t n)
     if (n <= b->cap)
         return 0;
     free(b->rows);
-    free(b->scratch);
     free(b->sel);
     b->rows = malloc(n * sizeof *b->rows);
-    b->scratch = malloc(n * sizeof *b->scratch);
     b->sel = malloc((n + 63) / 64 * sizeof *b->sel);
-    b->cap = b->rows && b->scratch && b->sel ? n : 0;
+    b->cap = b->rows && b->sel ? n : 0;
     return b->cap ? 0 : NS_E_NOMEM;
 }
 
+/* scratch may be rows itself (a segment's own buffer): row k is written after row i >= k is read */
 static int emit_filtered(const eng_flow *rows, size_t n, int64_t from_ms, int64_t to_ms,
                          eng_flow *scratch, eng_row_cb cb, void *arg)
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (rows[i].last_ms >= from_ms && rows[i].first_ms <= to_ms)
-            scratch[k++] = rows[i];
+        if (rows[i].last_ms >= from_ms && rows[i].first_ms <= to_ms) {
+            if (&scratch[k] != &rows[i])
+                scratch[k] = rows[i];
+            k++;
+        }
     }
     return k ? cb(arg, scratch, k) : 0;
 }
@@ -867,7 +869,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         eng_seg_close(s);
         if (rc < 0)
             goto bad;
-        return emit_filtered(bufs->rows, nsel, from_ms, to_ms, bufs->scratch, cb, arg);
+        return emit_filtered(bufs->rows, nsel, from_ms, to_ms, bufs->rows, cb, arg);
     }
     rc = eng_seg_read(s, need, bufs->rows);
     eng_seg_close(s);
@@ -876,7 +878,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     /* every row of a segment inside the range matches: no copy */
     if (whole)
         return n ? cb(arg, bufs->rows, n) : 0;
-    return emit_filtered(bufs->rows, n, from_ms, to_ms, bufs->scratch, cb, arg);
+    return emit_filtered(bufs->rows, n, from_ms, to_ms, bufs->rows, cb, arg);
 bad:
     if (damaged(rc)) {
         pthread_mutex_lock(&db->mu);
@@ -943,7 +945,6 @@ int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
     for (size_t i = 0; rc == 0 && i < nnames; i++)
         rc = scan_segment(db, names[i], from_ms, to_ms, colmask, opts, cb, tcb, arg, &rowbufs);
     free(rowbufs.rows);
-    free(rowbufs.scratch);
     free(rowbufs.sel);
     if (rc == 0 && nbufs) {
         eng_flow *scratch = malloc(CHUNK_ROWS * sizeof *scratch);

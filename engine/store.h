@@ -191,7 +191,7 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force);
 
 /* Merges the segments of every closed hour (ended seal_delay + 60 s before now_ms, no minute of
  * it still open) into one hour segment h<hour>-<seq>.seg, then those of every closed day into
- * d<day>-<seq>.seg, re-encoded, when the result holds at most 2^19 rows. The swap is atomic for
+ * d<day>-<seq>.seg, re-encoded, when the result holds at most 2^18 rows. The swap is atomic for
  * queries (never a flow twice, never one missed) and for crashes (a restart finishes or forgets
  * a merge; docs/format.md). Returns the merges done, or a negative code. Thread-safe. */
 int eng_db_compact(eng_db *db, int64_t now_ms);
