@@ -280,6 +280,20 @@ static void crash_at(int step)
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     cr_assert(eq(int, code, 86), "step %d: the child crashed there", step);
 
+    /* a read-only reader first (ns2flows-query beside a daemon): the same flows, nothing
+     * deleted */
+    size_t files = count_files('m') + count_files('h');
+    eng_db *ro = NULL;
+    char err[256];
+    eng_db_opts roo = {.read_only = true};
+    cr_assert(eq(int, eng_db_open(tmpdir, &roo, &ro, err, sizeof err), 0), "%s", err);
+    tally rt = scan_all(ro, n);
+    cr_assert(eq(u64, rt.rows, before.rows), "step %d, read-only", step);
+    cr_assert(not(rt.twice), "step %d, read-only", step);
+    free(rt.seen);
+    cr_assert(eq(int, eng_db_close(ro), 0));
+    cr_assert(eq(sz, count_files('m') + count_files('h'), files));
+
     db = open_manual();
     tally after = scan_all(db, n);
     cr_assert(eq(u64, after.rows, before.rows), "step %d", step);
