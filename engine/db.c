@@ -70,8 +70,9 @@ struct eng_db {
     size_t nsegs, capsegs;
     uint64_t next_seq;
     uint64_t open_rows;
-    ns_ratelimit seal_rl; /* seal failures logged */
-    char doomed[64][64];  /* segment files to unlink once the mutex is released */
+    ns_ratelimit seal_rl;    /* seal failures logged */
+    ns_ratelimit compact_rl; /* compaction failures logged (a full disk fails every pass) */
+    char doomed[64][64];     /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
 };
@@ -1120,7 +1121,15 @@ static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
         crash_point(1);
     }
     if ((rc = eng_seg_write(path, m.rows, m.n)) < 0) {
-        ns_log(NS_LOG_ERROR, "db: cannot write %s: %s", path, ns_strerror(rc));
+        uint32_t held = 0;
+        pthread_mutex_lock(&db->mu);
+        bool say = ns_ratelimit_ok(&db->compact_rl, ns_mono_ms(), &held);
+        pthread_mutex_unlock(&db->mu);
+        if (say)
+            ns_log(NS_LOG_ERROR,
+                   "db: cannot write %s: %s; the segments stay as they are (%u similar"
+                   " errors not logged)",
+                   path, ns_strerror(rc), held);
         goto out;
     }
     crash_point(2);
