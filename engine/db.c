@@ -24,9 +24,8 @@
 #define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
 #define LOCK_NAME      "ns2flows.lock"
 #define QUARANTINE_DIR "quarantine"
-#define COMPACT_MAX_ROWS                                                                           \
-    (512u * 1024u) /* rows of a merged segment: a scan of it holds them all                        \
-                    */
+/* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
+#define COMPACT_MAX_ROWS (256u * 1024u)
 #define COMPACT_EVERY_MS 10000
 
 typedef struct minute_buf {
@@ -213,29 +212,49 @@ static void quarantine_locked(eng_db *db, const char *name, int why)
  * finishes the deletion, so no flow is counted twice. (A read-only reader only drops them.) */
 static void drop_superseded(eng_db *db)
 {
-    for (size_t i = 0; i < db->nsegs;) {
-        const seg_entry *x = &db->segs[i];
-        bool covered = false;
-        for (size_t j = 0; j < db->nsegs && !covered; j++) {
-            const seg_entry *e = &db->segs[j];
-            covered = j != i && e->span > 1 && e->seq > x->seq && x->minute >= e->minute &&
-                      x->minute + x->span <= e->minute + e->span;
+    /* only merged segments cover others, and the catalog is ordered by first minute: look at
+     * the neighbours of each merged segment (linear in the catalog, not quadratic) */
+    bool *gone = calloc(db->nsegs ? db->nsegs : 1, sizeof *gone);
+    if (!gone)
+        return; /* then both stay until the next start-up: the merged flows count twice */
+    for (size_t j = 0; j < db->nsegs; j++) {
+        const seg_entry *e = &db->segs[j];
+        if (e->span <= 1)
+            continue;
+        size_t lo = 0, hi = db->nsegs; /* first entry with minute >= e->minute */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (db->segs[mid].minute < e->minute)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
-        if (!covered) {
-            i++;
+        for (size_t i = lo; i < db->nsegs && db->segs[i].minute < e->minute + e->span; i++) {
+            const seg_entry *x = &db->segs[i];
+            if (i != j && x->seq < e->seq && x->minute + x->span <= e->minute + e->span)
+                gone[i] = true;
+        }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        if (!gone[i]) {
+            db->segs[k++] = db->segs[i];
             continue;
         }
         if (!db->opts.read_only) {
             char path[4200];
-            seg_path(db, x->name, path, sizeof path);
+            seg_path(db, db->segs[i].name, path, sizeof path);
             if (unlink(path) < 0 && errno != ENOENT)
                 ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
             else
                 ns_log(NS_LOG_WARN, "db: removed %s, already merged (a compaction was cut short)",
-                       x->name);
+                       db->segs[i].name);
         }
-        catalog_remove_locked(db, i);
+        db->st.disk_bytes -= db->segs[i].size;
     }
+    db->nsegs = k;
+    db->st.segments = k;
+    free(gone);
 }
 
 static int catalog_load(eng_db *db)
@@ -282,12 +301,24 @@ static int catalog_load(eng_db *db)
         eng_seg_close(s);
         if (e.seq >= db->next_seq)
             db->next_seq = e.seq + 1;
-        if ((rc = catalog_add_locked(db, &e)) < 0) {
-            closedir(d);
-            return rc;
+        /* appended, sorted once below: inserting each in order costs n^2 on a big store */
+        if (db->nsegs == db->capsegs) {
+            size_t cap = db->capsegs ? db->capsegs * 2 : 64;
+            seg_entry *ns = realloc(db->segs, cap * sizeof *ns);
+            if (!ns) {
+                closedir(d);
+                return NS_E_NOMEM;
+            }
+            db->segs = ns;
+            db->capsegs = cap;
         }
+        db->segs[db->nsegs++] = e;
+        db->st.disk_bytes += e.size;
     }
     closedir(d);
+    if (db->nsegs)
+        qsort(db->segs, db->nsegs, sizeof *db->segs, cmp_seg);
+    db->st.segments = db->nsegs;
     drop_superseded(db);
     return 0;
 }
