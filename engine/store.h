@@ -1,5 +1,5 @@
-/* engine/store.h — the flow row, SESSIONDB (per-minute columnar segments, catalog, lock) and
- * the segment file reader used by queries and by ns2flows-dump.
+/* engine/store.h — the flow row, SESSIONDB (columnar minute, hour and day segments, catalog, lock,
+ * compactor) and the segment file reader used by queries and by ns2flows-dump.
  *
  * Threads: eng_db_append() may be called from any number of ingest threads; sealing happens on
  * the database's own sealer thread so receive threads never wait for compression or fsync. */
@@ -81,7 +81,8 @@ typedef enum {
 const char *eng_col_name(eng_col c);
 
 /* ---------------------------------------------------------------------------------------------
- * Segment files (engine/segment.c). A segment holds the flows one minute received, in columns.
+ * Segment files (engine/segment.c). A segment holds the flows one minute received (or, merged by
+ * the compactor, an hour or a day), in columns.
  * Writing is atomic: <path>.tmp, fsync, rename, fsync of the folder. */
 
 /* Writes rows[0..n) as a segment file at path. Returns 0 or a negative code. */
