@@ -27,6 +27,9 @@
 #define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
 #define LOCK_NAME      "ns2flows.lock"
 #define QUARANTINE_DIR "quarantine"
+/* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
+#define COMPACT_MAX_ROWS (256u * 1024u)
+#define COMPACT_EVERY_MS 10000
 
 typedef struct minute_buf {
     int64_t minute; /* epoch minute (ms / 60000) */
@@ -44,7 +47,8 @@ typedef struct minute_buf {
 
 typedef struct seg_entry {
     char name[64];
-    int64_t minute;
+    int64_t minute; /* first minute of the span the segment covers (by receive time) */
+    int64_t span;   /* minutes: 1 (sealed minute), 60 (hour), 1440 (day) */
     uint64_t seq;
     int64_t first_ms, last_ms;
     uint64_t rows, size;
@@ -59,6 +63,12 @@ struct eng_db {
     pthread_cond_t cond;
     pthread_t sealer;
     bool sealer_running;
+    pthread_t compactor;
+    bool compactor_running;
+    pthread_mutex_t compact_mu; /* one compaction at a time */
+    /* scans hold it shared from their snapshot of segment names to their end; the compactor
+     * takes it exclusively to delete merged inputs, so a scan never loses a segment it listed */
+    pthread_rwlock_t scan_lock;
     bool stop;
     minute_buf **open;
     size_t nopen, capopen;
@@ -66,8 +76,9 @@ struct eng_db {
     size_t nsegs, capsegs;
     uint64_t next_seq;
     uint64_t open_rows;
-    ns_ratelimit seal_rl; /* seal failures logged */
-    char doomed[64][64];  /* segment files to unlink once the mutex is released */
+    ns_ratelimit seal_rl;    /* seal failures logged */
+    ns_ratelimit compact_rl; /* compaction failures logged (a full disk fails every pass) */
+    char doomed[64][64];     /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
     /* write-ahead log (engine/wal.c): written by appends under mu, fsynced by wal_thread */
@@ -118,15 +129,21 @@ static int seg_path(const eng_db *db, const char *name, char *out, size_t cap)
     return 0;
 }
 
-/* Parses "m<minute>-<seq>.seg". */
-static bool seg_name_parse(const char *name, int64_t *minute, uint64_t *seq)
+/* Parses "m<minute>-<seq>.seg", "h<hour>-<seq>.seg" and "d<day>-<seq>.seg" (the compactor's
+ * merged segments; hour and day numbers count from the epoch like minutes). */
+static bool seg_name_parse(const char *name, int64_t *minute, int64_t *span, uint64_t *seq)
 {
     long long m;
     unsigned long long s;
     int used = 0;
-    if (sscanf(name, "m%lld-%llu.seg%n", &m, &s, &used) != 2 || name[used] != 0)
+    char tier = name[0];
+    if (tier != 'm' && tier != 'h' && tier != 'd')
         return false;
-    *minute = m;
+    if (sscanf(name + 1, "%lld-%llu.seg%n", &m, &s, &used) != 2 || name[1 + used] != 0 ||
+        name[1] == '-' || name[1] == '+' || m < 0 || m > (1ll << 40))
+        return false;
+    *span = tier == 'm' ? 1 : tier == 'h' ? 60 : 1440;
+    *minute = m * *span;
     *seq = s;
     return true;
 }
@@ -212,6 +229,57 @@ static void quarantine_locked(eng_db *db, const char *name, int why)
     quarantine_file(db, name, why);
 }
 
+/* A merged segment replaces every segment whose span lies inside its own and whose sequence
+ * number is smaller: the compactor merges all of them and takes its number after theirs. A
+ * crash after publishing the merged file and before deleting its inputs leaves both; this
+ * finishes the deletion, so no flow is counted twice. (A read-only reader only drops them.) */
+static void drop_superseded(eng_db *db)
+{
+    /* only merged segments cover others, and the catalog is ordered by first minute: look at
+     * the neighbours of each merged segment (linear in the catalog, not quadratic) */
+    bool *gone = calloc(db->nsegs ? db->nsegs : 1, sizeof *gone);
+    if (!gone)
+        return; /* then both stay until the next start-up: the merged flows count twice */
+    for (size_t j = 0; j < db->nsegs; j++) {
+        const seg_entry *e = &db->segs[j];
+        if (e->span <= 1)
+            continue;
+        size_t lo = 0, hi = db->nsegs; /* first entry with minute >= e->minute */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (db->segs[mid].minute < e->minute)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t i = lo; i < db->nsegs && db->segs[i].minute < e->minute + e->span; i++) {
+            const seg_entry *x = &db->segs[i];
+            if (i != j && x->seq < e->seq && x->minute + x->span <= e->minute + e->span)
+                gone[i] = true;
+        }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        if (!gone[i]) {
+            db->segs[k++] = db->segs[i];
+            continue;
+        }
+        if (!db->opts.read_only) {
+            char path[4200];
+            seg_path(db, db->segs[i].name, path, sizeof path);
+            if (unlink(path) < 0 && errno != ENOENT)
+                ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", path, strerror(errno));
+            else
+                ns_log(NS_LOG_WARN, "db: removed %s, already merged (a compaction was cut short)",
+                       db->segs[i].name);
+        }
+        db->st.disk_bytes -= db->segs[i].size;
+    }
+    db->nsegs = k;
+    db->st.segments = k;
+    free(gone);
+}
+
 static int catalog_load(eng_db *db)
 {
     DIR *d = opendir(db->dir);
@@ -231,7 +299,7 @@ static int catalog_load(eng_db *db)
             ns_log(NS_LOG_WARN, "db: removed unpublished %s", path);
             continue;
         }
-        if (!seg_name_parse(de->d_name, &e.minute, &e.seq) || len >= sizeof e.name)
+        if (!seg_name_parse(de->d_name, &e.minute, &e.span, &e.seq) || len >= sizeof e.name)
             continue;
         strcpy(e.name, de->d_name);
         seg_path(db, e.name, path, sizeof path);
@@ -256,12 +324,25 @@ static int catalog_load(eng_db *db)
         eng_seg_close(s);
         if (e.seq >= db->next_seq)
             db->next_seq = e.seq + 1;
-        if ((rc = catalog_add_locked(db, &e)) < 0) {
-            closedir(d);
-            return rc;
+        /* appended, sorted once below: inserting each in order costs n^2 on a big store */
+        if (db->nsegs == db->capsegs) {
+            size_t cap = db->capsegs ? db->capsegs * 2 : 64;
+            seg_entry *ns = realloc(db->segs, cap * sizeof *ns);
+            if (!ns) {
+                closedir(d);
+                return NS_E_NOMEM;
+            }
+            db->segs = ns;
+            db->capsegs = cap;
         }
+        db->segs[db->nsegs++] = e;
+        db->st.disk_bytes += e.size;
     }
     closedir(d);
+    if (db->nsegs)
+        qsort(db->segs, db->nsegs, sizeof *db->segs, cmp_seg);
+    db->st.segments = db->nsegs;
+    drop_superseded(db);
     return 0;
 }
 
@@ -310,12 +391,12 @@ static uint64_t dir_bytes(const char *dir, int depth)
     while ((de = readdir(d)) != NULL) {
         char path[4400];
         struct stat st;
-        int64_t m;
+        int64_t m, span;
         uint64_t q;
         if (de->d_name[0] == '.' && (de->d_name[1] == 0 || strcmp(de->d_name, "..") == 0))
             continue;
         if (depth > 0 &&
-            (seg_name_parse(de->d_name, &m, &q) || strcmp(de->d_name, ENG_WAL_DIR) == 0))
+            (seg_name_parse(de->d_name, &m, &span, &q) || strcmp(de->d_name, ENG_WAL_DIR) == 0))
             continue;
         if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= sizeof path ||
             lstat(path, &st) < 0)
@@ -751,6 +832,7 @@ static int wal_replay(eng_db *db)
                (unsigned long long)db->st.wal_replayed_rows, (unsigned long long)files);
     return rc;
 }
+static void *compactor_main(void *arg);
 
 int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *err, size_t errcap)
 {
@@ -764,6 +846,14 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         db->opts = *opts;
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->seal_mu, NULL);
+    pthread_mutex_init(&db->compact_mu, NULL);
+    pthread_rwlockattr_t rwa;
+    pthread_rwlockattr_init(&rwa);
+    /* queries overlap all the time: prefer the compactor's short exclusive hold, or it could
+     * wait forever */
+    pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&db->scan_lock, &rwa);
+    pthread_rwlockattr_destroy(&rwa);
     pthread_cond_init(&db->cond, NULL);
     pthread_cond_init(&db->wal_cond, NULL);
     if (strlen(dir) >= sizeof db->dir) {
@@ -840,6 +930,15 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         }
         db->sealer_running = true;
     }
+    if (db->opts.compactor) {
+        if (pthread_create(&db->compactor, NULL, compactor_main, db) != 0) {
+            rc = -EAGAIN;
+            snprintf(err, errcap, "cannot start the compactor thread");
+            eng_db_close(db);
+            return rc;
+        }
+        db->compactor_running = true;
+    }
     *out = db;
     return 0;
 fail:
@@ -852,6 +951,8 @@ fail:
     free(db->segs);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->seal_mu);
+    pthread_mutex_destroy(&db->compact_mu);
+    pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->wal_cond);
     free(db);
@@ -862,12 +963,15 @@ int eng_db_close(eng_db *db)
 {
     if (!db)
         return 0;
-    if (db->sealer_running) {
+    if (db->sealer_running || db->compactor_running) {
         pthread_mutex_lock(&db->mu);
         db->stop = true;
-        pthread_cond_signal(&db->cond);
+        pthread_cond_broadcast(&db->cond);
         pthread_mutex_unlock(&db->mu);
-        pthread_join(db->sealer, NULL);
+        if (db->sealer_running)
+            pthread_join(db->sealer, NULL);
+        if (db->compactor_running)
+            pthread_join(db->compactor, NULL);
     }
     wal_thread_stop(db);
     /* everything appended is made durable before sealing starts: a crash while sealing then
@@ -891,6 +995,8 @@ int eng_db_close(eng_db *db)
         close(db->lockfd); /* releases the flock */
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->seal_mu);
+    pthread_mutex_destroy(&db->compact_mu);
+    pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->wal_cond);
     free(db);
@@ -1012,6 +1118,7 @@ static int seal_one(eng_db *db, minute_buf *b)
         rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
     e.seq = b->seq; /* the name its WAL file has: replay skips a WAL whose segment exists */
     e.minute = b->minute;
+    e.span = 1;
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
@@ -1148,8 +1255,8 @@ typedef struct snap_buf {
 /* Row buffers reused across the segments of one scan: fresh multi-megabyte allocations per
  * segment cost more in page faults than the decoding itself. */
 typedef struct scan_bufs {
-    eng_flow *rows, *scratch;
-    uint64_t *sel; /* rows the address index names, one bit a row */
+    eng_flow *rows; /* time filtering compacts it in place: no second copy */
+    uint64_t *sel;  /* rows the address index names, one bit a row */
     size_t cap;
 } scan_bufs;
 
@@ -1158,22 +1265,24 @@ static int bufs_reserve(scan_bufs *b, size_t n)
     if (n <= b->cap)
         return 0;
     free(b->rows);
-    free(b->scratch);
     free(b->sel);
     b->rows = malloc(n * sizeof *b->rows);
-    b->scratch = malloc(n * sizeof *b->scratch);
     b->sel = malloc((n + 63) / 64 * sizeof *b->sel);
-    b->cap = b->rows && b->scratch && b->sel ? n : 0;
+    b->cap = b->rows && b->sel ? n : 0;
     return b->cap ? 0 : NS_E_NOMEM;
 }
 
+/* scratch may be rows itself (a segment's own buffer): row k is written after row i >= k is read */
 static int emit_filtered(const eng_flow *rows, size_t n, int64_t from_ms, int64_t to_ms,
                          eng_flow *scratch, eng_row_cb cb, void *arg)
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (rows[i].last_ms >= from_ms && rows[i].first_ms <= to_ms)
-            scratch[k++] = rows[i];
+        if (rows[i].last_ms >= from_ms && rows[i].first_ms <= to_ms) {
+            if (&scratch[k] != &rows[i])
+                scratch[k] = rows[i];
+            k++;
+        }
     }
     return k ? cb(arg, scratch, k) : 0;
 }
@@ -1277,7 +1386,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         eng_seg_close(s);
         if (rc < 0)
             goto bad;
-        return emit_filtered(bufs->rows, nsel, from_ms, to_ms, bufs->scratch, cb, arg);
+        return emit_filtered(bufs->rows, nsel, from_ms, to_ms, bufs->rows, cb, arg);
     }
     rc = eng_seg_read(s, need, bufs->rows);
     eng_seg_close(s);
@@ -1286,7 +1395,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     /* every row of a segment inside the range matches: no copy */
     if (whole)
         return n ? cb(arg, bufs->rows, n) : 0;
-    return emit_filtered(bufs->rows, n, from_ms, to_ms, bufs->scratch, cb, arg);
+    return emit_filtered(bufs->rows, n, from_ms, to_ms, bufs->rows, cb, arg);
 bad:
     if (damaged(rc)) {
         pthread_mutex_lock(&db->mu);
@@ -1355,7 +1464,6 @@ static void *par_main(void *p)
         }
     }
     free(bufs.rows);
-    free(bufs.scratch);
     free(bufs.sel);
     return NULL;
 }
@@ -1371,6 +1479,7 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
 
     if (nworkers == 0 || nworkers > ENG_SCAN_MAX_WORKERS)
         return NS_E_RANGE;
+    pthread_rwlock_rdlock(&db->scan_lock);
     pthread_mutex_lock(&db->mu);
     names = malloc((db->nsegs ? db->nsegs : 1) * sizeof *names);
     bufs = calloc(db->nopen ? db->nopen : 1, sizeof *bufs);
@@ -1451,6 +1560,7 @@ out:
         free(bufs[i].chunks);
     free(bufs);
     free(names);
+    pthread_rwlock_unlock(&db->scan_lock);
     return rc;
 }
 
@@ -1463,6 +1573,243 @@ unsigned eng_scan_workers(void)
     if (n < 1)
         n = 1;
     return n > ENG_SCAN_MAX_WORKERS ? ENG_SCAN_MAX_WORKERS : (unsigned)n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Compaction: the segments of a closed hour become one hour segment, the hours of a closed day
+ * one day segment, re-encoded (one sort and one zstd frame per column over many more rows).
+ *
+ * Steps, and what a crash after each leaves:
+ *   1. pick the segments of a closed span and the merged segment's number S, larger than
+ *      theirs (nothing written yet; a crash inside step 2 leaves a *.tmp, removed at start-up);
+ *   2. write the merged segment (tmp, fsync, rename, fsync the folder): from here on a restart
+ *      sees it and drops every segment it covers with a smaller number (drop_superseded);
+ *   3. swap it into the catalog for its inputs, in one critical section (a query lists either);
+ *   4. wait for scans that listed the inputs, delete them, fsync the folder.
+ * NS2FLOWS_COMPACT_CRASH=N makes the process exit at once after step N (1 to 4; 5 = after the
+ * first input is deleted): the fault-injection tests use it. */
+
+static void crash_point(int step)
+{
+    const char *e = getenv("NS2FLOWS_COMPACT_CRASH");
+    if (e && atoi(e) == step)
+        _exit(86);
+}
+
+typedef struct merge_rows {
+    eng_flow *rows;
+    size_t n, cap;
+} merge_rows;
+
+static int cmp_flow_order(const void *a, const void *b);
+
+static int merge_read(eng_db *db, const char *name, merge_rows *m)
+{
+    char path[4200];
+    eng_seg *s;
+    seg_path(db, name, path, sizeof path);
+    int rc = eng_seg_open(path, &s);
+    if (rc < 0)
+        return rc;
+    size_t n = (size_t)eng_seg_get_info(s)->rows;
+    if (m->n + n > m->cap) {
+        size_t cap = m->cap ? m->cap : 4096;
+        while (cap < m->n + n)
+            cap *= 2;
+        eng_flow *nr = realloc(m->rows, cap * sizeof *nr);
+        if (!nr) {
+            eng_seg_close(s);
+            return NS_E_NOMEM;
+        }
+        m->rows = nr;
+        m->cap = cap;
+    }
+    rc = eng_seg_read(s, ENG_COLS_ALL, m->rows + m->n);
+    eng_seg_close(s);
+    if (rc == 0)
+        m->n += n;
+    return rc;
+}
+
+/* One merge of the oldest closed span of `span` minutes (60 or 1440) that has two segments or
+ * more. Returns 1 if it merged, 0 if nothing was due, or a negative code. */
+static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
+{
+    int64_t delay = (int64_t)db->opts.seal_delay_s * 1000 + 60000;
+    char(*in)[64] = NULL;
+    size_t nin = 0;
+    int64_t key = -1;
+    uint64_t seq = 0, rows = 0;
+    merge_rows m = {0};
+    seg_entry e = {0};
+    int rc = 0;
+
+    pthread_mutex_lock(&db->mu);
+    /* the catalog is ordered by first minute, so the segments of one span are neighbours (a
+     * merged segment first) and closed spans come before open ones */
+    for (size_t i = 0, j; i < db->nsegs && key < 0; i = j) {
+        int64_t k = db->segs[i].minute / span;
+        size_t cnt = 0;
+        bool small = false, busy = false;
+        uint64_t r = 0;
+        for (j = i; j < db->nsegs && db->segs[j].minute / span == k; j++) {
+            if (db->segs[j].span > span)
+                continue; /* a day segment seen from its first hour */
+            cnt++;
+            r += db->segs[j].rows;
+            small |= db->segs[j].span < span;
+        }
+        if ((k + 1) * span * 60000 + delay > now_ms)
+            break;
+        for (size_t o = 0; o < db->nopen; o++)
+            busy |= db->open[o]->minute / span == k; /* a minute of it still open or sealing */
+        if (small && cnt >= 2 && !busy && r <= COMPACT_MAX_ROWS) {
+            key = k;
+            rows = r;
+        }
+    }
+    if (key >= 0) {
+        in = malloc(db->nsegs * sizeof *in);
+        if (!in) {
+            pthread_mutex_unlock(&db->mu);
+            return NS_E_NOMEM;
+        }
+        for (size_t j = 0; j < db->nsegs; j++)
+            if (db->segs[j].minute / span == key && db->segs[j].span <= span)
+                memcpy(in[nin++], db->segs[j].name, 64);
+        seq = db->next_seq++; /* after every input's: the order drop_superseded relies on */
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (key < 0)
+        return 0;
+
+    for (size_t i = 0; i < nin && rc == 0; i++)
+        rc = merge_read(db, in[i], &m);
+    if (rc < 0) {
+        /* an input went (budget) or is damaged (quarantined by the next scan): retry later */
+        ns_log(NS_LOG_WARN, "db: compaction of %s%lld skipped: %s", span == 60 ? "hour " : "day ",
+               (long long)key, ns_strerror(rc));
+        goto out;
+    }
+    (void)rows;
+    qsort(m.rows, m.n, sizeof *m.rows, cmp_flow_order);
+    e.minute = key * span;
+    e.span = span;
+    e.seq = seq;
+    e.rows = m.n;
+    e.first_ms = INT64_MAX;
+    e.last_ms = INT64_MIN;
+    for (size_t i = 0; i < m.n; i++) {
+        e.first_ms = m.rows[i].first_ms < e.first_ms ? m.rows[i].first_ms : e.first_ms;
+        e.last_ms = m.rows[i].last_ms > e.last_ms ? m.rows[i].last_ms : e.last_ms;
+    }
+    if (m.n == 0)
+        e.first_ms = e.last_ms = 0;
+    snprintf(e.name, sizeof e.name, "%c%lld-%llu.seg", span == 60 ? 'h' : 'd', (long long)key,
+             (unsigned long long)seq);
+    char path[4200];
+    seg_path(db, e.name, path, sizeof path);
+    if (getenv("NS2FLOWS_COMPACT_CRASH") && atoi(getenv("NS2FLOWS_COMPACT_CRASH")) == 1) {
+        /* killed in the middle of writing: a partial tmp file is all that is left */
+        char tmp[4300];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            fputs("partial", f);
+            fclose(f);
+        }
+        crash_point(1);
+    }
+    if ((rc = eng_seg_write(path, m.rows, m.n)) < 0) {
+        uint32_t held = 0;
+        pthread_mutex_lock(&db->mu);
+        bool say = ns_ratelimit_ok(&db->compact_rl, ns_mono_ms(), &held);
+        pthread_mutex_unlock(&db->mu);
+        if (say)
+            ns_log(NS_LOG_ERROR,
+                   "db: cannot write %s: %s; the segments stay as they are (%u similar"
+                   " errors not logged)",
+                   path, ns_strerror(rc), held);
+        goto out;
+    }
+    crash_point(2);
+    struct stat st;
+    e.size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+
+    pthread_mutex_lock(&db->mu);
+    for (size_t i = 0; i < nin; i++)
+        for (size_t j = 0; j < db->nsegs; j++)
+            if (strcmp(db->segs[j].name, in[i]) == 0) {
+                catalog_remove_locked(db, j);
+                break;
+            }
+    rc = catalog_add_locked(db, &e);
+    if (rc == 0)
+        db->st.segments_compacted += nin;
+    pthread_mutex_unlock(&db->mu);
+    if (rc < 0)
+        goto out; /* the file stays: the next start-up takes it in and drops the inputs */
+    crash_point(3);
+
+    pthread_rwlock_wrlock(&db->scan_lock);
+    for (size_t i = 0; i < nin; i++) {
+        char ip[4200];
+        seg_path(db, in[i], ip, sizeof ip);
+        if (unlink(ip) < 0 && errno != ENOENT)
+            ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", ip, strerror(errno));
+        if (i == 0)
+            crash_point(5);
+    }
+    pthread_rwlock_unlock(&db->scan_lock);
+    eng__fsync_dir_of(path);
+    crash_point(4);
+    ns_log(NS_LOG_INFO, "db: merged %zu segments (%zu flows) into %s", nin, m.n, e.name);
+    rc = 1;
+out:
+    free(in);
+    free(m.rows);
+    return rc;
+}
+
+int eng_db_compact(eng_db *db, int64_t now_ms)
+{
+    int merged = 0, rc = 0;
+    if (db->opts.read_only)
+        return -EROFS;
+    pthread_mutex_lock(&db->compact_mu);
+    for (int64_t span = 60; span <= 1440 && rc >= 0; span = span == 60 ? 1440 : 1441) {
+        while ((rc = compact_one(db, span, now_ms)) > 0) {
+            merged++;
+            pthread_mutex_lock(&db->mu);
+            bool stop = db->stop;
+            pthread_mutex_unlock(&db->mu);
+            if (stop)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&db->compact_mu);
+    if (merged)
+        enforce_limits(db);
+    return rc < 0 && merged == 0 ? rc : merged;
+}
+
+static void *compactor_main(void *arg)
+{
+    eng_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    while (!db->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += COMPACT_EVERY_MS / 1000;
+        pthread_cond_timedwait(&db->cond, &db->mu, &ts);
+        if (db->stop)
+            break;
+        pthread_mutex_unlock(&db->mu);
+        eng_db_compact(db, ns_now_ms());
+        pthread_mutex_lock(&db->mu);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------------------------------ */

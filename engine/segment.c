@@ -403,6 +403,27 @@ static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf
     }
 }
 
+/* Transposes the 8x8 byte matrix whose row p is x[p] (byte r = bits 8r..8r+7): afterwards byte
+ * p of x[r] is what byte r of x[p] was. Three rounds of swapping 1-, 2- and 4-byte blocks. */
+static void transpose8x8(uint64_t x[8])
+{
+    for (int p = 0; p < 8; p += 2) {
+        uint64_t t = ((x[p] >> 8) ^ x[p + 1]) & 0x00ff00ff00ff00ffull;
+        x[p + 1] ^= t;
+        x[p] ^= t << 8;
+    }
+    for (int p = 0; p < 8; p += (p % 4 == 1) ? 3 : 1) {
+        uint64_t t = ((x[p] >> 16) ^ x[p + 2]) & 0x0000ffff0000ffffull;
+        x[p + 2] ^= t;
+        x[p] ^= t << 16;
+    }
+    for (int p = 0; p < 4; p++) {
+        uint64_t t = ((x[p] >> 32) ^ x[p + 4]) & 0x00000000ffffffffull;
+        x[p + 4] ^= t;
+        x[p] ^= t << 32;
+    }
+}
+
 /* Decodes raw (rsize bytes, n rows) of column c with encoding enc into rows[0..nout): all rows
  * when idx is NULL (nout = n), else row idx[k] into rows[k] (idx ascending, < n). */
 static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, eng_flow *rows,
@@ -444,24 +465,49 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         uint8_t v[16];
         if (rsize != n * w)
             return NS_E_CORRUPT;
-        if (SEG_HOST_LE && (w == 2 || w == 4 || w == 8 || w == 16)) {
-            /* fixed-size copies the compiler inlines: a call per value cost more than the
-             * gathering itself */
-            size_t off = col_off[c];
+        if (SEG_HOST_LE && (w == 8 || w == 16)) {
+            /* 8 rows at a time: 8 loads of 8 bytes (one a plane) and an 8x8 byte transpose in
+             * registers, instead of a load a byte */
+            size_t off = col_off[c], g = SIZE_MAX;
+            uint64_t x[2][8];
             for (k = 0; k < nout; k++) {
-                size_t i = idx ? idx[k] : k;
+                size_t i = idx ? idx[k] : k, base = i & ~(size_t)7;
                 uint8_t *dst = (uint8_t *)&rows[k] + off;
-                for (uint32_t j = 0; j < w; j++)
-                    v[j] = raw[j * n + i];
-                if (w == 16)
-                    memcpy(dst, v, 16);
-                else if (w == 8)
-                    memcpy(dst, v, 8);
-                else if (w == 4)
-                    memcpy(dst, v, 4);
-                else
-                    memcpy(dst, v, 2);
+                if (base + 8 > n) { /* the last rows: one byte at a time */
+                    for (uint32_t j = 0; j < w; j++)
+                        dst[j] = raw[j * n + i];
+                    continue;
+                }
+                if (base != g) {
+                    for (uint32_t h = 0; h < w / 8; h++) {
+                        for (uint32_t p = 0; p < 8; p++)
+                            memcpy(&x[h][p], raw + (h * 8 + p) * n + base, 8);
+                        transpose8x8(x[h]);
+                    }
+                    g = base;
+                }
+                for (uint32_t h = 0; h < w / 8; h++)
+                    memcpy(dst + h * 8, &x[h][i - base], 8);
             }
+            cur.left = 0;
+            break;
+        }
+        if (SEG_HOST_LE && (w == 2 || w == 4)) {
+            /* one loop per width, so the gathering unrolls and the copy is inlined */
+            size_t off = col_off[c];
+#define SEG_GATHER(W)                                                                              \
+    for (k = 0; k < nout; k++) {                                                                   \
+        size_t i = idx ? idx[k] : k;                                                               \
+        uint8_t gb[W];                                                                             \
+        for (uint32_t j = 0; j < (W); j++)                                                         \
+            gb[j] = raw[j * n + i];                                                                \
+        memcpy((uint8_t *)&rows[k] + off, gb, (W));                                                \
+    }
+            if (w == 4)
+                SEG_GATHER(4)
+            else
+                SEG_GATHER(2)
+#undef SEG_GATHER
             cur.left = 0;
             break;
         }

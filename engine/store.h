@@ -1,5 +1,5 @@
-/* engine/store.h — the flow row, SESSIONDB (per-minute columnar segments, catalog, lock) and
- * the segment file reader used by queries and by ns2flows-dump.
+/* engine/store.h — the flow row, SESSIONDB (columnar minute, hour and day segments, catalog, lock,
+ * compactor) and the segment file reader used by queries and by ns2flows-dump.
  *
  * Threads: eng_db_append() may be called from any number of ingest threads; sealing happens on
  * the database's own sealer thread so receive threads never wait for compression or fsync. */
@@ -81,7 +81,8 @@ typedef enum {
 const char *eng_col_name(eng_col c);
 
 /* ---------------------------------------------------------------------------------------------
- * Segment files (engine/segment.c). A segment holds the flows one minute received, in columns.
+ * Segment files (engine/segment.c). A segment holds the flows one minute received (or, merged by
+ * the compactor, an hour or a day), in columns.
  * Writing is atomic: <path>.tmp, fsync, rename, fsync of the folder. */
 
 /* Writes rows[0..n) as a segment file at path. Returns 0 or a negative code. */
@@ -165,6 +166,7 @@ typedef struct eng_db_opts {
     bool no_sealer_thread; /* tests drive sealing with eng_db_seal_due() */
     uint64_t wal_sync_ms;  /* the WAL thread fsyncs this often; 0: as soon as records wait */
     bool no_wal;           /* no write-ahead log: a crash loses the open minutes */
+    bool compactor;        /* run the compactor thread (eng_db_compact every 10 s) */
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */
@@ -203,6 +205,13 @@ void eng_db_set_tap(eng_db *db, eng_tap_fn fn, void *arg);
  * Returns the number of segments written or a negative code. */
 int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force);
 
+/* Merges the segments of every closed hour (ended seal_delay + 60 s before now_ms, no minute of
+ * it still open) into one hour segment h<hour>-<seq>.seg, then those of every closed day into
+ * d<day>-<seq>.seg, re-encoded, when the result holds at most 2^18 rows. The swap is atomic for
+ * queries (never a flow twice, never one missed) and for crashes (a restart finishes or forgets
+ * a merge; docs/format.md). Returns the merges done, or a negative code. Thread-safe. */
+int eng_db_compact(eng_db *db, int64_t now_ms);
+
 typedef struct eng_db_stats {
     uint64_t segments;
     uint64_t disk_bytes;   /* everything under SESSIONDB: segments, WAL, state, quarantine, log */
@@ -214,9 +223,10 @@ typedef struct eng_db_stats {
     uint64_t seal_errors;
     uint64_t segments_deleted; /* by budget or retention */
     uint64_t segments_quarantined;
-    uint64_t segments_missing; /* files removed behind the daemon's back, found by a query */
-    uint64_t segments_pruned;  /* sealed segments an address scan did not need to decode */
-    uint64_t budget_bytes;     /* current limits */
+    uint64_t segments_missing;   /* files removed behind the daemon's back, found by a query */
+    uint64_t segments_pruned;    /* sealed segments an address scan did not need to decode */
+    uint64_t segments_compacted; /* segments merged into hour or day segments since open */
+    uint64_t budget_bytes;       /* current limits */
     uint64_t retention_s;
     uint64_t wal_bytes;         /* bytes in SESSIONDB/wal/ (open minutes not sealed yet) */
     int64_t wal_synced_through; /* epoch ms: every row appended before it is on disk */

@@ -12,7 +12,7 @@
 #include <time.h>
 
 typedef struct dump_opts {
-    bool rows, csv, verify, quiet;
+    bool rows, csv, verify, quiet, list;
 } dump_opts;
 
 static void fmt_time(int64_t ms, char *buf, size_t cap)
@@ -64,12 +64,31 @@ static int dump_one(const char *path, const dump_opts *o)
         return 1;
     }
     const eng_seg_info *in = eng_seg_get_info(s);
+    if (o->list) {
+        /* one line a segment: what an operator scans to see where the bytes go */
+        char t1[40], t2[40];
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        fmt_time(in->first_ms, t1, sizeof t1);
+        fmt_time(in->last_ms, t2, sizeof t2);
+        printf("%-28s %-6s %s %s %10" PRIu64 " %12" PRIu64 " %6.1f\n", base,
+               base[0] == 'h'   ? "hour"
+               : base[0] == 'd' ? "day"
+                                : "minute",
+               t1, t2, in->rows, in->file_size,
+               in->rows ? (double)in->file_size / (double)in->rows : 0.0);
+        eng_seg_close(s);
+        return 0;
+    }
     if (!o->rows || !o->csv) {
         char t1[40], t2[40];
         fmt_time(in->first_ms, t1, sizeof t1);
         fmt_time(in->last_ms, t2, sizeof t2);
-        printf("%s: format %u, %" PRIu64 " rows, %" PRIu64 " bytes on disk (%.1f B/flow)\n", path,
-               in->version, in->rows, in->file_size,
+        /* the tier is in the name the database gives: m<minute>, h<hour>, d<day> */
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        const char *tier = base[0] == 'h' ? "hour" : base[0] == 'd' ? "day" : "minute";
+        printf("%s: format %u, tier %s, %" PRIu64 " rows, %" PRIu64
+               " bytes on disk (%.1f B/flow)\n",
+               path, in->version, tier, in->rows, in->file_size,
                in->rows ? (double)in->file_size / (double)in->rows : 0.0);
         printf("  time %s .. %s, packets %" PRIu64 ", bytes %" PRIu64 "\n", t1, t2, in->packets,
                in->bytes);
@@ -135,15 +154,13 @@ static int cmp_str(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"rows", no_argument, NULL, 'r'},
-        {"csv", no_argument, NULL, 'C'},
-        {"verify", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"rows", no_argument, NULL, 'r'},   {"csv", no_argument, NULL, 'C'},
+        {"verify", no_argument, NULL, 'v'}, {"list", no_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},   {NULL, 0, NULL, 0},
     };
     dump_opts o = {0};
     int c;
-    while ((c = getopt_long(argc, argv, "rvh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "rvlh", opts, NULL)) != -1) {
         switch (c) {
         case 'r':
             o.rows = true;
@@ -154,9 +171,14 @@ int main(int argc, char **argv)
         case 'v':
             o.verify = o.quiet = true;
             break;
+        case 'l':
+            o.list = true;
+            break;
         case 'h':
-            printf("usage: ns2flows-dump [--rows] [--csv] [--verify] FILE|DIR...\n"
-                   "  shows segment headers and columns; --rows (--csv) prints the flows;\n"
+            printf("usage: ns2flows-dump [--list] [--rows] [--csv] [--verify] FILE|DIR...\n"
+                   "  shows segment headers, columns and index; --list one line a segment\n"
+                   "  (name, tier, first, last, rows, bytes, bytes a flow);\n"
+                   "  --rows (--csv) prints the flows;\n"
                    "  --verify checks every checksum (columns and address index) and decodes\n"
                    "  everything; exits 1 on any mismatch\n");
             return 0;
@@ -165,7 +187,7 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc) {
-        fprintf(stderr, "usage: ns2flows-dump [--rows] [--csv] [--verify] FILE|DIR...\n");
+        fprintf(stderr, "usage: ns2flows-dump [--list] [--rows] [--csv] [--verify] FILE|DIR...\n");
         return 2;
     }
     int bad = 0, checked = 0;
@@ -212,6 +234,8 @@ int main(int argc, char **argv)
         }
         free(names);
     }
+    if (o.list && !o.verify)
+        printf("%d segment%s\n", checked, checked == 1 ? "" : "s");
     if (o.verify)
         printf("verify: %d segment%s checked, %s\n", checked, checked == 1 ? "" : "s",
                bad ? "ERRORS FOUND" : "all checksums ok");

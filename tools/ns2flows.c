@@ -674,7 +674,8 @@ int main(int argc, char **argv)
     eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
                        .retention_s = cfg.retention_s,
                        .seal_delay_s = cfg.seal_delay_s,
-                       .wal_sync_ms = cfg.wal_sync_ms};
+                       .wal_sync_ms = cfg.wal_sync_ms,
+                       .compactor = true};
     eng_db *db = NULL;
     if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
         char msg[1100];
