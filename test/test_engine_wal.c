@@ -474,3 +474,25 @@ Test(wal, budget_counts_the_wal)
     cr_assert(st.disk_bytes > st.wal_bytes);
     cr_assert(eq(int, eng_db_close(db), 0));
 }
+
+Test(wal, the_budget_deletes_old_segments_to_make_room_for_the_wal)
+{
+    eng_db *db = open_db(false);
+    append_ids(db, M0 + 1000, 0, 100);
+    append_ids(db, M0 + MIN + 1000, 100, 100);
+    append_ids(db, M0 + 2 * MIN + 1000, 200, 100);
+    cr_assert(eq(int, eng_db_seal_due(db, 0, true), 3));
+    append_ids(db, M0 + 10 * MIN, 300, 2000); /* open: ~266 KB of WAL */
+    eng_db_stats st;
+    eng_db_get_stats(db, &st);
+    cr_assert(eq(u64, st.segments, 3));
+    cr_assert(st.wal_bytes > 2000u * ENG_WAL_ROW);
+    /* a budget the segments alone fit in by far, but not with the WAL beside them */
+    eng_db_set_limits(db, st.disk_bytes - 1, 0);
+    eng_db_get_stats(db, &st);
+    cr_assert(eq(u64, st.segments_deleted, 1), "the oldest segment made room");
+    cr_assert(eq(u64, st.segments, 2));
+    cr_assert(st.disk_bytes <= st.budget_bytes);
+    assert_exactly(db, 100, 2300);
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
