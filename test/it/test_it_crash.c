@@ -193,9 +193,9 @@ static void kill9(pid_t pid)
 
 Test(it_crash, kill_9_during_a_replay_keeps_every_synced_flow_once, .timeout = 120)
 {
-    char pcap[] = "/tmp/ns2flows-it-XXXXXX", ref[] = "/tmp/ns2flows-it-XXXXXX", db[256];
-    cr_assert(mkdtemp(pcap) && mkdtemp(ref));
-    strcat(pcap, "/c.pcap");
+    char dir[] = "/tmp/ns2flows-it-XXXXXX", ref[] = "/tmp/ns2flows-it-XXXXXX", db[256], pcap[64];
+    cr_assert(mkdtemp(dir) && mkdtemp(ref));
+    snprintf(pcap, sizeof pcap, "%s/c.pcap", dir);
     gen(pcap, "40000", "600");
     ingest(ref, pcap);
     lines want = dump_rows(ref);
@@ -252,17 +252,16 @@ Test(it_crash, kill_9_during_a_replay_keeps_every_synced_flow_once, .timeout = 1
     unlink(conf);
     it_rm_rf(db);
     it_rm_rf(ref);
-    *strrchr(pcap, '/') = 0;
-    unlink(strcat(strcpy(bin, pcap), "/c.pcap"));
-    it_rm_rf(pcap);
+    unlink(pcap);
+    it_rm_rf(dir);
 }
 
 Test(it_crash, kill_9_while_sealing_many_minutes_loses_nothing_durable, .timeout = 120)
 {
-    char pcap[] = "/tmp/ns2flows-it-XXXXXX", ref[] = "/tmp/ns2flows-it-XXXXXX";
-    char db[] = "/tmp/ns2flows-it-XXXXXX", bin[512];
-    cr_assert(mkdtemp(pcap) && mkdtemp(ref) && mkdtemp(db));
-    strcat(pcap, "/s.pcap");
+    char dir[] = "/tmp/ns2flows-it-XXXXXX", ref[] = "/tmp/ns2flows-it-XXXXXX";
+    char db[] = "/tmp/ns2flows-it-XXXXXX", bin[512], pcap[64];
+    cr_assert(mkdtemp(dir) && mkdtemp(ref) && mkdtemp(db));
+    snprintf(pcap, sizeof pcap, "%s/s.pcap", dir);
     gen(pcap, "120000", "7200"); /* 120 minutes of capture time: 120 segments to seal */
     ingest(ref, pcap);
     lines want = dump_rows(ref);
@@ -333,6 +332,5 @@ Test(it_crash, kill_9_while_sealing_many_minutes_loses_nothing_durable, .timeout
     it_rm_rf(db);
     it_rm_rf(ref);
     unlink(pcap);
-    *strrchr(pcap, '/') = 0;
-    it_rm_rf(pcap);
+    it_rm_rf(dir);
 }
