@@ -511,3 +511,27 @@ Test(wal, the_budget_deletes_old_segments_to_make_room_for_the_wal)
     assert_exactly(db, 100, 2300);
     cr_assert(eq(int, eng_db_close(db), 0));
 }
+
+Test(wal, a_full_buffer_is_sealed_before_its_minute_ends)
+{
+    eng_db_opts o = {.seal_delay_s = 2, .no_sealer_thread = true, .seal_rows = 500};
+    eng_db *db = NULL;
+    char err[256];
+    cr_assert(eq(int, eng_db_open(tmpdir, &o, &db, err, sizeof err), 0));
+    append_ids(db, M0 + 1000, 0, 400);
+    cr_assert(eq(int, eng_db_seal_due(db, M0 + 2000, false), 0), "not full, minute not over");
+    append_ids(db, M0 + 3000, 400, 200);
+    cr_assert(eq(int, eng_db_seal_due(db, M0 + 4000, false), 1), "full: sealed early");
+    append_ids(db, M0 + 5000, 600, 100); /* the same minute: a fresh buffer and WAL file */
+    eng_db_stats st;
+    eng_db_get_stats(db, &st);
+    cr_assert(eq(u64, st.segments, 1));
+    cr_assert(eq(u64, st.open_rows, 100));
+    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + ENG_WAL_REC_HDR + 100ull * ENG_WAL_ROW));
+    assert_exactly(db, 0, 700);
+    cr_assert(eq(int, eng_db_close(db), 0));
+    cr_assert(eq(int, count_files(".", ".seg", NULL, 0), 2));
+    db = open_db(false);
+    assert_exactly(db, 0, 700);
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
