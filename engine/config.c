@@ -40,7 +40,7 @@ static const cfg_def defs[] = {
     {"db_path", CT_STRING, "./SESSIONDB", F(db_path), 0, 0, false,
      "database folder (SESSIONDB): segments, lock, log"},
     {"db_budget", CT_SIZE, "10G", F(db_budget), 1u << 20, UINT64_MAX, true,
-     "bytes the database may use (K/M/G/T); the oldest segments go first"},
+     "bytes everything under db_path may use (K/M/G/T); the oldest segments go first"},
     {"retention", CT_DURATION, "0", F(retention_s), 0, UINT64_MAX, true,
      "delete flows older than this (s/m/h/d/w); 0 keeps them until the budget needs space"},
     {"listen", CT_LISTEN, "0.0.0.0:2055, [::]:2055", F(listen), 0, 0, false,

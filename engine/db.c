@@ -25,6 +25,7 @@
 
 #define CHUNK_ROWS     4096u
 #define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
+#define SEAL_ROWS      (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
 #define LOCK_NAME      "ns2flows.lock"
 #define QUARANTINE_DIR "quarantine"
 /* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
@@ -1157,13 +1158,17 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
 {
     int written = 0, rc = 0;
     int64_t delay = (int64_t)db->opts.seal_delay_s * 1000;
+    size_t seal_rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;
     pthread_mutex_lock(&db->seal_mu);
     for (;;) {
         minute_buf *b = NULL;
         pthread_mutex_lock(&db->mu);
         for (size_t i = 0; i < db->nopen; i++) {
             minute_buf *c = db->open[i];
-            if (force || (c->minute + 1) * 60000 + delay <= now_ms) {
+            /* a buffer past seal_rows is sealed before its minute ends (the next rows of the
+             * minute start a fresh buffer): a burst cannot grow one WAL file and one buffer
+             * without bound */
+            if (force || (c->minute + 1) * 60000 + delay <= now_ms || c->n >= seal_rows) {
                 if (!c->sealing && (b == NULL || c->minute < b->minute))
                     b = c;
                 else if (c->sealing && !b)

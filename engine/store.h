@@ -167,6 +167,7 @@ typedef struct eng_db_opts {
     uint64_t wal_sync_ms;  /* the WAL thread fsyncs this often; 0: as soon as records wait */
     bool no_wal;           /* no write-ahead log: a crash loses the open minutes */
     bool compactor;        /* run the compactor thread (eng_db_compact every 10 s) */
+    uint64_t seal_rows;    /* a buffer this full is sealed before its minute ends (0: 1Mi) */
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */

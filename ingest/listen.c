@@ -21,10 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RX_BATCH  64
-#define RX_BUFSZ  65536
-#define Q_SLOTS   32   /* slots of a receive thread's ring (allocated as first needed) */
-#define SLOT_ROWS 4096 /* rows a slot holds; decoders publish mid-datagram when one fills */
+#define RX_BATCH   64
+#define RX_BUFSZ   65536
+#define Q_SLOTS    64   /* slots of a receive thread's ring (allocated as first needed) */
+#define SLOT_ROWS  4096 /* rows a slot holds; decoders publish mid-datagram when one fills */
+#define PUBLISH_MS 5    /* a slot a quarter full, or this old, is published at a burst's end */
 
 /* A receive thread's ring. The thread fills slot[head % Q_SLOTS] and publishes it by moving
  * head; the store thread appends slots [tail, head) and moves tail. */
@@ -84,7 +85,8 @@ typedef struct rx_flush {
     ing_listener *l;
     rx_ring *ring;
     ing_batch *batch;
-    int64_t recv_ms;
+    int64_t recv_ms; /* of the burst being decoded */
+    int64_t slot_ms; /* of the first burst with rows in the current slot: the slot's time */
     uint64_t datagrams, bytes, flows, errors; /* since the last slot was published */
 } rx_flush;
 
@@ -122,7 +124,8 @@ static int publish_rows(void *arg, const eng_flow *rows, size_t n)
     }
     rx_slot *s = &q->slot[head % Q_SLOTS];
     s->n = n;
-    s->recv_ms = fa->recv_ms;
+    s->recv_ms = fa->slot_ms;
+    fa->slot_ms = fa->recv_ms; /* the next slot fills from this burst on */
     s->datagrams = fa->datagrams;
     s->bytes = fa->bytes;
     s->flows = fa->flows;
@@ -198,9 +201,12 @@ static void *rx_main(void *arg)
     }
     while (!atomic_load(&l->stop)) {
         struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, 200); /* wakes up to notice stop */
-        if (pr <= 0)
+        /* wakes up to notice stop, or to publish rows that have waited PUBLISH_MS */
+        int pr = poll(&pfd, 1, batch.n > 0 ? PUBLISH_MS : 200);
+        if (pr <= 0) {
+            ing_batch_flush(&batch);
             continue;
+        }
         memset(msgs, 0, sizeof msgs);
         for (int i = 0; i < RX_BATCH; i++) {
             iov[i].iov_base = bufs + (size_t)i * RX_BUFSZ;
@@ -218,6 +224,8 @@ static void *rx_main(void *arg)
         }
         int64_t now = ns_now_ms();
         fa.recv_ms = now;
+        if (batch.n == 0)
+            fa.slot_ms = now;
         for (int i = 0; i < got; i++) {
             ns_addr a;
             size_t len = msgs[i].msg_len;
@@ -235,8 +243,12 @@ static void *rx_main(void *arg)
             else
                 fa.flows += (uint64_t)rc;
         }
-        ing_batch_flush(&batch);
+        /* few rows are kept a little (PUBLISH_MS) so slots go out full: the ring's room is
+         * counted in slots, and small bursts would fill it with small slots */
+        if (batch.n == 0 || batch.n >= SLOT_ROWS / 4 || now - fa.slot_ms >= PUBLISH_MS)
+            ing_batch_flush(&batch);
     }
+    ing_batch_flush(&batch);
     free(bufs);
     return NULL;
 }

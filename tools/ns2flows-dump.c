@@ -226,7 +226,8 @@ int main(int argc, char **argv)
         }
         if (d)
             closedir(d);
-        qsort(names, n, sizeof *names, cmp_str);
+        if (n > 1) /* an empty folder has no array: qsort(NULL, 0) is undefined */
+            qsort(names, n, sizeof *names, cmp_str);
         for (size_t i = 0; i < n; i++) {
             bad |= dump_one(names[i], &o);
             checked++;
