@@ -262,8 +262,7 @@ Test(clickhouse, two_shards_hold_the_stores_flows_and_answer_its_queries)
         "not%20tcp%20or%20port%20in%20%5B80%20443%5D",
         "src%20net%2010.0.0.0%2F8%20or%20dst%20net%20192.168.0.0%2F16",
         "ipv6",
-        "net%20df01%3A%3A%2F16%20and%20not%20host%20df01%3A38ef%3Aff01%3Adc%3Affff%3Affff%3Affff%"
-        "3Aff13",
+        "net%20df01%3A%3A%2F16%20and%20not%20host%20df01%3A38ef%3Aff01%3Adc%3A%3A1",
         "bytes%20%3E%201k%20and%20packets%20%3C%2010",
         "flags%20S%20and%20not%20flags%20A",
         "bps%20%3E%20100k",
