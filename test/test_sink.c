@@ -233,3 +233,45 @@ Test(sink, damaged_spool_file_is_set_aside_at_start)
     cr_assert(eq(int, access(p, F_OK), 0));
     snk_close(s);
 }
+
+Test(sink, configuration_keys)
+{
+    ns_config c;
+    char err[256];
+    ns_config_defaults(&c);
+    cr_assert(eq(int, c.nclickhouse_url, 0));
+    cr_assert(strcmp(c.clickhouse_table, "flows") == 0, "%s", c.clickhouse_table);
+    cr_assert(eq(u64, c.clickhouse_batch_rows, 100000));
+    cr_assert(eq(u64, c.clickhouse_batch_ms, 2000));
+    cr_assert(eq(u64, c.clickhouse_spool_max, 1ull << 30));
+    cr_assert(strcmp(c.query_backend, "local") == 0, "%s", c.query_backend);
+    /* comma separated and repeated both append */
+    cr_assert(eq(
+        int, ns_config_set(&c, "clickhouse_url", "http://a:8123/, http://b:8123/", err, sizeof err),
+        0));
+    cr_assert(
+        eq(int, ns_config_set(&c, "clickhouse_url", "https://c/?user=x", err, sizeof err), 0));
+    cr_assert(eq(int, c.nclickhouse_url, 3));
+    cr_assert(strcmp(c.clickhouse_url[1], "http://b:8123/") == 0, "%s", c.clickhouse_url[1]);
+    cr_assert(strcmp(c.clickhouse_url[2], "https://c/?user=x") == 0, "%s", c.clickhouse_url[2]);
+    cr_assert(
+        eq(int, ns_config_set(&c, "clickhouse_url", "ftp://a/", err, sizeof err), NS_E_PARSE));
+    cr_assert(eq(int, ns_config_set(&c, "clickhouse_url", "", err, sizeof err), 0));
+    cr_assert(eq(int, c.nclickhouse_url, 0), "an empty value clears the list");
+    cr_assert(eq(int, ns_config_set(&c, "clickhouse_table", "flows_v2", err, sizeof err), 0));
+    cr_assert(eq(int, ns_config_set(&c, "clickhouse_table", "x; DROP TABLE y", err, sizeof err),
+                 NS_E_PARSE));
+    cr_assert(eq(int, ns_config_set(&c, "clickhouse_table", "1abc", err, sizeof err), NS_E_PARSE));
+    cr_assert(eq(int, ns_config_set(&c, "query_backend", "clickhouse", err, sizeof err), 0));
+    cr_assert(eq(int, ns_config_set(&c, "query_backend", "mysql", err, sizeof err), NS_E_PARSE));
+    cr_assert(eq(int, ns_config_set(&c, "clickhouse_batch_rows", "1000001", err, sizeof err),
+                 NS_E_RANGE));
+    cr_assert(
+        eq(int, ns_config_set(&c, "clickhouse_spool_max", "10K", err, sizeof err), NS_E_RANGE));
+    ns_config d;
+    ns_config_defaults(&d);
+    char diff[512];
+    ns_config_set(&d, "clickhouse_url", "http://a:8123/", err, sizeof err);
+    cr_assert(eq(int, ns_config_diff_nonreloadable(&c, &d, diff, sizeof diff) > 0, 1));
+    cr_assert(strstr(diff, "clickhouse_url") != NULL, "%s", diff);
+}

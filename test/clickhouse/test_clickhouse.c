@@ -304,10 +304,13 @@ Test(clickhouse, a_shard_stopped_mid_replay_loses_and_doubles_nothing)
     cr_assert(gt(int, rp, 0));
     it_sleep_ms(1500);
     ch_stop(1);
+    uint64_t at_stop = ch_u64(0, "SELECT count() FROM flows");
     it_sleep_ms(2500);
     char *mid = status(0);
     cr_assert(gt(u64, status_u64(mid, "retries"), 0), "no failed attempt while down: %s", mid);
     free(mid);
+    /* the shard that stayed up kept taking batches meanwhile */
+    cr_assert(gt(u64, ch_u64(0, "SELECT count() FROM flows"), at_stop));
     cr_assert(ch_start(1));
     int st;
     cr_assert(eq(int, waitpid(rp, &st, 0), rp));
