@@ -275,3 +275,46 @@ Test(sink, configuration_keys)
     cr_assert(eq(int, ns_config_diff_nonreloadable(&c, &d, diff, sizeof diff) > 0, 1));
     cr_assert(strstr(diff, "clickhouse_url") != NULL, "%s", diff);
 }
+
+Test(sink, rejected_files_share_the_cap_and_go_first)
+{
+    const uint64_t cap = 1u << 20, batch = 1000u * SNK_ROW_BYTES;
+    char p[600];
+    cr_assert(eq(int, mkdir(dir, 0755), 0));
+    snprintf(p, sizeof p, "%s/rejected", dir);
+    cr_assert(eq(int, mkdir(p, 0755), 0));
+    for (int i = 0; i < 2; i++) { /* two refused batches from an earlier run: 2 x 300000 bytes */
+        snprintf(p, sizeof p, "%s/rejected/b%016x-00000000000000aa-19675.rb", dir, i + 1);
+        FILE *f = fopen(p, "w");
+        cr_assert(f != NULL);
+        for (int k = 0; k < 300000; k++)
+            fputc(0, f);
+        fclose(f);
+    }
+    snk_sink *s = open_sink(1000, cap, false);
+    snk_stats st;
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.rejected_bytes, 600000));
+    for (int i = 0; i < 4; i++) { /* 4 x 145000 + 600000 > 1 MiB: the older rejected file goes */
+        append(s, 1700000000000 + i, 1000);
+        snk_flush(s);
+    }
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.rejected_dropped, 1));
+    cr_assert(eq(u64, st.rejected_bytes, 300000));
+    cr_assert(eq(u64, st.dropped_batches, 0));
+    cr_assert(eq(u64, st.spool_batches, 4));
+    snprintf(p, sizeof p, "%s/rejected/b%016x-00000000000000aa-19675.rb", dir, 1);
+    cr_assert(access(p, F_OK) != 0, "the oldest rejected file is still there");
+    for (int i = 0; i < 4; i++) { /* then the other one, then waiting batches */
+        append(s, 1700000000100 + i, 1000);
+        snk_flush(s);
+    }
+    snk_get_stats(s, &st);
+    cr_assert(eq(u64, st.rejected_dropped, 2));
+    cr_assert(eq(u64, st.rejected_bytes, 0));
+    cr_assert(eq(u64, st.spool_batches, cap / batch));
+    cr_assert(eq(u64, st.dropped_batches, 8 - cap / batch));
+    cr_assert(le(u64, st.spool_bytes + st.rejected_bytes, cap));
+    snk_close(s);
+}
