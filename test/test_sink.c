@@ -165,7 +165,7 @@ Test(sink, batches_are_spooled_before_sending_and_kept_while_the_shard_is_down)
     cr_assert(eq(u64, st.spool_batches, 3));
     cr_assert(eq(u64, st.spool_bytes, 2500u * SNK_ROW_BYTES));
     cr_assert(eq(u64, st.batches_sent, 0));
-    cr_assert(gt(u64, st.retries, 0));
+    cr_assert(st.retries > 0, "no failed attempt"); /* not gt(): 2.4.1 tests >= */
     uint64_t bytes;
     cr_assert(eq(sz, spool_files(&bytes), 3));
     cr_assert(eq(u64, bytes, 2500u * SNK_ROW_BYTES));
