@@ -4,17 +4,12 @@
  * ties go by key bytes; a series spreads a flow's counters over the buckets it covers in
  * proportion to the overlap, with the same double arithmetic and the remainder in the last
  * bucket. Each query goes to the first shard that answers. */
-#include "sink/sink.h"
+#include "sink/sink_int.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* The part of struct snk_sink the queries need is reached through these (sink.c owns it). */
-const char *snk__table(const snk_sink *s);
-size_t snk__nshards(const snk_sink *s);
-const char *snk__url(const snk_sink *s, size_t i);
 
 static _Thread_local char last_err[512];
 

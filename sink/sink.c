@@ -11,7 +11,7 @@
  *
  * Spool file names: b<seq:16x>-<id:16x>-<day>.rb, pinned b<seq>-<id>-<day>.s<shard>.rb; the
  * content is exactly the POST body (RowBinary), so an operator can send one with curl. */
-#include "sink/sink.h"
+#include "sink/sink_int.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -1160,9 +1160,6 @@ void snk_close(snk_sink *s)
     free(s);
 }
 
-const char *snk__table(const snk_sink *s);
-size_t snk__nshards(const snk_sink *s);
-const char *snk__url(const snk_sink *s, size_t i);
 const char *snk__table(const snk_sink *s)
 {
     return s->table;
