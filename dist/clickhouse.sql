@@ -5,7 +5,7 @@
 CREATE TABLE IF NOT EXISTS flows
 (
     batch_id  UInt64,          -- the sink's batch; a retried batch is checked by it, never doubled
-    recv_time DateTime,        -- when the collector received the flow (UTC); partitions by day
+    recv_time DateTime('UTC'), -- when the collector received the flow; partitions by UTC day
     first_ms  Int64,           -- flow start and end, epoch milliseconds
     last_ms   Int64,
     packets   UInt64,          -- already scaled by the sampling rate

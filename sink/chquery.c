@@ -4,17 +4,12 @@
  * ties go by key bytes; a series spreads a flow's counters over the buckets it covers in
  * proportion to the overlap, with the same double arithmetic and the remainder in the last
  * bucket. Each query goes to the first shard that answers. */
-#include "sink/sink.h"
+#include "sink/sink_int.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* The part of struct snk_sink the queries need is reached through these (sink.c owns it). */
-const char *snk__table(const snk_sink *s);
-size_t snk__nshards(const snk_sink *s);
-const char *snk__url(const snk_sink *s, size_t i);
 
 static _Thread_local char last_err[512];
 
@@ -409,8 +404,9 @@ int snk_query_top(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filte
     /* the rows, then the groups past them (other), then everything (total, groups): ties go
      * by key, hex of the address bytes sorting as the bytes do */
     ns_buf_printf(&sql,
-                  "SELECT k, " TOTALS_SQL " FROM (SELECT %s AS k, * FROM %s_all WHERE %s) GROUP BY "
-                  "k ORDER BY %s DESC, k LIMIT %zu FORMAT TabSeparated",
+                  "SELECT %s AS k, " TOTALS_SQL
+                  " FROM %s_all WHERE %s GROUP BY k ORDER BY %s DESC, "
+                  "k LIMIT %zu FORMAT TabSeparated",
                   key, snk__table(s), where.p, m, limit);
     if (where.oom || sql.oom) {
         rc = NS_E_NOMEM;
@@ -444,8 +440,8 @@ int snk_query_top(snk_sink *s, int64_t from_ms, int64_t to_ms, const char *filte
     out->n = n;
     sql.len = 0;
     ns_buf_printf(&sql,
-                  "SELECT sum(fl), sum(pk), sum(by), min(f), max(l) FROM (SELECT %s AS k, count() "
-                  "AS fl, sum(packets) AS pk, sum(bytes) AS by, min(first_ms) AS f, max(last_ms) "
+                  "SELECT sum(fl), sum(pk), sum(bt), min(f), max(l) FROM (SELECT %s AS k, count() "
+                  "AS fl, sum(packets) AS pk, sum(bytes) AS bt, min(first_ms) AS f, max(last_ms) "
                   "AS l, %s AS m FROM %s_all WHERE %s GROUP BY k ORDER BY m DESC, k LIMIT %zu, "
                   "4611686018427387904) FORMAT TabSeparated",
                   key, m, snk__table(s), where.p, limit);
@@ -501,40 +497,40 @@ int snk_query_series(snk_sink *s, int64_t from_ms, int64_t step_ms, size_t nbuck
      * one bucket (or of no duration) puts everything there; otherwise each bucket k gets
      * toUInt64(packets * (overlap_k / span)), as engine/query.c computes it in doubles, and when
      * the flow lies wholly inside the range the last bucket gets the remainder. */
-    ns_buf_printf(
+    char F[32], S[32], E[32], L[32]; /* from, step, end, end - 1: Int64 constants */
+    snprintf(F, sizeof F, "toInt64(%" PRId64 ")", from_ms);
+    snprintf(S, sizeof S, "toInt64(%" PRId64 ")", step_ms);
+    snprintf(E, sizeof E, "toInt64(%" PRId64 ")", end);
+    snprintf(L, sizeof L, "toInt64(%" PRId64 ")", end - 1);
+    /* one flat query (WITH only names expressions), so each shard aggregates its own rows */
+    ns_buf_printf(&sql, "WITH intDiv(greatest(first_ms, %s) - %s, %s) AS bs,", F, F, S);
+    ns_buf_printf(&sql, " intDiv(least(last_ms, %s) - %s, %s) AS be,", L, F, S);
+    ns_buf_puts(&sql, " (bs = be OR last_ms <= first_ms) AS one,"
+                      " if(one, toUInt64(1), toUInt64(be - bs + 1)) AS n,");
+    ns_buf_printf(&sql, " (first_ms >= %s AND last_ms < %s) AS inside,", F, E);
+    ns_buf_puts(&sql, " toFloat64(last_ms - first_ms) AS span,");
+    ns_buf_printf(&sql,
+                  " arrayMap(j -> toFloat64(least(last_ms, %s + %s * (bs + j + 1))"
+                  " - greatest(first_ms, %s + %s * (bs + j))), range(if(one, toUInt64(0), n)))"
+                  " AS ov,",
+                  F, S, F, S);
+    ns_buf_puts(
         &sql,
-        "SELECT k, sum(fl), sum(pk), sum(by) FROM ("
-        " SELECT bs + i - 1 AS k, if(i = 1, 1, 0) AS fl,"
-        "  if(one, packets, if(i = n AND inside, toUInt64(packets - arraySum(arraySlice(ps, 1, n - "
-        "1))),"
-        "   ps[i])) AS pk,"
-        "  if(one, bytes, if(i = n AND inside, toUInt64(bytes - arraySum(arraySlice(bys, 1, n - "
-        "1))),"
-        "   bys[i])) AS by"
-        " FROM ("
-        "  SELECT packets, bytes, first_ms, last_ms,"
-        "   intDiv(greatest(first_ms, toInt64(%" PRId64 ")) - toInt64(%" PRId64
-        "), toInt64(%" PRId64 ")) AS bs,"
-        "   intDiv(least(last_ms, toInt64(%" PRId64 ")) - toInt64(%" PRId64 "), toInt64(%" PRId64
-        ")) AS be,"
-        "   toUInt64(be - bs + 1) AS nb, (bs = be OR last_ms <= first_ms) AS one,"
-        "   if(one, toUInt64(1), nb) AS n,"
-        "   (first_ms >= toInt64(%" PRId64 ") AND last_ms < toInt64(%" PRId64 ")) AS inside,"
-        "   toFloat64(last_ms - first_ms) AS span,"
-        "   arrayMap(j -> (toFloat64(least(last_ms, toInt64(%" PRId64 ") + toInt64(%" PRId64
-        ") * (bs + j + 1))"
-        "    - greatest(first_ms, toInt64(%" PRId64 ") + toInt64(%" PRId64 ") * (bs + j)))),"
-        "    range(if(one, toUInt64(0), nb))) AS ov,"
-        "   arrayMap(o -> if(o > 0, toUInt64(toFloat64(packets) * (o / span)), toUInt64(0)), ov)"
-        "    AS ps,"
-        "   arrayMap(o -> if(o > 0, toUInt64(toFloat64(bytes) * (o / span)), toUInt64(0)), ov)"
-        "    AS bys"
-        "  FROM %s_all WHERE last_ms >= toInt64(%" PRId64 ") AND first_ms <= %" PRId64
-        "   AND least(last_ms, toInt64(%" PRId64 ")) >= greatest(first_ms, toInt64(%" PRId64 "))%s)"
-        " ARRAY JOIN arrayEnumerate(range(n)) AS i"
-        ") GROUP BY k ORDER BY k FORMAT TabSeparated",
-        from_ms, from_ms, step_ms, end - 1, from_ms, step_ms, from_ms, end, from_ms, step_ms,
-        from_ms, step_ms, snk__table(s), from_ms, end - 1, end - 1, from_ms, cond.p);
+        " arrayMap(o -> if(o > 0, toUInt64(toFloat64(packets) * (o / span)), toUInt64(0)), ov)"
+        " AS ps,"
+        " arrayMap(o -> if(o > 0, toUInt64(toFloat64(bytes) * (o / span)), toUInt64(0)), ov)"
+        " AS bys"
+        " SELECT bs + i - 1 AS k, sum(if(i = 1, 1, 0)),"
+        " sum(if(one, packets, if(i = n AND inside,"
+        "  toUInt64(packets - arraySum(arraySlice(ps, 1, n - 1))), ps[i]))),"
+        " sum(if(one, bytes, if(i = n AND inside,"
+        "  toUInt64(bytes - arraySum(arraySlice(bys, 1, n - 1))), bys[i])))");
+    ns_buf_printf(&sql,
+                  " FROM %s_all ARRAY JOIN arrayEnumerate(range(n)) AS i"
+                  " WHERE last_ms >= %s AND first_ms <= %s"
+                  " AND least(last_ms, %s) >= greatest(first_ms, %s)%s"
+                  " GROUP BY k ORDER BY k FORMAT TabSeparated",
+                  snk__table(s), F, L, L, F, cond.p);
     if (sql.oom) {
         rc = NS_E_NOMEM;
         goto out;

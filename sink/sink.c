@@ -11,7 +11,7 @@
  *
  * Spool file names: b<seq:16x>-<id:16x>-<day>.rb, pinned b<seq>-<id>-<day>.s<shard>.rb; the
  * content is exactly the POST body (RowBinary), so an operator can send one with curl. */
-#include "sink/sink.h"
+#include "sink/sink_int.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -133,6 +133,12 @@ typedef struct spool_ent {
     uint32_t tries;
 } spool_ent;
 
+typedef struct rej_ent {
+    uint64_t seq; /* from the name; 0 if it has none (oldest) */
+    uint64_t bytes;
+    char name[96];
+} rej_ent;
+
 typedef struct shard {
     snk_sink *s;
     int idx;
@@ -170,6 +176,8 @@ struct snk_sink {
     /* the spool, oldest first */
     spool_ent *ents;
     size_t nents, capents;
+    rej_ent *rej; /* spool/rejected/, oldest first; counted in the cap, and dropped first */
+    size_t nrej, caprej;
     uint64_t next_seq;
     shard shards[NS_MAX_CH_URLS];
     size_t nshards;
@@ -420,9 +428,26 @@ static void spool_batch(snk_sink *s, mem_batch *b)
     char path[4400], tmp[4450];
     pthread_mutex_lock(&s->mu);
     e.seq = s->next_seq++;
-    while (s->st.spool_bytes + e.bytes > s->o.spool_max) {
+    while (s->st.spool_bytes + s->st.rejected_bytes + e.bytes > s->o.spool_max &&
+           e.bytes <= s->o.spool_max) {
+        if (s->nrej > 0) {
+            /* files ClickHouse refused go before batches that may still be sent */
+            rej_ent r = s->rej[0];
+            memmove(&s->rej[0], &s->rej[1], (s->nrej - 1) * sizeof r);
+            s->nrej--;
+            s->st.rejected_bytes -= r.bytes;
+            s->st.rejected_dropped++;
+            snprintf(path, sizeof path, "%s/rejected/%s", s->dir, r.name);
+            ns_log(NS_LOG_WARN,
+                   "clickhouse: spool over clickhouse_spool_max (%" PRIu64 " bytes): removed the "
+                   "oldest rejected batch %s",
+                   s->o.spool_max, path);
+            if (unlink(path) < 0 && errno != ENOENT)
+                ns_log(NS_LOG_ERROR, "clickhouse: cannot remove %s: %s", path, strerror(errno));
+            continue;
+        }
         size_t i = oldest_idle_locked(s);
-        if (i == SIZE_MAX || e.bytes > s->o.spool_max)
+        if (i == SIZE_MAX)
             break;
         ent_path(s, &s->ents[i], path, sizeof path);
         s->st.dropped_batches++;
@@ -435,7 +460,7 @@ static void spool_batch(snk_sink *s, mem_batch *b)
         if (unlink(path) < 0)
             ns_log(NS_LOG_ERROR, "clickhouse: cannot remove %s: %s", path, strerror(errno));
     }
-    bool fits = s->st.spool_bytes + e.bytes <= s->o.spool_max;
+    bool fits = s->st.spool_bytes + s->st.rejected_bytes + e.bytes <= s->o.spool_max;
     if (!fits) {
         s->st.dropped_batches++;
         s->st.dropped_rows += b->rows;
@@ -714,16 +739,46 @@ static spool_ent *pick_locked(shard *sh, int64_t now)
     return NULL;
 }
 
+static int cmp_rej(const void *a, const void *b)
+{
+    const rej_ent *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Remembers a file now in rejected/ (kept sorted by seq: appends are almost always newest). */
+static void add_rej_locked(snk_sink *s, uint64_t seq, uint64_t bytes, const char *name)
+{
+    if (s->nrej == s->caprej) {
+        size_t cap = s->caprej ? s->caprej * 2 : 16;
+        rej_ent *nr = realloc(s->rej, cap * sizeof *nr);
+        if (!nr)
+            return; /* not counted in the cap: at worst the folder is a little over it */
+        s->rej = nr;
+        s->caprej = cap;
+    }
+    rej_ent *r = &s->rej[s->nrej++];
+    r->seq = seq;
+    r->bytes = bytes;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    s->st.rejected_bytes += bytes;
+    if (s->nrej > 1 && s->rej[s->nrej - 2].seq > seq)
+        qsort(s->rej, s->nrej, sizeof *s->rej, cmp_rej);
+}
+
 static void reject(snk_sink *s, const spool_ent *e, const char *why)
 {
     char from[4400], to[4500], name[128];
     ent_path(s, e, from, sizeof from);
     ent_name(e, name, sizeof name);
     snprintf(to, sizeof to, "%s/rejected/%s", s->dir, name);
-    if (rename(from, to) < 0)
+    if (rename(from, to) < 0) {
         ns_log(NS_LOG_ERROR, "clickhouse: cannot move %s to rejected/: %s", from, strerror(errno));
-    else
+    } else {
         fsync_dir(s->dir);
+        pthread_mutex_lock(&s->mu);
+        add_rej_locked(s, e->seq, e->bytes, name);
+        pthread_mutex_unlock(&s->mu);
+    }
     ns_log(NS_LOG_ERROR,
            "clickhouse: batch %016" PRIx64 " (%" PRIu64 " rows) rejected: %s; kept "
            "as %s",
@@ -929,6 +984,30 @@ static int cmp_ent(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* Counts the files already in rejected/ (they share the cap). */
+static void load_rejected(snk_sink *s)
+{
+    char dir[4300];
+    snprintf(dir, sizeof dir, "%s/rejected", s->dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    if (!d)
+        return;
+    pthread_mutex_lock(&s->mu);
+    while ((de = readdir(d))) {
+        char path[4600];
+        struct stat sb;
+        spool_ent e;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof s->rej[0].name ||
+            stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
+            continue;
+        add_rej_locked(s, parse_name(de->d_name, &e) ? e.seq : 0, (uint64_t)sb.st_size, de->d_name);
+    }
+    pthread_mutex_unlock(&s->mu);
+    closedir(d);
+}
+
 /* Queues the spool files a previous run left, oldest first. */
 static int load_spool(snk_sink *s, char *err, size_t errcap)
 {
@@ -1029,6 +1108,7 @@ int snk_open(const snk_opts *o, snk_sink **out, char *err, size_t errcap)
         snk_close(s);
         return rc;
     }
+    load_rejected(s);
     int rc = load_spool(s, err, errcap);
     if (rc < 0) {
         snk_close(s);
@@ -1072,6 +1152,7 @@ void snk_close(snk_sink *s)
         free(s->pending[i].buf);
     free(s->pending);
     free(s->ents);
+    free(s->rej);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->spool_cv);
     pthread_cond_destroy(&s->send_cv);
@@ -1079,9 +1160,6 @@ void snk_close(snk_sink *s)
     free(s);
 }
 
-const char *snk__table(const snk_sink *s);
-size_t snk__nshards(const snk_sink *s);
-const char *snk__url(const snk_sink *s, size_t i);
 const char *snk__table(const snk_sink *s)
 {
     return s->table;
@@ -1113,19 +1191,19 @@ void snk_json(snk_sink *s, ns_buf *out)
     st.open_rows = s->cur.rows + s->writing_rows;
     for (size_t i = 0; i < s->npending; i++)
         st.open_rows += s->pending[i].rows;
-    ns_buf_printf(out,
-                  ",\"clickhouse\":{\"table\":\"%s\",\"rows_in\":%" PRIu64 ",\"open_rows\":%" PRIu64
-                  ",\"mem_dropped_rows\":%" PRIu64 ",\"batches_spooled\":%" PRIu64
-                  ",\"spool_batches\":%" PRIu64 ",\"spool_bytes\":%" PRIu64
-                  ",\"spool_max\":%" PRIu64 ",\"spool_errors\":%" PRIu64
-                  ",\"dropped_batches\":%" PRIu64 ",\"dropped_rows\":%" PRIu64
-                  ",\"batches_sent\":%" PRIu64 ",\"rows_sent\":%" PRIu64
-                  ",\"batches_found\":%" PRIu64 ",\"retries\":%" PRIu64
-                  ",\"rejected_batches\":%" PRIu64 ",\"rejected_rows\":%" PRIu64 ",\"shards\":[",
-                  s->table, st.rows_in, st.open_rows, st.mem_dropped_rows, st.batches_spooled,
-                  st.spool_batches, st.spool_bytes, st.spool_max, st.spool_errors,
-                  st.dropped_batches, st.dropped_rows, st.batches_sent, st.rows_sent,
-                  st.batches_found, st.retries, st.rejected_batches, st.rejected_rows);
+    ns_buf_printf(
+        out,
+        ",\"clickhouse\":{\"table\":\"%s\",\"rows_in\":%" PRIu64 ",\"open_rows\":%" PRIu64
+        ",\"mem_dropped_rows\":%" PRIu64 ",\"batches_spooled\":%" PRIu64
+        ",\"spool_batches\":%" PRIu64 ",\"spool_bytes\":%" PRIu64 ",\"spool_max\":%" PRIu64
+        ",\"spool_errors\":%" PRIu64 ",\"dropped_batches\":%" PRIu64 ",\"dropped_rows\":%" PRIu64
+        ",\"batches_sent\":%" PRIu64 ",\"rows_sent\":%" PRIu64 ",\"batches_found\":%" PRIu64
+        ",\"retries\":%" PRIu64 ",\"rejected_batches\":%" PRIu64 ",\"rejected_rows\":%" PRIu64
+        ",\"rejected_bytes\":%" PRIu64 ",\"rejected_dropped\":%" PRIu64 ",\"shards\":[",
+        s->table, st.rows_in, st.open_rows, st.mem_dropped_rows, st.batches_spooled,
+        st.spool_batches, st.spool_bytes, st.spool_max, st.spool_errors, st.dropped_batches,
+        st.dropped_rows, st.batches_sent, st.rows_sent, st.batches_found, st.retries,
+        st.rejected_batches, st.rejected_rows, st.rejected_bytes, st.rejected_dropped);
     for (size_t i = 0; i < s->nshards; i++) {
         const shard *sh = &s->shards[i];
         ns_buf_puts(out, i ? ",{\"url\":" : "{\"url\":");
@@ -1157,6 +1235,7 @@ void snk_prometheus(snk_sink *s, ns_buf *out)
         {"ns2flows_clickhouse_dropped_rows_total", "counter", st.dropped_rows},
         {"ns2flows_clickhouse_mem_dropped_rows_total", "counter", st.mem_dropped_rows},
         {"ns2flows_clickhouse_spool_bytes", "gauge", st.spool_bytes},
+        {"ns2flows_clickhouse_rejected_bytes", "gauge", st.rejected_bytes},
         {"ns2flows_clickhouse_spool_batches", "gauge", st.spool_batches},
         {"ns2flows_clickhouse_spool_max_bytes", "gauge", st.spool_max},
     };

@@ -37,7 +37,8 @@ typedef struct snk_opts {
     const char *spool_dir;  /* created if absent; rejected/ inside it */
     uint64_t batch_rows;    /* cut a batch at this many rows (<= 1000000) */
     uint64_t batch_ms;      /* or this long after its first row */
-    uint64_t spool_max;     /* bytes of spool files kept; past it the oldest batch goes */
+    uint64_t spool_max;     /* bytes of spool files kept (rejected/ included); past it the oldest
+                             * rejected file goes first, then the oldest waiting batch */
     uint64_t retry_min_ms;  /* backoff after a failure: doubles from this... (0: 250) */
     uint64_t retry_max_ms;  /* ...up to this (0: 8000) */
     uint64_t timeout_ms;    /* one HTTP request at most (0: 60000) */
@@ -76,7 +77,9 @@ typedef struct snk_stats {
     uint64_t retries;       /* failed attempts */
     uint64_t rejected_batches;
     uint64_t rejected_rows;
-    uint64_t open_rows; /* rows in memory not yet spooled */
+    uint64_t rejected_bytes;   /* files now in spool/rejected/ (they count in spool_max too) */
+    uint64_t rejected_dropped; /* rejected files removed to keep under spool_max */
+    uint64_t open_rows;        /* rows in memory not yet spooled */
 } snk_stats;
 void snk_get_stats(snk_sink *s, snk_stats *st);
 /* Appends `"clickhouse":{...}` (counters and each shard's state) as a JSON member. */

@@ -6,6 +6,7 @@
 #   ch.sh start BASE I HTTP TCP INTER TCPLIST   start instance I in BASE/s<I>; TCPLIST: the native
 #                                              ports of every shard, comma separated
 #   ch.sh stop BASE I                          stop instance I (TERM, KILL after 30 s)
+#   ch.sh kill BASE I                          kill instance I at once (SIGKILL), as a crash would
 #   ch.sh schema BASE HTTP                     create dist/clickhouse.sql's tables on one instance
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +38,13 @@ start)
         sleep 0.1
     done
     echo "s$i not ready after 60 s" >&2; exit 1 ;;
+kill)
+    d=$base/s$3
+    [ -f "$d/pid" ] || exit 0
+    pid=$(cat "$d/pid")
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    rm -f "$d/pid" ;;
 stop)
     d=$base/s$3
     [ -f "$d/pid" ] || exit 0
