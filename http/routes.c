@@ -161,18 +161,19 @@ static int route_status(req *r)
     ns_buf_printf(b, ",\"uptime_s\":%" PRId64, (now - r->o->start_ms) / 1000);
     ns_buf_puts(b, ",\"database\":{\"path\":");
     ns_buf_json_str(b, eng_db_dir(r->o->db));
-    ns_buf_printf(b,
-                  ",\"bytes_used\":%" PRIu64 ",\"budget_bytes\":%" PRIu64
-                  ",\"retention_s\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"open_flows\":%" PRIu64
-                  ",\"flows_stored\":%" PRIu64 ",\"flows_dropped\":%" PRIu64
-                  ",\"seal_errors\":%" PRIu64 ",\"segments_deleted\":%" PRIu64
-                  ",\"segments_quarantined\":%" PRIu64 ",\"segments_missing\":%" PRIu64
-                  ",\"wal_bytes\":%" PRIu64 ",\"wal_synced_through\":%" PRId64
-                  ",\"wal_replayed_flows\":%" PRIu64 ",\"wal_errors\":%" PRIu64,
-                  st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows,
-                  st.rows_stored, st.rows_dropped, st.seal_errors, st.segments_deleted,
-                  st.segments_quarantined, st.segments_missing, st.wal_bytes, st.wal_synced_through,
-                  st.wal_replayed_rows, st.wal_errors);
+    ns_buf_printf(
+        b,
+        ",\"bytes_used\":%" PRIu64 ",\"budget_bytes\":%" PRIu64 ",\"retention_s\":%" PRIu64
+        ",\"segments\":%" PRIu64 ",\"open_flows\":%" PRIu64 ",\"flows_stored\":%" PRIu64
+        ",\"flows_dropped\":%" PRIu64 ",\"seal_errors\":%" PRIu64 ",\"segments_deleted\":%" PRIu64
+        ",\"segments_quarantined\":%" PRIu64 ",\"segments_missing\":%" PRIu64
+        ",\"segments_pruned\":%" PRIu64 ",\"segments_compacted\":%" PRIu64 ",\"wal_bytes\":%" PRIu64
+        ",\"wal_synced_through\":%" PRId64 ",\"wal_replayed_flows\":%" PRIu64
+        ",\"wal_errors\":%" PRIu64,
+        st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows, st.rows_stored,
+        st.rows_dropped, st.seal_errors, st.segments_deleted, st.segments_quarantined,
+        st.segments_missing, st.segments_pruned, st.segments_compacted, st.wal_bytes,
+        st.wal_synced_through, st.wal_replayed_rows, st.wal_errors);
     bool any = st.oldest_ms != 0 || st.newest_ms != 0;
     ns_buf_puts(b, ",\"oldest\":");
     put_time(b, st.oldest_ms, any);
@@ -748,6 +749,12 @@ static int route_metrics(req *r)
                   "ns2flows_db_segments_quarantined_total %" PRIu64 "\n"
                   "# TYPE ns2flows_db_segments_missing_total counter\n"
                   "ns2flows_db_segments_missing_total %" PRIu64 "\n"
+                  "# HELP ns2flows_db_segments_pruned_total Sealed segments an address scan "
+                  "skipped by their bloom filter or index.\n"
+                  "# TYPE ns2flows_db_segments_pruned_total counter\n"
+                  "ns2flows_db_segments_pruned_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_segments_compacted_total counter\n"
+                  "ns2flows_db_segments_compacted_total %" PRIu64 "\n"
                   "# HELP ns2flows_wal_bytes Bytes in the write-ahead log.\n"
                   "# TYPE ns2flows_wal_bytes gauge\nns2flows_wal_bytes %" PRIu64 "\n"
                   "# HELP ns2flows_wal_synced_through_ms Every flow appended before this epoch "
@@ -760,8 +767,9 @@ static int route_metrics(req *r)
                   "ns2flows_wal_errors_total %" PRIu64 "\n",
                   (ns_now_ms() - r->o->start_ms) / 1000, st.disk_bytes, st.budget_bytes,
                   st.segments, st.open_rows, st.rows_stored, st.rows_dropped, st.seal_errors,
-                  st.segments_deleted, st.segments_quarantined, st.segments_missing, st.wal_bytes,
-                  st.wal_synced_through, st.wal_replayed_rows, st.wal_errors);
+                  st.segments_deleted, st.segments_quarantined, st.segments_missing,
+                  st.segments_pruned, st.segments_compacted, st.wal_bytes, st.wal_synced_through,
+                  st.wal_replayed_rows, st.wal_errors);
     if (r->o->metrics)
         r->o->metrics(r->o->metrics_arg, b);
     *r->ctype = "text/plain; version=0.0.4";
