@@ -2,10 +2,10 @@
 # bench/soak.sh — sustained replay into a small budget with queries running (issue 8, point 7).
 #
 #   bench/soak.sh                      # 600 s, 200M budget
-#   SOAK_SECONDS=180 bench/soak.sh     # a short run
+#   SOAK_SECONDS=180 SOAK_RATE=200000 bench/soak.sh   # a short run at 200k flows/s
 #
 # Starts ns2flows on free loopback ports with db_budget = SOAK_BUDGET, replays a generated v9
-# capture in a loop as fast as it goes (or at SOAK_SPEED times its pace), runs a query every
+# capture in whole passes at SOAK_RATE flows/s (default 1M; `max`: as fast as it goes), a query every
 # second, and every SOAK_EVERY seconds samples the daemon's VmRSS, the database's disk usage and
 # the ingest/database counters. At the end it stops the daemon with SIGTERM (sealing the open
 # minutes) and compares the flows sent with the flows stored. Results: build/soak/<time>/
@@ -20,7 +20,7 @@ BUDGET=${SOAK_BUDGET:-200M}
 FLOWS=${SOAK_FLOWS:-1000000}  # flows per pass of the capture
 EXPORTERS=${SOAK_EXPORTERS:-16}
 EVERY=${SOAK_EVERY:-5}
-SPEED=${SOAK_SPEED:-max}      # max, or a multiple of the capture's pace
+RATE=${SOAK_RATE:-1000000}    # flows/s to send, or max (as fast as the sender goes)
 NICE=${SOAK_NICE:-10}
 BIN=$ROOT/build/bin
 WORK=$ROOT/build/soak
@@ -61,8 +61,11 @@ done
 
 # the sender: whole passes of the capture, one after another, until time is up; the pass under
 # way then finishes, so the flows sent are whole passes
+# the capture's timestamps span one hour (--duration 3600): its own pace is FLOWS/3600 flows/s
 SPEED_ARG=(--max)
-[ "$SPEED" != max ] && SPEED_ARG=(--speed "$SPEED")
+if [ "$RATE" != max ]; then
+    SPEED_ARG=(--speed "$(echo "scale=3; $RATE * 3600 / $PER_PASS" | bc)")
+fi
 (
     end=$(($(date +%s) + SECONDS_TOTAL))
     while [ "$(date +%s)" -lt "$end" ]; do
@@ -117,9 +120,9 @@ passes=$(grep -c '^replay: sent' "$RUN/replay.out" || true)
 stored=$(jq .database.flows_stored <<<"$final")
 recv_dgrams=$(jq .ingest.datagrams <<<"$final")
 python3 - "$RUN" "$BUDGET" "$passes" "$PER_PASS" "$sent_dgrams" "$recv_dgrams" "${stored:-0}" \
-    "$SECONDS_TOTAL" <<'EOF' | tee "$RUN/summary.txt"
+    "$SECONDS_TOTAL" "$RATE" <<'EOF' | tee "$RUN/summary.txt"
 import csv, sys
-run, budget, passes, per_pass, sent_d, recv_d, stored, secs = sys.argv[1:]
+run, budget, passes, per_pass, sent_d, recv_d, stored, secs, rate = sys.argv[1:]
 rows = list(csv.DictReader(open(f"{run}/samples.csv")))
 q = list(csv.reader(open(f"{run}/queries.csv")))
 units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -128,7 +131,7 @@ rss = [int(r["rss_kb"]) for r in rows]
 disk = [int(r["disk_bytes"]) for r in rows]
 half = rss[len(rss) // 2:] or rss
 sent_flows = int(passes) * int(per_pass)
-print(f"soak: {secs} s, budget {budget} ({b} bytes), capture {per_pass} flows per pass")
+print(f"soak: {secs} s at {rate} flows/s asked, budget {budget} ({b} bytes), capture {per_pass} flows per pass")
 print(f"sent: {passes} passes = {sent_flows} flows, {sent_d} datagrams")
 print(f"received: {recv_d} datagrams ({int(sent_d) - int(recv_d)} lost in the kernel or not sent)")
 print(f"stored: {stored} flows, lost {sent_flows - int(stored)} ({(sent_flows - int(stored)) / max(sent_flows, 1) * 100:.2f} %), {int(stored) / float(secs):.0f} flows/s on average")
