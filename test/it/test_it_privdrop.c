@@ -1,6 +1,7 @@
 /* Integration: privileges. Started as root with `user = nobody`, the daemon opens its sockets,
  * database and log, gives the folder to nobody and becomes nobody for good (uid, gid, groups and
- * capabilities read from /proc), and still receives, stores and answers. Skipped unless root. */
+ * capabilities read from /proc), and still receives, stores and answers (skipped unless root).
+ * Also: dist/ns2flows.service passes systemd-analyze verify without a word (skipped if absent). */
 #include "test/it/itlib.h"
 
 #include <criterion/criterion.h>
@@ -144,4 +145,36 @@ Test(it_privdrop, unknown_user_or_group_refuses_to_start, .timeout = 30)
     cr_expect(eq(int, it_run(check, out), 2), "dropping to root is no drop");
     unlink(conf);
     unlink(out);
+}
+
+/* dist/ns2flows.service, filled in as `make install` does, passes systemd-analyze verify with no
+ * complaint at all (it exits 0 even on unknown or malformed settings, so its output counts). */
+Test(it_privdrop, systemd_unit_verifies_cleanly, .timeout = 30)
+{
+    const char *sa = "/usr/bin/systemd-analyze";
+    char prefix[512], unit[128], out[160], cmd[1400];
+    if (access(sa, X_OK) != 0)
+        cr_skip_test("no systemd-analyze");
+    /* ExecStart must name an existing program: point @PREFIX@ at the build */
+    snprintf(prefix, sizeof prefix, "%s", it_bin());
+    char *slash = strrchr(prefix, '/');
+    cr_assert(slash != NULL && prefix[0] == '/', "NS_BIN must be absolute: %s", prefix);
+    *slash = 0;
+    snprintf(unit, sizeof unit, "/tmp/ns2flows-it-unit-%ld/ns2flows.service", (long)getpid());
+    snprintf(out, sizeof out, "%s.out", unit);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p \"$(dirname %s)\" && sed 's|@PREFIX@|%s|g; s|@SYSCONFDIR@|/etc|g' "
+             "dist/ns2flows.service > %s",
+             unit, prefix, unit);
+    cr_assert(eq(int, system(cmd), 0));
+    const char *verify[] = {sa, "verify", unit, NULL};
+    cr_expect(eq(int, it_run(verify, out), 0));
+    char text[8192] = "";
+    FILE *f = fopen(out, "r");
+    cr_assert(f != NULL);
+    text[fread(text, 1, sizeof text - 1, f)] = 0;
+    fclose(f);
+    cr_expect(text[0] == 0, "systemd-analyze verify said: %s", text);
+    snprintf(cmd, sizeof cmd, "rm -rf \"$(dirname %s)\"", unit);
+    cr_expect(eq(int, system(cmd), 0));
 }
