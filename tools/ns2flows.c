@@ -656,6 +656,12 @@ int main(int argc, char **argv)
         }
         ns_log(NS_LOG_INFO, "running as user %s (uid %ld, gid %ld)", cfg.user, (long)ra.uid,
                (long)ra.gid);
+        /* SIGHUP re-reads the file as the user */
+        if (c.config_path && access(c.config_path, R_OK) < 0)
+            ns_log(NS_LOG_WARN,
+                   "user %s cannot read %s (%s): SIGHUP will keep the running configuration; "
+                   "make it readable to the user's group (chgrp, chmod 640)",
+                   cfg.user, c.config_path, strerror(errno));
     } else if (geteuid() == 0) {
         ns_log(NS_LOG_WARN, "running as root; set user = to drop privileges after start-up");
     }
