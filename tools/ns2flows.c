@@ -172,6 +172,15 @@ static void metrics_text(void *arg, ns_buf *out)
 {
     daemon_ctx *d = arg;
     ing_listener_prometheus(d->listener, out);
+    ns_buf_printf(out,
+                  "# HELP ns2flows_exporters_over_cap_total Datagrams dropped: max_exporters "
+                  "reached.\n# TYPE ns2flows_exporters_over_cap_total counter\n"
+                  "ns2flows_exporters_over_cap_total %llu\n"
+                  "# HELP ns2flows_exporters_not_allowed_total Datagrams dropped: sender not in "
+                  "exporters_allow.\n# TYPE ns2flows_exporters_not_allowed_total counter\n"
+                  "ns2flows_exporters_not_allowed_total %llu\n",
+                  (unsigned long long)ing_exporters_overflow(d->exporters),
+                  (unsigned long long)ing_exporters_refused(d->exporters));
     ing_exporters_prometheus(d->exporters, out);
 }
 

@@ -443,6 +443,10 @@ Test(it_hostile, floods_stay_bounded_and_counted, .timeout = 180)
     char *body;
     cr_expect(eq(int, it_http_get(d.http, "/metrics", &body), 200));
     cr_expect(body && strstr(body, "ns2flows_exporter_templates{exporter=\"127.0.0.2\"}") != NULL);
+    char line[96];
+    snprintf(line, sizeof line, "\nns2flows_exporters_over_cap_total %lu\n",
+             (unsigned long)status_u64(&d, NULL, "exporters_over_cap"));
+    cr_expect(body && strstr(body, line) != NULL, "/metrics has%s", line);
     free(body);
     free(p);
     cr_expect(eq(int, it_daemon_stop(&d), 0));
