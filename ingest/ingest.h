@@ -120,8 +120,11 @@ typedef struct ing_exporter_stats {
     uint64_t held_dropped;    /* ... or did not fit in the holding area */
     uint64_t rows_dropped;    /* decoded rows that found no room in the caller's batch */
     uint32_t last_version;
-    uint32_t protocols; /* ING_PROTO_* bits of every protocol seen from this exporter */
-    uint32_t sampling;  /* last sampling interval seen */
+    uint32_t protocols;           /* ING_PROTO_* bits of every protocol seen from this exporter */
+    uint32_t sampling;            /* last sampling interval seen */
+    uint64_t sflow_datagrams_bad; /* sFlow: datagrams refused whole (copied from its state) */
+    uint64_t sflow_samples_bad;   /* sFlow: samples whose length lies or records do not fit */
+    uint64_t sflow_over_cap;      /* sFlow: samples or datagrams dropped at a cap */
 } ing_exporter_stats;
 
 int ing_exporters_new(size_t max_exporters, ing_exporters **out);

@@ -403,6 +403,20 @@ Test(it_hostile, floods_stay_bounded_and_counted, .timeout = 180)
     cr_expect(eq(u64, dg, sflow_sent), "%s", sf);
     cr_expect(bad + sbad >= sflow_sent / 2, "lies counted: %s", sf);
     free(e);
+    char *metrics, want[160];
+    cr_assert(eq(int, it_http_get(d.http, "/metrics", &metrics), 200));
+    snprintf(
+        want, sizeof want,
+        "ns2flows_exporter_decode_errors_total{exporter=\"127.0.0.7\",kind=\"sflow_datagram\"} "
+        "%lu\n",
+        (unsigned long)bad);
+    cr_expect(strstr(metrics, want) != NULL, "/metrics has %s", want);
+    snprintf(want, sizeof want,
+             "ns2flows_exporter_decode_errors_total{exporter=\"127.0.0.7\",kind=\"sflow_sample\"} "
+             "%lu\n",
+             (unsigned long)sbad);
+    cr_expect(strstr(metrics, want) != NULL, "/metrics has %s", want);
+    free(metrics);
 
     /* 7. more senders than max_exporters: 100 new addresses, one template datagram each */
     size_t have = count_exporters(&d);
