@@ -173,6 +173,7 @@ typedef struct ing_listener_opts {
     int naddrs;
     unsigned threads; /* sockets + threads per address (SO_REUSEPORT); 0 = cores */
     uint64_t rcvbuf;  /* asked of the kernel; less granted is logged with the sysctl */
+    bool hold;        /* bind now, decode nothing until ing_listener_go() (privilege drop) */
 } ing_listener_opts;
 
 /* Binds every address (any failure: nothing is left bound, err names the address) and starts
@@ -180,6 +181,9 @@ typedef struct ing_listener_opts {
  * kinds only label the addresses. */
 int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db,
                        ing_listener **out, char *err, size_t errcap);
+
+/* With opts.hold: lets the receive threads start decoding (datagrams wait in the sockets). */
+void ing_listener_go(ing_listener *l);
 /* Stops receiving, joins the threads, closes the sockets. NULL is fine. */
 void ing_listener_stop(ing_listener *l);
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RX_BATCH  64
@@ -37,6 +38,7 @@ struct ing_listener {
     int naddrs;
     unsigned threads;
     atomic_bool stop;
+    atomic_bool go; /* false while held: no untrusted byte is parsed before the drop */
     ing_exporters *ex;
     eng_db *db;
     atomic_uint_fast64_t datagrams, bytes, flows, decode_errors, store_dropped;
@@ -88,6 +90,11 @@ static void *rx_main(void *arg)
         return NULL;
     }
     while (!atomic_load(&l->stop)) {
+        if (!atomic_load(&l->go)) {
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
         struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
         int pr = poll(&pfd, 1, 200); /* wakes up to notice stop */
         if (pr <= 0)
@@ -258,6 +265,7 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
         rc = NS_E_RANGE;
         goto fail;
     }
+    atomic_store(&l->go, !o->hold);
     for (int i = 0; i < l->n; i++) {
         if (pthread_create(&l->socks[i].th, NULL, rx_main, &l->socks[i]) != 0) {
             snprintf(err, errcap, "cannot start receive thread");
@@ -271,6 +279,11 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
 fail:
     ing_listener_stop(l);
     return rc;
+}
+
+void ing_listener_go(ing_listener *l)
+{
+    atomic_store(&l->go, true);
 }
 
 void ing_listener_stop(ing_listener *l)

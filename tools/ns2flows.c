@@ -450,6 +450,19 @@ static int drop_privileges(const ns_config *cfg, const run_as *ra, char *err, si
     return 0;
 }
 
+/* Starts the HTTP API or fails start-up (stopping what runs). */
+static void start_http(const http_opts *ho, http_server **http, ing_listener *l, eng_db *db)
+{
+    char err[1024];
+    if (http_start(ho, http, err, sizeof err) < 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "ns2flows: %s", err);
+        ing_listener_stop(l);
+        eng_db_close(db);
+        startup_failed(msg);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* `ns2flows ingest [--db DIR] [--dport P]... CAPTURE...`: offline ingest through the same
  * decoders, for back-filling and tests. */
@@ -621,11 +634,15 @@ int main(int argc, char **argv)
         kinds[naddrs] = "sflow";
         addrs[naddrs++] = cfg.listen_sflow[i];
     }
+    /* With a user to drop to, the receive threads parse nothing and HTTP answers nothing until
+     * the drop: only binding happens as root (HTTP on a port below 1024 has to start before,
+     * and so answers as root for the few milliseconds until the drop). */
     ing_listener_opts lo = {.addrs = addrs,
                             .kinds = kinds,
                             .naddrs = naddrs,
                             .threads = (unsigned)cfg.ingest_threads,
-                            .rcvbuf = cfg.rcvbuf};
+                            .rcvbuf = cfg.rcvbuf,
+                            .hold = ra.drop};
     ing_listener *l = NULL;
     if (ing_listener_start(&lo, ex, db, &l, err, sizeof err) < 0) {
         char msg[1100];
@@ -635,24 +652,23 @@ int main(int argc, char **argv)
     }
     daemon_ctx dctx = {.listener = l, .exporters = ex};
     http_server *http = NULL;
-    if (cfg.http_listen[0]) {
-        http_opts ho = {.listen = cfg.http_listen,
-                        .db = db,
-                        .start_ms = start_ms,
-                        .status_extra = status_extra,
-                        .status_arg = &dctx,
-                        .exporters = exporters_json,
-                        .exporters_arg = &dctx,
-                        .metrics = metrics_text,
-                        .metrics_arg = &dctx};
-        if (http_start(&ho, &http, err, sizeof err) < 0) {
-            char msg[1100];
-            snprintf(msg, sizeof msg, "ns2flows: %s", err);
-            ing_listener_stop(l);
-            eng_db_close(db);
-            startup_failed(msg);
-        }
-    }
+    http_opts ho = {.listen = cfg.http_listen,
+                    .db = db,
+                    .start_ms = start_ms,
+                    .status_extra = status_extra,
+                    .status_arg = &dctx,
+                    .exporters = exporters_json,
+                    .exporters_arg = &dctx,
+                    .metrics = metrics_text,
+                    .metrics_arg = &dctx};
+    char hhost[64];
+    uint16_t hport = 0;
+    bool http_first =
+        cfg.http_listen[0] &&
+        (!ra.drop || ns_hostport_parse(cfg.http_listen, hhost, sizeof hhost, &hport) < 0 ||
+         hport < 1024);
+    if (http_first)
+        start_http(&ho, &http, l, db);
     if (ra.drop) {
         if (chown_db(&cfg, &ra, err, sizeof err) < 0 ||
             drop_privileges(&cfg, &ra, err, sizeof err) < 0) {
@@ -671,9 +687,12 @@ int main(int argc, char **argv)
                    "user %s cannot read %s (%s): SIGHUP will keep the running configuration; "
                    "make it readable to the user's group (chgrp, chmod 640)",
                    cfg.user, c.config_path, strerror(errno));
-    } else if (geteuid() == 0) {
-        ns_log(NS_LOG_WARN, "running as root; set user = to drop privileges after start-up");
     }
+    ing_listener_go(l);
+    if (cfg.http_listen[0] && !http)
+        start_http(&ho, &http, l, db);
+    if (!ra.drop && geteuid() == 0)
+        ns_log(NS_LOG_WARN, "running as root; set user = to drop privileges after start-up");
     eng_db_stats st;
     eng_db_get_stats(db, &st);
     char lsn[2 * NS_MAX_LISTEN * 100] = "";
