@@ -182,6 +182,12 @@ size_t ing_exporters_list(ing_exporters *ex, ing_exporter_stats *out, size_t cap
         if (k < cap) {
             pthread_mutex_lock(&ex->slots[i].mu);
             out[k] = ex->slots[i].st;
+            const ing_sflow_state *sf = ex->slots[i].sf;
+            if (sf) {
+                out[k].sflow_datagrams_bad = sf->datagrams_bad;
+                out[k].sflow_samples_bad = sf->samples_bad;
+                out[k].sflow_over_cap = sf->over_cap;
+            }
             pthread_mutex_unlock(&ex->slots[i].mu);
         }
         k++;
@@ -556,6 +562,9 @@ void ing_exporters_prometheus(ing_exporters *ex, ns_buf *out)
         M("set", "", "", err_set),
         M("template", "", "", template_errors),
         M("refused", "", "", templates_refused),
+        M("sflow_datagram", "", "", sflow_datagrams_bad),
+        M("sflow_sample", "", "", sflow_samples_bad),
+        M("sflow_cap", "", "", sflow_over_cap),
     };
 #undef M
     size_t n = ing_exporters_list(ex, NULL, 0);

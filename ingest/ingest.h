@@ -129,6 +129,9 @@ typedef struct ing_exporter_stats {
     uint32_t nrates;
     uint32_t rates[ING_MAX_RATES];
     uint64_t rate_flows[ING_MAX_RATES];
+    uint64_t sflow_datagrams_bad; /* sFlow: datagrams refused whole (copied from its state) */
+    uint64_t sflow_samples_bad;   /* sFlow: samples whose length lies or records do not fit */
+    uint64_t sflow_over_cap;      /* sFlow: samples or datagrams dropped at a cap */
 } ing_exporter_stats;
 
 int ing_exporters_new(size_t max_exporters, ing_exporters **out);
@@ -177,6 +180,7 @@ typedef struct ing_listener_opts {
     int naddrs;
     unsigned threads; /* sockets + threads per address (SO_REUSEPORT); 0 = cores */
     uint64_t rcvbuf;  /* asked of the kernel; less granted is logged with the sysctl */
+    bool hold;        /* bind now, decode nothing until ing_listener_go() (privilege drop) */
 } ing_listener_opts;
 
 /* Binds every address (any failure: nothing is left bound, err names the address) and starts
@@ -184,6 +188,9 @@ typedef struct ing_listener_opts {
  * kinds only label the addresses. */
 int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db,
                        ing_listener **out, char *err, size_t errcap);
+
+/* With opts.hold: lets the receive threads start decoding (datagrams wait in the sockets). */
+void ing_listener_go(ing_listener *l);
 /* Stops receiving, joins the threads, closes the sockets. NULL is fine. */
 void ing_listener_stop(ing_listener *l);
 

@@ -59,6 +59,7 @@ struct ing_listener {
     int naddrs;
     unsigned threads;
     atomic_bool stop;
+    atomic_bool go; /* false while held: no untrusted byte is parsed before the drop */
     ing_exporters *ex;
     eng_db *db;
     atomic_uint_fast64_t datagrams, bytes, flows, decode_errors, store_dropped, queue_dropped;
@@ -200,6 +201,11 @@ static void *rx_main(void *arg)
         return NULL;
     }
     while (!atomic_load(&l->stop)) {
+        if (!atomic_load(&l->go)) {
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
         struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
         /* wakes up to notice stop, or to publish rows that have waited PUBLISH_MS */
         int pr = poll(&pfd, 1, batch.n > 0 ? PUBLISH_MS : 200);
@@ -389,6 +395,7 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
         rc = NS_E_RANGE;
         goto fail;
     }
+    atomic_store(&l->go, !o->hold);
     if (pthread_create(&l->store_th, NULL, store_main, l) != 0) {
         snprintf(err, errcap, "cannot start the store thread");
         rc = -EAGAIN;
@@ -408,6 +415,11 @@ int ing_listener_start(const ing_listener_opts *o, ing_exporters *ex, eng_db *db
 fail:
     ing_listener_stop(l);
     return rc;
+}
+
+void ing_listener_go(ing_listener *l)
+{
+    atomic_store(&l->go, true);
 }
 
 void ing_listener_stop(ing_listener *l)

@@ -176,6 +176,15 @@ static void metrics_text(void *arg, ns_buf *out)
 {
     daemon_ctx *d = arg;
     ing_listener_prometheus(d->listener, out);
+    ns_buf_printf(out,
+                  "# HELP ns2flows_exporters_over_cap_total Datagrams dropped: max_exporters "
+                  "reached.\n# TYPE ns2flows_exporters_over_cap_total counter\n"
+                  "ns2flows_exporters_over_cap_total %llu\n"
+                  "# HELP ns2flows_exporters_not_allowed_total Datagrams dropped: sender not in "
+                  "exporters_allow.\n# TYPE ns2flows_exporters_not_allowed_total counter\n"
+                  "ns2flows_exporters_not_allowed_total %llu\n",
+                  (unsigned long long)ing_exporters_overflow(d->exporters),
+                  (unsigned long long)ing_exporters_refused(d->exporters));
     ing_exporters_prometheus(d->exporters, out);
     if (d->sink)
         snk_prometheus(d->sink, out);
@@ -515,6 +524,21 @@ static int drop_privileges(const ns_config *cfg, const run_as *ra, char *err, si
     return 0;
 }
 
+/* Starts the HTTP API or fails start-up (stopping what runs). */
+static void start_http(const http_opts *ho, http_server **http, ing_listener *l, snk_sink *sink,
+                       eng_db *db)
+{
+    char err[1024];
+    if (http_start(ho, http, err, sizeof err) < 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "ns2flows: %s", err);
+        ing_listener_stop(l);
+        snk_close(sink);
+        eng_db_close(db);
+        startup_failed(msg);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* `ns2flows ingest [--db DIR] [--dport P]... CAPTURE...`: offline ingest through the same
  * decoders, for back-filling and tests. */
@@ -707,11 +731,15 @@ int main(int argc, char **argv)
         kinds[naddrs] = "sflow";
         addrs[naddrs++] = cfg.listen_sflow[i];
     }
+    /* With a user to drop to, the receive threads parse nothing and HTTP answers nothing until
+     * the drop: only binding happens as root (HTTP on a port below 1024 has to start before,
+     * and so answers as root for the few milliseconds until the drop). */
     ing_listener_opts lo = {.addrs = addrs,
                             .kinds = kinds,
                             .naddrs = naddrs,
                             .threads = (unsigned)cfg.ingest_threads,
-                            .rcvbuf = cfg.rcvbuf};
+                            .rcvbuf = cfg.rcvbuf,
+                            .hold = ra.drop};
     ing_listener *l = NULL;
     if (ing_listener_start(&lo, ex, db, &l, err, sizeof err) < 0) {
         char msg[1100];
@@ -727,40 +755,39 @@ int main(int argc, char **argv)
                         .series = ch_series,
                         .error = snk_query_error};
     http_server *http = NULL;
-    if (cfg.http_listen[0]) {
-        http_opts ho = {.listen = cfg.http_listen,
-                        .db = db,
-                        .start_ms = start_ms,
-                        .status_extra = status_extra,
-                        .status_arg = &dctx,
-                        .exporters = exporters_json,
-                        .exporters_arg = &dctx,
-                        .metrics = metrics_text,
-                        .metrics_arg = &dctx,
-                        .threads = (unsigned)cfg.http_threads,
-                        .max_limit = (size_t)cfg.http_max_rows,
-                        .max_connections = (unsigned)cfg.http_max_connections,
-                        .idle_timeout_s = (unsigned)cfg.http_idle_timeout_s,
-                        .query_timeout_ms = (unsigned)cfg.http_query_timeout_ms,
-                        .max_range_ms = (int64_t)(cfg.http_max_range_s > INT64_MAX / 1000
-                                                      ? INT64_MAX / 1000
-                                                      : cfg.http_max_range_s) *
-                                        1000,
-                        .user = cfg.http_user,
-                        .password_file = cfg.http_password_file,
-                        .tls_cert = cfg.http_tls_cert,
-                        .tls_key = cfg.http_tls_key,
-                        .backend =
-                            sink && strcmp(cfg.query_backend, "clickhouse") == 0 ? &chb : NULL};
-        if (http_start(&ho, &http, err, sizeof err) < 0) {
-            char msg[1100];
-            snprintf(msg, sizeof msg, "ns2flows: %s", err);
-            ing_listener_stop(l);
-            snk_close(sink);
-            eng_db_close(db);
-            startup_failed(msg);
-        }
-    }
+    http_opts ho = {.listen = cfg.http_listen,
+                    .db = db,
+                    .start_ms = start_ms,
+                    .status_extra = status_extra,
+                    .status_arg = &dctx,
+                    .exporters = exporters_json,
+                    .exporters_arg = &dctx,
+                    .metrics = metrics_text,
+                    .metrics_arg = &dctx,
+                    .threads = (unsigned)cfg.http_threads,
+                    .max_limit = (size_t)cfg.http_max_rows,
+                    .max_connections = (unsigned)cfg.http_max_connections,
+                    .idle_timeout_s = (unsigned)cfg.http_idle_timeout_s,
+                    .query_timeout_ms = (unsigned)cfg.http_query_timeout_ms,
+                    .max_range_ms =
+                        (int64_t)(cfg.http_max_range_s > INT64_MAX / 1000 ? INT64_MAX / 1000
+                                                                          : cfg.http_max_range_s) *
+                        1000,
+                    .user = cfg.http_user,
+                    .password_file = cfg.http_password_file,
+                    .tls_cert = cfg.http_tls_cert,
+                    .tls_key = cfg.http_tls_key,
+                    .backend = sink && strcmp(cfg.query_backend, "clickhouse") == 0 ? &chb : NULL};
+    char hhost[64];
+    uint16_t hport = 0;
+    /* before the drop: a port below 1024, and secrets (password file, TLS key) that only root
+     * may read; they are read once, at start */
+    bool http_first =
+        cfg.http_listen[0] &&
+        (!ra.drop || ns_hostport_parse(cfg.http_listen, hhost, sizeof hhost, &hport) < 0 ||
+         hport < 1024 || cfg.http_password_file[0] || cfg.http_tls_key[0]);
+    if (http_first)
+        start_http(&ho, &http, l, sink, db);
     if (ra.drop) {
         if (chown_db(&cfg, &ra, err, sizeof err) < 0 ||
             drop_privileges(&cfg, &ra, err, sizeof err) < 0) {
@@ -768,14 +795,24 @@ int main(int argc, char **argv)
             snprintf(msg, sizeof msg, "ns2flows: %s", err);
             ing_listener_stop(l);
             http_stop(http);
+            snk_close(sink);
             eng_db_close(db);
             startup_failed(msg);
         }
         ns_log(NS_LOG_INFO, "running as user %s (uid %ld, gid %ld)", cfg.user, (long)ra.uid,
                (long)ra.gid);
-    } else if (geteuid() == 0) {
-        ns_log(NS_LOG_WARN, "running as root; set user = to drop privileges after start-up");
+        /* SIGHUP re-reads the file as the user */
+        if (c.config_path && access(c.config_path, R_OK) < 0)
+            ns_log(NS_LOG_WARN,
+                   "user %s cannot read %s (%s): SIGHUP will keep the running configuration; "
+                   "make it readable to the user's group (chgrp, chmod 640)",
+                   cfg.user, c.config_path, strerror(errno));
     }
+    ing_listener_go(l);
+    if (cfg.http_listen[0] && !http)
+        start_http(&ho, &http, l, sink, db);
+    if (!ra.drop && geteuid() == 0)
+        ns_log(NS_LOG_WARN, "running as root; set user = to drop privileges after start-up");
     eng_db_stats st;
     eng_db_get_stats(db, &st);
     char lsn[2 * NS_MAX_LISTEN * 100] = "";
