@@ -519,11 +519,14 @@ static minute_buf *open_add_locked(eng_db *db, int64_t minute, uint64_t seq)
     return b;
 }
 
-static minute_buf *open_buf_locked(eng_db *db, int64_t minute)
+/* The open buffer of minute that can take n more rows; a buffer that cannot (a segment holds
+ * at most ENG_SEG_MAX_ROWS) stays as it is and a new one for the same minute is started. */
+static minute_buf *open_buf_locked(eng_db *db, int64_t minute, size_t n)
 {
     for (size_t i = db->nopen; i-- > 0;) {
-        if (db->open[i]->minute == minute && !db->open[i]->sealing)
-            return db->open[i];
+        minute_buf *c = db->open[i];
+        if (c->minute == minute && !c->sealing && c->n + n <= ENG_SEG_MAX_ROWS)
+            return c;
     }
     minute_buf *b = open_add_locked(db, minute, db->next_seq);
     if (b)
@@ -1051,7 +1054,8 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
             eng__wal_encode(rec, recv_ms, rows, n);
     }
     pthread_mutex_lock(&db->mu);
-    minute_buf *b = db->open_rows + n > MAX_OPEN_ROWS ? NULL : open_buf_locked(db, recv_ms / 60000);
+    minute_buf *b =
+        db->open_rows + n > MAX_OPEN_ROWS ? NULL : open_buf_locked(db, recv_ms / 60000, n);
     if (!b) {
         db->st.rows_dropped += n;
         rc = NS_E_NOMEM;

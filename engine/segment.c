@@ -45,8 +45,11 @@
 #define SEG_IDX_SHIFT_MIN 4u /* the index names blocks of 16 to 256 rows: small enough that a */
 #define SEG_IDX_SHIFT_MAX 8u /* rare address decodes few rows, few enough for 1-byte pointers */
 #define SEG_IDX_HDR       16u
-#define SEG_MAX_ROWS      (1u << 26) /* 64M rows a segment: a sanity cap for readers */
-#define SEG_ZSTD_LEVEL    3
+/* The writer never makes bigger segments (the database starts a new buffer first), so a reader
+ * refuses more before allocating for them: a forged footer cannot make it allocate gigabytes
+ * (a scan decodes a segment's rows at once: this many rows is ~570 MB) */
+#define SEG_MAX_ROWS   ENG_SEG_MAX_ROWS
+#define SEG_ZSTD_LEVEL 3
 
 enum { ENC_PLAIN = 0, ENC_TRANSPOSE = 1, ENC_DELTA_VARINT = 2, ENC_SPAN_VARINT = 3 };
 

@@ -85,6 +85,9 @@ const char *eng_col_name(eng_col c);
  * the compactor, an hour or a day), in columns.
  * Writing is atomic: <path>.tmp, fsync, rename, fsync of the folder. */
 
+/* Rows a segment may hold: the writer refuses more, a reader refuses files that claim more. */
+#define ENG_SEG_MAX_ROWS (1u << 22)
+
 /* Writes rows[0..n) as a segment file at path. Returns 0 or a negative code. */
 int eng_seg_write(const char *path, const eng_flow *rows, size_t n);
 

@@ -28,26 +28,34 @@ static void put64(uint8_t *p, uint64_t v)
 }
 
 /* Rewrites the checksums format.md places: trailer (24 B) = footer length, footer XXH64, end
- * magic; directory entries (48 B each, after the footer's 48-byte fixed part) hold the blob's
- * offset at +16, compressed size at +24 and XXH64 at +40. Leaves bytes alone where the layout
- * does not fit. */
+ * magic; directory entries (48 B each, after the footer's fixed part: 48 bytes in version 2, 88
+ * in version 3) hold the blob's offset at +16, compressed size at +24 and XXH64 at +40; version
+ * 3's index blob has its offset at +48, size at +56 and XXH64 at +72 of the fixed part. Leaves
+ * bytes alone where the layout does not fit. */
 static bool fix_checksums(uint8_t *b, size_t size)
 {
-    if (size < 24 + 48)
+    if (size < 16 + 24 + 48)
         return false;
+    uint32_t version = (uint32_t)b[8] | (uint32_t)b[9] << 8;
+    uint64_t fixed = version >= 3 ? 88 : 48;
     uint64_t flen = get64(b + size - 24);
-    if (flen < 48 || flen > size - 24)
+    if (flen < fixed || flen > size - 24)
         return false;
     uint8_t *footer = b + size - 24 - flen;
-    /* Known and reported: a reader allocates rows x sizeof(eng_flow) as the footer claims (up to
-     * 2^26 rows, ~8 GB) before any column is decompressed, so a checksum-valid footer claiming
-     * millions of rows is an out-of-memory, not a finding. Keep such inputs to plausible sizes. */
+    /* The reader refuses more than ENG_SEG_MAX_ROWS rows before allocating; below that, a
+     * footer claiming a million rows costs a 136 MB allocation per input: keep inputs small so
+     * the fuzzer stays fast. */
     if (get64(footer) > (1u << 20))
         return false;
-    for (uint64_t e = 48; e + 48 <= flen; e += 48) {
+    for (uint64_t e = fixed; e + 48 <= flen && e < fixed + 24 * 48; e += 48) {
         uint64_t off = get64(footer + e + 16), len = get64(footer + e + 24);
         if (off <= size && len <= size - off)
             put64(footer + e + 40, XXH64(b + off, (size_t)len, 0));
+    }
+    if (version >= 3) {
+        uint64_t off = get64(footer + 48), len = get64(footer + 56);
+        if (off <= size && len <= size - off)
+            put64(footer + 72, XXH64(b + off, (size_t)len, 0));
     }
     put64(b + size - 16, XXH64(footer, (size_t)flen, 0));
     return true;
