@@ -1109,6 +1109,70 @@ static int cmp_flow_order(const void *a, const void *b)
     return x->first_ms < y->first_ms ? -1 : x->first_ms > y->first_ms;
 }
 
+/* Rows in (source address, first_ms) order, the order the segment's index and compression want:
+ * an LSD radix sort of byte digits over a key per row, skipping the digits every key shares
+ * (v4-mapped prefixes, a minute's high time bytes), then one gather of the rows. A qsort of
+ * 136-byte rows spent half of an offline ingest in comparisons and copies. Stable. Falls back
+ * to qsort when memory is short. */
+typedef struct sort_key {
+    uint64_t k[3]; /* source address high and low halves (big-endian), first_ms (order-kept) */
+    size_t idx;
+} sort_key;
+
+static uint64_t load_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void sort_flows(eng_flow *rows, size_t n)
+{
+    if (n < 2)
+        return;
+    sort_key *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    eng_flow *tmp = malloc(n * sizeof *tmp);
+    if (!a || !b || !tmp) {
+        free(a);
+        free(b);
+        free(tmp);
+        qsort(rows, n, sizeof *rows, cmp_flow_order);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        a[i].k[0] = load_be64(rows[i].src.b);
+        a[i].k[1] = load_be64(rows[i].src.b + 8);
+        a[i].k[2] = (uint64_t)rows[i].first_ms ^ (1ull << 63); /* signed order as unsigned */
+        a[i].idx = i;
+    }
+    for (int w = 2; w >= 0; w--) {
+        for (unsigned shift = 0; shift < 64; shift += 8) {
+            size_t cnt[256] = {0}, pos = 0;
+            for (size_t i = 0; i < n; i++)
+                cnt[(a[i].k[w] >> shift) & 0xff]++;
+            if (cnt[(a[0].k[w] >> shift) & 0xff] == n)
+                continue; /* every key has this digit: nothing to move */
+            for (int d = 0; d < 256; d++) {
+                size_t c = cnt[d];
+                cnt[d] = pos;
+                pos += c;
+            }
+            for (size_t i = 0; i < n; i++)
+                b[cnt[(a[i].k[w] >> shift) & 0xff]++] = a[i];
+            sort_key *t = a;
+            a = b;
+            b = t;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = rows[a[i].idx];
+    memcpy(rows, tmp, n * sizeof *rows);
+    free(a);
+    free(b);
+    free(tmp);
+}
+
 /* Writes one retired minute buffer as a segment and swaps it into the catalog. */
 static int seal_one(eng_db *db, minute_buf *b)
 {
@@ -1127,7 +1191,7 @@ static int seal_one(eng_db *db, minute_buf *b)
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
-    qsort(rows, b->n, sizeof *rows, cmp_flow_order);
+    sort_flows(rows, b->n);
     rc = eng_seg_write(path, rows, b->n);
     free(rows);
     if (rc < 0)
@@ -1701,7 +1765,7 @@ static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
         goto out;
     }
     (void)rows;
-    qsort(m.rows, m.n, sizeof *m.rows, cmp_flow_order);
+    sort_flows(m.rows, m.n);
     e.minute = key * span;
     e.span = span;
     e.seq = seq;

@@ -906,9 +906,18 @@ typedef struct par_tally {
     int calls;
 } par_tally;
 
+static atomic_int par_started; /* workers that have run a callback */
+
 static int par_cb(void *arg, const eng_flow *rows, size_t n)
 {
     par_tally *p = arg;
+    if (p->calls == 0) {
+        /* the first call of each worker waits (2 s at most) for another worker to start, so
+         * that on a busy machine one worker cannot take every segment before the others run */
+        atomic_fetch_add(&par_started, 1);
+        for (int i = 0; i < 2000 && atomic_load(&par_started) < 2; i++)
+            nap_ms(1);
+    }
     if (atomic_fetch_add(&p->inside, 1) != 0)
         p->overlaps++;
     tally_cb(&p->t, rows, n);
@@ -939,6 +948,7 @@ Test(db, parallel_scan_gives_every_row_once_over_its_workers)
         atomic_init(&p[w].inside, 0);
         args[w] = &p[w];
     }
+    atomic_store(&par_started, 0);
     cr_assert(
         eq(int, eng_db_scan_par(db, INT64_MIN, INT64_MAX, mask, NULL, 4, par_cb, NULL, args), 0));
     int busy = 0;
