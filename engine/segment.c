@@ -652,6 +652,38 @@ static size_t sort_unique(uint64_t *v, size_t n)
     return k;
 }
 
+/* The distinct values of v[0..n) into out (in no particular order); returns their count. An
+ * open-addressing set: counting distinct addresses by sorting their hashes was a sixth of
+ * sealing. Falls back to sorting when memory is short. */
+static size_t distinct_u64(const uint64_t *v, size_t n, uint64_t *out)
+{
+    size_t cap = 16, k = 0;
+    while (cap < 2 * n)
+        cap <<= 1;
+    uint64_t *tab = malloc(cap * sizeof *tab);
+    uint8_t *used = calloc(cap, 1);
+    if (!tab || !used) {
+        free(tab);
+        free(used);
+        memcpy(out, v, n * sizeof *out);
+        return sort_unique(out, n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* the values are xxh3 hashes already: their low bits index the table */
+        size_t j = (size_t)(v[i] ^ v[i] >> 32) & (cap - 1);
+        while (used[j] && tab[j] != v[i])
+            j = (j + 1) & (cap - 1);
+        if (!used[j]) {
+            used[j] = 1;
+            tab[j] = v[i];
+            out[k++] = v[i];
+        }
+    }
+    free(tab);
+    free(used);
+    return k;
+}
+
 /* Bit i of the k probes of hash h in a filter of nbits bits (double hashing, fast range). */
 static uint64_t bloom_bit(uint64_t h, uint32_t i, uint64_t nbits)
 {
@@ -703,12 +735,10 @@ static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *id
         h[n + i] = eng_addr_hash(&rows[i].dst);
     }
     for (int side = 0; side < 2; side++) {
-        memcpy(u, h + (size_t)side * n, n * sizeof *u);
-        distinct[side] = sort_unique(u, n);
+        distinct[side] = distinct_u64(h + (size_t)side * n, n, u);
         m[side] = pow2_at_least(distinct[side]);
     }
-    memcpy(u, h, 2 * n * sizeof *u);
-    size_t all = sort_unique(u, 2 * n);
+    size_t all = distinct_u64(h, 2 * n, u);
     uint64_t nw = ((uint64_t)all * SEG_BLOOM_BITS + 63) / 64;
     *words = (uint32_t)(nw < 1 ? 1 : nw > SEG_BLOOM_MAX ? SEG_BLOOM_MAX : nw);
     bl = calloc(*words, sizeof *bl);
