@@ -1497,11 +1497,23 @@ int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
     return eng_db_scan_par(db, from_ms, to_ms, colmask, opts, 1, cb, tcb, &arg);
 }
 
+/* A sealed segment in a scan's snapshot. */
+typedef struct seg_ref {
+    char name[64];
+    int64_t first_ms, last_ms;
+} seg_ref;
+
+static int cmp_ref_newest(const void *a, const void *b)
+{
+    const seg_ref *x = a, *y = b;
+    return x->last_ms > y->last_ms ? -1 : x->last_ms < y->last_ms;
+}
+
 /* Sealed segments shared out to workers: each takes the next name until none are left or one
  * fails (the first error wins and stops the others). */
 typedef struct par_scan {
     eng_db *db;
-    char (*names)[64];
+    const seg_ref *refs;
     size_t nnames;
     atomic_size_t next;
     atomic_int err;
@@ -1528,7 +1540,10 @@ static void *par_main(void *p)
         size_t i = atomic_fetch_add(&ps->next, 1);
         if (i >= ps->nnames || atomic_load(&ps->err) != 0)
             break;
-        int rc = scan_segment(ps->db, ps->names[i], ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
+        const seg_ref *r = &ps->refs[i];
+        if (ps->opts && ps->opts->want && !ps->opts->want(w->arg, r->first_ms, r->last_ms))
+            continue;
+        int rc = scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
                               ps->cb, ps->tcb, w->arg, &bufs);
         if (rc != 0) {
             int zero = 0;
@@ -1545,7 +1560,7 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
                     const eng_scan_opts *opts, unsigned nworkers, eng_row_cb cb, eng_totals_cb tcb,
                     void *const *args)
 {
-    char(*names)[64] = NULL;
+    seg_ref *names = NULL;
     snap_buf *bufs = NULL;
     size_t nnames = 0, nbufs = 0;
     int rc = 0;
@@ -1563,8 +1578,12 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
     }
     for (size_t i = 0; i < db->nsegs; i++) {
         const seg_entry *e = &db->segs[i];
-        if (e->rows && e->last_ms >= from_ms && e->first_ms <= to_ms)
-            memcpy(names[nnames++], e->name, 64);
+        if (e->rows && e->last_ms >= from_ms && e->first_ms <= to_ms) {
+            seg_ref *r = &names[nnames++];
+            memcpy(r->name, e->name, 64);
+            r->first_ms = e->first_ms;
+            r->last_ms = e->last_ms;
+        }
     }
     for (size_t i = 0; i < db->nopen; i++) {
         minute_buf *b = db->open[i];
@@ -1583,11 +1602,13 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
         nbufs++;
     }
     pthread_mutex_unlock(&db->mu);
+    if (opts && opts->newest_first)
+        qsort(names, nnames, sizeof *names, cmp_ref_newest);
 
     if (rc == 0 && nnames) {
         /* no more workers than segments; the caller's thread is worker 0 */
         par_scan ps = {.db = db,
-                       .names = names,
+                       .refs = names,
                        .nnames = nnames,
                        .from_ms = from_ms,
                        .to_ms = to_ms,

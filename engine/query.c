@@ -1312,6 +1312,17 @@ static int flows_cb(void *arg, const eng_flow *rows, size_t n)
     return 0;
 }
 
+/* Whether a sealed segment ([first_ms, last_ms] of its rows) may hold a row for this page: not
+ * when every row was given on an earlier page, nor when the heap is full of rows that all start
+ * after the segment's last end. */
+static int flows_want(void *arg, int64_t first_ms, int64_t last_ms)
+{
+    const flows_ctx *c = arg;
+    if (c->after && c->after->valid && first_ms > c->after->first_ms)
+        return 0;
+    return !(c->n == c->cap && last_ms < c->heap[0].first_ms);
+}
+
 int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
               const qry_cursor *after, size_t limit, eng_flow **out, size_t *n, qry_cursor *next)
 {
@@ -1335,8 +1346,10 @@ int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filt
         args[i] = &w[i];
     }
     addr_set as;
-    int rc = eng_db_scan_par(db, from_ms, to_ms, ENG_COLS_ALL, scan_opts(filter, &as), nw, flows_cb,
-                             NULL, args);
+    scan_opts(filter, &as);
+    as.o.newest_first = true; /* full heaps then skip the older segments unread */
+    as.o.want = flows_want;
+    int rc = eng_db_scan_par(db, from_ms, to_ms, ENG_COLS_ALL, &as.o, nw, flows_cb, NULL, args);
     /* the newest of every worker's newest: the same heap, fed the others' rows */
     flows_ctx c = w[0];
     c.filter = NULL;

@@ -275,6 +275,12 @@ typedef struct eng_scan_opts {
      * row with one of them and never gets a row twice. tcb is not offered such segments. */
     const ns_addr *addrs;
     size_t naddrs;
+    /* Sealed segments newest first (by their latest last_ms), and, when want is set, each is
+     * offered to want(arg, first_ms, last_ms) (its smallest first_ms and largest last_ms)
+     * before it is read: 0 skips it. For "the newest N flows", which can stop reading old
+     * segments once it holds N newer rows. want gets the worker's arg. */
+    bool newest_first;
+    int (*want)(void *arg, int64_t first_ms, int64_t last_ms);
 } eng_scan_opts;
 /* eng_db_scan_totals with options (opts may be NULL; tcb may be NULL). */
 int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
