@@ -4,6 +4,7 @@
  * sees the sealed segments; the minute still open lives in the daemon's memory, ask its HTTP API
  * for that). */
 #include "engine/query.h"
+#include "http/http.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -14,12 +15,12 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ns2flows-query [--db DIR] [-t FROM-TO] (-I | -s KEY[/ORDER] [-n N] |\n"
-            "                      -A KEY,KEY... [-O ORDER] [-n N]) [-o text|csv|json] [FILTER]\n"
+            "usage: ns2flows-query [--db DIR] [-t FROM-TO] [-I | -s KEY[/ORDER] [-n N] |\n"
+            "                      -A KEY,KEY... [-O ORDER] [-n N]] [-o table|csv|json] [FILTER]\n"
             "  --db DIR      database folder (default ./SESSIONDB)\n"
             "  -t FROM-TO    time window: yyyy/MM/dd.hh:mm:ss-yyyy/MM/dd.hh:mm:ss (UTC), epoch\n"
             "                seconds, or RFC 3339; either side may be empty\n"
-            "  -I            totals (flows, packets, bytes, first, last)\n"
+            "  -I            totals (flows, packets, bytes, first, last); the default\n"
             "  -s KEY/ORDER  top-N by srcip, dstip, proto, srcport, dstport, router (exporter),\n"
             "                inif, outif, srcas, dstas, tos, vlan, app, conversation,\n"
             "                srcnet/N, dstnet/N (srcip4/N, dstip4/N as nfdump spells them);\n"
@@ -27,7 +28,8 @@ static void usage(FILE *f)
             "  -A KEYS       top-N over several keys at once (comma-separated, same names)\n"
             "  -O ORDER      the order of an -A top-N (default bytes)\n"
             "  -n N          rows of a top-N (default 10)\n"
-            "  -o FORMAT     text (default), csv or json\n"
+            "  -o FORMAT     table (default; also `text`), csv, or json: exactly the HTTP API's\n"
+            "                answer (/api/v1/top for -s and -A, /api/v1/summary otherwise)\n"
             "  FILTER        nfdump-style filter, e.g. 'proto tcp and dst port 443'\n");
 }
 
@@ -170,6 +172,45 @@ static void print_top(const qry_group *g, qry_metric metric, long limit, const q
                r->total.flows, r->total.packets, r->total.bytes, r->groups);
 }
 
+/* -o json: exactly what the HTTP API answers for the same question (/api/v1/top for -s and -A,
+ * /api/v1/summary otherwise), made by the same code. Returns the exit status. */
+static int api_json(eng_db *db, const qry_group *g, qry_metric metric, long limit, int64_t from,
+                    int64_t to, const char *filter)
+{
+    http_opts o = {.db = db, .start_ms = ns_now_ms(), .max_limit = 1000000};
+    http_kv kv[6];
+    size_t n = 0;
+    char by[160], lim[24], f[32], t[32];
+    if (from > INT64_MIN / 4) {
+        snprintf(f, sizeof f, "%" PRId64 ".%03d", from / 1000, (int)(from % 1000 + 1000) % 1000);
+        kv[n++] = (http_kv){"from", f};
+    }
+    if (to < INT64_MAX / 4) {
+        snprintf(t, sizeof t, "%" PRId64 ".%03d", to / 1000, (int)(to % 1000 + 1000) % 1000);
+        kv[n++] = (http_kv){"to", t};
+    }
+    if (filter[0])
+        kv[n++] = (http_kv){"filter", filter};
+    if (g) {
+        qry_group_fmt(g, by, sizeof by);
+        snprintf(lim, sizeof lim, "%ld", limit);
+        kv[n++] = (http_kv){"by", by};
+        kv[n++] = (http_kv){"metric", qry_metric_name(metric)};
+        kv[n++] = (http_kv){"limit", lim};
+    }
+    ns_buf b = {0};
+    const char *ctype;
+    int status = http_dispatch(&o, "GET", g ? "/api/v1/top" : "/api/v1/summary", kv, n, &b, &ctype);
+    if (b.oom) {
+        fprintf(stderr, "ns2flows-query: out of memory\n");
+        ns_buf_free(&b);
+        return 1;
+    }
+    fputs(b.p ? b.p : "", status == 200 ? stdout : stderr);
+    ns_buf_free(&b);
+    return status == 200 ? 0 : 1;
+}
+
 /* nfdump's key names to ours, item by item ("srcip,dstip4/24" -> "srcaddr,dstnet/24"), then
  * parsed as a grouping. srcip6/N becomes srcnet/32/N: N is the IPv6 prefix length. */
 static int parse_keys(const char *list, qry_group *g, char *err, size_t errcap)
@@ -247,6 +288,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (!strcmp(fmt, "table"))
+        fmt = "text"; /* the name for nfdump's look */
+    if (!stat && !agg)
+        summary = true; /* neither a statistic nor an aggregation: the totals */
     if ((int)summary + (stat != NULL) + (agg != NULL) != 1 || (order && !agg) || limit < 1 ||
         limit > 1000000 || (strcmp(fmt, "text") && strcmp(fmt, "csv") && strcmp(fmt, "json"))) {
         usage(stderr);
@@ -316,6 +361,12 @@ int main(int argc, char **argv)
     }
     int rc;
     char t1[40], t2[40];
+    if (!strcmp(fmt, "json")) {
+        rc = api_json(db, summary ? NULL : &group, metric, limit, from, to, filter_text);
+        eng_db_close(db);
+        qry_filter_free(filter);
+        return rc;
+    }
     if (summary) {
         qry_totals t;
         rc = qry_summary(db, from, to, filter, &t);
