@@ -1027,3 +1027,138 @@ Test(qry, a_past_deadline_stops_queries)
     qry_top_free(&r);
     qry_filter_free(f);
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Randomized: random rows, random groupings of one to three keys, random metrics and a random
+ * filter, each answer against a brute-force aggregation of the same rows. */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % n);
+}
+
+#define RAND_N 1500
+static eng_flow rand_rows[RAND_N];
+
+static eng_flow random_flow(int i)
+{
+    static const uint8_t protos[] = {6, 6, 17, 1, 58, 47, 132};
+    char src[64], dst[64], ex[64];
+    /* v6 addresses with set bits spread over the prefix lengths nets are asked for */
+    if (rnd(5) == 0)
+        snprintf(src, sizeof src, "2001:db8:%x:%x::%x", rnd(65536), rnd(3) << 13, rnd(6));
+    else
+        snprintf(src, sizeof src, "10.%u.%u.%u", rnd(2), rnd(3), rnd(8));
+    if (rnd(6) == 0)
+        snprintf(dst, sizeof dst, "2001:db8:%x::%x:0:%x", rnd(4), rnd(65536), rnd(3));
+    else
+        snprintf(dst, sizeof dst, "192.168.%u.%u", rnd(3), rnd(12));
+    snprintf(ex, sizeof ex, "192.0.2.%u", 250 + rnd(3));
+    int64_t first = M0 + (int64_t)rnd(3 * 60000);
+    eng_flow f = flow(src, dst, protos[rnd(7)], (uint16_t)(rnd(4) ? 1024 + rnd(5) : rnd(3) * 443),
+                      (uint16_t)(rnd(3) ? 53 + rnd(4) * 30 : 40000 + rnd(3)), ex, 1 + rnd(20),
+                      40 + rnd(3000), first, first + rnd(20000));
+    f.in_if = rnd(4);
+    f.out_if = rnd(3) * 7;
+    f.src_as = rnd(3) * 65000;
+    f.dst_as = rnd(4);
+    f.tos = (uint8_t)(rnd(2) * 46);
+    f.vlan = (uint16_t)rnd(3);
+    (void)i;
+    return f;
+}
+
+/* The row's value for one key spec, through the per-key reference above. */
+static qry_keyval ref_part(const qry_keyspec *ks, const eng_flow *f)
+{
+    qry_keyval v = ref_key(ks->by, f).v[0];
+    if (ks->by == QRY_BY_SRCNET)
+        v.addr = ref_net(f->src, ks->bits4, ks->bits6);
+    if (ks->by == QRY_BY_DSTNET)
+        v.addr = ref_net(f->dst, ks->bits4, ks->bits6);
+    return v;
+}
+
+Test(qry, random_groupings_and_filters_match_brute_force)
+{
+    static const char *const filters[] = {"",
+                                          "proto tcp",
+                                          "not proto udp",
+                                          "port 53",
+                                          "src net 10.0.0.0/9",
+                                          "bytes > 1000",
+                                          "dst host 192.168.1.3 or proto icmp"};
+    for (int i = 0; i < RAND_N; i++) {
+        rand_rows[i] = random_flow(i);
+        append(rand_rows[i].first_ms / 60000 * 60000 + 30000, &rand_rows[i], 1);
+    }
+    eng_db_seal_due(db, M0 + 60000 + 500, false); /* some minutes sealed, some open */
+    static qry_row ref[RAND_N];
+    for (int round = 0; round < 150; round++) {
+        qry_group g = {0};
+        g.n = 1 + rnd(3);
+        for (size_t k = 0; k < g.n; k++) {
+            qry_by by;
+            bool dup;
+            do {
+                by = (qry_by)rnd(QRY_NBY);
+                dup = false;
+                for (size_t j = 0; j < k; j++)
+                    dup |= g.k[j].by == by || (g.k[j].by == QRY_BY_CONV && by == QRY_BY_CONV);
+            } while (dup);
+            g.k[k] = (qry_keyspec){by, (uint8_t)(8 + rnd(25)), (uint8_t)(16 + rnd(113))};
+        }
+        qry_metric m = (qry_metric)rnd(5);
+        const char *ftext = filters[rnd(sizeof filters / sizeof filters[0])];
+        qry_filter *f = NULL;
+        char err[128], gname[160];
+        qry_group_fmt(&g, gname, sizeof gname);
+        if (ftext[0])
+            cr_assert(eq(int, qry_filter_compile(ftext, &f, err, sizeof err), 0), "%s", err);
+        size_t nref = 0;
+        for (int i = 0; i < RAND_N; i++) {
+            const eng_flow *r = &rand_rows[i];
+            if (f && !qry_filter_match(f, r))
+                continue;
+            qry_key k;
+            memset(&k, 0, sizeof k);
+            for (size_t j = 0; j < g.n; j++)
+                k.v[j] = ref_part(&g.k[j], r);
+            size_t x = 0;
+            while (x < nref && key_cmp(&ref[x].key, &k) != 0)
+                x++;
+            if (x == nref) {
+                memset(&ref[nref], 0, sizeof ref[nref]);
+                ref[nref++].key = k;
+            }
+            add_to(&ref[x].t, r);
+        }
+        qry_top_result res;
+        cr_assert(eq(int, qry_top_group(db, INT64_MIN, INT64_MAX, f, &g, m, RAND_N, &res), 0),
+                  "%s by %s", ftext, gname);
+        cr_assert(eq(u64, res.groups, nref), "round %d: '%s' by %s", round, ftext, gname);
+        for (size_t i = 0; i < res.n; i++) {
+            size_t x = 0;
+            while (x < nref && key_cmp(&ref[x].key, &res.rows[i].key) != 0)
+                x++;
+            cr_assert(lt(sz, x, nref), "round %d: '%s' by %s: row %zu not in the reference", round,
+                      ftext, gname, i);
+            cr_assert(totals_same(&res.rows[i].t, &ref[x].t), "round %d: '%s' by %s row %zu", round,
+                      ftext, gname, i);
+            if (i > 0)
+                cr_assert(metric_of(&res.rows[i - 1].t, m == QRY_M_BPS   ? QRY_M_BYTES
+                                                        : m == QRY_M_PPS ? QRY_M_PACKETS
+                                                                         : m) >=
+                              metric_of(&res.rows[i].t, m == QRY_M_BPS   ? QRY_M_BYTES
+                                                        : m == QRY_M_PPS ? QRY_M_PACKETS
+                                                                         : m),
+                          "round %d: order", round);
+        }
+        qry_top_free(&res);
+        qry_filter_free(f);
+    }
+}
