@@ -1,5 +1,5 @@
 /* tools/ns2flows-dump.c — segment inspector: a segment's header and columns (type, encoding,
- * sizes, checksum state), its address index and bloom filter, its rows as text or CSV, and
+ * sizes, checksum state), its address index and bloom filter, its rows as text, CSV or JSON, and
  * --verify (columns and index) for scripts and cron. */
 #include "engine/store.h"
 
@@ -12,7 +12,7 @@
 #include <time.h>
 
 typedef struct dump_opts {
-    bool rows, csv, verify, quiet, list;
+    bool rows, csv, json, verify, quiet, list; /* csv: machine output (json is one too) */
 } dump_opts;
 
 static void fmt_time(int64_t ms, char *buf, size_t cap)
@@ -24,10 +24,10 @@ static void fmt_time(int64_t ms, char *buf, size_t cap)
     snprintf(buf + n, cap - n, ".%03dZ", (int)(ms % 1000 < 0 ? -(ms % 1000) : ms % 1000));
 }
 
-static void print_rows(const eng_flow *r, size_t n, bool csv)
+static void print_rows(const eng_flow *r, size_t n, bool csv, bool json)
 {
     char t1[40], t2[40], s[64], d[64], e[64], nh[64];
-    if (csv)
+    if (csv && !json)
         printf("first,last,exporter,src,dst,src_port,dst_port,proto,tcp_flags,tos,packets,bytes,"
                "in_if,out_if,src_as,dst_as,src_mask,dst_mask,nexthop,sampling,source_id,vlan,"
                "direction,flow_type\n");
@@ -38,7 +38,18 @@ static void print_rows(const eng_flow *r, size_t n, bool csv)
         ns_addr_fmt(&r[i].dst, d, sizeof d);
         ns_addr_fmt(&r[i].exporter, e, sizeof e);
         ns_addr_fmt(&r[i].nexthop, nh, sizeof nh);
-        if (csv)
+        if (json) /* JSON Lines: one object a flow, the columns by their names */
+            printf("{\"first\":\"%s\",\"last\":\"%s\",\"exporter\":\"%s\",\"src\":\"%s\","
+                   "\"dst\":\"%s\",\"src_port\":%u,\"dst_port\":%u,\"proto\":%u,"
+                   "\"tcp_flags\":%u,\"tos\":%u,\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
+                   ",\"in_if\":%u,\"out_if\":%u,\"src_as\":%u,\"dst_as\":%u,\"src_mask\":%u,"
+                   "\"dst_mask\":%u,\"nexthop\":\"%s\",\"sampling\":%u,\"source_id\":%u,"
+                   "\"vlan\":%u,\"direction\":%u,\"flow_type\":%u}\n",
+                   t1, t2, e, s, d, r[i].src_port, r[i].dst_port, r[i].proto, r[i].tcp_flags,
+                   r[i].tos, r[i].packets, r[i].bytes, r[i].in_if, r[i].out_if, r[i].src_as,
+                   r[i].dst_as, r[i].src_mask, r[i].dst_mask, nh, r[i].sampling, r[i].source_id,
+                   r[i].vlan, r[i].direction, r[i].flow_type);
+        else if (csv)
             printf("%s,%s,%s,%s,%s,%u,%u,%u,%u,%u,%" PRIu64 ",%" PRIu64
                    ",%u,%u,%u,%u,%u,%u,%s,%u,%u,%u,%u,%u\n",
                    t1, t2, e, s, d, r[i].src_port, r[i].dst_port, r[i].proto, r[i].tcp_flags,
@@ -138,7 +149,7 @@ static int dump_one(const char *path, const dump_opts *o)
             printf("%s: cannot decode: %s\n", path, ns_strerror(rc));
             bad = 1;
         } else if (o->rows) {
-            print_rows(rows, (size_t)in->rows, o->csv);
+            print_rows(rows, (size_t)in->rows, o->csv, o->json);
         }
         free(rows);
     }
@@ -154,9 +165,13 @@ static int cmp_str(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"rows", no_argument, NULL, 'r'},   {"csv", no_argument, NULL, 'C'},
-        {"verify", no_argument, NULL, 'v'}, {"list", no_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},   {NULL, 0, NULL, 0},
+        {"rows", no_argument, NULL, 'r'},
+        {"csv", no_argument, NULL, 'C'},
+        {"json", no_argument, NULL, 'J'},
+        {"verify", no_argument, NULL, 'v'},
+        {"list", no_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     dump_opts o = {0};
     int c;
@@ -168,6 +183,9 @@ int main(int argc, char **argv)
         case 'C':
             o.rows = o.csv = true;
             break;
+        case 'J':
+            o.rows = o.csv = o.json = true;
+            break;
         case 'v':
             o.verify = o.quiet = true;
             break;
@@ -175,10 +193,10 @@ int main(int argc, char **argv)
             o.list = true;
             break;
         case 'h':
-            printf("usage: ns2flows-dump [--list] [--rows] [--csv] [--verify] FILE|DIR...\n"
+            printf("usage: ns2flows-dump [--list] [--rows] [--csv|--json] [--verify] FILE|DIR...\n"
                    "  shows segment headers, columns and index; --list one line a segment\n"
                    "  (name, tier, first, last, rows, bytes, bytes a flow);\n"
-                   "  --rows (--csv) prints the flows;\n"
+                   "  --rows prints the flows (--csv as CSV, --json as one JSON object a line);\n"
                    "  --verify checks every checksum (columns and address index) and decodes\n"
                    "  everything; exits 1 on any mismatch\n");
             return 0;
@@ -187,7 +205,8 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc) {
-        fprintf(stderr, "usage: ns2flows-dump [--list] [--rows] [--csv] [--verify] FILE|DIR...\n");
+        fprintf(stderr,
+                "usage: ns2flows-dump [--list] [--rows] [--csv|--json] [--verify] FILE|DIR...\n");
         return 2;
     }
     int bad = 0, checked = 0;

@@ -94,6 +94,27 @@ Test(it_query, answers_like_nfdump_and_runs_beside_the_daemon, .timeout = 60)
     const char *conv[] = {"-s", "conversation", "-n", "1", "-o", "csv", NULL};
     cr_assert(eq(int, query(db, conv, out, sizeof out), 0), "%s", out);
     cr_expect(strncmp(out, "a,b,flows,", 10) == 0, "%s", out);
+    /* ns2flows-dump --json: one object a flow, every flow once */
+    {
+        char dbin[512], tmp[300];
+        snprintf(dbin, sizeof dbin, "%s/ns2flows-dump", it_bin());
+        snprintf(tmp, sizeof tmp, "%s.dump", db);
+        const char *dump[] = {dbin, "--json", db, NULL};
+        cr_assert(eq(int, it_run(dump, tmp), 0));
+        FILE *fp = fopen(tmp, "r");
+        cr_assert(fp != NULL);
+        static char line[4096];
+        uint64_t lines = 0, objs = 0;
+        while (fgets(line, sizeof line, fp)) {
+            lines++;
+            objs += line[0] == '{' && strstr(line, "\"bytes\":") != NULL &&
+                    line[strlen(line) - 2] == '}';
+        }
+        fclose(fp);
+        unlink(tmp);
+        cr_expect(eq(u64, lines, want.flows));
+        cr_expect(eq(u64, objs, lines));
+    }
     const char *badk[] = {"-A", "srcip,nosuch", NULL};
     cr_expect(eq(int, query(db, badk, out, sizeof out), 2));
     cr_expect(strstr(out, "unknown key 'nosuch'") != NULL, "%s", out);
