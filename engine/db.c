@@ -707,11 +707,18 @@ static void wal_thread_stop(eng_db *db)
     db->wal_running = false;
 }
 
+/* The buffer (minute, seq) was sealed: its own segment is there, or a merged segment covers
+ * its minute with a larger number (the compactor merges only spans with no open buffer, and
+ * numbers its output after every buffer that existed then, so that buffer was an input). */
 static bool catalog_has(const eng_db *db, int64_t minute, uint64_t seq)
 {
-    for (size_t i = 0; i < db->nsegs; i++)
-        if (db->segs[i].minute == minute && db->segs[i].seq == seq)
+    for (size_t i = 0; i < db->nsegs; i++) {
+        const seg_entry *e = &db->segs[i];
+        if (e->minute == minute && e->seq == seq)
             return true;
+        if (e->span > 1 && e->seq > seq && minute >= e->minute && minute < e->minute + e->span)
+            return true;
+    }
     return false;
 }
 
