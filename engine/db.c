@@ -141,9 +141,11 @@ static bool seg_name_parse(const char *name, int64_t *minute, int64_t *span, uin
     if (tier != 'm' && tier != 'h' && tier != 'd')
         return false;
     if (sscanf(name + 1, "%lld-%llu.seg%n", &m, &s, &used) != 2 || name[1 + used] != 0 ||
-        name[1] == '-' || name[1] == '+' || m < 0 || m > (1ll << 40))
+        name[1] == '-' || name[1] == '+' || m < 0)
         return false;
     *span = tier == 'm' ? 1 : tier == 'h' ? 60 : 1440;
+    if (m > (1ll << 40) / *span) /* in minutes: times in ms stay far from overflowing */
+        return false;
     *minute = m * *span;
     *seq = s;
     return true;
