@@ -141,9 +141,11 @@ static bool seg_name_parse(const char *name, int64_t *minute, int64_t *span, uin
     if (tier != 'm' && tier != 'h' && tier != 'd')
         return false;
     if (sscanf(name + 1, "%lld-%llu.seg%n", &m, &s, &used) != 2 || name[1 + used] != 0 ||
-        name[1] == '-' || name[1] == '+' || m < 0 || m > (1ll << 40))
+        name[1] == '-' || name[1] == '+' || m < 0)
         return false;
     *span = tier == 'm' ? 1 : tier == 'h' ? 60 : 1440;
+    if (m > (1ll << 40) / *span) /* in minutes: times in ms stay far from overflowing */
+        return false;
     *minute = m * *span;
     *seq = s;
     return true;
@@ -710,11 +712,18 @@ static void wal_thread_stop(eng_db *db)
     db->wal_running = false;
 }
 
+/* The buffer (minute, seq) was sealed: its own segment is there, or a merged segment covers
+ * its minute with a larger number (the compactor merges only spans with no open buffer, and
+ * numbers its output after every buffer that existed then, so that buffer was an input). */
 static bool catalog_has(const eng_db *db, int64_t minute, uint64_t seq)
 {
-    for (size_t i = 0; i < db->nsegs; i++)
-        if (db->segs[i].minute == minute && db->segs[i].seq == seq)
+    for (size_t i = 0; i < db->nsegs; i++) {
+        const seg_entry *e = &db->segs[i];
+        if (e->minute == minute && e->seq == seq)
             return true;
+        if (e->span > 1 && e->seq > seq && minute >= e->minute && minute < e->minute + e->span)
+            return true;
+    }
     return false;
 }
 

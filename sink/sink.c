@@ -812,7 +812,7 @@ static int check_batch(shard *sh, CURL *c, const spool_ent *e, uint64_t *have, u
 static void send_one(shard *sh, CURL *c, spool_ent *ep, http_res *res)
 {
     snk_sink *s = sh->s;
-    spool_ent e = *ep; /* ep may move while the mutex is released */
+    spool_ent e = *ep; /* the caller's copy, taken under the mutex */
     uint64_t rows = e.bytes / SNK_ROW_BYTES;
     char path[4400], params[512], why[400];
     uint8_t *body = NULL;
@@ -966,8 +966,11 @@ static void *sender_main(void *arg)
             pthread_cond_timedwait(&s->send_cv, &s->mu, &ts);
             continue;
         }
+        /* copied under the mutex: once it is released, add_ent_locked may realloc the array
+         * and remove_ent_locked shift it */
+        spool_ent mine = *e;
         pthread_mutex_unlock(&s->mu);
-        send_one(sh, c, e, &res);
+        send_one(sh, c, &mine, &res);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);

@@ -349,6 +349,33 @@ Test(wal, a_wal_whose_segment_was_published_is_not_replayed)
     cr_assert(eq(int, eng_db_close(db), 0));
 }
 
+/* The same crash window, but the compactor merged the minute's segment into an hour segment
+ * (and deleted it) before the crash: the WAL's rows are in the hour segment, not replayed. */
+Test(wal, a_wal_whose_segment_was_merged_is_not_replayed)
+{
+    char wal[256], saved[300];
+    eng_db *db = open_db(false);
+    append_ids(db, M0 + 1000, 0, 40);
+    append_ids(db, M0 + MIN + 1000, 40, 10); /* a second minute of the hour: two to merge */
+    cr_assert(eq(int, eng_db_wal_sync(db), 0));
+    cr_assert(eq(int, count_files("wal", ".wal", wal, sizeof wal), 2));
+    snprintf(saved, sizeof saved, "%s/saved", tmpdir);
+    copy_file(wal, saved);
+    cr_assert(eq(int, eng_db_seal_due(db, 0, true), 2));
+    cr_assert(eq(int, eng_db_compact(db, M0 + 1000 * MIN), 1));
+    cr_assert(eq(int, eng_db_close(db), 0));
+    cr_assert(eq(int, count_files("wal", ".wal", NULL, 0), 0));
+    cr_assert(eq(int, rename(saved, wal), 0));
+    db = open_db(false);
+    eng_db_stats st;
+    eng_db_get_stats(db, &st);
+    cr_assert(eq(u64, st.wal_replayed_rows, 0));
+    cr_assert(eq(u64, st.open_rows, 0));
+    assert_exactly(db, 0, 50);
+    cr_assert(eq(int, count_files("wal", ".wal", NULL, 0), 0));
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
+
 /* Three records of 10, 20 and 30 rows in one WAL file; returns its path. */
 static void three_records(char *wal, size_t cap)
 {
