@@ -389,6 +389,23 @@ Test(it_v5, sighup_reloads_budget_and_warns_about_fixed_keys, .timeout = 60)
     it_rm_rf(d.db);
 }
 
+/* The next flow row of nfdump's per-flow CSV, split into fields (at least 13); false at the
+ * end. Header, blank and summary lines are skipped. */
+static bool csv_flow(FILE *f, char *line, size_t cap, char **fields)
+{
+    while (fgets(line, (int)cap, f)) {
+        int nf = 0;
+        if (line[0] < '0' || line[0] > '9' || !strchr(line, '-'))
+            continue;
+        for (char *save = NULL, *tok = strtok_r(line, ",", &save); tok && nf < 16;
+             tok = strtok_r(NULL, ",", &save))
+            fields[nf++] = tok;
+        if (nf >= 13)
+            return true;
+    }
+    return false;
+}
+
 /* The Flows Window data of one device: what it sent and received equals what nfdump's per-flow
  * CSV says for that address, and the series adds up to it. */
 Test(it_v5, device_window_matches_nfdump_per_flow_rows, .timeout = 60)
@@ -400,16 +417,8 @@ Test(it_v5, device_window_matches_nfdump_per_flow_rows, .timeout = 60)
     snprintf(csv, sizeof csv, "%s/expected/real/akvorado/nfv5.nfdump.csv", it_fixtures());
     FILE *f = fopen(csv, "r");
     cr_assert(f != NULL);
-    while (fgets(line, sizeof line, f)) {
-        char *fields[16];
-        int nf = 0;
-        if (line[0] < '0' || line[0] > '9' || !strchr(line, '-'))
-            continue;
-        for (char *save = NULL, *tok = strtok_r(line, ",", &save); tok && nf < 16;
-             tok = strtok_r(NULL, ",", &save))
-            fields[nf++] = tok;
-        if (nf < 13)
-            continue;
+    char *fields[16];
+    while (csv_flow(f, line, sizeof line, fields)) {
         if (strcmp(fields[4], dev) == 0)
             in_flows++, in_bytes += strtoull(fields[12], NULL, 10);
         if (strcmp(fields[3], dev) == 0)
@@ -493,16 +502,8 @@ Test(it_v5, groupings_and_split_series_match_nfdump_rows, .timeout = 60)
     snprintf(csv, sizeof csv, "%s/expected/real/akvorado/nfv5.nfdump.csv", it_fixtures());
     FILE *f = fopen(csv, "r");
     cr_assert(f != NULL);
-    while (fgets(line, sizeof line, f)) {
-        char *fields[16];
-        int nf = 0;
-        if (line[0] < '0' || line[0] > '9' || !strchr(line, '-'))
-            continue;
-        for (char *save = NULL, *tok = strtok_r(line, ",", &save); tok && nf < 16;
-             tok = strtok_r(NULL, ",", &save))
-            fields[nf++] = tok;
-        if (nf < 13)
-            continue;
+    char *fields[16];
+    while (csv_flow(f, line, sizeof line, fields)) {
         uint64_t bytes = strtoull(fields[12], NULL, 10);
         flows++;
         if (strcmp(fields[7], "TCP") == 0)
