@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define NS_VERSION "0.1.0"
 
@@ -211,6 +212,9 @@ int ns_duration_parse(const char *s, uint64_t *seconds_out);
 
 /* Wall clock in epoch milliseconds, and a monotonic clock in milliseconds. */
 int64_t ns_now_ms(void);
+/* The time ms milliseconds from now on clock (CLOCK_REALTIME or CLOCK_MONOTONIC, as the
+ * condition variable was made with), for pthread_cond_timedwait. */
+struct timespec ns_deadline_in(clockid_t clock, int64_t ms);
 int64_t ns_mono_ms(void);
 
 /* ---------------------------------------------------------------------------------------------

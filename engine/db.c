@@ -478,13 +478,7 @@ static void *sealer_main(void *arg)
     eng_db *db = arg;
     pthread_mutex_lock(&db->mu);
     while (!db->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 500 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = ns_deadline_in(CLOCK_REALTIME, 500);
         pthread_cond_timedwait(&db->cond, &db->mu, &ts);
         if (db->stop)
             break;
@@ -680,14 +674,7 @@ static void *wal_main(void *arg)
             while (!db->wal_stop && !db->wal_pending)
                 pthread_cond_wait(&db->wal_cond, &db->mu);
         } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(db->opts.wal_sync_ms / 1000);
-            ts.tv_nsec += (long)(db->opts.wal_sync_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = ns_deadline_in(CLOCK_REALTIME, (int64_t)db->opts.wal_sync_ms);
             pthread_cond_timedwait(&db->wal_cond, &db->mu, &ts);
         }
         if (db->wal_stop)

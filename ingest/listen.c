@@ -170,13 +170,7 @@ static void *store_main(void *arg)
             break;
         pthread_mutex_lock(&l->mu);
         atomic_store(&l->store_idle, true);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = ns_deadline_in(CLOCK_REALTIME, 10);
         pthread_cond_timedwait(&l->cv, &l->mu, &ts);
         atomic_store(&l->store_idle, false);
         pthread_mutex_unlock(&l->mu);

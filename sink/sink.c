@@ -535,14 +535,7 @@ static void *spool_main(void *arg)
             int64_t due = s->cur_t0 + (int64_t)s->o.batch_ms - now;
             wait_ms = due < 1 ? 1 : due < wait_ms ? due : wait_ms;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (wait_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = ns_deadline_in(CLOCK_MONOTONIC, wait_ms);
         pthread_cond_timedwait(&s->spool_cv, &s->mu, &ts);
     }
     pthread_mutex_unlock(&s->mu);
@@ -955,14 +948,7 @@ static void *sender_main(void *arg)
                 if (!s->ents[i].busy && s->ents[i].not_before > now && s->ents[i].not_before < wake)
                     wake = s->ents[i].not_before;
             int64_t wait_ms = wake - now < 1 ? 1 : wake - now;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += wait_ms / 1000;
-            ts.tv_nsec += (wait_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = ns_deadline_in(CLOCK_MONOTONIC, wait_ms);
             pthread_cond_timedwait(&s->send_cv, &s->mu, &ts);
             continue;
         }
