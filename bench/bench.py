@@ -1346,6 +1346,17 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
         A(f"| bytes per flow on disk, nfcapd LZ4 | {sto['ns2flows']['bytes_per_flow']:.2f} | "
           f"{sto['nfcapd_lz4']['bytes_per_flow']:.2f} | "
           f"{fmt_n(ratios['bytes_per_flow_nfcapd_over_ns2flows']['lz4'], 2)} |")
+    if eng:
+        A(f"| seal rows/s, with WAL (without) | {fmt_n(eng['ingest_wal']['seal_rows_per_s'])} "
+          f"({fmt_n(eng['ingest_no_wal']['seal_rows_per_s'])}) | no counterpart | |")
+        A(f"| compaction rows/s | {fmt_n(eng['compaction']['rows_per_s'])} | no counterpart | |")
+    for k, v in ((htl or {}).get("endpoints") or {}).items():
+        A(f"| HTTP {k} under wrk: p99 ms (requests/s) | {fmt_n(v['p99_ms'], 1)} "
+          f"({fmt_n(v['requests_per_s'])}) | no counterpart | |")
+    if soak:
+        A(f"| soak {soak['wall_s']:.0f} s at {fmt_n(soak['achieved_fps'])} flows/s: loss, "
+          f"largest folder MiB of {soak['budget_bytes'] / 2**20:.0f} | "
+          f"{fmt_n(soak['loss_flows'])}, {soak['max_du_bytes'] / 2**20:.0f} | no counterpart | |")
     for n, x in ((qry or {}).get("queries") or {}).items():
         A(f"| query {n}: median ms | {x['ns2flows']['median_s'] * 1e3:.1f} | "
           f"{x['nfdump']['median_s'] * 1e3:.1f} | {x['ratio_nfdump_over_ns2flows']:.2f} |")
