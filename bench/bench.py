@@ -10,6 +10,12 @@ build, captures) and calls the phases below in order:
   storage   the store-format capture replayed into nfcapd at half its loss-free rate; its
             files as written and converted to LZ4; ns2flows' segments from `offline`
   queries   hyperfine on the same questions to both stores, and the answers compared
+  engine    ns2flows alone: seal rows/s with and without the WAL (`ns2flows ingest`), and
+            compaction rows/s (`ns2flows compact`) on a capture with hours small enough to merge
+  http      wrk against /api/v1/top and /api/v1/devices/{addr} (one hour) while live flows
+            are replayed into the same daemon: latency percentiles, requests/s, errors, loss
+  soak      a sustained replay into a small db_budget with queries running: RSS and disk
+            sampled, loss counted
   report    bench/results.json (replaced) and a dated section appended to bench/RESULTS.md
 
 Every phase leaves its figures in RUN/data/<phase>.json; `report` reads only those, so every

@@ -2,7 +2,7 @@
 # bench/run.sh — `make bench`: ns2flows and nfdump (nfcapd) measured side by side, on this
 # machine, in one run: offline and live UDP ingest, bytes per flow on disk, query times; then
 # ns2flows' storage engine (seal and compaction rows/s), HTTP under load (wrk) and a soak.
-# `make bench QUICK=1` does about 1M flows in under two minutes; the full mode 10M.
+# `make bench QUICK=1` does about 1M flows in about five minutes; the full mode 10M.
 #
 # This script installs what is missing, builds the captures (build/bench/, never committed) and
 # checks them; bench/bench.py does the measuring, phase by phase, and writes bench/results.json
