@@ -10,6 +10,12 @@ build, captures) and calls the phases below in order:
   storage   the store-format capture replayed into nfcapd at half its loss-free rate; its
             files as written and converted to LZ4; ns2flows' segments from `offline`
   queries   hyperfine on the same questions to both stores, and the answers compared
+  engine    ns2flows alone: seal rows/s with and without the WAL (`ns2flows ingest`), and
+            compaction rows/s (`ns2flows compact`) on a capture with hours small enough to merge
+  http      wrk against /api/v1/top and /api/v1/devices/{addr} (one hour) while live flows
+            are replayed into the same daemon: latency percentiles, requests/s, errors, loss
+  soak      a sustained replay into a small db_budget with queries running: RSS and disk
+            sampled, loss counted
   report    bench/results.json (replaced) and a dated section appended to bench/RESULTS.md
 
 Every phase leaves its figures in RUN/data/<phase>.json; `report` reads only those, so every
@@ -244,13 +250,13 @@ def wait_for(cond, what, timeout=30.0, p=None):
 class Ns2flows:
     """A daemon on loopback ports of its own, on database folder db."""
 
-    def __init__(self, db, tag):
+    def __init__(self, db, tag, extra_conf=""):
         self.db = db
         self.http, self.udp, sflow = free_port(), free_port(), free_port()
         conf = os.path.join(ARGS.run, f"{tag}.conf")
         with open(conf, "w") as f:
             f.write(f"# written by bench/bench.py\nrcvbuf = {ARGS.rcvbuf}\n"
-                    f"ingest_threads = {collector_threads()}\n")
+                    f"ingest_threads = {collector_threads()}\n{extra_conf}")
         self.p = start(pinned([f"{ARGS.bin}/ns2flows", "-f", "-c", conf, "--db", db,
                                "--http", f"127.0.0.1:{self.http}",
                                "--listen", f"127.0.0.1:{self.udp}",
@@ -850,6 +856,325 @@ def phase_queries():
 
 
 # -------------------------------------------------------------------------------------------
+# Phase: engine. The storage engine's own rates (issue 5 point 10): sealing (sort, encode,
+# write a minute segment) with and without the WAL, and compaction (minute segments of a closed
+# hour merged into one hour segment). Merged segments are capped at 2^18 rows, so this phase
+# uses a capture of its own whose hours hold about ENGINE_ROWS_PER_HOUR flows each.
+
+ENGINE_ROWS_PER_HOUR = 200000  # under the compactor's cap of 262144 rows a merged segment
+
+
+def made_capture(name, fmt, flows, duration, exporters, seed):
+    """A capture made on first use (or when the generator was rebuilt since) under
+    captures/; returns (path, totals)."""
+    path = os.path.join(ARGS.work, "captures", name)
+    cmd = [f"{ARGS.bin}/ns2flows-gen", "--format", fmt, "--flows", flows, "--seed", seed,
+           "--start", ARGS.start, "--duration", duration, "--exporters", exporters, "--out", path]
+    if not os.path.exists(path) or not os.path.exists(path + ".totals") or \
+            os.path.getmtime(path + ".totals") < os.path.getmtime(f"{ARGS.bin}/ns2flows-gen"):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        r = run(cmd, note="capture", capture_output=True)
+        with open(path + ".totals", "w") as f:
+            f.write(r.stdout)
+    else:
+        with open(os.path.join(ARGS.run, "commands.txt"), "a") as f:
+            f.write(f"# reused, made earlier by: {shown(cmd)}\n")
+    return path, capture_totals(path)
+
+
+def engine_ingest(cap, db, wal):
+    shutil.rmtree(db, ignore_errors=True)
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    before = os.times()
+    out, wall, _ = run_timed(pinned([f"{ARGS.bin}/ns2flows", "ingest", "--db", db,
+                                     *([] if wal else ["--no-wal"]), cap], "collector"),
+                             note=f"engine: ingest {'with' if wal else 'without'} the WAL")
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + \
+          (after.children_system - before.children_system)
+    m = re.search(r"ingest: .*?(\d+) flows,.*?(\d+) not stored", out)
+    s = re.search(r"seal: (\d+) rows, (\d+) segments, ([\d.]+) s", out)
+    if not m or not s:
+        fail(f"unexpected ingest output: {out!r}")
+    flows, rows, secs = int(m.group(1)), int(s.group(1)), float(s.group(3))
+    segs = seg_files(db)
+    return {"wal": wal, "flows": flows, "not_stored": int(m.group(2)), "wall_s": wall,
+            "cpu_s": cpu, "flows_per_s": flows / wall if wall else None,
+            "rows_sealed": rows, "segments": int(s.group(2)), "seal_s": secs,
+            "seal_rows_per_s": rows / secs if secs else None,
+            "segment_bytes": size_of(segs),
+            "bytes_per_flow": size_of(segs) / flows if flows else None}
+
+
+def phase_engine():
+    hours = max(2, math.ceil(ARGS.flows / ENGINE_ROWS_PER_HOUR))
+    cap, want = made_capture(f"engine-v9-{ARGS.flows}-{hours}h-s{ARGS.seed}.pcap", "v9",
+                             ARGS.flows, hours * 3600, ARGS.exporters, ARGS.seed)
+    base = os.path.join(ARGS.work, "engine")
+    wal = engine_ingest(cap, os.path.join(base, "wal"), True)
+    nowal = engine_ingest(cap, os.path.join(base, "nowal"), False)
+    shutil.rmtree(os.path.join(base, "wal"), ignore_errors=True)
+    db = os.path.join(base, "nowal")
+    out, wall, _ = run_timed(pinned([f"{ARGS.bin}/ns2flows", "compact", "--db", db],
+                                    "collector"), note="engine: compaction")
+    m = re.search(r"compact: (\d+) merges, (\d+) segments merged, (\d+) -> (\d+) segments, "
+                  r"(\d+) -> (\d+) bytes, (\d+) rows written, ([\d.]+) s merging", out)
+    if not m:
+        fail(f"unexpected compact output: {out!r}")
+    merges, merged, s0, s1, b0, b1, rows = (int(x) for x in m.groups()[:7])
+    msecs = float(m.group(8))
+    segs = seg_files(db)
+    hour_segs = [f for f in segs if os.path.basename(f).startswith("h")]
+    # the store must still answer the generator's totals after the merges
+    d = Ns2flows(db, "engine-verify")
+    try:
+        s = d.summary()
+    finally:
+        d.stop()
+    same = all(s[k] == want[k] for k in ("flows", "packets", "bytes"))
+    res = {"capture": os.path.relpath(cap, ARGS.root), "flows": want["flows"], "hours": hours,
+           "flows_per_hour": want["flows"] / hours, "cap_rows": 262144,
+           "ingest_wal": wal, "ingest_no_wal": nowal,
+           "wal_cost_pct": 100.0 * (wal["wall_s"] - nowal["wall_s"]) / nowal["wall_s"]
+           if nowal["wall_s"] else None,
+           "compaction": {"merges": merges, "segments_merged": merged, "segments_before": s0,
+                          "segments_after": s1, "hour_segments": len(hour_segs),
+                          "rows_written": rows, "merge_s": msecs, "wall_s": wall,
+                          "rows_per_s": rows / msecs if msecs else None,
+                          "bytes_before": b0, "bytes_after": b1,
+                          "bytes_per_flow_after": size_of(segs) / want["flows"],
+                          "totals_after_match": same}}
+    log(f"engine: seal {fmt_n(wal['seal_rows_per_s'])} rows/s with WAL, "
+        f"{fmt_n(nowal['seal_rows_per_s'])} without; ingest {wal['wall_s']:.2f} s vs "
+        f"{nowal['wall_s']:.2f} s; compaction {merges} merges, "
+        f"{fmt_n(res['compaction']['rows_per_s'])} rows/s; totals after "
+        f"{'match' if same else 'DIFFER'}")
+    save("engine", res)
+    if not same:
+        fail("the compacted store's totals differ from the generated ones")
+
+
+# -------------------------------------------------------------------------------------------
+# Phase: http. wrk against /api/v1/top and /api/v1/devices/{addr} over one hour of the engine
+# phase's (compacted) store while live flows are replayed into the same daemon (issue 7
+# point 5): p50/p90/p99, requests/s, errors, and the ingest's loss meanwhile.
+
+def wrk_parse(text):
+    def ms(v):
+        n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+        return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+    lat = dict((p, ms(v)) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", text, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     text)
+    return {"p50_ms": lat.get("50"), "p90_ms": lat.get("90"), "p99_ms": lat.get("99"),
+            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", text).group(1)),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0}
+
+
+def ingest_counts(d):
+    st = http_json(d.http, "/api/v1/status")
+    return {"flows": st["ingest"]["flows"], "datagrams": st["ingest"]["datagrams"],
+            "store_dropped": st["ingest"].get("store_dropped", 0),
+            "db_dropped": st["database"]["flows_dropped"]}
+
+
+def phase_http():
+    eng = load("engine")
+    src = os.path.join(ARGS.work, "engine", "nowal")
+    if not eng or not os.path.isdir(src):
+        fail("http needs the engine phase's store")
+    db = os.path.join(ARGS.work, "http", "db")
+    shutil.rmtree(os.path.dirname(db), ignore_errors=True)
+    shutil.copytree(src, db, ignore=shutil.ignore_patterns("ns2flows.lock"))
+    secs = ARGS.http_seconds
+    # live traffic while wrk runs: LIVE_FPS flows/s for the length of both runs
+    live_s = 2 * secs + 2
+    cap, want = made_capture(f"http-live-v9-{ARGS.http_live_fps}x{live_s}s.pcap", "v9",
+                             ARGS.http_live_fps * live_s, live_s, 4, ARGS.seed + 1)
+    d = Ns2flows(db, "http", f"http_threads = {ARGS.http_threads}\n")
+    replay = None
+    try:
+        mid = ARGS.start + (eng["hours"] // 2) * 3600
+        frm, to = mid, mid + 3600
+        dev = http_json(d.http, f"/api/v1/top?by=srcaddr&metric=bytes&limit=1&from={frm}&to={to}"
+                        )["rows"][0]["key"]["srcaddr"]
+        urls = {"top_1h": f"http://127.0.0.1:{d.http}/api/v1/top?by=srcaddr&limit=10"
+                          f"&from={frm}&to={to}",
+                "device_1h": f"http://127.0.0.1:{d.http}/api/v1/devices/{dev}?from={frm}&to={to}"}
+        for u in urls.values():  # both answer before they are loaded
+            http_json(d.http, u.split(str(d.http), 1)[1])
+        c0 = ingest_counts(d)
+        replay = start(pinned([f"{ARGS.bin}/ns2flows-replay", cap, "--to",
+                               f"127.0.0.1:{d.udp}", "--speed", "1", "--quiet"], "sender"),
+                       "http-replay.log", note="http: live ingest while wrk runs")
+        res = {}
+        for name, u in urls.items():
+            # --timeout: a slow answer is measured, not counted as a socket error at 2 s
+            r = run(pinned(["wrk", "-t", "1", "-c", ARGS.http_connections, "-d", f"{secs}s",
+                            "--timeout", "30s", "--latency", u], "sender"),
+                    note=f"http: load {name}", capture_output=True)
+            with open(os.path.join(ARGS.run, "logs", f"wrk-{name}.txt"), "w") as f:
+                f.write(r.stdout)
+            res[name] = wrk_parse(r.stdout)
+            log(f"http {name}: p50 {res[name]['p50_ms']:.1f} ms, p99 {res[name]['p99_ms']:.1f} "
+                f"ms, {res[name]['requests_per_s']:.0f} req/s, non-2xx {res[name]['non_2xx']}, "
+                f"socket errors {res[name]['socket_errors']}")
+        try:
+            replay.wait(timeout=live_s + 30)
+        except subprocess.TimeoutExpired:
+            pass
+        stop(replay)
+        replay_rc = replay.returncode
+        replay = None
+        drain(d.udp, d.p.pid, lambda: ingest_counts(d)["flows"], c0["flows"] + want["flows"])
+        c1 = ingest_counts(d)
+        drops = sum(x for _, x in udp_sockets(d.udp))
+    finally:
+        if replay is not None:
+            stop(replay)
+        d.stop()
+    got = c1["flows"] - c0["flows"]
+    live = {"flows_sent": want["flows"], "fps": ARGS.http_live_fps, "seconds": live_s,
+            "store_refused": c1["store_dropped"] - c0["store_dropped"],
+            "flows_ingested": got, "loss_flows": want["flows"] - got
+            + (c1["store_dropped"] - c0["store_dropped"]),
+            "kernel_drops_datagrams": drops, "replay_exit": replay_rc}
+    out = {"store_flows": eng["flows"], "store_hours": eng["hours"], "device": dev,
+           "window": [frm, to], "seconds_each": secs, "connections": ARGS.http_connections,
+           "http_threads": ARGS.http_threads, "endpoints": res, "live": live,
+           "urls": {k: v.replace(f"127.0.0.1:{d.http}", "127.0.0.1:PORT") for k, v in urls.items()}}
+    log(f"http: live ingest meanwhile lost {live['loss_flows']} of {want['flows']} flows")
+    save("http", out)
+
+
+# -------------------------------------------------------------------------------------------
+# Phase: soak. A sustained replay into a database with a small budget while queries run
+# (issue 8 point 7): RSS and disk use sampled, loss counted at the end.
+
+def dir_bytes(path):
+    n = 0
+    for dp, _, files in os.walk(path):
+        for f in files:
+            try:
+                n += os.path.getsize(os.path.join(dp, f))
+            except OSError:
+                pass
+    return n
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def phase_soak():
+    import threading
+    secs, fps = ARGS.soak_seconds, ARGS.soak_fps
+    budget = ARGS.soak_budget_mb * 1024 * 1024
+    # one 10-second capture at the soak's rate, sent over and over (--loop): the daemon files
+    # flows by when it received them, so repeats are new flows to it
+    piece = 10
+    cap, want = made_capture(f"soak-v9-{fps}x{piece}s.pcap", "v9", fps * piece, piece,
+                             ARGS.exporters, ARGS.seed + 2)
+    loops = max(1, round(secs / piece))
+    db = os.path.join(ARGS.work, "soak", "db")
+    shutil.rmtree(os.path.dirname(db), ignore_errors=True)
+    os.makedirs(os.path.dirname(db))
+    d = Ns2flows(db, "soak", f"db_budget = {ARGS.soak_budget_mb}M\n")
+    samples, qlat, qerr, stop_q = [], [], [0], threading.Event()
+
+    def asker():  # queries running all the time, as a dashboard would
+        urls = ["/api/v1/top?by=srcaddr&metric=bytes&limit=10", "/api/v1/summary",
+                "/api/v1/top?by=dstport&metric=bytes&limit=10"]
+        i = 0
+        while not stop_q.is_set():
+            t0 = time.monotonic()
+            try:
+                http_json(d.http, urls[i % len(urls)], 60)
+                qlat.append(time.monotonic() - t0)
+            except (OSError, ValueError):
+                qerr[0] += 1
+            i += 1
+            stop_q.wait(0.5)
+
+    replay = None
+    th = threading.Thread(target=asker, daemon=True)
+    try:
+        c0 = ingest_counts(d)
+        t_start = time.monotonic()
+        replay = start(pinned([f"{ARGS.bin}/ns2flows-replay", cap, "--to", f"127.0.0.1:{d.udp}",
+                               "--speed", "1", "--loop", loops, "--quiet"], "sender"),
+                       "soak-replay.log", note=f"soak: {loops} passes of {piece} s")
+        th.start()
+        while replay.poll() is None and time.monotonic() - t_start < secs + 120:
+            st = http_json(d.http, "/api/v1/status")
+            samples.append({"t_s": round(time.monotonic() - t_start, 1),
+                            "rss_bytes": rss_bytes(d.p.pid), "du_bytes": dir_bytes(db),
+                            "db_bytes_used": st["database"]["bytes_used"],
+                            "wal_bytes": st["database"]["wal_bytes"],
+                            "flows": st["ingest"]["flows"],
+                            "segments_deleted": st["database"]["segments_deleted"]})
+            time.sleep(2)
+        stop(replay)
+        replay_rc = replay.returncode
+        replay = None
+        wall = time.monotonic() - t_start
+        drain(d.udp, d.p.pid)
+        stop_q.set()
+        th.join(70)
+        c1 = ingest_counts(d)
+        st = http_json(d.http, "/api/v1/status")
+        drops = sum(x for _, x in udp_sockets(d.udp))
+    finally:
+        stop_q.set()
+        if replay is not None:
+            stop(replay)
+        d.stop()
+    sent = want["flows"] * loops
+    got = c1["flows"] - c0["flows"]
+    loss = sent - got + (c1["store_dropped"] - c0["store_dropped"])
+    # RSS: after the first quarter (buffers and caches fill), is it flat?
+    steady = [x for x in samples if x["t_s"] >= wall / 4]
+    half = len(steady) // 2
+    first = statistics.mean(x["rss_bytes"] for x in steady[:half]) if half else None
+    second = statistics.mean(x["rss_bytes"] for x in steady[half:]) if half else None
+    res = {"seconds_target": secs, "wall_s": wall, "fps_target": fps, "loops": loops,
+           "flows_sent": sent, "flows_ingested": got, "loss_flows": loss,
+           "store_refused": c1["store_dropped"] - c0["store_dropped"],
+           "loss_pct": 100.0 * loss / sent if sent else None, "kernel_drops_datagrams": drops,
+           "replay_exit": replay_rc, "achieved_fps": sent / wall if wall else None,
+           "budget_bytes": budget,
+           "max_du_bytes": max((x["du_bytes"] for x in samples), default=None),
+           "max_db_bytes_used": max((x["db_bytes_used"] for x in samples), default=None),
+           "budget_held": all(x["du_bytes"] <= budget for x in samples),
+           "segments_deleted": st["database"]["segments_deleted"],
+           "rss_max_bytes": max((x["rss_bytes"] for x in samples), default=None),
+           # open minutes live in memory until sealed: RSS is read minute by minute
+           "rss_max_per_minute": [max(x["rss_bytes"] for x in samples if x["t_s"] // 60 == m)
+                                  for m in sorted({int(x["t_s"] // 60) for x in samples})],
+           "max_wal_bytes": max((x["wal_bytes"] for x in samples), default=None),
+           "rss_steady_first_half_mean": first, "rss_steady_second_half_mean": second,
+           "rss_growth_pct": 100.0 * (second - first) / first if first else None,
+           "queries": len(qlat), "query_errors": qerr[0],
+           "query_p50_ms": statistics.median(qlat) * 1e3 if qlat else None,
+           "query_max_ms": max(qlat) * 1e3 if qlat else None,
+           "samples": samples}
+    log(f"soak: {fmt_n(res['achieved_fps'])} flows/s for {wall:.0f} s, loss {loss} "
+        f"({fmt_n(res['loss_pct'], 3)}%), RSS max {res['rss_max_bytes'] / 2**20:.0f} MiB "
+        f"(growth {fmt_n(res['rss_growth_pct'], 1)}% over the steady part), disk max "
+        f"{res['max_du_bytes'] / 2**20:.0f} MiB of {ARGS.soak_budget_mb}, {len(qlat)} queries, "
+        f"{qerr[0]} errors")
+    shutil.rmtree(os.path.dirname(db), ignore_errors=True)
+    save("soak", res)
+
+
+# -------------------------------------------------------------------------------------------
 # Phase: report.
 
 def machine():
@@ -904,6 +1229,7 @@ def ratio(a, b):
 
 def phase_report():
     off, live, sto, qry = load("offline"), load("live"), load("storage"), load("queries")
+    eng, htl, soak = load("engine"), load("http"), load("soak")
     meta = {"date": ARGS.date, "mode": ARGS.mode, "flows": ARGS.flows, "seed": ARGS.seed,
             "exporters": ARGS.exporters, "start": ARGS.start, "duration_s": ARGS.duration,
             "rcvbuf": ARGS.rcvbuf, "cpus_sender": cpu_sets()[0], "cpus_collector": cpu_sets()[1],
@@ -917,6 +1243,14 @@ def phase_report():
                      "live": {f: s["ns2flows"] for f, s in live_sum.items()}},
           "bytes_per_flow": sto["ns2flows"]["bytes_per_flow"] if sto else None,
           "queries": {n: q["ns2flows"] for n, q in (qry or {}).get("queries", {}).items()},
+          "engine": {"seal_rows_per_s_wal": eng["ingest_wal"]["seal_rows_per_s"],
+                     "seal_rows_per_s_no_wal": eng["ingest_no_wal"]["seal_rows_per_s"],
+                     "ingest_wal_cost_pct": eng["wal_cost_pct"],
+                     "compaction_rows_per_s": eng["compaction"]["rows_per_s"]} if eng else None,
+          "http_load": htl["endpoints"] if htl else None,
+          "soak": {k: soak[k] for k in ("achieved_fps", "wall_s", "loss_flows", "budget_held",
+                                        "max_du_bytes", "rss_max_bytes", "rss_growth_pct",
+                                        "query_errors")} if soak else None,
           "queries_ns2flows_query": {n: q.get("ns2flows_query")
                                      for n, q in (qry or {}).get("queries", {}).items()}}
     nf = {"ingest": {"offline": None,  # nfcapd has no offline NetFlow input
@@ -951,12 +1285,13 @@ def phase_report():
         not_asked.append({"query": "every question through ns2flows-query",
                           "why": "ns2flows-query does not exist yet (issue #6): only HTTP is timed"})
     results = {"meta": meta, "systems": {"ns2flows": ns, "nfdump": nf}, "ratios": ratios,
-               "details": {"offline": off, "live": live, "storage": sto, "queries": qry},
+               "details": {"offline": off, "live": live, "storage": sto, "queries": qry,
+                           "engine": eng, "http": htl, "soak": soak},
                "not_measured": not_asked}
     with open(os.path.join(ARGS.root, "bench", "results.json"), "w") as f:
         json.dump(results, f, indent=1)
         f.write("\n")
-    md = render_md(meta, off, live, sto, qry, ratios, not_asked)
+    md = render_md(meta, off, live, sto, qry, ratios, not_asked, eng, htl, soak)
     with open(os.path.join(ARGS.root, "bench", "RESULTS.md"), "a") as f:
         f.write(md)
     log("wrote bench/results.json and appended to bench/RESULTS.md")
@@ -965,7 +1300,7 @@ def phase_report():
         fail(f"stored totals differ from the generated ones for {', '.join(bad)} (see RESULTS.md)")
 
 
-def render_md(meta, off, live, sto, qry, ratios, not_asked):
+def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, soak=None):
     m, v, g = meta["machine"], meta["versions"], meta["git"]
     L = []
     A = L.append
@@ -1020,6 +1355,17 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked):
         A(f"| bytes per flow on disk, nfcapd LZ4 | {sto['ns2flows']['bytes_per_flow']:.2f} | "
           f"{sto['nfcapd_lz4']['bytes_per_flow']:.2f} | "
           f"{fmt_n(ratios['bytes_per_flow_nfcapd_over_ns2flows']['lz4'], 2)} |")
+    if eng:
+        A(f"| seal rows/s, with WAL (without) | {fmt_n(eng['ingest_wal']['seal_rows_per_s'])} "
+          f"({fmt_n(eng['ingest_no_wal']['seal_rows_per_s'])}) | no counterpart | |")
+        A(f"| compaction rows/s | {fmt_n(eng['compaction']['rows_per_s'])} | no counterpart | |")
+    for k, v in ((htl or {}).get("endpoints") or {}).items():
+        A(f"| HTTP {k} under wrk: p99 ms (requests/s) | {fmt_n(v['p99_ms'], 1)} "
+          f"({fmt_n(v['requests_per_s'])}) | no counterpart | |")
+    if soak:
+        A(f"| soak {soak['wall_s']:.0f} s at {fmt_n(soak['achieved_fps'])} flows/s: loss, "
+          f"largest folder MiB of {soak['budget_bytes'] / 2**20:.0f} | "
+          f"{fmt_n(soak['loss_flows'])}, {soak['max_du_bytes'] / 2**20:.0f} | no counterpart | |")
     for n, x in ((qry or {}).get("queries") or {}).items():
         A(f"| query {n}: median ms | {x['ns2flows']['median_s'] * 1e3:.1f} | "
           f"{x['nfdump']['median_s'] * 1e3:.1f} | {x['ratio_nfdump_over_ns2flows']:.2f} |")
@@ -1136,6 +1482,7 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked):
             A(f"- {name}: `{x['ns2flows_command']}`, "
               f"`{x.get('ns2flows_query_command', '–')}` vs `{x['nfdump_command']}`")
         A("")
+    L.extend(render_engine_md(eng, htl, soak))
     A("### Not measured yet\n")
     for x in not_asked:
         A(f"- {x['query']}: {x['why']}")
@@ -1147,6 +1494,91 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked):
         L.extend(line.rstrip("\n") for line in f)
     A("```\n")
     return "\n".join(L) + "\n"
+
+
+def render_engine_md(eng, htl, soak):
+    L = []
+    A = L.append
+    if eng:
+        w, n, c = eng["ingest_wal"], eng["ingest_no_wal"], eng["compaction"]
+        A(f"### Storage engine: sealing and compaction ({eng['flows']:,} v9 flows over "
+          f"{eng['hours']} hours, ~{eng['flows_per_hour']:,.0f} an hour)\n")
+        A("Sealing: `ns2flows ingest` of the same capture with the WAL (the default) and with "
+          "`--no-wal`; its `seal:` line gives the rows written into minute segments and the time "
+          "spent sorting, encoding and writing them (the engine's own clock). Compaction: "
+          "`ns2flows compact` on the folder afterwards merges each closed hour's minute "
+          f"segments into one hour segment (at most {eng['cap_rows']:,} rows a merge, hence the "
+          "capture's small hours); rows/s is rows written over the time spent in merges.\n")
+        A("| measure | with WAL | without WAL |")
+        A("|---|---:|---:|")
+        A(f"| ingest wall s (flows/s) | {w['wall_s']:.2f} ({fmt_n(w['flows_per_s'])}) | "
+          f"{n['wall_s']:.2f} ({fmt_n(n['flows_per_s'])}) |")
+        A(f"| ingest CPU s | {w['cpu_s']:.2f} | {n['cpu_s']:.2f} |")
+        A(f"| seal: rows, segments, s | {fmt_n(w['rows_sealed'])}, {w['segments']}, "
+          f"{w['seal_s']:.2f} | {fmt_n(n['rows_sealed'])}, {n['segments']}, {n['seal_s']:.2f} |")
+        A(f"| seal rows/s | {fmt_n(w['seal_rows_per_s'])} | {fmt_n(n['seal_rows_per_s'])} |")
+        A(f"| bytes per flow, minute segments | {w['bytes_per_flow']:.2f} | "
+          f"{n['bytes_per_flow']:.2f} |")
+        A(f"\nThe WAL costs {fmt_n(eng['wal_cost_pct'], 1)}% of ingest wall time.\n")
+        A("| compaction | value |")
+        A("|---|---:|")
+        A(f"| merges (hour segments written) | {c['merges']} ({c['hour_segments']}) |")
+        A(f"| segments before → after | {c['segments_before']} → {c['segments_after']} |")
+        A(f"| rows written | {fmt_n(c['rows_written'])} |")
+        A(f"| time merging s (whole command s) | {c['merge_s']:.2f} ({c['wall_s']:.2f}) |")
+        A(f"| compaction rows/s | {fmt_n(c['rows_per_s'])} |")
+        A(f"| bytes on disk before → after | {fmt_n(c['bytes_before'])} → "
+          f"{fmt_n(c['bytes_after'])} |")
+        A(f"| bytes per flow after | {c['bytes_per_flow_after']:.2f} |")
+        A(f"| totals after = generated | {'yes' if c['totals_after_match'] else 'NO'} |\n")
+    if htl:
+        lv = htl["live"]
+        A(f"### HTTP load: wrk on a store of {htl['store_flows']:,} flows while ingest runs\n")
+        A(f"wrk (1 thread, {htl['connections']} connections, {htl['seconds_each']} s each, "
+          f"`--timeout 30s --latency`) against a daemon with http_threads = {htl['http_threads']} on the "
+          f"compacted store of the engine phase, one-hour window {htl['window']}, device "
+          f"{htl['device']} (the busiest source of that hour); meanwhile "
+          f"{lv['flows_sent']:,} flows were replayed into it at {lv['fps']:,} flows/s.\n")
+        A("| endpoint | p50 ms | p90 ms | p99 ms | requests/s | requests | non-2xx | socket errors |")
+        A("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for k, v in htl["endpoints"].items():
+            A(f"| {k}: `{htl['urls'][k]}` | {fmt_n(v['p50_ms'], 1)} | {fmt_n(v['p90_ms'], 1)} | "
+              f"{fmt_n(v['p99_ms'], 1)} | {fmt_n(v['requests_per_s'])} | {fmt_n(v['requests'])} "
+              f"| {v['non_2xx']} | {v['socket_errors']} |")
+        A(f"\nLive ingest meanwhile: {lv['flows_ingested']:,} of {lv['flows_sent']:,} flows "
+          f"taken, loss {lv['loss_flows']:,}; kernel drops {lv['kernel_drops_datagrams']} "
+          "datagrams.\n")
+    if soak:
+        A(f"### Soak: {soak['wall_s']:.0f} s of replay into a "
+          f"{soak['budget_bytes'] / 2**20:.0f} MiB budget with queries running\n")
+        A(f"A {soak['fps_target']:,} flows/s capture of 10 s sent {soak['loops']} times "
+          "(`ns2flows-replay --speed 1 --loop N`); a client asked top sources, the summary and "
+          "top ports every 0.5 s; every 2 s the daemon's RSS (/proc) and the database folder's "
+          "size (all files) were sampled.\n")
+        A("| measure | value |")
+        A("|---|---:|")
+        A(f"| flows sent (rate achieved) | {fmt_n(soak['flows_sent'])} "
+          f"({fmt_n(soak['achieved_fps'])}/s) |")
+        A(f"| flows decoded, of them refused by the store; loss | "
+          f"{fmt_n(soak['flows_ingested'])}, {fmt_n(soak['store_refused'])}; "
+          f"{fmt_n(soak['loss_flows'])} ({fmt_n(soak['loss_pct'], 3)}%) |")
+        A(f"| kernel drops (datagrams) | {fmt_n(soak['kernel_drops_datagrams'])} |")
+        A(f"| largest folder size sampled, MiB (budget held) | "
+          f"{soak['max_du_bytes'] / 2**20:.1f} ({'yes' if soak['budget_held'] else 'NO'}) |")
+        A(f"| segments deleted by the budget | {fmt_n(soak['segments_deleted'])} |")
+        A(f"| RSS max MiB | {soak['rss_max_bytes'] / 2**20:.1f} |")
+        A("| RSS max by minute of the run, MiB | " + ", ".join(
+            f"{x / 2**20:.0f}" for x in soak["rss_max_per_minute"]) + " |")
+        A(f"| WAL max MiB (open minutes, inside the folder size) | "
+          f"{soak['max_wal_bytes'] / 2**20:.1f} |")
+        A(f"| RSS mean, steady part first half → second half, MiB (growth) | "
+          f"{fmt_n((soak['rss_steady_first_half_mean'] or 0) / 2**20, 1)} → "
+          f"{fmt_n((soak['rss_steady_second_half_mean'] or 0) / 2**20, 1)} "
+          f"({fmt_n(soak['rss_growth_pct'], 1)}%) |")
+        A(f"| queries (errors), median ms, max ms | {soak['queries']} ({soak['query_errors']}), "
+          f"{fmt_n(soak['query_p50_ms'], 1)}, {fmt_n(soak['query_max_ms'], 1)} |\n")
+        A("The steady part is the run after its first quarter (buffers fill first).\n")
+    return L
 
 
 def answer_note(name, ans):
@@ -1168,7 +1600,8 @@ def answer_note(name, ans):
 def main():
     global ARGS
     ap = argparse.ArgumentParser(description="ns2flows benchmark phases (see bench/README.md)")
-    ap.add_argument("phase", choices=["probe", "offline", "live", "storage", "queries", "report"])
+    ap.add_argument("phase", choices=["probe", "offline", "live", "storage", "queries", "engine",
+                                      "http", "soak", "report"])
     ap.add_argument("--root", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--run", required=True, help="this run's folder: data/, logs/, commands.txt")
@@ -1189,6 +1622,16 @@ def main():
     ap.add_argument("--rcvbuf", type=int, required=True)
     ap.add_argument("--runs", type=int, required=True)
     ap.add_argument("--warmup", type=int, required=True)
+    ap.add_argument("--http-seconds", type=int, default=10, help="http: wrk seconds per URL")
+    ap.add_argument("--http-connections", type=int, default=4,
+                    help="http: wrk connections (default: one per HTTP thread, so latency is "
+                         "an answer's, not a queue's)")
+    ap.add_argument("--http-threads", type=int, default=4, help="http: the daemon's http_threads")
+    ap.add_argument("--http-live-fps", type=int, default=100000,
+                    help="http: flows/s replayed while wrk runs")
+    ap.add_argument("--soak-seconds", type=int, default=60)
+    ap.add_argument("--soak-fps", type=int, default=1000000)
+    ap.add_argument("--soak-budget-mb", type=int, default=200)
     ap.add_argument("--wait-quiet", type=int, default=0,
                     help="probe: wait up to this many seconds for the CPU to be free of others")
     ARGS = ap.parse_args()
@@ -1199,7 +1642,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     {"probe": phase_probe, "offline": phase_offline, "live": phase_live, "storage": phase_storage,
-     "queries": phase_queries, "report": phase_report}[ARGS.phase]()
+     "queries": phase_queries, "engine": phase_engine, "http": phase_http, "soak": phase_soak,
+     "report": phase_report}[ARGS.phase]()
 
 
 if __name__ == "__main__":

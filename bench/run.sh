@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh — `make bench`: ns2flows and nfdump (nfcapd) measured side by side, on this
-# machine, in one run: offline and live UDP ingest, bytes per flow on disk, query times.
-# `make bench QUICK=1` does about 1M flows in under two minutes; the full mode 10M.
+# machine, in one run: offline and live UDP ingest, bytes per flow on disk, query times; then
+# ns2flows' storage engine (seal and compaction rows/s), HTTP under load (wrk) and a soak.
+# `make bench QUICK=1` does about 1M flows in about five minutes; the full mode 10M.
 #
 # This script installs what is missing, builds the captures (build/bench/, never committed) and
 # checks them; bench/bench.py does the measuring, phase by phase, and writes bench/results.json
@@ -25,6 +26,8 @@ if [ "$QUICK" = 1 ]; then
     STEP_SECONDS=${BENCH_STEP_SECONDS:-1}
     REFINE=${BENCH_REFINE:-1}
     RUNS=${BENCH_RUNS:-5}
+    HTTP_SECONDS=${BENCH_HTTP_SECONDS:-10}
+    SOAK_SECONDS=${BENCH_SOAK_SECONDS:-60}
 else
     MODE=full
     FLOWS=${BENCH_FLOWS:-10000000}
@@ -33,7 +36,12 @@ else
     STEP_SECONDS=${BENCH_STEP_SECONDS:-3}
     REFINE=${BENCH_REFINE:-2}
     RUNS=${BENCH_RUNS:-7}
+    HTTP_SECONDS=${BENCH_HTTP_SECONDS:-30}
+    SOAK_SECONDS=${BENCH_SOAK_SECONDS:-600}
 fi
+HTTP_LIVE_FPS=${BENCH_HTTP_LIVE_FPS:-100000} # flows/s replayed while wrk loads the HTTP API
+SOAK_FPS=${BENCH_SOAK_FPS:-1000000}          # the soak's replay rate, flows/s
+SOAK_BUDGET_MB=${BENCH_SOAK_BUDGET_MB:-200}  # the soak's db_budget
 FORMATS=${BENCH_FORMATS:-"v5 v9 ipfix"} # captures made and ingested offline
 STORE_FORMAT=${BENCH_STORE_FORMAT:-v9}  # the capture both stores hold for storage and queries
 SEED=${BENCH_SEED:-1}
@@ -78,6 +86,7 @@ trap 'exit 143' TERM
 need=()
 { command -v nfcapd && command -v nfdump; } >/dev/null 2>&1 || need+=(nfdump)
 command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -149,8 +158,10 @@ PY=(python3 bench/bench.py --root "$ROOT" --work "$WORK" --run "$RUN" --mode "$M
     --duration "$DURATION" --exporters "$EXPORTERS" --formats "${formats[@]}"
     --live-formats "${live_formats[@]}" --store-format "$STORE_FORMAT" --rates "${rates[@]}"
     --step-seconds "$STEP_SECONDS" --refine "$REFINE" --rcvbuf "$RCVBUF" --runs "$RUNS"
-    --warmup "$WARMUP" --wait-quiet "$WAIT_QUIET")
-for phase in probe offline live storage queries report; do
+    --warmup "$WARMUP" --wait-quiet "$WAIT_QUIET" --http-seconds "$HTTP_SECONDS"
+    --http-live-fps "$HTTP_LIVE_FPS" --soak-seconds "$SOAK_SECONDS" --soak-fps "$SOAK_FPS"
+    --soak-budget-mb "$SOAK_BUDGET_MB")
+for phase in probe offline live storage queries engine http soak report; do
     log "phase $phase"
     "${PY[@]}" "$phase" &
     CHILD=$!

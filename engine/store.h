@@ -230,6 +230,10 @@ typedef struct eng_db_stats {
     uint64_t segments_missing;   /* files removed behind the daemon's back, found by a query */
     uint64_t segments_pruned;    /* sealed segments an address scan did not need to decode */
     uint64_t segments_compacted; /* segments merged into hour or day segments since open */
+    uint64_t rows_sealed;        /* rows written into minute segments since open */
+    uint64_t seal_ns;            /* monotonic time spent sealing them (sort, encode, write) */
+    uint64_t rows_compacted;     /* rows written into hour or day segments since open */
+    uint64_t compact_ns;         /* monotonic time spent in the merges that completed */
     uint64_t budget_bytes;       /* current limits */
     uint64_t retention_s;
     uint64_t wal_bytes;         /* bytes in SESSIONDB/wal/ (open minutes not sealed yet) */
