@@ -1076,6 +1076,9 @@ def rss_bytes(pid):
 def phase_soak():
     import threading
     secs, fps = ARGS.soak_seconds, ARGS.soak_fps
+    if secs <= 0:  # the quick mode leaves it out: it needs minutes to mean anything
+        log("soak: skipped (BENCH_SOAK_SECONDS=0)")
+        return
     budget = ARGS.soak_budget_mb * 1024 * 1024
     # one 10-second capture at the soak's rate, sent over and over (--loop): the daemon files
     # flows by when it received them, so repeats are new flows to it
