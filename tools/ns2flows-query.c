@@ -99,20 +99,18 @@ static void fmt_count(uint64_t v, char *buf, size_t cap)
         snprintf(buf, cap, "%.1f G", (double)v / 1e9);
 }
 
-/* A top-N answer as an nfdump-like table, CSV or JSON. */
+/* A top-N answer as an nfdump-like table or CSV (JSON is the HTTP API's: api_json). */
 static void print_top(const qry_group *g, qry_metric metric, long limit, const qry_top_result *r,
                       const char *fmt)
 {
     char name[128], key[QRY_MAX_KEYS * 100], part[128], pk[32], bk[32];
     qry_group_fmt(g, name, sizeof name);
-    bool csv = !strcmp(fmt, "csv"), json = !strcmp(fmt, "json");
+    bool csv = !strcmp(fmt, "csv");
     if (csv) {
         for (size_t k = 0; k < g->n; k++)
             printf("%s%s", k ? "," : "",
                    g->k[k].by == QRY_BY_CONV ? "a,b" : qry_by_name(g->k[k].by));
         printf(",flows,packets,bytes,bps,pps\n");
-    } else if (json) {
-        printf("{\"by\":\"%s\",\"metric\":\"%s\",\"rows\":[", name, qry_metric_name(metric));
     } else {
         printf("Top %ld %s ordered by %s:\n%-48s %10s %12s %14s %12s %10s\n", limit, name,
                qry_metric_name(metric), name, "flows", "packets", "bytes", "bps", "pps");
@@ -123,27 +121,19 @@ static void print_top(const qry_group *g, qry_metric metric, long limit, const q
         double bps = qry_rate(t->bytes * 8, r->span_ms), pps = qry_rate(t->packets, r->span_ms);
         size_t used = 0;
         key[0] = 0;
-        if (json)
-            printf("%s{", i ? "," : "");
         for (size_t k = 0; k < g->n; k++) {
             const qry_keyspec *ks = &g->k[k];
             const qry_keyval *v = &row->key.v[k];
-            if (ks->by == QRY_BY_CONV && (csv || json)) {
+            if (ks->by == QRY_BY_CONV && csv) {
                 char a[64], b[64];
                 ns_addr_fmt(&v->addr, a, sizeof a);
                 ns_addr_fmt(&v->addr2, b, sizeof b);
-                if (csv)
-                    printf("%s%s,%s", k ? "," : "", a, b);
-                else
-                    printf("%s\"a\":\"%s\",\"b\":\"%s\"", k ? "," : "", a, b);
+                printf("%s%s,%s", k ? "," : "", a, b);
                 continue;
             }
             qry_keyval_fmt(ks, v, part, sizeof part);
             if (csv)
                 printf("%s%s", k ? "," : "", part);
-            else if (json)
-                printf(qry_keyspec_is_text(ks) ? "%s\"%s\":\"%s\"" : "%s\"%s\":%s", k ? "," : "",
-                       qry_by_name(ks->by), part);
             else if (used < sizeof key)
                 used +=
                     (size_t)snprintf(key + used, sizeof key - used, "%s%s", k ? "  " : "", part);
@@ -151,10 +141,6 @@ static void print_top(const qry_group *g, qry_metric metric, long limit, const q
         if (csv) {
             printf(",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%.0f,%.1f\n", t->flows, t->packets,
                    t->bytes, bps, pps);
-        } else if (json) {
-            printf(",\"flows\":%" PRIu64 ",\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
-                   ",\"bps\":%.0f,\"pps\":%.1f}",
-                   t->flows, t->packets, t->bytes, bps, pps);
         } else {
             fmt_count(t->packets, pk, sizeof pk);
             fmt_count(t->bytes, bk, sizeof bk);
@@ -162,11 +148,7 @@ static void print_top(const qry_group *g, qry_metric metric, long limit, const q
                    pps);
         }
     }
-    if (json)
-        printf("],\"other_flows\":%" PRIu64 ",\"total_flows\":%" PRIu64 ",\"groups\":%" PRIu64
-               "}\n",
-               r->other.flows, r->total.flows, r->groups);
-    else if (!csv)
+    if (!csv)
         printf("Summary: total flows: %" PRIu64 ", packets: %" PRIu64 ", bytes: %" PRIu64
                ", groups: %" PRIu64 "\n",
                r->total.flows, r->total.packets, r->total.bytes, r->groups);
@@ -373,11 +355,7 @@ int main(int argc, char **argv)
         if (rc == 0) {
             fmt_time(t.first_ms, t1, sizeof t1);
             fmt_time(t.last_ms, t2, sizeof t2);
-            if (!strcmp(fmt, "json"))
-                printf("{\"flows\":%" PRIu64 ",\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
-                       ",\"first_ms\":%" PRId64 ",\"last_ms\":%" PRId64 "}\n",
-                       t.flows, t.packets, t.bytes, t.first_ms, t.last_ms);
-            else if (!strcmp(fmt, "csv"))
+            if (!strcmp(fmt, "csv"))
                 printf("flows,packets,bytes,first,last\n%" PRIu64 ",%" PRIu64 ",%" PRIu64
                        ",%s,%s\n",
                        t.flows, t.packets, t.bytes, t1, t2);
