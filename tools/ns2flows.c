@@ -539,6 +539,28 @@ static void start_http(const http_opts *ho, http_server **http, ing_listener *l,
     }
 }
 
+/* Opens the database of an offline subcommand (ingest, compact) as the configuration says, with
+ * --db's folder instead of db_path when given; no sealer thread: the command seals by capture
+ * time or at the end. Prints "ns2flows CMD: why" and returns -1 on failure. */
+static int open_offline_db(const char *cmd, ns_config *cfg, const char *db_path, bool no_wal,
+                           eng_db **db)
+{
+    char err[1024];
+    if (db_path)
+        snprintf(cfg->db_path, sizeof cfg->db_path, "%s", db_path);
+    eng_db_opts dbo = {.budget_bytes = cfg->db_budget,
+                       .retention_s = cfg->retention_s,
+                       .no_sealer_thread = true,
+                       .seal_delay_s = cfg->seal_delay_s, /* in capture time, for ingest */
+                       .wal_sync_ms = cfg->wal_sync_ms,
+                       .no_wal = no_wal};
+    if (eng_db_open(cfg->db_path, &dbo, db, err, sizeof err) < 0) {
+        fprintf(stderr, "ns2flows %s: %s\n", cmd, err);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* `ns2flows ingest [--db DIR] [--dport P]... CAPTURE...`: offline ingest through the same
  * decoders, for back-filling and tests. */
@@ -604,20 +626,10 @@ static int cmd_ingest(int argc, char **argv)
                         "CAPTURE...\n");
         return 2;
     }
-    if (db_path)
-        snprintf(cfg.db_path, sizeof cfg.db_path, "%s", db_path);
-    eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
-                       .retention_s = cfg.retention_s,
-                       .no_sealer_thread = true,
-                       .seal_delay_s = cfg.seal_delay_s, /* in capture time */
-                       .wal_sync_ms = cfg.wal_sync_ms,
-                       .no_wal = no_wal};
     eng_db *db;
     ing_exporters *ex;
-    if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
-        fprintf(stderr, "ns2flows ingest: %s\n", err);
+    if (open_offline_db("ingest", &cfg, db_path, no_wal, &db) < 0)
         return 1;
-    }
     if (ing_exporters_new(cfg.max_exporters, &ex) < 0) {
         eng_db_close(db);
         return 1;
@@ -709,18 +721,9 @@ static int cmd_compact(int argc, char **argv)
         fprintf(stderr, "usage: ns2flows compact [-c FILE] [--db DIR]\n");
         return 2;
     }
-    if (db_path)
-        snprintf(cfg.db_path, sizeof cfg.db_path, "%s", db_path);
-    eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
-                       .retention_s = cfg.retention_s,
-                       .no_sealer_thread = true,
-                       .seal_delay_s = cfg.seal_delay_s,
-                       .wal_sync_ms = cfg.wal_sync_ms};
     eng_db *db;
-    if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
-        fprintf(stderr, "ns2flows compact: %s\n", err);
+    if (open_offline_db("compact", &cfg, db_path, false, &db) < 0)
         return 1;
-    }
     ns_log_set_level(NS_LOG_WARN);
     eng_db_stats before, after;
     eng_db_get_stats(db, &before);
