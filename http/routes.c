@@ -247,9 +247,23 @@ static int route_summary(req *r)
     return 200;
 }
 
-/* `"<key name>":value,...` for a group key: text quoted, numbers bare; a conversation is
- * `"a":...,"b":...`. */
-static void put_key(ns_buf *b, const qry_group *g, const qry_key *k)
+/* One value: a JSON member `"name":value` (text quoted) or, with no name, a bare CSV field. */
+static void put_value(ns_buf *b, const char *name, const char *text, bool is_text)
+{
+    if (!name) {
+        ns_buf_puts(b, text);
+        return;
+    }
+    ns_buf_printf(b, "\"%s\":", name);
+    if (is_text)
+        ns_buf_json_str(b, text);
+    else
+        ns_buf_puts(b, text);
+}
+
+/* A group key's values: as JSON members (`"<key name>":value,...`, text quoted, numbers bare, a
+ * conversation as `"a":...,"b":...`) or as CSV fields (a conversation is two: a,b). */
+static void put_key_as(ns_buf *b, const qry_group *g, const qry_key *k, bool csv)
 {
     char text[128];
     for (size_t i = 0; i < g->n; i++) {
@@ -257,45 +271,32 @@ static void put_key(ns_buf *b, const qry_group *g, const qry_key *k)
         if (i)
             ns_buf_puts(b, ",");
         if (ks->by == QRY_BY_CONV) {
-            ns_buf_puts(b, "\"a\":");
-            ns_buf_json_str(b, ns_addr_fmt(&k->v[i].addr, text, sizeof text));
-            ns_buf_puts(b, ",\"b\":");
-            ns_buf_json_str(b, ns_addr_fmt(&k->v[i].addr2, text, sizeof text));
+            put_value(b, csv ? NULL : "a", ns_addr_fmt(&k->v[i].addr, text, sizeof text), true);
+            ns_buf_puts(b, ",");
+            put_value(b, csv ? NULL : "b", ns_addr_fmt(&k->v[i].addr2, text, sizeof text), true);
             continue;
         }
         qry_keyval_fmt(ks, &k->v[i], text, sizeof text);
-        ns_buf_printf(b, "\"%s\":", qry_by_name(ks->by));
-        if (qry_keyspec_is_text(ks))
-            ns_buf_json_str(b, text);
-        else
-            ns_buf_puts(b, text);
+        put_value(b, csv ? NULL : qry_by_name(ks->by), text, qry_keyspec_is_text(ks));
     }
 }
 
-/* The CSV header columns of a group key, and one row's values. */
+static void put_key(ns_buf *b, const qry_group *g, const qry_key *k)
+{
+    put_key_as(b, g, k, false);
+}
+
+static void put_key_csv(ns_buf *b, const qry_group *g, const qry_key *k)
+{
+    put_key_as(b, g, k, true);
+}
+
+/* The CSV header columns of a group key. */
 static void put_key_csv_header(ns_buf *b, const qry_group *g)
 {
     for (size_t i = 0; i < g->n; i++)
         ns_buf_printf(b, "%s%s", i ? "," : "",
                       g->k[i].by == QRY_BY_CONV ? "a,b" : qry_by_name(g->k[i].by));
-}
-
-static void put_key_csv(ns_buf *b, const qry_group *g, const qry_key *k)
-{
-    char text[128];
-    for (size_t i = 0; i < g->n; i++) {
-        const qry_keyspec *ks = &g->k[i];
-        if (i)
-            ns_buf_puts(b, ",");
-        if (ks->by == QRY_BY_CONV) {
-            ns_buf_puts(b, ns_addr_fmt(&k->v[i].addr, text, sizeof text));
-            ns_buf_puts(b, ",");
-            ns_buf_puts(b, ns_addr_fmt(&k->v[i].addr2, text, sizeof text));
-            continue;
-        }
-        qry_keyval_fmt(ks, &k->v[i], text, sizeof text);
-        ns_buf_puts(b, text);
-    }
 }
 
 static bool group_has_conv(const qry_group *g)
