@@ -293,6 +293,13 @@ static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set)
     return &set->o;
 }
 
+/* The columns every aggregation reads (counters and times), and the filter's. */
+static uint32_t base_columns(const qry_filter *filter)
+{
+    return ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FIRST) |
+           ENG_COLMASK(ENG_COL_LAST) | (filter ? qry_filter_columns(filter) : 0u);
+}
+
 typedef struct summary_ctx {
     qry_totals t;
     const qry_filter *filter;
@@ -328,10 +335,7 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
     summary_ctx c[ENG_SCAN_MAX_WORKERS];
     void *args[ENG_SCAN_MAX_WORKERS];
     unsigned nw = eng_scan_workers();
-    uint32_t mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
-                    ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
-    if (filter)
-        mask |= qry_filter_columns(filter);
+    uint32_t mask = base_columns(filter);
     for (unsigned w = 0; w < nw; w++) {
         c[w] = (summary_ctx){.filter = filter, .deadline = qry_deadline_ms};
         args[w] = &c[w];
@@ -766,12 +770,6 @@ static int tab_top(const group_tab *t, qry_metric m, size_t limit, size_t **out,
     return 0;
 }
 
-static uint32_t base_columns(const qry_filter *filter)
-{
-    return ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FIRST) |
-           ENG_COLMASK(ENG_COL_LAST) | (filter ? qry_filter_columns(filter) : 0u);
-}
-
 /* Fills t (initialised, empty) from a scan on every worker: each worker groups into its own
  * table, merged into t at the end. */
 static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
@@ -888,6 +886,16 @@ typedef struct series_ctx {
     int64_t deadline;
 } series_ctx;
 
+/* Adds a worker's series buckets into another's (their times are not kept). */
+static void buckets_add(qry_totals *dst, const qry_totals *src, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        dst[j].flows += src[j].flows;
+        dst[j].packets += src[j].packets;
+        dst[j].bytes += src[j].bytes;
+    }
+}
+
 /* Adds row r to buckets b (n of step from `from`): its packets and bytes spread over the
  * buckets its span covers in proportion to the overlap (the remainder to the last, so a flow
  * wholly inside adds up exactly), its flow count to the bucket it starts in. */
@@ -966,11 +974,7 @@ static int series_scan(eng_db *db, int64_t to_ms, uint32_t mask, const eng_scan_
     }
     rc = eng_db_scan_par(db, c->from, to_ms, mask, so, nw, series_cb, NULL, args);
     for (unsigned i = 1; i < nw; i++) {
-        for (size_t j = 0; j < nb; j++) {
-            c->b[j].flows += w[i].b[j].flows;
-            c->b[j].packets += w[i].b[j].packets;
-            c->b[j].bytes += w[i].b[j].bytes;
-        }
+        buckets_add(c->b, w[i].b, nb);
         free(w[i].b);
     }
     return rc;
@@ -1186,14 +1190,8 @@ int qry_device(eng_db *db, const ns_addr *dev, int64_t from_ms, int64_t to_ms, i
     for (unsigned i = 1; i < ready; i++) {
         totals_merge(&c->out, &w[i].out);
         totals_merge(&c->in, &w[i].in);
-        for (size_t b = 0; b < nbuckets; b++) {
-            c->sout[b].flows += w[i].sout[b].flows;
-            c->sout[b].packets += w[i].sout[b].packets;
-            c->sout[b].bytes += w[i].sout[b].bytes;
-            c->sin[b].flows += w[i].sin[b].flows;
-            c->sin[b].packets += w[i].sin[b].packets;
-            c->sin[b].bytes += w[i].sin[b].bytes;
-        }
+        buckets_add(c->sout, w[i].sout, nbuckets);
+        buckets_add(c->sin, w[i].sin, nbuckets);
         for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++)
             rc = tab_merge(&c->tabs[l], &w[i].tabs[l]);
         dev_ctx_free(&w[i], true);
