@@ -654,25 +654,15 @@ static int route_flows(req *r)
 {
     static const char *const known[] = {"from", "to", "filter", "limit", "cursor", "format", NULL};
     int64_t from, to;
-    size_t limit = 100, max_rows = r->o->max_limit && r->o->max_limit < QRY_FLOWS_MAX
-                                       ? r->o->max_limit
-                                       : QRY_FLOWS_MAX;
+    size_t limit, max_rows = r->o->max_limit && r->o->max_limit < QRY_FLOWS_MAX ? r->o->max_limit
+                                                                                : QRY_FLOWS_MAX;
     bool csv = false;
     qry_cursor cur = {0};
     const char *v;
-    if (limit > max_rows)
-        limit = max_rows;
     int rc = check_known(r, known);
-    if (rc || (rc = parse_range(r, &from, &to)))
+    if (rc || (rc = parse_range(r, &from, &to)) ||
+        (rc = parse_limit(r, max_rows < 100 ? max_rows : 100, max_rows, &limit)))
         return rc;
-    if ((v = param(r, "limit"))) {
-        char *end;
-        unsigned long long l = strtoull(v, &end, 10);
-        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > max_rows)
-            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to %zu", v,
-                        max_rows);
-        limit = (size_t)l;
-    }
     if ((v = param(r, "cursor"))) {
         long long t;
         unsigned long long k;
@@ -778,28 +768,23 @@ static int route_metrics(req *r)
 }
 
 /* The Flows Window of one device: its traffic out (as talker, the source) and in (as listener,
- * the destination): totals, a series, and its top peers, protocols and ports each way. */
+ * the destination): totals, a series, its top peers, protocols, apps and ports each way, and its
+ * conversations (qry_device, one scan). */
 static int route_device(req *r, const char *addr_text)
 {
     static const char *const known[] = {"from", "to", "step", "limit", NULL};
     int64_t from, to, step = 0;
-    size_t limit = 10;
+    size_t limit;
     ns_addr a;
     char canon[64];
-    const char *v;
     int rc = check_known(r, known);
     if (rc || (rc = parse_range(r, &from, &to)))
         return rc;
     if (ns_addr_parse(addr_text, &a) < 0)
         return fail(r, 400, "'%.64s' is not an IPv4 or IPv6 address", addr_text);
-    ns_addr_fmt(&a, canon, sizeof canon); /* the filter is built from our own text only */
-    if ((v = param(r, "limit"))) {
-        char *end;
-        unsigned long long l = strtoull(v, &end, 10);
-        if (!*v || *end || v[0] == '-' || v[0] == '+' || l < 1 || l > 1000)
-            return fail(r, 400, "parameter 'limit': '%.64s' is not a number from 1 to 1000", v);
-        limit = (size_t)l;
-    }
+    ns_addr_fmt(&a, canon, sizeof canon); /* the answer names it in canonical form */
+    if ((rc = parse_limit(r, 10, 1000, &limit)))
+        return rc;
     int64_t nb;
     if ((rc = parse_buckets(r, &from, to, &step, &nb)))
         return rc;
