@@ -1332,25 +1332,75 @@ typedef struct snap_buf {
     size_t n;
 } snap_buf;
 
-/* Keeps the rows that overlap the range and hands them to cb in one call. */
-/* Row buffers reused across the segments of one scan: fresh multi-megabyte allocations per
- * segment cost more in page faults than the decoding itself. */
+/* Buffers reused across the segments of one scan: fresh multi-megabyte allocations per
+ * segment cost more in page faults than the decoding itself. Columns are decoded whole into
+ * the column set, then handed to the callback as rows a block at a time, so the rows a
+ * callback reads stay in cache. */
+#define SCAN_BLOCK 1024
 typedef struct scan_bufs {
-    eng_flow *rows; /* time filtering compacts it in place: no second copy */
-    uint64_t *sel;  /* rows the address index names, one bit a row */
+    eng_colset cs;
+    uint64_t *sel; /* rows the address index names, one bit a row */
+    uint32_t *idx; /* the rows to hand over */
     size_t cap;
+    eng_flow block[SCAN_BLOCK];
 } scan_bufs;
 
 static int bufs_reserve(scan_bufs *b, size_t n)
 {
     if (n <= b->cap)
         return 0;
-    free(b->rows);
+    free(b->idx);
     free(b->sel);
-    b->rows = malloc(n * sizeof *b->rows);
+    b->idx = malloc(n * sizeof *b->idx);
     b->sel = malloc((n + 63) / 64 * sizeof *b->sel);
-    b->cap = b->rows && b->sel ? n : 0;
+    b->cap = b->idx && b->sel ? n : 0;
     return b->cap ? 0 : NS_E_NOMEM;
+}
+
+static void bufs_free(scan_bufs *b)
+{
+    eng__colset_free(&b->cs);
+    free(b->idx);
+    free(b->sel);
+    free(b);
+}
+
+/* Rows idx[0..n) (idx NULL: every row) of the decoded segment, as blocks to cb. */
+static int emit_rows(scan_bufs *b, const uint32_t *idx, size_t n, eng_row_cb cb, void *arg)
+{
+    for (size_t off = 0; off < n; off += SCAN_BLOCK) {
+        size_t cnt = n - off < SCAN_BLOCK ? n - off : SCAN_BLOCK;
+        eng__colset_rows(&b->cs, idx ? idx + off : NULL, off, cnt, b->block);
+        int rc = cb(arg, b->block, cnt);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static inline uint64_t le64_at(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i); /* one load on a little-endian host */
+    return v;
+}
+
+/* Keeps, of rows idx[0..n) (idx NULL: all cs.n), those whose span overlaps the range, in
+ * b->idx (which idx may be: row k is written after row k is read); their count. */
+static size_t rows_in_range(scan_bufs *b, const uint32_t *idx, size_t n, int64_t from_ms,
+                            int64_t to_ms)
+{
+    const uint8_t *first = b->cs.col[ENG_COL_FIRST], *last = b->cs.col[ENG_COL_LAST];
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t i = idx ? idx[j] : (uint32_t)j;
+        int64_t f = (int64_t)le64_at(first + (size_t)i * 8),
+                l = (int64_t)le64_at(last + (size_t)i * 8);
+        if (l >= from_ms && f <= to_ms)
+            b->idx[k++] = i;
+    }
+    return k;
 }
 
 /* scratch may be rows itself (a segment's own buffer): row k is written after row i >= k is read */
@@ -1462,21 +1512,28 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     uint32_t need = whole && !by_addr
                         ? colmask
                         : colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
-    if (by_addr) {
-        rc = eng_seg_read_sel(s, need, bufs->sel, bufs->rows, &nsel);
-        eng_seg_close(s);
-        if (rc < 0)
-            goto bad;
-        return emit_filtered(bufs->rows, nsel, from_ms, to_ms, bufs->rows, cb, arg);
-    }
-    rc = eng_seg_read(s, need, bufs->rows);
+    rc = eng__seg_load_cols(s, need, &bufs->cs);
     eng_seg_close(s);
     if (rc < 0)
         goto bad;
-    /* every row of a segment inside the range matches: no copy */
-    if (whole)
-        return n ? cb(arg, bufs->rows, n) : 0;
-    return emit_filtered(bufs->rows, n, from_ms, to_ms, bufs->rows, cb, arg);
+    const uint32_t *idx = NULL;
+    size_t cnt = n;
+    if (by_addr) {
+        cnt = eng__sel_rows(bufs->sel, n, bufs->idx);
+        idx = bufs->idx;
+    }
+    /* every row of a segment inside the range matches */
+    if (!whole) {
+        cnt = rows_in_range(bufs, idx, cnt, from_ms, to_ms);
+        idx = bufs->idx;
+    }
+    if (opts && opts->cols) {
+        eng_colview v = {.n = cnt, .idx = idx, .mask = bufs->cs.mask};
+        for (size_t c = 0; c < ENG_NCOLS; c++)
+            v.col[c] = bufs->cs.col[c];
+        return cnt ? opts->cols(arg, &v) : 0;
+    }
+    return emit_rows(bufs, idx, cnt, cb, arg);
 bad:
     if (damaged(rc)) {
         pthread_mutex_lock(&db->mu);
@@ -1503,6 +1560,27 @@ int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
                     const eng_scan_opts *opts, eng_row_cb cb, eng_totals_cb tcb, void *arg)
 {
     return eng_db_scan_par(db, from_ms, to_ms, colmask, opts, 1, cb, tcb, &arg);
+}
+
+/* The open minutes' rows, for a scan that takes columns: turned into columns a chunk at a time. */
+typedef struct rows_as_cols {
+    eng_colset cs;
+    uint32_t mask;
+    const eng_scan_opts *opts;
+    void *arg;
+} rows_as_cols;
+
+static int rows_cols_cb(void *p, const eng_flow *rows, size_t n)
+{
+    rows_as_cols *sh = p;
+    uint32_t mask = sh->mask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+    int rc = eng__colset_from_rows(&sh->cs, rows, n, mask);
+    if (rc < 0)
+        return rc;
+    eng_colview v = {.n = n, .mask = sh->cs.mask};
+    for (size_t c = 0; c < ENG_NCOLS; c++)
+        v.col[c] = sh->cs.col[c];
+    return sh->opts->cols(sh->arg, &v);
 }
 
 /* A sealed segment in a scan's snapshot. */
@@ -1543,7 +1621,12 @@ static void *par_main(void *p)
 {
     par_worker *w = p;
     par_scan *ps = w->ps;
-    scan_bufs bufs = {0};
+    scan_bufs *bufs = calloc(1, sizeof *bufs);
+    if (!bufs) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&ps->err, &zero, NS_E_NOMEM);
+        return NULL;
+    }
     for (;;) {
         size_t i = atomic_fetch_add(&ps->next, 1);
         if (i >= ps->nnames || atomic_load(&ps->err) != 0)
@@ -1552,15 +1635,14 @@ static void *par_main(void *p)
         if (ps->opts && ps->opts->want && !ps->opts->want(w->arg, r->first_ms, r->last_ms))
             continue;
         int rc = scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
-                              ps->cb, ps->tcb, w->arg, &bufs);
+                              ps->cb, ps->tcb, w->arg, bufs);
         if (rc != 0) {
             int zero = 0;
             atomic_compare_exchange_strong(&ps->err, &zero, rc);
             break;
         }
     }
-    free(bufs.rows);
-    free(bufs.sel);
+    bufs_free(bufs);
     return NULL;
 }
 
@@ -1640,15 +1722,18 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
     }
     if (rc == 0 && nbufs) {
         eng_flow *scratch = malloc(CHUNK_ROWS * sizeof *scratch);
+        rows_as_cols shim = {.mask = colmask, .opts = opts, .arg = args[0]};
+        bool as_cols = opts && opts->cols;
         if (!scratch)
             rc = NS_E_NOMEM;
         for (size_t i = 0; rc == 0 && i < nbufs; i++) {
             for (size_t off = 0; rc == 0 && off < bufs[i].n; off += CHUNK_ROWS) {
                 size_t k = bufs[i].n - off < CHUNK_ROWS ? bufs[i].n - off : CHUNK_ROWS;
-                rc = emit_filtered(bufs[i].chunks[off / CHUNK_ROWS], k, from_ms, to_ms, scratch, cb,
-                                   args[0]);
+                rc = emit_filtered(bufs[i].chunks[off / CHUNK_ROWS], k, from_ms, to_ms, scratch,
+                                   as_cols ? rows_cols_cb : cb, as_cols ? (void *)&shim : args[0]);
             }
         }
+        eng__colset_free(&shim.cs);
         free(scratch);
     }
 out:

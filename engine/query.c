@@ -253,17 +253,6 @@ double qry_rate(uint64_t v, int64_t span_ms)
     return span_ms > 0 ? (double)v * 1000.0 / (double)span_ms : 0.0;
 }
 
-static void totals_add(qry_totals *t, const eng_flow *r)
-{
-    if (t->flows == 0 || r->first_ms < t->first_ms)
-        t->first_ms = r->first_ms;
-    if (t->flows == 0 || r->last_ms > t->last_ms)
-        t->last_ms = r->last_ms;
-    t->flows++;
-    t->packets += r->packets;
-    t->bytes += r->bytes;
-}
-
 static void totals_merge(qry_totals *t, const qry_totals *o)
 {
     if (o->flows == 0)
@@ -277,6 +266,87 @@ static void totals_merge(qry_totals *t, const qry_totals *o)
     t->bytes += o->bytes;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Rows as columns: the scans hand over column views (engine/store.h) and every aggregation
+ * reads row i's values straight from the columns it needs, without building rows. */
+
+#define SEL_BLOCK 256
+/* Per worker: the rows of a view that a filter passed, and a block of rows to test it on. */
+typedef struct qry_sel {
+    uint32_t *rows;
+    size_t cap;
+    eng_flow block[SEL_BLOCK];
+} qry_sel;
+
+static void sel_free(qry_sel *s)
+{
+    if (s) {
+        free(s->rows);
+        free(s);
+    }
+}
+
+/* The rows of v to aggregate: with no filter, v's own (*out NULL then means rows 0..n); else
+ * those f passes, listed in (*sel)->rows (allocated on first use; the caller frees *sel). */
+static int view_select(const qry_filter *f, const eng_colview *v, qry_sel **sel,
+                       const uint32_t **out, size_t *n)
+{
+    if (!f) {
+        *out = v->idx;
+        *n = v->n;
+        return 0;
+    }
+    qry_sel *s = *sel;
+    if (!s && !(s = *sel = calloc(1, sizeof *s)))
+        return NS_E_NOMEM;
+    if (s->cap < v->n) {
+        uint32_t *r = realloc(s->rows, v->n * sizeof *r);
+        if (!r)
+            return NS_E_NOMEM;
+        s->rows = r;
+        s->cap = v->n;
+    }
+    size_t m = 0;
+    for (size_t k0 = 0; k0 < v->n; k0 += SEL_BLOCK) {
+        size_t cnt = v->n - k0 < SEL_BLOCK ? v->n - k0 : SEL_BLOCK;
+        eng_colview_rows(v, k0, cnt, s->block);
+        for (size_t j = 0; j < cnt; j++)
+            if (qry_filter_match(f, &s->block[j]))
+                s->rows[m++] = v->idx ? v->idx[k0 + j] : (uint32_t)(k0 + j);
+    }
+    *out = s->rows;
+    *n = m;
+    return 0;
+}
+
+/* The k-th selected row's number in the columns. */
+static inline size_t row_at(const uint32_t *rows, size_t k)
+{
+    return rows ? (size_t)rows[k] : k;
+}
+
+static inline int64_t first_of(const eng_colview *v, size_t i)
+{
+    return (int64_t)eng_col_u64(v, ENG_COL_FIRST, i);
+}
+
+static inline int64_t last_of(const eng_colview *v, size_t i)
+{
+    return (int64_t)eng_col_u64(v, ENG_COL_LAST, i);
+}
+
+static void totals_add(qry_totals *t, const eng_colview *v, size_t i)
+{
+    int64_t first = first_of(v, i), last = last_of(v, i);
+    if (t->flows == 0 || first < t->first_ms)
+        t->first_ms = first;
+    if (t->flows == 0 || last > t->last_ms)
+        t->last_ms = last;
+    t->flows++;
+    t->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
+    t->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
+}
+
 /* The addresses a filter requires, handed to the store so it reads only segments and rows that
  * may hold them (the filter still checks every row it gets). */
 #define QRY_INDEX_ADDRS 64
@@ -285,9 +355,10 @@ typedef struct addr_set {
     eng_scan_opts o;
 } addr_set;
 
-static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set)
+static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set, eng_cols_cb cols)
 {
     memset(&set->o, 0, sizeof set->o);
+    set->o.cols = cols;
     set->o.addrs = set->a;
     set->o.naddrs = f ? qry_filter_addrs(f, set->a, QRY_INDEX_ADDRS) : 0;
     return &set->o;
@@ -304,16 +375,21 @@ typedef struct summary_ctx {
     qry_totals t;
     const qry_filter *filter;
     int64_t deadline;
+    qry_sel *sel;
 } summary_ctx;
 
-static int summary_cb(void *arg, const eng_flow *rows, size_t n)
+static int summary_cols(void *arg, const eng_colview *v)
 {
     summary_ctx *c = arg;
+    const uint32_t *rows;
+    size_t n;
+    int rc;
     if (past_deadline(c->deadline))
         return -ETIMEDOUT;
-    for (size_t i = 0; i < n; i++)
-        if (!c->filter || qry_filter_match(c->filter, &rows[i]))
-            totals_add(&c->t, &rows[i]);
+    if ((rc = view_select(c->filter, v, &c->sel, &rows, &n)) < 0)
+        return rc;
+    for (size_t k = 0; k < n; k++)
+        totals_add(&c->t, v, row_at(rows, k));
     return 0;
 }
 
@@ -341,10 +417,12 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
         args[w] = &c[w];
     }
     addr_set as;
-    int rc = eng_db_scan_par(db, from_ms, to_ms, mask, scan_opts(filter, &as), nw, summary_cb,
-                             summary_totals_cb, args);
+    int rc = eng_db_scan_par(db, from_ms, to_ms, mask, scan_opts(filter, &as, summary_cols), nw,
+                             NULL, summary_totals_cb, args);
     for (unsigned w = 1; w < nw; w++)
         totals_merge(&c[0].t, &c[w].t);
+    for (unsigned w = 0; w < nw; w++)
+        sel_free(c[w].sel);
     *out = c[0].t;
     return rc;
 }
@@ -368,6 +446,9 @@ typedef struct group_tab {
     qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
     size_t cap, n;
     int64_t deadline;
+    uint8_t last_key[QRY_MAX_KEYS * 32]; /* the last row's key and slot (SIZE_MAX: none) */
+    size_t last_slot;
+    qry_sel *sel; /* the filter's rows (group_cols) */
 } group_tab;
 
 static size_t spec_len(const qry_keyspec *ks)
@@ -404,81 +485,84 @@ static uint32_t get_be32(const uint8_t *p)
 
 /* The service port of a flow: the lower port for TCP/UDP/SCTP (a zero port does not count),
  * ICMP type and code for ICMP, none otherwise. */
-static uint32_t app_of(const eng_flow *r)
+static uint32_t app_of(uint8_t proto, uint16_t sport, uint16_t dport)
 {
     uint32_t port = 0;
-    switch (r->proto) {
+    switch (proto) {
     case 6:
     case 17:
     case 132: {
-        uint16_t lo = r->src_port < r->dst_port ? r->src_port : r->dst_port;
-        uint16_t hi = r->src_port < r->dst_port ? r->dst_port : r->src_port;
+        uint16_t lo = sport < dport ? sport : dport;
+        uint16_t hi = sport < dport ? dport : sport;
         port = lo ? lo : hi;
         break;
     }
     case 1:
     case 58:
-        port = r->dst_port;
+        port = dport;
         break;
     default:
         break;
     }
-    return (uint32_t)r->proto << 16 | port;
+    return (uint32_t)proto << 16 | port;
 }
 
-static uint32_t num_of(qry_by by, const eng_flow *r)
+static uint32_t num_of(qry_by by, const eng_colview *v, size_t i)
 {
     switch (by) {
     case QRY_BY_PROTO:
-        return r->proto;
+        return v->col[ENG_COL_PROTO][i];
     case QRY_BY_SRCPORT:
-        return r->src_port;
+        return eng_col_u16(v, ENG_COL_SRC_PORT, i);
     case QRY_BY_DSTPORT:
-        return r->dst_port;
+        return eng_col_u16(v, ENG_COL_DST_PORT, i);
     case QRY_BY_INIF:
-        return r->in_if;
+        return eng_col_u32(v, ENG_COL_IN_IF, i);
     case QRY_BY_OUTIF:
-        return r->out_if;
+        return eng_col_u32(v, ENG_COL_OUT_IF, i);
     case QRY_BY_SRCAS:
-        return r->src_as;
+        return eng_col_u32(v, ENG_COL_SRC_AS, i);
     case QRY_BY_DSTAS:
-        return r->dst_as;
+        return eng_col_u32(v, ENG_COL_DST_AS, i);
     case QRY_BY_TOS:
-        return r->tos;
+        return v->col[ENG_COL_TOS][i];
     case QRY_BY_VLAN:
-        return r->vlan;
+        return eng_col_u16(v, ENG_COL_VLAN, i);
     case QRY_BY_APP:
-        return app_of(r);
+        return app_of(v->col[ENG_COL_PROTO][i], eng_col_u16(v, ENG_COL_SRC_PORT, i),
+                      eng_col_u16(v, ENG_COL_DST_PORT, i));
     default:
         return 0;
     }
 }
 
-/* Packs row r's key into out (klen bytes). */
-static void pack_key(const group_tab *t, const eng_flow *r, uint8_t *out)
+/* Packs row i's key into out (klen bytes). */
+static void pack_key(const group_tab *t, const eng_colview *v, size_t i, uint8_t *out)
 {
-    for (size_t i = 0; i < t->g->n; i++) {
-        const qry_keyspec *ks = &t->g->k[i];
+    for (size_t j = 0; j < t->g->n; j++) {
+        const qry_keyspec *ks = &t->g->k[j];
         switch (ks->by) {
         case QRY_BY_SRCADDR:
         case QRY_BY_SRCNET:
-            memcpy(out, r->src.b, 16);
+            memcpy(out, eng_col_addr(v, ENG_COL_SRC, i), 16);
             break;
         case QRY_BY_DSTADDR:
         case QRY_BY_DSTNET:
-            memcpy(out, r->dst.b, 16);
+            memcpy(out, eng_col_addr(v, ENG_COL_DST, i), 16);
             break;
         case QRY_BY_EXPORTER:
-            memcpy(out, r->exporter.b, 16);
+            memcpy(out, eng_col_addr(v, ENG_COL_EXPORTER, i), 16);
             break;
         case QRY_BY_CONV: {
-            bool fwd = memcmp(r->src.b, r->dst.b, 16) <= 0;
-            memcpy(out, fwd ? r->src.b : r->dst.b, 16);
-            memcpy(out + 16, fwd ? r->dst.b : r->src.b, 16);
+            const uint8_t *src = eng_col_addr(v, ENG_COL_SRC, i);
+            const uint8_t *dst = eng_col_addr(v, ENG_COL_DST, i);
+            bool fwd = memcmp(src, dst, 16) <= 0;
+            memcpy(out, fwd ? src : dst, 16);
+            memcpy(out + 16, fwd ? dst : src, 16);
             break;
         }
         default:
-            put_be32(out, num_of(ks->by, r));
+            put_be32(out, num_of(ks->by, v, i));
             break;
         }
         if (by_is_net(ks->by))
@@ -540,6 +624,7 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
     t->g = g;
     t->filter = filter;
     t->deadline = qry_deadline_ms;
+    t->last_slot = SIZE_MAX;
     for (size_t i = 0; i < g->n; i++) {
         if ((unsigned)g->k[i].by >= QRY_NBY || g->k[i].bits4 > 32 || g->k[i].bits6 > 128)
             return NS_E_RANGE;
@@ -554,7 +639,7 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
     return 0;
 }
 
-static void tab_free(group_tab *t)
+static void tab_free_arrays(group_tab *t)
 {
     free(t->keys);
     free(t->hash);
@@ -563,6 +648,13 @@ static void tab_free(group_tab *t)
     t->keys = NULL;
     t->hash = NULL;
     t->tot = t->dir = NULL;
+}
+
+static void tab_free(group_tab *t)
+{
+    tab_free_arrays(t);
+    sel_free(t->sel);
+    t->sel = NULL;
 }
 
 static int tab_grow(group_tab *t)
@@ -595,7 +687,8 @@ static int tab_grow(group_tab *t)
             nd[2 * h + 1] = t->dir[2 * i + 1];
         }
     }
-    tab_free(t);
+    tab_free_arrays(t);
+    t->last_slot = SIZE_MAX; /* slots moved */
     t->keys = nk;
     t->hash = nh;
     t->tot = nt;
@@ -649,18 +742,30 @@ static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, 
     return i;
 }
 
-/* Counts row r in its group. Returns 0 or the error of a failed grow. */
-static int tab_add(group_tab *t, const eng_flow *r)
+/* Counts row r in its group. Returns 0 or the error of a failed grow. Rows come in runs of
+ * one key (segments are ordered by source address), so the last row's slot is remembered:
+ * a run costs one hash lookup, not one a row. The slot stays valid until the next insert,
+ * which is the only thing that can move slots (a grow). */
+static int tab_add(group_tab *t, const eng_colview *v, size_t i)
 {
     uint8_t k[QRY_MAX_KEYS * 32];
     int rc = 0;
-    pack_key(t, r, k);
-    size_t s = tab_slot(t, k, key_hash(k, t->klen), true, &rc);
-    if (s == SIZE_MAX)
-        return rc;
-    totals_add(&t->tot[s], r);
-    if (t->dir)
-        totals_add(&t->dir[2 * s + (memcmp(r->src.b, k + t->conv_off, 16) == 0 ? 0 : 1)], r);
+    size_t s;
+    pack_key(t, v, i, k);
+    if (t->last_slot != SIZE_MAX && key_eq(t->last_key, k, t->klen)) {
+        s = t->last_slot;
+    } else {
+        s = tab_slot(t, k, key_hash(k, t->klen), true, &rc);
+        if (s == SIZE_MAX)
+            return rc;
+        memcpy(t->last_key, k, t->klen);
+        t->last_slot = s;
+    }
+    totals_add(&t->tot[s], v, i);
+    if (t->dir) {
+        bool ab = memcmp(eng_col_addr(v, ENG_COL_SRC, i), k + t->conv_off, 16) == 0;
+        totals_add(&t->dir[2 * s + (ab ? 0 : 1)], v, i);
+    }
     return 0;
 }
 
@@ -683,18 +788,19 @@ static int tab_merge(group_tab *t, const group_tab *src)
     return 0;
 }
 
-static int group_cb(void *arg, const eng_flow *rows, size_t n)
+static int group_cols(void *arg, const eng_colview *v)
 {
     group_tab *t = arg;
+    const uint32_t *rows;
+    size_t n;
+    int rc;
     if (past_deadline(t->deadline))
         return -ETIMEDOUT;
-    for (size_t i = 0; i < n; i++) {
-        if (t->filter && !qry_filter_match(t->filter, &rows[i]))
-            continue;
-        int rc = tab_add(t, &rows[i]);
-        if (rc < 0)
+    if ((rc = view_select(t->filter, v, &t->sel, &rows, &n)) < 0)
+        return rc;
+    for (size_t k = 0; k < n; k++)
+        if ((rc = tab_add(t, v, row_at(rows, k))) < 0)
             return rc;
-    }
     return 0;
 }
 
@@ -784,8 +890,10 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
             break;
         args[ready] = &w[ready];
     }
+    eng_scan_opts o = *so;
+    o.cols = group_cols;
     if (rc == 0)
-        rc = eng_db_scan_par(db, from_ms, to_ms, mask, so, nw, group_cb, NULL, args);
+        rc = eng_db_scan_par(db, from_ms, to_ms, mask, &o, nw, NULL, NULL, args);
     for (unsigned i = 1; i < ready; i++) {
         if (rc == 0)
             rc = tab_merge(t, &w[i]);
@@ -844,7 +952,7 @@ int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *
         return rc;
     addr_set as;
     rc = group_scan(db, from_ms, to_ms, base_columns(filter) | group_columns(g),
-                    scan_opts(filter, &as), &t);
+                    scan_opts(filter, &as, NULL), &t);
     if (rc == 0)
         rc = tab_result(&t, metric, limit, from_ms, to_ms, out);
     tab_free(&t);
@@ -884,6 +992,7 @@ typedef struct series_ctx {
     size_t *idx;
     size_t k;
     int64_t deadline;
+    qry_sel *sel;
 } series_ctx;
 
 /* Adds a worker's series buckets into another's (their times are not kept). */
@@ -899,8 +1008,15 @@ static void buckets_add(qry_totals *dst, const qry_totals *src, size_t n)
 /* Adds row r to buckets b (n of step from `from`): its packets and bytes spread over the
  * buckets its span covers in proportion to the overlap (the remainder to the last, so a flow
  * wholly inside adds up exactly), its flow count to the bucket it starts in. */
-static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const eng_flow *r)
+static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const eng_colview *v,
+                   size_t i)
 {
+    const struct {
+        int64_t first_ms, last_ms;
+        uint64_t packets, bytes;
+    } row = {first_of(v, i), last_of(v, i), eng_col_u64(v, ENG_COL_PACKETS, i),
+             eng_col_u64(v, ENG_COL_BYTES, i)},
+      *r = &row;
     int64_t end = from + step * (int64_t)n; /* exclusive */
     int64_t s = r->first_ms < from ? from : r->first_ms;
     int64_t e = r->last_ms >= end ? end - 1 : r->last_ms;
@@ -931,24 +1047,25 @@ static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const en
     }
 }
 
-static int series_cb(void *arg, const eng_flow *rows, size_t n)
+static int series_cols(void *arg, const eng_colview *v)
 {
     series_ctx *c = arg;
+    const uint32_t *rows;
+    size_t n;
     if (past_deadline(c->deadline))
         return -ETIMEDOUT;
     uint8_t key[QRY_MAX_KEYS * 32];
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        const eng_flow *r = &rows[i];
-        if (c->filter && !qry_filter_match(c->filter, r))
-            continue;
-        size_t series = 0;
+    int rc = view_select(c->filter, v, &c->sel, &rows, &n);
+    if (rc < 0)
+        return rc;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = row_at(rows, k), series = 0;
         if (c->split) {
-            pack_key(c->split, r, key);
+            pack_key(c->split, v, i, key);
             size_t s = tab_slot(c->split, key, key_hash(key, c->split->klen), false, &rc);
             series = s == SIZE_MAX ? c->k : c->idx[s];
         }
-        spread(c->b + series * c->n, c->from, c->step, c->n, r);
+        spread(c->b + series * c->n, c->from, c->step, c->n, v, i);
     }
     return 0;
 }
@@ -966,17 +1083,22 @@ static int series_scan(eng_db *db, int64_t to_ms, uint32_t mask, const eng_scan_
     memset(c->b, 0, nb * sizeof *c->b);
     for (unsigned i = 0; i < nw; i++) {
         w[i] = *c;
+        w[i].sel = NULL;
         if (i > 0 && !(w[i].b = calloc(nb, sizeof *w[i].b))) {
             nw = i; /* fewer workers, not a failure */
             break;
         }
         args[i] = &w[i];
     }
-    rc = eng_db_scan_par(db, c->from, to_ms, mask, so, nw, series_cb, NULL, args);
+    eng_scan_opts o = *so;
+    o.cols = series_cols;
+    rc = eng_db_scan_par(db, c->from, to_ms, mask, &o, nw, NULL, NULL, args);
     for (unsigned i = 1; i < nw; i++) {
         buckets_add(c->b, w[i].b, nb);
         free(w[i].b);
     }
+    for (unsigned i = 0; i < nw; i++)
+        sel_free(w[i].sel);
     return rc;
 }
 
@@ -985,10 +1107,11 @@ int qry_series(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
 {
     if (step_ms <= 0 || nbuckets == 0 || nbuckets > QRY_SERIES_MAX_BUCKETS)
         return NS_E_RANGE;
-    series_ctx c = {from_ms, step_ms, nbuckets, filter, buckets, NULL, NULL, 0, qry_deadline_ms};
+    series_ctx c = {from_ms, step_ms, nbuckets, filter,          buckets,
+                    NULL,    NULL,    0,        qry_deadline_ms, NULL};
     addr_set as;
     return series_scan(db, from_ms + step_ms * (int64_t)nbuckets - 1, base_columns(filter),
-                       scan_opts(filter, &as), &c, 1);
+                       scan_opts(filter, &as, NULL), &c, 1);
 }
 
 int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbuckets,
@@ -1011,7 +1134,7 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
         return rc;
     uint32_t mask = base_columns(filter) | group_columns(g);
     addr_set as;
-    const eng_scan_opts *so = scan_opts(filter, &as);
+    const eng_scan_opts *so = scan_opts(filter, &as, NULL);
     rc = group_scan(db, from_ms, to_ms, mask, so, &t);
     if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0 || (rc = tab_grow(&look)) < 0)
         goto out;
@@ -1044,7 +1167,8 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
         idx[tab_slot(&look, t.keys + best[i] * t.klen, key_hash(t.keys + best[i] * t.klen, t.klen),
                      false, &rc)] = i;
     tab_free(&t);
-    series_ctx c = {from_ms, step_ms, nbuckets, filter, out->series, &look, idx, k, t.deadline};
+    series_ctx c = {from_ms, step_ms, nbuckets, filter,     out->series,
+                    &look,   idx,     k,        t.deadline, NULL};
     rc = series_scan(db, to_ms, mask, so, &c, k + 1);
     free(idx);
 out:
@@ -1089,34 +1213,34 @@ typedef struct dev_ctx {
     int64_t deadline;
 } dev_ctx;
 
-static int dev_cb(void *arg, const eng_flow *rows, size_t n)
+static int dev_cols(void *arg, const eng_colview *v)
 {
     dev_ctx *c = arg;
     int rc;
     if (past_deadline(c->deadline))
         return -ETIMEDOUT;
-    for (size_t i = 0; i < n; i++) {
-        const eng_flow *r = &rows[i];
-        bool talker = memcmp(r->src.b, c->dev.b, 16) == 0;
-        bool listener = memcmp(r->dst.b, c->dev.b, 16) == 0;
+    for (size_t k = 0; k < v->n; k++) {
+        size_t i = row_at(v->idx, k);
+        bool talker = memcmp(eng_col_addr(v, ENG_COL_SRC, i), c->dev.b, 16) == 0;
+        bool listener = memcmp(eng_col_addr(v, ENG_COL_DST, i), c->dev.b, 16) == 0;
         if (!talker && !listener)
             continue; /* the index names blocks of rows, not rows */
-        bool inside = r->last_ms >= c->from && r->first_ms <= c->to;
+        bool inside = last_of(v, i) >= c->from && first_of(v, i) <= c->to;
         if (talker)
-            spread(c->sout, c->sfrom, c->step, c->nb, r);
+            spread(c->sout, c->sfrom, c->step, c->nb, v, i);
         if (listener)
-            spread(c->sin, c->sfrom, c->step, c->nb, r);
+            spread(c->sin, c->sfrom, c->step, c->nb, v, i);
         if (!inside)
             continue; /* in the last bucket's tail only */
         if (talker)
-            totals_add(&c->out, r);
+            totals_add(&c->out, v, i);
         if (listener)
-            totals_add(&c->in, r);
+            totals_add(&c->in, v, i);
         for (int l = 0; l < QRY_DEV_NLISTS; l++) {
             bool mine = l < QRY_DEV_LISTENER_PEERS  ? talker
                         : l < QRY_DEV_CONVERSATIONS ? listener
                                                     : true;
-            if (mine && (rc = tab_add(&c->tabs[l], r)) < 0)
+            if (mine && (rc = tab_add(&c->tabs[l], v, i)) < 0)
                 return rc;
         }
     }
@@ -1181,10 +1305,10 @@ int qry_device(eng_db *db, const ns_addr *dev, int64_t from_ms, int64_t to_ms, i
     uint32_t mask = base_columns(NULL) | ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST) |
                     ENG_COLMASK(ENG_COL_PROTO) | ENG_COLMASK(ENG_COL_SRC_PORT) |
                     ENG_COLMASK(ENG_COL_DST_PORT);
-    eng_scan_opts so = {.addrs = dev, .naddrs = 1};
+    eng_scan_opts so = {.addrs = dev, .naddrs = 1, .cols = dev_cols};
     int64_t end = from_ms + step_ms * (int64_t)nbuckets - 1;
-    rc = eng_db_scan_par(db, from_ms, end > to_ms ? end : to_ms, mask, &so, ready, dev_cb, NULL,
-                         args);
+    rc =
+        eng_db_scan_par(db, from_ms, end > to_ms ? end : to_ms, mask, &so, ready, NULL, NULL, args);
     /* merge every worker into the first */
     dev_ctx *c = &w[0];
     for (unsigned i = 1; i < ready; i++) {
@@ -1344,7 +1468,7 @@ int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filt
         args[i] = &w[i];
     }
     addr_set as;
-    scan_opts(filter, &as);
+    scan_opts(filter, &as, NULL);
     as.o.newest_first = true; /* full heaps then skip the older segments unread */
     as.o.want = flows_want;
     int rc = eng_db_scan_par(db, from_ms, to_ms, ENG_COLS_ALL, &as.o, nw, flows_cb, NULL, args);

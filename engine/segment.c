@@ -427,14 +427,14 @@ static void transpose8x8(uint64_t x[8])
     }
 }
 
-/* Decodes raw (rsize bytes, n rows) of column c with encoding enc into rows[0..nout): all rows
- * when idx is NULL (nout = n), else row idx[k] into rows[k] (idx ascending, < n). */
-static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, eng_flow *rows,
-                      size_t n, const uint32_t *idx, size_t nout)
+/* Decodes raw (rsize bytes, n rows) of column c with encoding enc into out: n values of
+ * col_width[c] bytes each, little-endian, one after another (the column set's layout). The
+ * last_ms column needs first, the decoded first_ms column (its values are spans from it). */
+static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, size_t n,
+                      const uint8_t *first, uint8_t *out)
 {
     uint32_t w = col_width[c];
     ns_cur cur = ns_cur_make(raw, rsize);
-    size_t k = 0;
     if (enc != col_encoding(c))
         return NS_E_CORRUPT;
     switch (enc) {
@@ -445,91 +445,66 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
             if (!get_varint(&cur, &v))
                 return NS_E_CORRUPT;
             prev = (int64_t)((uint64_t)prev + (uint64_t)unzigzag(v));
-            if (!idx)
-                rows[i].first_ms = prev;
-            else if (k < nout && idx[k] == i)
-                rows[k++].first_ms = prev;
+            ns_put_le64(out + i * 8, (uint64_t)prev);
         }
         break;
     }
     case ENC_SPAN_VARINT:
+        if (!first)
+            return NS_E_RANGE;
         for (size_t i = 0; i < n; i++) {
             uint64_t v;
+            ns_cur f = ns_cur_make(first + i * 8, 8);
+            uint64_t fv = 0;
             if (!get_varint(&cur, &v))
                 return NS_E_CORRUPT;
-            /* needs ENG_COL_FIRST decoded first: eng_seg_read orders it so */
-            eng_flow *r = !idx ? &rows[i] : k < nout && idx[k] == i ? &rows[k++] : NULL;
-            if (r)
-                r->last_ms = (int64_t)((uint64_t)r->first_ms + (uint64_t)unzigzag(v));
+            ns_cur_le64(&f, &fv);
+            ns_put_le64(out + i * 8, fv + (uint64_t)unzigzag(v));
         }
         break;
     case ENC_TRANSPOSE: {
-        /* only the rows asked for are gathered: an address query touches a few of them */
-        uint8_t v[16];
+        /* Planes back into values, front to back: every plane is read in order, so the
+         * prefetcher streams them. 8 rows at a time for the wide columns: 8 loads of 8 bytes
+         * (one a plane) and an 8x8 byte transpose in registers. */
+        size_t i = 0;
         if (rsize != n * w)
             return NS_E_CORRUPT;
-        if (SEG_HOST_LE && (w == 8 || w == 16)) {
-            /* 8 rows at a time: 8 loads of 8 bytes (one a plane) and an 8x8 byte transpose in
-             * registers, instead of a load a byte */
-            size_t off = col_off[c], g = SIZE_MAX;
-            uint64_t x[2][8];
-            for (k = 0; k < nout; k++) {
-                size_t i = idx ? idx[k] : k, base = i & ~(size_t)7;
-                uint8_t *dst = (uint8_t *)&rows[k] + off;
-                if (base + 8 > n) { /* the last rows: one byte at a time */
-                    for (uint32_t j = 0; j < w; j++)
-                        dst[j] = raw[j * n + i];
-                    continue;
-                }
-                if (base != g) {
-                    for (uint32_t h = 0; h < w / 8; h++) {
-                        for (uint32_t p = 0; p < 8; p++)
-                            memcpy(&x[h][p], raw + (h * 8 + p) * n + base, 8);
-                        transpose8x8(x[h]);
+        if (w == 8 || w == 16) {
+            for (; i + 8 <= n; i += 8)
+                for (uint32_t h = 0; h < w / 8; h++) {
+                    uint64_t x[8];
+                    for (uint32_t p = 0; p < 8; p++)
+                        memcpy(&x[p], raw + (h * 8 + p) * n + i, 8);
+                    transpose8x8(x);
+                    if (SEG_HOST_LE) {
+                        for (uint32_t r = 0; r < 8; r++)
+                            memcpy(out + (i + r) * w + h * 8, &x[r], 8);
+                    } else {
+                        for (uint32_t r = 0; r < 8; r++)
+                            for (uint32_t b = 0; b < 8; b++)
+                                out[(i + r) * w + h * 8 + b] = (uint8_t)(x[r] >> (8 * b));
                     }
-                    g = base;
                 }
-                for (uint32_t h = 0; h < w / 8; h++)
-                    memcpy(dst + h * 8, &x[h][i - base], 8);
+        } else if (w == 4) {
+            for (; i < n; i++)
+                for (uint32_t j = 0; j < 4; j++)
+                    out[i * 4 + j] = raw[j * n + i];
+        } else if (w == 2) {
+            for (; i < n; i++) {
+                out[i * 2] = raw[i];
+                out[i * 2 + 1] = raw[n + i];
             }
-            cur.left = 0;
-            break;
         }
-        if (SEG_HOST_LE && (w == 2 || w == 4)) {
-            /* one loop per width, so the gathering unrolls and the copy is inlined */
-            size_t off = col_off[c];
-#define SEG_GATHER(W)                                                                              \
-    for (k = 0; k < nout; k++) {                                                                   \
-        size_t i = idx ? idx[k] : k;                                                               \
-        uint8_t gb[W];                                                                             \
-        for (uint32_t j = 0; j < (W); j++)                                                         \
-            gb[j] = raw[j * n + i];                                                                \
-        memcpy((uint8_t *)&rows[k] + off, gb, (W));                                                \
-    }
-            if (w == 4)
-                SEG_GATHER(4)
-            else
-                SEG_GATHER(2)
-#undef SEG_GATHER
-            cur.left = 0;
-            break;
-        }
-        for (k = 0; k < nout; k++) {
-            size_t i = idx ? idx[k] : k;
+        for (; i < n; i++) /* the last rows, and any other width: a byte at a time */
             for (uint32_t j = 0; j < w; j++)
-                v[j] = raw[j * n + i];
-            if (SEG_HOST_LE)
-                memcpy((uint8_t *)&rows[k] + col_off[c], v, w);
-            else
-                row_set(&rows[k], c, v);
-        }
+                out[i * w + j] = raw[j * n + i];
+        cur.left = 0;
         break;
     }
     default:
         if (rsize != n)
             return NS_E_CORRUPT;
-        for (k = 0; k < nout; k++)
-            *((uint8_t *)&rows[k] + col_off[c]) = raw[idx ? idx[k] : k];
+        memcpy(out, raw, n);
         cur.left = 0;
         break;
     }
@@ -1140,63 +1115,190 @@ int eng_seg_verify_col(eng_seg *s, uint32_t i)
     return rc;
 }
 
-/* Decodes the columns in colmask for all rows (idx NULL) or rows idx[0..nout). */
-static int seg_read_rows(eng_seg *s, uint32_t colmask, const uint32_t *idx, size_t nout,
-                         eng_flow *rows)
+/* A column's scratch and output buffers grow to the largest segment read and are kept. */
+static int grow(uint8_t **p, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    uint8_t *np = realloc(*p, need);
+    if (!np)
+        return NS_E_NOMEM;
+    *p = np;
+    *cap = need;
+    return 0;
+}
+
+void eng__colset_free(eng_colset *cs)
+{
+    for (size_t i = 0; i < ENG_NCOLS; i++)
+        free(cs->col[i]);
+    free(cs->raw);
+    free(cs->comp);
+    memset(cs, 0, sizeof *cs);
+}
+
+int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
 {
     size_t n = (size_t)s->info.rows;
-    uint8_t *raw = NULL;
-    int rc = 0;
+    int rc;
+    colmask &= ENG_COLS_ALL;
     if (colmask & ENG_COLMASK(ENG_COL_LAST))
         colmask |= ENG_COLMASK(ENG_COL_FIRST); /* last is stored relative to first */
-    memset(rows, 0, nout * sizeof *rows);
-    raw = malloc(n * 16 + 16);
-    if (!raw)
-        return NS_E_NOMEM;
-    for (uint32_t i = 0; i < s->info.ncols; i++) {
-        uint8_t *comp;
+    cs->n = 0;
+    cs->mask = 0;
+    for (uint32_t i = 0; i < ENG_NCOLS; i++) {
         if (!(colmask & ENG_COLMASK(i)))
             continue;
-        if ((rc = seg_load_col(s, i, &comp)) < 0)
-            break;
+        size_t bytes = n * col_width[i];
+        if ((rc = grow(&cs->col[i], &cs->cap[i], bytes ? bytes : 1)) < 0)
+            return rc;
+        if (i >= s->info.ncols) { /* a column newer than the file: zero, as it was written */
+            memset(cs->col[i], 0, bytes);
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
         const eng_seg_colinfo *ci = &s->cols[i];
-        size_t got = ZSTD_decompress(raw, n * 16 + 16, comp, (size_t)ci->csize);
-        free(comp);
-        if (ZSTD_isError(got) || got != ci->rsize) {
-            rc = NS_E_CORRUPT;
+        if ((rc = grow(&cs->comp, &cs->compcap, ci->csize ? (size_t)ci->csize : 1)) < 0 ||
+            (rc = grow(&cs->raw, &cs->rawcap, n * 16 + 16)) < 0)
+            return rc;
+        if ((rc = seg_pread(s, ci->offset, (size_t)ci->csize, cs->comp)) < 0)
+            return rc;
+        if (XXH64(cs->comp, (size_t)ci->csize, 0) != ci->checksum)
+            return NS_E_CORRUPT;
+        size_t got = ZSTD_decompress(cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
+        if (ZSTD_isError(got) || got != ci->rsize)
+            return NS_E_CORRUPT;
+        /* FIRST precedes LAST in the file, so it is decoded by the time LAST needs it */
+        rc = col_decode((eng_col)i, ci->encoding, cs->raw, got, n,
+                        (cs->mask & ENG_COLMASK(ENG_COL_FIRST)) ? cs->col[ENG_COL_FIRST] : NULL,
+                        cs->col[i]);
+        if (rc < 0)
+            return rc;
+        cs->mask |= ENG_COLMASK(i);
+    }
+    cs->n = n;
+    return 0;
+}
+
+/* Copies column c of the set's rows idx[0..cnt) (or from..from+cnt) into rows. */
+#define SEG_FILL(W)                                                                                \
+    for (size_t k = 0; k < cnt; k++) {                                                             \
+        size_t i = idx ? idx[k] : from + k;                                                        \
+        memcpy((uint8_t *)&rows[k] + off, src + i * (W), (W));                                     \
+    }
+
+void eng__colset_rows(const eng_colset *cs, const uint32_t *idx, size_t from, size_t cnt,
+                      eng_flow *rows)
+{
+    memset(rows, 0, cnt * sizeof *rows);
+    for (uint32_t c = 0; c < ENG_NCOLS; c++) {
+        if (!(cs->mask & ENG_COLMASK(c)))
+            continue;
+        const uint8_t *src = cs->col[c];
+        size_t off = col_off[c];
+        if (!SEG_HOST_LE) {
+            for (size_t k = 0; k < cnt; k++)
+                row_set(&rows[k], (eng_col)c, src + (idx ? idx[k] : from + k) * col_width[c]);
+            continue;
+        }
+        switch (col_width[c]) {
+        case 1:
+            SEG_FILL(1)
+            break;
+        case 2:
+            SEG_FILL(2)
+            break;
+        case 4:
+            SEG_FILL(4)
+            break;
+        case 8:
+            SEG_FILL(8)
+            break;
+        default:
+            SEG_FILL(16)
             break;
         }
-        if ((rc = col_decode((eng_col)i, ci->encoding, raw, got, rows, n, idx, nout)) < 0)
-            break;
     }
-    free(raw);
-    return rc;
+}
+#undef SEG_FILL
+
+size_t eng_col_width(eng_col c)
+{
+    return (unsigned)c < ENG_NCOLS ? col_width[c] : 0;
+}
+
+void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *rows)
+{
+    eng_colset cs = {.n = 0, .mask = v->mask};
+    for (size_t c = 0; c < ENG_NCOLS; c++)
+        cs.col[c] = (uint8_t *)(uintptr_t)v->col[c]; /* only read */
+    eng__colset_rows(&cs, v->idx ? v->idx + k0 : NULL, k0, cnt, rows);
+}
+
+int eng__colset_from_rows(eng_colset *cs, const eng_flow *rows, size_t n, uint32_t mask)
+{
+    int rc;
+    cs->n = 0;
+    cs->mask = 0;
+    for (uint32_t c = 0; c < ENG_NCOLS; c++) {
+        if (!(mask & ENG_COLMASK(c)))
+            continue;
+        uint32_t w = col_width[c];
+        if ((rc = grow(&cs->col[c], &cs->cap[c], n ? n * w : 1)) < 0)
+            return rc;
+        uint8_t *out = cs->col[c];
+        for (size_t i = 0; i < n; i++) {
+            if (SEG_HOST_LE)
+                memcpy(out + i * w, (const uint8_t *)&rows[i] + col_off[c], w);
+            else
+                row_get(&rows[i], (eng_col)c, out + i * w);
+        }
+        cs->mask |= ENG_COLMASK(c);
+    }
+    cs->n = n;
+    return 0;
 }
 
 int eng_seg_read(eng_seg *s, uint32_t colmask, eng_flow *rows)
 {
-    return seg_read_rows(s, colmask, NULL, (size_t)s->info.rows, rows);
+    eng_colset cs = {0};
+    int rc = eng__seg_load_cols(s, colmask, &cs);
+    if (rc == 0)
+        eng__colset_rows(&cs, NULL, 0, cs.n, rows);
+    eng__colset_free(&cs);
+    return rc;
 }
 
-int eng_seg_read_sel(eng_seg *s, uint32_t colmask, const uint64_t *sel, eng_flow *rows,
-                     size_t *nout)
+size_t eng__sel_rows(const uint64_t *sel, size_t n, uint32_t *idx)
 {
-    size_t n = (size_t)s->info.rows, k = 0;
-    uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
-    int rc;
-    *nout = 0;
-    if (!idx)
-        return NS_E_NOMEM;
+    size_t k = 0;
     for (size_t w = 0; w < (n + 63) / 64; w++)
         for (uint64_t bits = sel[w]; bits; bits &= bits - 1) {
             size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
             if (i < n)
                 idx[k++] = (uint32_t)i;
         }
-    rc = seg_read_rows(s, colmask, idx, k, rows);
-    free(idx);
-    if (rc == 0)
+    return k;
+}
+
+int eng_seg_read_sel(eng_seg *s, uint32_t colmask, const uint64_t *sel, eng_flow *rows,
+                     size_t *nout)
+{
+    size_t n = (size_t)s->info.rows;
+    uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    eng_colset cs = {0};
+    int rc;
+    *nout = 0;
+    if (!idx)
+        return NS_E_NOMEM;
+    size_t k = eng__sel_rows(sel, n, idx);
+    rc = eng__seg_load_cols(s, colmask, &cs);
+    if (rc == 0) {
+        eng__colset_rows(&cs, idx, 0, k, rows);
         *nout = k;
+    }
+    eng__colset_free(&cs);
+    free(idx);
     return rc;
 }
 

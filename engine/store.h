@@ -270,6 +270,44 @@ typedef int (*eng_totals_cb)(void *arg, uint64_t flows, uint64_t packets, uint64
 int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask, eng_row_cb cb,
                        eng_totals_cb tcb, void *arg);
 
+/* One sealed segment's rows as decoded columns, for callbacks that aggregate columns without
+ * building rows (the query engine's fast paths). col[c], for each c in mask, is the segment's
+ * column: one value a row, eng_col_width(c) bytes each, little-endian (read them with
+ * eng_col_u64() and friends). The rows to visit are idx[0..n) (ascending row numbers), or
+ * 0..n when idx is NULL. Valid during the callback only. */
+typedef struct eng_colview {
+    size_t n;
+    const uint32_t *idx;
+    uint32_t mask;
+    const uint8_t *col[ENG_NCOLS];
+} eng_colview;
+typedef int (*eng_cols_cb)(void *arg, const eng_colview *v);
+size_t eng_col_width(eng_col c);
+/* Rows k0..k0+cnt of the view (k counts visited rows) as eng_flow; columns not in mask zero. */
+void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *rows);
+static inline uint64_t eng_col_u64(const eng_colview *v, eng_col c, size_t row)
+{
+    const uint8_t *p = v->col[c] + row * 8;
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 8; i++)
+        x |= (uint64_t)p[i] << (8 * i); /* one load on a little-endian host */
+    return x;
+}
+static inline uint32_t eng_col_u32(const eng_colview *v, eng_col c, size_t row)
+{
+    const uint8_t *p = v->col[c] + row * 4;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint16_t eng_col_u16(const eng_colview *v, eng_col c, size_t row)
+{
+    const uint8_t *p = v->col[c] + row * 2;
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+static inline const uint8_t *eng_col_addr(const eng_colview *v, eng_col c, size_t row)
+{
+    return v->col[c] + row * 16;
+}
+
 /* What a scan may leave out. All zero is the plain scan. */
 typedef struct eng_scan_opts {
     /* Only rows whose src or dst is one of addrs[0..naddrs) are needed (naddrs 0: every row).
@@ -285,6 +323,9 @@ typedef struct eng_scan_opts {
      * segments once it holds N newer rows. want gets the worker's arg. */
     bool newest_first;
     int (*want)(void *arg, int64_t first_ms, int64_t last_ms);
+    /* When set, a sealed segment's rows go to cols as columns instead of to cb as rows (the
+     * open minutes still go to cb). The same rows either way, with the same columns. */
+    eng_cols_cb cols;
 } eng_scan_opts;
 /* eng_db_scan_totals with options (opts may be NULL; tcb may be NULL). */
 int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
