@@ -162,6 +162,18 @@ static inline void ns_put_le16(uint8_t *p, uint16_t v)
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
+/* a store of the value's bytes on a little-endian host (the byte loops were not merged into
+ * one store, and the segment decoder writes one of these a value) */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline void ns_put_le32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static inline void ns_put_le64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+#else
 static inline void ns_put_le32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -172,6 +184,7 @@ static inline void ns_put_le64(uint8_t *p, uint64_t v)
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
+#endif
 
 /* ---------------------------------------------------------------------------------------------
  * Addresses: every address is kept as 16 bytes; IPv4 is IPv4-mapped (::ffff:a.b.c.d) so one

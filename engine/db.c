@@ -1380,9 +1380,11 @@ static int emit_rows(scan_bufs *b, const uint32_t *idx, size_t n, eng_row_cb cb,
 
 static inline uint64_t le64_at(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (unsigned i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i); /* one load on a little-endian host */
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
     return v;
 }
 

@@ -434,6 +434,11 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
 
 #define QRY_MAX_GROUPS (16u << 20) /* distinct groups one query may hold */
 
+typedef struct tab_ent {
+    uint64_t hash;
+    qry_totals tot;
+} tab_ent;
+
 typedef struct group_tab {
     const qry_group *g;
     const qry_filter *filter;
@@ -441,14 +446,17 @@ typedef struct group_tab {
     size_t conv_off; /* offset of the conversation key, when conv */
     bool conv;
     uint8_t *keys;   /* cap * klen */
-    uint64_t *hash;  /* 0 = empty slot */
-    qry_totals *tot; /* cap */
+    tab_ent *ent;    /* cap: hash (0 = empty slot) and totals, one cache line apart at most */
     qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
     size_t cap, n;
     int64_t deadline;
     uint8_t last_key[QRY_MAX_KEYS * 32]; /* the last row's key and slot (SIZE_MAX: none) */
     size_t last_slot;
     qry_sel *sel; /* the filter's rows (group_cols) */
+    /* One small numeric key (protocol, ToS, a port, VLAN): totals indexed by its value, no
+     * hashing; tab_flush() moves them into the table. ndirect 0: not used. */
+    qry_totals *direct;
+    size_t ndirect;
 } group_tab;
 
 static size_t spec_len(const qry_keyspec *ks)
@@ -625,6 +633,21 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
     t->filter = filter;
     t->deadline = qry_deadline_ms;
     t->last_slot = SIZE_MAX;
+    if (g->n == 1) {
+        switch (g->k[0].by) {
+        case QRY_BY_PROTO:
+        case QRY_BY_TOS:
+            t->ndirect = 256;
+            break;
+        case QRY_BY_SRCPORT:
+        case QRY_BY_DSTPORT:
+        case QRY_BY_VLAN:
+            t->ndirect = 65536;
+            break;
+        default:
+            break;
+        }
+    }
     for (size_t i = 0; i < g->n; i++) {
         if ((unsigned)g->k[i].by >= QRY_NBY || g->k[i].bits4 > 32 || g->k[i].bits6 > 128)
             return NS_E_RANGE;
@@ -642,16 +665,17 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
 static void tab_free_arrays(group_tab *t)
 {
     free(t->keys);
-    free(t->hash);
-    free(t->tot);
+    free(t->ent);
     free(t->dir);
     t->keys = NULL;
-    t->hash = NULL;
-    t->tot = t->dir = NULL;
+    t->ent = NULL;
+    t->dir = NULL;
 }
 
 static void tab_free(group_tab *t)
 {
+    free(t->direct);
+    t->direct = NULL;
     tab_free_arrays(t);
     sel_free(t->sel);
     t->sel = NULL;
@@ -663,25 +687,22 @@ static int tab_grow(group_tab *t)
     if (t->n >= QRY_MAX_GROUPS)
         return NS_E_TOO_MANY;
     uint8_t *nk = malloc(ncap * t->klen);
-    uint64_t *nh = calloc(ncap, sizeof *nh);
-    qry_totals *nt = malloc(ncap * sizeof *nt);
+    tab_ent *ne = calloc(ncap, sizeof *ne);
     qry_totals *nd = t->conv ? malloc(2 * ncap * sizeof *nd) : NULL;
-    if (!nk || !nh || !nt || (t->conv && !nd)) {
+    if (!nk || !ne || (t->conv && !nd)) {
         free(nk);
-        free(nh);
-        free(nt);
+        free(ne);
         free(nd);
         return NS_E_NOMEM;
     }
     for (size_t i = 0; i < t->cap; i++) {
-        if (!t->hash[i])
+        if (!t->ent[i].hash)
             continue;
-        size_t h = (size_t)t->hash[i] & (ncap - 1);
-        while (nh[h])
+        size_t h = (size_t)t->ent[i].hash & (ncap - 1);
+        while (ne[h].hash)
             h = (h + 1) & (ncap - 1);
-        nh[h] = t->hash[i];
+        ne[h] = t->ent[i];
         memcpy(nk + h * t->klen, t->keys + i * t->klen, t->klen);
-        nt[h] = t->tot[i];
         if (nd) {
             nd[2 * h] = t->dir[2 * i];
             nd[2 * h + 1] = t->dir[2 * i + 1];
@@ -690,8 +711,7 @@ static int tab_grow(group_tab *t)
     tab_free_arrays(t);
     t->last_slot = SIZE_MAX; /* slots moved */
     t->keys = nk;
-    t->hash = nh;
-    t->tot = nt;
+    t->ent = ne;
     t->dir = nd;
     t->cap = ncap;
     return 0;
@@ -726,46 +746,112 @@ static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, 
     if (insert && t->n * 2 >= t->cap && (*rc = tab_grow(t)) < 0)
         return SIZE_MAX;
     size_t i = (size_t)h & (t->cap - 1);
-    while (t->hash[i]) {
-        if (t->hash[i] == h && key_eq(t->keys + i * t->klen, k, t->klen))
+    while (t->ent[i].hash) {
+        if (t->ent[i].hash == h && key_eq(t->keys + i * t->klen, k, t->klen))
             return i;
         i = (i + 1) & (t->cap - 1);
     }
     if (!insert)
         return SIZE_MAX;
-    t->hash[i] = h;
+    t->ent[i].hash = h;
     memcpy(t->keys + i * t->klen, k, t->klen);
-    memset(&t->tot[i], 0, sizeof t->tot[i]);
+    memset(&t->ent[i].tot, 0, sizeof t->ent[i].tot);
     if (t->dir)
         memset(&t->dir[2 * i], 0, 2 * sizeof t->dir[0]);
     t->n++;
     return i;
 }
 
-/* Counts row r in its group. Returns 0 or the error of a failed grow. Rows come in runs of
- * one key (segments are ordered by source address), so the last row's slot is remembered:
- * a run costs one hash lookup, not one a row. The slot stays valid until the next insert,
- * which is the only thing that can move slots (a grow). */
-static int tab_add(group_tab *t, const eng_colview *v, size_t i)
+/* Counts row i, whose key k is packed (hash h, 0: not computed yet), in its group. Returns 0
+ * or the error of a failed grow. Rows come in runs of one key (segments are ordered by source
+ * address), so the last row's slot is remembered: a run costs one lookup, not one a row. The
+ * slot stays valid until the next insert, the only thing that can move slots (a grow). */
+static int tab_add_key(group_tab *t, const eng_colview *v, size_t i, const uint8_t *k, uint64_t h)
 {
-    uint8_t k[QRY_MAX_KEYS * 32];
     int rc = 0;
     size_t s;
-    pack_key(t, v, i, k);
     if (t->last_slot != SIZE_MAX && key_eq(t->last_key, k, t->klen)) {
         s = t->last_slot;
     } else {
-        s = tab_slot(t, k, key_hash(k, t->klen), true, &rc);
+        s = tab_slot(t, k, h ? h : key_hash(k, t->klen), true, &rc);
         if (s == SIZE_MAX)
             return rc;
         memcpy(t->last_key, k, t->klen);
         t->last_slot = s;
     }
-    totals_add(&t->tot[s], v, i);
+    totals_add(&t->ent[s].tot, v, i);
     if (t->dir) {
         bool ab = memcmp(eng_col_addr(v, ENG_COL_SRC, i), k + t->conv_off, 16) == 0;
         totals_add(&t->dir[2 * s + (ab ? 0 : 1)], v, i);
     }
+    return 0;
+}
+
+static int tab_add_direct(group_tab *t, const eng_colview *v, size_t i)
+{
+    if (!t->direct && !(t->direct = calloc(t->ndirect, sizeof *t->direct)))
+        return NS_E_NOMEM;
+    totals_add(&t->direct[num_of(t->g->k[0].by, v, i) & (t->ndirect - 1)], v, i);
+    return 0;
+}
+
+/* Counts row i in its group. */
+static int tab_add(group_tab *t, const eng_colview *v, size_t i)
+{
+    uint8_t k[QRY_MAX_KEYS * 32];
+    if (t->ndirect)
+        return tab_add_direct(t, v, i);
+    pack_key(t, v, i, k);
+    return tab_add_key(t, v, i, k, 0);
+}
+
+/* Counts the rows rows[0..n) (NULL: 0..n) of v. Keys are packed and hashed a batch at a time
+ * and their slots prefetched, so a big table's cache misses overlap instead of coming one
+ * after another (most of a many-group query's time otherwise). */
+#define TAB_BATCH 16
+static int tab_add_rows(group_tab *t, const eng_colview *v, const uint32_t *rows, size_t n)
+{
+    uint8_t keys[TAB_BATCH][QRY_MAX_KEYS * 32];
+    uint64_t hs[TAB_BATCH];
+    int rc;
+    for (size_t k0 = 0; k0 < n; k0 += TAB_BATCH) {
+        size_t cnt = n - k0 < TAB_BATCH ? n - k0 : TAB_BATCH;
+        if (t->ndirect) {
+            for (size_t j = 0; j < cnt; j++)
+                if ((rc = tab_add_direct(t, v, row_at(rows, k0 + j))) < 0)
+                    return rc;
+            continue;
+        }
+        for (size_t j = 0; j < cnt; j++) {
+            pack_key(t, v, row_at(rows, k0 + j), keys[j]);
+            hs[j] = key_hash(keys[j], t->klen);
+            size_t slot = (size_t)hs[j] & (t->cap - 1);
+            __builtin_prefetch(&t->ent[slot]);
+            __builtin_prefetch(t->keys + slot * t->klen);
+        }
+        for (size_t j = 0; j < cnt; j++)
+            if ((rc = tab_add_key(t, v, row_at(rows, k0 + j), keys[j], hs[j])) < 0)
+                return rc;
+    }
+    return 0;
+}
+
+/* Moves the direct totals into the table (after a scan, before anything reads the table). */
+static int tab_flush(group_tab *t)
+{
+    int rc = 0;
+    for (size_t x = 0; t->direct && x < t->ndirect; x++) {
+        if (t->direct[x].flows == 0)
+            continue;
+        uint8_t k[4];
+        put_be32(k, (uint32_t)x);
+        size_t s = tab_slot(t, k, key_hash(k, 4), true, &rc);
+        if (s == SIZE_MAX)
+            return rc;
+        totals_merge(&t->ent[s].tot, &t->direct[x]);
+    }
+    free(t->direct);
+    t->direct = NULL;
     return 0;
 }
 
@@ -774,12 +860,12 @@ static int tab_merge(group_tab *t, const group_tab *src)
 {
     int rc = 0;
     for (size_t j = 0; j < src->cap; j++) {
-        if (!src->hash[j])
+        if (!src->ent[j].hash)
             continue;
-        size_t s = tab_slot(t, src->keys + j * t->klen, src->hash[j], true, &rc);
+        size_t s = tab_slot(t, src->keys + j * t->klen, src->ent[j].hash, true, &rc);
         if (s == SIZE_MAX)
             return rc;
-        totals_merge(&t->tot[s], &src->tot[j]);
+        totals_merge(&t->ent[s].tot, &src->ent[j].tot);
         if (t->dir) {
             totals_merge(&t->dir[2 * s], &src->dir[2 * j]);
             totals_merge(&t->dir[2 * s + 1], &src->dir[2 * j + 1]);
@@ -798,10 +884,7 @@ static int group_cols(void *arg, const eng_colview *v)
         return -ETIMEDOUT;
     if ((rc = view_select(t->filter, v, &t->sel, &rows, &n)) < 0)
         return rc;
-    for (size_t k = 0; k < n; k++)
-        if ((rc = tab_add(t, v, row_at(rows, k))) < 0)
-            return rc;
-    return 0;
+    return tab_add_rows(t, v, rows, n);
 }
 
 static uint64_t metric_of(const qry_totals *t, qry_metric m)
@@ -820,7 +903,7 @@ static uint64_t metric_of(const qry_totals *t, qry_metric m)
 /* Slot a ranks before slot b: larger metric first, then smaller key bytes. */
 static bool ranks_before(const group_tab *t, qry_metric m, size_t a, size_t b)
 {
-    uint64_t x = metric_of(&t->tot[a], m), y = metric_of(&t->tot[b], m);
+    uint64_t x = metric_of(&t->ent[a].tot, m), y = metric_of(&t->ent[b].tot, m);
     if (x != y)
         return x > y;
     return memcmp(t->keys + a * t->klen, t->keys + b * t->klen, t->klen) < 0;
@@ -852,7 +935,7 @@ static int tab_top(const group_tab *t, qry_metric m, size_t limit, size_t **out,
     if (!h)
         return NS_E_NOMEM;
     for (size_t i = 0; i < t->cap && cap; i++) {
-        if (!t->hash[i])
+        if (!t->ent[i].hash)
             continue;
         if (n < cap) {
             h[n++] = i;
@@ -894,8 +977,10 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
     o.cols = group_cols;
     if (rc == 0)
         rc = eng_db_scan_par(db, from_ms, to_ms, mask, &o, nw, NULL, NULL, args);
+    if (rc == 0)
+        rc = tab_flush(t);
     for (unsigned i = 1; i < ready; i++) {
-        if (rc == 0)
+        if (rc == 0 && (rc = tab_flush(&w[i])) == 0)
             rc = tab_merge(t, &w[i]);
         tab_free(&w[i]);
     }
@@ -918,21 +1003,21 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
         return NS_E_NOMEM;
     }
     for (size_t i = 0; i < t->cap; i++)
-        if (t->hash[i])
-            totals_merge(&out->total, &t->tot[i]);
+        if (t->ent[i].hash)
+            totals_merge(&out->total, &t->ent[i].tot);
     for (size_t i = 0; i < k; i++) {
         qry_row *row = &out->rows[i];
         unpack_key(t->g, t->keys + best[i] * t->klen, &row->key);
-        row->t = t->tot[best[i]];
+        row->t = t->ent[best[i]].tot;
         if (t->dir) {
             row->ab = t->dir[2 * best[i]];
             row->ba = t->dir[2 * best[i] + 1];
         }
-        t->hash[best[i]] = 0; /* what is left makes "other" */
+        t->ent[best[i]].hash = 0; /* what is left makes "other" */
     }
     for (size_t i = 0; i < t->cap; i++)
-        if (t->hash[i])
-            totals_merge(&out->other, &t->tot[i]);
+        if (t->ent[i].hash)
+            totals_merge(&out->other, &t->ent[i].tot);
     out->n = k;
     out->groups = t->n;
     out->span_ms = qry_span_ms(from_ms, to_ms, &out->total);
@@ -1149,14 +1234,14 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
     for (size_t i = 0; i < k; i++) {
         const uint8_t *kb = t.keys + best[i] * t.klen;
         unpack_key(g, kb, &out->keys[i]);
-        out->totals[i] = t.tot[best[i]];
-        if (tab_slot(&look, kb, t.hash[best[i]], true, &rc) == SIZE_MAX)
+        out->totals[i] = t.ent[best[i]].tot;
+        if (tab_slot(&look, kb, t.ent[best[i]].hash, true, &rc) == SIZE_MAX)
             goto out;
-        t.hash[best[i]] = 0;
+        t.ent[best[i]].hash = 0;
     }
     for (size_t i = 0; i < t.cap; i++)
-        if (t.hash[i])
-            totals_merge(&out->totals[k], &t.tot[i]);
+        if (t.ent[i].hash)
+            totals_merge(&out->totals[k], &t.ent[i].tot);
     out->k = k;
     idx = malloc(look.cap * sizeof *idx);
     if (!idx) {
@@ -1311,6 +1396,9 @@ int qry_device(eng_db *db, const ns_addr *dev, int64_t from_ms, int64_t to_ms, i
         eng_db_scan_par(db, from_ms, end > to_ms ? end : to_ms, mask, &so, ready, NULL, NULL, args);
     /* merge every worker into the first */
     dev_ctx *c = &w[0];
+    for (unsigned i = 0; i < ready; i++)
+        for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++)
+            rc = tab_flush(&w[i].tabs[l]);
     for (unsigned i = 1; i < ready; i++) {
         totals_merge(&c->out, &w[i].out);
         totals_merge(&c->in, &w[i].in);

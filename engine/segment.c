@@ -320,8 +320,32 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
+static inline uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
 static bool get_varint(ns_cur *c, uint64_t *out)
 {
+    if (c->left >= 10) {
+        /* the longest varint is inside the cursor: no check a byte (the decoder's hot loop) */
+        const uint8_t *p = c->p;
+        uint64_t v = 0;
+        for (unsigned k = 0; k < 10; k++) {
+            v |= (uint64_t)(p[k] & 0x7f) << (7 * k);
+            if (!(p[k] & 0x80)) {
+                ns_cur_skip(c, k + 1);
+                *out = v;
+                return true;
+            }
+        }
+        return false;
+    }
     uint64_t v = 0;
     for (unsigned shift = 0; shift < 64; shift += 7) {
         uint8_t b;
@@ -453,12 +477,10 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         if (!first)
             return NS_E_RANGE;
         for (size_t i = 0; i < n; i++) {
-            uint64_t v;
-            ns_cur f = ns_cur_make(first + i * 8, 8);
-            uint64_t fv = 0;
+            uint64_t v, fv;
             if (!get_varint(&cur, &v))
                 return NS_E_CORRUPT;
-            ns_cur_le64(&f, &fv);
+            fv = load_le64(first + i * 8);
             ns_put_le64(out + i * 8, fv + (uint64_t)unzigzag(v));
         }
         break;

@@ -287,21 +287,30 @@ size_t eng_col_width(eng_col c);
 void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *rows);
 static inline uint64_t eng_col_u64(const eng_colview *v, eng_col c, size_t row)
 {
-    const uint8_t *p = v->col[c] + row * 8;
-    uint64_t x = 0;
-    for (unsigned i = 0; i < 8; i++)
-        x |= (uint64_t)p[i] << (8 * i); /* one load on a little-endian host */
+    uint64_t x;
+    memcpy(&x, v->col[c] + row * 8, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
     return x;
 }
 static inline uint32_t eng_col_u32(const eng_colview *v, eng_col c, size_t row)
 {
-    const uint8_t *p = v->col[c] + row * 4;
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    uint32_t x;
+    memcpy(&x, v->col[c] + row * 4, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap32(x);
+#endif
+    return x;
 }
 static inline uint16_t eng_col_u16(const eng_colview *v, eng_col c, size_t row)
 {
-    const uint8_t *p = v->col[c] + row * 2;
-    return (uint16_t)(p[0] | p[1] << 8);
+    uint16_t x;
+    memcpy(&x, v->col[c] + row * 2, 2);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap16(x);
+#endif
+    return x;
 }
 static inline const uint8_t *eng_col_addr(const eng_colview *v, eng_col c, size_t row)
 {
