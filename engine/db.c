@@ -55,8 +55,17 @@ typedef struct seg_entry {
     uint64_t rows, size;
 } seg_entry;
 
+#define SCAN_POOL 8 /* scan buffers kept between scans (one per concurrent scan worker) */
+typedef struct scan_bufs scan_bufs;
+static void bufs_free(scan_bufs *b);
+
 struct eng_db {
     char dir[4096];
+    /* scan workers' buffers, kept so that a repeated query does not pay for page faults (a
+     * fifth of a device view's time when every scan allocated them afresh); under pool_mu */
+    pthread_mutex_t pool_mu;
+    scan_bufs *pool[SCAN_POOL];
+    size_t npool;
     int lockfd;
     eng_db_opts opts;
     pthread_mutex_t mu;
@@ -845,6 +854,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     if (opts)
         db->opts = *opts;
     pthread_mutex_init(&db->mu, NULL);
+    pthread_mutex_init(&db->pool_mu, NULL);
     pthread_mutex_init(&db->seal_mu, NULL);
     pthread_mutex_init(&db->compact_mu, NULL);
     pthread_rwlockattr_t rwa;
@@ -950,6 +960,7 @@ fail:
         close(db->lockfd);
     free(db->segs);
     pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->pool_mu);
     pthread_mutex_destroy(&db->seal_mu);
     pthread_mutex_destroy(&db->compact_mu);
     pthread_rwlock_destroy(&db->scan_lock);
@@ -991,6 +1002,9 @@ int eng_db_close(eng_db *db)
     int result = lost ? (rc < 0 ? rc : -EIO) : 0;
     free(db->open);
     free(db->segs);
+    for (size_t i = 0; i < db->npool; i++)
+        bufs_free(db->pool[i]);
+    pthread_mutex_destroy(&db->pool_mu);
     if (db->lockfd >= 0)
         close(db->lockfd); /* releases the flock */
     pthread_mutex_destroy(&db->mu);
@@ -1337,13 +1351,13 @@ typedef struct snap_buf {
  * the column set, then handed to the callback as rows a block at a time, so the rows a
  * callback reads stay in cache. */
 #define SCAN_BLOCK 1024
-typedef struct scan_bufs {
+struct scan_bufs {
     eng_colset cs;
     uint64_t *sel; /* rows the address index names, one bit a row */
     uint32_t *idx; /* the rows to hand over */
     size_t cap;
     eng_flow block[SCAN_BLOCK];
-} scan_bufs;
+};
 
 static int bufs_reserve(scan_bufs *b, size_t n)
 {
@@ -1363,6 +1377,35 @@ static void bufs_free(scan_bufs *b)
     free(b->idx);
     free(b->sel);
     free(b);
+}
+
+/* A worker's buffers: one from the pool, or new. */
+static scan_bufs *bufs_get(eng_db *db)
+{
+    scan_bufs *b = NULL;
+    pthread_mutex_lock(&db->pool_mu);
+    if (db->npool)
+        b = db->pool[--db->npool];
+    pthread_mutex_unlock(&db->pool_mu);
+    return b ? b : calloc(1, sizeof *b);
+}
+
+/* Back to the pool; freed if it is full, or if the buffers grew past what is worth keeping
+ * (a day segment's columns). */
+#define SCAN_POOL_KEEP (64u << 20)
+static void bufs_put(eng_db *db, scan_bufs *b)
+{
+    size_t bytes = b->cap * (sizeof *b->idx + 1) + b->cs.rawcap + b->cs.compcap;
+    for (size_t c = 0; c < ENG_NCOLS; c++)
+        bytes += b->cs.cap[c];
+    pthread_mutex_lock(&db->pool_mu);
+    if (db->npool < SCAN_POOL && bytes <= SCAN_POOL_KEEP) {
+        db->pool[db->npool++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&db->pool_mu);
+    if (b)
+        bufs_free(b);
 }
 
 /* Rows idx[0..n) (idx NULL: every row) of the decoded segment, as blocks to cb. */
@@ -1623,7 +1666,7 @@ static void *par_main(void *p)
 {
     par_worker *w = p;
     par_scan *ps = w->ps;
-    scan_bufs *bufs = calloc(1, sizeof *bufs);
+    scan_bufs *bufs = bufs_get(ps->db);
     if (!bufs) {
         int zero = 0;
         atomic_compare_exchange_strong(&ps->err, &zero, NS_E_NOMEM);
@@ -1644,7 +1687,7 @@ static void *par_main(void *p)
             break;
         }
     }
-    bufs_free(bufs);
+    bufs_put(ps->db, bufs);
     return NULL;
 }
 

@@ -1351,9 +1351,11 @@ static int dev_ctx_init(dev_ctx *c, const dev_ctx *proto, const qry_group *group
     c->sin = calloc(c->nb, sizeof *c->sin);
     if (!c->sout || !c->sin)
         rc = NS_E_NOMEM;
-    for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++)
+    for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++) {
         if ((rc = tab_init(&c->tabs[l], &groups[l], NULL)) == 0)
             rc = tab_grow(&c->tabs[l]);
+        c->tabs[l].ndirect = 0; /* one device's rows are few: a 64k array costs more */
+    }
     return rc;
 }
 
