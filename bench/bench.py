@@ -154,6 +154,9 @@ def cpu_sets():
 
 
 def pinned(cmd, which):
+    """which: "sender", "collector", or "all" (not pinned: the queries phase, see --query-cpus)."""
+    if which == "all":
+        return list(cmd)
     sender, collector = cpu_sets()
     cpus = sender if which == "sender" else collector
     return (["taskset", "-c", cpus] if cpus else []) + list(cmd)
@@ -250,7 +253,7 @@ def wait_for(cond, what, timeout=30.0, p=None):
 class Ns2flows:
     """A daemon on loopback ports of its own, on database folder db."""
 
-    def __init__(self, db, tag, extra_conf=""):
+    def __init__(self, db, tag, extra_conf="", cpus="collector"):
         self.db = db
         self.http, self.udp, sflow = free_port(), free_port(), free_port()
         conf = os.path.join(ARGS.run, f"{tag}.conf")
@@ -260,7 +263,7 @@ class Ns2flows:
         self.p = start(pinned([f"{ARGS.bin}/ns2flows", "-f", "-c", conf, "--db", db,
                                "--http", f"127.0.0.1:{self.http}",
                                "--listen", f"127.0.0.1:{self.udp}",
-                               "--listen-sflow", f"127.0.0.1:{sflow}"], "collector"),
+                               "--listen-sflow", f"127.0.0.1:{sflow}"], cpus),
                        f"{tag}.log")
         wait_for(lambda: http_json(self.http, "/api/v1/status", 2) is not None,
                  f"ns2flows ({tag})", p=self.p)
@@ -807,7 +810,11 @@ def phase_queries():
     nfdir = os.path.join(ARGS.work, "store", "nfcapd")
     if not os.path.isdir(db) or not nfcapd_files(nfdir):
         fail("queries need the offline and storage phases' stores")
-    d = Ns2flows(db, "queries")
+    # Queries have no sender to keep apart: with --query-cpus all (the default) ns2flows, nfdump
+    # and curl may each use every CPU, as they would on an operator's machine (ns2flows scans
+    # with one worker a CPU; nfdump 1.7 decompresses on threads of its own).
+    qcpu = "all" if ARGS.query_cpus == "all" else "collector"
+    d = Ns2flows(db, "queries", cpus=qcpu)
     try:
         host = None
         if has_filter(d.http):  # the busiest source: the host an operator would look at
@@ -817,16 +824,16 @@ def phase_queries():
         out = os.path.join(ARGS.run, "data")
         ns_t = hyperfine([(f"ns2flows {n}", f"curl -sf -o /dev/null {shlex.quote(u)}")
                           for n, u, _, _ in qs], os.path.join(out, "hyperfine-ns2flows.json"),
-                         "sender")
+                         "all" if qcpu == "all" else "sender")
         nf_t = hyperfine([(f"nfdump {n}", " ".join(shlex.quote(a) for a in
                                                   ["nfdump", "-R", nfdir, *args]))
                           for n, _, args, _ in qs], os.path.join(out, "hyperfine-nfdump.json"),
-                         "collector")
+                         qcpu)
         qtool = os.path.join(ARGS.bin, "ns2flows-query")
         q_cmd = {n: ["env", "TZ=UTC", qtool, "--db", db, *qa] for n, _, _, qa in qs}
         q_t = hyperfine([(f"ns2flows-query {n}", " ".join(shlex.quote(a) for a in q_cmd[n]))
                          for n, _, _, _ in qs], os.path.join(out, "hyperfine-ns2flows-query.json"),
-                        "collector")
+                        qcpu)
         res = {}
         for n, u, args, _ in qs:
             with urllib.request.urlopen(u, timeout=600) as r:
@@ -849,6 +856,7 @@ def phase_queries():
     finally:
         d.stop()
     save("queries", {"format": fmt, "flows": capture_totals(capture(fmt))["flows"],
+                     "cpus": qcpu,
                      "filters": host is not None, "host": host,
                      "window": [ARGS.start + ARGS.duration // 2,
                                 ARGS.start + ARGS.duration // 2 + 300],
@@ -1476,6 +1484,11 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
               f"({b['min_s'] * 1e3:.1f}–{b['max_s'] * 1e3:.1f}, {b['stddev_s'] * 1e3:.1f}) | "
               f"{x['ratio_nfdump_over_ns2flows']:.2f} | "
               f"{fmt_n(x.get('ratio_nfdump_over_ns2flows_query'), 2)} | {same} |")
+        A("\n" + ("Queries ran unpinned: ns2flows (one scan worker a CPU), nfdump and curl could "
+                  "each use every CPU of the machine, one command at a time."
+                  if qry.get("cpus") == "all" else
+                  "Queries ran pinned: ns2flows and nfdump on the collector's CPU, curl on the "
+                  "sender's."))
         A(f"\nThe window is [{w[0]}, {w[1]}] (epoch s, 5 minutes in the middle of the hour)."
           + (f" The host is the busiest source, {qry['host']}, and the /16 its network; nfdump "
              "has no filtered `-I`, so its filtered totals come with a statistic by protocol."
@@ -1626,6 +1639,8 @@ def main():
     ap.add_argument("--runs", type=int, required=True)
     ap.add_argument("--warmup", type=int, required=True)
     ap.add_argument("--http-seconds", type=int, default=10, help="http: wrk seconds per URL")
+    ap.add_argument("--query-cpus", choices=["all", "collector"], default="all",
+                    help="queries phase: every CPU for each side (default), or pinned as ingest")
     ap.add_argument("--http-connections", type=int, default=4,
                     help="http: wrk connections (default: one per HTTP thread, so latency is "
                          "an answer's, not a queue's)")
