@@ -289,6 +289,7 @@ bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out)
 typedef struct ns_config {
     char db_path[4096];
     uint64_t db_budget;             /* bytes */
+    uint64_t query_cache;           /* bytes of decoded columns kept between queries */
     uint64_t retention_s;           /* 0 = keep until the budget needs the space */
     char listen[NS_MAX_LISTEN][80]; /* NetFlow/IPFIX UDP */
     int nlisten;

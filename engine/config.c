@@ -41,6 +41,8 @@ static const cfg_def defs[] = {
      "database folder (SESSIONDB): segments, lock, log"},
     {"db_budget", CT_SIZE, "10G", F(db_budget), 1u << 20, UINT64_MAX, true,
      "bytes everything under db_path may use (K/M/G/T); the oldest segments go first"},
+    {"query_cache", CT_SIZE, "256M", F(query_cache), 0, UINT64_MAX, false,
+     "decoded columns of sealed segments kept in memory for later queries (K/M/G); 0: none"},
     {"retention", CT_DURATION, "0", F(retention_s), 0, UINT64_MAX, true,
      "delete flows older than this (s/m/h/d/w); 0 keeps them until the budget needs space"},
     {"listen", CT_LISTEN, "0.0.0.0:2055, [::]:2055", F(listen), 0, 0, false,

@@ -66,6 +66,7 @@ struct eng_db {
     pthread_mutex_t pool_mu;
     scan_bufs *pool[SCAN_POOL];
     size_t npool;
+    eng_cache *cache; /* decoded columns of sealed segments (NULL: none) */
     int lockfd;
     eng_db_opts opts;
     pthread_mutex_t mu;
@@ -193,6 +194,7 @@ static int catalog_add_locked(eng_db *db, const seg_entry *e)
 
 static void catalog_remove_locked(eng_db *db, size_t i)
 {
+    eng__cache_drop_file(db->cache, eng__cache_file_id(db->segs[i].name));
     db->st.disk_bytes -= db->segs[i].size;
     memmove(&db->segs[i], &db->segs[i + 1], (db->nsegs - i - 1) * sizeof *db->segs);
     db->nsegs--;
@@ -872,6 +874,11 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         goto fail;
     }
     strcpy(db->dir, dir);
+    if (db->opts.cache_bytes &&
+        (rc = eng__cache_new((size_t)db->opts.cache_bytes, &db->cache)) < 0) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
     if (db->opts.read_only) {
         db->opts.no_sealer_thread = true;
         if ((rc = catalog_load(db)) < 0) {
@@ -959,6 +966,7 @@ fail:
     if (db->lockfd >= 0)
         close(db->lockfd);
     free(db->segs);
+    eng__cache_free(db->cache);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->pool_mu);
     pthread_mutex_destroy(&db->seal_mu);
@@ -1004,6 +1012,7 @@ int eng_db_close(eng_db *db)
     free(db->segs);
     for (size_t i = 0; i < db->npool; i++)
         bufs_free(db->pool[i]);
+    eng__cache_free(db->cache);
     pthread_mutex_destroy(&db->pool_mu);
     if (db->lockfd >= 0)
         close(db->lockfd); /* releases the flock */
@@ -1312,6 +1321,7 @@ void eng_db_get_stats(eng_db *db, eng_db_stats *st)
     st->disk_bytes = used_bytes_locked(db);
     st->open_rows = db->open_rows;
     st->budget_bytes = db->opts.budget_bytes;
+    eng__cache_stats(db->cache, &st->cache_bytes, &st->cache_hits, &st->cache_misses);
     st->retention_s = db->opts.retention_s;
     st->oldest_ms = 0;
     st->newest_ms = 0;
@@ -1409,11 +1419,11 @@ static void bufs_put(eng_db *db, scan_bufs *b)
 }
 
 /* Rows idx[0..n) (idx NULL: every row) of the decoded segment, as blocks to cb. */
-static int emit_rows(scan_bufs *b, const uint32_t *idx, size_t n, eng_row_cb cb, void *arg)
+static int emit_rows(scan_bufs *b, const eng_colview *v, eng_row_cb cb, void *arg)
 {
-    for (size_t off = 0; off < n; off += SCAN_BLOCK) {
-        size_t cnt = n - off < SCAN_BLOCK ? n - off : SCAN_BLOCK;
-        eng__colset_rows(&b->cs, idx ? idx + off : NULL, off, cnt, b->block);
+    for (size_t off = 0; off < v->n; off += SCAN_BLOCK) {
+        size_t cnt = v->n - off < SCAN_BLOCK ? v->n - off : SCAN_BLOCK;
+        eng_colview_rows(v, off, cnt, b->block);
         int rc = cb(arg, b->block, cnt);
         if (rc != 0)
             return rc;
@@ -1433,10 +1443,10 @@ static inline uint64_t le64_at(const uint8_t *p)
 
 /* Keeps, of rows idx[0..n) (idx NULL: all cs.n), those whose span overlaps the range, in
  * b->idx (which idx may be: row k is written after row k is read); their count. */
-static size_t rows_in_range(scan_bufs *b, const uint32_t *idx, size_t n, int64_t from_ms,
-                            int64_t to_ms)
+static size_t rows_in_range(scan_bufs *b, const eng_colview *v, const uint32_t *idx, size_t n,
+                            int64_t from_ms, int64_t to_ms)
 {
-    const uint8_t *first = b->cs.col[ENG_COL_FIRST], *last = b->cs.col[ENG_COL_LAST];
+    const uint8_t *first = v->col[ENG_COL_FIRST], *last = v->col[ENG_COL_LAST];
     size_t k = 0;
     for (size_t j = 0; j < n; j++) {
         uint32_t i = idx ? idx[j] : (uint32_t)j;
@@ -1557,28 +1567,53 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     uint32_t need = whole && !by_addr
                         ? colmask
                         : colmask | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
-    rc = eng__seg_load_cols(s, need, &bufs->cs);
+    if (need & ENG_COLMASK(ENG_COL_LAST))
+        need |= ENG_COLMASK(ENG_COL_FIRST);
+    /* columns the cache holds are not decoded again; the others are, and offered to it */
+    eng_cache_ent *refs[ENG_NCOLS] = {0};
+    eng_colview v = {.mask = need};
+    uint64_t file = db->cache ? eng__cache_file_id(name) : 0;
+    uint32_t miss = need;
+    for (uint32_t c = 0; db->cache && c < ENG_NCOLS; c++)
+        if ((need & ENG_COLMASK(c)) && (v.col[c] = eng__cache_get(db->cache, file, c, &refs[c])))
+            miss &= ~ENG_COLMASK(c);
+    int lrc = miss ? eng__seg_load_cols(s, miss, &bufs->cs) : 0;
     eng_seg_close(s);
-    if (rc < 0)
-        goto bad;
-    const uint32_t *idx = NULL;
-    size_t cnt = n;
-    if (by_addr) {
-        cnt = eng__sel_rows(bufs->sel, n, bufs->idx);
-        idx = bufs->idx;
+    rc = lrc;
+    for (uint32_t c = 0; rc == 0 && c < ENG_NCOLS; c++) {
+        if (!(miss & ENG_COLMASK(c)))
+            continue;
+        size_t len = n * eng_col_width((eng_col)c);
+        v.col[c] = bufs->cs.col[c];
+        if (eng__cache_wants(db->cache, len) && bufs->cs.mask & ENG_COLMASK(c)) {
+            const uint8_t *kept =
+                eng__cache_put(db->cache, file, c, bufs->cs.col[c], len, &refs[c]);
+            if (kept)
+                v.col[c] = kept;
+        }
     }
-    /* every row of a segment inside the range matches */
-    if (!whole) {
-        cnt = rows_in_range(bufs, idx, cnt, from_ms, to_ms);
-        idx = bufs->idx;
+    if (rc == 0) {
+        const uint32_t *idx = NULL;
+        size_t cnt = n;
+        if (by_addr) {
+            cnt = eng__sel_rows(bufs->sel, n, bufs->idx);
+            idx = bufs->idx;
+        }
+        /* every row of a segment inside the range matches */
+        if (!whole) {
+            cnt = rows_in_range(bufs, &v, idx, cnt, from_ms, to_ms);
+            idx = bufs->idx;
+        }
+        v.n = cnt;
+        v.idx = idx;
+        if (cnt)
+            rc = opts && opts->cols ? opts->cols(arg, &v) : emit_rows(bufs, &v, cb, arg);
     }
-    if (opts && opts->cols) {
-        eng_colview v = {.n = cnt, .idx = idx, .mask = bufs->cs.mask};
-        for (size_t c = 0; c < ENG_NCOLS; c++)
-            v.col[c] = bufs->cs.col[c];
-        return cnt ? opts->cols(arg, &v) : 0;
-    }
-    return emit_rows(bufs, idx, cnt, cb, arg);
+    for (uint32_t c = 0; c < ENG_NCOLS; c++)
+        eng__cache_release(db->cache, refs[c]);
+    if (lrc < 0)
+        goto bad; /* the segment's own error, not a callback's */
+    return rc;
 bad:
     if (damaged(rc)) {
         pthread_mutex_lock(&db->mu);

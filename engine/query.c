@@ -795,16 +795,6 @@ static int tab_add_direct(group_tab *t, const eng_colview *v, size_t i)
     return 0;
 }
 
-/* Counts row i in its group. */
-static int tab_add(group_tab *t, const eng_colview *v, size_t i)
-{
-    uint8_t k[QRY_MAX_KEYS * 32];
-    if (t->ndirect)
-        return tab_add_direct(t, v, i);
-    pack_key(t, v, i, k);
-    return tab_add_key(t, v, i, k, 0);
-}
-
 /* Counts the rows rows[0..n) (NULL: 0..n) of v. Keys are packed and hashed a batch at a time
  * and their slots prefetched, so a big table's cache misses overlap instead of coming one
  * after another (most of a many-group query's time otherwise). */
@@ -1296,6 +1286,8 @@ typedef struct dev_ctx {
     qry_totals out, in, *sout, *sin;
     group_tab tabs[QRY_DEV_NLISTS];
     int64_t deadline;
+    uint32_t *rows; /* rows of one view: as talker, as listener, either (3 * cap) */
+    size_t cap;
 } dev_ctx;
 
 static int dev_cols(void *arg, const eng_colview *v)
@@ -1304,30 +1296,46 @@ static int dev_cols(void *arg, const eng_colview *v)
     int rc;
     if (past_deadline(c->deadline))
         return -ETIMEDOUT;
+    if (c->cap < v->n) {
+        uint32_t *r = realloc(c->rows, 3 * v->n * sizeof *r);
+        if (!r)
+            return NS_E_NOMEM;
+        c->rows = r;
+        c->cap = v->n;
+    }
+    /* the device's rows inside the range, as talker and as listener: then each list takes
+     * its rows a batch at a time (tab_add_rows prefetches its slots) */
+    uint32_t *talk = c->rows, *listen = c->rows + c->cap, *either = c->rows + 2 * c->cap;
+    size_t nt = 0, nl = 0, ne = 0;
     for (size_t k = 0; k < v->n; k++) {
         size_t i = row_at(v->idx, k);
         bool talker = memcmp(eng_col_addr(v, ENG_COL_SRC, i), c->dev.b, 16) == 0;
         bool listener = memcmp(eng_col_addr(v, ENG_COL_DST, i), c->dev.b, 16) == 0;
         if (!talker && !listener)
             continue; /* the index names blocks of rows, not rows */
-        bool inside = last_of(v, i) >= c->from && first_of(v, i) <= c->to;
         if (talker)
             spread(c->sout, c->sfrom, c->step, c->nb, v, i);
         if (listener)
             spread(c->sin, c->sfrom, c->step, c->nb, v, i);
-        if (!inside)
+        if (last_of(v, i) < c->from || first_of(v, i) > c->to)
             continue; /* in the last bucket's tail only */
-        if (talker)
+        if (talker) {
             totals_add(&c->out, v, i);
-        if (listener)
-            totals_add(&c->in, v, i);
-        for (int l = 0; l < QRY_DEV_NLISTS; l++) {
-            bool mine = l < QRY_DEV_LISTENER_PEERS  ? talker
-                        : l < QRY_DEV_CONVERSATIONS ? listener
-                                                    : true;
-            if (mine && (rc = tab_add(&c->tabs[l], v, i)) < 0)
-                return rc;
+            talk[nt++] = (uint32_t)i;
         }
+        if (listener) {
+            totals_add(&c->in, v, i);
+            listen[nl++] = (uint32_t)i;
+        }
+        either[ne++] = (uint32_t)i;
+    }
+    for (int l = 0; l < QRY_DEV_NLISTS; l++) {
+        const uint32_t *rows = l < QRY_DEV_LISTENER_PEERS  ? talk
+                               : l < QRY_DEV_CONVERSATIONS ? listen
+                                                           : either;
+        size_t n = l < QRY_DEV_LISTENER_PEERS ? nt : l < QRY_DEV_CONVERSATIONS ? nl : ne;
+        if ((rc = tab_add_rows(&c->tabs[l], v, rows, n)) < 0)
+            return rc;
     }
     return 0;
 }
@@ -1336,6 +1344,8 @@ static void dev_ctx_free(dev_ctx *c, bool series)
 {
     for (int l = 0; l < QRY_DEV_NLISTS; l++)
         tab_free(&c->tabs[l]);
+    free(c->rows);
+    c->rows = NULL;
     if (series) {
         free(c->sout);
         free(c->sin);

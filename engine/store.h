@@ -171,6 +171,8 @@ typedef struct eng_db_opts {
     bool no_wal;           /* no write-ahead log: a crash loses the open minutes */
     bool compactor;        /* run the compactor thread (eng_db_compact every 10 s) */
     uint64_t seal_rows;    /* a buffer this full is sealed before its minute ends (0: 1Mi) */
+    uint64_t cache_bytes;  /* decoded columns of sealed segments kept for later queries, at
+                            * most this many bytes (0: none); see engine/cache.c */
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */
@@ -240,6 +242,9 @@ typedef struct eng_db_stats {
     int64_t wal_synced_through; /* epoch ms: every row appended before it is on disk */
     uint64_t wal_replayed_rows; /* rows read back from the WAL at open */
     uint64_t wal_errors;        /* failed WAL writes or fsyncs, torn or corrupt records */
+    uint64_t cache_bytes;       /* decoded columns kept (eng_db_opts.cache_bytes) */
+    uint64_t cache_hits;        /* columns a scan found decoded, and had to decode */
+    uint64_t cache_misses;
 } eng_db_stats;
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);
 const char *eng_db_dir(const eng_db *db);

@@ -36,4 +36,23 @@ int eng__colset_from_rows(eng_colset *cs, const eng_flow *rows, size_t n, uint32
 /* The rows set in sel (n rows, as eng_seg_select fills it) into idx, ascending; their count. */
 size_t eng__sel_rows(const uint64_t *sel, size_t n, uint32_t *idx);
 
+/* The decoded-column cache (engine/cache.c): thread-safe; a NULL cache caches nothing. */
+typedef struct eng_cache eng_cache;
+typedef struct eng_cache_ent eng_cache_ent;
+int eng__cache_new(size_t budget_bytes, eng_cache **out);
+void eng__cache_free(eng_cache *c);
+uint64_t eng__cache_file_id(const char *segment_name);
+/* Column col of file: its data and a reference (release it), or NULL. */
+const uint8_t *eng__cache_get(eng_cache *c, uint64_t file, uint32_t col, eng_cache_ent **ref);
+/* Whether a column of len bytes is worth keeping (small enough for the budget). */
+bool eng__cache_wants(const eng_cache *c, size_t len);
+/* Keeps a copy of data[0..len) as column col of file: the copy and a reference, or NULL (no
+ * memory: nothing kept). */
+const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint32_t col, const uint8_t *data,
+                              size_t len, eng_cache_ent **ref);
+void eng__cache_release(eng_cache *c, eng_cache_ent *ref);
+/* Forgets the file's columns (it left the catalog). */
+void eng__cache_drop_file(eng_cache *c, uint64_t file);
+void eng__cache_stats(eng_cache *c, uint64_t *bytes, uint64_t *hits, uint64_t *misses);
+
 #endif

@@ -174,6 +174,10 @@ static int route_status(req *r)
         st.rows_dropped, st.seal_errors, st.segments_deleted, st.segments_quarantined,
         st.segments_missing, st.segments_pruned, st.segments_compacted, st.wal_bytes,
         st.wal_synced_through, st.wal_replayed_rows, st.wal_errors);
+    ns_buf_printf(b,
+                  ",\"query_cache_bytes\":%" PRIu64 ",\"query_cache_hits\":%" PRIu64
+                  ",\"query_cache_misses\":%" PRIu64,
+                  st.cache_bytes, st.cache_hits, st.cache_misses);
     bool any = st.oldest_ms != 0 || st.newest_ms != 0;
     ns_buf_puts(b, ",\"oldest\":");
     put_time(b, st.oldest_ms, any);
@@ -761,6 +765,14 @@ static int route_metrics(req *r)
                   st.segments_deleted, st.segments_quarantined, st.segments_missing,
                   st.segments_pruned, st.segments_compacted, st.wal_bytes, st.wal_synced_through,
                   st.wal_replayed_rows, st.wal_errors);
+    ns_buf_printf(b,
+                  "# HELP ns2flows_query_cache_bytes Decoded columns kept between queries.\n"
+                  "# TYPE ns2flows_query_cache_bytes gauge\nns2flows_query_cache_bytes %" PRIu64
+                  "\n# TYPE ns2flows_query_cache_hits_total counter\n"
+                  "ns2flows_query_cache_hits_total %" PRIu64
+                  "\n# TYPE ns2flows_query_cache_misses_total counter\n"
+                  "ns2flows_query_cache_misses_total %" PRIu64 "\n",
+                  st.cache_bytes, st.cache_hits, st.cache_misses);
     if (r->o->metrics)
         r->o->metrics(r->o->metrics_arg, b);
     *r->ctype = "text/plain; version=0.0.4";
