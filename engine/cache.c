@@ -16,7 +16,7 @@
 
 struct eng_cache_ent {
     uint64_t file;
-    uint32_t col;
+    uint64_t col; /* a column, or another tag of the file (engine/store_int.h) */
     uint32_t refs;
     bool dead; /* dropped while in use: freed by the last release */
     size_t len;
@@ -49,7 +49,7 @@ int eng__cache_new(size_t budget, eng_cache **out)
     return 0;
 }
 
-static size_t bucket_of(uint64_t file, uint32_t col)
+static size_t bucket_of(uint64_t file, uint64_t col)
 {
     return (size_t)((file ^ (uint64_t)col * 0x9e3779b97f4a7c15ull) % CACHE_BUCKETS);
 }
@@ -127,7 +127,7 @@ void eng__cache_free(eng_cache *c)
     free(c);
 }
 
-const uint8_t *eng__cache_get(eng_cache *c, uint64_t file, uint32_t col, eng_cache_ent **ref)
+const uint8_t *eng__cache_get(eng_cache *c, uint64_t file, uint64_t col, eng_cache_ent **ref)
 {
     const uint8_t *data = NULL;
     *ref = NULL;
@@ -156,7 +156,7 @@ bool eng__cache_wants(const eng_cache *c, size_t len)
     return c && c->budget && len <= c->budget / 4; /* one column may not empty the cache */
 }
 
-const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint32_t col, const uint8_t *data,
+const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint64_t col, const uint8_t *data,
                               size_t len, eng_cache_ent **ref)
 {
     eng_cache_ent *e = calloc(1, sizeof *e);
@@ -206,12 +206,11 @@ void eng__cache_drop_file(eng_cache *c, uint64_t file)
     if (!c)
         return;
     pthread_mutex_lock(&c->mu);
-    for (uint32_t col = 0; col < ENG_NCOLS; col++)
-        for (eng_cache_ent *e = c->buckets[bucket_of(file, col)]; e; e = e->hnext)
-            if (e->file == file && e->col == col) {
-                remove_locked(c, e);
-                break;
-            }
+    for (eng_cache_ent *e = c->head, *next; e; e = next) {
+        next = e->next;
+        if (e->file == file)
+            remove_locked(c, e);
+    }
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define CHUNK_ROWS     4096u
 #define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
@@ -1548,12 +1549,31 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         eng_seg_close(s);
         return rc;
     }
+    uint64_t file = db->cache ? eng__cache_file_id(name) : 0;
     if (by_addr) {
-        memset(bufs->sel, 0, (n + 63) / 64 * sizeof *bufs->sel);
-        rc = eng_seg_select(s, opts->addrs, opts->naddrs, bufs->sel, &nsel);
-        if (rc < 0) {
-            eng_seg_close(s);
-            goto bad;
+        /* the index's answer for these addresses is kept like a column: reading the index
+         * (decompress, unpack) cost a device view as much as its aggregation */
+        size_t words = (n + 63) / 64;
+        uint64_t tag = ENG_CACHE_TAG | XXH3_64bits(opts->addrs, opts->naddrs * sizeof *opts->addrs);
+        eng_cache_ent *ref;
+        const uint8_t *kept = eng__cache_get(db->cache, file, tag, &ref);
+        if (kept) {
+            memcpy(bufs->sel, kept, words * sizeof *bufs->sel);
+            eng__cache_release(db->cache, ref);
+            nsel = 0;
+            for (size_t w = 0; w < words; w++)
+                nsel += (size_t)__builtin_popcountll(bufs->sel[w]);
+        } else {
+            memset(bufs->sel, 0, words * sizeof *bufs->sel);
+            rc = eng_seg_select(s, opts->addrs, opts->naddrs, bufs->sel, &nsel);
+            if (rc < 0) {
+                eng_seg_close(s);
+                goto bad;
+            }
+            if (eng__cache_wants(db->cache, words * sizeof *bufs->sel) &&
+                eng__cache_put(db->cache, file, tag, (const uint8_t *)bufs->sel,
+                               words * sizeof *bufs->sel, &ref))
+                eng__cache_release(db->cache, ref);
         }
         if (nsel == 0) {
             eng_seg_close(s);
@@ -1572,7 +1592,6 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     /* columns the cache holds are not decoded again; the others are, and offered to it */
     eng_cache_ent *refs[ENG_NCOLS] = {0};
     eng_colview v = {.mask = need};
-    uint64_t file = db->cache ? eng__cache_file_id(name) : 0;
     uint32_t miss = need;
     for (uint32_t c = 0; db->cache && c < ENG_NCOLS; c++)
         if ((need & ENG_COLMASK(c)) && (v.col[c] = eng__cache_get(db->cache, file, c, &refs[c])))

@@ -681,9 +681,25 @@ static void tab_free(group_tab *t)
     t->sel = NULL;
 }
 
+static int tab_grow_to(group_tab *t, size_t ncap);
+
 static int tab_grow(group_tab *t)
 {
-    size_t ncap = t->cap ? t->cap * 2 : 1024;
+    return tab_grow_to(t, t->cap ? t->cap * 2 : 1024);
+}
+
+/* Makes room for n more groups at once (keys whose groups are about as many as the rows):
+ * one rehash instead of one a doubling. */
+static int tab_reserve(group_tab *t, size_t n)
+{
+    size_t ncap = t->cap ? t->cap : 1024;
+    while ((t->n + n) * 2 > ncap && ncap < (size_t)QRY_MAX_GROUPS * 2)
+        ncap *= 2;
+    return ncap > t->cap ? tab_grow_to(t, ncap) : 0;
+}
+
+static int tab_grow_to(group_tab *t, size_t ncap)
+{
     if (t->n >= QRY_MAX_GROUPS)
         return NS_E_TOO_MANY;
     uint8_t *nk = malloc(ncap * t->klen);
@@ -1334,6 +1350,10 @@ static int dev_cols(void *arg, const eng_colview *v)
                                : l < QRY_DEV_CONVERSATIONS ? listen
                                                            : either;
         size_t n = l < QRY_DEV_LISTENER_PEERS ? nt : l < QRY_DEV_CONVERSATIONS ? nl : ne;
+        qry_by by = dev_by[l];
+        if ((by == QRY_BY_SRCADDR || by == QRY_BY_DSTADDR || by == QRY_BY_CONV) &&
+            (rc = tab_reserve(&c->tabs[l], n)) < 0)
+            return rc;
         if ((rc = tab_add_rows(&c->tabs[l], v, rows, n)) < 0)
             return rc;
     }

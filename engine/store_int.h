@@ -42,13 +42,15 @@ typedef struct eng_cache_ent eng_cache_ent;
 int eng__cache_new(size_t budget_bytes, eng_cache **out);
 void eng__cache_free(eng_cache *c);
 uint64_t eng__cache_file_id(const char *segment_name);
-/* Column col of file: its data and a reference (release it), or NULL. */
-const uint8_t *eng__cache_get(eng_cache *c, uint64_t file, uint32_t col, eng_cache_ent **ref);
+/* Entry col of file: its data and a reference (release it), or NULL. col is a column
+ * (< ENG_NCOLS) or a tag with ENG_CACHE_TAG set (the index's answer for some addresses). */
+#define ENG_CACHE_TAG (1ull << 63)
+const uint8_t *eng__cache_get(eng_cache *c, uint64_t file, uint64_t col, eng_cache_ent **ref);
 /* Whether a column of len bytes is worth keeping (small enough for the budget). */
 bool eng__cache_wants(const eng_cache *c, size_t len);
 /* Keeps a copy of data[0..len) as column col of file: the copy and a reference, or NULL (no
  * memory: nothing kept). */
-const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint32_t col, const uint8_t *data,
+const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint64_t col, const uint8_t *data,
                               size_t len, eng_cache_ent **ref);
 void eng__cache_release(eng_cache *c, eng_cache_ent *ref);
 /* Forgets the file's columns (it left the catalog). */
