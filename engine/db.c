@@ -1361,8 +1361,10 @@ typedef struct snap_buf {
  * segment cost more in page faults than the decoding itself. Columns are decoded whole into
  * the column set, then handed to the callback as rows a block at a time, so the rows a
  * callback reads stay in cache. */
-#define SCAN_BLOCK 1024
+#define SCAN_BLOCK      1024
+#define SCAN_CACHE_SEGS 32
 struct scan_bufs {
+    bool cache_put; /* this scan offers what it decodes to the cache (see SCAN_CACHE_SEGS) */
     eng_colset cs;
     uint64_t *sel; /* rows the address index names, one bit a row */
     uint32_t *idx; /* the rows to hand over */
@@ -1570,7 +1572,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
                 eng_seg_close(s);
                 goto bad;
             }
-            if (eng__cache_wants(db->cache, words * sizeof *bufs->sel) &&
+            if (bufs->cache_put && eng__cache_wants(db->cache, words * sizeof *bufs->sel) &&
                 eng__cache_put(db->cache, file, tag, (const uint8_t *)bufs->sel,
                                words * sizeof *bufs->sel, &ref))
                 eng__cache_release(db->cache, ref);
@@ -1604,7 +1606,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
             continue;
         size_t len = n * eng_col_width((eng_col)c);
         v.col[c] = bufs->cs.col[c];
-        if (eng__cache_wants(db->cache, len) && bufs->cs.mask & ENG_COLMASK(c)) {
+        if (bufs->cache_put && eng__cache_wants(db->cache, len) && bufs->cs.mask & ENG_COLMASK(c)) {
             const uint8_t *kept =
                 eng__cache_put(db->cache, file, c, bufs->cs.col[c], len, &refs[c]);
             if (kept)
@@ -1726,6 +1728,10 @@ static void *par_main(void *p)
         atomic_compare_exchange_strong(&ps->err, &zero, NS_E_NOMEM);
         return NULL;
     }
+    /* A scan of many segments (a top-N over days) would push out everything the cache holds
+     * for columns nobody asks again soon, and cycling through more than fits it hits nothing
+     * anyway: only small scans (a device's hour, a few minutes) fill it; all may read it. */
+    bufs->cache_put = ps->nnames <= SCAN_CACHE_SEGS;
     for (;;) {
         size_t i = atomic_fetch_add(&ps->next, 1);
         if (i >= ps->nnames || atomic_load(&ps->err) != 0)
