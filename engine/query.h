@@ -121,6 +121,14 @@ int qry_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter
 /* The same for any grouping. */
 int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
                   const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out);
+/* qry_top_group with flags. QRY_TOP_NO_GROUP_TIMES: the caller shows no group's first/last
+ * (the HTTP API and ns2flows-query do not): the groups' and other's first_ms/last_ms are 0,
+ * and without a filter segments inside the range are read without their time columns. The
+ * total keeps its exact times (from segment footers where rows came without them). */
+#define QRY_TOP_NO_GROUP_TIMES 1u
+int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+                      const qry_group *g, qry_metric metric, size_t limit, unsigned flags,
+                      qry_top_result *out);
 /* The span a top-N's rates are over: [from_ms, to_ms], an open end (at or past a quarter of
  * INT64_MIN/MAX) replaced by the earliest start or latest end in total; at least 1 s; 0 when
  * total counts no flow. */

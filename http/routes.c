@@ -390,7 +390,8 @@ static int route_top(req *r)
                     "vlan");
     }
     rc = be ? be->top(be->arg, from, to, param(r, "filter"), g.k[0].by, metric, limit, &res)
-            : qry_top_group(r->o->db, from, to, f, &g, metric, limit, &res);
+            : qry_top_group_opt(r->o->db, from, to, f, &g, metric, limit, QRY_TOP_NO_GROUP_TIMES,
+                                &res);
     if (rc == 0 && res.span_ms == 0)
         res.span_ms = qry_span_ms(from, to, &res.total);
     qry_filter_free(f);

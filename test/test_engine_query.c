@@ -1287,3 +1287,50 @@ Test(qry, answers_are_the_same_with_a_small_cache_and_none)
     for (int g = 0; g < 4; g++)
         qry_top_free(&none[g]);
 }
+
+/* Without group times the answer is the same but for the groups' times (0), and the total
+ * keeps its exact times, with or without a filter, whole store or part of it. */
+Test(qry, top_without_group_times_keeps_counts_and_the_total)
+{
+    for (int i = 0; i < RAND_N; i++) {
+        rand_rows[i] = random_flow(i);
+        append(rand_rows[i].first_ms / 60000 * 60000 + 30000, &rand_rows[i], 1);
+    }
+    eng_db_seal_due(db, M0 + 60000 + 500, false); /* some minutes sealed, some open */
+    static const char *const groups[] = {"srcaddr", "dstport", "conversation", "proto,dstnet/16"};
+    static const int64_t ranges[][2] = {{INT64_MIN, INT64_MAX}, {M0 + 30000, M0 + 150000}};
+    char err[128];
+    for (int g = 0; g < 4; g++)
+        for (int rg = 0; rg < 2; rg++)
+            for (int filtered = 0; filtered < 2; filtered++) {
+                qry_group grp;
+                qry_filter *f = NULL;
+                cr_assert(eq(int, qry_group_parse(groups[g], &grp, err, sizeof err), 0));
+                if (filtered)
+                    cr_assert(eq(int, qry_filter_compile("proto tcp", &f, err, sizeof err), 0));
+                qry_top_result a, b;
+                cr_assert(eq(
+                    int,
+                    qry_top_group(db, ranges[rg][0], ranges[rg][1], f, &grp, QRY_M_BYTES, 10, &a),
+                    0));
+                cr_assert(eq(int,
+                             qry_top_group_opt(db, ranges[rg][0], ranges[rg][1], f, &grp,
+                                               QRY_M_BYTES, 10, QRY_TOP_NO_GROUP_TIMES, &b),
+                             0));
+                cr_assert(totals_same(&a.total, &b.total), "%s: the total, times included",
+                          groups[g]);
+                cr_assert(eq(i64, a.span_ms, b.span_ms));
+                cr_assert(eq(sz, a.n, b.n));
+                for (size_t i = 0; i < a.n; i++) {
+                    cr_assert(key_cmp(&a.rows[i].key, &b.rows[i].key) == 0);
+                    cr_assert(eq(u64, a.rows[i].t.flows, b.rows[i].t.flows));
+                    cr_assert(eq(u64, a.rows[i].t.bytes, b.rows[i].t.bytes));
+                    cr_assert(eq(u64, a.rows[i].t.packets, b.rows[i].t.packets));
+                    cr_assert(b.rows[i].t.first_ms == 0 && b.rows[i].t.last_ms == 0,
+                              "no group times");
+                }
+                qry_top_free(&a);
+                qry_top_free(&b);
+                qry_filter_free(f);
+            }
+}

@@ -366,7 +366,8 @@ int main(int argc, char **argv)
         }
     } else {
         qry_top_result r;
-        rc = qry_top_group(db, from, to, filter, &group, metric, (size_t)limit, &r);
+        rc = qry_top_group_opt(db, from, to, filter, &group, metric, (size_t)limit,
+                               QRY_TOP_NO_GROUP_TIMES, &r);
         if (rc == 0)
             print_top(&group, metric, limit, &r, fmt);
         qry_top_free(&r);
