@@ -834,11 +834,67 @@ static int tab_add_direct(group_tab *t, const eng_colview *v, size_t i)
  * and their slots prefetched, so a big table's cache misses overlap instead of coming one
  * after another (most of a many-group query's time otherwise). */
 #define TAB_BATCH 16
+typedef struct tab_run {
+    uint8_t key[QRY_MAX_KEYS * 32];
+    uint64_t h;
+    qry_totals tot;
+} tab_run;
+
+/* Counts runs[0..n) into their groups. */
+static int runs_flush(group_tab *t, const tab_run *runs, size_t n)
+{
+    int rc = 0;
+    for (size_t j = 0; j < n; j++) {
+        size_t s = tab_slot(t, runs[j].key, runs[j].h, true, &rc);
+        if (s == SIZE_MAX)
+            return rc;
+        totals_merge(&t->ent[s].tot, &runs[j].tot);
+    }
+    return 0;
+}
+
+/* tab_add_rows without direction totals: rows of one key in a row (a sealed segment is
+ * ordered by source address) are summed first and looked up once; the runs' slots are
+ * prefetched a batch at a time. */
+static int tab_add_runs(group_tab *t, const eng_colview *v, const uint32_t *rows, size_t n)
+{
+    tab_run runs[TAB_BATCH];
+    uint8_t next[QRY_MAX_KEYS * 32];
+    size_t nr = 0, k = 0;
+    int rc;
+    if (n)
+        pack_key(t, v, row_at(rows, 0), next);
+    while (k < n) {
+        tab_run *r = &runs[nr];
+        memcpy(r->key, next, t->klen);
+        memset(&r->tot, 0, sizeof r->tot);
+        totals_add(&r->tot, v, row_at(rows, k++));
+        while (k < n) {
+            pack_key(t, v, row_at(rows, k), next);
+            if (!key_eq(next, r->key, t->klen))
+                break;
+            totals_add(&r->tot, v, row_at(rows, k++));
+        }
+        r->h = key_hash(r->key, t->klen);
+        size_t slot = (size_t)r->h & (t->cap - 1);
+        __builtin_prefetch(&t->ent[slot]);
+        __builtin_prefetch(t->keys + slot * t->klen);
+        if (++nr == TAB_BATCH) {
+            if ((rc = runs_flush(t, runs, nr)) < 0)
+                return rc;
+            nr = 0;
+        }
+    }
+    return runs_flush(t, runs, nr);
+}
+
 static int tab_add_rows(group_tab *t, const eng_colview *v, const uint32_t *rows, size_t n)
 {
     uint8_t keys[TAB_BATCH][QRY_MAX_KEYS * 32];
     uint64_t hs[TAB_BATCH];
     int rc;
+    if (!t->ndirect && !t->dir)
+        return tab_add_runs(t, v, rows, n);
     for (size_t k0 = 0; k0 < n; k0 += TAB_BATCH) {
         size_t cnt = n - k0 < TAB_BATCH ? n - k0 : TAB_BATCH;
         if (t->ndirect) {
