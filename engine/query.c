@@ -1535,7 +1535,8 @@ static int dev_ctx_init(dev_ctx *c, const dev_ctx *proto, const qry_group *group
     for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++) {
         if ((rc = tab_init(&c->tabs[l], &groups[l], NULL)) == 0)
             rc = tab_grow(&c->tabs[l]);
-        c->tabs[l].ndirect = 0; /* one device's rows are few: a 64k array costs more */
+        if (c->tabs[l].ndirect > 256)
+            c->tabs[l].ndirect = 0; /* one device's rows are few: a 64k array costs more */
     }
     return rc;
 }
