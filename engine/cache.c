@@ -15,8 +15,9 @@
 #define CACHE_BUCKETS 4096u /* chains stay short: entries are megabytes, the budget megabytes */
 
 struct eng_cache_ent {
-    uint64_t file;
-    uint64_t col; /* a column, or another tag of the file (engine/store_int.h) */
+    uint64_t file;  /* the segment's name and the file's identity (a rewritten file misses) */
+    uint64_t owner; /* the segment's name alone: what eng__cache_drop_file() matches */
+    uint64_t col;   /* a column, or another tag of the file (engine/store_int.h) */
     uint32_t refs;
     bool dead; /* dropped while in use: freed by the last release */
     size_t len;
@@ -36,6 +37,12 @@ struct eng_cache {
 uint64_t eng__cache_file_id(const char *name)
 {
     return XXH3_64bits(name, strlen(name));
+}
+
+uint64_t eng__cache_file_key(uint64_t owner, uint64_t ident)
+{
+    uint64_t k[2] = {owner, ident};
+    return XXH3_64bits(k, sizeof k);
 }
 
 int eng__cache_new(size_t budget, eng_cache **out)
@@ -156,8 +163,8 @@ bool eng__cache_wants(const eng_cache *c, size_t len)
     return c && c->budget && len <= c->budget / 4; /* one column may not empty the cache */
 }
 
-const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint64_t col, const uint8_t *data,
-                              size_t len, eng_cache_ent **ref)
+const uint8_t *eng__cache_put(eng_cache *c, uint64_t owner, uint64_t file, uint64_t col,
+                              const uint8_t *data, size_t len, eng_cache_ent **ref)
 {
     eng_cache_ent *e = calloc(1, sizeof *e);
     *ref = NULL;
@@ -167,6 +174,7 @@ const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint64_t col, const u
     }
     memcpy(e->data, data, len);
     e->file = file;
+    e->owner = owner;
     e->col = col;
     e->len = len;
     e->refs = 1;
@@ -201,14 +209,14 @@ void eng__cache_release(eng_cache *c, eng_cache_ent *e)
         ent_free(e);
 }
 
-void eng__cache_drop_file(eng_cache *c, uint64_t file)
+void eng__cache_drop_file(eng_cache *c, uint64_t owner)
 {
     if (!c)
         return;
     pthread_mutex_lock(&c->mu);
     for (eng_cache_ent *e = c->head, *next; e; e = next) {
         next = e->next;
-        if (e->file == file)
+        if (e->owner == owner)
             remove_locked(c, e);
     }
     pthread_mutex_unlock(&c->mu);

@@ -1551,7 +1551,8 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         eng_seg_close(s);
         return rc;
     }
-    uint64_t file = db->cache ? eng__cache_file_id(name) : 0;
+    uint64_t owner = db->cache ? eng__cache_file_id(name) : 0;
+    uint64_t file = db->cache ? eng__cache_file_key(owner, eng__seg_ident(s)) : 0;
     if (by_addr) {
         /* the index's answer for these addresses is kept like a column: reading the index
          * (decompress, unpack) cost a device view as much as its aggregation */
@@ -1573,7 +1574,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
                 goto bad;
             }
             if (bufs->cache_put && eng__cache_wants(db->cache, words * sizeof *bufs->sel) &&
-                eng__cache_put(db->cache, file, tag, (const uint8_t *)bufs->sel,
+                eng__cache_put(db->cache, owner, file, tag, (const uint8_t *)bufs->sel,
                                words * sizeof *bufs->sel, &ref))
                 eng__cache_release(db->cache, ref);
         }
@@ -1608,7 +1609,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         v.col[c] = bufs->cs.col[c];
         if (bufs->cache_put && eng__cache_wants(db->cache, len) && bufs->cs.mask & ENG_COLMASK(c)) {
             const uint8_t *kept =
-                eng__cache_put(db->cache, file, c, bufs->cs.col[c], len, &refs[c]);
+                eng__cache_put(db->cache, owner, file, c, bufs->cs.col[c], len, &refs[c]);
             if (kept)
                 v.col[c] = kept;
         }

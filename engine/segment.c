@@ -1160,6 +1160,16 @@ void eng_seg_close(eng_seg *s)
     free(s);
 }
 
+uint64_t eng__seg_ident(const eng_seg *s)
+{
+    struct stat st;
+    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+        return 0;
+    uint64_t v[4] = {(uint64_t)st.st_ino, (uint64_t)st.st_size, (uint64_t)st.st_mtim.tv_sec,
+                     (uint64_t)st.st_mtim.tv_nsec};
+    return XXH3_64bits(v, sizeof v);
+}
+
 const eng_seg_info *eng_seg_get_info(const eng_seg *s)
 {
     return &s->info;

@@ -41,7 +41,13 @@ typedef struct eng_cache eng_cache;
 typedef struct eng_cache_ent eng_cache_ent;
 int eng__cache_new(size_t budget_bytes, eng_cache **out);
 void eng__cache_free(eng_cache *c);
+/* Entries are keyed by the file: its segment name (eng__cache_file_id, the owner a drop
+ * matches) mixed with the identity of the file on disk (eng__seg_ident: inode, size, mtime), so
+ * that a file changed behind the daemon's back is read, and checked, again. */
 uint64_t eng__cache_file_id(const char *segment_name);
+uint64_t eng__cache_file_key(uint64_t owner, uint64_t ident);
+/* The identity of an open segment's file (0 for one read from memory). */
+uint64_t eng__seg_ident(const eng_seg *s);
 /* Entry col of file: its data and a reference (release it), or NULL. col is a column
  * (< ENG_NCOLS) or a tag with ENG_CACHE_TAG set (the index's answer for some addresses). */
 #define ENG_CACHE_TAG (1ull << 63)
@@ -50,11 +56,11 @@ const uint8_t *eng__cache_get(eng_cache *c, uint64_t file, uint64_t col, eng_cac
 bool eng__cache_wants(const eng_cache *c, size_t len);
 /* Keeps a copy of data[0..len) as column col of file: the copy and a reference, or NULL (no
  * memory: nothing kept). */
-const uint8_t *eng__cache_put(eng_cache *c, uint64_t file, uint64_t col, const uint8_t *data,
-                              size_t len, eng_cache_ent **ref);
+const uint8_t *eng__cache_put(eng_cache *c, uint64_t owner, uint64_t file, uint64_t col,
+                              const uint8_t *data, size_t len, eng_cache_ent **ref);
 void eng__cache_release(eng_cache *c, eng_cache_ent *ref);
-/* Forgets the file's columns (it left the catalog). */
-void eng__cache_drop_file(eng_cache *c, uint64_t file);
+/* Forgets the columns of the segment named owner (it left the catalog). */
+void eng__cache_drop_file(eng_cache *c, uint64_t owner);
 void eng__cache_stats(eng_cache *c, uint64_t *bytes, uint64_t *hits, uint64_t *misses);
 
 #endif
