@@ -139,6 +139,8 @@ static int query_error(req *r, int rc)
         return fail(r, 503,
                     "the query took longer than http_query_timeout_ms; narrow the time range or "
                     "the filter");
+    if (rc == NS_E_TOO_MANY) /* a cap on groups (16 Mi) one question may hold */
+        return fail(r, 400, "too many groups for one answer; narrow the time range or the filter");
     if (r->o->backend && r->o->backend->error && r->o->backend->error()[0])
         return fail(r, 502, "query backend failed: %s", r->o->backend->error());
     return fail(r, 500, "query failed: %s", ns_strerror(rc));
