@@ -1488,7 +1488,13 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
                   "each use every CPU of the machine, one command at a time."
                   if qry.get("cpus") == "all" else
                   "Queries ran pinned: ns2flows and nfdump on the collector's CPU, curl on the "
-                  "sender's."))
+                  "sender's.")
+          + " The daemon answers HTTP with its default `query_cache` (decoded columns of "
+          "sealed segments kept between questions; only scans of up to 32 segments fill it, so "
+          "the whole-store questions here are decoded every time, the 5-minute window and "
+          "similar small ones are warm after hyperfine's warm-up run); `ns2flows-query` is a "
+          "new process each run, so its column is the cold figure (only the kernel's page "
+          "cache, as for nfdump).")
         A(f"\nThe window is [{w[0]}, {w[1]}] (epoch s, 5 minutes in the middle of the hour)."
           + (f" The host is the busiest source, {qry['host']}, and the /16 its network; nfdump "
              "has no filtered `-I`, so its filtered totals come with a statistic by protocol."
