@@ -99,7 +99,12 @@ Test(it_robust, segment_damaged_while_running_is_quarantined, .timeout = 90)
     fputc(ch ^ 0xff, f);
     fclose(f);
     cr_expect(eq(u64, summary_flows(&d), 58), "totals come from the footer: still 58");
-    cr_assert(eq(int, it_http_get(d.http, "/api/v1/top?by=srcaddr&limit=100", &body), 200));
+    /* a question that reads the damaged column (the first one: times; a plain top-N reads no
+     * times of whole segments, and a column no query reads is not checked until one does) */
+    cr_assert(eq(
+        int,
+        it_http_get(d.http, "/api/v1/top?by=srcaddr&limit=100&filter=duration%20%3E%3D%200", &body),
+        200));
     uint64_t total = 0;
     it_json_u64(strstr(body, "\"total\":"), "flows", &total);
     free(body);
