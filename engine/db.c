@@ -65,8 +65,8 @@ struct eng_db {
     /* scan workers' buffers, kept so that a repeated query does not pay for page faults (a
      * fifth of a device view's time when every scan allocated them afresh); under pool_mu */
     pthread_mutex_t pool_mu;
-    scan_bufs *pool[SCAN_POOL];
-    size_t npool;
+    scan_bufs *scan_pool[SCAN_POOL];
+    size_t nscan_pool;
     eng_cache *cache; /* decoded columns of sealed segments (NULL: none) */
     int lockfd;
     eng_db_opts opts;
@@ -1011,8 +1011,8 @@ int eng_db_close(eng_db *db)
     int result = lost ? (rc < 0 ? rc : -EIO) : 0;
     free(db->open);
     free(db->segs);
-    for (size_t i = 0; i < db->npool; i++)
-        bufs_free(db->pool[i]);
+    for (size_t i = 0; i < db->nscan_pool; i++)
+        bufs_free(db->scan_pool[i]);
     eng__cache_free(db->cache);
     pthread_mutex_destroy(&db->pool_mu);
     if (db->lockfd >= 0)
@@ -1397,8 +1397,8 @@ static scan_bufs *bufs_get(eng_db *db)
 {
     scan_bufs *b = NULL;
     pthread_mutex_lock(&db->pool_mu);
-    if (db->npool)
-        b = db->pool[--db->npool];
+    if (db->nscan_pool)
+        b = db->scan_pool[--db->nscan_pool];
     pthread_mutex_unlock(&db->pool_mu);
     return b ? b : calloc(1, sizeof *b);
 }
@@ -1412,8 +1412,8 @@ static void bufs_put(eng_db *db, scan_bufs *b)
     for (size_t c = 0; c < ENG_NCOLS; c++)
         bytes += b->cs.cap[c];
     pthread_mutex_lock(&db->pool_mu);
-    if (db->npool < SCAN_POOL && bytes <= SCAN_POOL_KEEP) {
-        db->pool[db->npool++] = b;
+    if (db->nscan_pool < SCAN_POOL && bytes <= SCAN_POOL_KEEP) {
+        db->scan_pool[db->nscan_pool++] = b;
         b = NULL;
     }
     pthread_mutex_unlock(&db->pool_mu);
