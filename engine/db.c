@@ -23,7 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK_ROWS     4096u
+#define CHUNK_SHIFT    12u
+#define CHUNK_ROWS     (1u << CHUNK_SHIFT)
 #define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
 #define SEAL_ROWS      (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
 #define LOCK_NAME      "ns2flows.lock"
@@ -1106,66 +1107,183 @@ static int cmp_flow_order(const void *a, const void *b)
 }
 
 /* Rows in (source address, first_ms) order, the order the segment's index and compression want:
- * an LSD radix sort of byte digits over a key per row, skipping the digits every key shares
- * (v4-mapped prefixes, a minute's high time bytes), then one gather of the rows. A qsort of
- * 136-byte rows spent half of an offline ingest in comparisons and copies. Stable. Falls back
- * to qsort when memory is short. */
-typedef struct sort_key {
+ * an LSD radix sort of byte digits computing a permutation, so the 136-byte rows move once (in
+ * the caller's gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's
+ * chunk list, or one array (shift 32). When the varying bits of the three key words (source
+ * address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is constant and
+ * a minute's start times span far less than 2^32 ms) the words are packed, less their minimum,
+ * into one: an 8-byte key sorts in half the passes of a 24-byte one. All digits' histograms are
+ * counted in one read pass per word; digits every key shares are skipped. Stable. Returns false
+ * when memory is short (perm untouched). */
+typedef struct pkey {
+    uint64_t k;
+    uint32_t idx;
+} pkey;
+
+typedef struct wkey {
     uint64_t k[3]; /* source address high and low halves (big-endian), first_ms (order-kept) */
-    size_t idx;
-} sort_key;
+    uint32_t idx;
+} wkey;
 
 static uint64_t load_be64(const uint8_t *p)
 {
-    uint64_t v = 0;
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#elif !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    v = 0;
     for (int i = 0; i < 8; i++)
         v = v << 8 | p[i];
+#endif
     return v;
 }
 
+static void flow_key(const eng_flow *r, uint64_t k[3])
+{
+    k[0] = load_be64(r->src.b);
+    k[1] = load_be64(r->src.b + 8);
+    k[2] = (uint64_t)r->first_ms ^ (1ull << 63); /* signed order as unsigned */
+}
+
+static unsigned bits_of(uint64_t v)
+{
+    return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
+}
+
+/* One histogram per byte digit of the words get(a[i]) in a single pass; returns the digits
+ * (bit shifts) that vary, in ascending order, and turns their counts into start offsets. */
+#define RADIX_HIST(GET)                                                                            \
+    do {                                                                                           \
+        memset(cnt, 0, 8 * sizeof *cnt);                                                           \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            uint64_t v_ = (GET);                                                                   \
+            for (unsigned d = 0; d < 8; d++)                                                       \
+                cnt[d][(v_ >> (8 * d)) & 0xff]++;                                                  \
+        }                                                                                          \
+        nvary = 0;                                                                                 \
+        for (unsigned d = 0; d < 8; d++) {                                                         \
+            size_t pos = 0;                                                                        \
+            bool all = false;                                                                      \
+            for (int x = 0; x < 256; x++) {                                                        \
+                size_t c = cnt[d][x];                                                              \
+                all |= c == n;                                                                     \
+                cnt[d][x] = pos;                                                                   \
+                pos += c;                                                                          \
+            }                                                                                      \
+            if (!all)                                                                              \
+                vary[nvary++] = d;                                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* LSD passes over the varying digits of field K of items T between a and tmp; the result
+ * ends in *a (swapped with tmp as needed). */
+#define RADIX_PASSES(T, K)                                                                         \
+    for (unsigned p_ = 0; p_ < nvary; p_++) {                                                      \
+        unsigned d_ = vary[p_];                                                                    \
+        size_t *c_ = cnt[d_];                                                                      \
+        for (size_t i = 0; i < n; i++)                                                             \
+            tmp[c_[((a[i] K) >> (8 * d_)) & 0xff]++] = a[i];                                       \
+        T *t_ = a;                                                                                 \
+        a = tmp;                                                                                   \
+        tmp = t_;                                                                                  \
+    }
+
+static bool sort_packed(eng_flow *const *chunks, unsigned shift, size_t n, const uint64_t lo[3],
+                        unsigned b1, unsigned b2, uint32_t *perm)
+{
+    size_t mask = ((size_t)1 << shift) - 1, (*cnt)[256] = malloc(8 * sizeof *cnt);
+    pkey *a = malloc(n * sizeof *a), *tmp = malloc(n * sizeof *tmp);
+    unsigned vary[8], nvary;
+    uint64_t k[3];
+    if (!cnt || !a || !tmp) {
+        free(cnt);
+        free(a);
+        free(tmp);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        flow_key(&chunks[i >> shift][i & mask], k);
+        /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
+        uint64_t v = b1 + b2 < 64 ? (k[0] - lo[0]) << (b1 + b2) : 0;
+        v |= b2 < 64 ? (k[1] - lo[1]) << b2 : 0;
+        a[i] = (pkey){v | (k[2] - lo[2]), (uint32_t)i};
+    }
+    RADIX_HIST(a[i].k);
+    RADIX_PASSES(pkey, .k)
+    for (size_t i = 0; i < n; i++)
+        perm[i] = a[i].idx;
+    free(cnt);
+    free(a);
+    free(tmp);
+    return true;
+}
+
+static bool sort_wide(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm)
+{
+    size_t mask = ((size_t)1 << shift) - 1, (*cnt)[256] = malloc(8 * sizeof *cnt);
+    wkey *a = malloc(n * sizeof *a), *tmp = malloc(n * sizeof *tmp);
+    unsigned vary[8], nvary;
+    if (!cnt || !a || !tmp) {
+        free(cnt);
+        free(a);
+        free(tmp);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        flow_key(&chunks[i >> shift][i & mask], a[i].k);
+        a[i].idx = (uint32_t)i;
+    }
+    for (int w = 2; w >= 0; w--) {
+        RADIX_HIST(a[i].k[w]);
+        RADIX_PASSES(wkey, .k[w])
+    }
+    for (size_t i = 0; i < n; i++)
+        perm[i] = a[i].idx;
+    free(cnt);
+    free(a);
+    free(tmp);
+    return true;
+}
+
+static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm)
+{
+    size_t mask = ((size_t)1 << shift) - 1;
+    uint64_t lo[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX}, hi[3] = {0, 0, 0}, k[3];
+    if (n < 2) {
+        if (n == 1)
+            perm[0] = 0;
+        return true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        flow_key(&chunks[i >> shift][i & mask], k);
+        for (int w = 0; w < 3; w++) {
+            lo[w] = k[w] < lo[w] ? k[w] : lo[w];
+            hi[w] = k[w] > hi[w] ? k[w] : hi[w];
+        }
+    }
+    unsigned b1 = bits_of(hi[1] - lo[1]), b2 = bits_of(hi[2] - lo[2]);
+    unsigned total = bits_of(hi[0] - lo[0]) + b1 + b2;
+    return total <= 64 ? sort_packed(chunks, shift, n, lo, b1, b2, perm)
+                       : sort_wide(chunks, shift, n, perm);
+}
+
+/* rows[0..n) sorted in place (compaction's merged rows); qsort when memory is short */
 static void sort_flows(eng_flow *rows, size_t n)
 {
-    if (n < 2)
-        return;
-    sort_key *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
-    eng_flow *tmp = malloc(n * sizeof *tmp);
-    if (!a || !b || !tmp) {
-        free(a);
-        free(b);
+    uint32_t *perm = malloc((n ? n : 1) * sizeof *perm);
+    eng_flow *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    eng_flow *one[1] = {rows};
+    if (!perm || !tmp || !sort_perm(one, 32, n, perm)) {
+        free(perm);
         free(tmp);
         qsort(rows, n, sizeof *rows, cmp_flow_order);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        a[i].k[0] = load_be64(rows[i].src.b);
-        a[i].k[1] = load_be64(rows[i].src.b + 8);
-        a[i].k[2] = (uint64_t)rows[i].first_ms ^ (1ull << 63); /* signed order as unsigned */
-        a[i].idx = i;
-    }
-    for (int w = 2; w >= 0; w--) {
-        for (unsigned shift = 0; shift < 64; shift += 8) {
-            size_t cnt[256] = {0}, pos = 0;
-            for (size_t i = 0; i < n; i++)
-                cnt[(a[i].k[w] >> shift) & 0xff]++;
-            if (cnt[(a[0].k[w] >> shift) & 0xff] == n)
-                continue; /* every key has this digit: nothing to move */
-            for (int d = 0; d < 256; d++) {
-                size_t c = cnt[d];
-                cnt[d] = pos;
-                pos += c;
-            }
-            for (size_t i = 0; i < n; i++)
-                b[cnt[(a[i].k[w] >> shift) & 0xff]++] = a[i];
-            sort_key *t = a;
-            a = b;
-            b = t;
-        }
-    }
     for (size_t i = 0; i < n; i++)
-        tmp[i] = rows[a[i].idx];
+        tmp[i] = rows[perm[i]];
     memcpy(rows, tmp, n * sizeof *rows);
-    free(a);
-    free(b);
+    free(perm);
     free(tmp);
 }
 
@@ -1188,16 +1306,24 @@ static int seal_one(eng_db *db, minute_buf *b)
     int rc;
     if (!rows)
         return NS_E_NOMEM;
-    /* the buffer is sealing: no appends, so reading without the mutex is safe */
-    for (size_t i = 0; i < b->n; i++)
-        rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
+    /* the buffer is sealing: no appends, so reading without the mutex is safe. The rows are
+     * gathered once, in sorted order, through a permutation sorted on compact keys. */
+    uint32_t *perm = malloc((b->n ? b->n : 1) * sizeof *perm);
+    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm)) {
+        for (size_t i = 0; i < b->n; i++)
+            rows[i] = b->chunks[perm[i] >> CHUNK_SHIFT][perm[i] & (CHUNK_ROWS - 1)];
+    } else {
+        for (size_t i = 0; i < b->n; i++)
+            rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
+        sort_flows(rows, b->n);
+    }
+    free(perm);
     e.seq = b->seq; /* the name its WAL file has: replay skips a WAL whose segment exists */
     e.minute = b->minute;
     e.span = 1;
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
-    sort_flows(rows, b->n);
     rc = eng_seg_write(path, rows, b->n);
     free(rows);
     if (rc < 0)
