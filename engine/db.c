@@ -23,12 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK_SHIFT    12u
-#define CHUNK_ROWS     (1u << CHUNK_SHIFT)
-#define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
-#define SEAL_ROWS      (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
-#define LOCK_NAME      "ns2flows.lock"
-#define QUARANTINE_DIR "quarantine"
+#define CHUNK_SHIFT      12u
+#define CHUNK_ROWS       (1u << CHUNK_SHIFT)
+#define SEAL_MEM_IDLE_MS 5000
+#define POOL_CHUNKS      (SEAL_ROWS / CHUNK_ROWS) /* one sealed buffer's worth, ~140 MB at most */
+#define MAX_OPEN_ROWS    (16u * 1024u * 1024u)    /* memory guard while sealing cannot keep up */
+#define SEAL_ROWS        (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
+#define LOCK_NAME        "ns2flows.lock"
+#define QUARANTINE_DIR   "quarantine"
 /* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
 #define COMPACT_MAX_ROWS (256u * 1024u)
 #define COMPACT_EVERY_MS 10000
@@ -46,6 +48,33 @@ typedef struct minute_buf {
     uint64_t wal_off; /* bytes written (whole records only) */
     uint64_t wal_synced; /* bytes known to be on disk */
 } minute_buf;
+
+/* Buffers a sealer keeps from one seal to the next (a seal of 1M rows needs ~200 MB: fresh
+ * pages each time cost more than the sorting); freed when it has been idle a while. */
+typedef struct seal_mem {
+    void *buf[4]; /* rows, permutation, sort keys, their second copy */
+    size_t cap[4];
+    int64_t used_ms; /* monotonic */
+} seal_mem;
+
+static void *mem_at(seal_mem *m, int i, size_t need)
+{
+    if (m->cap[i] < need) {
+        free(m->buf[i]);
+        m->buf[i] = malloc(need);
+        m->cap[i] = m->buf[i] ? need : 0;
+    }
+    return m->buf[i];
+}
+
+static void mem_free(seal_mem *m)
+{
+    for (int i = 0; i < 4; i++) {
+        free(m->buf[i]);
+        m->buf[i] = NULL;
+        m->cap[i] = 0;
+    }
+}
 
 typedef struct seg_entry {
     char name[64];
@@ -96,20 +125,35 @@ struct eng_db {
     int64_t other_scan_ms; /* when other_bytes was last measured (monotonic) */
     eng_tap_fn tap;        /* set before traffic starts, read without the mutex */
     void *tap_arg;
+    /* chunks of sealed minutes, kept for the next rows (under mu): fresh 557 KB chunks cost a
+     * page fault and a cleared page every 4 KB, a third of the daemon's CPU at 1M flows/s */
+    eng_flow *pool[POOL_CHUNKS];
+    size_t npool;
+    seal_mem seal_mem; /* the sealer's (under seal_mu) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
 
-static void buf_unref_locked(minute_buf *b)
+static void buf_unref_locked(eng_db *db, minute_buf *b)
 {
     if (--b->refs > 0)
         return;
     if (b->wal_fd >= 0)
         close(b->wal_fd);
-    for (size_t i = 0; i < b->nchunks; i++)
-        free(b->chunks[i]);
+    for (size_t i = 0; i < b->nchunks; i++) {
+        if (db && db->npool < POOL_CHUNKS)
+            db->pool[db->npool++] = b->chunks[i];
+        else
+            free(b->chunks[i]);
+    }
     free(b->chunks);
     free(b);
+}
+
+static void pool_free(eng_db *db)
+{
+    while (db->npool > 0)
+        free(db->pool[--db->npool]);
 }
 
 /* Takes b out of the list of open minutes (the caller then drops the list's reference). */
@@ -488,6 +532,7 @@ static void *sealer_main(void *arg)
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
+    eng__seg_write_release();
     return NULL;
 }
 
@@ -531,33 +576,39 @@ static minute_buf *open_buf_locked(eng_db *db, int64_t minute, size_t n)
     return b;
 }
 
-/* Copies rows into b's chunks. Returns how many were added (fewer than n only when memory
- * ran out). */
+/* Copies rows into b's chunks, a run per chunk. Returns how many were added (fewer than n only
+ * when memory ran out). */
 static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    size_t done = 0;
+    while (done < n) {
         size_t slot = b->n % CHUNK_ROWS;
         if (slot == 0 && b->n / CHUNK_ROWS == b->nchunks) {
             if (b->nchunks == b->capchunks) {
                 size_t cap = b->capchunks ? b->capchunks * 2 : 16;
                 eng_flow **nc = realloc(b->chunks, cap * sizeof *nc);
                 if (!nc)
-                    return i;
+                    return done;
                 b->chunks = nc;
                 b->capchunks = cap;
             }
-            eng_flow *c = malloc(CHUNK_ROWS * sizeof *c);
+            eng_flow *c = db->npool ? db->pool[--db->npool] : malloc(CHUNK_ROWS * sizeof *c);
             if (!c)
-                return i;
+                return done;
             b->chunks[b->nchunks++] = c;
         }
-        b->chunks[b->n / CHUNK_ROWS][slot] = rows[i];
-        if (rows[i].first_ms < b->first_ms)
-            b->first_ms = rows[i].first_ms;
-        if (rows[i].last_ms > b->last_ms)
-            b->last_ms = rows[i].last_ms;
-        b->n++;
-        db->open_rows++;
+        size_t k = CHUNK_ROWS - slot < n - done ? CHUNK_ROWS - slot : n - done;
+        memcpy(&b->chunks[b->n / CHUNK_ROWS][slot], rows + done, k * sizeof *rows);
+        int64_t lo = b->first_ms, hi = b->last_ms;
+        for (size_t i = done; i < done + k; i++) {
+            lo = rows[i].first_ms < lo ? rows[i].first_ms : lo;
+            hi = rows[i].last_ms > hi ? rows[i].last_ms : hi;
+        }
+        b->first_ms = lo;
+        b->last_ms = hi;
+        b->n += k;
+        db->open_rows += k;
+        done += k;
     }
     return n;
 }
@@ -647,7 +698,7 @@ int eng_db_wal_sync(eng_db *db)
     for (size_t i = 0; i < n; i++) {
         if (items[i].off > items[i].b->wal_synced)
             items[i].b->wal_synced = items[i].off;
-        buf_unref_locked(items[i].b);
+        buf_unref_locked(db, items[i].b);
     }
     if (rc < 0) {
         db->st.wal_errors++;
@@ -795,7 +846,7 @@ static int wal_replay_file(eng_db *db, const char *name, int64_t minute, uint64_
     if (b->n == 0) { /* a header and nothing else */
         db->st.wal_bytes -= b->wal_fd >= 0 ? b->wal_off : 0;
         open_remove_locked(db, b);
-        buf_unref_locked(b);
+        buf_unref_locked(db, b);
         unlink(path);
     }
     return 0;
@@ -945,7 +996,8 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
 fail:
     wal_thread_stop(db);
     for (size_t i = 0; i < db->nopen; i++)
-        buf_unref_locked(db->open[i]); /* replayed rows stay in their WAL files */
+        buf_unref_locked(db, db->open[i]); /* replayed rows stay in their WAL files */
+    pool_free(db);
     free(db->open);
     if (db->lockfd >= 0)
         close(db->lockfd);
@@ -983,13 +1035,16 @@ int eng_db_close(eng_db *db)
     size_t lost = 0;
     for (size_t i = 0; i < db->nopen; i++) {
         lost += db->open[i]->n;
-        buf_unref_locked(db->open[i]);
+        buf_unref_locked(db, db->open[i]);
     }
     if (lost)
         ns_log(NS_LOG_ERROR, "db: %zu flows could not be sealed at close: %s%s", lost,
                ns_strerror(rc < 0 ? rc : NS_E_CORRUPT),
                db->wal_on ? " (what the WAL holds is replayed at the next start)" : "");
     int result = lost ? (rc < 0 ? rc : -EIO) : 0;
+    pool_free(db);
+    mem_free(&db->seal_mem);
+    eng__seg_write_release();
     free(db->open);
     free(db->segs);
     if (db->lockfd >= 0)
@@ -1155,7 +1210,7 @@ static unsigned bits_of(uint64_t v)
  * (bit shifts) that vary, in ascending order, and turns their counts into start offsets. */
 #define RADIX_HIST(GET)                                                                            \
     do {                                                                                           \
-        memset(cnt, 0, 8 * sizeof *cnt);                                                           \
+        memset(cnt, 0, sizeof cnt);                                                                \
         for (size_t i = 0; i < n; i++) {                                                           \
             uint64_t v_ = (GET);                                                                   \
             for (unsigned d = 0; d < 8; d++)                                                       \
@@ -1190,18 +1245,14 @@ static unsigned bits_of(uint64_t v)
     }
 
 static bool sort_packed(eng_flow *const *chunks, unsigned shift, size_t n, const uint64_t lo[3],
-                        unsigned b1, unsigned b2, uint32_t *perm)
+                        unsigned b1, unsigned b2, uint32_t *perm, seal_mem *m)
 {
-    size_t mask = ((size_t)1 << shift) - 1, (*cnt)[256] = malloc(8 * sizeof *cnt);
-    pkey *a = malloc(n * sizeof *a), *tmp = malloc(n * sizeof *tmp);
+    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
+    pkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
     unsigned vary[8], nvary;
     uint64_t k[3];
-    if (!cnt || !a || !tmp) {
-        free(cnt);
-        free(a);
-        free(tmp);
+    if (!a || !tmp)
         return false;
-    }
     for (size_t i = 0; i < n; i++) {
         flow_key(&chunks[i >> shift][i & mask], k);
         /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
@@ -1213,23 +1264,17 @@ static bool sort_packed(eng_flow *const *chunks, unsigned shift, size_t n, const
     RADIX_PASSES(pkey, .k)
     for (size_t i = 0; i < n; i++)
         perm[i] = a[i].idx;
-    free(cnt);
-    free(a);
-    free(tmp);
     return true;
 }
 
-static bool sort_wide(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm)
+static bool sort_wide(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
+                      seal_mem *m)
 {
-    size_t mask = ((size_t)1 << shift) - 1, (*cnt)[256] = malloc(8 * sizeof *cnt);
-    wkey *a = malloc(n * sizeof *a), *tmp = malloc(n * sizeof *tmp);
+    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
+    wkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
     unsigned vary[8], nvary;
-    if (!cnt || !a || !tmp) {
-        free(cnt);
-        free(a);
-        free(tmp);
+    if (!a || !tmp)
         return false;
-    }
     for (size_t i = 0; i < n; i++) {
         flow_key(&chunks[i >> shift][i & mask], a[i].k);
         a[i].idx = (uint32_t)i;
@@ -1240,13 +1285,11 @@ static bool sort_wide(eng_flow *const *chunks, unsigned shift, size_t n, uint32_
     }
     for (size_t i = 0; i < n; i++)
         perm[i] = a[i].idx;
-    free(cnt);
-    free(a);
-    free(tmp);
     return true;
 }
 
-static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm)
+static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
+                      seal_mem *m)
 {
     size_t mask = ((size_t)1 << shift) - 1;
     uint64_t lo[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX}, hi[3] = {0, 0, 0}, k[3];
@@ -1264,27 +1307,26 @@ static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_
     }
     unsigned b1 = bits_of(hi[1] - lo[1]), b2 = bits_of(hi[2] - lo[2]);
     unsigned total = bits_of(hi[0] - lo[0]) + b1 + b2;
-    return total <= 64 ? sort_packed(chunks, shift, n, lo, b1, b2, perm)
-                       : sort_wide(chunks, shift, n, perm);
+    return total <= 64 ? sort_packed(chunks, shift, n, lo, b1, b2, perm, m)
+                       : sort_wide(chunks, shift, n, perm, m);
 }
 
 /* rows[0..n) sorted in place (compaction's merged rows); qsort when memory is short */
 static void sort_flows(eng_flow *rows, size_t n)
 {
-    uint32_t *perm = malloc((n ? n : 1) * sizeof *perm);
-    eng_flow *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    seal_mem m = {0};
+    uint32_t *perm = mem_at(&m, 1, (n ? n : 1) * sizeof *perm);
+    eng_flow *tmp = mem_at(&m, 0, (n ? n : 1) * sizeof *tmp);
     eng_flow *one[1] = {rows};
-    if (!perm || !tmp || !sort_perm(one, 32, n, perm)) {
-        free(perm);
-        free(tmp);
+    if (!perm || !tmp || !sort_perm(one, 32, n, perm, &m)) {
+        mem_free(&m);
         qsort(rows, n, sizeof *rows, cmp_flow_order);
         return;
     }
     for (size_t i = 0; i < n; i++)
         tmp[i] = rows[perm[i]];
     memcpy(rows, tmp, n * sizeof *rows);
-    free(perm);
-    free(tmp);
+    mem_free(&m);
 }
 
 /* Writes one retired minute buffer as a segment and swaps it into the catalog. */
@@ -1300,7 +1342,9 @@ static uint64_t mono_ns(void)
 static int seal_one(eng_db *db, minute_buf *b)
 {
     uint64_t t0 = mono_ns();
-    eng_flow *rows = malloc((b->n ? b->n : 1) * sizeof *rows);
+    seal_mem *m = &db->seal_mem;
+    m->used_ms = ns_mono_ms();
+    eng_flow *rows = mem_at(m, 0, (b->n ? b->n : 1) * sizeof *rows);
     seg_entry e = {0};
     char path[4200];
     int rc;
@@ -1308,8 +1352,8 @@ static int seal_one(eng_db *db, minute_buf *b)
         return NS_E_NOMEM;
     /* the buffer is sealing: no appends, so reading without the mutex is safe. The rows are
      * gathered once, in sorted order, through a permutation sorted on compact keys. */
-    uint32_t *perm = malloc((b->n ? b->n : 1) * sizeof *perm);
-    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm)) {
+    uint32_t *perm = mem_at(m, 1, (b->n ? b->n : 1) * sizeof *perm);
+    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m)) {
         for (size_t i = 0; i < b->n; i++)
             rows[i] = b->chunks[perm[i] >> CHUNK_SHIFT][perm[i] & (CHUNK_ROWS - 1)];
     } else {
@@ -1317,7 +1361,6 @@ static int seal_one(eng_db *db, minute_buf *b)
             rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
         sort_flows(rows, b->n);
     }
-    free(perm);
     e.seq = b->seq; /* the name its WAL file has: replay skips a WAL whose segment exists */
     e.minute = b->minute;
     e.span = 1;
@@ -1325,7 +1368,6 @@ static int seal_one(eng_db *db, minute_buf *b)
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
     rc = eng_seg_write(path, rows, b->n);
-    free(rows);
     if (rc < 0)
         return rc;
     struct stat st;
@@ -1344,7 +1386,7 @@ static int seal_one(eng_db *db, minute_buf *b)
         db->st.wal_bytes -= had_wal ? b->wal_off : 0;
         db->st.rows_sealed += e.rows;
         db->st.seal_ns += mono_ns() - t0;
-        buf_unref_locked(b);
+        buf_unref_locked(db, b);
     }
     pthread_mutex_unlock(&db->mu);
     /* the segment is durable (renamed, folder fsynced): its WAL may go. A crash before this
@@ -1389,7 +1431,7 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             uint64_t q = b->seq;
             db->st.wal_bytes -= had_wal ? b->wal_off : 0;
             open_remove_locked(db, b);
-            buf_unref_locked(b);
+            buf_unref_locked(db, b);
             pthread_mutex_unlock(&db->mu);
             if (had_wal)
                 wal_unlink(db, m, q);
@@ -1412,6 +1454,12 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             break; /* kept in memory; retried on the next pass */
         }
         written++;
+    }
+    /* a sealer idle for a while gives its buffers back (a burst's are hundreds of MB) */
+    if (written == 0 && db->seal_mem.cap[0] &&
+        ns_mono_ms() - db->seal_mem.used_ms > SEAL_MEM_IDLE_MS) {
+        mem_free(&db->seal_mem);
+        eng__seg_write_release();
     }
     pthread_mutex_unlock(&db->seal_mu);
     return rc < 0 && written == 0 ? rc : written;
@@ -1781,7 +1829,7 @@ out:
     if (nbufs) {
         pthread_mutex_lock(&db->mu);
         for (size_t i = 0; i < nbufs; i++)
-            buf_unref_locked(bufs[i].b);
+            buf_unref_locked(db, bufs[i].b);
         pthread_mutex_unlock(&db->mu);
     }
     for (size_t i = 0; i < nbufs; i++)
@@ -2038,9 +2086,11 @@ static void *compactor_main(void *arg)
             break;
         pthread_mutex_unlock(&db->mu);
         eng_db_compact(db, ns_now_ms());
+        eng__seg_write_release(); /* a merge every 10 s at most: nothing worth keeping */
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
+    eng__seg_write_release();
     return NULL;
 }
 

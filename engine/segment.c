@@ -623,6 +623,53 @@ int eng__fsync_dir_of(const char *path)
  * Buckets and blocks trade precision for size: a lookup may name rows of another address
  * (callers re-check), never misses one. */
 
+/* Scratch a writing thread keeps from one segment to the next: a sealer at 1M flows/s writes
+ * a 1M-row segment every second, and fresh pages for its buffers (a few hundred MB, from mmap
+ * and back) cost more page faults than the encoding costs work. Each thread's own, so writers
+ * never share; eng__seg_write_release gives a thread's back. */
+enum { WB_H, WB_U, WB_OUT, WB_POS, WB_TAB, WB_USED, WB_BLOOM, WB_ENC, WB_COMP, WB_FOOT, WB_N };
+
+typedef struct seg_wmem {
+    void *p[WB_N];
+    size_t cap[WB_N];
+    ZSTD_CCtx *zc;
+} seg_wmem;
+
+static _Thread_local seg_wmem *wmem;
+
+static seg_wmem *wmem_get(void)
+{
+    if (!wmem)
+        wmem = calloc(1, sizeof *wmem);
+    return wmem;
+}
+
+/* buffer i of at least need bytes (contents undefined); a quarter more than asked, so the next
+ * segment a little larger does not allocate again */
+static void *wbuf(seg_wmem *w, int i, size_t need)
+{
+    if (!w)
+        return NULL;
+    if (w->cap[i] < need) {
+        free(w->p[i]);
+        size_t cap = need + need / 4;
+        w->p[i] = malloc(cap);
+        w->cap[i] = w->p[i] ? cap : 0;
+    }
+    return w->p[i];
+}
+
+void eng__seg_write_release(void)
+{
+    if (!wmem)
+        return;
+    for (int i = 0; i < WB_N; i++)
+        free(wmem->p[i]);
+    ZSTD_freeCCtx(wmem->zc);
+    free(wmem);
+    wmem = NULL;
+}
+
 uint64_t eng_addr_hash(const ns_addr *a)
 {
     return XXH3_64bits(a->b, sizeof a->b);
@@ -696,14 +743,13 @@ static size_t distinct_u64(const uint64_t *v, size_t n, uint64_t *out)
     size_t cap = 16, k = 0;
     while (cap < 2 * n)
         cap <<= 1;
-    uint64_t *tab = malloc(cap * sizeof *tab);
-    uint8_t *used = calloc(cap, 1);
+    uint64_t *tab = wbuf(wmem_get(), WB_TAB, cap * sizeof *tab);
+    uint8_t *used = wbuf(wmem_get(), WB_USED, cap);
     if (!tab || !used) {
-        free(tab);
-        free(used);
         memcpy(out, v, n * sizeof *out);
         return sort_unique(out, n);
     }
+    memset(used, 0, cap);
     for (size_t i = 0; i < n; i++) {
         /* the values are xxh3 hashes already: their low bits index the table */
         size_t j = (size_t)(v[i] ^ v[i] >> 32) & (cap - 1);
@@ -715,8 +761,6 @@ static size_t distinct_u64(const uint64_t *v, size_t n, uint64_t *out)
             out[k++] = v[i];
         }
     }
-    free(tab);
-    free(used);
     return k;
 }
 
@@ -735,8 +779,9 @@ static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift
     size_t used = 0, k = 0, j = 0;
     /* (bucket, block) pairs in order: a counting sort by bucket of rows taken in row order
      * leaves each bucket's blocks ascending already, so one scatter replaces a radix sort */
-    uint32_t *pos = calloc((size_t)m + 1, sizeof *pos);
+    uint32_t *pos = wbuf(wmem_get(), WB_POS, ((size_t)m + 1) * sizeof *pos);
     if (pos) {
+        memset(pos, 0, ((size_t)m + 1) * sizeof *pos);
         for (size_t i = 0; i < n; i++)
             pos[(h[i] & (m - 1)) + 1]++;
         for (uint32_t b = 0; b < m; b++)
@@ -745,7 +790,6 @@ static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift
             uint64_t b = h[i] & (m - 1);
             key[pos[b]++] = b << 32 | (uint64_t)(i >> shift);
         }
-        free(pos);
         for (size_t i = 0; i < n; i++)
             if (k == 0 || key[k - 1] != key[i])
                 key[k++] = key[i];
@@ -771,19 +815,20 @@ static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift
     return used;
 }
 
-/* Builds the raw index (into *idx, malloc'd) and the bloom filter (*bloom, *words). */
+/* Builds the raw index (into *idx) and the bloom filter (*bloom, *words), both in the thread's
+ * scratch. */
 static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *idx_len,
                        uint64_t **bloom, uint32_t *words)
 {
-    uint64_t *h = malloc((n ? n : 1) * 2 * sizeof *h);
-    uint64_t *u = malloc((n ? n : 1) * 2 * sizeof *u);
-    uint8_t *out = malloc(SEG_IDX_HDR + (n + 2) * 32);
+    seg_wmem *w = wmem_get();
+    uint64_t *h = wbuf(w, WB_H, (n ? n : 1) * 2 * sizeof *h);
+    uint64_t *u = wbuf(w, WB_U, (n ? n : 1) * 2 * sizeof *u);
+    uint8_t *out = wbuf(w, WB_OUT, SEG_IDX_HDR + (n + 2) * 32);
     uint64_t *bl = NULL;
     uint32_t m[2];
     size_t distinct[2], used = SEG_IDX_HDR;
-    int rc = NS_E_NOMEM;
     if (!h || !u || !out)
-        goto fail;
+        return NS_E_NOMEM;
     for (size_t i = 0; i < n; i++) {
         h[i] = eng_addr_hash(&rows[i].src);
         h[n + i] = eng_addr_hash(&rows[i].dst);
@@ -795,9 +840,10 @@ static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *id
     size_t all = distinct_u64(h, 2 * n, u);
     uint64_t nw = ((uint64_t)all * SEG_BLOOM_BITS + 63) / 64;
     *words = (uint32_t)(nw < 1 ? 1 : nw > SEG_BLOOM_MAX ? SEG_BLOOM_MAX : nw);
-    bl = calloc(*words, sizeof *bl);
+    bl = wbuf(w, WB_BLOOM, (size_t)*words * sizeof *bl);
     if (!bl)
-        goto fail;
+        return NS_E_NOMEM;
+    memset(bl, 0, (size_t)*words * sizeof *bl);
     uint64_t nbits = (uint64_t)*words * 64;
     for (size_t i = 0; i < all; i++)
         for (uint32_t k = 0; k < SEG_BLOOM_K; k++) {
@@ -815,18 +861,10 @@ static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *id
     ns_put_le32(out + 8, m[1]);
     for (int side = 0; side < 2; side++)
         used += index_side(h + (size_t)side * n, n, m[side], shift, u, out + used);
-    free(h);
-    free(u);
     *idx = out;
     *idx_len = used;
     *bloom = bl;
     return 0;
-fail:
-    free(h);
-    free(u);
-    free(out);
-    free(bl);
-    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -840,7 +878,7 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version)
 {
     char tmp[4200];
-    uint8_t *enc = NULL, *comp = NULL, *footer = NULL, *idx = NULL;
+    uint8_t *enc = NULL, *comp = NULL, *footer = NULL, *idx = NULL; /* the thread's scratch */
     uint64_t *bloom = NULL;
     ZSTD_CCtx *zc = NULL;
     uint32_t words = 0;
@@ -865,15 +903,20 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
     if (enc_cap < idx_len)
         enc_cap = idx_len;
     size_t comp_cap = ZSTD_compressBound(enc_cap);
-    enc = malloc(enc_cap);
-    comp = malloc(comp_cap);
-    footer = calloc(1, flen);
-    /* one context for every column: ZSTD_compress sets up (allocates, clears) its own each call */
-    zc = ZSTD_createCCtx();
+    seg_wmem *wm = wmem_get();
+    enc = wbuf(wm, WB_ENC, enc_cap);
+    comp = wbuf(wm, WB_COMP, comp_cap);
+    footer = wbuf(wm, WB_FOOT, flen);
+    /* one context for every column and segment: ZSTD_compress sets up (allocates, clears) its
+     * own each call */
+    if (wm && !wm->zc)
+        wm->zc = ZSTD_createCCtx();
+    zc = wm ? wm->zc : NULL;
     if (!enc || !comp || !footer || !zc) {
         rc = NS_E_NOMEM;
         goto fail;
     }
+    memset(footer, 0, flen);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = -errno;
@@ -959,24 +1002,12 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
         rc = -errno;
         goto fail;
     }
-    free(enc);
-    free(comp);
-    free(footer);
-    free(idx);
-    free(bloom);
-    ZSTD_freeCCtx(zc);
     return eng__fsync_dir_of(path);
 
 fail:
     if (fd >= 0)
         close(fd);
     unlink(tmp);
-    free(enc);
-    free(comp);
-    free(footer);
-    free(idx);
-    free(bloom);
-    ZSTD_freeCCtx(zc);
     return rc;
 }
 

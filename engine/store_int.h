@@ -11,4 +11,7 @@ int eng__fsync_dir_of(const char *path);
  * check that they are still read. */
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version);
 
+/* Frees the calling thread's segment-writing scratch (kept between eng_seg_write calls). */
+void eng__seg_write_release(void);
+
 #endif
