@@ -42,6 +42,7 @@ typedef struct minute_buf {
     size_t n; /* rows */
     int64_t first_ms, last_ms;
     bool sealing;     /* no more appends; the sealer owns the write */
+    bool full;        /* the next rows did not fit: seal it now, whatever its minute */
     int refs;         /* the db's list holds one; each query snapshot one */
     uint64_t seq;     /* its WAL file is wal/m<minute>-<seq>.wal, its segment m<minute>-<seq>.seg */
     int wal_fd;       /* -1: no WAL file yet (or the WAL is off) */
@@ -60,9 +61,11 @@ typedef struct seal_mem {
 static void *mem_at(seal_mem *m, int i, size_t need)
 {
     if (m->cap[i] < need) {
+        /* a quarter more: the next buffer, a few rows larger, fits without a fresh allocation */
+        size_t cap = need + need / 4;
         free(m->buf[i]);
-        m->buf[i] = malloc(need);
-        m->cap[i] = m->buf[i] ? need : 0;
+        m->buf[i] = malloc(cap);
+        m->cap[i] = m->buf[i] ? cap : 0;
     }
     return m->buf[i];
 }
@@ -92,6 +95,7 @@ struct eng_db {
     pthread_mutex_t mu;
     pthread_mutex_t seal_mu; /* one sealer at a time (thread or eng_db_seal_due caller) */
     pthread_cond_t cond;
+    pthread_cond_t seal_cond; /* a buffer filled up: the sealer should not wait for its tick */
     pthread_t sealer;
     bool sealer_running;
     pthread_t compactor;
@@ -524,7 +528,7 @@ static void *sealer_main(void *arg)
     pthread_mutex_lock(&db->mu);
     while (!db->stop) {
         struct timespec ts = ns_deadline_in(CLOCK_REALTIME, 500);
-        pthread_cond_timedwait(&db->cond, &db->mu, &ts);
+        pthread_cond_timedwait(&db->seal_cond, &db->mu, &ts);
         if (db->stop)
             break;
         pthread_mutex_unlock(&db->mu);
@@ -561,13 +565,14 @@ static minute_buf *open_add_locked(eng_db *db, int64_t minute, uint64_t seq)
     return b;
 }
 
-/* The open buffer of minute that can take n more rows; a buffer that cannot (a segment holds
- * at most ENG_SEG_MAX_ROWS) stays as it is and a new one for the same minute is started. */
+/* The open buffer of minute that can take n more rows; a full one (see eng_db_append) or one
+ * that cannot (a segment holds at most ENG_SEG_MAX_ROWS) stays as it is and a new one for the
+ * same minute is started. */
 static minute_buf *open_buf_locked(eng_db *db, int64_t minute, size_t n)
 {
     for (size_t i = db->nopen; i-- > 0;) {
         minute_buf *c = db->open[i];
-        if (c->minute == minute && !c->sealing && c->n + n <= ENG_SEG_MAX_ROWS)
+        if (c->minute == minute && !c->sealing && !c->full && c->n + n <= ENG_SEG_MAX_ROWS)
             return c;
     }
     minute_buf *b = open_add_locked(db, minute, db->next_seq);
@@ -907,6 +912,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     pthread_rwlock_init(&db->scan_lock, &rwa);
     pthread_rwlockattr_destroy(&rwa);
     pthread_cond_init(&db->cond, NULL);
+    pthread_cond_init(&db->seal_cond, NULL);
     pthread_cond_init(&db->wal_cond, NULL);
     if (strlen(dir) >= sizeof db->dir) {
         rc = -ENAMETOOLONG;
@@ -1007,6 +1013,7 @@ fail:
     pthread_mutex_destroy(&db->compact_mu);
     pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
+    pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
     free(db);
     return rc;
@@ -1020,6 +1027,7 @@ int eng_db_close(eng_db *db)
         pthread_mutex_lock(&db->mu);
         db->stop = true;
         pthread_cond_broadcast(&db->cond);
+        pthread_cond_broadcast(&db->seal_cond);
         pthread_mutex_unlock(&db->mu);
         if (db->sealer_running)
             pthread_join(db->sealer, NULL);
@@ -1054,6 +1062,7 @@ int eng_db_close(eng_db *db)
     pthread_mutex_destroy(&db->compact_mu);
     pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
+    pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
     free(db);
     return result;
@@ -1126,6 +1135,12 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
         }
     }
     size_t added = buf_push_locked(db, b, rows, n);
+    /* a buffer that reached seal_rows takes no more rows and is sealed at once, not at the
+     * sealer's next tick: segments (and a sealer's buffers) stay near seal_rows at any rate */
+    if (b->n >= (db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS)) {
+        b->full = true;
+        pthread_cond_signal(&db->seal_cond);
+    }
     kept = added;
     db->st.rows_stored += added;
     if (added < n) {
@@ -1412,7 +1427,8 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             /* a buffer past seal_rows is sealed before its minute ends (the next rows of the
              * minute start a fresh buffer): a burst cannot grow one WAL file and one buffer
              * without bound */
-            if (force || (c->minute + 1) * 60000 + delay <= now_ms || c->n >= seal_rows) {
+            if (force || (c->minute + 1) * 60000 + delay <= now_ms || c->n >= seal_rows ||
+                c->full) {
                 if (!c->sealing && (b == NULL || c->minute < b->minute))
                     b = c;
                 else if (c->sealing && !b)
