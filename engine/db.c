@@ -1366,31 +1366,30 @@ static int seal_one(eng_db *db, minute_buf *b)
 {
     uint64_t t0 = mono_ns();
     seal_mem *m = &db->seal_mem;
-    m->used_ms = ns_mono_ms();
-    eng_flow *rows = mem_at(m, 0, (b->n ? b->n : 1) * sizeof *rows);
     seg_entry e = {0};
     char path[4200];
     int rc;
-    if (!rows)
-        return NS_E_NOMEM;
-    /* the buffer is sealing: no appends, so reading without the mutex is safe. The rows are
-     * gathered once, in sorted order, through a permutation sorted on compact keys. */
-    uint32_t *perm = mem_at(m, 1, (b->n ? b->n : 1) * sizeof *perm);
-    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m)) {
-        for (size_t i = 0; i < b->n; i++)
-            rows[i] = b->chunks[perm[i] >> CHUNK_SHIFT][perm[i] & (CHUNK_ROWS - 1)];
-    } else {
-        for (size_t i = 0; i < b->n; i++)
-            rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
-        sort_flows(rows, b->n);
-    }
+    m->used_ms = ns_mono_ms();
     e.seq = b->seq; /* the name its WAL file has: replay skips a WAL whose segment exists */
     e.minute = b->minute;
     e.span = 1;
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
-    rc = eng_seg_write(path, rows, b->n);
+    /* the buffer is sealing: no appends, so reading without the mutex is safe. A permutation
+     * sorted on compact keys; the writer gathers the rows through it a block at a time. */
+    uint32_t *perm = mem_at(m, 1, (b->n ? b->n : 1) * sizeof *perm);
+    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m)) {
+        rc = eng__seg_write_perm(path, b->chunks, CHUNK_SHIFT, perm, b->n);
+    } else {
+        eng_flow *rows = mem_at(m, 0, (b->n ? b->n : 1) * sizeof *rows);
+        if (!rows)
+            return NS_E_NOMEM;
+        for (size_t i = 0; i < b->n; i++)
+            rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
+        sort_flows(rows, b->n);
+        rc = eng_seg_write(path, rows, b->n);
+    }
     if (rc < 0)
         return rc;
     struct stat st;

@@ -358,11 +358,12 @@ static inline uint64_t seg_load_le(const eng_flow *r, size_t off, uint32_t w)
     }
 }
 
-/* Little-endian fields into byte planes; the width a constant in each copy, as below. Eight
- * rows at a time: their values' 8-byte words, as an 8x8 byte matrix transposed, are 8 bytes of
- * each plane, stored at once instead of byte by byte (the rest of the rows one by one). */
+/* Little-endian fields of rows[0..m) into byte planes: byte k of row i to buf[k * stride + i].
+ * The width a constant in each copy, as below. Eight rows at a time: their values' 8-byte
+ * words, as an 8x8 byte matrix transposed, are 8 bytes of each plane, stored at once instead
+ * of byte by byte (the rest of the rows one by one). */
 #define SEG_TRANSPOSE(W)                                                                           \
-    for (; i + 8 <= n; i += 8) {                                                                   \
+    for (; i + 8 <= m; i += 8) {                                                                   \
         for (uint32_t j = 0; j < (W); j += 8) {                                                    \
             enum { WW_ = (W) < 8 ? (W) : 8 };                                                      \
             uint64_t x[8];                                                                         \
@@ -370,17 +371,18 @@ static inline uint64_t seg_load_le(const eng_flow *r, size_t off, uint32_t w)
                 x[p] = seg_load_le(&rows[i + (size_t)p], off + j, WW_);                            \
             transpose8x8(x);                                                                       \
             for (uint32_t r = 0; r < WW_; r++)                                                     \
-                memcpy(buf + (j + r) * n + i, &x[r], 8);                                           \
+                memcpy(buf + (j + r) * stride + i, &x[r], 8);                                      \
         }                                                                                          \
     }                                                                                              \
-    for (; i < n; i++) {                                                                           \
+    for (; i < m; i++) {                                                                           \
         uint8_t v[W];                                                                              \
         memcpy(v, (const uint8_t *)&rows[i] + off, (W));                                           \
         for (uint32_t k = 0; k < (W); k++)                                                         \
-            buf[k * n + i] = v[k];                                                                 \
+            buf[k * stride + i] = v[k];                                                            \
     }
 
-static bool transpose(const eng_flow *rows, size_t n, size_t off, uint32_t w, uint8_t *buf)
+static bool transpose(const eng_flow *rows, size_t m, size_t off, uint32_t w, uint8_t *buf,
+                      size_t stride)
 {
     size_t i = 0;
     switch (w) {
@@ -401,45 +403,60 @@ static bool transpose(const eng_flow *rows, size_t n, size_t off, uint32_t w, ui
     }
 }
 
-/* Encodes column c of rows into buf (capacity n*10 at least); returns bytes used. */
-static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf)
+/* Encodes rows[0..m), rows start.. of a segment of n rows, into column c's buffer buf: the
+ * planes of fixed-width columns at buf + k * n + start; varint columns appended at *vlen (prev:
+ * the last row's first_ms before this block, for the deltas). */
+static void col_encode_block(eng_col c, const eng_flow *rows, size_t m, size_t start, size_t n,
+                             uint8_t *buf, size_t *vlen, int64_t *prev)
 {
     uint32_t w = col_width[c];
-    size_t used = 0;
     switch (col_encoding(c)) {
     case ENC_DELTA_VARINT: {
-        int64_t prev = 0;
-        for (size_t i = 0; i < n; i++) {
-            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].first_ms, prev)));
-            prev = rows[i].first_ms;
+        size_t used = *vlen;
+        int64_t p = *prev;
+        for (size_t i = 0; i < m; i++) {
+            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].first_ms, p)));
+            p = rows[i].first_ms;
         }
-        return used;
+        *vlen = used;
+        *prev = p;
+        return;
     }
-    case ENC_SPAN_VARINT:
-        for (size_t i = 0; i < n; i++)
+    case ENC_SPAN_VARINT: {
+        size_t used = *vlen;
+        for (size_t i = 0; i < m; i++)
             used += put_varint(buf + used, zigzag(wrap_sub(rows[i].last_ms, rows[i].first_ms)));
-        return used;
+        *vlen = used;
+        return;
+    }
     case ENC_TRANSPOSE: {
         /* Byte k of every value together: high bytes of ports, counters and v4-mapped
          * prefixes become long runs that zstd squeezes to nothing. */
         uint8_t v[16];
-        if (SEG_HOST_LE && transpose(rows, n, col_off[c], w, buf))
-            return n * w;
-        for (size_t i = 0; i < n; i++) {
+        if (SEG_HOST_LE && transpose(rows, m, col_off[c], w, buf + start, n))
+            return;
+        for (size_t i = 0; i < m; i++) {
             if (SEG_HOST_LE)
                 memcpy(v, (const uint8_t *)&rows[i] + col_off[c], w);
             else
                 row_get(&rows[i], c, v);
             for (uint32_t k = 0; k < w; k++)
-                buf[k * n + i] = v[k];
+                buf[k * n + start + i] = v[k];
         }
-        return n * w;
+        return;
     }
     default:
-        for (size_t i = 0; i < n; i++)
-            buf[i] = *((const uint8_t *)&rows[i] + col_off[c]);
-        return n;
+        for (size_t i = 0; i < m; i++)
+            buf[start + i] = *((const uint8_t *)&rows[i] + col_off[c]);
+        return;
     }
+}
+
+/* bytes column c's encoding of n rows may take */
+static size_t col_cap(eng_col c, size_t n)
+{
+    uint32_t e = col_encoding(c);
+    return e == ENC_DELTA_VARINT || e == ENC_SPAN_VARINT ? n * 10 : n * col_width[c];
 }
 
 /* Transposes the 8x8 byte matrix whose row p is x[p] (byte r = bits 8r..8r+7): afterwards byte
@@ -627,7 +644,20 @@ int eng__fsync_dir_of(const char *path)
  * a 1M-row segment every second, and fresh pages for its buffers (a few hundred MB, from mmap
  * and back) cost more page faults than the encoding costs work. Each thread's own, so writers
  * never share; eng__seg_write_release gives a thread's back. */
-enum { WB_H, WB_U, WB_OUT, WB_POS, WB_TAB, WB_USED, WB_BLOOM, WB_ENC, WB_COMP, WB_FOOT, WB_N };
+enum {
+    WB_H,
+    WB_U,
+    WB_OUT,
+    WB_POS,
+    WB_TAB,
+    WB_USED,
+    WB_BLOOM,
+    WB_ENC,
+    WB_COMP,
+    WB_FOOT,
+    WB_BLK,
+    WB_N
+};
 
 typedef struct seg_wmem {
     void *p[WB_N];
@@ -816,23 +846,18 @@ static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift
 }
 
 /* Builds the raw index (into *idx) and the bloom filter (*bloom, *words), both in the thread's
- * scratch. */
-static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *idx_len,
+ * scratch, from the rows' address hashes: h[i] of row i's source, h[n + i] of its destination. */
+static int build_index(const uint64_t *h, size_t n, uint8_t **idx, size_t *idx_len,
                        uint64_t **bloom, uint32_t *words)
 {
     seg_wmem *w = wmem_get();
-    uint64_t *h = wbuf(w, WB_H, (n ? n : 1) * 2 * sizeof *h);
     uint64_t *u = wbuf(w, WB_U, (n ? n : 1) * 2 * sizeof *u);
     uint8_t *out = wbuf(w, WB_OUT, SEG_IDX_HDR + (n + 2) * 32);
     uint64_t *bl = NULL;
     uint32_t m[2];
     size_t distinct[2], used = SEG_IDX_HDR;
-    if (!h || !u || !out)
+    if (!u || !out)
         return NS_E_NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        h[i] = eng_addr_hash(&rows[i].src);
-        h[n + i] = eng_addr_hash(&rows[i].dst);
-    }
     for (int side = 0; side < 2; side++) {
         distinct[side] = distinct_u64(h + (size_t)side * n, n, u);
         m[side] = pow2_at_least(distinct[side]);
@@ -870,6 +895,9 @@ static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *id
 /* ------------------------------------------------------------------------------------------ */
 /* Writer */
 
+static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
+                     const uint32_t *perm, size_t n, uint32_t version);
+
 int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 {
     return eng__seg_write_version(path, rows, n, SEG_VERSION);
@@ -877,16 +905,39 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version)
 {
+    eng_flow *one[1] = {(eng_flow *)(uintptr_t)rows}; /* only read */
+    return seg_write(path, one, 32, NULL, n, version);
+}
+
+int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
+                        const uint32_t *perm, size_t n)
+{
+    return seg_write(path, chunks, shift, perm, n, SEG_VERSION);
+}
+
+/* Rows per block of the encoding pass: a block's rows (136 KB) stay in cache while every
+ * column takes its bytes from them. Column by column over a whole segment read all of its rows
+ * (136 MB for 1M) once per column. */
+#define SEG_BLOCK 1024u
+
+/* Writes the rows chunks[perm[k] >> shift][perm[k] & mask] (k < n; perm NULL: k itself) as a
+ * segment: one pass over blocks of rows gathers them, sums the footer's totals, hashes the
+ * addresses for the index and appends each column's bytes to its own region of enc; then each
+ * column is compressed and written. */
+static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
+                     const uint32_t *perm, size_t n, uint32_t version)
+{
     char tmp[4200];
     uint8_t *enc = NULL, *comp = NULL, *footer = NULL, *idx = NULL; /* the thread's scratch */
-    uint64_t *bloom = NULL;
+    uint64_t *bloom = NULL, *h = NULL;
+    eng_flow *blk = NULL;
     ZSTD_CCtx *zc = NULL;
     uint32_t words = 0;
-    size_t idx_len = 0;
+    size_t idx_len = 0, coff[ENG_NCOLS + 1], clen[ENG_NCOLS], mask = ((size_t)1 << shift) - 1;
     uint8_t trailer[SEG_TRAILER];
     int fd = -1, rc;
     uint64_t off = SEG_HDR;
-    int64_t tmin = n ? INT64_MAX : 0, tmax = n ? INT64_MIN : 0;
+    int64_t tmin = n ? INT64_MAX : 0, tmax = n ? INT64_MIN : 0, prev = 0;
     uint64_t pk = 0, by = 0;
 
     if (n > SEG_MAX_ROWS)
@@ -895,16 +946,52 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
         return NS_E_VERSION;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return -ENAMETOOLONG;
-    if (version >= 3 && (rc = build_index(rows, n, &idx, &idx_len, &bloom, &words)) < 0)
+    seg_wmem *wm = wmem_get();
+    coff[0] = 0;
+    for (int c = 0; c < ENG_NCOLS; c++) {
+        coff[c + 1] = coff[c] + col_cap((eng_col)c, n);
+        clen[c] = 0;
+    }
+    enc = wbuf(wm, WB_ENC, coff[ENG_NCOLS] + 16);
+    h = wbuf(wm, WB_H, (n ? n : 1) * 2 * sizeof *h);
+    blk = perm ? wbuf(wm, WB_BLK, SEG_BLOCK * sizeof *blk) : NULL;
+    if (!enc || !h || (perm && !blk))
+        return NS_E_NOMEM;
+    for (size_t s0 = 0; s0 < n; s0 += SEG_BLOCK) {
+        size_t m = n - s0 < SEG_BLOCK ? n - s0 : SEG_BLOCK;
+        const eng_flow *r;
+        if (perm) {
+            for (size_t i = 0; i < m; i++) {
+                uint32_t k = perm[s0 + i];
+                blk[i] = chunks[k >> shift][k & mask];
+            }
+            r = blk;
+        } else {
+            r = &chunks[(s0) >> shift][(s0)&mask]; /* one array: shift 32 */
+        }
+        for (size_t i = 0; i < m; i++) {
+            tmin = r[i].first_ms < tmin ? r[i].first_ms : tmin;
+            tmax = r[i].last_ms > tmax ? r[i].last_ms : tmax;
+            pk += r[i].packets;
+            by += r[i].bytes;
+        }
+        if (version >= 3)
+            for (size_t i = 0; i < m; i++) {
+                h[s0 + i] = eng_addr_hash(&r[i].src);
+                h[n + s0 + i] = eng_addr_hash(&r[i].dst);
+            }
+        for (int c = 0; c < ENG_NCOLS; c++)
+            col_encode_block((eng_col)c, r, m, s0, n, enc + coff[c], &clen[c], &prev);
+    }
+    for (int c = 0; c < ENG_NCOLS; c++)
+        if (col_encoding((eng_col)c) != ENC_DELTA_VARINT &&
+            col_encoding((eng_col)c) != ENC_SPAN_VARINT)
+            clen[c] = col_cap((eng_col)c, n);
+    if (version >= 3 && (rc = build_index(h, n, &idx, &idx_len, &bloom, &words)) < 0)
         return rc;
     size_t fixed = version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
     size_t flen = fixed + ENG_NCOLS * SEG_COLDIR + (size_t)words * 8;
-    size_t enc_cap = (n ? n : 1) * 16 + 16;
-    if (enc_cap < idx_len)
-        enc_cap = idx_len;
-    size_t comp_cap = ZSTD_compressBound(enc_cap);
-    seg_wmem *wm = wmem_get();
-    enc = wbuf(wm, WB_ENC, enc_cap);
+    size_t comp_cap = ZSTD_compressBound(n * 16 + 16 > idx_len ? n * 16 + 16 : idx_len);
     comp = wbuf(wm, WB_COMP, comp_cap);
     footer = wbuf(wm, WB_FOOT, flen);
     /* one context for every column and segment: ZSTD_compress sets up (allocates, clears) its
@@ -912,30 +999,17 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
     if (wm && !wm->zc)
         wm->zc = ZSTD_createCCtx();
     zc = wm ? wm->zc : NULL;
-    if (!enc || !comp || !footer || !zc) {
-        rc = NS_E_NOMEM;
-        goto fail;
-    }
+    if (!comp || !footer || !zc)
+        return NS_E_NOMEM;
     memset(footer, 0, flen);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = -errno;
-        goto fail;
-    }
+    if (fd < 0)
+        return -errno;
     uint8_t hdr[SEG_HDR] = {0};
     memcpy(hdr, SEG_MAGIC, 8);
     ns_put_le32(hdr + 8, version);
     if ((rc = write_all(fd, hdr, sizeof hdr)) < 0)
         goto fail;
-
-    for (size_t i = 0; i < n; i++) {
-        if (rows[i].first_ms < tmin)
-            tmin = rows[i].first_ms;
-        if (rows[i].last_ms > tmax)
-            tmax = rows[i].last_ms;
-        pk += rows[i].packets;
-        by += rows[i].bytes;
-    }
     ns_put_le64(footer + 0, n);
     ns_put_le64(footer + 8, (uint64_t)tmin);
     ns_put_le64(footer + 16, (uint64_t)tmax);
@@ -944,8 +1018,8 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
     ns_put_le32(footer + 40, ENG_NCOLS);
 
     for (int c = 0; c < ENG_NCOLS; c++) {
-        size_t rsize = col_encode((eng_col)c, rows, n, enc);
-        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, enc, rsize, SEG_ZSTD_LEVEL);
+        size_t rsize = clen[c];
+        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, enc + coff[c], rsize, SEG_ZSTD_LEVEL);
         if (ZSTD_isError(csize)) {
             rc = NS_E_COMPRESS;
             goto fail;

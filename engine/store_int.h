@@ -11,6 +11,11 @@ int eng__fsync_dir_of(const char *path);
  * check that they are still read. */
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version);
 
+/* eng_seg_write of the rows chunks[perm[k] >> shift][perm[k] & (2^shift - 1)], k < n: the
+ * sealer's rows, sorted by a permutation, gathered a block at a time as they are encoded. */
+int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
+                        const uint32_t *perm, size_t n);
+
 /* Frees the calling thread's segment-writing scratch (kept between eng_seg_write calls). */
 void eng__seg_write_release(void);
 
