@@ -463,21 +463,35 @@ static size_t col_cap(eng_col c, size_t n)
  * p of x[r] is what byte r of x[p] was. Three rounds of swapping 1-, 2- and 4-byte blocks. */
 static inline void transpose8x8(uint64_t x[8])
 {
-    for (int p = 0; p < 8; p += 2) {
-        uint64_t t = ((x[p] >> 8) ^ x[p + 1]) & 0x00ff00ff00ff00ffull;
-        x[p + 1] ^= t;
-        x[p] ^= t << 8;
-    }
-    for (int p = 0; p < 8; p += (p % 4 == 1) ? 3 : 1) {
-        uint64_t t = ((x[p] >> 16) ^ x[p + 2]) & 0x0000ffff0000ffffull;
-        x[p + 2] ^= t;
-        x[p] ^= t << 16;
-    }
-    for (int p = 0; p < 4; p++) {
-        uint64_t t = ((x[p] >> 32) ^ x[p + 4]) & 0x00000000ffffffffull;
-        x[p + 4] ^= t;
-        x[p] ^= t << 32;
-    }
+    /* in eight locals, not the array: loops over x[p] compiled to vector loads of words just
+     * stored one by one, each stalling on store forwarding (a quarter of sealing) */
+    uint64_t a0 = x[0], a1 = x[1], a2 = x[2], a3 = x[3], a4 = x[4], a5 = x[5], a6 = x[6], a7 = x[7],
+             t;
+#define SEG_SWAP(A, B, S, M)                                                                       \
+    t = (((A) >> (S)) ^ (B)) & (M);                                                                \
+    (B) ^= t;                                                                                      \
+    (A) ^= t << (S);
+    SEG_SWAP(a0, a1, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a2, a3, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a4, a5, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a6, a7, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a0, a2, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a1, a3, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a4, a6, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a5, a7, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a0, a4, 32, 0x00000000ffffffffull)
+    SEG_SWAP(a1, a5, 32, 0x00000000ffffffffull)
+    SEG_SWAP(a2, a6, 32, 0x00000000ffffffffull)
+    SEG_SWAP(a3, a7, 32, 0x00000000ffffffffull)
+#undef SEG_SWAP
+    x[0] = a0;
+    x[1] = a1;
+    x[2] = a2;
+    x[3] = a3;
+    x[4] = a4;
+    x[5] = a5;
+    x[6] = a6;
+    x[7] = a7;
 }
 
 /* Decodes raw (rsize bytes, n rows) of column c with encoding enc into rows[0..nout): all rows
