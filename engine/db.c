@@ -44,7 +44,8 @@ typedef struct minute_buf {
     size_t nchunks, capchunks;
     size_t n; /* rows */
     int64_t first_ms, last_ms;
-    bool sealing;     /* no more appends; the sealer owns the write */
+    bool sealing;     /* no more appends; a sealer owns the write */
+    bool claimed;     /* a sealer is writing it now (sealing and not claimed: a failed try) */
     bool full;        /* the next rows did not fit: seal it now, whatever its minute */
     int refs;         /* the db's list holds one; each query snapshot one */
     uint64_t seq;     /* its WAL file is wal/m<minute>-<seq>.wal, its segment m<minute>-<seq>.seg */
@@ -96,10 +97,12 @@ struct eng_db {
     int lockfd;
     eng_db_opts opts;
     pthread_mutex_t mu;
-    pthread_mutex_t seal_mu; /* one sealer at a time (thread or eng_db_seal_due caller) */
+    pthread_mutex_t seal_mu; /* one eng_db_seal_due caller at a time (sealer threads claim
+                              * buffers under mu instead) */
     pthread_cond_t cond;
     pthread_cond_t seal_cond; /* a buffer filled up: the sealer should not wait for its tick */
-    pthread_t sealer;
+    struct sealer *sealers;   /* the sealer threads, nsealers of them running */
+    unsigned nsealers;
     bool sealer_running;
     pthread_t compactor;
     bool compactor_running;
@@ -136,7 +139,7 @@ struct eng_db {
      * page fault and a cleared page every 4 KB, a third of the daemon's CPU at 1M flows/s */
     eng_flow *pool[POOL_CHUNKS];
     size_t npool;
-    seal_mem seal_mem; /* the sealer's (under seal_mu) */
+    seal_mem seal_mem; /* eng_db_seal_due's (under seal_mu) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -525,9 +528,29 @@ static void enforce_limits(eng_db *db)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* A sealer thread: its own scratch, its own buffers to seal (claimed under mu), so several
+ * seal different minutes (or parts of one busy minute) at once. */
+typedef struct sealer {
+    eng_db *db;
+    pthread_t th;
+    seal_mem mem;
+} sealer;
+
+static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m);
+
+static void seal_mem_idle(seal_mem *m, int written)
+{
+    /* a sealer idle for a while gives its buffers back (a burst's are hundreds of MB) */
+    if (written == 0 && m->cap[1] && ns_mono_ms() - m->used_ms > SEAL_MEM_IDLE_MS) {
+        mem_free(m);
+        eng__seg_write_release();
+    }
+}
+
 static void *sealer_main(void *arg)
 {
-    eng_db *db = arg;
+    sealer *sl = arg;
+    eng_db *db = sl->db;
     /* below the receive threads: on a busy core a burst is received first and sealed after
      * (open minutes are bounded by MAX_OPEN_ROWS), instead of both losing to each other.
      * Linux nices threads one by one; failing leaves the default. */
@@ -540,12 +563,25 @@ static void *sealer_main(void *arg)
         if (db->stop)
             break;
         pthread_mutex_unlock(&db->mu);
-        eng_db_seal_due(db, ns_now_ms(), false);
+        int w = seal_pass(db, ns_now_ms(), false, &sl->mem);
+        seal_mem_idle(&sl->mem, w);
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
+    mem_free(&sl->mem);
     eng__seg_write_release();
     return NULL;
+}
+
+/* Sealer threads by default: one per CPU this process may run on (a collector pinned to one
+ * core gains nothing from a second), at most 4. */
+static unsigned default_sealers(void)
+{
+    cpu_set_t set;
+    unsigned n = 1;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = (unsigned)CPU_COUNT(&set);
+    return n < 1 ? 1 : n > 4 ? 4 : n;
 }
 
 /* Adds an empty buffer for minute to the open list; its seq names its WAL file now and its
@@ -989,12 +1025,27 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         db->wal_running = true;
     }
     if (!db->opts.no_sealer_thread) {
-        if (pthread_create(&db->sealer, NULL, sealer_main, db) != 0) {
+        unsigned n = db->opts.seal_threads ? db->opts.seal_threads : default_sealers();
+        db->sealers = calloc(n, sizeof *db->sealers);
+        if (!db->sealers) {
+            rc = NS_E_NOMEM;
+            snprintf(err, errcap, "cannot start the sealer threads");
+            goto fail;
+        }
+        for (unsigned i = 0; i < n; i++) {
+            db->sealers[i].db = db;
+            if (pthread_create(&db->sealers[i].th, NULL, sealer_main, &db->sealers[i]) != 0)
+                break;
+            db->nsealers++;
+        }
+        db->sealer_running = db->nsealers > 0;
+        if (db->nsealers == 0) {
+            free(db->sealers);
+            db->sealers = NULL;
             rc = -EAGAIN;
             snprintf(err, errcap, "cannot start the sealer thread");
             goto fail;
         }
-        db->sealer_running = true;
     }
     if (db->opts.compactor) {
         if (pthread_create(&db->compactor, NULL, compactor_main, db) != 0) {
@@ -1037,8 +1088,8 @@ int eng_db_close(eng_db *db)
         pthread_cond_broadcast(&db->cond);
         pthread_cond_broadcast(&db->seal_cond);
         pthread_mutex_unlock(&db->mu);
-        if (db->sealer_running)
-            pthread_join(db->sealer, NULL);
+        for (unsigned i = 0; i < db->nsealers; i++)
+            pthread_join(db->sealers[i].th, NULL);
         if (db->compactor_running)
             pthread_join(db->compactor, NULL);
     }
@@ -1061,6 +1112,7 @@ int eng_db_close(eng_db *db)
     pool_free(db);
     mem_free(&db->seal_mem);
     eng__seg_write_release();
+    free(db->sealers);
     free(db->open);
     free(db->segs);
     if (db->lockfd >= 0)
@@ -1147,7 +1199,7 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
      * sealer's next tick: segments (and a sealer's buffers) stay near seal_rows at any rate */
     if (b->n >= (db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS)) {
         b->full = true;
-        pthread_cond_signal(&db->seal_cond);
+        pthread_cond_broadcast(&db->seal_cond); /* any idle sealer */
     }
     kept = added;
     db->st.rows_stored += added;
@@ -1362,10 +1414,9 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int seal_one(eng_db *db, minute_buf *b)
+static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
 {
     uint64_t t0 = mono_ns();
-    seal_mem *m = &db->seal_mem;
     seg_entry e = {0};
     char path[4200];
     int rc;
@@ -1420,12 +1471,14 @@ static int seal_one(eng_db *db, minute_buf *b)
     return rc;
 }
 
-int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
+/* Seals every buffer due at now_ms (all with force) that no other sealer has claimed, oldest
+ * minute first, with m as scratch. Returns the segments written, or the error of a pass that
+ * wrote none. */
+static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m)
 {
     int written = 0, rc = 0;
     int64_t delay = (int64_t)db->opts.seal_delay_s * 1000;
     size_t seal_rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;
-    pthread_mutex_lock(&db->seal_mu);
     for (;;) {
         minute_buf *b = NULL;
         pthread_mutex_lock(&db->mu);
@@ -1436,6 +1489,8 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
              * without bound */
             if (force || (c->minute + 1) * 60000 + delay <= now_ms || c->n >= seal_rows ||
                 c->full) {
+                if (c->claimed)
+                    continue; /* another sealer's */
                 if (!c->sealing && (b == NULL || c->minute < b->minute))
                     b = c;
                 else if (c->sealing && !b)
@@ -1443,27 +1498,28 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             }
         }
         if (b)
-            b->sealing = true;
+            b->sealing = b->claimed = true;
         pthread_mutex_unlock(&db->mu);
         if (!b)
             break;
         if (b->n == 0) {
             pthread_mutex_lock(&db->mu);
             bool had_wal = b->wal_fd >= 0;
-            int64_t m = b->minute;
+            int64_t mn = b->minute;
             uint64_t q = b->seq;
             db->st.wal_bytes -= had_wal ? b->wal_off : 0;
             open_remove_locked(db, b);
             buf_unref_locked(db, b);
             pthread_mutex_unlock(&db->mu);
             if (had_wal)
-                wal_unlink(db, m, q);
+                wal_unlink(db, mn, q);
             continue;
         }
-        rc = seal_one(db, b);
+        rc = seal_one(db, b, m); /* on success b is gone */
         if (rc < 0) {
             uint32_t held = 0;
             pthread_mutex_lock(&db->mu);
+            b->claimed = false; /* still sealing: no appends, retried by the next pass */
             db->st.seal_errors++;
             /* a full disk fails every retry (twice a second): log the first few, then one line
              * a minute with the count, so the log does not fill what is left */
@@ -1478,14 +1534,16 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
         }
         written++;
     }
-    /* a sealer idle for a while gives its buffers back (a burst's are hundreds of MB) */
-    if (written == 0 && db->seal_mem.cap[0] &&
-        ns_mono_ms() - db->seal_mem.used_ms > SEAL_MEM_IDLE_MS) {
-        mem_free(&db->seal_mem);
-        eng__seg_write_release();
-    }
-    pthread_mutex_unlock(&db->seal_mu);
     return rc < 0 && written == 0 ? rc : written;
+}
+
+int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
+{
+    pthread_mutex_lock(&db->seal_mu);
+    int w = seal_pass(db, now_ms, force, &db->seal_mem);
+    seal_mem_idle(&db->seal_mem, w);
+    pthread_mutex_unlock(&db->seal_mu);
+    return w;
 }
 
 void eng_db_get_stats(eng_db *db, eng_db_stats *st)

@@ -171,6 +171,8 @@ typedef struct eng_db_opts {
     bool no_wal;           /* no write-ahead log: a crash loses the open minutes */
     bool compactor;        /* run the compactor thread (eng_db_compact every 10 s) */
     uint64_t seal_rows;    /* a buffer this full is sealed before its minute ends (0: 1Mi) */
+    unsigned seal_threads; /* sealer threads (0: one per CPU the process may run on, up to 4);
+                            * each seals a different buffer */
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */
