@@ -19,16 +19,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
-#define CHUNK_ROWS     4096u
-#define MAX_OPEN_ROWS  (16u * 1024u * 1024u) /* memory guard while sealing cannot keep up */
-#define SEAL_ROWS      (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
-#define LOCK_NAME      "ns2flows.lock"
-#define QUARANTINE_DIR "quarantine"
+#define CHUNK_SHIFT      12u
+#define CHUNK_ROWS       (1u << CHUNK_SHIFT)
+#define SEAL_MEM_IDLE_MS 5000
+#define SEALER_NICE      10
+#define POOL_CHUNKS      (SEAL_ROWS / CHUNK_ROWS) /* one sealed buffer's worth, ~140 MB at most */
+#define MAX_OPEN_ROWS    (16u * 1024u * 1024u)    /* memory guard while sealing cannot keep up */
+#define SEAL_ROWS        (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
+#define LOCK_NAME        "ns2flows.lock"
+#define QUARANTINE_DIR   "quarantine"
 /* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
 #define COMPACT_MAX_ROWS (256u * 1024u)
 #define COMPACT_EVERY_MS 10000
@@ -39,13 +45,44 @@ typedef struct minute_buf {
     size_t nchunks, capchunks;
     size_t n; /* rows */
     int64_t first_ms, last_ms;
-    bool sealing;     /* no more appends; the sealer owns the write */
+    bool sealing;     /* no more appends; a sealer owns the write */
+    bool claimed;     /* a sealer is writing it now (sealing and not claimed: a failed try) */
+    bool full;        /* the next rows did not fit: seal it now, whatever its minute */
     int refs;         /* the db's list holds one; each query snapshot one */
     uint64_t seq;     /* its WAL file is wal/m<minute>-<seq>.wal, its segment m<minute>-<seq>.seg */
     int wal_fd;       /* -1: no WAL file yet (or the WAL is off) */
     uint64_t wal_off; /* bytes written (whole records only) */
     uint64_t wal_synced; /* bytes known to be on disk */
 } minute_buf;
+
+/* Buffers a sealer keeps from one seal to the next (a seal of 1M rows needs ~200 MB: fresh
+ * pages each time cost more than the sorting); freed when it has been idle a while. */
+typedef struct seal_mem {
+    void *buf[4]; /* rows, permutation, sort keys, their second copy */
+    size_t cap[4];
+    int64_t used_ms; /* monotonic */
+} seal_mem;
+
+static void *mem_at(seal_mem *m, int i, size_t need)
+{
+    if (m->cap[i] < need) {
+        /* a quarter more: the next buffer, a few rows larger, fits without a fresh allocation */
+        size_t cap = need + need / 4;
+        free(m->buf[i]);
+        m->buf[i] = malloc(cap);
+        m->cap[i] = m->buf[i] ? cap : 0;
+    }
+    return m->buf[i];
+}
+
+static void mem_free(seal_mem *m)
+{
+    for (int i = 0; i < 4; i++) {
+        free(m->buf[i]);
+        m->buf[i] = NULL;
+        m->cap[i] = 0;
+    }
+}
 
 typedef struct seg_entry {
     char name[64];
@@ -71,9 +108,12 @@ struct eng_db {
     int lockfd;
     eng_db_opts opts;
     pthread_mutex_t mu;
-    pthread_mutex_t seal_mu; /* one sealer at a time (thread or eng_db_seal_due caller) */
+    pthread_mutex_t seal_mu; /* one eng_db_seal_due caller at a time (sealer threads claim
+                              * buffers under mu instead) */
     pthread_cond_t cond;
-    pthread_t sealer;
+    pthread_cond_t seal_cond; /* a buffer filled up: the sealer should not wait for its tick */
+    struct sealer *sealers;   /* the sealer threads, nsealers of them running */
+    unsigned nsealers;
     bool sealer_running;
     pthread_t compactor;
     bool compactor_running;
@@ -106,20 +146,35 @@ struct eng_db {
     int64_t other_scan_ms; /* when other_bytes was last measured (monotonic) */
     eng_tap_fn tap;        /* set before traffic starts, read without the mutex */
     void *tap_arg;
+    /* chunks of sealed minutes, kept for the next rows (under mu): fresh 557 KB chunks cost a
+     * page fault and a cleared page every 4 KB, a third of the daemon's CPU at 1M flows/s */
+    eng_flow *pool[POOL_CHUNKS];
+    size_t npool;
+    seal_mem seal_mem; /* eng_db_seal_due's (under seal_mu) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
 
-static void buf_unref_locked(minute_buf *b)
+static void buf_unref_locked(eng_db *db, minute_buf *b)
 {
     if (--b->refs > 0)
         return;
     if (b->wal_fd >= 0)
         close(b->wal_fd);
-    for (size_t i = 0; i < b->nchunks; i++)
-        free(b->chunks[i]);
+    for (size_t i = 0; i < b->nchunks; i++) {
+        if (db && db->npool < POOL_CHUNKS)
+            db->pool[db->npool++] = b->chunks[i];
+        else
+            free(b->chunks[i]);
+    }
     free(b->chunks);
     free(b);
+}
+
+static void pool_free(eng_db *db)
+{
+    while (db->npool > 0)
+        free(db->pool[--db->npool]);
 }
 
 /* Takes b out of the list of open minutes (the caller then drops the list's reference). */
@@ -485,21 +540,60 @@ static void enforce_limits(eng_db *db)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* A sealer thread: its own scratch, its own buffers to seal (claimed under mu), so several
+ * seal different minutes (or parts of one busy minute) at once. */
+typedef struct sealer {
+    eng_db *db;
+    pthread_t th;
+    seal_mem mem;
+} sealer;
+
+static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m);
+
+static void seal_mem_idle(seal_mem *m, int written)
+{
+    /* a sealer idle for a while gives its buffers back (a burst's are hundreds of MB) */
+    if (written == 0 && m->cap[1] && ns_mono_ms() - m->used_ms > SEAL_MEM_IDLE_MS) {
+        mem_free(m);
+        eng__seg_write_release();
+    }
+}
+
 static void *sealer_main(void *arg)
 {
-    eng_db *db = arg;
+    sealer *sl = arg;
+    eng_db *db = sl->db;
+    /* below the receive threads: on a busy core a burst is received first and sealed after
+     * (open minutes are bounded by MAX_OPEN_ROWS), instead of both losing to each other.
+     * Linux nices threads one by one; failing leaves the default. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SEALER_NICE) < 0)
+        ns_log(NS_LOG_DEBUG, "db: cannot lower the sealer's priority: %s", strerror(errno));
     pthread_mutex_lock(&db->mu);
     while (!db->stop) {
         struct timespec ts = ns_deadline_in(CLOCK_REALTIME, 500);
-        pthread_cond_timedwait(&db->cond, &db->mu, &ts);
+        pthread_cond_timedwait(&db->seal_cond, &db->mu, &ts);
         if (db->stop)
             break;
         pthread_mutex_unlock(&db->mu);
-        eng_db_seal_due(db, ns_now_ms(), false);
+        int w = seal_pass(db, ns_now_ms(), false, &sl->mem);
+        seal_mem_idle(&sl->mem, w);
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
+    mem_free(&sl->mem);
+    eng__seg_write_release();
     return NULL;
+}
+
+/* Sealer threads by default: one per CPU this process may run on (a collector pinned to one
+ * core gains nothing from a second), at most 4. */
+static unsigned default_sealers(void)
+{
+    cpu_set_t set;
+    unsigned n = 1;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = (unsigned)CPU_COUNT(&set);
+    return n < 1 ? 1 : n > 4 ? 4 : n;
 }
 
 /* Adds an empty buffer for minute to the open list; its seq names its WAL file now and its
@@ -527,13 +621,14 @@ static minute_buf *open_add_locked(eng_db *db, int64_t minute, uint64_t seq)
     return b;
 }
 
-/* The open buffer of minute that can take n more rows; a buffer that cannot (a segment holds
- * at most ENG_SEG_MAX_ROWS) stays as it is and a new one for the same minute is started. */
+/* The open buffer of minute that can take n more rows; a full one (see eng_db_append) or one
+ * that cannot (a segment holds at most ENG_SEG_MAX_ROWS) stays as it is and a new one for the
+ * same minute is started. */
 static minute_buf *open_buf_locked(eng_db *db, int64_t minute, size_t n)
 {
     for (size_t i = db->nopen; i-- > 0;) {
         minute_buf *c = db->open[i];
-        if (c->minute == minute && !c->sealing && c->n + n <= ENG_SEG_MAX_ROWS)
+        if (c->minute == minute && !c->sealing && !c->full && c->n + n <= ENG_SEG_MAX_ROWS)
             return c;
     }
     minute_buf *b = open_add_locked(db, minute, db->next_seq);
@@ -542,33 +637,39 @@ static minute_buf *open_buf_locked(eng_db *db, int64_t minute, size_t n)
     return b;
 }
 
-/* Copies rows into b's chunks. Returns how many were added (fewer than n only when memory
- * ran out). */
+/* Copies rows into b's chunks, a run per chunk. Returns how many were added (fewer than n only
+ * when memory ran out). */
 static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    size_t done = 0;
+    while (done < n) {
         size_t slot = b->n % CHUNK_ROWS;
         if (slot == 0 && b->n / CHUNK_ROWS == b->nchunks) {
             if (b->nchunks == b->capchunks) {
                 size_t cap = b->capchunks ? b->capchunks * 2 : 16;
                 eng_flow **nc = realloc(b->chunks, cap * sizeof *nc);
                 if (!nc)
-                    return i;
+                    return done;
                 b->chunks = nc;
                 b->capchunks = cap;
             }
-            eng_flow *c = malloc(CHUNK_ROWS * sizeof *c);
+            eng_flow *c = db->npool ? db->pool[--db->npool] : malloc(CHUNK_ROWS * sizeof *c);
             if (!c)
-                return i;
+                return done;
             b->chunks[b->nchunks++] = c;
         }
-        b->chunks[b->n / CHUNK_ROWS][slot] = rows[i];
-        if (rows[i].first_ms < b->first_ms)
-            b->first_ms = rows[i].first_ms;
-        if (rows[i].last_ms > b->last_ms)
-            b->last_ms = rows[i].last_ms;
-        b->n++;
-        db->open_rows++;
+        size_t k = CHUNK_ROWS - slot < n - done ? CHUNK_ROWS - slot : n - done;
+        memcpy(&b->chunks[b->n / CHUNK_ROWS][slot], rows + done, k * sizeof *rows);
+        int64_t lo = b->first_ms, hi = b->last_ms;
+        for (size_t i = done; i < done + k; i++) {
+            lo = rows[i].first_ms < lo ? rows[i].first_ms : lo;
+            hi = rows[i].last_ms > hi ? rows[i].last_ms : hi;
+        }
+        b->first_ms = lo;
+        b->last_ms = hi;
+        b->n += k;
+        db->open_rows += k;
+        done += k;
     }
     return n;
 }
@@ -658,7 +759,7 @@ int eng_db_wal_sync(eng_db *db)
     for (size_t i = 0; i < n; i++) {
         if (items[i].off > items[i].b->wal_synced)
             items[i].b->wal_synced = items[i].off;
-        buf_unref_locked(items[i].b);
+        buf_unref_locked(db, items[i].b);
     }
     if (rc < 0) {
         db->st.wal_errors++;
@@ -806,7 +907,7 @@ static int wal_replay_file(eng_db *db, const char *name, int64_t minute, uint64_
     if (b->n == 0) { /* a header and nothing else */
         db->st.wal_bytes -= b->wal_fd >= 0 ? b->wal_off : 0;
         open_remove_locked(db, b);
-        buf_unref_locked(b);
+        buf_unref_locked(db, b);
         unlink(path);
     }
     return 0;
@@ -868,6 +969,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     pthread_rwlock_init(&db->scan_lock, &rwa);
     pthread_rwlockattr_destroy(&rwa);
     pthread_cond_init(&db->cond, NULL);
+    pthread_cond_init(&db->seal_cond, NULL);
     pthread_cond_init(&db->wal_cond, NULL);
     if (strlen(dir) >= sizeof db->dir) {
         rc = -ENAMETOOLONG;
@@ -941,12 +1043,27 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         db->wal_running = true;
     }
     if (!db->opts.no_sealer_thread) {
-        if (pthread_create(&db->sealer, NULL, sealer_main, db) != 0) {
+        unsigned n = db->opts.seal_threads ? db->opts.seal_threads : default_sealers();
+        db->sealers = calloc(n, sizeof *db->sealers);
+        if (!db->sealers) {
+            rc = NS_E_NOMEM;
+            snprintf(err, errcap, "cannot start the sealer threads");
+            goto fail;
+        }
+        for (unsigned i = 0; i < n; i++) {
+            db->sealers[i].db = db;
+            if (pthread_create(&db->sealers[i].th, NULL, sealer_main, &db->sealers[i]) != 0)
+                break;
+            db->nsealers++;
+        }
+        db->sealer_running = db->nsealers > 0;
+        if (db->nsealers == 0) {
+            free(db->sealers);
+            db->sealers = NULL;
             rc = -EAGAIN;
             snprintf(err, errcap, "cannot start the sealer thread");
             goto fail;
         }
-        db->sealer_running = true;
     }
     if (db->opts.compactor) {
         if (pthread_create(&db->compactor, NULL, compactor_main, db) != 0) {
@@ -962,7 +1079,8 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
 fail:
     wal_thread_stop(db);
     for (size_t i = 0; i < db->nopen; i++)
-        buf_unref_locked(db->open[i]); /* replayed rows stay in their WAL files */
+        buf_unref_locked(db, db->open[i]); /* replayed rows stay in their WAL files */
+    pool_free(db);
     free(db->open);
     if (db->lockfd >= 0)
         close(db->lockfd);
@@ -974,6 +1092,7 @@ fail:
     pthread_mutex_destroy(&db->compact_mu);
     pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
+    pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
     free(db);
     return rc;
@@ -987,9 +1106,10 @@ int eng_db_close(eng_db *db)
         pthread_mutex_lock(&db->mu);
         db->stop = true;
         pthread_cond_broadcast(&db->cond);
+        pthread_cond_broadcast(&db->seal_cond);
         pthread_mutex_unlock(&db->mu);
-        if (db->sealer_running)
-            pthread_join(db->sealer, NULL);
+        for (unsigned i = 0; i < db->nsealers; i++)
+            pthread_join(db->sealers[i].th, NULL);
         if (db->compactor_running)
             pthread_join(db->compactor, NULL);
     }
@@ -1002,13 +1122,17 @@ int eng_db_close(eng_db *db)
     size_t lost = 0;
     for (size_t i = 0; i < db->nopen; i++) {
         lost += db->open[i]->n;
-        buf_unref_locked(db->open[i]);
+        buf_unref_locked(db, db->open[i]);
     }
     if (lost)
         ns_log(NS_LOG_ERROR, "db: %zu flows could not be sealed at close: %s%s", lost,
                ns_strerror(rc < 0 ? rc : NS_E_CORRUPT),
                db->wal_on ? " (what the WAL holds is replayed at the next start)" : "");
     int result = lost ? (rc < 0 ? rc : -EIO) : 0;
+    pool_free(db);
+    mem_free(&db->seal_mem);
+    eng__seg_write_release();
+    free(db->sealers);
     free(db->open);
     free(db->segs);
     for (size_t i = 0; i < db->nscan_pool; i++)
@@ -1022,6 +1146,7 @@ int eng_db_close(eng_db *db)
     pthread_mutex_destroy(&db->compact_mu);
     pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
+    pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
     free(db);
     return result;
@@ -1094,6 +1219,12 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
         }
     }
     size_t added = buf_push_locked(db, b, rows, n);
+    /* a buffer that reached seal_rows takes no more rows and is sealed at once, not at the
+     * sealer's next tick: segments (and a sealer's buffers) stay near seal_rows at any rate */
+    if (b->n >= (db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS)) {
+        b->full = true;
+        pthread_cond_broadcast(&db->seal_cond); /* any idle sealer */
+    }
     kept = added;
     db->st.rows_stored += added;
     if (added < n) {
@@ -1130,67 +1261,171 @@ static int cmp_flow_order(const void *a, const void *b)
 }
 
 /* Rows in (source address, first_ms) order, the order the segment's index and compression want:
- * an LSD radix sort of byte digits over a key per row, skipping the digits every key shares
- * (v4-mapped prefixes, a minute's high time bytes), then one gather of the rows. A qsort of
- * 136-byte rows spent half of an offline ingest in comparisons and copies. Stable. Falls back
- * to qsort when memory is short. */
-typedef struct sort_key {
+ * an LSD radix sort of byte digits computing a permutation, so the 136-byte rows move once (in
+ * the caller's gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's
+ * chunk list, or one array (shift 32). When the varying bits of the three key words (source
+ * address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is constant and
+ * a minute's start times span far less than 2^32 ms) the words are packed, less their minimum,
+ * into one: an 8-byte key sorts in half the passes of a 24-byte one. All digits' histograms are
+ * counted in one read pass per word; digits every key shares are skipped. Stable. Returns false
+ * when memory is short (perm untouched). */
+typedef struct pkey {
+    uint64_t k;
+    uint32_t idx;
+} pkey;
+
+typedef struct wkey {
     uint64_t k[3]; /* source address high and low halves (big-endian), first_ms (order-kept) */
-    size_t idx;
-} sort_key;
+    uint32_t idx;
+} wkey;
 
 static uint64_t load_be64(const uint8_t *p)
 {
-    uint64_t v = 0;
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#elif !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    v = 0;
     for (int i = 0; i < 8; i++)
         v = v << 8 | p[i];
+#endif
     return v;
 }
 
+static void flow_key(const eng_flow *r, uint64_t k[3])
+{
+    k[0] = load_be64(r->src.b);
+    k[1] = load_be64(r->src.b + 8);
+    k[2] = (uint64_t)r->first_ms ^ (1ull << 63); /* signed order as unsigned */
+}
+
+static unsigned bits_of(uint64_t v)
+{
+    return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
+}
+
+/* One histogram per byte digit of the words get(a[i]) in a single pass; returns the digits
+ * (bit shifts) that vary, in ascending order, and turns their counts into start offsets. */
+#define RADIX_HIST(GET)                                                                            \
+    do {                                                                                           \
+        memset(cnt, 0, sizeof cnt);                                                                \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            uint64_t v_ = (GET);                                                                   \
+            for (unsigned d = 0; d < 8; d++)                                                       \
+                cnt[d][(v_ >> (8 * d)) & 0xff]++;                                                  \
+        }                                                                                          \
+        nvary = 0;                                                                                 \
+        for (unsigned d = 0; d < 8; d++) {                                                         \
+            size_t pos = 0;                                                                        \
+            bool all = false;                                                                      \
+            for (int x = 0; x < 256; x++) {                                                        \
+                size_t c = cnt[d][x];                                                              \
+                all |= c == n;                                                                     \
+                cnt[d][x] = pos;                                                                   \
+                pos += c;                                                                          \
+            }                                                                                      \
+            if (!all)                                                                              \
+                vary[nvary++] = d;                                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* LSD passes over the varying digits of field K of items T between a and tmp; the result
+ * ends in *a (swapped with tmp as needed). */
+#define RADIX_PASSES(T, K)                                                                         \
+    for (unsigned p_ = 0; p_ < nvary; p_++) {                                                      \
+        unsigned d_ = vary[p_];                                                                    \
+        size_t *c_ = cnt[d_];                                                                      \
+        for (size_t i = 0; i < n; i++)                                                             \
+            tmp[c_[((a[i] K) >> (8 * d_)) & 0xff]++] = a[i];                                       \
+        T *t_ = a;                                                                                 \
+        a = tmp;                                                                                   \
+        tmp = t_;                                                                                  \
+    }
+
+static bool sort_packed(eng_flow *const *chunks, unsigned shift, size_t n, const uint64_t lo[3],
+                        unsigned b1, unsigned b2, uint32_t *perm, seal_mem *m)
+{
+    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
+    pkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
+    unsigned vary[8], nvary;
+    uint64_t k[3];
+    if (!a || !tmp)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        flow_key(&chunks[i >> shift][i & mask], k);
+        /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
+        uint64_t v = b1 + b2 < 64 ? (k[0] - lo[0]) << (b1 + b2) : 0;
+        v |= b2 < 64 ? (k[1] - lo[1]) << b2 : 0;
+        a[i] = (pkey){v | (k[2] - lo[2]), (uint32_t)i};
+    }
+    RADIX_HIST(a[i].k);
+    RADIX_PASSES(pkey, .k)
+    for (size_t i = 0; i < n; i++)
+        perm[i] = a[i].idx;
+    return true;
+}
+
+static bool sort_wide(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
+                      seal_mem *m)
+{
+    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
+    wkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
+    unsigned vary[8], nvary;
+    if (!a || !tmp)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        flow_key(&chunks[i >> shift][i & mask], a[i].k);
+        a[i].idx = (uint32_t)i;
+    }
+    for (int w = 2; w >= 0; w--) {
+        RADIX_HIST(a[i].k[w]);
+        RADIX_PASSES(wkey, .k[w])
+    }
+    for (size_t i = 0; i < n; i++)
+        perm[i] = a[i].idx;
+    return true;
+}
+
+static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
+                      seal_mem *m)
+{
+    size_t mask = ((size_t)1 << shift) - 1;
+    uint64_t lo[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX}, hi[3] = {0, 0, 0}, k[3];
+    if (n < 2) {
+        if (n == 1)
+            perm[0] = 0;
+        return true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        flow_key(&chunks[i >> shift][i & mask], k);
+        for (int w = 0; w < 3; w++) {
+            lo[w] = k[w] < lo[w] ? k[w] : lo[w];
+            hi[w] = k[w] > hi[w] ? k[w] : hi[w];
+        }
+    }
+    unsigned b1 = bits_of(hi[1] - lo[1]), b2 = bits_of(hi[2] - lo[2]);
+    unsigned total = bits_of(hi[0] - lo[0]) + b1 + b2;
+    return total <= 64 ? sort_packed(chunks, shift, n, lo, b1, b2, perm, m)
+                       : sort_wide(chunks, shift, n, perm, m);
+}
+
+/* rows[0..n) sorted in place (compaction's merged rows); qsort when memory is short */
 static void sort_flows(eng_flow *rows, size_t n)
 {
-    if (n < 2)
-        return;
-    sort_key *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
-    eng_flow *tmp = malloc(n * sizeof *tmp);
-    if (!a || !b || !tmp) {
-        free(a);
-        free(b);
-        free(tmp);
+    seal_mem m = {0};
+    uint32_t *perm = mem_at(&m, 1, (n ? n : 1) * sizeof *perm);
+    eng_flow *tmp = mem_at(&m, 0, (n ? n : 1) * sizeof *tmp);
+    eng_flow *one[1] = {rows};
+    if (!perm || !tmp || !sort_perm(one, 32, n, perm, &m)) {
+        mem_free(&m);
         qsort(rows, n, sizeof *rows, cmp_flow_order);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        a[i].k[0] = load_be64(rows[i].src.b);
-        a[i].k[1] = load_be64(rows[i].src.b + 8);
-        a[i].k[2] = (uint64_t)rows[i].first_ms ^ (1ull << 63); /* signed order as unsigned */
-        a[i].idx = i;
-    }
-    for (int w = 2; w >= 0; w--) {
-        for (unsigned shift = 0; shift < 64; shift += 8) {
-            size_t cnt[256] = {0}, pos = 0;
-            for (size_t i = 0; i < n; i++)
-                cnt[(a[i].k[w] >> shift) & 0xff]++;
-            if (cnt[(a[0].k[w] >> shift) & 0xff] == n)
-                continue; /* every key has this digit: nothing to move */
-            for (int d = 0; d < 256; d++) {
-                size_t c = cnt[d];
-                cnt[d] = pos;
-                pos += c;
-            }
-            for (size_t i = 0; i < n; i++)
-                b[cnt[(a[i].k[w] >> shift) & 0xff]++] = a[i];
-            sort_key *t = a;
-            a = b;
-            b = t;
-        }
-    }
     for (size_t i = 0; i < n; i++)
-        tmp[i] = rows[a[i].idx];
+        tmp[i] = rows[perm[i]];
     memcpy(rows, tmp, n * sizeof *rows);
-    free(a);
-    free(b);
-    free(tmp);
+    mem_free(&m);
 }
 
 /* Writes one retired minute buffer as a segment and swaps it into the catalog. */
@@ -1203,27 +1438,33 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int seal_one(eng_db *db, minute_buf *b)
+static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
 {
     uint64_t t0 = mono_ns();
-    eng_flow *rows = malloc((b->n ? b->n : 1) * sizeof *rows);
     seg_entry e = {0};
     char path[4200];
     int rc;
-    if (!rows)
-        return NS_E_NOMEM;
-    /* the buffer is sealing: no appends, so reading without the mutex is safe */
-    for (size_t i = 0; i < b->n; i++)
-        rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
+    m->used_ms = ns_mono_ms();
     e.seq = b->seq; /* the name its WAL file has: replay skips a WAL whose segment exists */
     e.minute = b->minute;
     e.span = 1;
     snprintf(e.name, sizeof e.name, "m%lld-%llu.seg", (long long)b->minute,
              (unsigned long long)e.seq);
     seg_path(db, e.name, path, sizeof path);
-    sort_flows(rows, b->n);
-    rc = eng_seg_write(path, rows, b->n);
-    free(rows);
+    /* the buffer is sealing: no appends, so reading without the mutex is safe. A permutation
+     * sorted on compact keys; the writer gathers the rows through it a block at a time. */
+    uint32_t *perm = mem_at(m, 1, (b->n ? b->n : 1) * sizeof *perm);
+    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m)) {
+        rc = eng__seg_write_perm(path, b->chunks, CHUNK_SHIFT, perm, b->n);
+    } else {
+        eng_flow *rows = mem_at(m, 0, (b->n ? b->n : 1) * sizeof *rows);
+        if (!rows)
+            return NS_E_NOMEM;
+        for (size_t i = 0; i < b->n; i++)
+            rows[i] = b->chunks[i / CHUNK_ROWS][i % CHUNK_ROWS];
+        sort_flows(rows, b->n);
+        rc = eng_seg_write(path, rows, b->n);
+    }
     if (rc < 0)
         return rc;
     struct stat st;
@@ -1242,7 +1483,7 @@ static int seal_one(eng_db *db, minute_buf *b)
         db->st.wal_bytes -= had_wal ? b->wal_off : 0;
         db->st.rows_sealed += e.rows;
         db->st.seal_ns += mono_ns() - t0;
-        buf_unref_locked(b);
+        buf_unref_locked(db, b);
     }
     pthread_mutex_unlock(&db->mu);
     /* the segment is durable (renamed, folder fsynced): its WAL may go. A crash before this
@@ -1254,12 +1495,14 @@ static int seal_one(eng_db *db, minute_buf *b)
     return rc;
 }
 
-int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
+/* Seals every buffer due at now_ms (all with force) that no other sealer has claimed, oldest
+ * minute first, with m as scratch. Returns the segments written, or the error of a pass that
+ * wrote none. */
+static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m)
 {
     int written = 0, rc = 0;
     int64_t delay = (int64_t)db->opts.seal_delay_s * 1000;
     size_t seal_rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;
-    pthread_mutex_lock(&db->seal_mu);
     for (;;) {
         minute_buf *b = NULL;
         pthread_mutex_lock(&db->mu);
@@ -1268,7 +1511,10 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             /* a buffer past seal_rows is sealed before its minute ends (the next rows of the
              * minute start a fresh buffer): a burst cannot grow one WAL file and one buffer
              * without bound */
-            if (force || (c->minute + 1) * 60000 + delay <= now_ms || c->n >= seal_rows) {
+            if (force || (c->minute + 1) * 60000 + delay <= now_ms || c->n >= seal_rows ||
+                c->full) {
+                if (c->claimed)
+                    continue; /* another sealer's */
                 if (!c->sealing && (b == NULL || c->minute < b->minute))
                     b = c;
                 else if (c->sealing && !b)
@@ -1276,27 +1522,28 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
             }
         }
         if (b)
-            b->sealing = true;
+            b->sealing = b->claimed = true;
         pthread_mutex_unlock(&db->mu);
         if (!b)
             break;
         if (b->n == 0) {
             pthread_mutex_lock(&db->mu);
             bool had_wal = b->wal_fd >= 0;
-            int64_t m = b->minute;
+            int64_t mn = b->minute;
             uint64_t q = b->seq;
             db->st.wal_bytes -= had_wal ? b->wal_off : 0;
             open_remove_locked(db, b);
-            buf_unref_locked(b);
+            buf_unref_locked(db, b);
             pthread_mutex_unlock(&db->mu);
             if (had_wal)
-                wal_unlink(db, m, q);
+                wal_unlink(db, mn, q);
             continue;
         }
-        rc = seal_one(db, b);
+        rc = seal_one(db, b, m); /* on success b is gone */
         if (rc < 0) {
             uint32_t held = 0;
             pthread_mutex_lock(&db->mu);
+            b->claimed = false; /* still sealing: no appends, retried by the next pass */
             db->st.seal_errors++;
             /* a full disk fails every retry (twice a second): log the first few, then one line
              * a minute with the count, so the log does not fill what is left */
@@ -1311,8 +1558,16 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
         }
         written++;
     }
-    pthread_mutex_unlock(&db->seal_mu);
     return rc < 0 && written == 0 ? rc : written;
+}
+
+int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force)
+{
+    pthread_mutex_lock(&db->seal_mu);
+    int w = seal_pass(db, now_ms, force, &db->seal_mem);
+    seal_mem_idle(&db->seal_mem, w);
+    pthread_mutex_unlock(&db->seal_mu);
+    return w;
 }
 
 void eng_db_get_stats(eng_db *db, eng_db_stats *st)
@@ -1846,7 +2101,7 @@ out:
     if (nbufs) {
         pthread_mutex_lock(&db->mu);
         for (size_t i = 0; i < nbufs; i++)
-            buf_unref_locked(bufs[i].b);
+            buf_unref_locked(db, bufs[i].b);
         pthread_mutex_unlock(&db->mu);
     }
     for (size_t i = 0; i < nbufs; i++)
@@ -2103,9 +2358,11 @@ static void *compactor_main(void *arg)
             break;
         pthread_mutex_unlock(&db->mu);
         eng_db_compact(db, ns_now_ms());
+        eng__seg_write_release(); /* a merge every 10 s at most: nothing worth keeping */
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
+    eng__seg_write_release();
     return NULL;
 }
 

@@ -382,17 +382,55 @@ static bool get_varint(ns_cur *c, uint64_t *out)
     return false; /* more than 10 bytes: not ours */
 }
 
-/* Little-endian fields into byte planes; the width a constant in each copy, as below. */
+static inline void transpose8x8(uint64_t x[8]);
+
+/* w (2, 4 or 8) bytes at byte off of r as a little-endian number (on a little-endian host) */
+static inline uint64_t seg_load_le(const eng_flow *r, size_t off, uint32_t w)
+{
+    const uint8_t *p = (const uint8_t *)r + off;
+    uint16_t a;
+    uint32_t b;
+    uint64_t c;
+    switch (w) {
+    case 2:
+        memcpy(&a, p, 2);
+        return a;
+    case 4:
+        memcpy(&b, p, 4);
+        return b;
+    default:
+        memcpy(&c, p, 8);
+        return c;
+    }
+}
+
+/* Little-endian fields of rows[0..m) into byte planes: byte k of row i to buf[k * stride + i].
+ * The width a constant in each copy, as below. Eight rows at a time: their values' 8-byte
+ * words, as an 8x8 byte matrix transposed, are 8 bytes of each plane, stored at once instead
+ * of byte by byte (the rest of the rows one by one). */
 #define SEG_TRANSPOSE(W)                                                                           \
-    for (size_t i = 0; i < n; i++) {                                                               \
+    for (; i + 8 <= m; i += 8) {                                                                   \
+        for (uint32_t j = 0; j < (W); j += 8) {                                                    \
+            enum { WW_ = (W) < 8 ? (W) : 8 };                                                      \
+            uint64_t x[8];                                                                         \
+            for (int p = 0; p < 8; p++)                                                            \
+                x[p] = seg_load_le(&rows[i + (size_t)p], off + j, WW_);                            \
+            transpose8x8(x);                                                                       \
+            for (uint32_t r = 0; r < WW_; r++)                                                     \
+                memcpy(buf + (j + r) * stride + i, &x[r], 8);                                      \
+        }                                                                                          \
+    }                                                                                              \
+    for (; i < m; i++) {                                                                           \
         uint8_t v[W];                                                                              \
         memcpy(v, (const uint8_t *)&rows[i] + off, (W));                                           \
         for (uint32_t k = 0; k < (W); k++)                                                         \
-            buf[k * n + i] = v[k];                                                                 \
+            buf[k * stride + i] = v[k];                                                            \
     }
 
-static bool transpose(const eng_flow *rows, size_t n, size_t off, uint32_t w, uint8_t *buf)
+static bool transpose(const eng_flow *rows, size_t m, size_t off, uint32_t w, uint8_t *buf,
+                      size_t stride)
 {
+    size_t i = 0;
     switch (w) {
     case 2:
         SEG_TRANSPOSE(2)
@@ -411,66 +449,95 @@ static bool transpose(const eng_flow *rows, size_t n, size_t off, uint32_t w, ui
     }
 }
 
-/* Encodes column c of rows into buf (capacity n*10 at least); returns bytes used. */
-static size_t col_encode(eng_col c, const eng_flow *rows, size_t n, uint8_t *buf)
+/* Encodes rows[0..m), rows start.. of a segment of n rows, into column c's buffer buf: the
+ * planes of fixed-width columns at buf + k * n + start; varint columns appended at *vlen (prev:
+ * the last row's first_ms before this block, for the deltas). */
+static void col_encode_block(eng_col c, const eng_flow *rows, size_t m, size_t start, size_t n,
+                             uint8_t *buf, size_t *vlen, int64_t *prev)
 {
     uint32_t w = col_width[c];
-    size_t used = 0;
     switch (col_encoding(c)) {
     case ENC_DELTA_VARINT: {
-        int64_t prev = 0;
-        for (size_t i = 0; i < n; i++) {
-            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].first_ms, prev)));
-            prev = rows[i].first_ms;
+        size_t used = *vlen;
+        int64_t p = *prev;
+        for (size_t i = 0; i < m; i++) {
+            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].first_ms, p)));
+            p = rows[i].first_ms;
         }
-        return used;
+        *vlen = used;
+        *prev = p;
+        return;
     }
-    case ENC_SPAN_VARINT:
-        for (size_t i = 0; i < n; i++)
+    case ENC_SPAN_VARINT: {
+        size_t used = *vlen;
+        for (size_t i = 0; i < m; i++)
             used += put_varint(buf + used, zigzag(wrap_sub(rows[i].last_ms, rows[i].first_ms)));
-        return used;
+        *vlen = used;
+        return;
+    }
     case ENC_TRANSPOSE: {
         /* Byte k of every value together: high bytes of ports, counters and v4-mapped
          * prefixes become long runs that zstd squeezes to nothing. */
         uint8_t v[16];
-        if (SEG_HOST_LE && transpose(rows, n, col_off[c], w, buf))
-            return n * w;
-        for (size_t i = 0; i < n; i++) {
+        if (SEG_HOST_LE && transpose(rows, m, col_off[c], w, buf + start, n))
+            return;
+        for (size_t i = 0; i < m; i++) {
             if (SEG_HOST_LE)
                 memcpy(v, (const uint8_t *)&rows[i] + col_off[c], w);
             else
                 row_get(&rows[i], c, v);
             for (uint32_t k = 0; k < w; k++)
-                buf[k * n + i] = v[k];
+                buf[k * n + start + i] = v[k];
         }
-        return n * w;
+        return;
     }
     default:
-        for (size_t i = 0; i < n; i++)
-            buf[i] = *((const uint8_t *)&rows[i] + col_off[c]);
-        return n;
+        for (size_t i = 0; i < m; i++)
+            buf[start + i] = *((const uint8_t *)&rows[i] + col_off[c]);
+        return;
     }
+}
+
+/* bytes column c's encoding of n rows may take */
+static size_t col_cap(eng_col c, size_t n)
+{
+    uint32_t e = col_encoding(c);
+    return e == ENC_DELTA_VARINT || e == ENC_SPAN_VARINT ? n * 10 : n * col_width[c];
 }
 
 /* Transposes the 8x8 byte matrix whose row p is x[p] (byte r = bits 8r..8r+7): afterwards byte
  * p of x[r] is what byte r of x[p] was. Three rounds of swapping 1-, 2- and 4-byte blocks. */
-static void transpose8x8(uint64_t x[8])
+static inline void transpose8x8(uint64_t x[8])
 {
-    for (int p = 0; p < 8; p += 2) {
-        uint64_t t = ((x[p] >> 8) ^ x[p + 1]) & 0x00ff00ff00ff00ffull;
-        x[p + 1] ^= t;
-        x[p] ^= t << 8;
-    }
-    for (int p = 0; p < 8; p += (p % 4 == 1) ? 3 : 1) {
-        uint64_t t = ((x[p] >> 16) ^ x[p + 2]) & 0x0000ffff0000ffffull;
-        x[p + 2] ^= t;
-        x[p] ^= t << 16;
-    }
-    for (int p = 0; p < 4; p++) {
-        uint64_t t = ((x[p] >> 32) ^ x[p + 4]) & 0x00000000ffffffffull;
-        x[p + 4] ^= t;
-        x[p] ^= t << 32;
-    }
+    /* in eight locals, not the array: loops over x[p] compiled to vector loads of words just
+     * stored one by one, each stalling on store forwarding (a quarter of sealing) */
+    uint64_t a0 = x[0], a1 = x[1], a2 = x[2], a3 = x[3], a4 = x[4], a5 = x[5], a6 = x[6], a7 = x[7],
+             t;
+#define SEG_SWAP(A, B, S, M)                                                                       \
+    t = (((A) >> (S)) ^ (B)) & (M);                                                                \
+    (B) ^= t;                                                                                      \
+    (A) ^= t << (S);
+    SEG_SWAP(a0, a1, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a2, a3, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a4, a5, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a6, a7, 8, 0x00ff00ff00ff00ffull)
+    SEG_SWAP(a0, a2, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a1, a3, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a4, a6, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a5, a7, 16, 0x0000ffff0000ffffull)
+    SEG_SWAP(a0, a4, 32, 0x00000000ffffffffull)
+    SEG_SWAP(a1, a5, 32, 0x00000000ffffffffull)
+    SEG_SWAP(a2, a6, 32, 0x00000000ffffffffull)
+    SEG_SWAP(a3, a7, 32, 0x00000000ffffffffull)
+#undef SEG_SWAP
+    x[0] = a0;
+    x[1] = a1;
+    x[2] = a2;
+    x[3] = a3;
+    x[4] = a4;
+    x[5] = a5;
+    x[6] = a6;
+    x[7] = a7;
 }
 
 #if defined(__SSE2__)
@@ -648,6 +715,66 @@ int eng__fsync_dir_of(const char *path)
  * Buckets and blocks trade precision for size: a lookup may name rows of another address
  * (callers re-check), never misses one. */
 
+/* Scratch a writing thread keeps from one segment to the next: a sealer at 1M flows/s writes
+ * a 1M-row segment every second, and fresh pages for its buffers (a few hundred MB, from mmap
+ * and back) cost more page faults than the encoding costs work. Each thread's own, so writers
+ * never share; eng__seg_write_release gives a thread's back. */
+enum {
+    WB_H,
+    WB_U,
+    WB_OUT,
+    WB_POS,
+    WB_TAB,
+    WB_USED,
+    WB_BLOOM,
+    WB_ENC,
+    WB_COMP,
+    WB_FOOT,
+    WB_BLK,
+    WB_N
+};
+
+typedef struct seg_wmem {
+    void *p[WB_N];
+    size_t cap[WB_N];
+    ZSTD_CCtx *zc;
+} seg_wmem;
+
+static _Thread_local seg_wmem *wmem;
+
+static seg_wmem *wmem_get(void)
+{
+    if (!wmem)
+        wmem = calloc(1, sizeof *wmem);
+    return wmem;
+}
+
+/* buffer i of at least need bytes (contents undefined); a quarter more than asked, so the next
+ * segment a little larger does not allocate again */
+static void *wbuf(seg_wmem *w, int i, size_t need)
+{
+    if (!w)
+        return NULL;
+    if (w->cap[i] < need) {
+        free(w->p[i]);
+        size_t cap = need + need / 4;
+        w->p[i] = malloc(cap);
+        w->cap[i] = w->p[i] ? cap : 0;
+    }
+    return w->p[i];
+}
+
+void eng__seg_write_release(void)
+{
+    if (!wmem)
+        return;
+    for (int i = 0; i < WB_N; i++)
+        free(wmem->p[i]);
+    ZSTD_freeCCtx(wmem->zc);
+    free(wmem);
+    wmem = NULL;
+}
+
 uint64_t eng_addr_hash(const ns_addr *a)
 {
     return XXH3_64bits(a->b, sizeof a->b);
@@ -721,14 +848,13 @@ static size_t distinct_u64(const uint64_t *v, size_t n, uint64_t *out)
     size_t cap = 16, k = 0;
     while (cap < 2 * n)
         cap <<= 1;
-    uint64_t *tab = malloc(cap * sizeof *tab);
-    uint8_t *used = calloc(cap, 1);
+    uint64_t *tab = wbuf(wmem_get(), WB_TAB, cap * sizeof *tab);
+    uint8_t *used = wbuf(wmem_get(), WB_USED, cap);
     if (!tab || !used) {
-        free(tab);
-        free(used);
         memcpy(out, v, n * sizeof *out);
         return sort_unique(out, n);
     }
+    memset(used, 0, cap);
     for (size_t i = 0; i < n; i++) {
         /* the values are xxh3 hashes already: their low bits index the table */
         size_t j = (size_t)(v[i] ^ v[i] >> 32) & (cap - 1);
@@ -740,8 +866,6 @@ static size_t distinct_u64(const uint64_t *v, size_t n, uint64_t *out)
             out[k++] = v[i];
         }
     }
-    free(tab);
-    free(used);
     return k;
 }
 
@@ -757,10 +881,28 @@ static uint64_t bloom_bit(uint64_t h, uint32_t i, uint64_t nbits)
 static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift, uint64_t *key,
                          uint8_t *out)
 {
-    size_t used = 0, k, j = 0;
-    for (size_t i = 0; i < n; i++)
-        key[i] = (h[i] & (m - 1)) << 32 | (uint64_t)(i >> shift);
-    k = sort_unique(key, n);
+    size_t used = 0, k = 0, j = 0;
+    /* (bucket, block) pairs in order: a counting sort by bucket of rows taken in row order
+     * leaves each bucket's blocks ascending already, so one scatter replaces a radix sort */
+    uint32_t *pos = wbuf(wmem_get(), WB_POS, ((size_t)m + 1) * sizeof *pos);
+    if (pos) {
+        memset(pos, 0, ((size_t)m + 1) * sizeof *pos);
+        for (size_t i = 0; i < n; i++)
+            pos[(h[i] & (m - 1)) + 1]++;
+        for (uint32_t b = 0; b < m; b++)
+            pos[b + 1] += pos[b];
+        for (size_t i = 0; i < n; i++) {
+            uint64_t b = h[i] & (m - 1);
+            key[pos[b]++] = b << 32 | (uint64_t)(i >> shift);
+        }
+        for (size_t i = 0; i < n; i++)
+            if (k == 0 || key[k - 1] != key[i])
+                key[k++] = key[i];
+    } else {
+        for (size_t i = 0; i < n; i++)
+            key[i] = (h[i] & (m - 1)) << 32 | (uint64_t)(i >> shift);
+        k = sort_unique(key, n);
+    }
     for (uint32_t b = 0; b < m; b++) {
         size_t c = 0;
         while (j + c < k && key[j + c] >> 32 == b)
@@ -778,23 +920,19 @@ static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift
     return used;
 }
 
-/* Builds the raw index (into *idx, malloc'd) and the bloom filter (*bloom, *words). */
-static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *idx_len,
+/* Builds the raw index (into *idx) and the bloom filter (*bloom, *words), both in the thread's
+ * scratch, from the rows' address hashes: h[i] of row i's source, h[n + i] of its destination. */
+static int build_index(const uint64_t *h, size_t n, uint8_t **idx, size_t *idx_len,
                        uint64_t **bloom, uint32_t *words)
 {
-    uint64_t *h = malloc((n ? n : 1) * 2 * sizeof *h);
-    uint64_t *u = malloc((n ? n : 1) * 2 * sizeof *u);
-    uint8_t *out = malloc(SEG_IDX_HDR + (n + 2) * 32);
+    seg_wmem *w = wmem_get();
+    uint64_t *u = wbuf(w, WB_U, (n ? n : 1) * 2 * sizeof *u);
+    uint8_t *out = wbuf(w, WB_OUT, SEG_IDX_HDR + (n + 2) * 32);
     uint64_t *bl = NULL;
     uint32_t m[2];
     size_t distinct[2], used = SEG_IDX_HDR;
-    int rc = NS_E_NOMEM;
-    if (!h || !u || !out)
-        goto fail;
-    for (size_t i = 0; i < n; i++) {
-        h[i] = eng_addr_hash(&rows[i].src);
-        h[n + i] = eng_addr_hash(&rows[i].dst);
-    }
+    if (!u || !out)
+        return NS_E_NOMEM;
     for (int side = 0; side < 2; side++) {
         distinct[side] = distinct_u64(h + (size_t)side * n, n, u);
         m[side] = pow2_at_least(distinct[side]);
@@ -802,9 +940,10 @@ static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *id
     size_t all = distinct_u64(h, 2 * n, u);
     uint64_t nw = ((uint64_t)all * SEG_BLOOM_BITS + 63) / 64;
     *words = (uint32_t)(nw < 1 ? 1 : nw > SEG_BLOOM_MAX ? SEG_BLOOM_MAX : nw);
-    bl = calloc(*words, sizeof *bl);
+    bl = wbuf(w, WB_BLOOM, (size_t)*words * sizeof *bl);
     if (!bl)
-        goto fail;
+        return NS_E_NOMEM;
+    memset(bl, 0, (size_t)*words * sizeof *bl);
     uint64_t nbits = (uint64_t)*words * 64;
     for (size_t i = 0; i < all; i++)
         for (uint32_t k = 0; k < SEG_BLOOM_K; k++) {
@@ -822,22 +961,17 @@ static int build_index(const eng_flow *rows, size_t n, uint8_t **idx, size_t *id
     ns_put_le32(out + 8, m[1]);
     for (int side = 0; side < 2; side++)
         used += index_side(h + (size_t)side * n, n, m[side], shift, u, out + used);
-    free(h);
-    free(u);
     *idx = out;
     *idx_len = used;
     *bloom = bl;
     return 0;
-fail:
-    free(h);
-    free(u);
-    free(out);
-    free(bl);
-    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Writer */
+
+static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
+                     const uint32_t *perm, size_t n, uint32_t version);
 
 int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 {
@@ -846,15 +980,39 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version)
 {
+    eng_flow *one[1] = {(eng_flow *)(uintptr_t)rows}; /* only read */
+    return seg_write(path, one, 32, NULL, n, version);
+}
+
+int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
+                        const uint32_t *perm, size_t n)
+{
+    return seg_write(path, chunks, shift, perm, n, SEG_VERSION);
+}
+
+/* Rows per block of the encoding pass: a block's rows (136 KB) stay in cache while every
+ * column takes its bytes from them. Column by column over a whole segment read all of its rows
+ * (136 MB for 1M) once per column. */
+#define SEG_BLOCK 1024u
+
+/* Writes the rows chunks[perm[k] >> shift][perm[k] & mask] (k < n; perm NULL: k itself) as a
+ * segment: one pass over blocks of rows gathers them, sums the footer's totals, hashes the
+ * addresses for the index and appends each column's bytes to its own region of enc; then each
+ * column is compressed and written. */
+static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
+                     const uint32_t *perm, size_t n, uint32_t version)
+{
     char tmp[4200];
-    uint8_t *enc = NULL, *comp = NULL, *footer = NULL, *idx = NULL;
-    uint64_t *bloom = NULL;
+    uint8_t *enc = NULL, *comp = NULL, *footer = NULL, *idx = NULL; /* the thread's scratch */
+    uint64_t *bloom = NULL, *h = NULL;
+    eng_flow *blk = NULL;
+    ZSTD_CCtx *zc = NULL;
     uint32_t words = 0;
-    size_t idx_len = 0;
+    size_t idx_len = 0, coff[ENG_NCOLS + 1], clen[ENG_NCOLS], mask = ((size_t)1 << shift) - 1;
     uint8_t trailer[SEG_TRAILER];
     int fd = -1, rc;
     uint64_t off = SEG_HDR;
-    int64_t tmin = n ? INT64_MAX : 0, tmax = n ? INT64_MIN : 0;
+    int64_t tmin = n ? INT64_MAX : 0, tmax = n ? INT64_MIN : 0, prev = 0;
     uint64_t pk = 0, by = 0;
 
     if (n > SEG_MAX_ROWS)
@@ -863,40 +1021,70 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
         return NS_E_VERSION;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return -ENAMETOOLONG;
-    if (version >= 3 && (rc = build_index(rows, n, &idx, &idx_len, &bloom, &words)) < 0)
+    seg_wmem *wm = wmem_get();
+    coff[0] = 0;
+    for (int c = 0; c < ENG_NCOLS; c++) {
+        coff[c + 1] = coff[c] + col_cap((eng_col)c, n);
+        clen[c] = 0;
+    }
+    enc = wbuf(wm, WB_ENC, coff[ENG_NCOLS] + 16);
+    h = wbuf(wm, WB_H, (n ? n : 1) * 2 * sizeof *h);
+    blk = perm ? wbuf(wm, WB_BLK, SEG_BLOCK * sizeof *blk) : NULL;
+    if (!enc || !h || (perm && !blk))
+        return NS_E_NOMEM;
+    for (size_t s0 = 0; s0 < n; s0 += SEG_BLOCK) {
+        size_t m = n - s0 < SEG_BLOCK ? n - s0 : SEG_BLOCK;
+        const eng_flow *r;
+        if (perm) {
+            for (size_t i = 0; i < m; i++) {
+                uint32_t k = perm[s0 + i];
+                blk[i] = chunks[k >> shift][k & mask];
+            }
+            r = blk;
+        } else {
+            r = &chunks[(s0) >> shift][(s0)&mask]; /* one array: shift 32 */
+        }
+        for (size_t i = 0; i < m; i++) {
+            tmin = r[i].first_ms < tmin ? r[i].first_ms : tmin;
+            tmax = r[i].last_ms > tmax ? r[i].last_ms : tmax;
+            pk += r[i].packets;
+            by += r[i].bytes;
+        }
+        if (version >= 3)
+            for (size_t i = 0; i < m; i++) {
+                h[s0 + i] = eng_addr_hash(&r[i].src);
+                h[n + s0 + i] = eng_addr_hash(&r[i].dst);
+            }
+        for (int c = 0; c < ENG_NCOLS; c++)
+            col_encode_block((eng_col)c, r, m, s0, n, enc + coff[c], &clen[c], &prev);
+    }
+    for (int c = 0; c < ENG_NCOLS; c++)
+        if (col_encoding((eng_col)c) != ENC_DELTA_VARINT &&
+            col_encoding((eng_col)c) != ENC_SPAN_VARINT)
+            clen[c] = col_cap((eng_col)c, n);
+    if (version >= 3 && (rc = build_index(h, n, &idx, &idx_len, &bloom, &words)) < 0)
         return rc;
     size_t fixed = version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
     size_t flen = fixed + ENG_NCOLS * SEG_COLDIR + (size_t)words * 8;
-    size_t enc_cap = (n ? n : 1) * 16 + 16;
-    if (enc_cap < idx_len)
-        enc_cap = idx_len;
-    size_t comp_cap = ZSTD_compressBound(enc_cap);
-    enc = malloc(enc_cap);
-    comp = malloc(comp_cap);
-    footer = calloc(1, flen);
-    if (!enc || !comp || !footer) {
-        rc = NS_E_NOMEM;
-        goto fail;
-    }
+    size_t comp_cap = ZSTD_compressBound(n * 16 + 16 > idx_len ? n * 16 + 16 : idx_len);
+    comp = wbuf(wm, WB_COMP, comp_cap);
+    footer = wbuf(wm, WB_FOOT, flen);
+    /* one context for every column and segment: ZSTD_compress sets up (allocates, clears) its
+     * own each call */
+    if (wm && !wm->zc)
+        wm->zc = ZSTD_createCCtx();
+    zc = wm ? wm->zc : NULL;
+    if (!comp || !footer || !zc)
+        return NS_E_NOMEM;
+    memset(footer, 0, flen);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = -errno;
-        goto fail;
-    }
+    if (fd < 0)
+        return -errno;
     uint8_t hdr[SEG_HDR] = {0};
     memcpy(hdr, SEG_MAGIC, 8);
     ns_put_le32(hdr + 8, version);
     if ((rc = write_all(fd, hdr, sizeof hdr)) < 0)
         goto fail;
-
-    for (size_t i = 0; i < n; i++) {
-        if (rows[i].first_ms < tmin)
-            tmin = rows[i].first_ms;
-        if (rows[i].last_ms > tmax)
-            tmax = rows[i].last_ms;
-        pk += rows[i].packets;
-        by += rows[i].bytes;
-    }
     ns_put_le64(footer + 0, n);
     ns_put_le64(footer + 8, (uint64_t)tmin);
     ns_put_le64(footer + 16, (uint64_t)tmax);
@@ -905,8 +1093,8 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
     ns_put_le32(footer + 40, ENG_NCOLS);
 
     for (int c = 0; c < ENG_NCOLS; c++) {
-        size_t rsize = col_encode((eng_col)c, rows, n, enc);
-        size_t csize = ZSTD_compress(comp, comp_cap, enc, rsize, SEG_ZSTD_LEVEL);
+        size_t rsize = clen[c];
+        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, enc + coff[c], rsize, SEG_ZSTD_LEVEL);
         if (ZSTD_isError(csize)) {
             rc = NS_E_COMPRESS;
             goto fail;
@@ -924,7 +1112,7 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
         off += csize;
     }
     if (version >= 3) {
-        size_t csize = ZSTD_compress(comp, comp_cap, idx, idx_len, SEG_ZSTD_LEVEL);
+        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, idx, idx_len, SEG_ZSTD_LEVEL);
         if (ZSTD_isError(csize)) {
             rc = NS_E_COMPRESS;
             goto fail;
@@ -963,22 +1151,12 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
         rc = -errno;
         goto fail;
     }
-    free(enc);
-    free(comp);
-    free(footer);
-    free(idx);
-    free(bloom);
     return eng__fsync_dir_of(path);
 
 fail:
     if (fd >= 0)
         close(fd);
     unlink(tmp);
-    free(enc);
-    free(comp);
-    free(footer);
-    free(idx);
-    free(bloom);
     return rc;
 }
 

@@ -173,6 +173,8 @@ typedef struct eng_db_opts {
     uint64_t seal_rows;    /* a buffer this full is sealed before its minute ends (0: 1Mi) */
     uint64_t cache_bytes;  /* decoded columns of sealed segments kept for later queries, at
                             * most this many bytes (0: none); see engine/cache.c */
+    unsigned seal_threads; /* sealer threads (0: one per CPU the process may run on, up to 4);
+                            * each seals a different buffer */
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */

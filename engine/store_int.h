@@ -62,5 +62,12 @@ void eng__cache_release(eng_cache *c, eng_cache_ent *ref);
 /* Forgets the columns of the segment named owner (it left the catalog). */
 void eng__cache_drop_file(eng_cache *c, uint64_t owner);
 void eng__cache_stats(eng_cache *c, uint64_t *bytes, uint64_t *hits, uint64_t *misses);
+/* eng_seg_write of the rows chunks[perm[k] >> shift][perm[k] & (2^shift - 1)], k < n: the
+ * sealer's rows, sorted by a permutation, gathered a block at a time as they are encoded. */
+int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
+                        const uint32_t *perm, size_t n);
+
+/* Frees the calling thread's segment-writing scratch (kept between eng_seg_write calls). */
+void eng__seg_write_release(void);
 
 #endif
