@@ -259,7 +259,7 @@ static void totals_add(qry_totals *t, const eng_flow *r)
         t->first_ms = r->first_ms;
     if (t->flows == 0 || r->last_ms > t->last_ms)
         t->last_ms = r->last_ms;
-    t->flows++;
+    t->flows += eng_flow_count(r); /* a roll-up row stands for many */
     t->packets += r->packets;
     t->bytes += r->bytes;
 }
@@ -297,7 +297,8 @@ static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set)
 static uint32_t base_columns(const qry_filter *filter)
 {
     return ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FIRST) |
-           ENG_COLMASK(ENG_COL_LAST) | (filter ? qry_filter_columns(filter) : 0u);
+           ENG_COLMASK(ENG_COL_LAST) | ENG_COLMASK(ENG_COL_FLOWS) |
+           (filter ? qry_filter_columns(filter) : 0u);
 }
 
 typedef struct summary_ctx {
@@ -907,7 +908,7 @@ static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const en
     if (e < s)
         return;
     size_t bs = (size_t)((s - from) / step), be = (size_t)((e - from) / step);
-    b[bs].flows++;
+    b[bs].flows += eng_flow_count(r);
     if (bs == be || r->last_ms <= r->first_ms) {
         b[bs].packets += r->packets;
         b[bs].bytes += r->bytes;

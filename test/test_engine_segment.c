@@ -253,6 +253,8 @@ static const char *flow_diff(const eng_flow *a, const eng_flow *b)
         return "direction";
     if (a->flow_type != b->flow_type)
         return "flow_type";
+    if (a->flows != b->flows)
+        return "flows";
     return NULL;
 }
 
@@ -301,6 +303,7 @@ static eng_flow only_cols(const eng_flow *in, uint32_t mask)
             KEEP(ENG_COL_VLAN, vlan);
             KEEP(ENG_COL_DIRECTION, direction);
             KEEP(ENG_COL_FLOW_TYPE, flow_type);
+            KEEP(ENG_COL_FLOWS, flows);
         case ENG_NCOLS:
             break;
         }
