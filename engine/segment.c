@@ -1046,11 +1046,8 @@ static int seg_load_footer(eng_seg *s)
             goto out;
     }
     s->info.flows = s->info.rows; /* before version 4 every row is one flow */
-    if (s->info.version >= 4) {
+    if (s->info.version >= 4)
         ns_cur_le64(&f, &s->info.flows);
-        if (s->info.flows < s->info.rows)
-            goto out; /* every row stands for one flow at least */
-    }
     if (s->info.rows > SEG_MAX_ROWS || s->info.ncols != ncols ||
         (uint64_t)s->info.ncols * SEG_COLDIR + (uint64_t)s->info.bloom_words * 8 != f.left)
         goto out;
