@@ -7,6 +7,7 @@
 #include "engine/query.h"
 #include "engine/store.h"
 #include "engine/store_int.h"
+#include "http/http.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -732,6 +733,71 @@ Test(rollup, share_zero_deletes_without_rolling_up)
     cr_assert(eq(u64, st.segments_rolled_up, 0));
     cr_assert(eq(sz, count_files("r", ".seg"), 0));
     cr_assert(le(u64, st.disk_bytes, 300 * 1024));
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
+
+/* The HTTP answers say which tier served which part, and which grouping keys roll-ups lost. */
+static char *get(eng_db *db, const char *path, const http_kv *kv, size_t nkv)
+{
+    http_opts o = {.db = db};
+    ns_buf b = {0};
+    const char *ct = NULL;
+    int status = http_dispatch(&o, "GET", path, kv, nkv, &b, &ct);
+    cr_assert(eq(int, status, 200), "%s: %s", path, b.p ? b.p : "");
+    return b.p;
+}
+
+Test(rollup, http_answers_carry_the_resolution)
+{
+    rng = 8;
+    eng_db *db = open_db(0, 0);
+    for (int64_t m = M0; m < M0 + 16; m++)
+        ingest_minute(db, m, 300, NULL, NULL);
+    eng_db_stats st;
+    eng_db_get_stats(db, &st);
+    eng_db_set_rollup(db, 50, 0);
+    eng_db_set_limits(db, st.disk_bytes, 0);
+    eng_db_get_stats(db, &st);
+    cr_assert(gt(u64, st.rollup_segments, 2));
+
+    char *b = get(db, "/api/v1/summary", NULL, 0);
+    cr_assert(strstr(b, ",\"resolution\":[{\"tier\":\"rollup\",\"from\":") != NULL, "%s", b);
+    cr_assert(strstr(b, "\"keys\":[\"exporter\",\"srcaddr\",\"dstaddr\",\"inif\",\"outif\","
+                        "\"dstport\",\"proto\"]},{\"tier\":\"raw\"") != NULL,
+              "%s", b);
+    free(b);
+    const http_kv by_port[] = {{"by", "srcport"}};
+    b = get(db, "/api/v1/top", by_port, 1);
+    cr_assert(strstr(b, "\"lost\":[\"srcport\"]") != NULL, "%s", b);
+    free(b);
+    const http_kv by_app[] = {{"by", "app,srcaddr"}};
+    b = get(db, "/api/v1/top", by_app, 1);
+    cr_assert(strstr(b, "\"lost\":[]") != NULL, "%s", b);
+    free(b);
+    const http_kv split[] = {{"by", "tos"}};
+    b = get(db, "/api/v1/series", split, 1);
+    cr_assert(strstr(b, "\"lost\":[\"tos\"]") != NULL, "%s", b);
+    free(b);
+    b = get(db, "/api/v1/series", NULL, 0);
+    cr_assert(strstr(b, "\"resolution\":[{\"tier\":\"rollup\"") != NULL, "%s", b);
+    free(b);
+    b = get(db, "/api/v1/devices/10.0.0.1", NULL, 0);
+    cr_assert(strstr(b, "\"resolution\":[{\"tier\":\"rollup\"") != NULL, "%s", b);
+    free(b);
+    /* a range of raw minutes only */
+    char from[32];
+    snprintf(from, sizeof from, "%lld", (long long)((M0 + 15) * MIN / 1000));
+    const http_kv late[] = {{"from", from}};
+    b = get(db, "/api/v1/summary", late, 1);
+    cr_assert(strstr(b, "\"resolution\":[{\"tier\":\"raw\"") != NULL, "%s", b);
+    cr_assert(strstr(b, "rollup") == NULL, "%s", b);
+    free(b);
+    b = get(db, "/api/v1/status", NULL, 0);
+    char want[160];
+    snprintf(want, sizeof want, "\"rollup\":{\"share\":50,\"segments\":%" PRIu64,
+             st.rollup_segments);
+    cr_assert(strstr(b, want) != NULL, "%s", b);
+    free(b);
     cr_assert(eq(int, eng_db_close(db), 0));
 }
 
