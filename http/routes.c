@@ -177,9 +177,8 @@ static uint32_t key_columns(qry_by by)
 
 /* ,"resolution":[...]: which tier served which part of [from, to] (docs/API.md). A roll-up
  * range names the keys roll-ups keep and, with a grouping g, the keys of g they do not keep
- * (those show as 0 for roll-up rows). The ClickHouse backend holds raw flows only: one raw range,
- * the span of what the local store holds in [from, to] (the sink copies every flow it keeps), so
- * both backends answer alike for the same flows. */
+ * (those show as 0 for roll-up rows). The ClickHouse backend holds raw flows only: one raw
+ * range, the query's. */
 #define RESOLUTION_MAX 32
 static void put_resolution(req *r, int64_t from, int64_t to, const qry_group *g)
 {
@@ -187,16 +186,13 @@ static void put_resolution(req *r, int64_t from, int64_t to, const qry_group *g)
     eng_tier_range t[RESOLUTION_MAX];
     int n;
     ns_buf_puts(b, ",\"resolution\":[");
-    n = eng_db_tiers(r->o->db, from, to, t, RESOLUTION_MAX);
-    if (r->o->backend && n > 0) {
-        int64_t lo = t[0].from_ms, hi = t[0].to_ms;
-        for (int i = 1; i < n && i < RESOLUTION_MAX; i++)
-            hi = t[i].to_ms > hi ? t[i].to_ms : hi;
-        if (n > RESOLUTION_MAX)
-            hi = to; /* not all were given: the last may end anywhere up to the range's end */
-        t[0] = (eng_tier_range){ENG_TIER_RAW, lo, hi}; /* sorted by start: t[0] starts first */
-        n = 1;
+    if (r->o->backend) {
+        ns_buf_puts(b, "{\"tier\":\"raw\",");
+        put_range(b, from, to);
+        ns_buf_puts(b, "}]");
+        return;
     }
+    n = eng_db_tiers(r->o->db, from, to, t, RESOLUTION_MAX);
     if (n > RESOLUTION_MAX) {
         /* rare (late flows interleave the tiers): the last range reaches to the end */
         t[RESOLUTION_MAX - 1].to_ms = to;
