@@ -756,10 +756,13 @@ static void put_flow(ns_buf *b, const eng_flow *f, bool csv)
                   ",\"src\":\"%s\",\"dst\":\"%s\",\"srcport\":%u,\"dstport\":%u,\"proto\":%u,"
                   "\"flags\":%u,\"tos\":%u,\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
                   ",\"inif\":%u,\"outif\":%u,\"srcas\":%u,\"dstas\":%u,\"exporter\":\"%s\","
-                  "\"sampling\":%u,\"vlan\":%u,\"nexthop\":\"%s\",\"flow_type\":%u}",
+                  "\"sampling\":%u,\"vlan\":%u,\"nexthop\":\"%s\",\"flow_type\":%u",
                   src, dst, f->src_port, f->dst_port, f->proto, f->tcp_flags, f->tos, f->packets,
                   f->bytes, f->in_if, f->out_if, f->src_as, f->dst_as, ex, f->sampling, f->vlan, nh,
                   f->flow_type);
+    if (f->flows) /* a roll-up row: the flows of one minute and key, summed */
+        ns_buf_printf(b, ",\"flows\":%" PRIu64, f->flows);
+    ns_buf_puts(b, "}");
 }
 
 static int route_flows(req *r)
