@@ -876,6 +876,21 @@ static int route_metrics(req *r)
                   st.segments_deleted, st.segments_quarantined, st.segments_missing,
                   st.segments_pruned, st.segments_compacted, st.wal_bytes, st.wal_synced_through,
                   st.wal_replayed_rows, st.wal_errors);
+    ns_buf_printf(b,
+                  "# HELP ns2flows_db_rollup_bytes Bytes of the roll-up tier's segments.\n"
+                  "# TYPE ns2flows_db_rollup_bytes gauge\nns2flows_db_rollup_bytes %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_rollup_segments gauge\nns2flows_db_rollup_segments %" PRIu64
+                  "\n"
+                  "# HELP ns2flows_db_segments_rolled_up_total Raw segments replaced by their "
+                  "roll-up.\n"
+                  "# TYPE ns2flows_db_segments_rolled_up_total counter\n"
+                  "ns2flows_db_segments_rolled_up_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_flows_rolled_up_total counter\n"
+                  "ns2flows_db_flows_rolled_up_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_rollup_errors_total counter\n"
+                  "ns2flows_db_rollup_errors_total %" PRIu64 "\n",
+                  st.rollup_bytes, st.rollup_segments, st.segments_rolled_up, st.rows_rolled_up,
+                  st.rollup_errors);
     if (r->o->metrics)
         r->o->metrics(r->o->metrics_arg, b);
     *r->ctype = "text/plain; version=0.0.4";
