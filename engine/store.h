@@ -315,7 +315,8 @@ int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len
 int eng_db_state_read(eng_db *db, const char *name, uint8_t **buf, size_t *len);
 
 /* Visits every row whose [first_ms, last_ms] overlaps [from_ms, to_ms] (inclusive), in sealed
- * segments and in the open minutes, each exactly once. Only the columns in colmask are
+ * segments of both tiers and in the open minutes, each exactly once (a roll-up row has flows > 0
+ * and its minute's times: count eng_flow_count(), never 1). Only the columns in colmask are
  * filled (ask for ENG_COL_FIRST/LAST to read the times: rows of a segment wholly inside the
  * range may come without them). cb returns 0 to go on, non-zero to stop (returned). A corrupt
  * segment is quarantined and skipped (counted). Rows passed to cb are valid during the call only.
