@@ -2176,12 +2176,10 @@ int eng_rollup_rows(const eng_flow *rows, size_t n, uint32_t keys, eng_flow **ou
     while (cap < n * 2)
         cap *= 2;
     uint32_t *slot = calloc(cap, sizeof *slot); /* index + 1 into res, 0 = empty */
-    uint8_t *packed = malloc((n ? n : 1) * ROLLUP_KEY_BYTES);
     eng_flow *res = malloc((n ? n : 1) * sizeof *res);
     size_t k = 0;
-    if (!slot || !packed || !res) {
+    if (!slot || !res) {
         free(slot);
-        free(packed);
         free(res);
         return NS_E_NOMEM;
     }
@@ -2189,15 +2187,17 @@ int eng_rollup_rows(const eng_flow *rows, size_t n, uint32_t keys, eng_flow **ou
         keys = ENG_ROLLUP_KEYS_DEFAULT;
     for (size_t i = 0; i < n; i++) {
         eng_flow key;
-        uint8_t p[ROLLUP_KEY_BYTES];
+        uint8_t p[ROLLUP_KEY_BYTES], q[ROLLUP_KEY_BYTES];
         rollup_key_of(&rows[i], keys, &key);
         rollup_pack(&key, p);
         size_t h = (size_t)XXH3_64bits(p, sizeof p) & (cap - 1);
-        while (slot[h] &&
-               memcmp(packed + (size_t)(slot[h] - 1) * ROLLUP_KEY_BYTES, p, ROLLUP_KEY_BYTES) != 0)
-            h = (h + 1) & (cap - 1);
+        /* a group's key is packed again from its row when probed: no copy of every key kept */
+        for (; slot[h]; h = (h + 1) & (cap - 1)) {
+            rollup_pack(&res[slot[h] - 1], q);
+            if (memcmp(p, q, ROLLUP_KEY_BYTES) == 0)
+                break;
+        }
         if (!slot[h]) {
-            memcpy(packed + k * ROLLUP_KEY_BYTES, p, ROLLUP_KEY_BYTES);
             res[k] = key;
             slot[h] = (uint32_t)++k;
         }
@@ -2207,7 +2207,6 @@ int eng_rollup_rows(const eng_flow *rows, size_t n, uint32_t keys, eng_flow **ou
         a->flows += eng_flow_count(&rows[i]);
     }
     free(slot);
-    free(packed);
     *out = res;
     *nout = k;
     return 0;
