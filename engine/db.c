@@ -32,6 +32,8 @@
 /* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
 #define COMPACT_MAX_ROWS (256u * 1024u)
 #define COMPACT_EVERY_MS 10000
+/* open rows past which the budget deletes raw segments without rolling them up */
+#define ROLLUP_BEHIND_ROWS (MAX_OPEN_ROWS / 4)
 
 typedef struct minute_buf {
     int64_t minute; /* epoch minute (ms / 60000) */
@@ -511,7 +513,14 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
         uint64_t used = used_bytes_locked(db);
         if (used - db->st.rollup_bytes > budget - rcap &&
             (i = oldest_locked(db, false)) != SIZE_MAX) {
-            *rollup_out = db->segs[i];
+            if (db->open_rows <= ROLLUP_BEHIND_ROWS) {
+                *rollup_out = db->segs[i];
+                return;
+            }
+            /* sealing has fallen behind (a roll-up costs about what a seal does): the flows
+             * coming in go first, this segment goes without its roll-up */
+            if (delete_segment_locked(db, i, "over budget; sealing is behind, not rolled up"))
+                db->st.rollup_skipped++;
             return;
         }
     }

@@ -303,6 +303,7 @@ typedef struct eng_db_stats {
     uint64_t rows_rolled_up;     /* raw rows they held */
     uint64_t rollup_rows;        /* roll-up rows written for them */
     uint64_t rollup_errors;      /* roll-ups that failed (the raw segment was deleted anyway) */
+    uint64_t rollup_skipped;     /* raw segments deleted unrolled: sealing was behind */
 } eng_db_stats;
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);
 const char *eng_db_dir(const eng_db *db);

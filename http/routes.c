@@ -276,9 +276,9 @@ static int route_status(req *r)
     ns_buf_printf(b,
                   ",\"rollup\":{\"share\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"bytes\":%" PRIu64
                   ",\"segments_rolled_up\":%" PRIu64 ",\"flows_rolled_up\":%" PRIu64
-                  ",\"rows\":%" PRIu64 ",\"errors\":%" PRIu64 "}",
+                  ",\"rows\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"skipped\":%" PRIu64 "}",
                   st.rollup_share, st.rollup_segments, st.rollup_bytes, st.segments_rolled_up,
-                  st.rows_rolled_up, st.rollup_rows, st.rollup_errors);
+                  st.rows_rolled_up, st.rollup_rows, st.rollup_errors, st.rollup_skipped);
     bool any = st.oldest_ms != 0 || st.newest_ms != 0;
     ns_buf_puts(b, ",\"oldest\":");
     put_time(b, st.oldest_ms, any);
