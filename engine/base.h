@@ -291,6 +291,8 @@ typedef struct ns_config {
     uint64_t db_budget;             /* bytes */
     uint64_t query_cache;           /* bytes of decoded columns kept between queries */
     uint64_t retention_s;           /* 0 = keep until the budget needs the space */
+    uint64_t rollup_share;          /* percent of db_budget for the roll-up tier; 0 = none */
+    char rollup_keys[256];          /* roll-up key names, comma separated */
     char listen[NS_MAX_LISTEN][80]; /* NetFlow/IPFIX UDP */
     int nlisten;
     bool listen_is_default;               /* the first listen= replaces the defaults */

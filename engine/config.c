@@ -1,6 +1,7 @@
 /* engine/config.c — netsaw.conf: one table drives parsing, validation (file:line: key: why),
  * --help-config and what SIGHUP may change. */
 #include "engine/base.h"
+#include "engine/store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -18,9 +19,10 @@ typedef enum {
     CT_LISTEN_SFLOW,
     CT_LOGLEVEL,
     CT_PREFIXES,
-    CT_URLS,   /* clickhouse_url: repeatable, comma separated */
-    CT_IDENT,  /* an SQL identifier: [A-Za-z_][A-Za-z0-9_]* */
-    CT_BACKEND /* local | clickhouse */
+    CT_URLS,       /* clickhouse_url: repeatable, comma separated */
+    CT_IDENT,      /* an SQL identifier: [A-Za-z_][A-Za-z0-9_]* */
+    CT_BACKEND,    /* local | clickhouse */
+    CT_ROLLUP_KEYS /* comma-separated roll-up key names (eng_rollup_keys_parse) */
 } ctype;
 
 typedef struct cfg_def {
@@ -45,6 +47,13 @@ static const cfg_def defs[] = {
      "decoded columns of sealed segments kept in memory for later queries (K/M/G); 0: none"},
     {"retention", CT_DURATION, "0", F(retention_s), 0, UINT64_MAX, true,
      "delete flows older than this (s/m/h/d/w); 0 keeps them until the budget needs space"},
+    {"rollup_share", CT_UINT, "30", F(rollup_share), 0, 90, true,
+     "percent of db_budget kept for per-minute roll-ups of flows the budget deletes; "
+     "0 = no roll-ups (raw segments are deleted directly)"},
+    {"rollup_keys", CT_ROLLUP_KEYS, "srcaddr,dstaddr,proto,dstport,exporter,inif,outif",
+     F(rollup_keys), 0, 0, true,
+     "what a roll-up keeps per minute (bytes, packets, flows summed): any of srcaddr dstaddr "
+     "proto dstport exporter inif outif srcport srcas dstas tos vlan"},
     {"listen", CT_LISTEN, "0.0.0.0:2055, [::]:2055", F(listen), 0, 0, false,
      "UDP ADDR:PORT for NetFlow/IPFIX, comma separated or repeated; [::]:PORT for IPv6"},
     {"listen_sflow", CT_LISTEN_SFLOW, "0.0.0.0:6343, [::]:6343", F(listen_sflow), 0, 0, false,
@@ -267,6 +276,17 @@ int ns_config_set(ns_config *cfg, const char *key, const char *val, char *err, s
         memcpy(base + d->off, val, strlen(val) + 1);
         return 0;
     }
+    case CT_ROLLUP_KEYS: {
+        uint32_t keys;
+        if (strlen(val) >= d->size) {
+            snprintf(err, errcap, "value longer than %zu bytes", d->size - 1);
+            return NS_E_RANGE;
+        }
+        if ((rc = eng_rollup_keys_parse(val, &keys, err, errcap)) < 0)
+            return rc;
+        memcpy(base + d->off, val, strlen(val) + 1);
+        return 0;
+    }
     case CT_BACKEND:
         if (strcmp(val, "local") != 0 && strcmp(val, "clickhouse") != 0) {
             snprintf(err, errcap, "'%.64s' is not local or clickhouse", val);
@@ -442,7 +462,7 @@ int ns_config_diff_nonreloadable(const ns_config *a, const ns_config *b, char *b
             for (int k = 0; !differs && k < a->nclickhouse_url; k++)
                 differs = strcmp(a->clickhouse_url[k], b->clickhouse_url[k]) != 0;
         } else if (d->type == CT_STRING || d->type == CT_HOSTPORT || d->type == CT_PREFIXES ||
-                   d->type == CT_IDENT || d->type == CT_BACKEND) {
+                   d->type == CT_IDENT || d->type == CT_BACKEND || d->type == CT_ROLLUP_KEYS) {
             differs = strncmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;
         } else {
             differs = memcmp((const char *)a + d->off, (const char *)b + d->off, d->size) != 0;

@@ -38,6 +38,8 @@
 /* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
 #define COMPACT_MAX_ROWS (256u * 1024u)
 #define COMPACT_EVERY_MS 10000
+/* open rows past which the budget deletes raw segments without rolling them up */
+#define ROLLUP_BEHIND_ROWS (MAX_OPEN_ROWS / 4)
 
 typedef struct minute_buf {
     int64_t minute; /* epoch minute (ms / 60000) */
@@ -91,6 +93,9 @@ typedef struct seg_entry {
     uint64_t seq;
     int64_t first_ms, last_ms;
     uint64_t rows, size;
+    /* roll-up tier: r<name of the raw segment it replaced>; minute, span and seq are that
+     * segment's */
+    bool rollup;
 } seg_entry;
 
 #define SCAN_POOL 8 /* scan buffers kept between scans (one per concurrent scan worker) */
@@ -150,7 +155,8 @@ struct eng_db {
      * page fault and a cleared page every 4 KB, a third of the daemon's CPU at 1M flows/s */
     eng_flow *pool[POOL_CHUNKS];
     size_t npool;
-    seal_mem seal_mem; /* eng_db_seal_due's (under seal_mu) */
+    seal_mem seal_mem;      /* eng_db_seal_due's (under seal_mu) */
+    ns_ratelimit rollup_rl; /* roll-up failures logged */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -197,12 +203,19 @@ static int seg_path(const eng_db *db, const char *name, char *out, size_t cap)
 }
 
 /* Parses "m<minute>-<seq>.seg", "h<hour>-<seq>.seg" and "d<day>-<seq>.seg" (the compactor's
- * merged segments; hour and day numbers count from the epoch like minutes). */
-static bool seg_name_parse(const char *name, int64_t *minute, int64_t *span, uint64_t *seq)
+ * merged segments; hour and day numbers count from the epoch like minutes), and the roll-up of
+ * any of them, "r" before its name (rollup, if not NULL, tells which). */
+static bool seg_name_parse(const char *name, int64_t *minute, int64_t *span, uint64_t *seq,
+                           bool *rollup)
 {
     long long m;
     unsigned long long s;
     int used = 0;
+    bool r = name[0] == 'r';
+    if (rollup)
+        *rollup = r;
+    if (r)
+        name++;
     char tier = name[0];
     if (tier != 'm' && tier != 'h' && tier != 'd')
         return false;
@@ -225,6 +238,14 @@ static int cmp_seg(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+static void tier_count_locked(eng_db *db, const seg_entry *e, bool add)
+{
+    if (!e->rollup)
+        return;
+    db->st.rollup_segments = add ? db->st.rollup_segments + 1 : db->st.rollup_segments - 1;
+    db->st.rollup_bytes = add ? db->st.rollup_bytes + e->size : db->st.rollup_bytes - e->size;
+}
+
 static int catalog_add_locked(eng_db *db, const seg_entry *e)
 {
     if (db->nsegs == db->capsegs) {
@@ -245,6 +266,7 @@ static int catalog_add_locked(eng_db *db, const seg_entry *e)
     db->nsegs++;
     db->st.segments = db->nsegs;
     db->st.disk_bytes += e->size;
+    tier_count_locked(db, e, true);
     return 0;
 }
 
@@ -252,6 +274,7 @@ static void catalog_remove_locked(eng_db *db, size_t i)
 {
     eng__cache_drop_file(db->cache, eng__cache_file_id(db->segs[i].name));
     db->st.disk_bytes -= db->segs[i].size;
+    tier_count_locked(db, &db->segs[i], false);
     memmove(&db->segs[i], &db->segs[i + 1], (db->nsegs - i - 1) * sizeof *db->segs);
     db->nsegs--;
     db->st.segments = db->nsegs;
@@ -299,10 +322,12 @@ static void quarantine_locked(eng_db *db, const char *name, int why)
     quarantine_file(db, name, why);
 }
 
-/* A merged segment replaces every segment whose span lies inside its own and whose sequence
- * number is smaller: the compactor merges all of them and takes its number after theirs. A
- * crash after publishing the merged file and before deleting its inputs leaves both; this
- * finishes the deletion, so no flow is counted twice. (A read-only reader only drops them.) */
+/* A merged segment replaces every raw segment whose span lies inside its own and whose
+ * sequence number is smaller: the compactor merges all of them and takes its number after
+ * theirs. A roll-up replaces the one raw segment it is named after. A crash after publishing
+ * the merged file or the roll-up and before deleting its inputs leaves both; this finishes the
+ * deletion, so no flow is counted twice. (A read-only reader only drops them.) Roll-ups are
+ * never inputs of a merge, so a merged segment never replaces one. */
 static void drop_superseded(eng_db *db)
 {
     /* only merged segments cover others, and the catalog is ordered by first minute: look at
@@ -312,7 +337,7 @@ static void drop_superseded(eng_db *db)
         return; /* then both stay until the next start-up: the merged flows count twice */
     for (size_t j = 0; j < db->nsegs; j++) {
         const seg_entry *e = &db->segs[j];
-        if (e->span <= 1)
+        if (e->span <= 1 && !e->rollup)
             continue;
         size_t lo = 0, hi = db->nsegs; /* first entry with minute >= e->minute */
         while (lo < hi) {
@@ -324,7 +349,10 @@ static void drop_superseded(eng_db *db)
         }
         for (size_t i = lo; i < db->nsegs && db->segs[i].minute < e->minute + e->span; i++) {
             const seg_entry *x = &db->segs[i];
-            if (i != j && x->seq < e->seq && x->minute + x->span <= e->minute + e->span)
+            if (i == j || x->rollup)
+                continue;
+            if (e->rollup ? x->minute == e->minute && x->span == e->span && x->seq == e->seq
+                          : x->seq < e->seq && x->minute + x->span <= e->minute + e->span)
                 gone[i] = true;
         }
     }
@@ -344,6 +372,7 @@ static void drop_superseded(eng_db *db)
                        db->segs[i].name);
         }
         db->st.disk_bytes -= db->segs[i].size;
+        tier_count_locked(db, &db->segs[i], false);
     }
     db->nsegs = k;
     db->st.segments = k;
@@ -369,7 +398,8 @@ static int catalog_load(eng_db *db)
             ns_log(NS_LOG_WARN, "db: removed unpublished %s", path);
             continue;
         }
-        if (!seg_name_parse(de->d_name, &e.minute, &e.span, &e.seq) || len >= sizeof e.name)
+        if (!seg_name_parse(de->d_name, &e.minute, &e.span, &e.seq, &e.rollup) ||
+            len >= sizeof e.name)
             continue;
         strcpy(e.name, de->d_name);
         seg_path(db, e.name, path, sizeof path);
@@ -407,6 +437,7 @@ static int catalog_load(eng_db *db)
         }
         db->segs[db->nsegs++] = e;
         db->st.disk_bytes += e.size;
+        tier_count_locked(db, &e, true);
     }
     closedir(d);
     if (db->nsegs)
@@ -465,8 +496,8 @@ static uint64_t dir_bytes(const char *dir, int depth)
         uint64_t q;
         if (de->d_name[0] == '.' && (de->d_name[1] == 0 || strcmp(de->d_name, "..") == 0))
             continue;
-        if (depth > 0 &&
-            (seg_name_parse(de->d_name, &m, &span, &q) || strcmp(de->d_name, ENG_WAL_DIR) == 0))
+        if (depth > 0 && (seg_name_parse(de->d_name, &m, &span, &q, NULL) ||
+                          strcmp(de->d_name, ENG_WAL_DIR) == 0))
             continue;
         if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= sizeof path ||
             lstat(path, &st) < 0)
@@ -504,10 +535,30 @@ static uint64_t used_bytes_locked(const eng_db *db)
     return db->st.disk_bytes + db->st.wal_bytes + db->other_bytes;
 }
 
-/* Retention looks at every segment's flow times (a late segment may hold old flows); the
- * budget then takes the oldest received segments first. */
-static void enforce_limits_locked(eng_db *db, int64_t now_ms)
+/* The roll-up tier's part of budget b: share percent, without overflowing b * share. */
+static uint64_t rollup_cap(uint64_t b, uint32_t share)
 {
+    return b / 100 * share + b % 100 * share / 100;
+}
+
+/* Index of the oldest segment of a tier (the catalog is ordered oldest first), or SIZE_MAX. */
+static size_t oldest_locked(const eng_db *db, bool rollup)
+{
+    for (size_t i = 0; i < db->nsegs; i++)
+        if (db->segs[i].rollup == rollup)
+            return i;
+    return SIZE_MAX;
+}
+
+/* Retention looks at every segment's flow times (a late segment may hold old flows), in both
+ * tiers. The budget then takes the oldest received segments first. With roll-ups on, the raw
+ * tier (its segments, the WAL and the other files) keeps to (100 - share)% of the budget and
+ * the roll-up tier to share%: a raw segment over its part is not deleted here but named in
+ * *rollup_out (the caller rolls it up, which replaces it); the roll-up tier's oldest are
+ * deleted. Usage then passes the budget by one segment at most (the roll-up being written). */
+static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_out)
+{
+    rollup_out->name[0] = 0;
     if (db->opts.retention_s) {
         int64_t cutoff = now_ms - (int64_t)db->opts.retention_s * 1000;
         for (size_t i = 0; i < db->nsegs;) {
@@ -516,23 +567,77 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms)
             i++;
         }
     }
-    while (db->nsegs > 0 && db->opts.budget_bytes && used_bytes_locked(db) > db->opts.budget_bytes)
+    uint64_t budget = db->opts.budget_bytes;
+    if (!budget)
+        return;
+    if (db->opts.rollup_share) {
+        uint64_t rcap = rollup_cap(budget, db->opts.rollup_share);
+        size_t i;
+        while (db->st.rollup_bytes > rcap && (i = oldest_locked(db, true)) != SIZE_MAX)
+            if (!delete_segment_locked(db, i, "roll-up tier over its share of the budget"))
+                return;
+        uint64_t used = used_bytes_locked(db);
+        if (used - db->st.rollup_bytes > budget - rcap &&
+            (i = oldest_locked(db, false)) != SIZE_MAX) {
+            if (db->open_rows <= ROLLUP_BEHIND_ROWS) {
+                *rollup_out = db->segs[i];
+                return;
+            }
+            /* sealing has fallen behind (a roll-up costs about what a seal does): the flows
+             * coming in go first, this segment goes without its roll-up */
+            if (delete_segment_locked(db, i, "over budget; sealing is behind, not rolled up"))
+                db->st.rollup_skipped++;
+            return;
+        }
+    }
+    /* no roll-ups, or the raw tier has only the WAL and small files left: the oldest go */
+    while (db->nsegs > 0 && used_bytes_locked(db) > budget)
         if (!delete_segment_locked(db, 0, "over budget"))
             break;
 }
 
-/* Applies budget and retention, unlinking outside the mutex, until nothing more is due. */
+static int rollup_one(eng_db *db, const seg_entry *src);
+
+/* Applies budget and retention, unlinking outside the mutex and rolling up outside it, until
+ * nothing more is due. compact_mu keeps roll-ups and merges apart: a merge never reads a
+ * segment that a roll-up replaces meanwhile (its flows would then be in both). */
 static void enforce_limits(eng_db *db)
 {
     if (db->opts.read_only)
         return;
     other_bytes_refresh(db, false);
     for (;;) {
+        seg_entry up;
+        pthread_mutex_lock(&db->compact_mu);
         pthread_mutex_lock(&db->mu);
-        enforce_limits_locked(db, ns_now_ms());
+        enforce_limits_locked(db, ns_now_ms(), &up);
         bool more = db->ndoomed == sizeof db->doomed / sizeof db->doomed[0];
         pthread_mutex_unlock(&db->mu);
         unlink_doomed(db);
+        if (up.name[0]) {
+            int rc = rollup_one(db, &up);
+            if (rc < 0) {
+                /* the budget comes first: the raw segment goes without its roll-up */
+                uint32_t held = 0;
+                pthread_mutex_lock(&db->mu);
+                db->st.rollup_errors++;
+                bool say = ns_ratelimit_ok(&db->rollup_rl, ns_mono_ms(), &held);
+                for (size_t i = 0; i < db->nsegs; i++)
+                    if (strcmp(db->segs[i].name, up.name) == 0) {
+                        delete_segment_locked(db, i, "over budget; its roll-up failed");
+                        break;
+                    }
+                pthread_mutex_unlock(&db->mu);
+                if (say)
+                    ns_log(NS_LOG_ERROR,
+                           "db: cannot roll up %s: %s; deleted without its roll-up (%u similar "
+                           "errors not logged)",
+                           up.name, ns_strerror(rc), held);
+                unlink_doomed(db);
+            }
+            more = true;
+        }
+        pthread_mutex_unlock(&db->compact_mu);
         if (!more)
             break;
     }
@@ -957,6 +1062,9 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     db->lockfd = -1;
     if (opts)
         db->opts = *opts;
+    if (db->opts.rollup_share > 90)
+        db->opts.rollup_share = 90; /* the raw tier keeps a part: it holds the open minutes */
+    db->opts.rollup_keys &= ENG_ROLLUP_KEYS_ALLOWED;
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->pool_mu, NULL);
     pthread_mutex_init(&db->seal_mu, NULL);
@@ -1159,6 +1267,23 @@ void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s)
     db->opts.retention_s = retention_s;
     pthread_mutex_unlock(&db->mu);
     enforce_limits(db);
+}
+
+void eng_db_set_rollup(eng_db *db, uint32_t share, uint32_t keys)
+{
+    pthread_mutex_lock(&db->mu);
+    db->opts.rollup_share = share > 90 ? 90 : share;
+    db->opts.rollup_keys = keys & ENG_ROLLUP_KEYS_ALLOWED;
+    pthread_mutex_unlock(&db->mu);
+    enforce_limits(db);
+}
+
+uint32_t eng_db_rollup_keys(eng_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    uint32_t k = db->opts.rollup_keys ? db->opts.rollup_keys : ENG_ROLLUP_KEYS_DEFAULT;
+    pthread_mutex_unlock(&db->mu);
+    return k;
 }
 
 const char *eng_db_dir(const eng_db *db)
@@ -1579,6 +1704,7 @@ void eng_db_get_stats(eng_db *db, eng_db_stats *st)
     st->budget_bytes = db->opts.budget_bytes;
     eng__cache_stats(db->cache, &st->cache_bytes, &st->cache_hits, &st->cache_misses);
     st->retention_s = db->opts.retention_s;
+    st->rollup_share = db->opts.rollup_share;
     st->oldest_ms = 0;
     st->newest_ms = 0;
     bool any = false;
@@ -1796,7 +1922,7 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         }
     }
     if (whole && tcb && !by_addr) {
-        rc = tcb(arg, in->rows, in->packets, in->bytes, in->first_ms, in->last_ms);
+        rc = tcb(arg, in->flows, in->packets, in->bytes, in->first_ms, in->last_ms);
         if (rc != 0) {
             eng_seg_close(s);
             return rc == 1 ? 0 : rc;
@@ -2201,8 +2327,8 @@ static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
         bool small = false, busy = false;
         uint64_t r = 0;
         for (j = i; j < db->nsegs && db->segs[j].minute / span == k; j++) {
-            if (db->segs[j].span > span)
-                continue; /* a day segment seen from its first hour */
+            if (db->segs[j].span > span || db->segs[j].rollup)
+                continue; /* a day segment seen from its first hour; roll-ups stay as they are */
             cnt++;
             r += db->segs[j].rows;
             small |= db->segs[j].span < span;
@@ -2223,7 +2349,7 @@ static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
             return NS_E_NOMEM;
         }
         for (size_t j = 0; j < db->nsegs; j++)
-            if (db->segs[j].minute / span == key && db->segs[j].span <= span)
+            if (db->segs[j].minute / span == key && db->segs[j].span <= span && !db->segs[j].rollup)
                 memcpy(in[nin++], db->segs[j].name, 64);
         seq = db->next_seq++; /* after every input's: the order drop_superseded relies on */
     }
@@ -2328,9 +2454,14 @@ int eng_db_compact(eng_db *db, int64_t now_ms)
     int merged = 0, rc = 0;
     if (db->opts.read_only)
         return -EROFS;
-    pthread_mutex_lock(&db->compact_mu);
     for (int64_t span = 60; span <= 1440 && rc >= 0; span = span == 60 ? 1440 : 1441) {
-        while ((rc = compact_one(db, span, now_ms)) > 0) {
+        /* one merge at a time holds compact_mu: a roll-up waits for one merge, not a pass */
+        for (;;) {
+            pthread_mutex_lock(&db->compact_mu);
+            rc = compact_one(db, span, now_ms);
+            pthread_mutex_unlock(&db->compact_mu);
+            if (rc <= 0)
+                break;
             merged++;
             pthread_mutex_lock(&db->mu);
             bool stop = db->stop;
@@ -2339,7 +2470,6 @@ int eng_db_compact(eng_db *db, int64_t now_ms)
                 break;
         }
     }
-    pthread_mutex_unlock(&db->compact_mu);
     if (merged)
         enforce_limits(db);
     return rc < 0 && merged == 0 ? rc : merged;
@@ -2364,6 +2494,340 @@ static void *compactor_main(void *arg)
     pthread_mutex_unlock(&db->mu);
     eng__seg_write_release();
     return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Roll-ups: a raw segment over the raw tier's part of the budget becomes r<its name>, its rows
+ * summed per minute of first_ms and per roll-up key values.
+ *
+ * Steps, and what a crash after each leaves:
+ *   1. read the raw segment and sum its rows (nothing written; a crash inside step 2 leaves a
+ *      *.tmp, removed at start-up);
+ *   2. write the roll-up (tmp, fsync, rename, fsync the folder): from here on a restart sees it
+ *      and deletes the raw segment it is named after (drop_superseded);
+ *   3. swap it into the catalog for the raw segment, in one critical section (a query lists
+ *      one or the other, never both);
+ *   4. wait for scans that listed the raw segment, delete it, fsync the folder.
+ * So every flow is in the raw segment or in its roll-up, never both, never neither.
+ * NS2FLOWS_ROLLUP_CRASH=N makes the process exit at once after step N (1 to 4): the
+ * fault-injection tests use it. */
+
+static void rollup_crash_point(int step)
+{
+    const char *e = getenv("NS2FLOWS_ROLLUP_CRASH");
+    if (e && atoi(e) == step)
+        _exit(87);
+}
+
+static const struct {
+    eng_col col;
+    const char *name;
+} rollup_key_names[] = {
+    {ENG_COL_SRC, "srcaddr"},      {ENG_COL_DST, "dstaddr"},       {ENG_COL_PROTO, "proto"},
+    {ENG_COL_DST_PORT, "dstport"}, {ENG_COL_EXPORTER, "exporter"}, {ENG_COL_IN_IF, "inif"},
+    {ENG_COL_OUT_IF, "outif"},     {ENG_COL_SRC_PORT, "srcport"},  {ENG_COL_SRC_AS, "srcas"},
+    {ENG_COL_DST_AS, "dstas"},     {ENG_COL_TOS, "tos"},           {ENG_COL_VLAN, "vlan"},
+};
+#define NROLLUP_KEYS (sizeof rollup_key_names / sizeof rollup_key_names[0])
+
+const char *eng_rollup_key_name(eng_col c)
+{
+    for (size_t i = 0; i < NROLLUP_KEYS; i++)
+        if (rollup_key_names[i].col == c)
+            return rollup_key_names[i].name;
+    return NULL;
+}
+
+int eng_rollup_keys_parse(const char *s, uint32_t *keys, char *err, size_t errcap)
+{
+    uint32_t k = 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t len = 0;
+        while (p[len] && p[len] != ',' && p[len] != ' ' && p[len] != '\t')
+            len++;
+        if (len == 0)
+            break;
+        bool found = false;
+        for (size_t i = 0; i < NROLLUP_KEYS && !found; i++) {
+            if (strlen(rollup_key_names[i].name) == len &&
+                memcmp(rollup_key_names[i].name, p, len) == 0) {
+                k |= ENG_COLMASK(rollup_key_names[i].col);
+                found = true;
+            }
+        }
+        if (!found) {
+            snprintf(err, errcap,
+                     "'%.*s' is not a roll-up key (srcaddr dstaddr proto dstport exporter inif "
+                     "outif srcport srcas dstas tos vlan)",
+                     (int)(len > 32 ? 32 : len), p);
+            return NS_E_PARSE;
+        }
+        p += len;
+    }
+    *keys = k ? k : ENG_ROLLUP_KEYS_DEFAULT;
+    return 0;
+}
+
+/* r reduced to its roll-up key: the minute of first_ms and the kept key columns, the rest 0. */
+static void rollup_key_of(const eng_flow *r, uint32_t keys, eng_flow *k)
+{
+    memset(k, 0, sizeof *k);
+    /* clamped first: a hostile exporter's times must not overflow the minute's arithmetic */
+    int64_t t = r->first_ms < -(1ll << 52) ? -(1ll << 52) : r->first_ms;
+    t = t > (1ll << 52) ? (1ll << 52) : t;
+    int64_t m = t / 60000 - (t % 60000 < 0);
+    k->first_ms = m * 60000;
+    k->last_ms = k->first_ms + 59999;
+    if (keys & ENG_COLMASK(ENG_COL_SRC))
+        k->src = r->src;
+    if (keys & ENG_COLMASK(ENG_COL_DST))
+        k->dst = r->dst;
+    if (keys & ENG_COLMASK(ENG_COL_EXPORTER))
+        k->exporter = r->exporter;
+    if (keys & ENG_COLMASK(ENG_COL_PROTO))
+        k->proto = r->proto;
+    if (keys & ENG_COLMASK(ENG_COL_DST_PORT))
+        k->dst_port = r->dst_port;
+    if (keys & ENG_COLMASK(ENG_COL_SRC_PORT))
+        k->src_port = r->src_port;
+    if (keys & ENG_COLMASK(ENG_COL_IN_IF))
+        k->in_if = r->in_if;
+    if (keys & ENG_COLMASK(ENG_COL_OUT_IF))
+        k->out_if = r->out_if;
+    if (keys & ENG_COLMASK(ENG_COL_SRC_AS))
+        k->src_as = r->src_as;
+    if (keys & ENG_COLMASK(ENG_COL_DST_AS))
+        k->dst_as = r->dst_as;
+    if (keys & ENG_COLMASK(ENG_COL_TOS))
+        k->tos = r->tos;
+    if (keys & ENG_COLMASK(ENG_COL_VLAN))
+        k->vlan = r->vlan;
+}
+
+/* The key fields of a reduced row, packed (no padding bytes): what is hashed and compared. */
+#define ROLLUP_KEY_BYTES 80
+static void rollup_pack(const eng_flow *k, uint8_t *p)
+{
+    ns_put_le64(p, (uint64_t)k->first_ms);
+    memcpy(p + 8, k->src.b, 16);
+    memcpy(p + 24, k->dst.b, 16);
+    memcpy(p + 40, k->exporter.b, 16);
+    ns_put_le32(p + 56, k->src_as);
+    ns_put_le32(p + 60, k->dst_as);
+    ns_put_le32(p + 64, k->in_if);
+    ns_put_le32(p + 68, k->out_if);
+    ns_put_le16(p + 72, k->src_port);
+    ns_put_le16(p + 74, k->dst_port);
+    p[76] = k->proto;
+    p[77] = k->tos;
+    ns_put_le16(p + 78, k->vlan);
+}
+
+int eng_rollup_rows(const eng_flow *rows, size_t n, uint32_t keys, eng_flow **out, size_t *nout)
+{
+    size_t cap = 16;
+    while (cap < n * 2)
+        cap *= 2;
+    uint32_t *slot = calloc(cap, sizeof *slot); /* index + 1 into res, 0 = empty */
+    eng_flow *res = malloc((n ? n : 1) * sizeof *res);
+    size_t k = 0;
+    if (!slot || !res) {
+        free(slot);
+        free(res);
+        return NS_E_NOMEM;
+    }
+    if (!keys)
+        keys = ENG_ROLLUP_KEYS_DEFAULT;
+    for (size_t i = 0; i < n; i++) {
+        eng_flow key;
+        uint8_t p[ROLLUP_KEY_BYTES], q[ROLLUP_KEY_BYTES];
+        rollup_key_of(&rows[i], keys, &key);
+        rollup_pack(&key, p);
+        size_t h = (size_t)XXH3_64bits(p, sizeof p) & (cap - 1);
+        /* a group's key is packed again from its row when probed: no copy of every key kept */
+        for (; slot[h]; h = (h + 1) & (cap - 1)) {
+            rollup_pack(&res[slot[h] - 1], q);
+            if (memcmp(p, q, ROLLUP_KEY_BYTES) == 0)
+                break;
+        }
+        if (!slot[h]) {
+            res[k] = key;
+            slot[h] = (uint32_t)++k;
+        }
+        eng_flow *a = &res[slot[h] - 1];
+        a->packets += rows[i].packets;
+        a->bytes += rows[i].bytes;
+        a->flows += eng_flow_count(&rows[i]);
+    }
+    free(slot);
+    *out = res;
+    *nout = k;
+    return 0;
+}
+
+/* Replaces raw segment src (a copy of its catalog entry) by its roll-up. Called with
+ * compact_mu held, without mu. Returns 0 when src is gone from the catalog (rolled up, or
+ * found damaged and quarantined, or missing), or a negative code with src left as it was. */
+static int rollup_one(eng_db *db, const seg_entry *src)
+{
+    merge_rows m = {0};
+    eng_flow *agg = NULL;
+    size_t nagg = 0;
+    seg_entry e = *src;
+    char path[4200], srcpath[4200];
+    uint32_t keys;
+    int rc;
+
+    pthread_mutex_lock(&db->mu);
+    keys = db->opts.rollup_keys ? db->opts.rollup_keys : ENG_ROLLUP_KEYS_DEFAULT;
+    pthread_mutex_unlock(&db->mu);
+    rc = merge_read(db, src->name, &m);
+    if (rc == -ENOENT) {
+        forget_missing(db, src->name);
+        return 0;
+    }
+    if (damaged(rc)) {
+        pthread_mutex_lock(&db->mu);
+        quarantine_locked(db, src->name, rc);
+        pthread_mutex_unlock(&db->mu);
+        return 0;
+    }
+    if (rc < 0)
+        goto out;
+    if ((rc = eng_rollup_rows(m.rows, m.n, keys, &agg, &nagg)) < 0)
+        goto out;
+    sort_flows(agg, nagg); /* the order the index and compression want */
+    if ((size_t)snprintf(e.name, sizeof e.name, "r%s", src->name) >= sizeof e.name) {
+        rc = -ENAMETOOLONG;
+        goto out;
+    }
+    e.rollup = true;
+    e.rows = nagg;
+    e.first_ms = INT64_MAX;
+    e.last_ms = INT64_MIN;
+    for (size_t i = 0; i < nagg; i++) {
+        e.first_ms = agg[i].first_ms < e.first_ms ? agg[i].first_ms : e.first_ms;
+        e.last_ms = agg[i].last_ms > e.last_ms ? agg[i].last_ms : e.last_ms;
+    }
+    if (nagg == 0)
+        e.first_ms = e.last_ms = 0;
+    seg_path(db, e.name, path, sizeof path);
+    seg_path(db, src->name, srcpath, sizeof srcpath);
+    if (getenv("NS2FLOWS_ROLLUP_CRASH") && atoi(getenv("NS2FLOWS_ROLLUP_CRASH")) == 1) {
+        /* killed in the middle of writing: a partial tmp file is all that is left */
+        char tmp[4300];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            fputs("partial", f);
+            fclose(f);
+        }
+        rollup_crash_point(1);
+    }
+    if ((rc = eng_seg_write(path, agg, nagg)) < 0)
+        goto out;
+    rollup_crash_point(2);
+    struct stat st;
+    e.size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+
+    bool swapped = false;
+    pthread_mutex_lock(&db->mu);
+    for (size_t j = 0; j < db->nsegs; j++) {
+        if (strcmp(db->segs[j].name, src->name) == 0) {
+            catalog_remove_locked(db, j);
+            rc = catalog_add_locked(db, &e);
+            if (rc < 0) {
+                /* cannot happen after a removal (the array has room); keep the raw one */
+                catalog_add_locked(db, src);
+                break;
+            }
+            swapped = true;
+            db->st.segments_rolled_up++;
+            db->st.rows_rolled_up += src->rows;
+            db->st.rollup_rows += nagg;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (!swapped) {
+        /* the raw segment went meanwhile (quarantined by a scan): its roll-up must not stay */
+        unlink(path);
+        eng__fsync_dir_of(path);
+        goto out;
+    }
+    rollup_crash_point(3);
+    pthread_rwlock_wrlock(&db->scan_lock);
+    if (unlink(srcpath) < 0 && errno != ENOENT)
+        ns_log(NS_LOG_ERROR, "db: cannot delete %s: %s", srcpath, strerror(errno));
+    pthread_rwlock_unlock(&db->scan_lock);
+    eng__fsync_dir_of(path);
+    rollup_crash_point(4);
+    ns_log(NS_LOG_INFO, "db: rolled up %s (%llu flows in %zu rows) into %s", src->name,
+           (unsigned long long)src->rows, nagg, e.name);
+out:
+    free(m.rows);
+    free(agg);
+    return rc;
+}
+
+const char *eng_seg_name_tier(const char *name)
+{
+    int64_t m, span;
+    uint64_t q;
+    bool r;
+    if (!seg_name_parse(name, &m, &span, &q, &r))
+        return NULL;
+    return r ? "rollup" : span == 1 ? "minute" : span == 60 ? "hour" : "day";
+}
+
+static int cmp_tier_range(const void *a, const void *b)
+{
+    const eng_tier_range *x = a, *y = b;
+    if (x->from_ms != y->from_ms)
+        return x->from_ms < y->from_ms ? -1 : 1;
+    return (int)x->tier - (int)y->tier;
+}
+
+int eng_db_tiers(eng_db *db, int64_t from_ms, int64_t to_ms, eng_tier_range *out, size_t cap)
+{
+    pthread_mutex_lock(&db->mu);
+    size_t n = 0, max = db->nsegs + db->nopen;
+    eng_tier_range *all = malloc((max ? max : 1) * sizeof *all);
+    if (!all) {
+        pthread_mutex_unlock(&db->mu);
+        return NS_E_NOMEM;
+    }
+    for (size_t i = 0; i < db->nsegs; i++) {
+        const seg_entry *e = &db->segs[i];
+        if (e->rows && e->last_ms >= from_ms && e->first_ms <= to_ms)
+            all[n++] = (eng_tier_range){e->rollup ? ENG_TIER_ROLLUP : ENG_TIER_RAW,
+                                        e->first_ms < from_ms ? from_ms : e->first_ms,
+                                        e->last_ms > to_ms ? to_ms : e->last_ms};
+    }
+    for (size_t i = 0; i < db->nopen; i++) {
+        const minute_buf *b = db->open[i];
+        if (b->n && b->last_ms >= from_ms && b->first_ms <= to_ms)
+            all[n++] = (eng_tier_range){ENG_TIER_RAW, b->first_ms < from_ms ? from_ms : b->first_ms,
+                                        b->last_ms > to_ms ? to_ms : b->last_ms};
+    }
+    pthread_mutex_unlock(&db->mu);
+    qsort(all, n, sizeof *all, cmp_tier_range);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k > 0 && all[k - 1].tier == all[i].tier) {
+            if (all[i].to_ms > all[k - 1].to_ms)
+                all[k - 1].to_ms = all[i].to_ms;
+            continue;
+        }
+        all[k++] = all[i];
+    }
+    for (size_t i = 0; i < k && i < cap; i++)
+        out[i] = all[i];
+    free(all);
+    return (int)(k > INT32_MAX ? INT32_MAX : k);
 }
 
 /* ------------------------------------------------------------------------------------------ */

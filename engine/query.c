@@ -341,6 +341,13 @@ static inline int64_t last_of(const eng_colview *v, size_t i)
 #define NO_FIRST INT64_MAX
 #define NO_LAST  INT64_MIN
 
+/* The flows row i stands for: a roll-up row many, a raw row one (its flows column is 0). */
+static inline uint64_t flows_of(const eng_colview *v, size_t i)
+{
+    uint64_t f = v->mask & ENG_COLMASK(ENG_COL_FLOWS) ? eng_col_u64(v, ENG_COL_FLOWS, i) : 0;
+    return f ? f : 1;
+}
+
 static void totals_add(qry_totals *t, const eng_colview *v, size_t i)
 {
     if (!(v->mask & ENG_COLMASK(ENG_COL_FIRST))) {
@@ -348,7 +355,7 @@ static void totals_add(qry_totals *t, const eng_colview *v, size_t i)
             t->first_ms = NO_FIRST;
             t->last_ms = NO_LAST;
         }
-        t->flows++;
+        t->flows += flows_of(v, i);
         t->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
         t->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
         return;
@@ -358,7 +365,7 @@ static void totals_add(qry_totals *t, const eng_colview *v, size_t i)
         t->first_ms = first;
     if (t->flows == 0 || last > t->last_ms)
         t->last_ms = last;
-    t->flows++;
+    t->flows += flows_of(v, i);
     t->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
     t->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
 }
@@ -384,7 +391,8 @@ static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set, eng_co
 static uint32_t base_columns(const qry_filter *filter)
 {
     return ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FIRST) |
-           ENG_COLMASK(ENG_COL_LAST) | (filter ? qry_filter_columns(filter) : 0u);
+           ENG_COLMASK(ENG_COL_LAST) | ENG_COLMASK(ENG_COL_FLOWS) |
+           (filter ? qry_filter_columns(filter) : 0u);
 }
 
 typedef struct summary_ctx {
@@ -1191,9 +1199,10 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
     addr_set as;
     /* without group times and without a filter, a segment inside the range is read without
      * its time columns (two varint columns: a fifth of a top-N's decoding) */
-    uint32_t mask = (flags & QRY_TOP_NO_GROUP_TIMES) && !filter
-                        ? ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES)
-                        : base_columns(filter);
+    uint32_t mask =
+        (flags & QRY_TOP_NO_GROUP_TIMES) && !filter
+            ? ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FLOWS)
+            : base_columns(filter);
     rc = group_scan(db, from_ms, to_ms, mask | group_columns(g), scan_opts(filter, &as, NULL), &t);
     if (rc == 0)
         rc = tab_result(&t, metric, limit, from_ms, to_ms, out);
@@ -1255,9 +1264,9 @@ static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const en
 {
     const struct {
         int64_t first_ms, last_ms;
-        uint64_t packets, bytes;
+        uint64_t packets, bytes, flows;
     } row = {first_of(v, i), last_of(v, i), eng_col_u64(v, ENG_COL_PACKETS, i),
-             eng_col_u64(v, ENG_COL_BYTES, i)},
+             eng_col_u64(v, ENG_COL_BYTES, i), flows_of(v, i)},
       *r = &row;
     int64_t end = from + step * (int64_t)n; /* exclusive */
     int64_t s = r->first_ms < from ? from : r->first_ms;
@@ -1265,7 +1274,7 @@ static void spread(qry_totals *b, int64_t from, int64_t step, size_t n, const en
     if (e < s)
         return;
     size_t bs = (size_t)((s - from) / step), be = (size_t)((e - from) / step);
-    b[bs].flows++;
+    b[bs].flows += r->flows;
     if (bs == be || r->last_ms <= r->first_ms) {
         b[bs].packets += r->packets;
         b[bs].bytes += r->bytes;

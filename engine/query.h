@@ -8,7 +8,7 @@
 #include "engine/store.h"
 
 typedef struct qry_totals {
-    uint64_t flows;
+    uint64_t flows; /* a roll-up row counts as the flows it sums (eng_flow_count) */
     uint64_t packets;
     uint64_t bytes;
     int64_t first_ms; /* smallest first_ms counted, 0 if none */

@@ -4,7 +4,7 @@
  *
  *   OFFSET  SIZE  FIELD
  *   0       8     magic "NS2FSEG\0"
- *   8       4     format version (3; 2 is still read)
+ *   8       4     format version (4; 2 and 3 are still read)
  *   12      4     flags (0)
  *   16      ...   column blobs, each zstd-compressed after its encoding
  *   I       ...   v3: address index blob (zstd): per side (src, dst) hash buckets -> row blocks
@@ -34,13 +34,16 @@
 #include <emmintrin.h>
 #endif
 
-#define SEG_MAGIC         "NS2FSEG"
-#define SEG_END           "NS2FEND"
-#define SEG_VERSION       3u /* 2: vlan, direction, flow_type columns; 3: address index, bloom */
+#define SEG_MAGIC "NS2FSEG"
+#define SEG_END   "NS2FEND"
+#define SEG_VERSION                                                                                \
+    4u /* 2: vlan, direction, flow_type columns; 3: address index, bloom;                          \
+        * 4: flows column (roll-up rows), flows total in the footer */
 #define SEG_HDR           16u
 #define SEG_TRAILER       24u
 #define SEG_FOOTER_FIXED  48u /* version 2 */
 #define SEG_FOOTER_V3     88u /* version 3: + index directory and bloom size */
+#define SEG_FOOTER_V4     96u /* version 4: + flows total */
 #define SEG_COLDIR        48u
 #define SEG_BLOOM_MAX     (1u << 20) /* bloom words (8 MB): a cap for readers */
 #define SEG_BLOOM_BITS    10u        /* bits per distinct address: about 1% false positives */
@@ -66,6 +69,7 @@ static const uint8_t col_width[ENG_NCOLS] = {
     [ENG_COL_DST_PORT] = 2, [ENG_COL_PROTO] = 1,     [ENG_COL_TCP_FLAGS] = 1,
     [ENG_COL_TOS] = 1,      [ENG_COL_SRC_MASK] = 1,  [ENG_COL_DST_MASK] = 1,
     [ENG_COL_VLAN] = 2,     [ENG_COL_DIRECTION] = 1, [ENG_COL_FLOW_TYPE] = 1,
+    [ENG_COL_FLOWS] = 8,
 };
 
 /* Where each column lives in eng_flow: on a little-endian host a value's bytes in memory are
@@ -96,6 +100,7 @@ static const size_t col_off[ENG_NCOLS] = {
     [ENG_COL_VLAN] = OFF(vlan),
     [ENG_COL_DIRECTION] = OFF(direction),
     [ENG_COL_FLOW_TYPE] = OFF(flow_type),
+    [ENG_COL_FLOWS] = OFF(flows),
 };
 #undef OFF
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -105,10 +110,10 @@ static const size_t col_off[ENG_NCOLS] = {
 #endif
 
 static const char *const col_names[ENG_NCOLS] = {
-    "first_ms", "last_ms",   "packets",  "bytes",    "exporter",  "src",
-    "dst",      "nexthop",   "src_as",   "dst_as",   "in_if",     "out_if",
-    "sampling", "source_id", "src_port", "dst_port", "proto",     "tcp_flags",
-    "tos",      "src_mask",  "dst_mask", "vlan",     "direction", "flow_type",
+    "first_ms", "last_ms",   "packets",   "bytes",     "exporter", "src",      "dst",
+    "nexthop",  "src_as",    "dst_as",    "in_if",     "out_if",   "sampling", "source_id",
+    "src_port", "dst_port",  "proto",     "tcp_flags", "tos",      "src_mask", "dst_mask",
+    "vlan",     "direction", "flow_type", "flows",
 };
 
 const char *eng_col_name(eng_col c)
@@ -203,6 +208,9 @@ static void row_get(const eng_flow *r, eng_col c, uint8_t *out)
     case ENG_COL_FLOW_TYPE:
         out[0] = r->flow_type;
         break;
+    case ENG_COL_FLOWS:
+        ns_put_le64(out, r->flows);
+        break;
     case ENG_NCOLS:
         break;
     }
@@ -290,6 +298,9 @@ static void row_set(eng_flow *r, eng_col c, const uint8_t *in)
         break;
     case ENG_COL_FLOW_TYPE:
         r->flow_type = in[0];
+        break;
+    case ENG_COL_FLOWS:
+        ns_cur_le64(&cur, &r->flows);
         break;
     case ENG_NCOLS:
         break;
@@ -1013,12 +1024,14 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     int fd = -1, rc;
     uint64_t off = SEG_HDR;
     int64_t tmin = n ? INT64_MAX : 0, tmax = n ? INT64_MIN : 0, prev = 0;
-    uint64_t pk = 0, by = 0;
+    uint64_t pk = 0, by = 0, fl = 0;
 
     if (n > SEG_MAX_ROWS)
         return NS_E_TOO_MANY;
-    if (version != 2 && version != SEG_VERSION)
+    if (version < 2 || version > SEG_VERSION)
         return NS_E_VERSION;
+    /* the flows column is version 4's last: older versions end before it */
+    uint32_t ncols = version >= 4 ? ENG_NCOLS : ENG_COL_FLOWS;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return -ENAMETOOLONG;
     seg_wmem *wm = wmem_get();
@@ -1049,6 +1062,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
             tmax = r[i].last_ms > tmax ? r[i].last_ms : tmax;
             pk += r[i].packets;
             by += r[i].bytes;
+            fl += eng_flow_count(&r[i]);
         }
         if (version >= 3)
             for (size_t i = 0; i < m; i++) {
@@ -1064,8 +1078,8 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
             clen[c] = col_cap((eng_col)c, n);
     if (version >= 3 && (rc = build_index(h, n, &idx, &idx_len, &bloom, &words)) < 0)
         return rc;
-    size_t fixed = version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
-    size_t flen = fixed + ENG_NCOLS * SEG_COLDIR + (size_t)words * 8;
+    size_t fixed = version >= 4 ? SEG_FOOTER_V4 : version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
+    size_t flen = fixed + ncols * SEG_COLDIR + (size_t)words * 8;
     size_t comp_cap = ZSTD_compressBound(n * 16 + 16 > idx_len ? n * 16 + 16 : idx_len);
     comp = wbuf(wm, WB_COMP, comp_cap);
     footer = wbuf(wm, WB_FOOT, flen);
@@ -1090,9 +1104,11 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     ns_put_le64(footer + 16, (uint64_t)tmax);
     ns_put_le64(footer + 24, pk);
     ns_put_le64(footer + 32, by);
-    ns_put_le32(footer + 40, ENG_NCOLS);
+    ns_put_le32(footer + 40, ncols);
+    if (version >= 4)
+        ns_put_le64(footer + 88, fl);
 
-    for (int c = 0; c < ENG_NCOLS; c++) {
+    for (int c = 0; c < (int)ncols; c++) {
         size_t rsize = clen[c];
         size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, enc + coff[c], rsize, SEG_ZSTD_LEVEL);
         if (ZSTD_isError(csize)) {
@@ -1125,7 +1141,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         ns_put_le64(footer + 72, XXH64(comp, csize, 0));
         ns_put_le32(footer + 80, words);
         ns_put_le32(footer + 84, SEG_BLOOM_K);
-        uint8_t *bp = footer + fixed + ENG_NCOLS * SEG_COLDIR;
+        uint8_t *bp = footer + fixed + ncols * SEG_COLDIR;
         for (uint32_t w = 0; w < words; w++)
             ns_put_le64(bp + (size_t)w * 8, bloom[w]);
         off += csize;
@@ -1214,10 +1230,13 @@ static int seg_load_footer(eng_seg *s)
         return NS_E_MAGIC;
     ns_cur hc = ns_cur_make(hdr + 8, 8);
     ns_cur_le32(&hc, &s->info.version);
-    if (s->info.version != SEG_VERSION && s->info.version != 2)
+    if (s->info.version < 2 || s->info.version > SEG_VERSION)
         return NS_E_VERSION;
-    size_t fixed = s->info.version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
-    size_t fmax = fixed + ENG_NCOLS * SEG_COLDIR + (s->info.version >= 3 ? SEG_BLOOM_MAX * 8 : 0);
+    uint32_t ncols = s->info.version >= 4 ? ENG_NCOLS : ENG_COL_FLOWS;
+    size_t fixed = s->info.version >= 4   ? SEG_FOOTER_V4
+                   : s->info.version >= 3 ? SEG_FOOTER_V3
+                                          : SEG_FOOTER_FIXED;
+    size_t fmax = fixed + ncols * SEG_COLDIR + (s->info.version >= 3 ? SEG_BLOOM_MAX * 8 : 0);
     if ((rc = seg_pread(s, s->info.file_size - SEG_TRAILER, SEG_TRAILER, trailer)) < 0)
         return rc;
     if (memcmp(trailer + 16, SEG_END, 8) != 0)
@@ -1265,7 +1284,10 @@ static int seg_load_footer(eng_seg *s)
             s->info.index_rsize > SEG_IDX_HDR + (s->info.rows + 2) * 32)
             goto out;
     }
-    if (s->info.rows > SEG_MAX_ROWS || s->info.ncols != ENG_NCOLS ||
+    s->info.flows = s->info.rows; /* before version 4 every row is one flow */
+    if (s->info.version >= 4)
+        ns_cur_le64(&f, &s->info.flows);
+    if (s->info.rows > SEG_MAX_ROWS || s->info.ncols != ncols ||
         (uint64_t)s->info.ncols * SEG_COLDIR + (uint64_t)s->info.bloom_words * 8 != f.left)
         goto out;
     for (uint32_t i = 0; i < s->info.ncols; i++) {
@@ -1439,6 +1461,13 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
             return rc;
         if (XXH64(cs->comp, (size_t)ci->csize, 0) != ci->checksum)
             return NS_E_CORRUPT;
+        if (i == ENG_COL_FLOWS && s->info.flows == s->info.rows) {
+            /* every row is one flow (a raw segment): 0 counts the same, so the column is
+             * checked but not decoded */
+            memset(cs->col[i], 0, bytes);
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
         size_t got = ZSTD_decompress(cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
         if (ZSTD_isError(got) || got != ci->rsize)
             return NS_E_CORRUPT;

@@ -35,7 +35,15 @@ typedef struct eng_flow {
     uint16_t vlan;     /* source VLAN id, 0 = none */
     uint8_t direction; /* ENG_DIR_* */
     uint8_t flow_type; /* ENG_FT_*: which export protocol the row came from */
+    /* flows this row stands for: 0 in a raw row (it is one flow), the sum in a roll-up row */
+    uint64_t flows;
 } eng_flow;
+
+/* The flows a row counts for: every query counts this, never 1. */
+static inline uint64_t eng_flow_count(const eng_flow *r)
+{
+    return r->flows ? r->flows : 1;
+}
 
 enum { ENG_DIR_UNKNOWN = 0, ENG_DIR_INGRESS = 1, ENG_DIR_EGRESS = 2 };
 enum {
@@ -72,6 +80,7 @@ typedef enum {
     ENG_COL_VLAN,
     ENG_COL_DIRECTION,
     ENG_COL_FLOW_TYPE,
+    ENG_COL_FLOWS, /* format version 4; a version 2 or 3 file reads it as 0 */
     ENG_NCOLS
 } eng_col;
 
@@ -110,6 +119,7 @@ typedef struct eng_seg_info {
     int64_t last_ms;  /* largest last_ms */
     uint64_t packets; /* totals */
     uint64_t bytes;
+    uint64_t flows; /* flows the rows stand for (eng_flow_count summed); rows before version 4 */
     uint64_t file_size;
     uint32_t ncols;
     /* version 3 (all zero for version 2): the address index blob and the bloom filter */
@@ -178,6 +188,10 @@ typedef struct eng_db_opts {
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */
+    /* Roll-ups (docs/format.md): percent of budget_bytes kept for the roll-up tier, 0..90; 0
+     * (the default here; the configuration's default is 30) deletes raw segments directly. */
+    uint32_t rollup_share;
+    uint32_t rollup_keys; /* ENG_COLMASK bits of the roll-up keys; 0 = ENG_ROLLUP_KEYS_DEFAULT */
 } eng_db_opts;
 
 /* Opens (creating if absent) the database in dir: takes the lock file, scans the segments
@@ -191,6 +205,48 @@ int eng_db_close(eng_db *db);
 
 /* Changes budget and retention (SIGHUP). */
 void eng_db_set_limits(eng_db *db, uint64_t budget_bytes, uint64_t retention_s);
+/* Changes the roll-up share and keys (SIGHUP; keys 0 = the default); new roll-ups use them. */
+void eng_db_set_rollup(eng_db *db, uint32_t share, uint32_t keys);
+
+/* ---------------------------------------------------------------------------------------------
+ * Roll-ups. Before the budget deletes a raw segment it is rolled up: its rows are summed per
+ * minute of first_ms and per value of the roll-up keys into a roll-up segment r<name of the
+ * raw one> (first_ms = the minute's start, last_ms = start + 59999, packets, bytes and flows
+ * summed, every other column 0). Queries read both tiers; each flow is in exactly one. */
+#define ENG_ROLLUP_KEYS_ALLOWED                                                                    \
+    (ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST) | ENG_COLMASK(ENG_COL_PROTO) |            \
+     ENG_COLMASK(ENG_COL_DST_PORT) | ENG_COLMASK(ENG_COL_EXPORTER) | ENG_COLMASK(ENG_COL_IN_IF) |  \
+     ENG_COLMASK(ENG_COL_OUT_IF) | ENG_COLMASK(ENG_COL_SRC_PORT) | ENG_COLMASK(ENG_COL_SRC_AS) |   \
+     ENG_COLMASK(ENG_COL_DST_AS) | ENG_COLMASK(ENG_COL_TOS) | ENG_COLMASK(ENG_COL_VLAN))
+#define ENG_ROLLUP_KEYS_DEFAULT                                                                    \
+    (ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST) | ENG_COLMASK(ENG_COL_PROTO) |            \
+     ENG_COLMASK(ENG_COL_DST_PORT) | ENG_COLMASK(ENG_COL_EXPORTER) | ENG_COLMASK(ENG_COL_IN_IF) |  \
+     ENG_COLMASK(ENG_COL_OUT_IF))
+/* Parses a comma-separated list of key names (srcaddr dstaddr proto dstport exporter inif outif
+ * srcport srcas dstas tos vlan; empty = the default) into column bits. 0 or NS_E_PARSE with
+ * the reason in err. */
+int eng_rollup_keys_parse(const char *s, uint32_t *keys, char *err, size_t errcap);
+/* The name of one roll-up key column ("srcaddr"...), NULL for other columns. */
+const char *eng_rollup_key_name(eng_col c);
+/* Sums rows[0..n) per minute and key values as a roll-up does, into *out (malloc'd, owned by
+ * the caller; *nout rows, in no particular order). keys 0 = the default. */
+int eng_rollup_rows(const eng_flow *rows, size_t n, uint32_t keys, eng_flow **out, size_t *nout);
+
+/* Which tier holds which part of [from_ms, to_ms]: the sealed segments' and open minutes'
+ * time spans clipped to it, ordered by start, neighbours of one tier joined. Ranges of two
+ * tiers may overlap near their boundary (segments are filed by receive time; each flow is still
+ * in one tier only). Fills out[0..cap) and returns how many ranges there are (may exceed
+ * cap), or a negative code. */
+typedef enum { ENG_TIER_RAW = 0, ENG_TIER_ROLLUP = 1 } eng_tier;
+typedef struct eng_tier_range {
+    eng_tier tier;
+    int64_t from_ms, to_ms;
+} eng_tier_range;
+int eng_db_tiers(eng_db *db, int64_t from_ms, int64_t to_ms, eng_tier_range *out, size_t cap);
+/* The roll-up keys in force (column bits). */
+uint32_t eng_db_rollup_keys(eng_db *db);
+/* A segment file name's tier: "minute", "hour", "day", "rollup", or NULL if not a segment. */
+const char *eng_seg_name_tier(const char *name);
 
 /* Adds rows received at recv_ms (epoch ms; decides the minute). Thread-safe. The rows are
  * first written (not fsynced) to the minute's WAL file, SESSIONDB/wal/; the database's own WAL
@@ -240,12 +296,20 @@ typedef struct eng_db_stats {
     uint64_t compact_ns;         /* monotonic time spent in the merges that completed */
     uint64_t budget_bytes;       /* current limits */
     uint64_t retention_s;
-    uint64_t wal_bytes;         /* bytes in SESSIONDB/wal/ (open minutes not sealed yet) */
-    int64_t wal_synced_through; /* epoch ms: every row appended before it is on disk */
-    uint64_t wal_replayed_rows; /* rows read back from the WAL at open */
-    uint64_t wal_errors;        /* failed WAL writes or fsyncs, torn or corrupt records */
-    uint64_t cache_bytes;       /* decoded columns kept (eng_db_opts.cache_bytes) */
-    uint64_t cache_hits;        /* columns a scan found decoded, and had to decode */
+    uint64_t wal_bytes;          /* bytes in SESSIONDB/wal/ (open minutes not sealed yet) */
+    int64_t wal_synced_through;  /* epoch ms: every row appended before it is on disk */
+    uint64_t wal_replayed_rows;  /* rows read back from the WAL at open */
+    uint64_t wal_errors;         /* failed WAL writes or fsyncs, torn or corrupt records */
+    uint64_t rollup_segments;    /* roll-up tier: segments and their bytes (in segments, */
+    uint64_t rollup_bytes;       /* disk_bytes) */
+    uint64_t rollup_share;       /* current roll-up share of the budget, percent */
+    uint64_t segments_rolled_up; /* raw segments replaced by their roll-up since open */
+    uint64_t rows_rolled_up;     /* raw rows they held */
+    uint64_t rollup_rows;        /* roll-up rows written for them */
+    uint64_t rollup_errors;      /* roll-ups that failed (the raw segment was deleted anyway) */
+    uint64_t rollup_skipped;     /* raw segments deleted unrolled: sealing was behind */
+    uint64_t cache_bytes;        /* decoded columns kept (eng_db_opts.cache_bytes) */
+    uint64_t cache_hits;         /* columns a scan found decoded, and had to decode */
     uint64_t cache_misses;
 } eng_db_stats;
 void eng_db_get_stats(eng_db *db, eng_db_stats *st);
@@ -259,7 +323,8 @@ int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len
 int eng_db_state_read(eng_db *db, const char *name, uint8_t **buf, size_t *len);
 
 /* Visits every row whose [first_ms, last_ms] overlaps [from_ms, to_ms] (inclusive), in sealed
- * segments and in the open minutes, each exactly once. Only the columns in colmask are
+ * segments of both tiers and in the open minutes, each exactly once (a roll-up row has flows > 0
+ * and its minute's times: count eng_flow_count(), never 1). Only the columns in colmask are
  * filled (ask for ENG_COL_FIRST/LAST to read the times: rows of a segment wholly inside the
  * range may come without them). cb returns 0 to go on, non-zero to stop (returned). A corrupt
  * segment is quarantined and skipped (counted). Rows passed to cb are valid during the call only.

@@ -133,6 +133,105 @@ static void put_totals(ns_buf *b, const qry_totals *t, bool times)
     }
 }
 
+/* The columns a grouping key needs from a row, to tell which keys a roll-up lost. app needs
+ * only the protocol and the destination port: a roll-up row has no source port, and a zero
+ * port does not count. */
+static uint32_t key_columns(qry_by by)
+{
+    switch (by) {
+    case QRY_BY_SRCADDR:
+    case QRY_BY_SRCNET:
+        return ENG_COLMASK(ENG_COL_SRC);
+    case QRY_BY_DSTADDR:
+    case QRY_BY_DSTNET:
+        return ENG_COLMASK(ENG_COL_DST);
+    case QRY_BY_PROTO:
+        return ENG_COLMASK(ENG_COL_PROTO);
+    case QRY_BY_SRCPORT:
+        return ENG_COLMASK(ENG_COL_SRC_PORT);
+    case QRY_BY_DSTPORT:
+        return ENG_COLMASK(ENG_COL_DST_PORT);
+    case QRY_BY_EXPORTER:
+        return ENG_COLMASK(ENG_COL_EXPORTER);
+    case QRY_BY_INIF:
+        return ENG_COLMASK(ENG_COL_IN_IF);
+    case QRY_BY_OUTIF:
+        return ENG_COLMASK(ENG_COL_OUT_IF);
+    case QRY_BY_SRCAS:
+        return ENG_COLMASK(ENG_COL_SRC_AS);
+    case QRY_BY_DSTAS:
+        return ENG_COLMASK(ENG_COL_DST_AS);
+    case QRY_BY_TOS:
+        return ENG_COLMASK(ENG_COL_TOS);
+    case QRY_BY_VLAN:
+        return ENG_COLMASK(ENG_COL_VLAN);
+    case QRY_BY_APP:
+        return ENG_COLMASK(ENG_COL_PROTO) | ENG_COLMASK(ENG_COL_DST_PORT);
+    case QRY_BY_CONV:
+        return ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST);
+    case QRY_NBY:
+        break;
+    }
+    return 0;
+}
+
+/* ,"resolution":[...]: which tier served which part of [from, to] (docs/API.md). A roll-up
+ * range names the keys roll-ups keep and, with a grouping g, the keys of g they do not keep
+ * (those show as 0 for roll-up rows). The ClickHouse backend holds raw flows only: one raw
+ * range, the query's. */
+#define RESOLUTION_MAX 32
+static void put_resolution(req *r, int64_t from, int64_t to, const qry_group *g)
+{
+    ns_buf *b = r->body;
+    eng_tier_range t[RESOLUTION_MAX];
+    int n;
+    ns_buf_puts(b, ",\"resolution\":[");
+    if (r->o->backend) {
+        ns_buf_puts(b, "{\"tier\":\"raw\",");
+        put_range(b, from, to);
+        ns_buf_puts(b, "}]");
+        return;
+    }
+    n = eng_db_tiers(r->o->db, from, to, t, RESOLUTION_MAX);
+    if (n > RESOLUTION_MAX) {
+        /* rare (late flows interleave the tiers): the last range reaches to the end */
+        t[RESOLUTION_MAX - 1].to_ms = to;
+        n = RESOLUTION_MAX;
+    }
+    uint32_t keys = eng_db_rollup_keys(r->o->db);
+    for (int i = 0; i < n; i++) {
+        bool up = t[i].tier == ENG_TIER_ROLLUP;
+        ns_buf_printf(b, "%s{\"tier\":\"%s\",", i ? "," : "", up ? "rollup" : "raw");
+        put_range(b, t[i].from_ms, t[i].to_ms);
+        if (up) {
+            ns_buf_puts(b, ",\"keys\":[");
+            bool first = true;
+            for (int c = 0; c < ENG_NCOLS; c++) {
+                const char *name = eng_rollup_key_name((eng_col)c);
+                if (name && (keys & ENG_COLMASK(c))) {
+                    ns_buf_printf(b, "%s\"%s\"", first ? "" : ",", name);
+                    first = false;
+                }
+            }
+            ns_buf_puts(b, "]");
+            if (g) {
+                ns_buf_puts(b, ",\"lost\":[");
+                first = true;
+                for (size_t k = 0; k < g->n; k++) {
+                    uint32_t need = key_columns(g->k[k].by);
+                    if ((need & keys) != need) {
+                        ns_buf_printf(b, "%s\"%s\"", first ? "" : ",", qry_by_name(g->k[k].by));
+                        first = false;
+                    }
+                }
+                ns_buf_puts(b, "]");
+            }
+        }
+        ns_buf_puts(b, "}");
+    }
+    ns_buf_puts(b, "]");
+}
+
 static int query_error(req *r, int rc)
 {
     if (rc == -ETIMEDOUT)
@@ -180,6 +279,12 @@ static int route_status(req *r)
                   ",\"query_cache_bytes\":%" PRIu64 ",\"query_cache_hits\":%" PRIu64
                   ",\"query_cache_misses\":%" PRIu64,
                   st.cache_bytes, st.cache_hits, st.cache_misses);
+    ns_buf_printf(b,
+                  ",\"rollup\":{\"share\":%" PRIu64 ",\"segments\":%" PRIu64 ",\"bytes\":%" PRIu64
+                  ",\"segments_rolled_up\":%" PRIu64 ",\"flows_rolled_up\":%" PRIu64
+                  ",\"rows\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"skipped\":%" PRIu64 "}",
+                  st.rollup_share, st.rollup_segments, st.rollup_bytes, st.segments_rolled_up,
+                  st.rows_rolled_up, st.rollup_rows, st.rollup_errors, st.rollup_skipped);
     bool any = st.oldest_ms != 0 || st.newest_ms != 0;
     ns_buf_puts(b, ",\"oldest\":");
     put_time(b, st.oldest_ms, any);
@@ -249,6 +354,7 @@ static int route_summary(req *r)
     put_totals(r->body, &t, true);
     ns_buf_puts(r->body, ",");
     put_range(r->body, from, to);
+    put_resolution(r, from, to, NULL);
     ns_buf_puts(r->body, "}\n");
     return 200;
 }
@@ -436,8 +542,10 @@ static int route_top(req *r)
         put_totals(b, &res.other, false);
         ns_buf_puts(b, "},\"total\":{");
         put_totals(b, &res.total, false);
-        ns_buf_printf(b, "},\"groups\":%" PRIu64 ",\"span\":%.3f}\n", res.groups,
+        ns_buf_printf(b, "},\"groups\":%" PRIu64 ",\"span\":%.3f", res.groups,
                       (double)res.span_ms / 1000.0);
+        put_resolution(r, from, to, &g);
+        ns_buf_puts(b, "}\n");
     }
     qry_top_free(&res);
     return 200;
@@ -555,7 +663,9 @@ static int series_split(req *r, int64_t from, int64_t step, int64_t nb, const qr
             }
             ns_buf_puts(o, "]}");
         }
-        ns_buf_puts(o, "]}\n");
+        ns_buf_puts(o, "]");
+        put_resolution(r, from, from + nb * step - 1, &g);
+        ns_buf_puts(o, "}\n");
     }
     qry_split_free(&sp);
     return 200;
@@ -619,7 +729,9 @@ static int route_series(req *r)
                 ns_buf_puts(o, ",");
             put_bucket(o, from + i * step, &b[i], false);
         }
-        ns_buf_puts(o, "]}\n");
+        ns_buf_puts(o, "]");
+        put_resolution(r, from, from + nb * step - 1, NULL);
+        ns_buf_puts(o, "}\n");
     }
     free(b);
     return 200;
@@ -651,10 +763,13 @@ static void put_flow(ns_buf *b, const eng_flow *f, bool csv)
                   ",\"src\":\"%s\",\"dst\":\"%s\",\"srcport\":%u,\"dstport\":%u,\"proto\":%u,"
                   "\"flags\":%u,\"tos\":%u,\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
                   ",\"inif\":%u,\"outif\":%u,\"srcas\":%u,\"dstas\":%u,\"exporter\":\"%s\","
-                  "\"sampling\":%u,\"vlan\":%u,\"nexthop\":\"%s\",\"flow_type\":%u}",
+                  "\"sampling\":%u,\"vlan\":%u,\"nexthop\":\"%s\",\"flow_type\":%u",
                   src, dst, f->src_port, f->dst_port, f->proto, f->tcp_flags, f->tos, f->packets,
                   f->bytes, f->in_if, f->out_if, f->src_as, f->dst_as, ex, f->sampling, f->vlan, nh,
                   f->flow_type);
+    if (f->flows) /* a roll-up row: the flows of one minute and key, summed */
+        ns_buf_printf(b, ",\"flows\":%" PRIu64, f->flows);
+    ns_buf_puts(b, "}");
 }
 
 static int route_flows(req *r)
@@ -776,6 +891,21 @@ static int route_metrics(req *r)
                   "\n# TYPE ns2flows_query_cache_misses_total counter\n"
                   "ns2flows_query_cache_misses_total %" PRIu64 "\n",
                   st.cache_bytes, st.cache_hits, st.cache_misses);
+    ns_buf_printf(b,
+                  "# HELP ns2flows_db_rollup_bytes Bytes of the roll-up tier's segments.\n"
+                  "# TYPE ns2flows_db_rollup_bytes gauge\nns2flows_db_rollup_bytes %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_rollup_segments gauge\nns2flows_db_rollup_segments %" PRIu64
+                  "\n"
+                  "# HELP ns2flows_db_segments_rolled_up_total Raw segments replaced by their "
+                  "roll-up.\n"
+                  "# TYPE ns2flows_db_segments_rolled_up_total counter\n"
+                  "ns2flows_db_segments_rolled_up_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_flows_rolled_up_total counter\n"
+                  "ns2flows_db_flows_rolled_up_total %" PRIu64 "\n"
+                  "# TYPE ns2flows_db_rollup_errors_total counter\n"
+                  "ns2flows_db_rollup_errors_total %" PRIu64 "\n",
+                  st.rollup_bytes, st.rollup_segments, st.segments_rolled_up, st.rows_rolled_up,
+                  st.rollup_errors);
     if (r->o->metrics)
         r->o->metrics(r->o->metrics_arg, b);
     *r->ctype = "text/plain; version=0.0.4";
@@ -844,6 +974,7 @@ static int route_device(req *r, const char *addr_text)
         }
         ns_buf_puts(b, "]");
     }
+    put_resolution(r, from, from + nb * step - 1, NULL);
     ns_buf_puts(b, "}\n");
     qry_device_free(&dr);
     return 200;

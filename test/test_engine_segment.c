@@ -253,6 +253,8 @@ static const char *flow_diff(const eng_flow *a, const eng_flow *b)
         return "direction";
     if (a->flow_type != b->flow_type)
         return "flow_type";
+    if (a->flows != b->flows)
+        return "flows";
     return NULL;
 }
 
@@ -301,6 +303,7 @@ static eng_flow only_cols(const eng_flow *in, uint32_t mask)
             KEEP(ENG_COL_VLAN, vlan);
             KEEP(ENG_COL_DIRECTION, direction);
             KEEP(ENG_COL_FLOW_TYPE, flow_type);
+            KEEP(ENG_COL_FLOWS, flows);
         case ENG_NCOLS:
             break;
         }
@@ -509,12 +512,12 @@ Test(seg, column_directory_describes_the_blobs)
     cr_assert(eq(u64, eng_seg_col(s, ENG_COL_SRC_PORT)->rsize, 2 * n));
     cr_assert(eng_seg_col(s, ENG_NCOLS) == NULL);
     cr_assert(eq(int, eng_seg_verify_col(s, ENG_NCOLS), NS_E_RANGE));
-    /* then the index blob, the footer (88 + 48 a column + the bloom filter) and the 24-byte
+    /* then the index blob, the footer (96 + 48 a column + the bloom filter) and the 24-byte
      * trailer end the file */
     const eng_seg_info *in = eng_seg_get_info(s);
     cr_assert(eq(u64, in->index_offset, expect_off));
     expect_off += in->index_csize;
-    cr_assert(eq(u64, expect_off + 88 + 48 * ENG_NCOLS + 8 * in->bloom_words + 24, in->file_size));
+    cr_assert(eq(u64, expect_off + 96 + 48 * ENG_NCOLS + 8 * in->bloom_words + 24, in->file_size));
     eng_seg_close(s);
     free(rows);
 }
@@ -740,7 +743,7 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
     uint8_t *orig = slurp(good, &len), *buf = malloc(len);
     cr_assert(buf != NULL);
-    const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen, F = 88;
+    const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen, F = 96; /* version 4 */
     /* unchanged but resealed: still fine */
     memcpy(buf, orig, len);
     reseal(buf, len);

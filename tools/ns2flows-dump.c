@@ -30,7 +30,7 @@ static void print_rows(const eng_flow *r, size_t n, bool csv, bool json)
     if (csv && !json)
         printf("first,last,exporter,src,dst,src_port,dst_port,proto,tcp_flags,tos,packets,bytes,"
                "in_if,out_if,src_as,dst_as,src_mask,dst_mask,nexthop,sampling,source_id,vlan,"
-               "direction,flow_type\n");
+               "direction,flow_type,flows\n");
     for (size_t i = 0; i < n; i++) {
         fmt_time(r[i].first_ms, t1, sizeof t1);
         fmt_time(r[i].last_ms, t2, sizeof t2);
@@ -44,24 +44,24 @@ static void print_rows(const eng_flow *r, size_t n, bool csv, bool json)
                    "\"tcp_flags\":%u,\"tos\":%u,\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64
                    ",\"in_if\":%u,\"out_if\":%u,\"src_as\":%u,\"dst_as\":%u,\"src_mask\":%u,"
                    "\"dst_mask\":%u,\"nexthop\":\"%s\",\"sampling\":%u,\"source_id\":%u,"
-                   "\"vlan\":%u,\"direction\":%u,\"flow_type\":%u}\n",
+                   "\"vlan\":%u,\"direction\":%u,\"flow_type\":%u,\"flows\":%" PRIu64 "}\n",
                    t1, t2, e, s, d, r[i].src_port, r[i].dst_port, r[i].proto, r[i].tcp_flags,
                    r[i].tos, r[i].packets, r[i].bytes, r[i].in_if, r[i].out_if, r[i].src_as,
                    r[i].dst_as, r[i].src_mask, r[i].dst_mask, nh, r[i].sampling, r[i].source_id,
-                   r[i].vlan, r[i].direction, r[i].flow_type);
+                   r[i].vlan, r[i].direction, r[i].flow_type, eng_flow_count(&r[i]));
         else if (csv)
             printf("%s,%s,%s,%s,%s,%u,%u,%u,%u,%u,%" PRIu64 ",%" PRIu64
-                   ",%u,%u,%u,%u,%u,%u,%s,%u,%u,%u,%u,%u\n",
+                   ",%u,%u,%u,%u,%u,%u,%s,%u,%u,%u,%u,%u,%" PRIu64 "\n",
                    t1, t2, e, s, d, r[i].src_port, r[i].dst_port, r[i].proto, r[i].tcp_flags,
                    r[i].tos, r[i].packets, r[i].bytes, r[i].in_if, r[i].out_if, r[i].src_as,
                    r[i].dst_as, r[i].src_mask, r[i].dst_mask, nh, r[i].sampling, r[i].source_id,
-                   r[i].vlan, r[i].direction, r[i].flow_type);
+                   r[i].vlan, r[i].direction, r[i].flow_type, eng_flow_count(&r[i]));
         else
             printf("%s %s %-15s %5u -> %-15s %5u proto %3u flags 0x%02x pkts %" PRIu64
-                   " bytes %" PRIu64 " if %u/%u as %u/%u rate %u\n",
+                   " bytes %" PRIu64 " if %u/%u as %u/%u rate %u flows %" PRIu64 "\n",
                    t1, t2, s, r[i].src_port, d, r[i].dst_port, r[i].proto, r[i].tcp_flags,
                    r[i].packets, r[i].bytes, r[i].in_if, r[i].out_if, r[i].src_as, r[i].dst_as,
-                   r[i].sampling);
+                   r[i].sampling, eng_flow_count(&r[i]));
     }
 }
 
@@ -81,12 +81,10 @@ static int dump_one(const char *path, const dump_opts *o)
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
         fmt_time(in->first_ms, t1, sizeof t1);
         fmt_time(in->last_ms, t2, sizeof t2);
-        printf("%-28s %-6s %s %s %10" PRIu64 " %12" PRIu64 " %6.1f\n", base,
-               base[0] == 'h'   ? "hour"
-               : base[0] == 'd' ? "day"
-                                : "minute",
-               t1, t2, in->rows, in->file_size,
-               in->rows ? (double)in->file_size / (double)in->rows : 0.0);
+        const char *tier = eng_seg_name_tier(base);
+        printf("%-28s %-6s %s %s %10" PRIu64 " %12" PRIu64 " %6.1f %10" PRIu64 "\n", base,
+               tier ? tier : "?", t1, t2, in->rows, in->file_size,
+               in->flows ? (double)in->file_size / (double)in->flows : 0.0, in->flows);
         eng_seg_close(s);
         return 0;
     }
@@ -94,13 +92,13 @@ static int dump_one(const char *path, const dump_opts *o)
         char t1[40], t2[40];
         fmt_time(in->first_ms, t1, sizeof t1);
         fmt_time(in->last_ms, t2, sizeof t2);
-        /* the tier is in the name the database gives: m<minute>, h<hour>, d<day> */
+        /* the tier is in the name the database gives: m<minute>, h<hour>, d<day>, r<...> */
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-        const char *tier = base[0] == 'h' ? "hour" : base[0] == 'd' ? "day" : "minute";
-        printf("%s: format %u, tier %s, %" PRIu64 " rows, %" PRIu64
+        const char *tier = eng_seg_name_tier(base);
+        printf("%s: format %u, tier %s, %" PRIu64 " rows, %" PRIu64 " flows, %" PRIu64
                " bytes on disk (%.1f B/flow)\n",
-               path, in->version, tier, in->rows, in->file_size,
-               in->rows ? (double)in->file_size / (double)in->rows : 0.0);
+               path, in->version, tier ? tier : "?", in->rows, in->flows, in->file_size,
+               in->flows ? (double)in->file_size / (double)in->flows : 0.0);
         printf("  time %s .. %s, packets %" PRIu64 ", bytes %" PRIu64 "\n", t1, t2, in->packets,
                in->bytes);
         if (!o->quiet)
@@ -195,7 +193,7 @@ int main(int argc, char **argv)
         case 'h':
             printf("usage: ns2flows-dump [--list] [--rows] [--csv|--json] [--verify] FILE|DIR...\n"
                    "  shows segment headers, columns and index; --list one line a segment\n"
-                   "  (name, tier, first, last, rows, bytes, bytes a flow);\n"
+                   "  (name, tier, first, last, rows, bytes, bytes a flow, flows);\n"
                    "  --rows prints the flows (--csv as CSV, --json as one JSON object a line);\n"
                    "  --verify checks every checksum (columns and address index) and decodes\n"
                    "  everything; exits 1 on any mismatch\n");

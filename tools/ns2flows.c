@@ -375,6 +375,16 @@ static int open_log(const ns_config *cfg, bool foreground)
     return ns_log_open(path, foreground);
 }
 
+/* The roll-up key columns the configuration names (validated when it was read). */
+static uint32_t rollup_keys_of(const ns_config *cfg)
+{
+    uint32_t keys = 0;
+    char err[256];
+    if (eng_rollup_keys_parse(cfg->rollup_keys, &keys, err, sizeof err) < 0)
+        keys = 0; /* the default */
+    return keys;
+}
+
 static void reload(const cli *c, ns_config *cfg, eng_db *db, bool foreground)
 {
     ns_config next;
@@ -388,11 +398,14 @@ static void reload(const cli *c, ns_config *cfg, eng_db *db, bool foreground)
     /* take only what can change at run time */
     cfg->db_budget = next.db_budget;
     cfg->retention_s = next.retention_s;
+    cfg->rollup_share = next.rollup_share;
+    memcpy(cfg->rollup_keys, next.rollup_keys, sizeof cfg->rollup_keys);
     cfg->log_level = next.log_level;
     memcpy(cfg->log_file, next.log_file, sizeof cfg->log_file);
     int rc = open_log(cfg, foreground);
     if (rc < 0)
         ns_log(NS_LOG_ERROR, "reload: cannot reopen log: %s", ns_strerror(rc));
+    eng_db_set_rollup(db, (uint32_t)cfg->rollup_share, rollup_keys_of(cfg));
     eng_db_set_limits(db, cfg->db_budget, cfg->retention_s);
     ns_log(NS_LOG_INFO, "reload: configuration re-read, log reopened");
 }
@@ -553,6 +566,8 @@ static int open_offline_db(const char *cmd, ns_config *cfg, const char *db_path,
         snprintf(cfg->db_path, sizeof cfg->db_path, "%s", db_path);
     eng_db_opts dbo = {.budget_bytes = cfg->db_budget,
                        .retention_s = cfg->retention_s,
+                       .rollup_share = (uint32_t)cfg->rollup_share,
+                       .rollup_keys = rollup_keys_of(cfg),
                        .no_sealer_thread = true,
                        .seal_delay_s = cfg->seal_delay_s, /* in capture time, for ingest */
                        /* the capture is the durable copy: the WAL guards against the command
@@ -806,6 +821,8 @@ int main(int argc, char **argv)
     ns_log_set_level(cfg.log_level);
     eng_db_opts dbo = {.budget_bytes = cfg.db_budget,
                        .retention_s = cfg.retention_s,
+                       .rollup_share = (uint32_t)cfg.rollup_share,
+                       .rollup_keys = rollup_keys_of(&cfg),
                        .seal_delay_s = cfg.seal_delay_s,
                        .wal_sync_ms = cfg.wal_sync_ms,
                        .cache_bytes = cfg.query_cache,

@@ -336,3 +336,146 @@ Test(it_crash, kill_9_while_sealing_many_minutes_loses_nothing_durable, .timeout
     unlink(pcap);
     it_rm_rf(dir);
 }
+
+/* Flows on disk counted as a restart counts them: every segment's footer flows total (a roll-up
+ * row stands for many), plus the WAL records whose segment (raw or its roll-up r<name>) does
+ * not exist. *rollups gets the roll-up segments. */
+static uint64_t durable_flows(const char *db, int *rollups)
+{
+    char path[600];
+    uint64_t flows = 0, in_wal = 0;
+    DIR *d = opendir(db);
+    struct dirent *de;
+    cr_assert(d != NULL);
+    *rollups = 0;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 4, ".seg") != 0)
+            continue;
+        eng_seg *s;
+        snprintf(path, sizeof path, "%s/%s", db, de->d_name);
+        cr_assert(eq(int, eng_seg_open(path, &s), 0), "%s", path);
+        flows += eng_seg_get_info(s)->flows;
+        eng_seg_close(s);
+        *rollups += de->d_name[0] == 'r';
+    }
+    closedir(d);
+    snprintf(path, sizeof path, "%s/wal", db);
+    d = opendir(path);
+    while (d && (de = readdir(d)) != NULL) {
+        int64_t minute;
+        uint64_t seq;
+        struct stat st;
+        char seg[600], up[600];
+        if (!eng__wal_name_parse(de->d_name, &minute, &seq))
+            continue;
+        snprintf(seg, sizeof seg, "%s/m%lld-%llu.seg", db, (long long)minute,
+                 (unsigned long long)seq);
+        snprintf(up, sizeof up, "%s/rm%lld-%llu.seg", db, (long long)minute,
+                 (unsigned long long)seq);
+        if (stat(seg, &st) == 0 || stat(up, &st) == 0)
+            continue;
+        eng__wal_scan sc;
+        snprintf(path, sizeof path, "%s/wal/%s", db, de->d_name);
+        if (eng__wal_read(path, NULL, NULL, &sc) == 0)
+            in_wal += sc.rows;
+    }
+    if (d)
+        closedir(d);
+    return flows + in_wal;
+}
+
+/* No minute is both a raw segment and a roll-up. */
+static void one_tier_per_segment(const char *db)
+{
+    DIR *d = opendir(db);
+    struct dirent *de;
+    cr_assert(d != NULL);
+    while ((de = readdir(d)) != NULL) {
+        char raw[600];
+        struct stat st;
+        if (de->d_name[0] != 'r' || strstr(de->d_name, ".seg") == NULL)
+            continue;
+        snprintf(raw, sizeof raw, "%s/%s", db, de->d_name + 1);
+        cr_assert(ne(int, stat(raw, &st), 0), "%s and its roll-up both exist", de->d_name + 1);
+    }
+    closedir(d);
+}
+
+Test(it_crash, kill_9_while_rolling_up_counts_every_flow_once, .timeout = 120)
+{
+    char dir[] = "/tmp/ns2flows-it-XXXXXX", db[] = "/tmp/ns2flows-it-XXXXXX", bin[512], pcap[64];
+    cr_assert(mkdtemp(dir) && mkdtemp(db));
+    snprintf(pcap, sizeof pcap, "%s/r.pcap", dir);
+    gen(pcap, "120000", "7200"); /* 120 minutes: the budget rolls up minute after minute */
+
+    /* 1. ns2flows ingest into a 1 MB budget, 90% for roll-ups, killed while it rolls up */
+    char *conf = write_conf("wal_sync_ms = 0\nseal_delay = 0\ndb_budget = 1M\nrollup_share = 90\n");
+    char confpath[64];
+    snprintf(confpath, sizeof confpath, "%s", conf);
+    snprintf(bin, sizeof bin, "%s/ns2flows", it_bin());
+    pid_t ip = fork();
+    if (ip == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(bin, bin, "ingest", "-c", confpath, "--db", db, pcap, (char *)NULL);
+        _exit(127);
+    }
+    cr_assert(ip > 0);
+    int st = 0, rollups = 0;
+    bool killed = false;
+    for (int w = 0; w < it_ms(30000); w++) {
+        DIR *d = opendir(db);
+        struct dirent *de;
+        int n = 0;
+        while (d && (de = readdir(d)) != NULL)
+            n += de->d_name[0] == 'r';
+        if (d)
+            closedir(d);
+        if (n >= 10) {
+            kill(ip, SIGKILL);
+            killed = true;
+            break;
+        }
+        if (waitpid(ip, &st, WNOHANG) == ip)
+            break;
+        it_sleep_ms(1);
+    }
+    if (killed)
+        waitpid(ip, &st, 0);
+    cr_assert(killed && WIFSIGNALED(st), "ingest finished before it could be killed");
+    uint64_t durable = durable_flows(db, &rollups);
+    cr_assert(ge(int, rollups, 5)); /* the 10th may have been a .tmp being written */
+    cr_expect(eq(int, verify(db), 0));
+
+    /* 2. the daemon (no budget pressure now) replays the WAL and finishes any roll-up cut
+     * short: the same flows, each once */
+    char *conf2 = write_conf("db_budget = 10G\nrollup_share = 90\n");
+    char confpath2[64];
+    snprintf(confpath2, sizeof confpath2, "%s", conf2);
+    const char *extra[] = {"-c", confpath2, NULL};
+    it_daemon d;
+    cr_assert(it_daemon_start_ex(&d, db, extra));
+    char *body;
+    uint64_t flows = 0;
+    cr_assert(eq(int, it_http_get(d.http, "/api/v1/summary", &body), 200));
+    cr_assert(it_json_u64(body, "flows", &flows), "%s", body);
+    cr_assert(strstr(body, "\"tier\":\"rollup\"") != NULL, "%s", body);
+    free(body);
+    cr_expect(eq(u64, flows, durable), "every flow on disk counted once");
+    cr_assert(eq(int, it_daemon_stop(&d), 0));
+    uint64_t after = durable_flows(db, &rollups);
+    cr_expect(eq(u64, after, durable), "a restart loses nothing and adds nothing");
+    cr_expect(le(u64, after, 120000));
+    one_tier_per_segment(db);
+    cr_expect(eq(int, verify(db), 0));
+    printf("crash while rolling up: ingest killed with %d roll-up segments; %llu of 120000 flows "
+           "on disk (the rest not yet read, or in roll-ups the budget deleted)\n",
+           rollups, (unsigned long long)after);
+    unlink(confpath);
+    unlink(confpath2);
+    it_rm_rf(db);
+    unlink(pcap);
+    it_rm_rf(dir);
+}
