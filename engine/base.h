@@ -186,6 +186,31 @@ static inline void ns_put_le64(uint8_t *p, uint64_t v)
 }
 #endif
 
+/* Little-endian loads from memory our own code filled (decoded columns): one load on a
+ * little-endian host. Untrusted bytes go through the cursor instead. */
+static inline uint64_t ns_get_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+static inline uint32_t ns_get_le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    return v;
+}
+static inline uint16_t ns_get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Addresses: every address is kept as 16 bytes; IPv4 is IPv4-mapped (::ffff:a.b.c.d) so one
  * column type serves both families. */

@@ -1815,16 +1815,6 @@ static int emit_rows(scan_bufs *b, const eng_colview *v, eng_row_cb cb, void *ar
     return 0;
 }
 
-static inline uint64_t le64_at(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
 /* Keeps, of rows idx[0..n) (idx NULL: all cs.n), those whose span overlaps the range, in
  * b->idx (which idx may be: row k is written after row k is read); their count. */
 static size_t rows_in_range(scan_bufs *b, const eng_colview *v, const uint32_t *idx, size_t n,
@@ -1834,8 +1824,8 @@ static size_t rows_in_range(scan_bufs *b, const eng_colview *v, const uint32_t *
     size_t k = 0;
     for (size_t j = 0; j < n; j++) {
         uint32_t i = idx ? idx[j] : (uint32_t)j;
-        int64_t f = (int64_t)le64_at(first + (size_t)i * 8),
-                l = (int64_t)le64_at(last + (size_t)i * 8);
+        int64_t f = (int64_t)ns_get_le64(first + (size_t)i * 8),
+                l = (int64_t)ns_get_le64(last + (size_t)i * 8);
         if (l >= from_ms && f <= to_ms)
             b->idx[k++] = i;
     }

@@ -334,16 +334,6 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
-static inline uint64_t load_le64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
 static bool get_varint(ns_cur *c, uint64_t *out)
 {
     if (c->left >= 10) {
@@ -617,7 +607,7 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
             uint64_t v, fv;
             if (!get_varint(&cur, &v))
                 return NS_E_CORRUPT;
-            fv = load_le64(first + i * 8);
+            fv = ns_get_le64(first + i * 8);
             ns_put_le64(out + i * 8, fv + (uint64_t)unzigzag(v));
         }
         break;

@@ -359,30 +359,15 @@ size_t eng_col_width(eng_col c);
 void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *rows);
 static inline uint64_t eng_col_u64(const eng_colview *v, eng_col c, size_t row)
 {
-    uint64_t x;
-    memcpy(&x, v->col[c] + row * 8, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    x = __builtin_bswap64(x);
-#endif
-    return x;
+    return ns_get_le64(v->col[c] + row * 8);
 }
 static inline uint32_t eng_col_u32(const eng_colview *v, eng_col c, size_t row)
 {
-    uint32_t x;
-    memcpy(&x, v->col[c] + row * 4, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    x = __builtin_bswap32(x);
-#endif
-    return x;
+    return ns_get_le32(v->col[c] + row * 4);
 }
 static inline uint16_t eng_col_u16(const eng_colview *v, eng_col c, size_t row)
 {
-    uint16_t x;
-    memcpy(&x, v->col[c] + row * 2, 2);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    x = __builtin_bswap16(x);
-#endif
-    return x;
+    return ns_get_le16(v->col[c] + row * 2);
 }
 static inline const uint8_t *eng_col_addr(const eng_colview *v, eng_col c, size_t row)
 {
