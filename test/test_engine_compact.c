@@ -3,6 +3,7 @@
  * scans running across a merge see every flow once; and a crash (the process exits) after each
  * step of a merge leaves a store that reopens with exactly the same flows. */
 #include "engine/store.h"
+#include "test/testlib.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -23,25 +24,16 @@
 
 static char tmpdir[64];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void setup(void)
 {
-    strcpy(tmpdir, "/tmp/ns2flows-test-compact-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    test_mkdtemp(tmpdir, sizeof tmpdir, "compact");
     ns_log_set_level(NS_LOG_ERROR);
     unsetenv("NS2FLOWS_COMPACT_CRASH");
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(tmpdir);
 }
 
 TestSuite(compact, .init = setup, .fini = teardown);

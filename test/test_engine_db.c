@@ -4,6 +4,7 @@
  * the disk budget and retention, the scan's time-range overlap filter, and concurrent appends
  * with a scanner running while the sealer thread (or a tight sealing loop) seals. */
 #include "engine/store.h"
+#include "test/testlib.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -27,24 +28,15 @@
 
 static char tmpdir[64];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void setup(void)
 {
-    strcpy(tmpdir, "/tmp/ns2flows-test-db-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    test_mkdtemp(tmpdir, sizeof tmpdir, "db");
     ns_log_set_level(NS_LOG_ERROR); /* deletions are logged by design; quarantine still shows */
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(tmpdir);
 }
 
 TestSuite(db, .init = setup, .fini = teardown);
@@ -530,7 +522,7 @@ Test(db, budget_deletes_the_oldest_segments_first)
     uint64_t one = stats(db).disk_bytes;
     cr_assert(eq(int, eng_db_close(db), 0));
     cr_assert(one > 0);
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(tmpdir);
     cr_assert(eq(int, mkdir(tmpdir, 0700), 0));
 
     const uint64_t budget = one * 3 + one / 2; /* room for three */

@@ -7,6 +7,7 @@
 #include "engine/query.h"
 #include "engine/store.h"
 #include "engine/store_int.h"
+#include "test/testlib.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -25,24 +26,15 @@
 
 static char tmpdir[64];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void setup(void)
 {
-    strcpy(tmpdir, "/tmp/ns2flows-test-idx-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    test_mkdtemp(tmpdir, sizeof tmpdir, "idx");
     ns_log_set_level(NS_LOG_ERROR);
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(tmpdir);
 }
 
 TestSuite(idx, .init = setup, .fini = teardown);

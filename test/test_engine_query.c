@@ -4,6 +4,7 @@
  * "total" (= rows + other), group counts; the same answers whether the rows are open, partly
  * sealed, sealed or reopened; and the name parsers. */
 #include "engine/query.h"
+#include "test/testlib.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -22,14 +23,6 @@
 static char tmpdir[64];
 static eng_db *db;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void open_db(void)
 {
     char err[512] = "";
@@ -42,8 +35,7 @@ static void open_db(void)
 
 static void setup(void)
 {
-    strcpy(tmpdir, "/tmp/ns2flows-test-qry-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    test_mkdtemp(tmpdir, sizeof tmpdir, "qry");
     ns_log_set_level(NS_LOG_ERROR);
     open_db();
 }
@@ -52,7 +44,7 @@ static void teardown(void)
 {
     eng_db_close(db);
     db = NULL;
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(tmpdir);
 }
 
 TestSuite(qry, .init = setup, .fini = teardown);

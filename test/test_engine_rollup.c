@@ -8,6 +8,7 @@
 #include "engine/store.h"
 #include "engine/store_int.h"
 #include "http/http.h"
+#include "test/testlib.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -26,25 +27,16 @@
 
 static char tmpdir[64];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void setup(void)
 {
-    strcpy(tmpdir, "/tmp/ns2flows-test-rollup-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    test_mkdtemp(tmpdir, sizeof tmpdir, "rollup");
     ns_log_set_level(NS_LOG_ERROR);
     unsetenv("NS2FLOWS_ROLLUP_CRASH");
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(tmpdir);
 }
 
 TestSuite(rollup, .init = setup, .fini = teardown);

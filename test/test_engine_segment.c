@@ -4,6 +4,7 @@
  * truncation at every length, magic and version checks, the in-memory decoder, and the atomic
  * write (no .tmp left, missing folder). */
 #include "engine/store.h"
+#include "test/testlib.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -23,24 +24,15 @@
 
 static char tmpdir[64];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void setup(void)
 {
-    strcpy(tmpdir, "/tmp/ns2flows-test-seg-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    test_mkdtemp(tmpdir, sizeof tmpdir, "seg");
     ns_log_set_level(NS_LOG_ERROR);
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    test_rm_rf(tmpdir);
 }
 
 TestSuite(seg, .init = setup, .fini = teardown);
