@@ -1055,15 +1055,21 @@ static void rank_down(const group_tab *t, qry_metric m, size_t *h, size_t n, siz
     }
 }
 
-/* The `limit` best slots of t, best first, into *out (malloc'd, *k entries). */
-static int tab_top(const group_tab *t, qry_metric m, size_t limit, size_t **out, size_t *k)
+/* The `limit` best slots of t, best first, into *out (malloc'd, *k entries); with total, every
+ * group is added to it in the same pass. */
+static int tab_top(const group_tab *t, qry_metric m, size_t limit, size_t **out, size_t *k,
+                   qry_totals *total)
 {
     size_t cap = limit < t->n ? limit : t->n, n = 0;
     size_t *h = malloc((cap ? cap : 1) * sizeof *h);
     if (!h)
         return NS_E_NOMEM;
-    for (size_t i = 0; i < t->cap && cap; i++) {
+    for (size_t i = 0; i < t->cap && (cap || total); i++) {
         if (!t->ent[i].hash)
+            continue;
+        if (total)
+            totals_merge(total, &t->ent[i].tot);
+        if (!cap)
             continue;
         if (n < cap) {
             h[n++] = i;
@@ -1132,8 +1138,11 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
                       qry_top_result *out)
 {
     size_t *best = NULL, k = 0;
-    int rc = tab_top(t, metric, limit, &best, &k);
     memset(out, 0, sizeof *out);
+    /* without group times, "other" is the total less the rows (its times are not given): one
+     * pass over the table instead of three */
+    bool one_pass = t->no_group_times;
+    int rc = tab_top(t, metric, limit, &best, &k, &out->total);
     if (rc < 0)
         return rc;
     out->rows = calloc(k ? k : 1, sizeof *out->rows);
@@ -1141,9 +1150,15 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
         free(best);
         return NS_E_NOMEM;
     }
-    for (size_t i = 0; i < t->cap; i++)
-        if (t->ent[i].hash)
-            totals_merge(&out->total, &t->ent[i].tot);
+    if (one_pass) {
+        out->other = out->total;
+        for (size_t i = 0; i < k; i++) {
+            const qry_totals *g = &t->ent[best[i]].tot;
+            out->other.flows -= g->flows;
+            out->other.packets -= g->packets;
+            out->other.bytes -= g->bytes;
+        }
+    }
     for (size_t i = 0; i < k; i++) {
         qry_row *row = &out->rows[i];
         unpack_key(t->g, t->keys + best[i] * t->klen, &row->key);
@@ -1154,9 +1169,11 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
         }
         t->ent[best[i]].hash = 0; /* what is left makes "other" */
     }
-    for (size_t i = 0; i < t->cap; i++)
+    for (size_t i = 0; i < t->cap && !one_pass; i++)
         if (t->ent[i].hash)
             totals_merge(&out->other, &t->ent[i].tot);
+    if (out->other.flows == 0)
+        memset(&out->other, 0, sizeof out->other);
     /* rows read without times: the footers' range for the total, none for the groups */
     if (out->total.flows && t->span_first != NO_FIRST) {
         if (t->span_first < out->total.first_ms)
@@ -1387,7 +1404,8 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
     addr_set as;
     const eng_scan_opts *so = scan_opts(filter, &as, NULL);
     rc = group_scan(db, from_ms, to_ms, mask, so, &t);
-    if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k)) < 0 || (rc = tab_grow(&look)) < 0)
+    if (rc < 0 || (rc = tab_top(&t, metric, limit, &best, &k, NULL)) < 0 ||
+        (rc = tab_grow(&look)) < 0)
         goto out;
     out->keys = calloc(k ? k : 1, sizeof *out->keys);
     out->totals = calloc(k + 1, sizeof *out->totals);
@@ -1544,6 +1562,7 @@ static int dev_ctx_init(dev_ctx *c, const dev_ctx *proto, const qry_group *group
     for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++) {
         if ((rc = tab_init(&c->tabs[l], &groups[l], NULL)) == 0)
             rc = tab_grow(&c->tabs[l]);
+        c->tabs[l].no_group_times = true; /* the window shows none: one pass for each list */
         if (c->tabs[l].ndirect > 256)
             c->tabs[l].ndirect = 0; /* one device's rows are few: a 64k array costs more */
     }

@@ -174,8 +174,9 @@ void qry_split_free(qry_split *s);
 /* The Flows Window of one device, in one scan of the rows that name it (the address index
  * prunes the rest): its traffic out (as talker: the source) and in (as listener: the
  * destination) over [from_ms, to_ms], a series of each (nbuckets of step_ms from from_ms), and
- * the `limit` largest groups by bytes of each list below. On success *out owns its arrays;
- * release with qry_device_free(). */
+ * the `limit` largest groups by bytes of each list below (their first_ms/last_ms, and other's,
+ * are 0: the window shows none). On success *out owns its arrays; release with
+ * qry_device_free(). */
 typedef enum {
     QRY_DEV_TALKER_PEERS = 0, /* by dstaddr */
     QRY_DEV_TALKER_PROTOCOLS,
