@@ -1300,8 +1300,13 @@ static int seg_load_footer(eng_seg *s)
             rc = NS_E_NOMEM;
             goto out;
         }
-        for (uint32_t w = 0; w < s->info.bloom_words; w++)
-            ns_cur_le64(&f, &s->bloom[w]);
+        /* one copy, not a cursor read a word: opening is most of what a summary costs */
+        if (!ns_cur_bytes(&f, s->bloom, (size_t)s->info.bloom_words * 8)) {
+            rc = NS_E_CORRUPT;
+            goto out;
+        }
+        for (uint32_t w = 0; !SEG_HOST_LE && w < s->info.bloom_words; w++)
+            s->bloom[w] = ns_get_le64((const uint8_t *)&s->bloom[w]);
     }
     rc = 0;
 out:
