@@ -96,6 +96,9 @@ typedef struct seg_entry {
     /* roll-up tier: r<name of the raw segment it replaced>; minute, span and seq are that
      * segment's */
     bool rollup;
+    /* its footer's totals, so that a summary of whole segments opens none of them, and the
+     * identity of its file when they were taken (eng__stat_ident; 0: unknown) */
+    uint64_t flows, packets, bytes, ident;
 } seg_entry;
 
 #define SCAN_POOL 8 /* scan buffers kept between scans (one per concurrent scan worker) */
@@ -421,6 +424,10 @@ static int catalog_load(eng_db *db)
         e.last_ms = in->last_ms;
         e.rows = in->rows;
         e.size = in->file_size;
+        e.flows = in->flows;
+        e.packets = in->packets;
+        e.bytes = in->bytes;
+        e.ident = eng__seg_ident(s);
         eng_seg_close(s);
         if (e.seq >= db->next_seq)
             db->next_seq = e.seq + 1;
@@ -1594,9 +1601,16 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
         return rc;
     struct stat st;
     e.size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    e.ident = e.size ? eng__stat_ident(&st) : 0;
     e.first_ms = b->first_ms;
     e.last_ms = b->last_ms;
     e.rows = b->n;
+    for (size_t i = 0; i < b->n; i++) {
+        const eng_flow *r = &b->chunks[i >> CHUNK_SHIFT][i & (CHUNK_ROWS - 1)];
+        e.flows += eng_flow_count(r);
+        e.packets += r->packets;
+        e.bytes += r->bytes;
+    }
 
     pthread_mutex_lock(&db->mu);
     rc = catalog_add_locked(db, &e);
@@ -2060,6 +2074,7 @@ static int rows_cols_cb(void *p, const eng_flow *rows, size_t n)
 typedef struct seg_ref {
     char name[64];
     int64_t first_ms, last_ms;
+    uint64_t flows, packets, bytes, ident; /* the catalog's copy of its footer totals */
 } seg_ref;
 
 static int cmp_ref_newest(const void *a, const void *b)
@@ -2090,6 +2105,26 @@ typedef struct par_worker {
     bool started;
 } par_worker;
 
+/* A segment wholly inside the range is offered to tcb with the catalog's copy of its footer
+ * totals, without opening it, while its file is the one they were taken from (same inode, size,
+ * modification time: a file changed or removed behind the daemon's back is opened and checked).
+ * 1: tcb took them; 0: read the segment (*tcb NULL when tcb was asked already); else an error. */
+static int catalog_totals(const par_scan *ps, const seg_ref *r, void *arg, eng_totals_cb *tcb)
+{
+    char path[4200];
+    struct stat st;
+    bool by_addr = ps->opts && ps->opts->naddrs > 0;
+    if (!*tcb || by_addr || !r->ident || r->first_ms < ps->from_ms || r->last_ms > ps->to_ms)
+        return 0;
+    seg_path(ps->db, r->name, path, sizeof path);
+    if (stat(path, &st) < 0 || eng__stat_ident(&st) != r->ident)
+        return 0;
+    int rc = (*tcb)(arg, r->flows, r->packets, r->bytes, r->first_ms, r->last_ms);
+    if (rc == 0)
+        *tcb = NULL; /* asked already: scan_segment must not ask again */
+    return rc;
+}
+
 static void *par_main(void *p)
 {
     par_worker *w = p;
@@ -2111,8 +2146,13 @@ static void *par_main(void *p)
         const seg_ref *r = &ps->refs[i];
         if (ps->opts && ps->opts->want && !ps->opts->want(w->arg, r->first_ms, r->last_ms))
             continue;
-        int rc = scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
-                              ps->cb, ps->tcb, w->arg, bufs);
+        eng_totals_cb tcb = ps->tcb;
+        int rc = catalog_totals(ps, r, w->arg, &tcb);
+        if (rc == 0)
+            rc = scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
+                              ps->cb, tcb, w->arg, bufs);
+        else if (rc == 1)
+            rc = 0; /* answered from the catalog */
         if (rc != 0) {
             int zero = 0;
             atomic_compare_exchange_strong(&ps->err, &zero, rc);
@@ -2150,6 +2190,10 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
             memcpy(r->name, e->name, 64);
             r->first_ms = e->first_ms;
             r->last_ms = e->last_ms;
+            r->flows = e->flows;
+            r->packets = e->packets;
+            r->bytes = e->bytes;
+            r->ident = e->ident;
         }
     }
     for (size_t i = 0; i < db->nopen; i++) {
@@ -2367,6 +2411,9 @@ static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
     for (size_t i = 0; i < m.n; i++) {
         e.first_ms = m.rows[i].first_ms < e.first_ms ? m.rows[i].first_ms : e.first_ms;
         e.last_ms = m.rows[i].last_ms > e.last_ms ? m.rows[i].last_ms : e.last_ms;
+        e.flows += eng_flow_count(&m.rows[i]);
+        e.packets += m.rows[i].packets;
+        e.bytes += m.rows[i].bytes;
     }
     if (m.n == 0)
         e.first_ms = e.last_ms = 0;
@@ -2400,6 +2447,7 @@ static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
     crash_point(2);
     struct stat st;
     e.size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    e.ident = e.size ? eng__stat_ident(&st) : 0;
 
     pthread_mutex_lock(&db->mu);
     for (size_t i = 0; i < nin; i++)
@@ -2698,9 +2746,13 @@ static int rollup_one(eng_db *db, const seg_entry *src)
     e.rows = nagg;
     e.first_ms = INT64_MAX;
     e.last_ms = INT64_MIN;
+    e.flows = e.packets = e.bytes = 0; /* src's, copied above */
     for (size_t i = 0; i < nagg; i++) {
         e.first_ms = agg[i].first_ms < e.first_ms ? agg[i].first_ms : e.first_ms;
         e.last_ms = agg[i].last_ms > e.last_ms ? agg[i].last_ms : e.last_ms;
+        e.flows += eng_flow_count(&agg[i]);
+        e.packets += agg[i].packets;
+        e.bytes += agg[i].bytes;
     }
     if (nagg == 0)
         e.first_ms = e.last_ms = 0;
@@ -2722,6 +2774,7 @@ static int rollup_one(eng_db *db, const seg_entry *src)
     rollup_crash_point(2);
     struct stat st;
     e.size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    e.ident = e.size ? eng__stat_ident(&st) : 0;
 
     bool swapped = false;
     pthread_mutex_lock(&db->mu);

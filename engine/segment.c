@@ -1355,14 +1355,19 @@ void eng_seg_close(eng_seg *s)
     free(s);
 }
 
+uint64_t eng__stat_ident(const struct stat *st)
+{
+    uint64_t v[4] = {(uint64_t)st->st_ino, (uint64_t)st->st_size, (uint64_t)st->st_mtim.tv_sec,
+                     (uint64_t)st->st_mtim.tv_nsec};
+    return XXH3_64bits(v, sizeof v) | 1; /* never 0: 0 is "unknown" */
+}
+
 uint64_t eng__seg_ident(const eng_seg *s)
 {
     struct stat st;
     if (s->fd < 0 || fstat(s->fd, &st) < 0)
         return 0;
-    uint64_t v[4] = {(uint64_t)st.st_ino, (uint64_t)st.st_size, (uint64_t)st.st_mtim.tv_sec,
-                     (uint64_t)st.st_mtim.tv_nsec};
-    return XXH3_64bits(v, sizeof v);
+    return eng__stat_ident(&st);
 }
 
 const eng_seg_info *eng_seg_get_info(const eng_seg *s)

@@ -46,8 +46,11 @@ void eng__cache_free(eng_cache *c);
  * that a file changed behind the daemon's back is read, and checked, again. */
 uint64_t eng__cache_file_id(const char *segment_name);
 uint64_t eng__cache_file_key(uint64_t owner, uint64_t ident);
-/* The identity of an open segment's file (0 for one read from memory). */
+/* The identity of an open segment's file (0 for one read from memory), and of a file stat()
+ * describes: the same value for the same inode, size and modification time. */
 uint64_t eng__seg_ident(const eng_seg *s);
+struct stat;
+uint64_t eng__stat_ident(const struct stat *st);
 /* Entry col of file: its data and a reference (release it), or NULL. col is a column
  * (< ENG_NCOLS) or a tag with ENG_CACHE_TAG set (the index's answer for some addresses). */
 #define ENG_CACHE_TAG (1ull << 63)
