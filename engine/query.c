@@ -917,6 +917,13 @@ static int tab_add_runs(group_tab *t, const eng_colview *v, const uint32_t *rows
     uint8_t next[QRY_MAX_KEYS * 32];
     size_t nr = 0, k = 0;
     int rc;
+    /* one whole address is the key: compared where it lies in its column, not packed */
+    eng_col col = ENG_NCOLS;
+    if (t->g->n == 1)
+        col = t->g->k[0].by == QRY_BY_SRCADDR    ? ENG_COL_SRC
+              : t->g->k[0].by == QRY_BY_DSTADDR  ? ENG_COL_DST
+              : t->g->k[0].by == QRY_BY_EXPORTER ? ENG_COL_EXPORTER
+                                                 : ENG_NCOLS;
     if (n)
         pack_key(t, v, row_at(rows, 0), next);
     while (k < n) {
@@ -925,9 +932,17 @@ static int tab_add_runs(group_tab *t, const eng_colview *v, const uint32_t *rows
         memset(&r->tot, 0, sizeof r->tot);
         totals_add(&r->tot, v, row_at(rows, k++));
         while (k < n) {
-            pack_key(t, v, row_at(rows, k), next);
-            if (!key_eq(next, r->key, t->klen))
-                break;
+            size_t i = row_at(rows, k);
+            if (col != ENG_NCOLS) {
+                if (memcmp(eng_col_addr(v, col, i), r->key, 16) != 0) {
+                    memcpy(next, eng_col_addr(v, col, i), 16);
+                    break;
+                }
+            } else {
+                pack_key(t, v, i, next);
+                if (!key_eq(next, r->key, t->klen))
+                    break;
+            }
             totals_add(&r->tot, v, row_at(rows, k++));
         }
         r->h = key_hash(r->key, t->klen);

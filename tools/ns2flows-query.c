@@ -8,6 +8,7 @@
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -233,6 +234,11 @@ int main(int argc, char **argv)
         {"db", required_argument, NULL, 'D'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     const char *db_path = "./SESSIONDB", *window = NULL, *stat = NULL, *fmt = "text", *agg = NULL,
                *order = NULL;
+#ifdef M_MMAP_THRESHOLD
+    /* megabyte buffers freed and taken again per segment: from the heap, not fresh pages */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
     bool summary = false;
     long limit = 10;
     int c;
