@@ -1239,12 +1239,12 @@ static int cmp_flow_order(const void *a, const void *b)
 /* Rows in (source address, first_ms) order, the order the segment's index and compression want:
  * an LSD radix sort of byte digits computing a permutation, so the 136-byte rows move once (in
  * the caller's gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's
- * chunk list, or one array (shift 32). When the varying bits of the three key words (source
- * address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is constant and
- * a minute's start times span far less than 2^32 ms) the words are packed, less their minimum,
- * into one: an 8-byte key sorts in half the passes of a 24-byte one. All digits' histograms are
- * counted in one read pass per word; digits every key shares are skipped. Stable. Returns false
- * when memory is short (perm untouched). */
+ * chunk list, or one array (shift 31: rows are fewer than 2^31). When the varying bits of the three
+ * key words (source address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is
+ * constant and a minute's start times span far less than 2^32 ms) the words are packed, less their
+ * minimum, into one: an 8-byte key sorts in half the passes of a 24-byte one. All digits'
+ * histograms are counted in one read pass per word; digits every key shares are skipped. Stable.
+ * Returns false when memory is short (perm untouched). */
 typedef struct pkey {
     uint64_t k;
     uint32_t idx;
@@ -1393,7 +1393,7 @@ static void sort_flows(eng_flow *rows, size_t n)
     uint32_t *perm = mem_at(&m, 1, (n ? n : 1) * sizeof *perm);
     eng_flow *tmp = mem_at(&m, 0, (n ? n : 1) * sizeof *tmp);
     eng_flow *one[1] = {rows};
-    if (!perm || !tmp || !sort_perm(one, 32, n, perm, &m)) {
+    if (!perm || !tmp || !sort_perm(one, 31, n, perm, &m)) {
         mem_free(&m);
         qsort(rows, n, sizeof *rows, cmp_flow_order);
         return;
