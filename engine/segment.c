@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -742,11 +743,39 @@ typedef struct seg_wmem {
 } seg_wmem;
 
 static _Thread_local seg_wmem *wmem;
+/* a thread that exits without eng__seg_write_release (one a caller started to seal) frees its
+ * scratch through this key's destructor */
+static pthread_key_t wmem_key;
+static pthread_once_t wmem_once = PTHREAD_ONCE_INIT;
+static bool wmem_key_ok;
+
+static void wmem_free(seg_wmem *w)
+{
+    for (int i = 0; i < WB_N; i++)
+        free(w->p[i]);
+    ZSTD_freeCCtx(w->zc);
+    free(w);
+}
+
+static void wmem_destroy(void *p)
+{
+    wmem_free(p);
+    wmem = NULL;
+}
+
+static void wmem_key_init(void)
+{
+    wmem_key_ok = pthread_key_create(&wmem_key, wmem_destroy) == 0;
+}
 
 static seg_wmem *wmem_get(void)
 {
-    if (!wmem)
+    if (!wmem) {
+        pthread_once(&wmem_once, wmem_key_init);
         wmem = calloc(1, sizeof *wmem);
+        if (wmem && wmem_key_ok)
+            pthread_setspecific(wmem_key, wmem);
+    }
     return wmem;
 }
 
@@ -769,11 +798,10 @@ void eng__seg_write_release(void)
 {
     if (!wmem)
         return;
-    for (int i = 0; i < WB_N; i++)
-        free(wmem->p[i]);
-    ZSTD_freeCCtx(wmem->zc);
-    free(wmem);
+    wmem_free(wmem);
     wmem = NULL;
+    if (wmem_key_ok)
+        pthread_setspecific(wmem_key, NULL);
 }
 
 uint64_t eng_addr_hash(const ns_addr *a)
@@ -982,7 +1010,7 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version)
 {
     eng_flow *one[1] = {(eng_flow *)(uintptr_t)rows}; /* only read */
-    return seg_write(path, one, 32, NULL, n, version);
+    return seg_write(path, one, 31, NULL, n, version);
 }
 
 int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
@@ -1045,7 +1073,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
             }
             r = blk;
         } else {
-            r = &chunks[(s0) >> shift][(s0)&mask]; /* one array: shift 32 */
+            r = &chunks[(s0) >> shift][(s0)&mask]; /* one array: shift 31 */
         }
         for (size_t i = 0; i < m; i++) {
             tmin = r[i].first_ms < tmin ? r[i].first_ms : tmin;
