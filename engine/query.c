@@ -307,10 +307,12 @@ static int view_select(const qry_filter *f, const eng_colview *v, qry_sel **sel,
         s->rows = r;
         s->cap = v->n;
     }
+    /* the filter reads only its own columns: only those are written into the block */
+    uint32_t cols = qry_filter_columns(f);
     size_t m = 0;
     for (size_t k0 = 0; k0 < v->n; k0 += SEL_BLOCK) {
         size_t cnt = v->n - k0 < SEL_BLOCK ? v->n - k0 : SEL_BLOCK;
-        eng_colview_rows(v, k0, cnt, s->block);
+        eng_colview_fill(v, k0, cnt, cols, s->block);
         for (size_t j = 0; j < cnt; j++)
             if (qry_filter_match(f, &s->block[j]))
                 s->rows[m++] = v->idx ? v->idx[k0 + j] : (uint32_t)(k0 + j);

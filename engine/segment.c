@@ -1518,12 +1518,12 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
         memcpy((uint8_t *)&rows[k] + off, src + i * (W), (W));                                     \
     }
 
-void eng__colset_rows(const eng_colset *cs, const uint32_t *idx, size_t from, size_t cnt,
-                      eng_flow *rows)
+/* Columns cols of the set's rows into rows (the other fields untouched). */
+static void colset_fill(const eng_colset *cs, const uint32_t *idx, size_t from, size_t cnt,
+                        uint32_t cols, eng_flow *rows)
 {
-    memset(rows, 0, cnt * sizeof *rows);
     for (uint32_t c = 0; c < ENG_NCOLS; c++) {
-        if (!(cs->mask & ENG_COLMASK(c)))
+        if (!(cs->mask & cols & ENG_COLMASK(c)))
             continue;
         const uint8_t *src = cs->col[c];
         size_t off = col_off[c];
@@ -1553,6 +1553,13 @@ void eng__colset_rows(const eng_colset *cs, const uint32_t *idx, size_t from, si
 }
 #undef SEG_FILL
 
+void eng__colset_rows(const eng_colset *cs, const uint32_t *idx, size_t from, size_t cnt,
+                      eng_flow *rows)
+{
+    memset(rows, 0, cnt * sizeof *rows);
+    colset_fill(cs, idx, from, cnt, ENG_COLS_ALL, rows);
+}
+
 size_t eng_col_width(eng_col c)
 {
     return (unsigned)c < ENG_NCOLS ? col_width[c] : 0;
@@ -1560,10 +1567,16 @@ size_t eng_col_width(eng_col c)
 
 void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *rows)
 {
+    memset(rows, 0, cnt * sizeof *rows);
+    eng_colview_fill(v, k0, cnt, ENG_COLS_ALL, rows);
+}
+
+void eng_colview_fill(const eng_colview *v, size_t k0, size_t cnt, uint32_t cols, eng_flow *rows)
+{
     eng_colset cs = {.n = 0, .mask = v->mask};
     for (size_t c = 0; c < ENG_NCOLS; c++)
         cs.col[c] = (uint8_t *)(uintptr_t)v->col[c]; /* only read */
-    eng__colset_rows(&cs, v->idx ? v->idx + k0 : NULL, k0, cnt, rows);
+    colset_fill(&cs, v->idx ? v->idx + k0 : NULL, k0, cnt, cols, rows);
 }
 
 int eng__colset_from_rows(eng_colset *cs, const eng_flow *rows, size_t n, uint32_t mask)

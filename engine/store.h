@@ -357,6 +357,9 @@ typedef int (*eng_cols_cb)(void *arg, const eng_colview *v);
 size_t eng_col_width(eng_col c);
 /* Rows k0..k0+cnt of the view (k counts visited rows) as eng_flow; columns not in mask zero. */
 void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *rows);
+/* The same for the columns in cols only (and in the view): the rows' other fields are left as
+ * they were (a filter that reads two columns needs only those written). */
+void eng_colview_fill(const eng_colview *v, size_t k0, size_t cnt, uint32_t cols, eng_flow *rows);
 static inline uint64_t eng_col_u64(const eng_colview *v, eng_col c, size_t row)
 {
     return ns_get_le64(v->col[c] + row * 8);
