@@ -2320,6 +2320,18 @@ unsigned eng_scan_workers(void)
  * NS2FLOWS_COMPACT_CRASH=N makes the process exit at once after step N (1 to 4; 5 = after the
  * first input is deleted): the fault-injection tests use it. */
 
+/* Fault injection: what a crash in the middle of writing path leaves, a partial tmp file. */
+static void leave_partial_tmp(const char *path)
+{
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        fputs("partial", f);
+        fclose(f);
+    }
+}
+
 static void crash_point(int step)
 {
     const char *e = getenv("NS2FLOWS_COMPACT_CRASH");
@@ -2445,14 +2457,7 @@ static int compact_one(eng_db *db, int64_t span, int64_t now_ms)
     char path[4200];
     seg_path(db, e.name, path, sizeof path);
     if (getenv("NS2FLOWS_COMPACT_CRASH") && atoi(getenv("NS2FLOWS_COMPACT_CRASH")) == 1) {
-        /* killed in the middle of writing: a partial tmp file is all that is left */
-        char tmp[4300];
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *f = fopen(tmp, "w");
-        if (f) {
-            fputs("partial", f);
-            fclose(f);
-        }
+        leave_partial_tmp(path);
         crash_point(1);
     }
     if ((rc = eng_seg_write(path, m.rows, m.n)) < 0) {
@@ -2782,14 +2787,7 @@ static int rollup_one(eng_db *db, const seg_entry *src)
     seg_path(db, e.name, path, sizeof path);
     seg_path(db, src->name, srcpath, sizeof srcpath);
     if (getenv("NS2FLOWS_ROLLUP_CRASH") && atoi(getenv("NS2FLOWS_ROLLUP_CRASH")) == 1) {
-        /* killed in the middle of writing: a partial tmp file is all that is left */
-        char tmp[4300];
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *f = fopen(tmp, "w");
-        if (f) {
-            fputs("partial", f);
-            fclose(f);
-        }
+        leave_partial_tmp(path);
         rollup_crash_point(1);
     }
     if ((rc = eng_seg_write(path, agg, nagg)) < 0)
