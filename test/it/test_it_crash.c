@@ -353,6 +353,12 @@ static uint64_t durable_flows(const char *db, int *rollups)
         if (l < 5 || strcmp(de->d_name + l - 4, ".seg") != 0)
             continue;
         eng_seg *s;
+        struct stat rst;
+        /* killed between publishing a roll-up and deleting its raw segment: both are on disk,
+         * and the roll-up holds the flows (a start-up deletes the raw one) */
+        snprintf(path, sizeof path, "%s/r%s", db, de->d_name);
+        if (de->d_name[0] != 'r' && stat(path, &rst) == 0)
+            continue;
         snprintf(path, sizeof path, "%s/%s", db, de->d_name);
         cr_assert(eq(int, eng_seg_open(path, &s), 0), "%s", path);
         flows += eng_seg_get_info(s)->flows;
