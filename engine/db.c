@@ -2093,12 +2093,8 @@ static int rows_cols_cb(void *p, const eng_flow *rows, size_t n)
     return sh->opts->cols(sh->arg, &v);
 }
 
-/* A sealed segment in a scan's snapshot. */
-typedef struct seg_ref {
-    char name[64];
-    int64_t first_ms, last_ms;
-    uint64_t flows, packets, bytes, ident; /* the catalog's copy of its footer totals */
-} seg_ref;
+/* A sealed segment in a scan's snapshot: a copy of its catalog entry (name, times, totals). */
+typedef seg_entry seg_ref;
 
 static int cmp_ref_newest(const void *a, const void *b)
 {
@@ -2209,14 +2205,7 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
     for (size_t i = 0; i < db->nsegs; i++) {
         const seg_entry *e = &db->segs[i];
         if (e->rows && e->last_ms >= from_ms && e->first_ms <= to_ms) {
-            seg_ref *r = &names[nnames++];
-            memcpy(r->name, e->name, 64);
-            r->first_ms = e->first_ms;
-            r->last_ms = e->last_ms;
-            r->flows = e->flows;
-            r->packets = e->packets;
-            r->bytes = e->bytes;
-            r->ident = e->ident;
+            names[nnames++] = *e;
         }
     }
     for (size_t i = 0; i < db->nopen; i++) {

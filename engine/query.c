@@ -478,8 +478,6 @@ typedef struct group_tab {
     qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
     size_t cap, n;
     int64_t deadline;
-    uint8_t last_key[QRY_MAX_KEYS * 32]; /* the last row's key and slot (SIZE_MAX: none) */
-    size_t last_slot;
     qry_sel *sel; /* the filter's rows (group_cols) */
     /* One small numeric key (protocol, ToS, a port, VLAN): totals indexed by its value, no
      * hashing; tab_flush() moves them into the table. ndirect 0: not used. Counters and times
@@ -667,7 +665,6 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
     t->g = g;
     t->filter = filter;
     t->deadline = qry_deadline_ms;
-    t->last_slot = SIZE_MAX;
     t->span_first = NO_FIRST;
     t->span_last = NO_LAST;
     if (g->n == 1) {
@@ -783,7 +780,6 @@ static int tab_grow_to(group_tab *t, size_t ncap)
         }
     }
     tab_free_arrays(t);
-    t->last_slot = SIZE_MAX; /* slots moved */
     t->keys = nk;
     t->ent = ne;
     t->dir = nd;
@@ -836,23 +832,14 @@ static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, 
     return i;
 }
 
-/* Counts row i, whose key k is packed (hash h, 0: not computed yet), in its group. Returns 0
- * or the error of a failed grow. Rows come in runs of one key (segments are ordered by source
- * address), so the last row's slot is remembered: a run costs one lookup, not one a row. The
- * slot stays valid until the next insert, the only thing that can move slots (a grow). */
+/* Counts row i, whose key k is packed (hash h), in its group and its direction's totals (a
+ * conversation). Returns 0 or the error of a failed grow. */
 static int tab_add_key(group_tab *t, const eng_colview *v, size_t i, const uint8_t *k, uint64_t h)
 {
     int rc = 0;
-    size_t s;
-    if (t->last_slot != SIZE_MAX && key_eq(t->last_key, k, t->klen)) {
-        s = t->last_slot;
-    } else {
-        s = tab_slot(t, k, h ? h : key_hash(k, t->klen), true, &rc);
-        if (s == SIZE_MAX)
-            return rc;
-        memcpy(t->last_key, k, t->klen);
-        t->last_slot = s;
-    }
+    size_t s = tab_slot(t, k, h, true, &rc);
+    if (s == SIZE_MAX)
+        return rc;
     totals_add(&t->ent[s].tot, v, i);
     if (t->dir) {
         bool ab = memcmp(eng_col_addr(v, ENG_COL_SRC, i), k + t->conv_off, 16) == 0;
@@ -965,16 +952,17 @@ static int tab_add_rows(group_tab *t, const eng_colview *v, const uint32_t *rows
     uint8_t keys[TAB_BATCH][QRY_MAX_KEYS * 32];
     uint64_t hs[TAB_BATCH];
     int rc;
-    if (!t->ndirect && !t->dir)
+    if (t->ndirect) {
+        for (size_t k = 0; k < n; k++)
+            if ((rc = tab_add_direct(t, v, row_at(rows, k))) < 0)
+                return rc;
+        return 0;
+    }
+    if (!t->dir)
         return tab_add_runs(t, v, rows, n);
+    /* conversations: each row's direction counts too, so rows go one by one */
     for (size_t k0 = 0; k0 < n; k0 += TAB_BATCH) {
         size_t cnt = n - k0 < TAB_BATCH ? n - k0 : TAB_BATCH;
-        if (t->ndirect) {
-            for (size_t j = 0; j < cnt; j++)
-                if ((rc = tab_add_direct(t, v, row_at(rows, k0 + j))) < 0)
-                    return rc;
-            continue;
-        }
         for (size_t j = 0; j < cnt; j++) {
             pack_key(t, v, row_at(rows, k0 + j), keys[j]);
             hs[j] = key_hash(keys[j], t->klen);
