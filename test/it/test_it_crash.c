@@ -116,12 +116,16 @@ static size_t extra_rows(const lines *got, const lines *ref)
     return extra;
 }
 
-/* What a restart must find: the rows of every segment, plus the good records of every WAL
- * file whose segment does not exist yet. Read independently of eng_db_open. */
-static uint64_t durable_rows(const char *db, uint64_t *in_wal)
+/* Flows on disk counted as a restart counts them, read independently of eng_db_open: every
+ * segment's footer flows total (a roll-up row stands for many; a raw segment whose roll-up
+ * r<name> exists counts in it), plus the good records of every WAL file whose segment (raw or
+ * roll-up) does not exist yet. *in_wal gets the latter, *rollups the roll-up segments (either
+ * may be NULL). */
+static uint64_t durable_flows(const char *db, uint64_t *in_wal_out, int *rollups_out)
 {
     char path[600];
-    uint64_t rows = 0;
+    uint64_t flows = 0, in_wal = 0;
+    int rollups = 0;
     DIR *d = opendir(db);
     struct dirent *de;
     cr_assert(d != NULL);
@@ -130,34 +134,46 @@ static uint64_t durable_rows(const char *db, uint64_t *in_wal)
         if (l < 5 || strcmp(de->d_name + l - 4, ".seg") != 0)
             continue;
         eng_seg *s;
+        struct stat rst;
+        /* killed between publishing a roll-up and deleting its raw segment: both are on disk,
+         * and the roll-up holds the flows (a start-up deletes the raw one) */
+        snprintf(path, sizeof path, "%s/r%s", db, de->d_name);
+        if (de->d_name[0] != 'r' && stat(path, &rst) == 0)
+            continue;
         snprintf(path, sizeof path, "%s/%s", db, de->d_name);
         cr_assert(eq(int, eng_seg_open(path, &s), 0), "%s", path);
-        rows += eng_seg_get_info(s)->rows;
+        flows += eng_seg_get_info(s)->flows;
         eng_seg_close(s);
+        rollups += de->d_name[0] == 'r';
     }
     closedir(d);
-    *in_wal = 0;
     snprintf(path, sizeof path, "%s/wal", db);
     d = opendir(path);
     while (d && (de = readdir(d)) != NULL) {
         int64_t minute;
         uint64_t seq;
         struct stat st;
-        char seg[600];
+        char seg[600], up[600];
         if (!eng__wal_name_parse(de->d_name, &minute, &seq))
             continue;
         snprintf(seg, sizeof seg, "%s/m%lld-%llu.seg", db, (long long)minute,
                  (unsigned long long)seq);
-        if (stat(seg, &st) == 0)
-            continue; /* sealed; only the WAL's unlink was missed */
+        snprintf(up, sizeof up, "%s/rm%lld-%llu.seg", db, (long long)minute,
+                 (unsigned long long)seq);
+        if (stat(seg, &st) == 0 || stat(up, &st) == 0)
+            continue;
         eng__wal_scan sc;
         snprintf(path, sizeof path, "%s/wal/%s", db, de->d_name);
         if (eng__wal_read(path, NULL, NULL, &sc) == 0)
-            *in_wal += sc.rows;
+            in_wal += sc.rows;
     }
     if (d)
         closedir(d);
-    return rows + *in_wal;
+    if (in_wal_out)
+        *in_wal_out = in_wal;
+    if (rollups_out)
+        *rollups_out = rollups;
+    return flows + in_wal;
 }
 
 static uint64_t status_u64(const it_daemon *d, const char *key)
@@ -229,7 +245,7 @@ Test(it_crash, kill_9_during_a_replay_keeps_every_synced_flow_once, .timeout = 1
     cr_assert(r0 > 0, "nothing arrived before the kill");
     cr_assert(r1 < 40000, "the replay had finished before the kill");
 
-    uint64_t in_wal, durable = durable_rows(db, &in_wal);
+    uint64_t in_wal, durable = durable_flows(db, &in_wal, NULL);
     cr_expect(durable >= r0, "flows appended before the last sync are durable: %llu < %llu",
               (unsigned long long)durable, (unsigned long long)r0);
     cr_expect(eq(int, verify(db), 0), "segments verify after kill -9");
@@ -300,7 +316,7 @@ Test(it_crash, kill_9_while_sealing_many_minutes_loses_nothing_durable, .timeout
         waitpid(ip, &st, 0);
     cr_assert(killed && WIFSIGNALED(st), "ingest finished before it could be killed");
     int sealed_before = count_segments(db);
-    uint64_t in_wal, durable = durable_rows(db, &in_wal);
+    uint64_t in_wal, durable = durable_flows(db, &in_wal, NULL);
     cr_expect(eq(int, verify(db), 0));
     cr_assert(in_wal > 0, "nothing was waiting in the WAL");
 
@@ -313,7 +329,7 @@ Test(it_crash, kill_9_while_sealing_many_minutes_loses_nothing_durable, .timeout
     kill9(d.pid);
     d.pid = 0;
     int sealed_mid = count_segments(db);
-    uint64_t in_wal2, durable2 = durable_rows(db, &in_wal2);
+    uint64_t in_wal2, durable2 = durable_flows(db, &in_wal2, NULL);
     cr_expect(eq(u64, durable2, durable), "a crash while sealing loses nothing and adds nothing");
     cr_expect(eq(int, verify(db), 0));
 
@@ -335,60 +351,6 @@ Test(it_crash, kill_9_while_sealing_many_minutes_loses_nothing_durable, .timeout
     it_rm_rf(ref);
     unlink(pcap);
     it_rm_rf(dir);
-}
-
-/* Flows on disk counted as a restart counts them: every segment's footer flows total (a roll-up
- * row stands for many), plus the WAL records whose segment (raw or its roll-up r<name>) does
- * not exist. *rollups gets the roll-up segments. */
-static uint64_t durable_flows(const char *db, int *rollups)
-{
-    char path[600];
-    uint64_t flows = 0, in_wal = 0;
-    DIR *d = opendir(db);
-    struct dirent *de;
-    cr_assert(d != NULL);
-    *rollups = 0;
-    while ((de = readdir(d)) != NULL) {
-        size_t l = strlen(de->d_name);
-        if (l < 5 || strcmp(de->d_name + l - 4, ".seg") != 0)
-            continue;
-        eng_seg *s;
-        struct stat rst;
-        /* killed between publishing a roll-up and deleting its raw segment: both are on disk,
-         * and the roll-up holds the flows (a start-up deletes the raw one) */
-        snprintf(path, sizeof path, "%s/r%s", db, de->d_name);
-        if (de->d_name[0] != 'r' && stat(path, &rst) == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", db, de->d_name);
-        cr_assert(eq(int, eng_seg_open(path, &s), 0), "%s", path);
-        flows += eng_seg_get_info(s)->flows;
-        eng_seg_close(s);
-        *rollups += de->d_name[0] == 'r';
-    }
-    closedir(d);
-    snprintf(path, sizeof path, "%s/wal", db);
-    d = opendir(path);
-    while (d && (de = readdir(d)) != NULL) {
-        int64_t minute;
-        uint64_t seq;
-        struct stat st;
-        char seg[600], up[600];
-        if (!eng__wal_name_parse(de->d_name, &minute, &seq))
-            continue;
-        snprintf(seg, sizeof seg, "%s/m%lld-%llu.seg", db, (long long)minute,
-                 (unsigned long long)seq);
-        snprintf(up, sizeof up, "%s/rm%lld-%llu.seg", db, (long long)minute,
-                 (unsigned long long)seq);
-        if (stat(seg, &st) == 0 || stat(up, &st) == 0)
-            continue;
-        eng__wal_scan sc;
-        snprintf(path, sizeof path, "%s/wal/%s", db, de->d_name);
-        if (eng__wal_read(path, NULL, NULL, &sc) == 0)
-            in_wal += sc.rows;
-    }
-    if (d)
-        closedir(d);
-    return flows + in_wal;
 }
 
 /* No minute is both a raw segment and a roll-up. */
@@ -451,7 +413,7 @@ Test(it_crash, kill_9_while_rolling_up_counts_every_flow_once, .timeout = 120)
     if (killed)
         waitpid(ip, &st, 0);
     cr_assert(killed && WIFSIGNALED(st), "ingest finished before it could be killed");
-    uint64_t durable = durable_flows(db, &rollups);
+    uint64_t durable = durable_flows(db, NULL, &rollups);
     cr_assert(ge(int, rollups, 5)); /* the 10th may have been a .tmp being written */
     cr_expect(eq(int, verify(db), 0));
 
@@ -471,7 +433,7 @@ Test(it_crash, kill_9_while_rolling_up_counts_every_flow_once, .timeout = 120)
     free(body);
     cr_expect(eq(u64, flows, durable), "every flow on disk counted once");
     cr_assert(eq(int, it_daemon_stop(&d), 0));
-    uint64_t after = durable_flows(db, &rollups);
+    uint64_t after = durable_flows(db, NULL, &rollups);
     cr_expect(eq(u64, after, durable), "a restart loses nothing and adds nothing");
     cr_expect(le(u64, after, 120000));
     one_tier_per_segment(db);
