@@ -210,6 +210,29 @@ static inline uint16_t ns_get_le16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | p[1] << 8);
 }
+/* Big-endian loads, the same way (addresses are in network order). */
+static inline uint64_t ns_get_be64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#elif !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+    v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+#endif
+    return v;
+}
+static inline uint32_t ns_get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void ns_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Addresses: every address is kept as 16 bytes; IPv4 is IPv4-mapped (::ffff:a.b.c.d) so one

@@ -1434,24 +1434,10 @@ typedef struct wkey {
     uint32_t idx;
 } wkey;
 
-static uint64_t load_be64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    v = __builtin_bswap64(v);
-#elif !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
-    v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-#endif
-    return v;
-}
-
 static void flow_key(const eng_flow *r, uint64_t k[3])
 {
-    k[0] = load_be64(r->src.b);
-    k[1] = load_be64(r->src.b + 8);
+    k[0] = ns_get_be64(r->src.b);
+    k[1] = ns_get_be64(r->src.b + 8);
     k[2] = (uint64_t)r->first_ms ^ (1ull << 63); /* signed order as unsigned */
 }
 
@@ -1897,6 +1883,42 @@ static bool damaged(int rc)
            rc == NS_E_COMPRESS;
 }
 
+/* A dictionary-coded column in the cache is a second entry beside the column (tag ENG_NCOLS +
+ * c): the count of values (8 bytes), the values, then the rows' codes. */
+static const eng_coldict *cached_dict(eng_cache *cache, uint64_t file, uint32_t c, size_t n,
+                                      eng_coldict *d, eng_cache_ent **ref)
+{
+    const uint8_t *p = eng__cache_get(cache, file, ENG_NCOLS + c, ref);
+    if (!p)
+        return NULL;
+    memcpy(&d->n, p, sizeof d->n);
+    d->vals = p + 8;
+    d->codes = (const uint32_t *)(const void *)(p + 8 + d->n * 16);
+    (void)n;
+    return d;
+}
+
+static const eng_coldict *put_dict(eng_cache *cache, uint64_t owner, uint64_t file, uint32_t c,
+                                   size_t n, const eng_coldict *from, eng_coldict *d,
+                                   eng_cache_ent **ref)
+{
+    size_t len = 8 + from->n * 16 + n * 4;
+    uint8_t *blob = eng__cache_wants(cache, len) ? malloc(len) : NULL;
+    if (!blob)
+        return from;
+    memcpy(blob, &from->n, 8);
+    memcpy(blob + 8, from->vals, from->n * 16);
+    memcpy(blob + 8 + from->n * 16, from->codes, n * 4);
+    const uint8_t *kept = eng__cache_put(cache, owner, file, ENG_NCOLS + c, blob, len, ref);
+    free(blob);
+    if (!kept)
+        return from;
+    memcpy(&d->n, kept, 8);
+    d->vals = kept + 8;
+    d->codes = (const uint32_t *)(const void *)(kept + 8 + d->n * 16);
+    return d;
+}
+
 /* A segment file that is gone when a query opens it was either deleted by budget or retention
  * since the query's snapshot (then it has left the catalog already), or removed behind the
  * daemon's back: then the catalog forgets it too, and the loss is logged and counted. */
@@ -2001,12 +2023,15 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     if (need & ENG_COLMASK(ENG_COL_LAST))
         need |= ENG_COLMASK(ENG_COL_FIRST);
     /* columns the cache holds are not decoded again; the others are, and offered to it */
-    eng_cache_ent *refs[ENG_NCOLS] = {0};
+    eng_cache_ent *refs[ENG_NCOLS] = {0}, *drefs[ENG_NCOLS] = {0};
+    eng_coldict dk[ENG_NCOLS];
     eng_colview v = {.mask = need};
     uint32_t miss = need;
     for (uint32_t c = 0; db->cache && c < ENG_NCOLS; c++)
-        if ((need & ENG_COLMASK(c)) && (v.col[c] = eng__cache_get(db->cache, file, c, &refs[c])))
+        if ((need & ENG_COLMASK(c)) && (v.col[c] = eng__cache_get(db->cache, file, c, &refs[c]))) {
             miss &= ~ENG_COLMASK(c);
+            v.dict[c] = cached_dict(db->cache, file, c, n, &dk[c], &drefs[c]);
+        }
     int lrc = miss ? eng__seg_load_cols(s, miss, &bufs->cs) : 0;
     eng_seg_close(s);
     rc = lrc;
@@ -2015,11 +2040,15 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
             continue;
         size_t len = n * eng_col_width((eng_col)c);
         v.col[c] = bufs->cs.col[c];
+        if (bufs->cs.dmask & ENG_COLMASK(c))
+            v.dict[c] = &bufs->cs.dict[c];
         if (bufs->cache_put && eng__cache_wants(db->cache, len) && bufs->cs.mask & ENG_COLMASK(c)) {
             const uint8_t *kept =
                 eng__cache_put(db->cache, owner, file, c, bufs->cs.col[c], len, &refs[c]);
             if (kept)
                 v.col[c] = kept;
+            if (kept && v.dict[c])
+                v.dict[c] = put_dict(db->cache, owner, file, c, n, v.dict[c], &dk[c], &drefs[c]);
         }
     }
     if (rc == 0) {
@@ -2039,8 +2068,10 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         if (cnt)
             rc = opts && opts->cols ? opts->cols(arg, &v) : emit_rows(bufs, &v, cb, arg);
     }
-    for (uint32_t c = 0; c < ENG_NCOLS; c++)
+    for (uint32_t c = 0; c < ENG_NCOLS; c++) {
         eng__cache_release(db->cache, refs[c]);
+        eng__cache_release(db->cache, drefs[c]);
+    }
     if (lrc < 0)
         goto bad; /* the segment's own error, not a callback's */
     return rc;

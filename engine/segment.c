@@ -38,8 +38,9 @@
 #define SEG_MAGIC "NS2FSEG"
 #define SEG_END   "NS2FEND"
 #define SEG_VERSION                                                                                \
-    4u /* 2: vlan, direction, flow_type columns; 3: address index, bloom;                          \
-        * 4: flows column (roll-up rows), flows total in the footer */
+    5u /* 2: vlan, direction, flow_type columns; 3: address index, bloom;                          \
+        * 4: flows column (roll-up rows), flows total in the footer;                               \
+        * 5: dictionary-coded addresses, source_id by exporter, ports plain */
 #define SEG_HDR           16u
 #define SEG_TRAILER       24u
 #define SEG_FOOTER_FIXED  48u /* version 2 */
@@ -49,16 +50,29 @@
 #define SEG_BLOOM_MAX     (1u << 20) /* bloom words (8 MB): a cap for readers */
 #define SEG_BLOOM_BITS    10u        /* bits per distinct address: about 1% false positives */
 #define SEG_BLOOM_K       6u
-#define SEG_IDX_SHIFT_MIN 4u /* the index names blocks of 16 to 256 rows: small enough that a */
-#define SEG_IDX_SHIFT_MAX 8u /* rare address decodes few rows, few enough for 1-byte pointers */
-#define SEG_IDX_HDR       16u
+#define SEG_IDX_SHIFT_MIN 4u  /* the index names blocks of 16 to 1024 rows: few enough that */
+#define SEG_IDX_SHIFT_MAX 10u /* block numbers stay short (the columns are decoded whole anyway)   \
+                               */
+#define SEG_IDX_HDR    16u
+#define SEG_IDX_FENCES 1u /* index flag (v5): the source side is fences, rows sorted by source */
 /* The writer never makes bigger segments (the database starts a new buffer first), so a reader
  * refuses more before allocating for them: a forged footer cannot make it allocate gigabytes
  * (a scan decodes a segment's rows at once: this many rows is ~570 MB) */
 #define SEG_MAX_ROWS   ENG_SEG_MAX_ROWS
 #define SEG_ZSTD_LEVEL 3
 
-enum { ENC_PLAIN = 0, ENC_TRANSPOSE = 1, ENC_DELTA_VARINT = 2, ENC_SPAN_VARINT = 3 };
+enum {
+    ENC_PLAIN = 0,
+    ENC_TRANSPOSE = 1,
+    ENC_DELTA_VARINT = 2,
+    ENC_SPAN_VARINT = 3,
+    ENC_DICT = 4,        /* v5: sorted distinct values, then each row's code (src, dst) */
+    ENC_BY_EXPORTER = 5, /* v5: one value per exporter address (source_id) */
+};
+/* A dictionary pays when values repeat: the writer keeps the byte planes past this share of
+ * distinct values. A by-exporter table holds at most this many exporters. */
+#define SEG_DICT_MAX_SHARE 2u /* at most n / 2 distinct */
+#define SEG_BYEXP_MAX      256u
 
 /* Width in bytes of each column's raw value, in eng_col order. */
 static const uint8_t col_width[ENG_NCOLS] = {
@@ -122,6 +136,7 @@ const char *eng_col_name(eng_col c)
     return (unsigned)c < ENG_NCOLS ? col_names[c] : "?";
 }
 
+/* The encoding every version writes for column c (the only one before version 5). */
 static uint32_t col_encoding(eng_col c)
 {
     if (c == ENG_COL_FIRST)
@@ -129,6 +144,30 @@ static uint32_t col_encoding(eng_col c)
     if (c == ENG_COL_LAST)
         return ENC_SPAN_VARINT;
     return col_width[c] == 1 ? ENC_PLAIN : ENC_TRANSPOSE;
+}
+
+/* Whether a version's file may hold column c in encoding enc. Version 5 adds choices the writer
+ * makes by the data: a dictionary for source and destination addresses (when values repeat),
+ * a per-exporter table for source_id (when each exporter sends one), and ports as plain
+ * little-endian values (measured smaller than byte planes: a port's two bytes belong together). */
+static bool enc_allowed(eng_col c, uint32_t version, uint32_t enc)
+{
+    if (enc == col_encoding(c))
+        return true;
+    if (version < 5)
+        return false;
+    switch (c) {
+    case ENG_COL_SRC:
+    case ENG_COL_DST:
+        return enc == ENC_DICT;
+    case ENG_COL_SOURCE_ID:
+        return enc == ENC_BY_EXPORTER;
+    case ENG_COL_SRC_PORT:
+    case ENG_COL_DST_PORT:
+        return enc == ENC_PLAIN;
+    default:
+        return false;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -454,11 +493,11 @@ static bool transpose(const eng_flow *rows, size_t m, size_t off, uint32_t w, ui
 /* Encodes rows[0..m), rows start.. of a segment of n rows, into column c's buffer buf: the
  * planes of fixed-width columns at buf + k * n + start; varint columns appended at *vlen (prev:
  * the last row's first_ms before this block, for the deltas). */
-static void col_encode_block(eng_col c, const eng_flow *rows, size_t m, size_t start, size_t n,
-                             uint8_t *buf, size_t *vlen, int64_t *prev)
+static void col_encode_block(eng_col c, uint32_t enc, const eng_flow *rows, size_t m, size_t start,
+                             size_t n, uint8_t *buf, size_t *vlen, int64_t *prev)
 {
     uint32_t w = col_width[c];
-    switch (col_encoding(c)) {
+    switch (enc) {
     case ENC_DELTA_VARINT: {
         size_t used = *vlen;
         int64_t p = *prev;
@@ -493,9 +532,18 @@ static void col_encode_block(eng_col c, const eng_flow *rows, size_t m, size_t s
         }
         return;
     }
-    default:
-        for (size_t i = 0; i < m; i++)
-            buf[start + i] = *((const uint8_t *)&rows[i] + col_off[c]);
+    default: /* plain: each value's little-endian bytes, row after row */
+        if (w == 1) {
+            for (size_t i = 0; i < m; i++)
+                buf[start + i] = *((const uint8_t *)&rows[i] + col_off[c]);
+            return;
+        }
+        for (size_t i = 0; i < m; i++) {
+            if (SEG_HOST_LE)
+                memcpy(buf + (start + i) * w, (const uint8_t *)&rows[i] + col_off[c], w);
+            else
+                row_get(&rows[i], c, buf + (start + i) * w);
+        }
         return;
     }
 }
@@ -587,8 +635,8 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
 {
     uint32_t w = col_width[c];
     ns_cur cur = ns_cur_make(raw, rsize);
-    if (enc != col_encoding(c))
-        return NS_E_CORRUPT;
+    if (!enc_allowed(c, SEG_VERSION, enc) || enc == ENC_DICT || enc == ENC_BY_EXPORTER)
+        return NS_E_CORRUPT; /* those two are decoded by the column set (they need more) */
     switch (enc) {
     case ENC_DELTA_VARINT: {
         int64_t prev = 0;
@@ -656,10 +704,16 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
         cur.left = 0;
         break;
     }
-    default:
-        if (rsize != n)
+    default: /* plain: little-endian values one after another, the column set's own layout */
+        if (rsize != n * w)
             return NS_E_CORRUPT;
-        memcpy(out, raw, n);
+        if (SEG_HOST_LE || w == 1) {
+            memcpy(out, raw, n * w);
+        } else {
+            for (size_t i = 0; i < n; i++)
+                for (uint32_t j = 0; j < w; j++)
+                    out[i * w + j] = raw[i * w + j];
+        }
         cur.left = 0;
         break;
     }
@@ -733,6 +787,12 @@ enum {
     WB_COMP,
     WB_FOOT,
     WB_BLK,
+    WB_DTAB, /* dictionary builders: hash table, distinct values, row ids (src, dst) */
+    WB_DVAL,
+    WB_DIDS,
+    WB_DSORT, /* sorting a dictionary */
+    WB_DTMP,
+    WB_FENCE, /* the source address of each index block's first row */
     WB_N
 };
 
@@ -949,10 +1009,61 @@ static size_t index_side(const uint64_t *h, size_t n, uint32_t m, uint32_t shift
     return used;
 }
 
+/* log2 of the rows an index entry names: blocks of 16 rows, larger in large segments so block
+ * numbers stay below 128 (one varint byte), up to 1024 rows. Coarse blocks cost a device query
+ * little (a segment's columns are decompressed whole; a block only adds rows to re-check) and
+ * made the index a third smaller on the benchmark set than 256-row blocks. */
+static uint32_t index_shift(size_t n)
+{
+    uint32_t shift = SEG_IDX_SHIFT_MIN;
+    while (shift < SEG_IDX_SHIFT_MAX && (n >> shift) >= 128)
+        shift++;
+    return shift;
+}
+
+/* Appends the ascending 16-byte values v[0..m) as differences (the first from 0), each as
+ * varint(high 64 bits), varint(low 64 bits) of the 128-bit difference. */
+static size_t put_ascending(const uint8_t *v, size_t m, uint8_t *out)
+{
+    uint64_t phi = 0, plo = 0;
+    size_t used = 0;
+    for (size_t r = 0; r < m; r++) {
+        uint64_t hi = ns_get_be64(v + r * 16), lo = ns_get_be64(v + r * 16 + 8);
+        used += put_varint(out + used, hi - phi - (lo < plo ? 1 : 0));
+        used += put_varint(out + used, lo - plo);
+        phi = hi;
+        plo = lo;
+    }
+    return used;
+}
+
+/* Reads m values written by put_ascending into out (16 bytes each); strict: each larger than
+ * the one before, else each at least as large. */
+static bool get_ascending(ns_cur *c, size_t m, bool strict, uint8_t *out)
+{
+    uint64_t hi = 0, lo = 0;
+    for (size_t r = 0; r < m; r++) {
+        uint64_t dhi, dlo;
+        if (!get_varint(c, &dhi) || !get_varint(c, &dlo) ||
+            (strict && r > 0 && dhi == 0 && dlo == 0))
+            return false;
+        uint64_t nlo = lo + dlo, carry = nlo < lo;
+        if (dhi > UINT64_MAX - hi || hi + dhi > UINT64_MAX - carry)
+            return false; /* past 2^128: not ascending */
+        hi += dhi + carry;
+        lo = nlo;
+        ns_put_be64(out + r * 16, hi);
+        ns_put_be64(out + r * 16 + 8, lo);
+    }
+    return true;
+}
+
 /* Builds the raw index (into *idx) and the bloom filter (*bloom, *words), both in the thread's
- * scratch, from the rows' address hashes: h[i] of row i's source, h[n + i] of its destination. */
-static int build_index(const uint64_t *h, size_t n, uint8_t **idx, size_t *idx_len,
-                       uint64_t **bloom, uint32_t *words)
+ * scratch, from the rows' address hashes: h[i] of row i's source, h[n + i] of its destination.
+ * fences (version 5, rows sorted by source): the source of each block's first row, which then
+ * stands for the source side (flag 1 in the header). */
+static int build_index(const uint64_t *h, size_t n, const uint8_t *fences, uint8_t **idx,
+                       size_t *idx_len, uint64_t **bloom, uint32_t *words)
 {
     seg_wmem *w = wmem_get();
     uint64_t *u = wbuf(w, WB_U, (n ? n : 1) * 2 * sizeof *u);
@@ -964,7 +1075,7 @@ static int build_index(const uint64_t *h, size_t n, uint8_t **idx, size_t *idx_l
         return NS_E_NOMEM;
     for (int side = 0; side < 2; side++) {
         distinct[side] = distinct_u64(h + (size_t)side * n, n, u);
-        m[side] = pow2_at_least(distinct[side]);
+        m[side] = pow2_at_least((distinct[side] + 1) / 2);
     }
     size_t all = distinct_u64(h, 2 * n, u);
     uint64_t nw = ((uint64_t)all * SEG_BLOOM_BITS + 63) / 64;
@@ -979,21 +1090,323 @@ static int build_index(const uint64_t *h, size_t n, uint8_t **idx, size_t *idx_l
             uint64_t bit = bloom_bit(u[i], k, nbits);
             bl[bit / 64] |= 1ull << (bit % 64);
         }
-    /* blocks of 16 rows, larger in large segments so block numbers stay below 128 (one
-     * varint byte), up to 256 rows */
-    uint32_t shift = SEG_IDX_SHIFT_MIN;
-    while (shift < SEG_IDX_SHIFT_MAX && (n >> shift) >= 128)
-        shift++;
+    uint32_t shift = index_shift(n);
+    size_t nblocks = (n + ((size_t)1 << shift) - 1) >> shift;
     memset(out, 0, SEG_IDX_HDR);
     ns_put_le32(out, shift);
-    ns_put_le32(out + 4, m[0]);
+    ns_put_le32(out + 4, fences ? (uint32_t)nblocks : m[0]);
     ns_put_le32(out + 8, m[1]);
-    for (int side = 0; side < 2; side++)
+    ns_put_le32(out + 12, fences ? SEG_IDX_FENCES : 0);
+    if (fences)
+        used += put_ascending(fences, nblocks, out + used);
+    for (int side = fences ? 1 : 0; side < 2; side++)
         used += index_side(h + (size_t)side * n, n, m[side], shift, u, out + used);
     *idx = out;
     *idx_len = used;
     *bloom = bl;
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Version 5 encodings built while the writer gathers rows: a dictionary of a 16-byte column's
+ * distinct values (ENC_DICT) and a table of source_id by exporter (ENC_BY_EXPORTER). Each gives
+ * up (the column keeps its byte planes) when it would not pay or cannot be exact. */
+
+typedef struct dict_slot {
+    uint64_t hash;
+    uint32_t id; /* into vals; UINT32_MAX: empty */
+    uint32_t pad;
+} dict_slot;
+
+typedef struct dict_build {
+    bool failed;
+    size_t m, limit, cap;
+    dict_slot *tab; /* cap slots, open addressing on the address hash */
+    uint8_t *vals;  /* limit distinct values, 16 bytes each, in order of first sight */
+    uint32_t *ids;  /* row i's value: vals[ids[i]] */
+} dict_build;
+
+/* side 0 (src) or 1 (dst) of the thread's scratch for n rows */
+static void dict_start(dict_build *d, size_t n, int side)
+{
+    seg_wmem *w = wmem_get();
+    memset(d, 0, sizeof *d);
+    d->limit = n / SEG_DICT_MAX_SHARE;
+    d->cap = 16;
+    while (d->cap < 2 * d->limit)
+        d->cap <<= 1;
+    /* both sides share each scratch buffer, one half each */
+    uint8_t *tab = wbuf(w, WB_DTAB, 2 * d->cap * sizeof *d->tab);
+    uint8_t *vals = wbuf(w, WB_DVAL, 2 * (d->limit + 1) * 16);
+    uint8_t *ids = wbuf(w, WB_DIDS, 2 * (n + 1) * sizeof *d->ids);
+    if (d->limit == 0 || !tab || !vals || !ids) {
+        d->failed = true;
+        return;
+    }
+    d->tab = (dict_slot *)(void *)(tab + (size_t)side * d->cap * sizeof *d->tab);
+    d->vals = vals + (size_t)side * (d->limit + 1) * 16;
+    d->ids = (uint32_t *)(void *)(ids + (size_t)side * (n + 1) * sizeof *d->ids);
+    memset(d->tab, 0xff, d->cap * sizeof *d->tab);
+}
+
+/* Row i has value a (hash h). Two values with one 64-bit hash, or too many values, end it. */
+static inline void dict_add(dict_build *d, size_t i, const uint8_t *a, uint64_t h)
+{
+    if (d->failed)
+        return;
+    size_t j = (size_t)(h ^ h >> 32) & (d->cap - 1);
+    while (d->tab[j].id != UINT32_MAX) {
+        if (d->tab[j].hash == h) {
+            if (memcmp(d->vals + (size_t)d->tab[j].id * 16, a, 16) != 0)
+                d->failed = true;
+            d->ids[i] = d->tab[j].id;
+            return;
+        }
+        j = (j + 1) & (d->cap - 1);
+    }
+    if (d->m >= d->limit) {
+        d->failed = true;
+        return;
+    }
+    d->tab[j].hash = h;
+    d->tab[j].id = (uint32_t)d->m;
+    memcpy(d->vals + d->m * 16, a, 16);
+    d->ids[i] = (uint32_t)d->m++;
+}
+
+typedef struct dict_key {
+    uint8_t a[16];
+    uint32_t id;
+} dict_key;
+
+static int cmp_dict_key(const void *x, const void *y)
+{
+    return memcmp(((const dict_key *)x)->a, ((const dict_key *)y)->a, 16);
+}
+
+/* Bytes a code takes for m distinct values. */
+static uint32_t dict_code_width(uint64_t m)
+{
+    return m <= 1u << 8 ? 1 : m <= 1u << 16 ? 2 : m <= 1u << 24 ? 3 : 4;
+}
+
+/* The column's ENC_DICT bytes into out (cap bytes): varint m; the m values ascending as
+ * 128-bit big-endian numbers, each a difference from the one before (the first from 0) written
+ * as varint(high 64 bits), varint(low 64 bits); then each row's code (the value's rank) in
+ * byte planes of dict_code_width(m) bytes. Returns the length, or 0 to keep the planes. */
+static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap)
+{
+    seg_wmem *w = wmem_get();
+    size_t m = d->m, used = 0;
+    if (d->failed || m == 0)
+        return 0;
+    uint32_t cw = dict_code_width(m);
+    if (10 + m * 20 + (size_t)cw * n > cap)
+        return 0;
+    /* rank[id]: v4-mapped values (the common case) sort as 32-bit numbers packed with their id
+     * into one radix-sorted word; anything else by comparison */
+    uint32_t *rank =
+        (uint32_t *)wbuf(w, WB_DSORT, m * sizeof(uint64_t) + m * sizeof(dict_key) + 16);
+    uint64_t *tmp = (uint64_t *)wbuf(w, WB_DTMP, m * sizeof(uint64_t));
+    if (!rank || !tmp)
+        return 0;
+    uint64_t *keys = (uint64_t *)(void *)((uint8_t *)rank + m * sizeof(uint32_t));
+    keys = (uint64_t *)(void *)(((uintptr_t)keys + 7) & ~(uintptr_t)7);
+    bool v4 = true;
+    for (size_t j = 0; j < m && v4; j++)
+        v4 = memcmp(d->vals + j * 16, d->vals, 12) == 0;
+    if (v4) {
+        for (size_t j = 0; j < m; j++)
+            keys[j] = (uint64_t)ns_get_be32(d->vals + j * 16 + 12) << 32 | j;
+        if (!radix_u64(keys, tmp, m))
+            qsort(keys, m, sizeof *keys, cmp_u64);
+        for (size_t j = 0; j < m; j++)
+            rank[(uint32_t)keys[j]] = (uint32_t)j;
+    } else {
+        dict_key *dk = (dict_key *)(void *)keys;
+        for (size_t j = 0; j < m; j++) {
+            memcpy(dk[j].a, d->vals + j * 16, 16);
+            dk[j].id = (uint32_t)j;
+        }
+        qsort(dk, m, sizeof *dk, cmp_dict_key);
+        for (size_t j = 0; j < m; j++)
+            rank[dk[j].id] = (uint32_t)j;
+    }
+    /* values in rank order: tmp is free again, reuse it for the order */
+    uint32_t *order = (uint32_t *)(void *)tmp;
+    for (size_t j = 0; j < m; j++)
+        order[rank[j]] = (uint32_t)j;
+    used += put_varint(out, m);
+    /* the values in rank order, where the sort keys were (at least 16 bytes a value) */
+    uint8_t *sorted = (uint8_t *)keys;
+    for (size_t r = 0; r < m; r++)
+        memcpy(sorted + r * 16, d->vals + (size_t)order[r] * 16, 16);
+    used += put_ascending(sorted, m, out + used);
+    uint8_t *planes = out + used;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t code = rank[d->ids[i]];
+        for (uint32_t k = 0; k < cw; k++)
+            planes[(size_t)k * n + i] = (uint8_t)(code >> (8 * k));
+    }
+    return used + (size_t)cw * n;
+}
+
+/* source_id by exporter: a small table keyed by the exporter address's last two bytes (linear
+ * probing over at most SEG_BYEXP_MAX entries). */
+typedef struct byexp_ent {
+    uint8_t addr[16];
+    uint32_t value;
+    bool used;
+} byexp_ent;
+
+typedef struct byexp {
+    bool failed;
+    size_t m;
+    byexp_ent tab[2 * SEG_BYEXP_MAX];
+} byexp;
+
+static inline size_t byexp_slot(const byexp *b, const uint8_t *a)
+{
+    size_t j = ((size_t)a[14] << 8 | a[15]) & (2 * SEG_BYEXP_MAX - 1);
+    while (b->tab[j].used && memcmp(b->tab[j].addr, a, 16) != 0)
+        j = (j + 1) & (2 * SEG_BYEXP_MAX - 1);
+    return j;
+}
+
+static inline void byexp_add(byexp *b, const uint8_t *exporter, uint32_t value)
+{
+    if (b->failed)
+        return;
+    size_t j = byexp_slot(b, exporter);
+    if (b->tab[j].used) {
+        b->failed |= b->tab[j].value != value;
+        return;
+    }
+    if (b->m >= SEG_BYEXP_MAX) {
+        b->failed = true;
+        return;
+    }
+    memcpy(b->tab[j].addr, exporter, 16);
+    b->tab[j].value = value;
+    b->tab[j].used = true;
+    b->m++;
+}
+
+static int cmp_byexp(const void *x, const void *y)
+{
+    return memcmp(((const byexp_ent *)x)->addr, ((const byexp_ent *)y)->addr, 16);
+}
+
+/* ENC_BY_EXPORTER bytes: varint m, then m entries (16-byte exporter address, ascending; varint
+ * value). Returns the length, or 0 to keep the planes. */
+static size_t byexp_finish(byexp *b, uint8_t *out, size_t cap)
+{
+    byexp_ent e[SEG_BYEXP_MAX];
+    size_t k = 0, used = 0;
+    if (b->failed || b->m == 0 || 10 + b->m * 21 > cap)
+        return 0;
+    for (size_t j = 0; j < 2 * SEG_BYEXP_MAX; j++)
+        if (b->tab[j].used)
+            e[k++] = b->tab[j];
+    qsort(e, k, sizeof *e, cmp_byexp);
+    used += put_varint(out, k);
+    for (size_t j = 0; j < k; j++) {
+        memcpy(out + used, e[j].addr, 16);
+        used += 16;
+        used += put_varint(out + used, e[j].value);
+    }
+    return used;
+}
+
+/* ENC_DICT bytes (rsize, n rows) into the set: the distinct values (dv, ascending), each row's
+ * code (codes) and the column itself (out, 16 bytes a row). Every value must be larger than the
+ * one before and every code name a value. */
+static int dict_decode(const uint8_t *raw, size_t rsize, size_t n, eng_coldict *dv, uint8_t *out)
+{
+    ns_cur cur = ns_cur_make(raw, rsize);
+    uint64_t m;
+    if (!get_varint(&cur, &m) || m > n || (m == 0) != (n == 0))
+        return NS_E_CORRUPT;
+    uint8_t *vals = (uint8_t *)(uintptr_t)dv->vals;
+    uint32_t *codes = (uint32_t *)(uintptr_t)dv->codes;
+    if (!get_ascending(&cur, (size_t)m, true, vals))
+        return NS_E_CORRUPT;
+    uint32_t cw = dict_code_width(m);
+    if (cur.left != (size_t)cw * n)
+        return NS_E_CORRUPT;
+    const uint8_t *p = cur.p;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t code = p[i];
+        for (uint32_t k = 1; k < cw; k++)
+            code |= (uint32_t)p[(size_t)k * n + i] << (8 * k);
+        if (code >= m)
+            return NS_E_CORRUPT;
+        codes[i] = code;
+        memcpy(out + i * 16, vals + (size_t)code * 16, 16);
+    }
+    dv->n = (size_t)m;
+    return 0;
+}
+
+/* ENC_BY_EXPORTER bytes into out (n values of 4 bytes), through the exporter column exp (16
+ * bytes a row): exporters ascending, each row's exporter in the table. */
+static int byexp_decode(const uint8_t *raw, size_t rsize, size_t n, const uint8_t *exp,
+                        uint8_t *out)
+{
+    ns_cur cur = ns_cur_make(raw, rsize);
+    uint64_t m;
+    byexp *b = calloc(1, sizeof *b);
+    int rc = NS_E_CORRUPT;
+    if (!b)
+        return NS_E_NOMEM;
+    if (!get_varint(&cur, &m) || m == 0 || m > SEG_BYEXP_MAX)
+        goto out;
+    uint8_t prev[16];
+    for (uint64_t j = 0; j < m; j++) {
+        uint8_t a[16];
+        uint64_t v;
+        if (!ns_cur_bytes(&cur, a, 16) || !get_varint(&cur, &v) || v > UINT32_MAX ||
+            (j > 0 && memcmp(prev, a, 16) >= 0))
+            goto out;
+        memcpy(prev, a, 16);
+        size_t slot = byexp_slot(b, a);
+        memcpy(b->tab[slot].addr, a, 16);
+        b->tab[slot].value = (uint32_t)v;
+        b->tab[slot].used = true;
+    }
+    if (cur.left != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const byexp_ent *e = &b->tab[byexp_slot(b, exp + i * 16)];
+        if (!e->used)
+            goto out; /* a row from an exporter the table lacks */
+        ns_put_le32(out + i * 4, e->value);
+    }
+    rc = 0;
+out:
+    free(b);
+    return rc;
+}
+
+int eng__col_decode_raw(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, size_t n,
+                        const uint8_t *exporters, uint8_t *out)
+{
+    if ((unsigned)c >= ENG_NCOLS)
+        return NS_E_RANGE;
+    if (enc == ENC_BY_EXPORTER)
+        return c == ENG_COL_SOURCE_ID && exporters ? byexp_decode(raw, rsize, n, exporters, out)
+                                                   : NS_E_CORRUPT;
+    if (enc != ENC_DICT)
+        return col_decode(c, enc, raw, rsize, n, NULL, out);
+    if (!enc_allowed(c, SEG_VERSION, enc))
+        return NS_E_CORRUPT;
+    uint8_t *vals = malloc(n * 16 + 16);
+    uint32_t *codes = malloc(n * 4 + 4);
+    eng_coldict d = {0, vals, codes};
+    int rc = vals && codes ? dict_decode(raw, rsize, n, &d, out) : NS_E_NOMEM;
+    free(vals);
+    free(codes);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1043,6 +1456,10 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     uint64_t off = SEG_HDR;
     int64_t tmin = n ? INT64_MAX : 0, tmax = n ? INT64_MIN : 0, prev = 0;
     uint64_t pk = 0, by = 0, fl = 0;
+    uint32_t encs[ENG_NCOLS];
+    dict_build dict[2]; /* src, dst */
+    byexp *bx = NULL;
+    uint8_t last_src[16] = {0};
 
     if (n > SEG_MAX_ROWS)
         return NS_E_TOO_MANY;
@@ -1063,6 +1480,21 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     blk = perm ? wbuf(wm, WB_BLK, SEG_BLOCK * sizeof *blk) : NULL;
     if (!enc || !h || (perm && !blk))
         return NS_E_NOMEM;
+    for (int c = 0; c < ENG_NCOLS; c++)
+        encs[c] = col_encoding((eng_col)c);
+    bool v5 = version >= 5, sorted = v5;
+    uint32_t ishift = index_shift(n);
+    uint8_t *fences = NULL;
+    if (v5) {
+        fences = wbuf(wm, WB_FENCE, (((n + ((size_t)1 << ishift) - 1) >> ishift) + 1) * 16);
+        if (!fences)
+            return NS_E_NOMEM;
+        encs[ENG_COL_SRC_PORT] = encs[ENG_COL_DST_PORT] = ENC_PLAIN;
+        dict_start(&dict[0], n, 0);
+        dict_start(&dict[1], n, 1);
+        if (!(bx = calloc(1, sizeof *bx)))
+            return NS_E_NOMEM;
+    }
     for (size_t s0 = 0; s0 < n; s0 += SEG_BLOCK) {
         size_t m = n - s0 < SEG_BLOCK ? n - s0 : SEG_BLOCK;
         const eng_flow *r;
@@ -1087,14 +1519,44 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                 h[s0 + i] = eng_addr_hash(&r[i].src);
                 h[n + s0 + i] = eng_addr_hash(&r[i].dst);
             }
+        if (v5)
+            for (size_t i = 0; i < m; i++) {
+                size_t k = s0 + i;
+                if (sorted && k > 0 && memcmp(i ? r[i - 1].src.b : last_src, r[i].src.b, 16) > 0)
+                    sorted = false;
+                if ((k & (((size_t)1 << ishift) - 1)) == 0)
+                    memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
+                dict_add(&dict[0], s0 + i, r[i].src.b, h[s0 + i]);
+                dict_add(&dict[1], s0 + i, r[i].dst.b, h[n + s0 + i]);
+                byexp_add(bx, r[i].exporter.b, r[i].source_id);
+            }
         for (int c = 0; c < ENG_NCOLS; c++)
-            col_encode_block((eng_col)c, r, m, s0, n, enc + coff[c], &clen[c], &prev);
+            col_encode_block((eng_col)c, encs[c], r, m, s0, n, enc + coff[c], &clen[c], &prev);
+        if (m)
+            memcpy(last_src, r[m - 1].src.b, 16);
     }
     for (int c = 0; c < ENG_NCOLS; c++)
-        if (col_encoding((eng_col)c) != ENC_DELTA_VARINT &&
-            col_encoding((eng_col)c) != ENC_SPAN_VARINT)
+        if (encs[c] != ENC_DELTA_VARINT && encs[c] != ENC_SPAN_VARINT)
             clen[c] = col_cap((eng_col)c, n);
-    if (version >= 3 && (rc = build_index(h, n, &idx, &idx_len, &bloom, &words)) < 0)
+    if (v5) {
+        /* the planes stay where a dictionary or table would not be exact or smaller */
+        for (int side = 0; side < 2; side++) {
+            eng_col c = side ? ENG_COL_DST : ENG_COL_SRC;
+            size_t len = dict_finish(&dict[side], n, enc + coff[c], col_cap(c, n));
+            if (len) {
+                encs[c] = ENC_DICT;
+                clen[c] = len;
+            }
+        }
+        size_t len = byexp_finish(bx, enc + coff[ENG_COL_SOURCE_ID], col_cap(ENG_COL_SOURCE_ID, n));
+        if (len) {
+            encs[ENG_COL_SOURCE_ID] = ENC_BY_EXPORTER;
+            clen[ENG_COL_SOURCE_ID] = len;
+        }
+        free(bx);
+    }
+    if (version >= 3 &&
+        (rc = build_index(h, n, sorted ? fences : NULL, &idx, &idx_len, &bloom, &words)) < 0)
         return rc;
     size_t fixed = version >= 4 ? SEG_FOOTER_V4 : version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
     size_t flen = fixed + ncols * SEG_COLDIR + (size_t)words * 8;
@@ -1138,7 +1600,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         uint8_t *d = footer + fixed + (size_t)c * SEG_COLDIR;
         ns_put_le32(d + 0, (uint32_t)c);
         ns_put_le32(d + 4, col_width[c]);
-        ns_put_le32(d + 8, col_encoding((eng_col)c));
+        ns_put_le32(d + 8, encs[c]);
         ns_put_le64(d + 16, off);
         ns_put_le64(d + 24, csize);
         ns_put_le64(d + 32, rsize);
@@ -1208,6 +1670,7 @@ struct eng_seg {
     bool idx_loaded;
     uint32_t idx_shift, idx_m[2];
     uint32_t *idx_start[2], *idx_blocks[2];
+    uint8_t *idx_fences; /* version 5, rows sorted by source: idx_m[0] fences, else NULL */
 };
 
 static int seg_pread(eng_seg *s, uint64_t off, size_t len, uint8_t *buf)
@@ -1319,7 +1782,8 @@ static int seg_load_footer(eng_seg *s)
         ns_cur_le64(&f, &ci->rsize);
         ns_cur_le64(&f, &ci->checksum);
         if (ci->id != i || ci->type != col_width[i] || ci->offset < SEG_HDR || ci->offset > foff ||
-            ci->csize > foff - ci->offset || ci->rsize > s->info.rows * 16 + 16)
+            ci->csize > foff - ci->offset || ci->rsize > s->info.rows * 16 + 16 ||
+            !enc_allowed((eng_col)i, s->info.version, ci->encoding))
             goto out;
     }
     if (s->info.bloom_words) {
@@ -1380,6 +1844,7 @@ void eng_seg_close(eng_seg *s)
         free(s->idx_start[side]);
         free(s->idx_blocks[side]);
     }
+    free(s->idx_fences);
     free(s);
 }
 
@@ -1454,8 +1919,11 @@ static int grow(uint8_t **p, size_t *cap, size_t need)
 
 void eng__colset_free(eng_colset *cs)
 {
-    for (size_t i = 0; i < ENG_NCOLS; i++)
+    for (size_t i = 0; i < ENG_NCOLS; i++) {
         free(cs->col[i]);
+        free(cs->dvals[i]);
+        free(cs->dcodes[i]);
+    }
     free(cs->raw);
     free(cs->comp);
     memset(cs, 0, sizeof *cs);
@@ -1468,8 +1936,12 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
     colmask &= ENG_COLS_ALL;
     if (colmask & ENG_COLMASK(ENG_COL_LAST))
         colmask |= ENG_COLMASK(ENG_COL_FIRST); /* last is stored relative to first */
+    if ((colmask & ENG_COLMASK(ENG_COL_SOURCE_ID)) && ENG_COL_SOURCE_ID < s->info.ncols &&
+        s->cols[ENG_COL_SOURCE_ID].encoding == ENC_BY_EXPORTER)
+        colmask |= ENG_COLMASK(ENG_COL_EXPORTER); /* and source_id through the exporter */
     cs->n = 0;
     cs->mask = 0;
+    cs->dmask = 0;
     for (uint32_t i = 0; i < ENG_NCOLS; i++) {
         if (!(colmask & ENG_COLMASK(i)))
             continue;
@@ -1499,6 +1971,28 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
         size_t got = ZSTD_decompress(cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
         if (ZSTD_isError(got) || got != ci->rsize)
             return NS_E_CORRUPT;
+        if (ci->encoding == ENC_DICT) {
+            eng_coldict *dv = &cs->dict[i];
+            if ((rc = grow(&cs->dvals[i], &cs->dvcap[i], n * 16 + 16)) < 0 ||
+                (rc = grow((uint8_t **)&cs->dcodes[i], &cs->dccap[i], n * 4 + 4)) < 0)
+                return rc;
+            dv->vals = cs->dvals[i];
+            dv->codes = cs->dcodes[i];
+            if ((rc = dict_decode(cs->raw, got, n, dv, cs->col[i])) < 0)
+                return rc;
+            cs->dmask |= ENG_COLMASK(i);
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
+        if (ci->encoding == ENC_BY_EXPORTER) {
+            /* the exporter column precedes it, and was added to the mask above */
+            if (!(cs->mask & ENG_COLMASK(ENG_COL_EXPORTER)))
+                return NS_E_CORRUPT;
+            if ((rc = byexp_decode(cs->raw, got, n, cs->col[ENG_COL_EXPORTER], cs->col[i])) < 0)
+                return rc;
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
         /* FIRST precedes LAST in the file, so it is decoded by the time LAST needs it */
         rc = col_decode((eng_col)i, ci->encoding, cs->raw, got, n,
                         (cs->mask & ENG_COLMASK(ENG_COL_FIRST)) ? cs->col[ENG_COL_FIRST] : NULL,
@@ -1603,12 +2097,21 @@ int eng__colset_from_rows(eng_colset *cs, const eng_flow *rows, size_t n, uint32
     return 0;
 }
 
+/* The columns a read fills: those asked for, and first_ms with last_ms (stored relative to it),
+ * not the exporter column a source_id coded by exporter needs to decode. */
+static uint32_t read_fills(uint32_t colmask)
+{
+    return colmask & ENG_COLMASK(ENG_COL_LAST) ? colmask | ENG_COLMASK(ENG_COL_FIRST) : colmask;
+}
+
 int eng_seg_read(eng_seg *s, uint32_t colmask, eng_flow *rows)
 {
     eng_colset cs = {0};
     int rc = eng__seg_load_cols(s, colmask, &cs);
-    if (rc == 0)
-        eng__colset_rows(&cs, NULL, 0, cs.n, rows);
+    if (rc == 0) {
+        memset(rows, 0, cs.n * sizeof *rows);
+        colset_fill(&cs, NULL, 0, cs.n, read_fills(colmask), rows);
+    }
     eng__colset_free(&cs);
     return rc;
 }
@@ -1638,7 +2141,8 @@ int eng_seg_read_sel(eng_seg *s, uint32_t colmask, const uint64_t *sel, eng_flow
     size_t k = eng__sel_rows(sel, n, idx);
     rc = eng__seg_load_cols(s, colmask, &cs);
     if (rc == 0) {
-        eng__colset_rows(&cs, idx, 0, k, rows);
+        memset(rows, 0, k * sizeof *rows);
+        colset_fill(&cs, idx, 0, k, read_fills(colmask), rows);
         *nout = k;
     }
     eng__colset_free(&cs);
@@ -1703,16 +2207,28 @@ static int index_load(eng_seg *s)
     if (ZSTD_isError(got) || got != in->index_rsize)
         goto out;
     ns_cur c = ns_cur_make(raw, got);
-    uint32_t reserved;
+    uint32_t flags = 0;
     ns_cur_le32(&c, &s->idx_shift);
     ns_cur_le32(&c, &s->idx_m[0]);
     ns_cur_le32(&c, &s->idx_m[1]);
-    ns_cur_le32(&c, &reserved);
+    ns_cur_le32(&c, &flags);
     uint32_t mmax = pow2_at_least(in->rows ? in->rows : 1);
-    if (s->idx_shift > 26)
+    if (s->idx_shift > 26 || (flags & ~SEG_IDX_FENCES) != 0 || (flags && in->version < 5))
         goto out;
     uint64_t nblocks = (in->rows + (1ull << s->idx_shift) - 1) >> s->idx_shift;
-    for (int side = 0; side < 2; side++) {
+    if (flags & SEG_IDX_FENCES) {
+        /* the source side: one fence a block, ascending (the rows are sorted by source) */
+        if (s->idx_m[0] != nblocks)
+            goto out;
+        s->idx_fences = malloc(nblocks ? (size_t)nblocks * 16 : 1);
+        if (!s->idx_fences) {
+            rc = NS_E_NOMEM;
+            goto out;
+        }
+        if (!get_ascending(&c, (size_t)nblocks, false, s->idx_fences))
+            goto out;
+    }
+    for (int side = s->idx_fences ? 1 : 0; side < 2; side++) {
         uint32_t m = s->idx_m[side];
         if (m == 0 || (m & (m - 1)) != 0 || m > mmax)
             goto out;
@@ -1757,12 +2273,15 @@ static int index_load(eng_seg *s)
     s->idx_loaded = true;
     rc = 0;
 out:
-    if (rc < 0)
+    if (rc < 0) {
         for (int side = 0; side < 2; side++) {
             free(s->idx_start[side]);
             free(s->idx_blocks[side]);
             s->idx_start[side] = s->idx_blocks[side] = NULL;
         }
+        free(s->idx_fences);
+        s->idx_fences = NULL;
+    }
     free(comp);
     free(raw);
     return rc;
@@ -1777,7 +2296,13 @@ int eng_seg_index_check(eng_seg *s, eng_seg_index_stats *st)
         memset(st, 0, sizeof *st);
         if (s->idx_loaded) {
             st->block_rows = 1u << s->idx_shift;
+            st->src_fences = s->idx_fences != NULL;
             for (int side = 0; side < 2; side++) {
+                if (side == 0 && s->idx_fences) {
+                    st->buckets[0] = 0;
+                    st->entries[0] = s->idx_m[0];
+                    continue;
+                }
                 st->buckets[side] = s->idx_m[side];
                 st->entries[side] = s->idx_start[side][s->idx_m[side]];
             }
@@ -1797,6 +2322,37 @@ bool eng_seg_may_have(const eng_seg *s, const ns_addr *a)
             return false;
     }
     return true;
+}
+
+/* The first fence above a (above or equal when eq) among the idx_m[0] fences. */
+static size_t fence_bound(const eng_seg *s, const ns_addr *a, bool eq)
+{
+    size_t lo = 0, hi = s->idx_m[0];
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(s->idx_fences + mid * 16, a->b, 16);
+        if (c < 0 || (c == 0 && !eq))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Rows sorted by source: a's rows lie in the blocks from the one before the first fence not
+ * below a, to the last fence not above it. */
+static void fence_select(const eng_seg *s, const ns_addr *a, uint64_t *sel)
+{
+    size_t ge = fence_bound(s, a, true), gt = fence_bound(s, a, false);
+    if (gt == 0)
+        return; /* below the first row's source */
+    uint64_t rows = s->info.rows;
+    uint64_t lo = (uint64_t)(ge ? ge - 1 : 0) << s->idx_shift;
+    uint64_t hi = (uint64_t)gt << s->idx_shift;
+    if (hi > rows)
+        hi = rows;
+    for (uint64_t r = lo; r < hi; r++)
+        sel[r / 64] |= 1ull << (r % 64);
 }
 
 int eng_seg_select(eng_seg *s, const ns_addr *addrs, size_t naddrs, uint64_t *sel, size_t *nsel)
@@ -1820,7 +2376,9 @@ int eng_seg_select(eng_seg *s, const ns_addr *addrs, size_t naddrs, uint64_t *se
         if (!eng_seg_may_have(s, &addrs[i]))
             continue;
         uint64_t h = eng_addr_hash(&addrs[i]);
-        for (int side = 0; side < 2; side++) {
+        if (s->idx_fences)
+            fence_select(s, &addrs[i], sel);
+        for (int side = s->idx_fences ? 1 : 0; side < 2; side++) {
             uint32_t b = (uint32_t)(h & (s->idx_m[side] - 1));
             for (uint32_t e = s->idx_start[side][b]; e < s->idx_start[side][b + 1]; e++) {
                 uint64_t lo = (uint64_t)s->idx_blocks[side][e] << s->idx_shift;

@@ -159,6 +159,7 @@ typedef struct eng_seg_index_stats {
     uint32_t block_rows; /* rows an index entry names (0: no index) */
     uint32_t buckets[2]; /* src, dst */
     uint64_t entries[2];
+    bool src_fences; /* the src side is one fence a block (entries[0] of them), no buckets */
 } eng_seg_index_stats;
 /* Reads and checks the index (as eng_seg_select does) and describes it in *st (may be NULL).
  * 0 for a sound index or a version 2 segment; NS_E_CORRUPT otherwise. */
@@ -347,11 +348,21 @@ int eng_db_scan_totals(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colm
  * column: one value a row, eng_col_width(c) bytes each, little-endian (read them with
  * eng_col_u64() and friends). The rows to visit are idx[0..n) (ascending row numbers), or
  * 0..n when idx is NULL. Valid during the callback only. */
+/* A dictionary-coded column of a sealed segment (format 5: src, dst): its distinct values,
+ * ascending, and each row's code, the rank of its value (so codes order as the values do). */
+typedef struct eng_coldict {
+    size_t n;              /* distinct values */
+    const uint8_t *vals;   /* n values of 16 bytes */
+    const uint32_t *codes; /* one a row, numbered as the columns' rows (idx applies) */
+} eng_coldict;
+
 typedef struct eng_colview {
     size_t n;
     const uint32_t *idx;
     uint32_t mask;
     const uint8_t *col[ENG_NCOLS];
+    /* besides col[c], where the segment has column c as a dictionary (else NULL) */
+    const eng_coldict *dict[ENG_NCOLS];
 } eng_colview;
 typedef int (*eng_cols_cb)(void *arg, const eng_colview *v);
 size_t eng_col_width(eng_col c);

@@ -22,6 +22,12 @@ typedef struct eng_colset {
     size_t cap[ENG_NCOLS];
     uint8_t *raw, *comp; /* decompression scratch */
     size_t rawcap, compcap;
+    /* the dictionary-coded columns among them (src, dst): dict[c] is valid when dmask has c */
+    uint32_t dmask;
+    eng_coldict dict[ENG_NCOLS];
+    uint8_t *dvals[ENG_NCOLS];
+    uint32_t *dcodes[ENG_NCOLS];
+    size_t dvcap[ENG_NCOLS], dccap[ENG_NCOLS];
 } eng_colset;
 /* Reads, checks and decodes the columns of s in colmask into cs (a column the file predates
  * reads as zeros). 0, or NS_E_CORRUPT / NS_E_NOMEM / -errno. */
@@ -69,6 +75,12 @@ void eng__cache_stats(eng_cache *c, uint64_t *bytes, uint64_t *hits, uint64_t *m
  * sealer's rows, sorted by a permutation, gathered a block at a time as they are encoded. */
 int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
                         const uint32_t *perm, size_t n);
+
+/* Decodes one column's bytes after decompression (raw, rsize) in encoding enc for n rows into
+ * out (n values of the column's width), with the checks a segment read makes; exporters is the
+ * decoded exporter column, which a source_id coded by exporter needs. For the decoders' tests. */
+int eng__col_decode_raw(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, size_t n,
+                        const uint8_t *exporters, uint8_t *out);
 
 /* Frees the calling thread's segment-writing scratch (kept between eng_seg_write calls). */
 void eng__seg_write_release(void);

@@ -119,7 +119,7 @@ static void check_index(const char *path, const eng_flow *rows, size_t n, uint32
 {
     eng_seg *s = NULL;
     cr_assert(eq(int, eng_seg_open(path, &s), 0));
-    cr_assert(eq(u32, eng_seg_get_info(s)->version, 4)); /* the index came with 3 */
+    cr_assert(eq(u32, eng_seg_get_info(s)->version, 5)); /* the index came with 3 */
     eng_seg_index_stats st;
     cr_assert(eq(int, eng_seg_index_check(s, &st), 0));
     cr_assert(st.block_rows > 0);
@@ -194,6 +194,35 @@ Test(idx, index_against_brute_force_on_random_rows)
             eng_flow *rows = random_rows(n, pools[pi], M0);
             const char *path = tpath("r.seg");
             cr_assert(eq(int, eng_seg_write(path, rows, n), 0));
+            check_index(path, rows, n, pools[pi]);
+            free(rows);
+        }
+}
+
+static int cmp_src(const void *a, const void *b)
+{
+    return memcmp(((const eng_flow *)a)->src.b, ((const eng_flow *)b)->src.b, 16);
+}
+
+/* Rows sorted by source, as the sealer writes them: the source side is fences (format 5). */
+Test(idx, index_with_source_fences_against_brute_force)
+{
+    const size_t sizes[] = {1, 2, 17, 64, 65, 1000, 5000, 20000};
+    const uint32_t pools[] = {1, 3, 50, 5000};
+    rng_state = 43;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (size_t pi = 0; pi < sizeof pools / sizeof pools[0]; pi++) {
+            size_t n = sizes[si];
+            eng_flow *rows = random_rows(n, pools[pi], M0);
+            qsort(rows, n, sizeof *rows, cmp_src);
+            const char *path = tpath("s.seg");
+            cr_assert(eq(int, eng_seg_write(path, rows, n), 0));
+            eng_seg *s;
+            eng_seg_index_stats st;
+            cr_assert(eq(int, eng_seg_open(path, &s), 0));
+            cr_assert(eq(int, eng_seg_index_check(s, &st), 0));
+            cr_assert(st.src_fences, "n %zu", n);
+            eng_seg_close(s);
             check_index(path, rows, n, pools[pi]);
             free(rows);
         }

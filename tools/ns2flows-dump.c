@@ -105,7 +105,7 @@ static int dump_one(const char *path, const dump_opts *o)
             printf("  %-10s %4s %-9s %10s %10s %10s  %s\n", "column", "type", "encoding", "offset",
                    "raw", "stored", "checksum");
     }
-    static const char *const enc[] = {"plain", "transpose", "delta", "span"};
+    static const char *const enc[] = {"plain", "transpose", "delta", "span", "dict", "by-exporter"};
     for (uint32_t i = 0; i < in->ncols; i++) {
         const eng_seg_colinfo *c = eng_seg_col(s, i);
         int v = eng_seg_verify_col(s, i);
@@ -113,7 +113,7 @@ static int dump_one(const char *path, const dump_opts *o)
             bad = 1;
         if ((!o->rows || !o->csv) && (!o->quiet || v < 0))
             printf("  %-10s %4u %-9s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "  %s\n",
-                   eng_col_name((eng_col)c->id), c->type, c->encoding < 4 ? enc[c->encoding] : "?",
+                   eng_col_name((eng_col)c->id), c->type, c->encoding < 6 ? enc[c->encoding] : "?",
                    c->offset, c->rsize, c->csize, v < 0 ? "BAD" : "ok");
     }
     /* the address index (format 3): its own checksum and structure */
@@ -127,6 +127,14 @@ static int dump_one(const char *path, const dump_opts *o)
         else if (iv < 0)
             printf("  index      %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "  BAD (%s)\n",
                    in->index_offset, in->index_rsize, in->index_csize, ns_strerror(iv));
+        else if (ix.src_fences)
+            printf("  index      %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+                   "  ok: blocks of %u rows; src %" PRIu64 " fences (rows sorted by src)"
+                   "; dst %u buckets %" PRIu64 " entries\n"
+                   "  bloom      %u bits, %u probes, %u bytes in the footer\n",
+                   in->index_offset, in->index_rsize, in->index_csize, ix.block_rows, ix.entries[0],
+                   ix.buckets[1], ix.entries[1], in->bloom_words * 64, in->bloom_k,
+                   in->bloom_words * 8);
         else
             printf("  index      %10" PRIu64 " %10" PRIu64 " %10" PRIu64
                    "  ok: blocks of %u rows; src %u buckets %" PRIu64
