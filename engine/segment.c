@@ -50,9 +50,10 @@
 #define SEG_BLOOM_MAX     (1u << 20) /* bloom words (8 MB): a cap for readers */
 #define SEG_BLOOM_BITS    10u        /* bits per distinct address: about 1% false positives */
 #define SEG_BLOOM_K       6u
-#define SEG_IDX_SHIFT_MIN 4u  /* the index names blocks of 16 to 1024 rows: few enough that */
-#define SEG_IDX_SHIFT_MAX 10u /* block numbers stay short (the columns are decoded whole anyway)   \
-                               */
+#define SEG_IDX_SHIFT_MIN 4u /* the index names blocks of 16 to 1024 rows: few enough that */
+#define SEG_IDX_SHIFT_MAX                                                                          \
+    10u /* block numbers stay short (the columns are decoded whole anyway)                         \
+         */
 #define SEG_IDX_HDR    16u
 #define SEG_IDX_FENCES 1u /* index flag (v5): the source side is fences, rows sorted by source */
 /* The writer never makes bigger segments (the database starts a new buffer first), so a reader

@@ -29,15 +29,15 @@ static void put64(uint8_t *p, uint64_t v)
 
 /* Rewrites the checksums format.md places: trailer (24 B) = footer length, footer XXH64, end
  * magic; directory entries (48 B each, after the footer's fixed part: 48 bytes in version 2, 88
- * in version 3) hold the blob's offset at +16, compressed size at +24 and XXH64 at +40; version
- * 3's index blob has its offset at +48, size at +56 and XXH64 at +72 of the fixed part. Leaves
- * bytes alone where the layout does not fit. */
+ * in version 3, 96 from version 4) hold the blob's offset at +16, compressed size at +24 and XXH64
+ * at +40; version 3's index blob has its offset at +48, size at +56 and XXH64 at +72 of the fixed
+ * part. Leaves bytes alone where the layout does not fit. */
 static bool fix_checksums(uint8_t *b, size_t size)
 {
     if (size < 16 + 24 + 48)
         return false;
     uint32_t version = (uint32_t)b[8] | (uint32_t)b[9] << 8;
-    uint64_t fixed = version >= 3 ? 88 : 48;
+    uint64_t fixed = version >= 4 ? 96 : version >= 3 ? 88 : 48;
     uint64_t flen = get64(b + size - 24);
     if (flen < fixed || flen > size - 24)
         return false;
@@ -47,7 +47,7 @@ static bool fix_checksums(uint8_t *b, size_t size)
      * the fuzzer stays fast. */
     if (get64(footer) > (1u << 20))
         return false;
-    for (uint64_t e = fixed; e + 48 <= flen && e < fixed + 24 * 48; e += 48) {
+    for (uint64_t e = fixed; e + 48 <= flen && e < fixed + 25 * 48; e += 48) {
         uint64_t off = get64(footer + e + 16), len = get64(footer + e + 24);
         if (off <= size && len <= size - off)
             put64(footer + e + 40, XXH64(b + off, (size_t)len, 0));
