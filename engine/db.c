@@ -2027,11 +2027,22 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
     eng_coldict dk[ENG_NCOLS];
     eng_colview v = {.mask = need};
     uint32_t miss = need;
-    for (uint32_t c = 0; db->cache && c < ENG_NCOLS; c++)
-        if ((need & ENG_COLMASK(c)) && (v.col[c] = eng__cache_get(db->cache, file, c, &refs[c]))) {
-            miss &= ~ENG_COLMASK(c);
-            v.dict[c] = cached_dict(db->cache, file, c, n, &dk[c], &drefs[c]);
+    uint32_t dict_only = opts && opts->cols ? opts->dict_only : 0;
+    for (uint32_t c = 0; db->cache && c < ENG_NCOLS; c++) {
+        if (!(need & ENG_COLMASK(c)))
+            continue;
+        if ((dict_only & ENG_COLMASK(c)) &&
+            (v.dict[c] = cached_dict(db->cache, file, c, n, &dk[c], &drefs[c]))) {
+            miss &= ~ENG_COLMASK(c); /* read through its dictionary alone */
+            continue;
         }
+        if ((v.col[c] = eng__cache_get(db->cache, file, c, &refs[c]))) {
+            miss &= ~ENG_COLMASK(c);
+            if (!v.dict[c])
+                v.dict[c] = cached_dict(db->cache, file, c, n, &dk[c], &drefs[c]);
+        }
+    }
+    bufs->cs.dict_only = dict_only;
     int lrc = miss ? eng__seg_load_cols(s, miss, &bufs->cs) : 0;
     eng_seg_close(s);
     rc = lrc;
@@ -2039,15 +2050,25 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         if (!(miss & ENG_COLMASK(c)))
             continue;
         size_t len = n * eng_col_width((eng_col)c);
-        v.col[c] = bufs->cs.col[c];
         if (bufs->cs.dmask & ENG_COLMASK(c))
             v.dict[c] = &bufs->cs.dict[c];
-        if (bufs->cache_put && eng__cache_wants(db->cache, len) && bufs->cs.mask & ENG_COLMASK(c)) {
+        if (bufs->cs.dmask & dict_only & ENG_COLMASK(c)) {
+            /* only the dictionary was decoded: no column to hand over or keep */
+            if (bufs->cache_put && db->cache)
+                v.dict[c] = put_dict(db->cache, owner, file, c, n, v.dict[c], &dk[c], &drefs[c]);
+            continue;
+        }
+        if (!(bufs->cs.mask & ENG_COLMASK(c))) {
+            v.mask &= ~ENG_COLMASK(c); /* a raw segment's flows: one a row */
+            continue;
+        }
+        v.col[c] = bufs->cs.col[c];
+        if (bufs->cache_put && eng__cache_wants(db->cache, len)) {
             const uint8_t *kept =
                 eng__cache_put(db->cache, owner, file, c, bufs->cs.col[c], len, &refs[c]);
             if (kept)
                 v.col[c] = kept;
-            if (kept && v.dict[c])
+            if (kept && v.dict[c] && v.dict[c] == &bufs->cs.dict[c])
                 v.dict[c] = put_dict(db->cache, owner, file, c, n, v.dict[c], &dk[c], &drefs[c]);
         }
     }

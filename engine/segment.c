@@ -1324,6 +1324,7 @@ static size_t byexp_finish(byexp *b, uint8_t *out, size_t cap)
  * one before and every code name a value. */
 static int dict_decode(const uint8_t *raw, size_t rsize, size_t n, eng_coldict *dv, uint8_t *out)
 {
+    /* out NULL: the values and codes only (a caller that reads the column through them) */
     ns_cur cur = ns_cur_make(raw, rsize);
     uint64_t m;
     if (!get_varint(&cur, &m) || m > n || (m == 0) != (n == 0))
@@ -1343,8 +1344,9 @@ static int dict_decode(const uint8_t *raw, size_t rsize, size_t n, eng_coldict *
         if (code >= m)
             return NS_E_CORRUPT;
         codes[i] = code;
-        memcpy(out + i * 16, vals + (size_t)code * 16, 16);
     }
+    for (size_t i = 0; out && i < n; i++)
+        memcpy(out + i * 16, vals + (size_t)codes[i] * 16, 16);
     dv->n = (size_t)m;
     return 0;
 }
@@ -1963,10 +1965,9 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
         if (XXH64(cs->comp, (size_t)ci->csize, 0) != ci->checksum)
             return NS_E_CORRUPT;
         if (i == ENG_COL_FLOWS && s->info.flows == s->info.rows) {
-            /* every row is one flow (a raw segment): 0 counts the same, so the column is
-             * checked but not decoded */
-            memset(cs->col[i], 0, bytes);
-            cs->mask |= ENG_COLMASK(i);
+            /* every row is one flow (a raw segment): the column is checked but not decoded,
+             * and left out of the set: a row without it counts one flow, as a 0 does (writing
+             * 8 zero bytes a row was a tenth of a top-N) */
             continue;
         }
         size_t got = ZSTD_decompress(cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
@@ -1979,7 +1980,8 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
                 return rc;
             dv->vals = cs->dvals[i];
             dv->codes = cs->dcodes[i];
-            if ((rc = dict_decode(cs->raw, got, n, dv, cs->col[i])) < 0)
+            bool expand = !(cs->dict_only & ENG_COLMASK(i));
+            if ((rc = dict_decode(cs->raw, got, n, dv, expand ? cs->col[i] : NULL)) < 0)
                 return rc;
             cs->dmask |= ENG_COLMASK(i);
             cs->mask |= ENG_COLMASK(i);

@@ -406,6 +406,9 @@ typedef struct eng_scan_opts {
     /* When set, a sealed segment's rows go to cols as columns instead of to cb as rows (the
      * open minutes still go to cb). The same rows either way, with the same columns. */
     eng_cols_cb cols;
+    /* Columns cols reads through v->dict alone where a segment has them as dictionaries: their
+     * values are then not expanded into v->col (NULL). Only for columns no filter reads. */
+    uint32_t dict_only;
 } eng_scan_opts;
 /* eng_db_scan_totals with options (opts may be NULL; tcb may be NULL). */
 int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,

@@ -22,15 +22,18 @@ typedef struct eng_colset {
     size_t cap[ENG_NCOLS];
     uint8_t *raw, *comp; /* decompression scratch */
     size_t rawcap, compcap;
-    /* the dictionary-coded columns among them (src, dst): dict[c] is valid when dmask has c */
-    uint32_t dmask;
+    /* the dictionary-coded columns among them (src, dst): dict[c] is valid when dmask has c;
+     * those also in dict_only (set by the caller) are not expanded into col[c] */
+    uint32_t dmask, dict_only;
     eng_coldict dict[ENG_NCOLS];
     uint8_t *dvals[ENG_NCOLS];
     uint32_t *dcodes[ENG_NCOLS];
     size_t dvcap[ENG_NCOLS], dccap[ENG_NCOLS];
 } eng_colset;
 /* Reads, checks and decodes the columns of s in colmask into cs (a column the file predates
- * reads as zeros). 0, or NS_E_CORRUPT / NS_E_NOMEM / -errno. */
+ * reads as zeros). The flows column of a raw segment (every row one flow) is checked but left
+ * out of cs->mask: a row without it counts one flow. 0, or NS_E_CORRUPT / NS_E_NOMEM /
+ * -errno. */
 int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs);
 /* Rows idx[0..cnt) of the set (idx NULL: rows from..from+cnt) into rows[0..cnt), the columns
  * not in the set zero. */
