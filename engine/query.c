@@ -3,6 +3,7 @@
 #include "engine/query.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -1307,6 +1308,636 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Many groups: address pairs and conversations, top-N without group times. Millions of groups
+ * make a hash table of all of them miss the cache on nearly every row. Instead each worker
+ * interns the addresses it meets (a small table: ids instead of 16-byte keys), appends one
+ * 32-byte record a row into one of PART_N partitions by the key's hash, and after the scan
+ * the partitions are aggregated one at a time, each in a table that fits a core's cache.
+ * Global ids are given in address order, so comparing ids compares addresses: the answer
+ * (ranking ties by key, a conversation's direction) is the group table's, exactly. */
+
+#define PART_BITS 10
+#define PART_N    (1u << PART_BITS)
+
+typedef struct part_rec {
+    uint32_t a, b; /* worker-local address ids: the key's first and second address (a
+                    * conversation: source, destination) */
+    uint64_t flows, packets, bytes;
+} part_rec;
+
+/* A slot holds its address, so a lookup touches one cache line. */
+typedef struct intern_slot {
+    uint64_t hash; /* 0: empty */
+    uint32_t id, pad;
+    uint8_t addr[16];
+} intern_slot;
+
+typedef struct addr_intern {
+    intern_slot *slot; /* cap slots */
+    size_t cap, n, acap;
+    uint8_t *addr;  /* n addresses of 16 bytes, by id */
+    uint64_t *hash; /* their hashes, by id */
+} addr_intern;
+
+static void intern_free(addr_intern *in)
+{
+    free(in->slot);
+    free(in->addr);
+    free(in->hash);
+    memset(in, 0, sizeof *in);
+}
+
+static int intern_grow(addr_intern *in)
+{
+    size_t ncap = in->cap ? in->cap * 2 : 4096;
+    intern_slot *ns = calloc(ncap, sizeof *ns);
+    if (!ns)
+        return NS_E_NOMEM;
+    for (size_t j = 0; j < in->cap; j++) {
+        if (!in->slot[j].hash)
+            continue;
+        size_t k = (size_t)in->slot[j].hash & (ncap - 1);
+        while (ns[k].hash)
+            k = (k + 1) & (ncap - 1);
+        ns[k] = in->slot[j];
+    }
+    free(in->slot);
+    in->slot = ns;
+    in->cap = ncap;
+    return 0;
+}
+
+/* The id of address a (hash h), added when new: 0 or NS_E_NOMEM / NS_E_TOO_MANY. */
+static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
+{
+    int rc;
+    if (in->n * 2 >= in->cap && (rc = intern_grow(in)) < 0)
+        return rc;
+    size_t k = (size_t)h & (in->cap - 1);
+    while (in->slot[k].hash) {
+        if (in->slot[k].hash == h && memcmp(in->slot[k].addr, a, 16) == 0) {
+            *id = in->slot[k].id;
+            return 0;
+        }
+        k = (k + 1) & (in->cap - 1);
+    }
+    if (in->n >= UINT32_MAX / 2)
+        return NS_E_TOO_MANY;
+    if (in->n == in->acap) {
+        size_t nc = in->acap ? in->acap * 2 : 4096;
+        uint8_t *na = realloc(in->addr, nc * 16);
+        if (!na)
+            return NS_E_NOMEM;
+        in->addr = na;
+        uint64_t *nh = realloc(in->hash, nc * sizeof *nh);
+        if (!nh)
+            return NS_E_NOMEM;
+        in->hash = nh;
+        in->acap = nc;
+    }
+    memcpy(in->addr + in->n * 16, a, 16);
+    in->hash[in->n] = h;
+    in->slot[k].hash = h;
+    in->slot[k].id = (uint32_t)in->n;
+    memcpy(in->slot[k].addr, a, 16);
+    *id = (uint32_t)in->n++;
+    return 0;
+}
+
+/* A partition's records live in chunks carved from its worker's arena (large blocks with huge
+ * pages where the kernel gives them): no copying as a partition grows, and a thousand
+ * partitions written at once touch few pages' translations. */
+#define PART_CHUNK (2048u)     /* records a chunk (64 KiB) */
+#define PART_BLOCK (64u << 20) /* bytes an arena block */
+
+typedef struct part_chunk {
+    struct part_chunk *next;
+    size_t n;
+    part_rec r[PART_CHUNK];
+} part_chunk;
+
+typedef struct part_buf {
+    part_chunk *head, *cur; /* chunks in order; cur the one being filled */
+    size_t n;               /* records in all */
+} part_buf;
+
+typedef struct part_arena {
+    uint8_t **blocks;
+    size_t nblocks, used; /* bytes used of the last block */
+} part_arena;
+
+static void arena_free(part_arena *a)
+{
+    for (size_t i = 0; i < a->nblocks; i++)
+        munmap(a->blocks[i], PART_BLOCK);
+    free(a->blocks);
+    memset(a, 0, sizeof *a);
+}
+
+static part_chunk *arena_chunk(part_arena *a)
+{
+    if (a->nblocks == 0 || a->used + sizeof(part_chunk) > PART_BLOCK) {
+        uint8_t **nb = realloc(a->blocks, (a->nblocks + 1) * sizeof *nb);
+        if (!nb)
+            return NULL;
+        a->blocks = nb;
+        void *p =
+            mmap(NULL, PART_BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(p, PART_BLOCK, MADV_HUGEPAGE);
+#endif
+        a->blocks[a->nblocks++] = p;
+        a->used = 0;
+    }
+    part_chunk *c = (part_chunk *)(void *)(a->blocks[a->nblocks - 1] + a->used);
+    a->used += sizeof *c;
+    c->next = NULL;
+    c->n = 0;
+    return c;
+}
+
+typedef struct part_worker {
+    const qry_filter *filter;
+    int64_t deadline;
+    bool conv;
+    eng_col col[2]; /* the key's two address columns, in key order (a conversation: src, dst) */
+    addr_intern in;
+    part_arena arena;
+    part_buf part[PART_N];
+    uint32_t *map[2]; /* per view: a dictionary code's local id, for each column */
+    size_t mapcap[2];
+    qry_sel *sel;
+    int64_t tmin, tmax;            /* over rows read with times */
+    int64_t span_first, span_last; /* footers of segments read without */
+    uint32_t *l2g;                 /* after the scan: local id -> global id */
+} part_worker;
+
+static void part_worker_free(part_worker *w)
+{
+    intern_free(&w->in);
+    arena_free(&w->arena);
+    free(w->map[0]);
+    free(w->map[1]);
+    free(w->l2g);
+    sel_free(w->sel);
+}
+
+static int part_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t bytes,
+                        int64_t first_ms, int64_t last_ms)
+{
+    part_worker *w = arg;
+    (void)packets;
+    (void)bytes;
+    if (w->filter || flows == 0)
+        return 0;
+    if (first_ms < w->span_first)
+        w->span_first = first_ms;
+    if (last_ms > w->span_last)
+        w->span_last = last_ms;
+    return 0;
+}
+
+/* The local id of row i's address in column side s (through the view's dictionary map when
+ * the column has one). */
+static inline int part_id(part_worker *w, const eng_colview *v, int s, size_t i, uint32_t *id)
+{
+    eng_col c = w->col[s];
+    if (v->dict[c]) {
+        *id = w->map[s][v->dict[c]->codes[i]];
+        return 0;
+    }
+    const uint8_t *a = eng_col_addr(v, c, i);
+    return intern(&w->in, a, key_hash(a, 16), id);
+}
+
+static int part_cols(void *arg, const eng_colview *v)
+{
+    part_worker *w = arg;
+    const uint32_t *rows;
+    size_t n;
+    int rc;
+    if (past_deadline(w->deadline))
+        return -ETIMEDOUT;
+    if ((rc = view_select(w->filter, v, &w->sel, &rows, &n)) < 0)
+        return rc;
+    for (int s = 0; s < 2; s++) {
+        const eng_coldict *d = v->dict[w->col[s]];
+        if (!d)
+            continue;
+        if (d->n > w->mapcap[s]) {
+            uint32_t *m = realloc(w->map[s], d->n * sizeof *m);
+            if (!m)
+                return NS_E_NOMEM;
+            w->map[s] = m;
+            w->mapcap[s] = d->n;
+        }
+        for (size_t c = 0; c < d->n; c++) {
+            const uint8_t *a = d->vals + c * 16;
+            if ((rc = intern(&w->in, a, key_hash(a, 16), &w->map[s][c])) < 0)
+                return rc;
+        }
+    }
+    bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
+    for (size_t k = 0; k < n; k++) {
+        size_t i = row_at(rows, k);
+        uint32_t a, b;
+        if ((rc = part_id(w, v, 0, i, &a)) < 0 || (rc = part_id(w, v, 1, i, &b)) < 0)
+            return rc;
+        /* symmetric in a and b, so a conversation's two directions share a partition */
+        uint64_t ph = (w->in.hash[a] ^ w->in.hash[b]) * 0x9E3779B97F4A7C15ull;
+        part_buf *pb = &w->part[ph >> (64 - PART_BITS)];
+        if (!pb->cur || pb->cur->n == PART_CHUNK) {
+            part_chunk *c = arena_chunk(&w->arena);
+            if (!c)
+                return NS_E_NOMEM;
+            if (pb->cur)
+                pb->cur->next = c;
+            else
+                pb->head = c;
+            pb->cur = c;
+        }
+        pb->cur->r[pb->cur->n++] =
+            (part_rec){a, b, flows_of(v, i), eng_col_u64(v, ENG_COL_PACKETS, i),
+                       eng_col_u64(v, ENG_COL_BYTES, i)};
+        pb->n++;
+        if (times) {
+            int64_t f = first_of(v, i), l = last_of(v, i);
+            w->tmin = f < w->tmin ? f : w->tmin;
+            w->tmax = l > w->tmax ? l : w->tmax;
+        }
+    }
+    return 0;
+}
+
+/* A group of one partition: its key (global ids, first << 32 | second) and totals; a
+ * conversation's by direction too. */
+typedef struct part_grp {
+    uint64_t key;
+    uint64_t f, p, b;
+    uint64_t ab[3]; /* a conversation's flows, packets, bytes from a to b (b to a: the rest) */
+} part_grp;
+
+typedef struct part_best {
+    part_grp *h; /* heap, root ranking last */
+    size_t n, cap;
+} part_best;
+
+static uint64_t grp_metric(const part_grp *g, qry_metric m)
+{
+    return m == QRY_M_PACKETS || m == QRY_M_PPS ? g->p : m == QRY_M_FLOWS ? g->f : g->b;
+}
+
+/* x ranks before y: larger metric, then smaller key (ids in address order) */
+static bool grp_before(const part_grp *x, const part_grp *y, qry_metric m)
+{
+    uint64_t a = grp_metric(x, m), b = grp_metric(y, m);
+    return a != b ? a > b : x->key < y->key;
+}
+
+static void best_down(part_best *b, size_t i, qry_metric m)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < b->n && grp_before(&b->h[w], &b->h[l], m))
+            w = l;
+        if (r < b->n && grp_before(&b->h[w], &b->h[r], m))
+            w = r;
+        if (w == i)
+            return;
+        part_grp t = b->h[i];
+        b->h[i] = b->h[w];
+        b->h[w] = t;
+        i = w;
+    }
+}
+
+static void best_offer(part_best *b, const part_grp *g, qry_metric m)
+{
+    if (b->cap == 0)
+        return;
+    if (b->n < b->cap) {
+        b->h[b->n++] = *g;
+        if (b->n == b->cap)
+            for (size_t j = b->n / 2; j-- > 0;)
+                best_down(b, j, m);
+        return;
+    }
+    if (grp_before(g, &b->h[0], m)) {
+        b->h[0] = *g;
+        best_down(b, 0, m);
+    }
+}
+
+/* The second phase, shared by its threads: partitions taken one at a time. */
+typedef struct part_job {
+    part_worker *w;
+    unsigned nw;
+    bool conv;
+    qry_metric metric;
+    size_t limit;
+    pthread_mutex_t mu;
+    size_t next;
+    int rc;
+} part_job;
+
+typedef struct part_out {
+    part_job *job;
+    part_best best;
+    uint64_t groups, f, p, b;
+    part_grp *tab;
+    size_t tcap;
+    int rc;
+} part_out;
+
+static void *part_run(void *arg)
+{
+    part_out *o = arg;
+    part_job *j = o->job;
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        size_t p = j->rc == 0 ? j->next++ : PART_N;
+        pthread_mutex_unlock(&j->mu);
+        if (p >= PART_N)
+            break;
+        size_t recs = 0;
+        for (unsigned k = 0; k < j->nw; k++)
+            recs += j->w[k].part[p].n;
+        size_t cap = 64;
+        while (cap < recs + recs / 2)
+            cap <<= 1;
+        if (cap > o->tcap) {
+            part_grp *t = malloc(cap * sizeof *t);
+            if (!t) {
+                o->rc = NS_E_NOMEM;
+                break;
+            }
+            free(o->tab);
+            o->tab = t;
+            o->tcap = cap;
+        }
+        part_grp *tab = o->tab;
+        for (size_t x = 0; x < cap; x++)
+            tab[x].key = UINT64_MAX; /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
+        for (unsigned k = 0; k < j->nw; k++) {
+            const uint32_t *l2g = j->w[k].l2g;
+            for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
+                for (size_t r = 0; r < ch->n; r++) {
+                    const part_rec *rec = &ch->r[r];
+                    uint64_t ga = l2g[rec->a], gb = l2g[rec->b];
+                    int dir = 0;
+                    if (j->conv && gb < ga) {
+                        uint64_t t = ga;
+                        ga = gb;
+                        gb = t;
+                        dir = 1; /* the source is the larger address: b to a */
+                    }
+                    uint64_t key = ga << 32 | gb;
+                    size_t x = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+                    while (tab[x].key != key && tab[x].key != UINT64_MAX)
+                        x = (x + 1) & (cap - 1);
+                    part_grp *g = &tab[x];
+                    if (g->key == UINT64_MAX) {
+                        memset(g, 0, sizeof *g);
+                        g->key = key;
+                    }
+                    g->f += rec->flows;
+                    g->p += rec->packets;
+                    g->b += rec->bytes;
+                    if (j->conv && dir == 0) {
+                        g->ab[0] += rec->flows;
+                        g->ab[1] += rec->packets;
+                        g->ab[2] += rec->bytes;
+                    }
+                }
+        }
+        for (size_t x = 0; x < cap; x++) {
+            if (tab[x].key == UINT64_MAX)
+                continue;
+            o->groups++;
+            o->f += tab[x].f;
+            o->p += tab[x].p;
+            o->b += tab[x].b;
+            best_offer(&o->best, &tab[x], j->metric);
+        }
+    }
+    if (o->rc < 0) {
+        pthread_mutex_lock(&j->mu);
+        j->rc = o->rc;
+        pthread_mutex_unlock(&j->mu);
+    }
+    return NULL;
+}
+
+typedef struct gid_key {
+    uint64_t hi, lo;
+    uint32_t id;
+} gid_key;
+
+static int cmp_gid_key(const void *x, const void *y)
+{
+    const gid_key *a = x, *b = y;
+    if (a->hi != b->hi)
+        return a->hi < b->hi ? -1 : 1;
+    return a->lo < b->lo ? -1 : a->lo > b->lo;
+}
+
+/* Every worker's addresses into one table, numbered in address order (w[k].l2g filled);
+ * *gaddr gets the addresses by global id. */
+static int part_global_ids(part_worker *w, unsigned nw, uint8_t **gaddr, size_t *ng)
+{
+    addr_intern g = {0};
+    gid_key *keys = NULL;
+    uint32_t *rank = NULL;
+    int rc = 0;
+    for (unsigned k = 0; k < nw && rc == 0; k++) {
+        if (!(w[k].l2g = malloc((w[k].in.n ? w[k].in.n : 1) * sizeof *w[k].l2g))) {
+            rc = NS_E_NOMEM;
+            break;
+        }
+        for (size_t i = 0; i < w[k].in.n && rc == 0; i++)
+            rc = intern(&g, w[k].in.addr + i * 16, w[k].in.hash[i], &w[k].l2g[i]);
+    }
+    if (rc == 0 && (!(keys = malloc((g.n ? g.n : 1) * sizeof *keys)) ||
+                    !(rank = malloc((g.n ? g.n : 1) * sizeof *rank)) ||
+                    !(*gaddr = malloc((g.n ? g.n : 1) * 16))))
+        rc = NS_E_NOMEM;
+    if (rc == 0) {
+        for (size_t i = 0; i < g.n; i++)
+            keys[i] = (gid_key){ns_get_be64(g.addr + i * 16), ns_get_be64(g.addr + i * 16 + 8),
+                                (uint32_t)i};
+        qsort(keys, g.n, sizeof *keys, cmp_gid_key);
+        for (size_t r = 0; r < g.n; r++) {
+            rank[keys[r].id] = (uint32_t)r;
+            memcpy(*gaddr + r * 16, g.addr + (size_t)keys[r].id * 16, 16);
+        }
+        for (unsigned k = 0; k < nw; k++)
+            for (size_t i = 0; i < w[k].in.n; i++)
+                w[k].l2g[i] = rank[w[k].l2g[i]];
+        *ng = g.n;
+    }
+    free(keys);
+    free(rank);
+    intern_free(&g);
+    return rc;
+}
+
+/* Whether part_top answers this grouping: a conversation, or a source and a destination
+ * address (either order), without group times. */
+static bool part_fits(const qry_group *g, unsigned flags)
+{
+    if (!(flags & QRY_TOP_NO_GROUP_TIMES))
+        return false;
+    if (g->n == 1)
+        return g->k[0].by == QRY_BY_CONV;
+    return g->n == 2 && ((g->k[0].by == QRY_BY_SRCADDR && g->k[1].by == QRY_BY_DSTADDR) ||
+                         (g->k[0].by == QRY_BY_DSTADDR && g->k[1].by == QRY_BY_SRCADDR));
+}
+
+static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
+                    const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out)
+{
+    unsigned nw = eng_scan_workers();
+    part_worker *w = calloc(nw, sizeof *w);
+    part_out *o = calloc(nw, sizeof *o);
+    void *args[ENG_SCAN_MAX_WORKERS];
+    uint8_t *gaddr = NULL;
+    size_t ng = 0;
+    int rc = 0;
+    memset(out, 0, sizeof *out);
+    if (!w || !o) {
+        free(w);
+        free(o);
+        return NS_E_NOMEM;
+    }
+    bool conv = g->k[0].by == QRY_BY_CONV;
+    for (unsigned k = 0; k < nw; k++) {
+        w[k].filter = filter;
+        w[k].deadline = qry_deadline_ms;
+        w[k].conv = conv;
+        w[k].col[0] = conv || g->k[0].by == QRY_BY_SRCADDR ? ENG_COL_SRC : ENG_COL_DST;
+        w[k].col[1] = w[k].col[0] == ENG_COL_SRC ? ENG_COL_DST : ENG_COL_SRC;
+        w[k].tmin = w[k].span_first = NO_FIRST;
+        w[k].tmax = w[k].span_last = NO_LAST;
+        args[k] = &w[k];
+    }
+    addr_set as;
+    eng_scan_opts so = *scan_opts(filter, &as, part_cols);
+    uint32_t fcols = filter ? qry_filter_columns(filter) : 0;
+    so.dict_only = (ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST)) & ~fcols;
+    uint32_t mask = !filter ? ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
+                                  ENG_COLMASK(ENG_COL_FLOWS)
+                            : base_columns(filter);
+    mask |= ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST);
+    rc = eng_db_scan_par(db, from_ms, to_ms, mask, &so, nw, NULL, part_span_cb, args);
+    if (rc == 0)
+        rc = part_global_ids(w, nw, &gaddr, &ng);
+    part_job job = {w, nw, conv, metric, limit, PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    pthread_t th[ENG_SCAN_MAX_WORKERS];
+    unsigned started = 0;
+    for (unsigned k = 0; rc == 0 && k < nw; k++) {
+        o[k].job = &job;
+        o[k].best.cap = limit;
+        if (limit && !(o[k].best.h = malloc(limit * sizeof *o[k].best.h))) {
+            rc = NS_E_NOMEM;
+            break;
+        }
+    }
+    if (rc == 0) {
+        for (unsigned k = 1; k < nw; k++, started++)
+            if (pthread_create(&th[k], NULL, part_run, &o[k]) != 0)
+                break; /* fewer threads, not a failure */
+        part_run(&o[0]);
+        for (unsigned k = 1; k <= started; k++)
+            pthread_join(th[k], NULL);
+        rc = job.rc;
+    }
+    /* every thread's best into one heap, then best first */
+    part_best all = {NULL, 0, limit};
+    uint64_t groups = 0;
+    qry_totals total = {0, 0, 0, NO_FIRST, NO_LAST};
+    if (rc == 0 && limit && !(all.h = malloc(limit * sizeof *all.h)))
+        rc = NS_E_NOMEM;
+    for (unsigned k = 0; rc == 0 && k < nw; k++) {
+        groups += o[k].groups;
+        total.flows += o[k].f;
+        total.packets += o[k].p;
+        total.bytes += o[k].b;
+        for (size_t i = 0; i < o[k].best.n; i++)
+            best_offer(&all, &o[k].best.h[i], metric);
+    }
+    if (rc == 0 && groups > QRY_MAX_GROUPS)
+        rc = NS_E_TOO_MANY;
+    if (rc == 0 && all.n < all.cap) /* never filled: never heapified */
+        for (size_t j = all.n / 2; j-- > 0;)
+            best_down(&all, j, metric);
+    size_t k = rc == 0 ? all.n : 0;
+    for (size_t end = k; end > 1; end--) { /* the worst to the back: best first */
+        part_grp t = all.h[0];
+        all.h[0] = all.h[end - 1];
+        all.h[end - 1] = t;
+        all.n = end - 1;
+        best_down(&all, 0, metric);
+    }
+    if (rc == 0 && !(out->rows = calloc(k ? k : 1, sizeof *out->rows)))
+        rc = NS_E_NOMEM;
+    if (rc == 0) {
+        out->other = total;
+        for (size_t i = 0; i < k; i++) {
+            const part_grp *pg = &all.h[i];
+            qry_row *row = &out->rows[i];
+            const uint8_t *a = gaddr + (size_t)(pg->key >> 32) * 16;
+            const uint8_t *b = gaddr + (size_t)(pg->key & 0xffffffffu) * 16;
+            if (conv) {
+                memcpy(row->key.v[0].addr.b, a, 16);
+                memcpy(row->key.v[0].addr2.b, b, 16);
+                row->ab = (qry_totals){pg->ab[0], pg->ab[1], pg->ab[2], 0, 0};
+                row->ba =
+                    (qry_totals){pg->f - pg->ab[0], pg->p - pg->ab[1], pg->b - pg->ab[2], 0, 0};
+            } else {
+                memcpy(row->key.v[0].addr.b, a, 16);
+                memcpy(row->key.v[1].addr.b, b, 16);
+            }
+            row->t = (qry_totals){pg->f, pg->p, pg->b, 0, 0};
+            out->other.flows -= pg->f;
+            out->other.packets -= pg->p;
+            out->other.bytes -= pg->b;
+        }
+        /* the total's times: rows read with them, and the footers of segments read without */
+        for (unsigned x = 0; x < nw; x++) {
+            int64_t f = w[x].tmin < w[x].span_first ? w[x].tmin : w[x].span_first;
+            int64_t l = w[x].tmax > w[x].span_last ? w[x].tmax : w[x].span_last;
+            total.first_ms = f < total.first_ms ? f : total.first_ms;
+            total.last_ms = l > total.last_ms ? l : total.last_ms;
+        }
+        if (!total.flows || total.first_ms == NO_FIRST || total.last_ms == NO_LAST)
+            total.first_ms = total.last_ms = 0;
+        out->total = total;
+        out->other.first_ms = out->other.last_ms = 0;
+        if (out->other.flows == 0)
+            memset(&out->other, 0, sizeof out->other);
+        out->n = k;
+        out->groups = groups;
+        out->span_ms = qry_span_ms(from_ms, to_ms, &out->total);
+    }
+    free(all.h);
+    for (unsigned x = 0; x < nw; x++) {
+        free(o[x].best.h);
+        free(o[x].tab);
+        part_worker_free(&w[x]);
+    }
+    free(o);
+    free(w);
+    free(gaddr);
+    if (rc < 0) {
+        free(out->rows);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}
+
 int qry_top_group(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filter,
                   const qry_group *g, qry_metric metric, size_t limit, qry_top_result *out)
 {
@@ -1322,6 +1953,8 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
     int rc = tab_init(&t, g, filter);
     if (rc < 0 || (unsigned)metric >= NMETRICS)
         return NS_E_RANGE;
+    if (part_fits(g, flags))
+        return part_top(db, from_ms, to_ms, filter, g, metric, limit, out);
     if ((rc = tab_grow(&t)) < 0)
         return rc;
     t.no_group_times = flags & QRY_TOP_NO_GROUP_TIMES;
