@@ -1320,11 +1320,19 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
 #define PART_BITS 10
 #define PART_N    (1u << PART_BITS)
 
+/* 16 bytes a row: the key's first and second address as worker-local ids (a conversation:
+ * source, destination), packets and bytes. A row of more than one flow, or with counters past
+ * 32 bits, takes two: the first with PART_WIDE in a and the flows, the second its counters. */
 typedef struct part_rec {
-    uint32_t a, b; /* worker-local address ids: the key's first and second address (a
-                    * conversation: source, destination) */
-    uint64_t flows, packets, bytes;
+    uint32_t a, b;
+    union {
+        struct {
+            uint32_t packets, bytes;
+        } n;
+        uint64_t flows;
+    } u;
 } part_rec;
+#define PART_WIDE (1u << 31) /* ids stay below 2^31 */
 
 /* A slot holds its address, so a lookup touches one cache line. */
 typedef struct intern_slot {
@@ -1408,7 +1416,7 @@ static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
 /* A partition's records live in chunks carved from its worker's arena (large blocks with huge
  * pages where the kernel gives them): no copying as a partition grows, and a thousand
  * partitions written at once touch few pages' translations. */
-#define PART_CHUNK (2048u)     /* records a chunk (64 KiB) */
+#define PART_CHUNK (4096u)     /* records a chunk (64 KiB) */
 #define PART_BLOCK (64u << 20) /* bytes an arena block */
 
 typedef struct part_chunk {
@@ -1549,7 +1557,10 @@ static int part_cols(void *arg, const eng_colview *v)
         /* symmetric in a and b, so a conversation's two directions share a partition */
         uint64_t ph = (w->in.hash[a] ^ w->in.hash[b]) * 0x9E3779B97F4A7C15ull;
         part_buf *pb = &w->part[ph >> (64 - PART_BITS)];
-        if (!pb->cur || pb->cur->n == PART_CHUNK) {
+        uint64_t fl = flows_of(v, i), pk = eng_col_u64(v, ENG_COL_PACKETS, i),
+                 by = eng_col_u64(v, ENG_COL_BYTES, i);
+        bool wide = fl != 1 || pk > UINT32_MAX || by > UINT32_MAX;
+        if (!pb->cur || pb->cur->n + (wide ? 2 : 1) > PART_CHUNK) {
             part_chunk *c = arena_chunk(&w->arena);
             if (!c)
                 return NS_E_NOMEM;
@@ -1559,9 +1570,21 @@ static int part_cols(void *arg, const eng_colview *v)
                 pb->head = c;
             pb->cur = c;
         }
-        pb->cur->r[pb->cur->n++] =
-            (part_rec){a, b, flows_of(v, i), eng_col_u64(v, ENG_COL_PACKETS, i),
-                       eng_col_u64(v, ENG_COL_BYTES, i)};
+        part_rec *r = &pb->cur->r[pb->cur->n];
+        if (!wide) {
+            r->a = a;
+            r->b = b;
+            r->u.n.packets = (uint32_t)pk;
+            r->u.n.bytes = (uint32_t)by;
+            pb->cur->n++;
+        } else {
+            r[0].a = a | PART_WIDE;
+            r[0].b = b;
+            r[0].u.flows = fl;
+            memcpy(&r[1], &pk, 8);
+            memcpy((uint8_t *)&r[1] + 8, &by, 8);
+            pb->cur->n += 2;
+        }
         pb->n++;
         if (times) {
             int64_t f = first_of(v, i), l = last_of(v, i);
@@ -1686,7 +1709,17 @@ static void *part_run(void *arg)
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
                 for (size_t r = 0; r < ch->n; r++) {
                     const part_rec *rec = &ch->r[r];
-                    uint64_t ga = l2g[rec->a], gb = l2g[rec->b];
+                    uint64_t fl = 1, pk, by;
+                    if (rec->a & PART_WIDE) {
+                        fl = rec->u.flows;
+                        memcpy(&pk, &ch->r[r + 1], 8);
+                        memcpy(&by, (const uint8_t *)&ch->r[r + 1] + 8, 8);
+                        r++;
+                    } else {
+                        pk = rec->u.n.packets;
+                        by = rec->u.n.bytes;
+                    }
+                    uint64_t ga = l2g[rec->a & ~PART_WIDE], gb = l2g[rec->b];
                     int dir = 0;
                     if (j->conv && gb < ga) {
                         uint64_t t = ga;
@@ -1703,13 +1736,13 @@ static void *part_run(void *arg)
                         memset(g, 0, sizeof *g);
                         g->key = key;
                     }
-                    g->f += rec->flows;
-                    g->p += rec->packets;
-                    g->b += rec->bytes;
+                    g->f += fl;
+                    g->p += pk;
+                    g->b += by;
                     if (j->conv && dir == 0) {
-                        g->ab[0] += rec->flows;
-                        g->ab[1] += rec->packets;
-                        g->ab[2] += rec->bytes;
+                        g->ab[0] += fl;
+                        g->ab[1] += pk;
+                        g->ab[2] += by;
                     }
                 }
         }
