@@ -600,16 +600,30 @@ static int on_prereq(void *arg, char *a, char *b, int c, int d)
 {
     pin_ctx *pc = arg;
     (void)a, (void)b, (void)c, (void)d;
-    if (!pc || !pc->e || pc->e->pin >= 0)
+    if (!pc || !pc->e)
         return CURL_PREREQFUNC_OK;
     snk_sink *s = pc->sh->s;
     char from[4400], to[4400];
+    if (pc->e->pin >= 0) {
+        /* bound already (only retries get here): sync again, since the sync after the rename
+         * may have failed; a bind lost in a crash would let another shard get the batch too */
+        pc->rc = fsync_dir(s->dir);
+        return pc->rc < 0 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+    }
     ent_path(s, pc->e, from, sizeof from);
     pc->e->pin = pc->sh->idx;
     ent_path(s, pc->e, to, sizeof to);
-    if (rename(from, to) < 0 || fsync_dir(s->dir) < 0) {
+    if (rename(from, to) < 0) {
         pc->rc = -errno;
-        pc->e->pin = -1;
+        pc->e->pin = -1; /* the file keeps its free name */
+        return CURL_PREREQFUNC_ABORT;
+    }
+    int rc = fsync_dir(s->dir);
+    if (rc < 0) {
+        /* The file has its bound name now, so the entry keeps the pin: the next attempt must
+         * find it by that name (forgetting the pin left it unfindable, and the batch vanished
+         * uncounted). The bind may not survive a crash, so nothing is sent this time. */
+        pc->rc = rc;
         return CURL_PREREQFUNC_ABORT;
     }
     return CURL_PREREQFUNC_OK;
@@ -810,7 +824,7 @@ static void send_one(shard *sh, CURL *c, spool_ent *ep, http_res *res)
     char path[4400], params[512], why[400];
     uint8_t *body = NULL;
     size_t len = 0;
-    enum { RETRY, DONE, FOUND, REJECT, GONE } fate = RETRY;
+    enum { RETRY, DONE, FOUND, REJECT, GONE } fate = RETRY; /* GONE: the file vanished */
     bool down = false;
     int rc = 0;
     why[0] = 0;
@@ -847,7 +861,10 @@ static void send_one(shard *sh, CURL *c, spool_ent *ep, http_res *res)
     ent_path(s, &e, path, sizeof path);
     rc = read_file(path, &body, &len);
     if (rc == -ENOENT) {
-        fate = GONE; /* dropped by the spool cap meanwhile */
+        /* Nothing of the sink's removes a file a sender holds (the cap takes idle ones only):
+         * it was deleted by hand, or a bug lost track of its name. Either way its rows will not
+         * reach ClickHouse, which must not go unsaid. */
+        fate = GONE;
         goto out;
     }
     if (rc < 0 || len % SNK_ROW_BYTES != 0) {
@@ -911,6 +928,9 @@ out:
         } else if (fate == REJECT) {
             s->st.rejected_batches++;
             s->st.rejected_rows += rows;
+        } else if (fate == GONE) {
+            s->st.dropped_batches++;
+            s->st.dropped_rows += rows;
         }
         if (cur)
             remove_ent_locked(s, (size_t)(cur - s->ents));
@@ -919,6 +939,11 @@ out:
     bool say = fate == RETRY && ns_ratelimit_ok(&sh->warn_rl, ns_now_ms(), &supp);
     pthread_cond_broadcast(&s->send_cv);
     pthread_mutex_unlock(&s->mu);
+    if (fate == GONE)
+        ns_log(NS_LOG_ERROR,
+               "clickhouse: spool file %s (batch %016" PRIx64 ", %" PRIu64 " rows) is gone; "
+               "its rows are not in ClickHouse",
+               path, e.id, rows);
     if (say)
         ns_log(NS_LOG_WARN,
                "clickhouse: %s: batch %016" PRIx64 " not sent: %s (%" PRIu32 " similar not logged)",

@@ -69,7 +69,8 @@ typedef struct snk_stats {
     uint64_t spool_bytes;
     uint64_t spool_max;
     uint64_t spool_errors;    /* spool files that could not be written (rows dropped) */
-    uint64_t dropped_batches; /* oldest batches removed to keep under spool_max */
+    uint64_t dropped_batches; /* oldest batches removed to keep under spool_max, and spool
+                               * files that vanished before they were sent */
     uint64_t dropped_rows;
     uint64_t batches_sent; /* acknowledged with a 200 */
     uint64_t rows_sent;

@@ -1,15 +1,25 @@
 /* test/test_sink.c — the ClickHouse sink without a server: the RowBinary layout, batches cut
  * by size and by day, spool files written before anything is sent and found again by the next
- * run, and the spool cap dropping the oldest batches with a count. A shard URL on a closed
- * loopback port stands for a ClickHouse that is down. (test/clickhouse/ runs a real one.) */
+ * run, the spool cap dropping the oldest batches with a count, and no batch lost uncounted when
+ * a file vanishes or a bind's folder sync fails. A shard URL on a closed loopback port stands for
+ * a ClickHouse that is down, a small HTTP loop for one that is up. (test/clickhouse/ runs a real
+ * one.) */
 #include "sink/sink.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static char dir[256];
@@ -124,9 +134,10 @@ static size_t spool_files(uint64_t *bytes)
     return n;
 }
 
-static snk_sink *open_sink(uint64_t batch_rows, uint64_t spool_max, bool senders)
+static snk_sink *open_sink_at(const char *const *urls, uint64_t batch_rows, uint64_t spool_max,
+                              bool senders)
 {
-    snk_opts o = {.urls = dead_url,
+    snk_opts o = {.urls = urls,
                   .nurls = 1,
                   .table = "flows",
                   .spool_dir = dir,
@@ -141,6 +152,11 @@ static snk_sink *open_sink(uint64_t batch_rows, uint64_t spool_max, bool senders
     int rc = snk_open(&o, &s, err, sizeof err);
     cr_assert(eq(int, rc, 0), "%s", err);
     return s;
+}
+
+static snk_sink *open_sink(uint64_t batch_rows, uint64_t spool_max, bool senders)
+{
+    return open_sink_at(dead_url, batch_rows, spool_max, senders);
 }
 
 static void append(snk_sink *s, int64_t recv_ms, uint32_t n)
@@ -317,4 +333,155 @@ Test(sink, rejected_files_share_the_cap_and_go_first)
     cr_assert(eq(u64, st.dropped_batches, 8 - cap / batch));
     cr_assert(le(u64, st.spool_bytes + st.rejected_bytes, cap));
     snk_close(s);
+}
+
+/* Waits (10 s at most) until no batch waits in the spool. */
+static void wait_spool_empty(snk_sink *s, snk_stats *st)
+{
+    for (int waited = 0;; waited += 20) {
+        snk_get_stats(s, st);
+        if (st->spool_batches == 0)
+            return;
+        cr_assert(waited < 10000, "the spool still holds %llu batches",
+                  (unsigned long long)st->spool_batches);
+        usleep(20000);
+    }
+}
+
+Test(sink, a_spool_file_that_vanishes_is_counted_as_dropped)
+{
+    snk_sink *s = open_sink(1000, 1u << 30, true); /* the shard is down: the batch waits */
+    append(s, 1700000000000, 10);
+    snk_flush(s);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int removed = 0;
+    cr_assert(d != NULL);
+    while ((de = readdir(d))) {
+        char p[600];
+        if (de->d_name[0] != 'b')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        removed += unlink(p) == 0;
+    }
+    closedir(d);
+    cr_assert(eq(int, removed, 1));
+    snk_stats st;
+    wait_spool_empty(s, &st);
+    cr_assert(eq(u64, st.dropped_batches, 1), "a batch vanished without a count");
+    cr_assert(eq(u64, st.dropped_rows, 10));
+    cr_assert(eq(u64, st.batches_sent, 0));
+    snk_close(s);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * A failing folder sync while a batch is bound to a shard. fsync is replaced in this program so
+ * that the next fail_dir_fsyncs syncs of a folder fail with EIO (the sink is linked in
+ * statically, so its calls come here). */
+static atomic_int fail_dir_fsyncs;
+
+int fsync(int fd)
+{
+    struct stat sb;
+    if (atomic_load(&fail_dir_fsyncs) > 0 && fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode) &&
+        atomic_fetch_sub(&fail_dir_fsyncs, 1) > 0) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
+
+/* A stand-in for one ClickHouse shard: an INSERT is taken (its rows counted), any other
+ * request is the sink's check of a bound batch and hears "not running, no rows". */
+typedef struct fake_shard {
+    int fd;
+    uint16_t port;
+    pthread_t th;
+    atomic_ullong insert_rows;
+    atomic_int inserts, checks;
+} fake_shard;
+
+static void fake_serve(fake_shard *f, int c)
+{
+    static char req[1 << 16];
+    size_t got = 0, need = SIZE_MAX;
+    while (got < sizeof req - 1 && got < need) {
+        ssize_t r = read(c, req + got, sizeof req - 1 - got);
+        if (r <= 0)
+            return; /* the sink broke the request off before it sent it */
+        got += (size_t)r;
+        req[got] = 0;
+        char *end = strstr(req, "\r\n\r\n");
+        if (end && need == SIZE_MAX) {
+            size_t len = 0;
+            for (char *h = strstr(req, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n"))
+                if (strncasecmp(h + 2, "Content-Length:", 15) == 0)
+                    len = strtoul(h + 17, NULL, 10);
+            need = (size_t)(end + 4 - req) + len;
+        }
+    }
+    char *end = strstr(req, "\r\n\r\n");
+    cr_assert(end != NULL && got == need, "a request the fake shard cannot read");
+    const char *answer = "0\t0\n";
+    if (strstr(req, "INSERT") && strstr(req, "INSERT") < strstr(req, "\r\n")) {
+        atomic_fetch_add(&f->insert_rows, (got - (size_t)(end + 4 - req)) / SNK_ROW_BYTES);
+        atomic_fetch_add(&f->inserts, 1);
+        answer = "";
+    } else {
+        atomic_fetch_add(&f->checks, 1);
+    }
+    char out[256];
+    int n = snprintf(out, sizeof out,
+                     "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     strlen(answer), answer);
+    cr_assert(eq(int, (int)write(c, out, (size_t)n), n));
+}
+
+static void *fake_main(void *arg)
+{
+    fake_shard *f = arg;
+    for (;;) {
+        int c = accept(f->fd, NULL, NULL);
+        if (c < 0)
+            return NULL; /* shut down */
+        fake_serve(f, c);
+        close(c);
+    }
+}
+
+Test(sink, a_bound_batch_whose_folder_sync_failed_is_sent_later_not_lost)
+{
+    fake_shard f = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert(f.fd >= 0);
+    cr_assert(eq(int, bind(f.fd, (struct sockaddr *)&a, sizeof a), 0));
+    cr_assert(eq(int, getsockname(f.fd, (struct sockaddr *)&a, &al), 0));
+    f.port = ntohs(a.sin_port);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", f.port);
+    const char *urls[] = {url};
+    /* bound but not listening: the shard refuses until the fault is armed */
+    snk_sink *s = open_sink_at(urls, 1000, 1u << 30, true);
+    append(s, 1700000000000, 10);
+    snk_flush(s); /* spooled (the spool thread's own folder sync is behind us) */
+    atomic_store(&fail_dir_fsyncs, 2); /* the bind's sync, then the first retry's */
+    cr_assert(eq(int, listen(f.fd, 8), 0));
+    cr_assert(eq(int, pthread_create(&f.th, NULL, fake_main, &f), 0));
+    snk_stats st;
+    wait_spool_empty(s, &st);
+    cr_assert(eq(int, atomic_load(&fail_dir_fsyncs), 0), "the bind's folder sync never failed");
+    cr_assert(eq(u64, st.dropped_batches, 0), "the batch was lost");
+    cr_assert(eq(u64, st.rejected_batches, 0));
+    cr_assert(eq(u64, st.batches_sent, 1));
+    cr_assert(eq(u64, st.rows_sent, 10));
+    cr_assert(eq(u64, (uint64_t)atomic_load(&f.insert_rows), 10), "the shard got other rows");
+    cr_assert(eq(int, atomic_load(&f.inserts), 1));
+    cr_assert(atomic_load(&f.checks) >= 2, "the bound batch was sent again unchecked");
+    uint64_t bytes;
+    cr_assert(eq(sz, spool_files(&bytes), 0));
+    snk_close(s);
+    shutdown(f.fd, SHUT_RDWR);
+    close(f.fd);
+    pthread_join(f.th, NULL);
 }
