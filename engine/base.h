@@ -230,8 +230,13 @@ static inline uint32_t ns_get_be32(const uint8_t *p)
 }
 static inline void ns_put_be64(uint8_t *p, uint64_t v)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+    memcpy(p, &v, 8);
+#else
     for (int i = 7; i >= 0; i--, v >>= 8)
         p[i] = (uint8_t)v;
+#endif
 }
 
 /* ---------------------------------------------------------------------------------------------

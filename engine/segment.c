@@ -1044,8 +1044,10 @@ static bool get_ascending(ns_cur *c, size_t m, bool strict, uint8_t *out)
 {
     uint64_t hi = 0, lo = 0;
     for (size_t r = 0; r < m; r++) {
-        uint64_t dhi, dlo;
-        if (!get_varint(c, &dhi) || !get_varint(c, &dlo) ||
+        uint64_t dhi = 0, dlo;
+        /* a zero high difference (every step between IPv4 addresses) is one 0 byte */
+        bool zero = c->left > 0 && c->p[0] == 0;
+        if ((zero ? !ns_cur_skip(c, 1) : !get_varint(c, &dhi)) || !get_varint(c, &dlo) ||
             (strict && r > 0 && dhi == 0 && dlo == 0))
             return false;
         uint64_t nlo = lo + dlo, carry = nlo < lo;
