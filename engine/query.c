@@ -462,6 +462,8 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
  * for. */
 
 #define QRY_MAX_GROUPS (16u << 20) /* distinct groups one query may hold */
+#define TENT(t, i)     ((tab_ent *)(void *)((t)->ent + (size_t)(i) * (t)->stride))
+#define TKEY(t, i)     ((t)->ent + (size_t)(i) * (t)->stride + sizeof(tab_ent))
 
 typedef struct tab_ent {
     uint64_t hash;
@@ -474,8 +476,10 @@ typedef struct group_tab {
     size_t klen;
     size_t conv_off; /* offset of the conversation key, when conv */
     bool conv;
-    uint8_t *keys;   /* cap * klen */
-    tab_ent *ent;    /* cap: hash (0 = empty slot) and totals, one cache line apart at most */
+    /* cap entries of stride bytes: hash (0 = empty slot) and totals (a tab_ent), then the key:
+     * a one-address group is one cache line, so a probe misses once, not twice */
+    uint8_t *ent;
+    size_t stride;
     qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
     size_t cap, n;
     int64_t deadline;
@@ -703,10 +707,8 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
 
 static void tab_free_arrays(group_tab *t)
 {
-    free(t->keys);
     free(t->ent);
     free(t->dir);
-    t->keys = NULL;
     t->ent = NULL;
     t->dir = NULL;
 }
@@ -764,30 +766,31 @@ static int tab_grow_to(group_tab *t, size_t ncap)
 {
     if (t->n >= QRY_MAX_GROUPS)
         return NS_E_TOO_MANY;
-    uint8_t *nk = tab_alloc(ncap * t->klen, false);
-    tab_ent *ne = tab_alloc(ncap * sizeof *ne, true);
+    if (!t->stride) /* a tab_ent, the key, 8-byte aligned */
+        t->stride = (sizeof(tab_ent) + t->klen + 7) / 8 * 8;
+    uint8_t *ne = tab_alloc(ncap * t->stride, false);
     qry_totals *nd = t->conv ? tab_alloc(2 * ncap * sizeof *nd, false) : NULL;
-    if (!nk || !ne || (t->conv && !nd)) {
-        free(nk);
+    if (!ne || (t->conv && !nd)) {
         free(ne);
         free(nd);
         return NS_E_NOMEM;
     }
+    for (size_t i = 0; i < ncap; i++)
+        ((tab_ent *)(void *)(ne + i * t->stride))->hash = 0;
     for (size_t i = 0; i < t->cap; i++) {
-        if (!t->ent[i].hash)
+        const tab_ent *e = TENT(t, i);
+        if (!e->hash)
             continue;
-        size_t h = (size_t)t->ent[i].hash & (ncap - 1);
-        while (ne[h].hash)
+        size_t h = (size_t)e->hash & (ncap - 1);
+        while (((tab_ent *)(void *)(ne + h * t->stride))->hash)
             h = (h + 1) & (ncap - 1);
-        ne[h] = t->ent[i];
-        memcpy(nk + h * t->klen, t->keys + i * t->klen, t->klen);
+        memcpy(ne + h * t->stride, e, t->stride);
         if (nd) {
             nd[2 * h] = t->dir[2 * i];
             nd[2 * h + 1] = t->dir[2 * i + 1];
         }
     }
     tab_free_arrays(t);
-    t->keys = nk;
     t->ent = ne;
     t->dir = nd;
     t->cap = ncap;
@@ -823,16 +826,16 @@ static size_t tab_slot(group_tab *t, const uint8_t *k, uint64_t h, bool insert, 
     if (insert && t->n * 10 >= t->cap * 7 && (*rc = tab_grow(t)) < 0)
         return SIZE_MAX;
     size_t i = (size_t)h & (t->cap - 1);
-    while (t->ent[i].hash) {
-        if (t->ent[i].hash == h && key_eq(t->keys + i * t->klen, k, t->klen))
+    while (TENT(t, i)->hash) {
+        if (TENT(t, i)->hash == h && key_eq(TKEY(t, i), k, t->klen))
             return i;
         i = (i + 1) & (t->cap - 1);
     }
     if (!insert)
         return SIZE_MAX;
-    t->ent[i].hash = h;
-    memcpy(t->keys + i * t->klen, k, t->klen);
-    memset(&t->ent[i].tot, 0, sizeof t->ent[i].tot);
+    TENT(t, i)->hash = h;
+    memcpy(TKEY(t, i), k, t->klen);
+    memset(&TENT(t, i)->tot, 0, sizeof TENT(t, i)->tot);
     if (t->dir)
         memset(&t->dir[2 * i], 0, 2 * sizeof t->dir[0]);
     t->n++;
@@ -847,7 +850,7 @@ static int tab_add_key(group_tab *t, const eng_colview *v, size_t i, const uint8
     size_t s = tab_slot(t, k, h, true, &rc);
     if (s == SIZE_MAX)
         return rc;
-    totals_add(&t->ent[s].tot, v, i);
+    totals_add(&TENT(t, s)->tot, v, i);
     if (t->dir) {
         bool ab = memcmp(eng_col_addr(v, ENG_COL_SRC, i), k + t->conv_off, 16) == 0;
         totals_add(&t->dir[2 * s + (ab ? 0 : 1)], v, i);
@@ -899,7 +902,7 @@ static int runs_flush(group_tab *t, const tab_run *runs, size_t n)
         size_t s = tab_slot(t, runs[j].key, runs[j].h, true, &rc);
         if (s == SIZE_MAX)
             return rc;
-        totals_merge(&t->ent[s].tot, &runs[j].tot);
+        totals_merge(&TENT(t, s)->tot, &runs[j].tot);
     }
     return 0;
 }
@@ -943,8 +946,8 @@ static int tab_add_runs(group_tab *t, const eng_colview *v, const uint32_t *rows
         }
         r->h = key_hash(r->key, t->klen);
         size_t slot = (size_t)r->h & (t->cap - 1);
-        __builtin_prefetch(&t->ent[slot]);
-        __builtin_prefetch(t->keys + slot * t->klen);
+        __builtin_prefetch(TENT(t, slot));
+        __builtin_prefetch(TKEY(t, slot));
         if (++nr == TAB_BATCH) {
             if ((rc = runs_flush(t, runs, nr)) < 0)
                 return rc;
@@ -1015,8 +1018,8 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             cs[nb] = c;
             if (t->cap) {
                 size_t slot = (size_t)hs[nb] & (t->cap - 1);
-                __builtin_prefetch(&t->ent[slot]);
-                __builtin_prefetch(t->keys + slot * 16);
+                __builtin_prefetch(TENT(t, slot));
+                __builtin_prefetch(TKEY(t, slot));
             }
             if (++nb < TAB_BATCH)
                 continue;
@@ -1025,7 +1028,7 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             size_t s = tab_slot(t, d->vals + cs[j] * 16, hs[j], true, &rc);
             if (s == SIZE_MAX)
                 return rc;
-            totals_merge(&t->ent[s].tot, &acc[cs[j]]);
+            totals_merge(&TENT(t, s)->tot, &acc[cs[j]]);
         }
         nb = 0;
     }
@@ -1055,8 +1058,8 @@ static int tab_add_rows(group_tab *t, const eng_colview *v, const uint32_t *rows
             pack_key(t, v, row_at(rows, k0 + j), keys[j]);
             hs[j] = key_hash(keys[j], t->klen);
             size_t slot = (size_t)hs[j] & (t->cap - 1);
-            __builtin_prefetch(&t->ent[slot]);
-            __builtin_prefetch(t->keys + slot * t->klen);
+            __builtin_prefetch(TENT(t, slot));
+            __builtin_prefetch(TKEY(t, slot));
         }
         for (size_t j = 0; j < cnt; j++)
             if ((rc = tab_add_key(t, v, row_at(rows, k0 + j), keys[j], hs[j])) < 0)
@@ -1080,7 +1083,7 @@ static int tab_flush(group_tab *t)
         qry_totals d = {t->direct[x].flows, t->direct[x].packets, t->direct[x].bytes,
                         t->dtimes ? t->dtimes[x][0] : NO_FIRST,
                         t->dtimes ? t->dtimes[x][1] : NO_LAST};
-        totals_merge(&t->ent[s].tot, &d);
+        totals_merge(&TENT(t, s)->tot, &d);
     }
     free(t->direct);
     free(t->dtimes);
@@ -1094,12 +1097,12 @@ static int tab_merge(group_tab *t, const group_tab *src)
 {
     int rc = 0;
     for (size_t j = 0; j < src->cap; j++) {
-        if (!src->ent[j].hash)
+        if (!TENT(src, j)->hash)
             continue;
-        size_t s = tab_slot(t, src->keys + j * t->klen, src->ent[j].hash, true, &rc);
+        size_t s = tab_slot(t, TKEY(src, j), TENT(src, j)->hash, true, &rc);
         if (s == SIZE_MAX)
             return rc;
-        totals_merge(&t->ent[s].tot, &src->ent[j].tot);
+        totals_merge(&TENT(t, s)->tot, &TENT(src, j)->tot);
         if (t->dir) {
             totals_merge(&t->dir[2 * s], &src->dir[2 * j]);
             totals_merge(&t->dir[2 * s + 1], &src->dir[2 * j + 1]);
@@ -1154,10 +1157,10 @@ static uint64_t metric_of(const qry_totals *t, qry_metric m)
 /* Slot a ranks before slot b: larger metric first, then smaller key bytes. */
 static bool ranks_before(const group_tab *t, qry_metric m, size_t a, size_t b)
 {
-    uint64_t x = metric_of(&t->ent[a].tot, m), y = metric_of(&t->ent[b].tot, m);
+    uint64_t x = metric_of(&TENT(t, a)->tot, m), y = metric_of(&TENT(t, b)->tot, m);
     if (x != y)
         return x > y;
-    return memcmp(t->keys + a * t->klen, t->keys + b * t->klen, t->klen) < 0;
+    return memcmp(TKEY(t, a), TKEY(t, b), t->klen) < 0;
 }
 
 /* Heap of slot indexes whose root is the one ranking last. */
@@ -1188,10 +1191,10 @@ static int tab_top(const group_tab *t, qry_metric m, size_t limit, size_t **out,
     if (!h)
         return NS_E_NOMEM;
     for (size_t i = 0; i < t->cap && (cap || total); i++) {
-        if (!t->ent[i].hash)
+        if (!TENT(t, i)->hash)
             continue;
         if (total)
-            totals_merge(total, &t->ent[i].tot);
+            totals_merge(total, &TENT(t, i)->tot);
         if (!cap)
             continue;
         if (n < cap) {
@@ -1276,7 +1279,7 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
     if (one_pass) {
         out->other = out->total;
         for (size_t i = 0; i < k; i++) {
-            const qry_totals *g = &t->ent[best[i]].tot;
+            const qry_totals *g = &TENT(t, best[i])->tot;
             out->other.flows -= g->flows;
             out->other.packets -= g->packets;
             out->other.bytes -= g->bytes;
@@ -1284,17 +1287,17 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
     }
     for (size_t i = 0; i < k; i++) {
         qry_row *row = &out->rows[i];
-        unpack_key(t->g, t->keys + best[i] * t->klen, &row->key);
-        row->t = t->ent[best[i]].tot;
+        unpack_key(t->g, TKEY(t, best[i]), &row->key);
+        row->t = TENT(t, best[i])->tot;
         if (t->dir) {
             row->ab = t->dir[2 * best[i]];
             row->ba = t->dir[2 * best[i] + 1];
         }
-        t->ent[best[i]].hash = 0; /* what is left makes "other" */
+        TENT(t, best[i])->hash = 0; /* what is left makes "other" */
     }
     for (size_t i = 0; i < t->cap && !one_pass; i++)
-        if (t->ent[i].hash)
-            totals_merge(&out->other, &t->ent[i].tot);
+        if (TENT(t, i)->hash)
+            totals_merge(&out->other, &TENT(t, i)->tot);
     if (out->other.flows == 0)
         memset(&out->other, 0, sizeof out->other);
     /* rows read without times: the footers' range for the total, none for the groups */
@@ -2208,16 +2211,16 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
         goto out;
     }
     for (size_t i = 0; i < k; i++) {
-        const uint8_t *kb = t.keys + best[i] * t.klen;
+        const uint8_t *kb = TKEY(&t, best[i]);
         unpack_key(g, kb, &out->keys[i]);
-        out->totals[i] = t.ent[best[i]].tot;
-        if (tab_slot(&look, kb, t.ent[best[i]].hash, true, &rc) == SIZE_MAX)
+        out->totals[i] = TENT(&t, best[i])->tot;
+        if (tab_slot(&look, kb, TENT(&t, best[i])->hash, true, &rc) == SIZE_MAX)
             goto out;
-        t.ent[best[i]].hash = 0;
+        TENT(&t, best[i])->hash = 0;
     }
     for (size_t i = 0; i < t.cap; i++)
-        if (t.ent[i].hash)
-            totals_merge(&out->totals[k], &t.ent[i].tot);
+        if (TENT(&t, i)->hash)
+            totals_merge(&out->totals[k], &TENT(&t, i)->tot);
     out->k = k;
     idx = malloc(look.cap * sizeof *idx);
     if (!idx) {
@@ -2225,8 +2228,8 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
         goto out;
     }
     for (size_t i = 0; i < k; i++)
-        idx[tab_slot(&look, t.keys + best[i] * t.klen, key_hash(t.keys + best[i] * t.klen, t.klen),
-                     false, &rc)] = i;
+        idx[tab_slot(&look, TKEY(&t, best[i]), key_hash(TKEY(&t, best[i]), t.klen), false, &rc)] =
+            i;
     tab_free(&t);
     series_ctx c = {from_ms, step_ms, nbuckets, filter,     out->series,
                     &look,   idx,     k,        t.deadline, NULL};
