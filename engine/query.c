@@ -1555,10 +1555,19 @@ static int part_cols(void *arg, const eng_colview *v)
             w->map[s] = m;
             w->mapcap[s] = d->n;
         }
-        for (size_t c = 0; c < d->n; c++) {
-            const uint8_t *a = d->vals + c * 16;
-            if ((rc = intern(&w->in, a, key_hash(a, 16), &w->map[s][c])) < 0)
-                return rc;
+        /* a batch of values hashed and their slots prefetched, then looked up: the table
+         * (every address seen) is larger than a core's cache */
+        uint64_t hs[TAB_BATCH];
+        for (size_t c0 = 0; c0 < d->n; c0 += TAB_BATCH) {
+            size_t cnt = d->n - c0 < TAB_BATCH ? d->n - c0 : TAB_BATCH;
+            for (size_t j = 0; j < cnt; j++) {
+                hs[j] = key_hash(d->vals + (c0 + j) * 16, 16);
+                if (w->in.cap)
+                    __builtin_prefetch(&w->in.slot[(size_t)hs[j] & (w->in.cap - 1)]);
+            }
+            for (size_t j = 0; j < cnt; j++)
+                if ((rc = intern(&w->in, d->vals + (c0 + j) * 16, hs[j], &w->map[s][c0 + j])) < 0)
+                    return rc;
         }
     }
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
