@@ -12,6 +12,7 @@
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <xxhash.h>
@@ -737,4 +738,49 @@ Test(fmt5, the_reader_refuses_fences_the_document_does_not_allow)
     free(raw);
     free(good.p);
     free(rows);
+}
+
+/* The writer's per-thread scratch (dictionary tables, values, codes, fences) is kept from one
+ * segment to the next: segments of growing and shrinking sizes, with and without dictionaries,
+ * sorted and not, written one after another on one thread and on a thread that ends without
+ * releasing it, each read back whole. */
+static void *write_series(void *arg)
+{
+    const size_t sizes[] = {20000, 5, 3000, 2, 70000, 17, 0, 4097, 1};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        eng_flow *rows = calloc(n ? n : 1, sizeof *rows);
+        for (size_t i = 0; i < n; i++) {
+            fill_row(&rows[i], i, k % 2 ? 300 : 3);
+            rows[i].src = v4(0x0a000000u + (uint32_t)(rnd() % (k % 3 ? 50 : n)));
+            rows[i].dst = addr128(extreme((unsigned)rnd()) ^ (u128)(rnd() % (k % 2 ? n : 40)));
+        }
+        if (k % 4 != 3)
+            qsort(rows, n, sizeof *rows, cmp_src);
+        char name[256];
+        snprintf(name, sizeof name, "%s/t%s-%zu.seg", tmpdir, arg ? "thread" : "main", k);
+        cr_assert(eq(int, eng_seg_write(name, rows, n), 0));
+        eng_seg *s;
+        cr_assert(eq(int, eng_seg_open(name, &s), 0));
+        cr_assert(eq(int, eng_seg_index_check(s, NULL), 0));
+        eng_flow *got = calloc(n ? n : 1, sizeof *got);
+        cr_assert(eq(int, eng_seg_read(s, ENG_COLS_ALL, got), 0));
+        for (size_t i = 0; i < n; i++)
+            cr_assert(eq(int, memcmp(&got[i], &rows[i], sizeof *got), 0), "size %zu row %zu", n, i);
+        free(got);
+        eng_seg_close(s);
+        free(rows);
+    }
+    return NULL;
+}
+
+Test(fmt5, the_writer_scratch_carries_nothing_from_one_segment_to_the_next)
+{
+    write_series(NULL);
+    eng__seg_write_release();
+    write_series(NULL); /* afresh after a release */
+    pthread_t t;
+    static int other;
+    cr_assert(eq(int, pthread_create(&t, NULL, write_series, &other), 0));
+    cr_assert(eq(int, pthread_join(t, NULL), 0)); /* its scratch goes with it */
 }
