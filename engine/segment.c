@@ -4,10 +4,11 @@
  *
  *   OFFSET  SIZE  FIELD
  *   0       8     magic "NS2FSEG\0"
- *   8       4     format version (4; 2 and 3 are still read)
+ *   8       4     format version (5; 2 to 4 are still read)
  *   12      4     flags (0)
  *   16      ...   column blobs, each zstd-compressed after its encoding
- *   I       ...   v3: address index blob (zstd): per side (src, dst) hash buckets -> row blocks
+ *   I       ...   v3: address index blob (zstd): per side (src, dst) hash buckets -> row blocks;
+ *                 v5: the src side may be fences instead (rows sorted by src)
  *   F       ...   footer: totals, v3 index directory, column directory (48 bytes a column),
  *                 v3 bloom filter over every src and dst address
  *   end-24  8     footer length (bytes from F to end-24)
@@ -768,10 +769,11 @@ int eng__fsync_dir_of(const char *path)
 /* Address index and bloom filter (version 3).
  *
  * Both are keyed by XXH3-64 of the 16-byte address. The index has, per side (src, dst), a power
- * of two M of buckets (the side's distinct addresses rounded up) and for bucket h & (M-1) the
+ * of two M of buckets (half the side's distinct addresses, rounded up) and for bucket h & (M-1) the
  * ascending list of row blocks (2^shift rows each) holding a row whose address hashes there.
  * Buckets and blocks trade precision for size: a lookup may name rows of another address
- * (callers re-check), never misses one. */
+ * (callers re-check), never misses one. From version 5, rows sorted by source give the source
+ * side as fences instead: the source of each block's first row (index flag 1). */
 
 /* Scratch a writing thread keeps from one segment to the next: a sealer at 1M flows/s writes
  * a 1M-row segment every second, and fresh pages for its buffers (a few hundred MB, from mmap

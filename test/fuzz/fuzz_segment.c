@@ -5,6 +5,7 @@
  * the fuzzer would otherwise never get past them to the directory checks, zstd and the column
  * decoders. */
 #include "engine/store.h"
+#include "engine/store_int.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -77,9 +78,40 @@ static void decode(const uint8_t *data, size_t size)
     }
 }
 
+/* The format 5 column decoders on the input taken as a column's bytes after decompression (a
+ * mutated segment rarely keeps a zstd frame intact, so they are fed directly too): byte 0 picks
+ * the rows (0 to 127) and, in its high bit, source_id by exporter (row i's exporter
+ * ::ffff:127.0.0.(i mod 4)) instead of a destination dictionary. */
+static void decode_raw(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return;
+    size_t n = data[0] & 0x7f;
+    bool byexp = data[0] & 0x80;
+    uint8_t *exp = calloc(n ? n : 1, 16), *out = malloc(n ? n * 16 : 1);
+    if (exp && out) {
+        for (size_t i = 0; i < n; i++) {
+            exp[i * 16 + 10] = exp[i * 16 + 11] = 0xff;
+            exp[i * 16 + 12] = 127;
+            exp[i * 16 + 15] = (uint8_t)(i % 4);
+        }
+        /* exact-size copy: ASan sees any overread */
+        uint8_t *raw = malloc(size - 1 ? size - 1 : 1);
+        if (raw) {
+            memcpy(raw, data + 1, size - 1);
+            (void)eng__col_decode_raw(byexp ? ENG_COL_SOURCE_ID : ENG_COL_DST, byexp ? 5u : 4u, raw,
+                                      size - 1, n, exp, out);
+            free(raw);
+        }
+    }
+    free(exp);
+    free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     decode(data, size);
+    decode_raw(data, size);
     uint8_t *copy = malloc(size ? size : 1); /* exact size: ASan sees any overread */
     if (!copy)
         return 0;
