@@ -1626,8 +1626,9 @@ typedef struct part_grp {
 } part_grp;
 
 typedef struct part_best {
-    part_grp *h; /* heap, root ranking last */
-    size_t n, cap;
+    part_grp *h; /* heap, root ranking last; grown as it fills, up to cap */
+    size_t n, alloc, cap;
+    bool nomem;
 } part_best;
 
 static uint64_t grp_metric(const part_grp *g, qry_metric m)
@@ -1663,6 +1664,18 @@ static void best_offer(part_best *b, const part_grp *g, qry_metric m)
 {
     if (b->cap == 0)
         return;
+    if (b->n == b->alloc && b->n < b->cap) {
+        /* a limit of a million costs memory only when there are that many groups */
+        size_t na = b->alloc ? b->alloc * 2 : 64;
+        na = na < b->cap ? na : b->cap;
+        part_grp *nh = realloc(b->h, na * sizeof *nh);
+        if (!nh) {
+            b->nomem = true;
+            return;
+        }
+        b->h = nh;
+        b->alloc = na;
+    }
     if (b->n < b->cap) {
         b->h[b->n++] = *g;
         if (b->n == b->cap)
@@ -1895,10 +1908,6 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     for (unsigned k = 0; rc == 0 && k < nw; k++) {
         o[k].job = &job;
         o[k].best.cap = limit;
-        if (limit && !(o[k].best.h = malloc(limit * sizeof *o[k].best.h))) {
-            rc = NS_E_NOMEM;
-            break;
-        }
     }
     if (rc == 0) {
         for (unsigned k = 1; k < nw; k++, started++)
@@ -1910,12 +1919,14 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
         rc = job.rc;
     }
     /* every thread's best into one heap, then best first */
-    part_best all = {NULL, 0, limit};
+    part_best all = {NULL, 0, 0, limit, false};
     uint64_t groups = 0;
     qry_totals total = {0, 0, 0, NO_FIRST, NO_LAST};
-    if (rc == 0 && limit && !(all.h = malloc(limit * sizeof *all.h)))
-        rc = NS_E_NOMEM;
     for (unsigned k = 0; rc == 0 && k < nw; k++) {
+        if (o[k].best.nomem) {
+            rc = NS_E_NOMEM;
+            break;
+        }
         groups += o[k].groups;
         total.flows += o[k].f;
         total.packets += o[k].p;
@@ -1923,6 +1934,8 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
         for (size_t i = 0; i < o[k].best.n; i++)
             best_offer(&all, &o[k].best.h[i], metric);
     }
+    if (rc == 0 && all.nomem)
+        rc = NS_E_NOMEM;
     if (rc == 0 && groups > QRY_MAX_GROUPS)
         rc = NS_E_TOO_MANY;
     if (rc == 0 && all.n < all.cap) /* never filled: never heapified */
