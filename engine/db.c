@@ -410,6 +410,7 @@ static void drop_superseded(eng_db *db)
 #define CAT_ENTRY   (64u + 8u * 8u)
 
 static int state_write(eng_db *db, const char *name, const void *buf, size_t len, bool durable);
+static int state_path(const eng_db *db, const char *name, char *out, size_t cap, bool tmp);
 
 /* Writes the catalog file if the catalog changed since it was last written (or always, with
  * force). Called by the daemon, never by a read-only reader; failures are only logged. */
@@ -443,13 +444,25 @@ static void catalog_save(eng_db *db, bool force)
     }
     pthread_mutex_unlock(&db->mu);
     if (b) {
+        char path[4300];
+        struct stat st;
+        /* the budget counts the file (other_bytes): its change in size is counted at once, so
+         * usage stays exact between the measurements of state/ */
+        uint64_t was =
+            state_path(db, CAT_FILE, path, sizeof path, false) == 0 && stat(path, &st) == 0
+                ? (uint64_t)st.st_size
+                : 0;
         ns_put_le64(b + len - 8, XXH3_64bits(b, len - 8));
         int rc = state_write(db, CAT_FILE, b, len, false);
-        if (rc < 0)
+        if (rc < 0) {
             ns_log(NS_LOG_WARN, "db: cannot write %s/state/%s: %s", db->dir, CAT_FILE,
                    ns_strerror(rc));
-        else
+        } else {
             db->cat_saved = gen; /* under cat_mu */
+            pthread_mutex_lock(&db->mu);
+            db->other_bytes = db->other_bytes + len >= was ? db->other_bytes + len - was : 0;
+            pthread_mutex_unlock(&db->mu);
+        }
         free(b);
     }
     pthread_mutex_unlock(&db->cat_mu);
@@ -487,9 +500,9 @@ static seg_entry *catalog_file_read(eng_db *db, size_t *n_out)
         bool ok = ns_cur_bytes(&c, e->name, 64);
         for (size_t j = 0; j < 8; j++)
             ok = ok && ns_cur_le64(&c, &v[j]);
-        /* a name that is not one NUL-terminated segment name is left out (never a path) */
-        if (!ok || e->name[63] != 0 ||
-            !seg_name_parse(e->name, &e->minute, &e->span, &e->seq, &e->rollup) || !v[7])
+        /* an entry counts only for a file of its name the folder lists (catalog_load parses
+         * that name): a name here is only ever compared, never opened */
+        if (!ok || e->name[63] != 0 || !v[7])
             continue;
         e->first_ms = (int64_t)v[0];
         e->last_ms = (int64_t)v[1];
@@ -526,6 +539,19 @@ static const seg_entry *catalog_file_match(const seg_entry *cat, size_t n, int d
         return NULL;
     }
     return eng__stat_ident(&st) == e->ident && (uint64_t)st.st_size == e->size ? e : NULL;
+}
+
+/* The times, totals, size and identity of e from k (the catalog file's entry of its name). */
+static void entry_totals_from(seg_entry *e, const seg_entry *k)
+{
+    e->first_ms = k->first_ms;
+    e->last_ms = k->last_ms;
+    e->rows = k->rows;
+    e->size = k->size;
+    e->flows = k->flows;
+    e->packets = k->packets;
+    e->bytes = k->bytes;
+    e->ident = k->ident;
 }
 
 /* Fills e (its name set) from its file's footer: 0, or eng_seg_open's error. */
@@ -582,7 +608,7 @@ static int catalog_load(eng_db *db)
         if (gone)
             rc = -ENOENT;
         else if (known)
-            e = *known;
+            entry_totals_from(&e, known);
         else
             rc = entry_from_footer(db, &e);
         if (rc == -ENOENT)
