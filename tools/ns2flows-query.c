@@ -81,7 +81,7 @@ static int parse_window(const char *s, int64_t *from, int64_t *to)
 }
 
 /* UTC, as strftime's "%Y-%m-%d %H:%M:%S" prints it (the year unpadded), without strftime: it
- * loads the local time zone file, a tenth of a summary's time, for a %Z never asked for. */
+ * loads the local time zone file (an open, two reads) for a %Z this format never asks for. */
 static void fmt_time(int64_t ms, char *buf, size_t cap)
 {
     time_t t = (time_t)(ms / 1000);
