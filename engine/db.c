@@ -166,6 +166,7 @@ struct eng_db {
      * written at, and one writer at a time */
     uint64_t cat_gen, cat_saved;
     pthread_mutex_t cat_mu;
+    ns_ratelimit cat_rl; /* its write failures logged (under cat_mu) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -454,11 +455,15 @@ static void catalog_save(eng_db *db, bool force)
                 : 0;
         ns_put_le64(b + len - 8, XXH3_64bits(b, len - 8));
         int rc = state_write(db, CAT_FILE, b, len, false);
-        if (rc < 0) {
-            ns_log(NS_LOG_WARN, "db: cannot write %s/state/%s: %s", db->dir, CAT_FILE,
-                   ns_strerror(rc));
-        } else {
-            db->cat_saved = gen; /* under cat_mu */
+        /* a failure (a full disk) is tried again at the next change, not at every tick */
+        db->cat_saved = gen; /* under cat_mu */
+        uint32_t held = 0;
+        if (rc < 0 && ns_ratelimit_ok(&db->cat_rl, ns_mono_ms(), &held)) {
+            ns_log(NS_LOG_WARN,
+                   "db: cannot write %s/state/%s: %s (readers open every segment instead; %u "
+                   "similar warnings not logged)",
+                   db->dir, CAT_FILE, ns_strerror(rc), held);
+        } else if (rc == 0) {
             pthread_mutex_lock(&db->mu);
             db->other_bytes = db->other_bytes + len >= was ? db->other_bytes + len - was : 0;
             pthread_mutex_unlock(&db->mu);
