@@ -488,10 +488,12 @@ static seg_entry *catalog_file_read(eng_db *db, size_t *n_out)
     *n_out = 0;
     if (eng_db_state_read(db, CAT_FILE, &buf, &len) < 0)
         return NULL;
-    ns_cur c = ns_cur_make(buf, len);
+    ns_cur c = ns_cur_make(buf, len), tail = c;
+    uint64_t sum = 0;
+    bool sound = len >= CAT_HEAD + 8 && ns_cur_skip(&tail, len - 8) && ns_cur_le64(&tail, &sum) &&
+                 sum == XXH3_64bits(buf, len - 8);
     seg_entry *out = NULL;
-    if (len < CAT_HEAD + 8 || ns_get_le64(buf + len - 8) != XXH3_64bits(buf, len - 8) ||
-        !ns_cur_bytes(&c, magic, 8) || memcmp(magic, CAT_MAGIC, 8) != 0 ||
+    if (!sound || !ns_cur_bytes(&c, magic, 8) || memcmp(magic, CAT_MAGIC, 8) != 0 ||
         !ns_cur_le32(&c, &version) || version != CAT_VERSION || !ns_cur_le32(&c, &n) ||
         (size_t)n != (len - CAT_HEAD - 8) / CAT_ENTRY ||
         len != CAT_HEAD + (size_t)n * CAT_ENTRY + 8 || !(out = calloc(n ? n : 1, sizeof *out))) {
