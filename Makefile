@@ -101,6 +101,17 @@ $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(LIBS_ALL)
 	@echo '  LD    $@'
 	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBS_ALL) $(LDLIBS) -o $@
 
+# ns2flows-query is started once per question, and a summary (-I) costs about what starting a
+# program costs: loading and relocating shared libraries (libc, zstd, xxhash) was a third of it.
+# So it is linked statically (it needs none of the daemon's other libraries, and nothing of libc
+# that loads modules at run time: no NSS, no iconv), from the archives Debian's -dev packages
+# ship. Where an archive is missing, the linker is not GNU's, or a sanitizer is on (ASan needs
+# the shared runtime), it links like the other tools.
+STATIC_A := $(filter /%,$(foreach a,libc.a libzstd.a libxxhash.a,$(shell $(CC) -print-file-name=$(a) 2>/dev/null)))
+ifeq ($(UNAME)$(words $(STATIC_A))$(findstring -fsanitize,$(CFLAGS)),Linux3)
+$(BUILD)/bin/ns2flows-query: LDLIBS = -static -lzstd -lxxhash -pthread -lm
+endif
+
 $(BUILD)/test/%: $(BUILD)/obj/test/%.o $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	@echo '  LD    $@'

@@ -162,6 +162,11 @@ struct eng_db {
     ns_ratelimit rollup_rl; /* roll-up failures logged */
     uint8_t *wal_spare;     /* a WAL record buffer between appends (under mu) */
     size_t wal_spare_cap;
+    /* the catalog file (catalog_save): catalog changes counted under mu, the count it was last
+     * written at, and one writer at a time */
+    uint64_t cat_gen, cat_saved;
+    pthread_mutex_t cat_mu;
+    ns_ratelimit cat_rl; /* its write failures logged (under cat_mu) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -200,10 +205,19 @@ static void open_remove_locked(eng_db *db, const minute_buf *b)
     }
 }
 
+/* dir/name, "" when it does not fit. Without snprintf: a summary builds one per segment, and
+ * formatting them showed in the daemon's profile of /api/v1/summary. */
 static int seg_path(const eng_db *db, const char *name, char *out, size_t cap)
 {
-    if ((size_t)snprintf(out, cap, "%s/%s", db->dir, name) >= cap)
+    size_t d = strlen(db->dir), n = strlen(name);
+    if (d + n + 2 > cap) {
+        if (cap)
+            out[0] = 0;
         return -ENAMETOOLONG;
+    }
+    memcpy(out, db->dir, d);
+    out[d] = '/';
+    memcpy(out + d + 1, name, n + 1);
     return 0;
 }
 
@@ -269,6 +283,7 @@ static int catalog_add_locked(eng_db *db, const seg_entry *e)
     }
     db->segs[i] = *e;
     db->nsegs++;
+    db->cat_gen++;
     db->st.segments = db->nsegs;
     db->st.disk_bytes += e->size;
     tier_count_locked(db, e, true);
@@ -282,6 +297,7 @@ static void catalog_remove_locked(eng_db *db, size_t i)
     tier_count_locked(db, &db->segs[i], false);
     memmove(&db->segs[i], &db->segs[i + 1], (db->nsegs - i - 1) * sizeof *db->segs);
     db->nsegs--;
+    db->cat_gen++;
     db->st.segments = db->nsegs;
 }
 
@@ -384,12 +400,207 @@ static void drop_superseded(eng_db *db)
     free(gone);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The catalog file, state/catalog.bin: the daemon's catalog (each sealed segment's name, footer
+ * totals and file identity), so that a reader beside it (ns2flows-query) need not open every
+ * segment's footer at start-up: a summary then costs a directory listing and a stat per
+ * segment, as nfdump -I costs a statistics record. A cache, never the truth: a reader takes an
+ * entry only for a file the folder lists whose identity (inode, size, modification time) is
+ * still the one recorded, and opens every other segment as before; a file changed, replaced or
+ * removed behind both is read, or skipped, from the folder. So it is written without fsync: a
+ * torn, stale or missing file only costs the reader footer reads.
+ *
+ * Layout, little-endian: "NS2FCAT\0", version u32 (1), entries u32, then per entry the name
+ * (64 bytes, NUL-padded) and first_ms, last_ms, rows, size, flows, packets, bytes, ident (u64
+ * each), then XXH3-64 of everything before it. */
+#define CAT_FILE    "catalog.bin"
+#define CAT_MAGIC   "NS2FCAT"
+#define CAT_VERSION 1u
+#define CAT_HEAD    16u
+#define CAT_ENTRY   (64u + 8u * 8u)
+
+static int state_write(eng_db *db, const char *name, const void *buf, size_t len, bool durable);
+static int state_path(const eng_db *db, const char *name, char *out, size_t cap, bool tmp);
+
+/* Writes the catalog file if the catalog changed since it was last written (or always, with
+ * force). Called by the daemon, never by a read-only reader; failures are only logged. */
+static void catalog_save(eng_db *db, bool force)
+{
+    if (db->opts.read_only || pthread_mutex_trylock(&db->cat_mu) != 0)
+        return; /* another thread is writing it: it writes the latest, or the next tick does */
+    pthread_mutex_lock(&db->mu);
+    uint64_t gen = db->cat_gen;
+    size_t n = db->nsegs, len = CAT_HEAD + n * CAT_ENTRY + 8;
+    uint8_t *b = gen != db->cat_saved || force ? calloc(1, len) : NULL;
+    if (b) {
+        memcpy(b, CAT_MAGIC, 8);
+        ns_put_le32(b + 8, CAT_VERSION);
+        ns_put_le32(b + 12, (uint32_t)n);
+        for (size_t i = 0; i < n; i++) {
+            const seg_entry *e = &db->segs[i];
+            uint8_t *p = b + CAT_HEAD + i * CAT_ENTRY;
+            const uint64_t v[8] = {(uint64_t)e->first_ms,
+                                   (uint64_t)e->last_ms,
+                                   e->rows,
+                                   e->size,
+                                   e->flows,
+                                   e->packets,
+                                   e->bytes,
+                                   e->ident};
+            memcpy(p, e->name, strnlen(e->name, sizeof e->name));
+            for (size_t k = 0; k < 8; k++)
+                ns_put_le64(p + 64 + 8 * k, v[k]);
+        }
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (b) {
+        char path[4300];
+        struct stat st;
+        /* the budget counts the file (other_bytes): its change in size is counted at once, so
+         * usage stays exact between the measurements of state/ */
+        uint64_t was =
+            state_path(db, CAT_FILE, path, sizeof path, false) == 0 && stat(path, &st) == 0
+                ? (uint64_t)st.st_size
+                : 0;
+        ns_put_le64(b + len - 8, XXH3_64bits(b, len - 8));
+        int rc = state_write(db, CAT_FILE, b, len, false);
+        /* a failure (a full disk) is tried again at the next change, not at every tick */
+        db->cat_saved = gen; /* under cat_mu */
+        uint32_t held = 0;
+        if (rc < 0 && ns_ratelimit_ok(&db->cat_rl, ns_mono_ms(), &held)) {
+            ns_log(NS_LOG_WARN,
+                   "db: cannot write %s/state/%s: %s (readers open every segment instead; %u "
+                   "similar warnings not logged)",
+                   db->dir, CAT_FILE, ns_strerror(rc), held);
+        } else if (rc == 0) {
+            pthread_mutex_lock(&db->mu);
+            db->other_bytes = db->other_bytes + len >= was ? db->other_bytes + len - was : 0;
+            pthread_mutex_unlock(&db->mu);
+        }
+        free(b);
+    }
+    pthread_mutex_unlock(&db->cat_mu);
+}
+
+/* The catalog file's entries, sorted by name (NULL, 0 when it is missing or does not check). */
+static int cmp_entry_name(const void *a, const void *b)
+{
+    return strcmp(((const seg_entry *)a)->name, ((const seg_entry *)b)->name);
+}
+
+static seg_entry *catalog_file_read(eng_db *db, size_t *n_out)
+{
+    uint8_t *buf;
+    size_t len;
+    uint32_t version, n;
+    char magic[8];
+    *n_out = 0;
+    if (eng_db_state_read(db, CAT_FILE, &buf, &len) < 0)
+        return NULL;
+    ns_cur c = ns_cur_make(buf, len), tail = c;
+    uint64_t sum = 0;
+    bool sound = len >= CAT_HEAD + 8 && ns_cur_skip(&tail, len - 8) && ns_cur_le64(&tail, &sum) &&
+                 sum == XXH3_64bits(buf, len - 8);
+    seg_entry *out = NULL;
+    if (!sound || !ns_cur_bytes(&c, magic, 8) || memcmp(magic, CAT_MAGIC, 8) != 0 ||
+        !ns_cur_le32(&c, &version) || version != CAT_VERSION || !ns_cur_le32(&c, &n) ||
+        (size_t)n != (len - CAT_HEAD - 8) / CAT_ENTRY ||
+        len != CAT_HEAD + (size_t)n * CAT_ENTRY + 8 || !(out = calloc(n ? n : 1, sizeof *out))) {
+        free(buf);
+        return NULL;
+    }
+    size_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        seg_entry *e = &out[k];
+        uint64_t v[8];
+        bool ok = ns_cur_bytes(&c, e->name, 64);
+        for (size_t j = 0; j < 8; j++)
+            ok = ok && ns_cur_le64(&c, &v[j]);
+        /* an entry counts only for a file of its name the folder lists (catalog_load parses
+         * that name): a name here is only ever compared, never opened */
+        if (!ok || e->name[63] != 0 || !v[7])
+            continue;
+        e->first_ms = (int64_t)v[0];
+        e->last_ms = (int64_t)v[1];
+        e->rows = v[2];
+        e->size = v[3];
+        e->flows = v[4];
+        e->packets = v[5];
+        e->bytes = v[6];
+        e->ident = v[7];
+        k++;
+    }
+    free(buf);
+    qsort(out, k, sizeof *out, cmp_entry_name);
+    *n_out = k;
+    return out;
+}
+
+/* The catalog file's entry for the segment file name in the folder open as dirfd, if that
+ * file is still the one the entry describes; NULL when it is not (or gone: *gone). */
+static const seg_entry *catalog_file_match(const seg_entry *cat, size_t n, int dirfd,
+                                           const char *name, bool *gone)
+{
+    seg_entry key;
+    struct stat st;
+    *gone = false;
+    if (!n)
+        return NULL;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    const seg_entry *e = bsearch(&key, cat, n, sizeof *cat, cmp_entry_name);
+    if (!e)
+        return NULL;
+    if (fstatat(dirfd, name, &st, 0) < 0) {
+        *gone = errno == ENOENT;
+        return NULL;
+    }
+    return eng__stat_ident(&st) == e->ident && (uint64_t)st.st_size == e->size ? e : NULL;
+}
+
+/* The times, totals, size and identity of e from k (the catalog file's entry of its name). */
+static void entry_totals_from(seg_entry *e, const seg_entry *k)
+{
+    e->first_ms = k->first_ms;
+    e->last_ms = k->last_ms;
+    e->rows = k->rows;
+    e->size = k->size;
+    e->flows = k->flows;
+    e->packets = k->packets;
+    e->bytes = k->bytes;
+    e->ident = k->ident;
+}
+
+/* Fills e (its name set) from its file's footer: 0, or eng_seg_open's error. */
+static int entry_from_footer(const eng_db *db, seg_entry *e)
+{
+    char path[4200];
+    eng_seg *s;
+    seg_path(db, e->name, path, sizeof path);
+    int rc = eng_seg_open(path, &s);
+    if (rc < 0)
+        return rc;
+    const eng_seg_info *in = eng_seg_get_info(s);
+    e->first_ms = in->first_ms;
+    e->last_ms = in->last_ms;
+    e->rows = in->rows;
+    e->size = in->file_size;
+    e->flows = in->flows;
+    e->packets = in->packets;
+    e->bytes = in->bytes;
+    e->ident = eng__seg_ident(s);
+    eng_seg_close(s);
+    return 0;
+}
+
 static int catalog_load(eng_db *db)
 {
     DIR *d = opendir(db->dir);
     struct dirent *de;
     if (!d)
         return -errno;
+    /* a reader beside the daemon takes what the daemon's catalog file still vouches for */
+    size_t ncat = 0;
+    seg_entry *cat = db->opts.read_only ? catalog_file_read(db, &ncat) : NULL;
     while ((de = readdir(d)) != NULL) {
         char path[4200];
         size_t len = strlen(de->d_name);
@@ -407,9 +618,15 @@ static int catalog_load(eng_db *db)
             len >= sizeof e.name)
             continue;
         strcpy(e.name, de->d_name);
-        seg_path(db, e.name, path, sizeof path);
-        eng_seg *s;
-        int rc = eng_seg_open(path, &s);
+        bool gone;
+        const seg_entry *known = catalog_file_match(cat, ncat, dirfd(d), e.name, &gone);
+        int rc = 0;
+        if (gone)
+            rc = -ENOENT;
+        else if (known)
+            entry_totals_from(&e, known);
+        else
+            rc = entry_from_footer(db, &e);
         if (rc == -ENOENT)
             continue; /* deleted since the listing (a reader beside the daemon) */
         if (rc < 0) {
@@ -421,16 +638,6 @@ static int catalog_load(eng_db *db)
                 quarantine_file(db, e.name, rc);
             continue;
         }
-        const eng_seg_info *in = eng_seg_get_info(s);
-        e.first_ms = in->first_ms;
-        e.last_ms = in->last_ms;
-        e.rows = in->rows;
-        e.size = in->file_size;
-        e.flows = in->flows;
-        e.packets = in->packets;
-        e.bytes = in->bytes;
-        e.ident = eng__seg_ident(s);
-        eng_seg_close(s);
         if (e.seq >= db->next_seq)
             db->next_seq = e.seq + 1;
         /* appended, sorted once below: inserting each in order costs n^2 on a big store */
@@ -439,6 +646,7 @@ static int catalog_load(eng_db *db)
             seg_entry *ns = realloc(db->segs, cap * sizeof *ns);
             if (!ns) {
                 closedir(d);
+                free(cat);
                 return NS_E_NOMEM;
             }
             db->segs = ns;
@@ -449,6 +657,7 @@ static int catalog_load(eng_db *db)
         tier_count_locked(db, &e, true);
     }
     closedir(d);
+    free(cat);
     if (db->nsegs)
         qsort(db->segs, db->nsegs, sizeof *db->segs, cmp_seg);
     db->st.segments = db->nsegs;
@@ -691,6 +900,7 @@ static void *sealer_main(void *arg)
         pthread_mutex_unlock(&db->mu);
         int w = seal_pass(db, ns_now_ms(), false, &sl->mem);
         seal_mem_idle(&sl->mem, w);
+        catalog_save(db, false); /* sealed, merged or deleted segments since the last tick */
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
@@ -1078,6 +1288,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     pthread_mutex_init(&db->pool_mu, NULL);
     pthread_mutex_init(&db->seal_mu, NULL);
     pthread_mutex_init(&db->compact_mu, NULL);
+    pthread_mutex_init(&db->cat_mu, NULL);
     pthread_rwlockattr_t rwa;
     pthread_rwlockattr_init(&rwa);
     /* queries overlap all the time: prefer the compactor's short exclusive hold, or it could
@@ -1151,6 +1362,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     }
     other_bytes_refresh(db, true);
     enforce_limits(db);
+    catalog_save(db, true); /* a stale one from an older run would only cost readers time */
     if (db->wal_on) {
         if (pthread_create(&db->wal_thread, NULL, wal_main, db) != 0) {
             rc = -EAGAIN;
@@ -1208,6 +1420,7 @@ fail:
     pthread_mutex_destroy(&db->pool_mu);
     pthread_mutex_destroy(&db->seal_mu);
     pthread_mutex_destroy(&db->compact_mu);
+    pthread_mutex_destroy(&db->cat_mu);
     pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->seal_cond);
@@ -1237,6 +1450,7 @@ int eng_db_close(eng_db *db)
     if (db->wal_on)
         eng_db_wal_sync(db);
     int rc = db->opts.read_only ? 0 : eng_db_seal_due(db, ns_now_ms(), true);
+    catalog_save(db, false);
     size_t lost = 0;
     for (size_t i = 0; i < db->nopen; i++) {
         lost += db->open[i]->n;
@@ -1263,6 +1477,7 @@ int eng_db_close(eng_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->seal_mu);
     pthread_mutex_destroy(&db->compact_mu);
+    pthread_mutex_destroy(&db->cat_mu);
     pthread_rwlock_destroy(&db->scan_lock);
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->seal_cond);
@@ -2167,6 +2382,7 @@ typedef struct par_scan {
     const eng_scan_opts *opts;
     eng_row_cb cb;
     eng_totals_cb tcb;
+    struct par_crew *crew;
 } par_scan;
 
 typedef struct par_worker {
@@ -2175,6 +2391,14 @@ typedef struct par_worker {
     pthread_t th;
     bool started;
 } par_worker;
+
+/* The workers besides the caller's; worker 0 (the caller) starts them when it meets the first
+ * segment that must be read: a summary the catalog answers whole starts no thread. */
+typedef struct par_crew {
+    par_worker w[ENG_SCAN_MAX_WORKERS];
+    unsigned nw;
+    bool spawned;
+} par_crew;
 
 /* A segment wholly inside the range is offered to tcb with the catalog's copy of its footer
  * totals, without opening it, while its file is the one they were taken from (same inode, size,
@@ -2196,20 +2420,22 @@ static int catalog_totals(const par_scan *ps, const seg_ref *r, void *arg, eng_t
     return rc;
 }
 
+static void *par_main(void *p);
+
+static void crew_spawn(par_crew *c)
+{
+    if (c->spawned)
+        return;
+    c->spawned = true;
+    for (unsigned i = 1; i < c->nw; i++)
+        c->w[i].started = pthread_create(&c->w[i].th, NULL, par_main, &c->w[i]) == 0;
+}
+
 static void *par_main(void *p)
 {
     par_worker *w = p;
     par_scan *ps = w->ps;
-    scan_bufs *bufs = bufs_get(ps->db);
-    if (!bufs) {
-        int zero = 0;
-        atomic_compare_exchange_strong(&ps->err, &zero, NS_E_NOMEM);
-        return NULL;
-    }
-    /* A scan of many segments (a top-N over days) would push out everything the cache holds
-     * for columns nobody asks again soon, and cycling through more than fits it hits nothing
-     * anyway: only small scans (a device's hour, a few minutes) fill it; all may read it. */
-    bufs->cache_put = ps->nnames <= SCAN_CACHE_SEGS;
+    scan_bufs *bufs = NULL; /* taken at the first segment to read (a summary may read none) */
     for (;;) {
         size_t i = atomic_fetch_add(&ps->next, 1);
         if (i >= ps->nnames || atomic_load(&ps->err) != 0)
@@ -2219,18 +2445,29 @@ static void *par_main(void *p)
             continue;
         eng_totals_cb tcb = ps->tcb;
         int rc = catalog_totals(ps, r, w->arg, &tcb);
-        if (rc == 0)
-            rc = scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
-                              ps->cb, tcb, w->arg, bufs);
-        else if (rc == 1)
+        if (rc == 0) {
+            if (w == &ps->crew->w[0])
+                crew_spawn(ps->crew); /* only the caller's worker starts the others */
+            if (!bufs && (bufs = bufs_get(ps->db)) != NULL)
+                /* A scan of many segments (a top-N over days) would push out everything the
+                 * cache holds for columns nobody asks again soon, and cycling through more
+                 * than fits it hits nothing anyway: only small scans (a device's hour, a few
+                 * minutes) fill it; all may read it. */
+                bufs->cache_put = ps->nnames <= SCAN_CACHE_SEGS;
+            rc = bufs ? scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
+                                     ps->cb, tcb, w->arg, bufs)
+                      : NS_E_NOMEM;
+        } else if (rc == 1) {
             rc = 0; /* answered from the catalog */
+        }
         if (rc != 0) {
             int zero = 0;
             atomic_compare_exchange_strong(&ps->err, &zero, rc);
             break;
         }
     }
-    bufs_put(ps->db, bufs);
+    if (bufs)
+        bufs_put(ps->db, bufs);
     return NULL;
 }
 
@@ -2291,18 +2528,16 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
                        .opts = opts,
                        .cb = cb,
                        .tcb = tcb};
-        par_worker w[ENG_SCAN_MAX_WORKERS];
-        unsigned nw = nworkers < nnames ? nworkers : (unsigned)nnames;
+        par_crew crew = {.nw = nworkers < nnames ? nworkers : (unsigned)nnames};
+        ps.crew = &crew;
         atomic_init(&ps.next, 0);
         atomic_init(&ps.err, 0);
-        for (unsigned i = 0; i < nw; i++)
-            w[i] = (par_worker){.ps = &ps, .arg = args[i]};
-        for (unsigned i = 1; i < nw; i++)
-            w[i].started = pthread_create(&w[i].th, NULL, par_main, &w[i]) == 0;
-        par_main(&w[0]); /* a worker that did not start leaves its share to the others */
-        for (unsigned i = 1; i < nw; i++)
-            if (w[i].started)
-                pthread_join(w[i].th, NULL);
+        for (unsigned i = 0; i < crew.nw; i++)
+            crew.w[i] = (par_worker){.ps = &ps, .arg = args[i]};
+        par_main(&crew.w[0]); /* a worker that did not start leaves its share to the others */
+        for (unsigned i = 1; i < crew.nw; i++)
+            if (crew.w[i].started)
+                pthread_join(crew.w[i].th, NULL);
         rc = atomic_load(&ps.err);
     }
     if (rc == 0 && nbufs) {
@@ -2959,6 +3194,12 @@ static int state_path(const eng_db *db, const char *name, char *out, size_t cap,
 
 int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len)
 {
+    return state_write(db, name, buf, len, true);
+}
+
+/* durable: fsync the file and the folder (a cache such as the catalog file need not be) */
+static int state_write(eng_db *db, const char *name, const void *buf, size_t len, bool durable)
+{
     char dir[4200], tmp[4300], path[4300];
     int rc, fd;
     if (db->opts.read_only)
@@ -2987,7 +3228,7 @@ int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) < 0) {
+    if (durable && fsync(fd) < 0) {
         rc = -errno;
         close(fd);
         unlink(tmp);
@@ -3003,7 +3244,7 @@ int eng_db_state_write(eng_db *db, const char *name, const void *buf, size_t len
         unlink(tmp);
         return rc;
     }
-    return eng__fsync_dir_of(path);
+    return durable ? eng__fsync_dir_of(path) : 0;
 }
 
 int eng_db_state_read(eng_db *db, const char *name, uint8_t **buf, size_t *len)

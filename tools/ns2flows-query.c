@@ -80,13 +80,15 @@ static int parse_window(const char *s, int64_t *from, int64_t *to)
     return parse_when(s, from) == 0 ? 0 : NS_E_PARSE; /* a single time: from then on */
 }
 
+/* UTC, as strftime's "%Y-%m-%d %H:%M:%S" prints it (the year unpadded), without strftime: it
+ * loads the local time zone file (an open, two reads) for a %Z this format never asks for. */
 static void fmt_time(int64_t ms, char *buf, size_t cap)
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    size_t n = strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(buf + n, cap - n, ".%03d", (int)(ms % 1000 + 1000) % 1000);
+    snprintf(buf, cap, "%d-%02d-%02d %02d:%02d:%02d.%03d", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000 + 1000) % 1000);
 }
 
 /* 1234567 -> "1.2 M", as nfdump prints counts */
