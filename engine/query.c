@@ -974,6 +974,19 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
                         const uint32_t *rows, size_t n)
 {
     int rc = 0;
+    if (n * 8 < d->n) {
+        /* few rows of many values (a device's rows the index picked): a lookup a row costs
+         * less than preparing and reading an array the size of the dictionary */
+        for (size_t k = 0; k < n; k++) {
+            size_t i = row_at(rows, k);
+            const uint8_t *key = d->vals + (size_t)d->codes[i] * 16;
+            size_t s = tab_slot(t, key, key_hash(key, 16), true, &rc);
+            if (s == SIZE_MAX)
+                return rc;
+            totals_add(&TENT(t, s)->tot, v, i);
+        }
+        return 0;
+    }
     if (d->n > t->dcap) {
         qry_totals *a = realloc(t->dacc, d->n * sizeof *a);
         if (!a)
