@@ -1350,3 +1350,57 @@ Test(qry, top_without_group_times_keeps_counts_and_the_total)
                 qry_filter_free(f);
             }
 }
+
+/* A grouping by one address over a few rows of a segment with many distinct values (a device's
+ * rows the index picked) against sums made here from the rows: the path that looks rows up one
+ * by one instead of through an array the size of the dictionary. */
+Test(qry, one_address_groups_over_few_rows_of_many_values)
+{
+    enum { N = 4000 };
+    static eng_flow rows[N];
+    char src[32], dst[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(src, sizeof src, "10.1.%d.%d", (i * 7) % 1500 / 250, (i * 7) % 1500 % 250);
+        snprintf(dst, sizeof dst, "192.168.%d.%d", i % 1000 / 250, i % 1000 % 250);
+        rows[i] = flow(src, dst, 6, (uint16_t)(1024 + i), 443, "192.0.2.1", 1 + (uint64_t)(i % 9),
+                       100 + (uint64_t)i, M0 + i, M0 + i + 500);
+    }
+    append(M0 + 30000, rows, N);
+    cr_assert(gt(int, eng_db_seal_due(db, 0, true), 0));
+    /* dst 192.168.0.7 has 4 rows (i = 7, 1007, ...), over 1500 distinct sources */
+    const char *const filters[] = {"dst host 192.168.0.7", "src host 10.1.0.14"};
+    const qry_by by[] = {QRY_BY_SRCADDR, QRY_BY_DSTADDR};
+    for (int f = 0; f < 2; f++) {
+        qry_filter *flt;
+        char err[128];
+        cr_assert(eq(int, qry_filter_compile(filters[f], &flt, err, sizeof err), 0), "%s", err);
+        qry_top_result r;
+        cr_assert(eq(int, qry_top(db, INT64_MIN, INT64_MAX, flt, by[f], QRY_M_BYTES, 100, &r), 0));
+        ns_addr want = addr(f == 0 ? "192.168.0.7" : "10.1.0.14");
+        size_t matched = 0;
+        uint64_t sum = 0;
+        for (int i = 0; i < N; i++) {
+            const ns_addr *a = f == 0 ? &rows[i].dst : &rows[i].src;
+            if (memcmp(a, &want, sizeof want) != 0)
+                continue;
+            matched++;
+            sum += rows[i].bytes;
+            /* the row's group holds at least this row's bytes, under its own key */
+            const ns_addr *key = f == 0 ? &rows[i].src : &rows[i].dst;
+            bool found = false;
+            for (size_t k = 0; k < r.n; k++)
+                found |= memcmp(&r.rows[k].key.v[0].addr, key, sizeof *key) == 0 &&
+                         r.rows[k].t.bytes >= rows[i].bytes;
+            cr_assert(found, "%s: row %d's group", filters[f], i);
+        }
+        cr_assert(gt(sz, matched, 0));
+        cr_assert(eq(u64, r.total.bytes, sum), "%s", filters[f]);
+        cr_assert(eq(u64, r.total.flows, matched));
+        uint64_t rows_sum = 0;
+        for (size_t k = 0; k < r.n; k++)
+            rows_sum += r.rows[k].t.bytes;
+        cr_assert(eq(u64, rows_sum, sum), "every group among the rows: none other");
+        qry_top_free(&r);
+        qry_filter_free(flt);
+    }
+}
