@@ -288,6 +288,71 @@ bool qry_filter_match(const qry_filter *f, const eng_flow *r)
     return pc == f->n;
 }
 
+/* A filter that reads only source and destination addresses (host, net, ip versions), over a
+ * view whose columns it reads are dictionaries: each address test is made once per distinct
+ * value of its column, then each row walks the program through its codes. No row is built and
+ * no column expanded. */
+bool qry_filter_by_dict(const qry_filter *f, const eng_colview *v)
+{
+    if (!f || f->cols == 0 || (f->cols & ~(COL(SRC) | COL(DST))) != 0 || f->n > 256)
+        return false;
+    return (!(f->cols & COL(SRC)) || v->dict[ENG_COL_SRC]) &&
+           (!(f->cols & COL(DST)) || v->dict[ENG_COL_DST]);
+}
+
+size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                              size_t *scap, uint32_t *out)
+{
+    /* per test: the column it reads and its answer for each of that column's values */
+    size_t need = 0;
+    for (uint32_t pc = 0; pc < f->n; pc++) {
+        const flt_ins *in = &f->ins[pc];
+        if (in->op == OP_TRUE)
+            continue;
+        eng_col c =
+            in->op == OP_V4 || in->op == OP_V6 || in->field == F_SRC ? ENG_COL_SRC : ENG_COL_DST;
+        need += v->dict[c]->n;
+    }
+    if (need > *scap) {
+        uint8_t *p = realloc(*scratch, need);
+        if (!p)
+            return SIZE_MAX;
+        *scratch = p;
+        *scap = need;
+    }
+    const uint8_t *ans[256];
+    const uint32_t *codes[256];
+    uint8_t *at = *scratch;
+    eng_flow r;
+    memset(&r, 0, sizeof r);
+    for (uint32_t pc = 0; pc < f->n; pc++) {
+        const flt_ins *in = &f->ins[pc];
+        ans[pc] = NULL;
+        if (in->op == OP_TRUE)
+            continue;
+        eng_col c =
+            in->op == OP_V4 || in->op == OP_V6 || in->field == F_SRC ? ENG_COL_SRC : ENG_COL_DST;
+        const eng_coldict *d = v->dict[c];
+        for (size_t k = 0; k < d->n; k++) {
+            /* the test reads the value where a row would hold it */
+            memcpy(c == ENG_COL_SRC ? r.src.b : r.dst.b, d->vals + k * 16, 16);
+            at[k] = test(f, in, &r);
+        }
+        ans[pc] = at;
+        codes[pc] = d->codes;
+        at += d->n;
+    }
+    size_t m = 0;
+    for (size_t k = 0; k < v->n; k++) {
+        uint32_t i = v->idx ? v->idx[k] : (uint32_t)k, pc = 0;
+        while (pc < f->n)
+            pc = !ans[pc] || ans[pc][codes[pc][i]] ? f->ins[pc].jt : f->ins[pc].jf;
+        if (pc == f->n)
+            out[m++] = i;
+    }
+    return m;
+}
+
 uint32_t qry_filter_columns(const qry_filter *f)
 {
     return f ? f->cols : 0;

@@ -277,6 +277,8 @@ static void totals_merge(qry_totals *t, const qry_totals *o)
 typedef struct qry_sel {
     uint32_t *rows;
     size_t cap;
+    uint8_t *answers; /* qry_filter_select_dict's scratch */
+    size_t acap;
     eng_flow block[SEL_BLOCK];
 } qry_sel;
 
@@ -284,6 +286,7 @@ static void sel_free(qry_sel *s)
 {
     if (s) {
         free(s->rows);
+        free(s->answers);
         free(s);
     }
 }
@@ -308,12 +311,34 @@ static int view_select(const qry_filter *f, const eng_colview *v, qry_sel **sel,
         s->rows = r;
         s->cap = v->n;
     }
-    /* the filter reads only its own columns: only those are written into the block */
-    uint32_t cols = qry_filter_columns(f);
+    if (qry_filter_by_dict(f, v)) {
+        size_t m = qry_filter_select_dict(f, v, &s->answers, &s->acap, s->rows);
+        if (m == SIZE_MAX)
+            return NS_E_NOMEM;
+        *out = s->rows;
+        *n = m;
+        return 0;
+    }
+    /* the filter reads only its own columns: only those are written into the block (an
+     * address column the scan left as a dictionary, from it) */
+    uint32_t cols = qry_filter_columns(f), from_dict = 0;
+    for (eng_col c = ENG_COL_SRC; c <= ENG_COL_DST; c++)
+        if ((cols & ENG_COLMASK(c)) && !v->col[c] && v->dict[c])
+            from_dict |= ENG_COLMASK(c);
     size_t m = 0;
     for (size_t k0 = 0; k0 < v->n; k0 += SEL_BLOCK) {
         size_t cnt = v->n - k0 < SEL_BLOCK ? v->n - k0 : SEL_BLOCK;
-        eng_colview_fill(v, k0, cnt, cols, s->block);
+        eng_colview_fill(v, k0, cnt, cols & ~from_dict, s->block);
+        for (eng_col c = ENG_COL_SRC; from_dict && c <= ENG_COL_DST; c++) {
+            const eng_coldict *d = v->dict[c];
+            if (!(from_dict & ENG_COLMASK(c)))
+                continue;
+            for (size_t j = 0; j < cnt; j++) {
+                size_t i = v->idx ? v->idx[k0 + j] : k0 + j;
+                memcpy(c == ENG_COL_SRC ? s->block[j].src.b : s->block[j].dst.b,
+                       d->vals + (size_t)d->codes[i] * 16, 16);
+            }
+        }
         for (size_t j = 0; j < cnt; j++)
             if (qry_filter_match(f, &s->block[j]))
                 s->rows[m++] = v->idx ? v->idx[k0 + j] : (uint32_t)(k0 + j);
@@ -390,6 +415,15 @@ static const eng_scan_opts *scan_opts(const qry_filter *f, addr_set *set, eng_co
     return &set->o;
 }
 
+/* The filter's columns a scan may leave as dictionaries (not expanded) for an aggregation
+ * that reads no address itself: all of them when the filter reads addresses only (view_select
+ * tests those once a distinct value, or fills rows from the dictionaries). */
+static uint32_t filter_dict_only(const qry_filter *f)
+{
+    uint32_t c = qry_filter_columns(f);
+    return c && !(c & ~(ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST))) ? c : 0;
+}
+
 /* The columns every aggregation reads (counters and times), and the filter's. */
 static uint32_t base_columns(const qry_filter *filter)
 {
@@ -444,8 +478,9 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
         args[w] = &c[w];
     }
     addr_set as;
-    int rc = eng_db_scan_par(db, from_ms, to_ms, mask, scan_opts(filter, &as, summary_cols), nw,
-                             NULL, summary_totals_cb, args);
+    scan_opts(filter, &as, summary_cols);
+    as.o.dict_only = filter_dict_only(filter); /* a summary reads no address itself */
+    int rc = eng_db_scan_par(db, from_ms, to_ms, mask, &as.o, nw, NULL, summary_totals_cb, args);
     for (unsigned w = 1; w < nw; w++)
         totals_merge(&c[0].t, &c[w].t);
     for (unsigned w = 0; w < nw; w++)
@@ -1906,8 +1941,8 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     }
     addr_set as;
     eng_scan_opts so = *scan_opts(filter, &as, part_cols);
-    uint32_t fcols = filter ? qry_filter_columns(filter) : 0;
-    so.dict_only = (ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST)) & ~fcols;
+    /* addresses are read through dictionaries, by the key and by the filter alike */
+    so.dict_only = ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST);
     uint32_t mask = !filter ? ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) |
                                   ENG_COLMASK(ENG_COL_FLOWS)
                             : base_columns(filter);
@@ -2050,6 +2085,11 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
     eng_col dc = dict_key_col(g);
     if (dc != ENG_NCOLS && !(filter && (qry_filter_columns(filter) & ENG_COLMASK(dc))))
         so->dict_only = ENG_COLMASK(dc); /* tab_add_dict reads the codes alone */
+    /* an address-only filter's columns stay dictionaries unless the grouping packs them (the
+     * one-address key reads its dictionary, or its column where there is none) */
+    uint32_t fd = filter_dict_only(filter), gc = group_columns(g);
+    if (fd && (!(gc & fd) || (dc != ENG_NCOLS && (gc & fd) == ENG_COLMASK(dc))))
+        so->dict_only |= fd;
     rc = group_scan(db, from_ms, to_ms, mask | group_columns(g), so, &t);
     if (rc == 0)
         rc = tab_result(&t, metric, limit, from_ms, to_ms, out);

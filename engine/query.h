@@ -225,6 +225,14 @@ void qry_filter_free(qry_filter *f); /* NULL is fine */
  * qry_filter_columns() names; never allocates. */
 bool qry_filter_match(const qry_filter *f, const eng_flow *r);
 uint32_t qry_filter_columns(const qry_filter *f); /* ENG_COLMASK bits it reads; 0 for "any" */
+/* Whether f reads only src and dst addresses, and v has those it reads as dictionaries: then
+ * qry_filter_select_dict() evaluates it without rows, a test per distinct value. */
+bool qry_filter_by_dict(const qry_filter *f, const eng_colview *v);
+/* The rows of v (numbered as its columns) that f passes, into out (v->n at most); *scratch
+ * (*scap bytes, grown with realloc, the caller frees it) holds the tests' answers. Their count,
+ * or SIZE_MAX when out of memory. Only when qry_filter_by_dict(f, v). */
+size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                              size_t *scap, uint32_t *out);
 /* Addresses the filter requires, for index pruning: a set S such that every row the filter
  * matches has its src or its dst in S (IPv4 v4-mapped, sorted, no repeats). Copies S into
  * out and returns its size, or returns 0 when no such set can be derived (nets, negations,
