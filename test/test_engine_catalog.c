@@ -23,29 +23,7 @@
 #define MIN 60000LL
 #define ALL INT64_MIN / 4, INT64_MAX / 4
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "catalog");
-    ns_log_set_level(NS_LOG_ERROR); /* a damaged segment is logged by design */
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(catalog, .init = setup, .fini = teardown);
-
-static const char *tpath(const char *name)
-{
-    static char bufs[4][256];
-    static int k;
-    char *p = bufs[k++ % 4];
-    snprintf(p, 256, "%s/%s", tmpdir, name);
-    return p;
-}
+TEST_SCRATCH_SUITE(catalog, "catalog");
 
 static eng_db *open_db(bool read_only)
 {

@@ -15,29 +15,7 @@
 
 enum { ENC_PLAIN = 0, ENC_TRANSPOSE = 1, ENC_DICT = 4, ENC_BY_EXPORTER = 5 };
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "enc");
-    ns_log_set_level(NS_LOG_ERROR);
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(enc, .init = setup, .fini = teardown);
-
-static const char *tpath(const char *name)
-{
-    static char buf[2][256];
-    static int k;
-    char *p = buf[k++ % 2];
-    snprintf(p, 256, "%s/%s", tmpdir, name);
-    return p;
-}
+TEST_SCRATCH_SUITE(enc, "enc");
 
 static uint64_t rng = 88172645463325252ull;
 static uint64_t rnd(void)

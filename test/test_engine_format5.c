@@ -22,27 +22,7 @@
 
 typedef unsigned __int128 u128;
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "fmt5");
-    ns_log_set_level(NS_LOG_ERROR);
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(fmt5, .init = setup, .fini = teardown);
-
-static const char *tpath(const char *name)
-{
-    static char buf[256];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
-    return buf;
-}
+TEST_SCRATCH_SUITE(fmt5, "fmt5");
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)

@@ -24,29 +24,7 @@
 #define M0  1704164640000LL /* a minute boundary */
 #define MIN 60000LL
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "idx");
-    ns_log_set_level(NS_LOG_ERROR);
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(idx, .init = setup, .fini = teardown);
-
-static const char *tpath(const char *name)
-{
-    static char bufs[4][256];
-    static int k;
-    char *p = bufs[k++ % 4];
-    snprintf(p, 256, "%s/%s", tmpdir, name);
-    return p;
-}
+TEST_SCRATCH_SUITE(idx, "idx");
 
 static uint64_t rng_state;
 static uint64_t rnd(void)

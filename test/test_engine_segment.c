@@ -22,30 +22,7 @@
 /* ---------------------------------------------------------------------------------------------
  * Fixtures: a temp folder per test, rows with distinctive values, file helpers. */
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "seg");
-    ns_log_set_level(NS_LOG_ERROR);
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(seg, .init = setup, .fini = teardown);
-
-/* <tmpdir>/name, in one of a few rotating static buffers. */
-static const char *tpath(const char *name)
-{
-    static char bufs[4][256];
-    static int k;
-    char *p = bufs[k++ % 4];
-    snprintf(p, 256, "%s/%s", tmpdir, name);
-    return p;
-}
+TEST_SCRATCH_SUITE(seg, "seg");
 
 static uint64_t mix(uint64_t x)
 {

@@ -30,4 +30,28 @@ static inline void test_rm_rf(const char *dir)
     nftw(dir, test__rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* A suite whose tests each get an empty scratch folder (tmpdir, removed after the test) and
+ * tpath(name), a path inside it (in one of four rotating buffers); the engine logs errors only.
+ * The file includes engine/base.h (ns_log_set_level) before using it. */
+#define TEST_SCRATCH_SUITE(suite, tag)                                                             \
+    static char tmpdir[64];                                                                        \
+    static void setup(void)                                                                        \
+    {                                                                                              \
+        test_mkdtemp(tmpdir, sizeof tmpdir, tag);                                                  \
+        ns_log_set_level(NS_LOG_ERROR);                                                            \
+    }                                                                                              \
+    static void teardown(void)                                                                     \
+    {                                                                                              \
+        test_rm_rf(tmpdir);                                                                        \
+    }                                                                                              \
+    TestSuite(suite, .init = setup, .fini = teardown);                                             \
+    __attribute__((unused)) static const char *tpath(const char *name)                             \
+    {                                                                                              \
+        static char bufs_[4][256];                                                                 \
+        static int k_;                                                                             \
+        char *p_ = bufs_[k_++ % 4];                                                                \
+        snprintf(p_, 256, "%s/%s", tmpdir, name);                                                  \
+        return p_;                                                                                 \
+    }
+
 #endif
