@@ -150,6 +150,7 @@ struct eng_db {
     pthread_t wal_thread;
     pthread_cond_t wal_cond;
     ns_ratelimit wal_rl;
+    ns_ratelimit wal_budget_rl; /* the WAL at half the budget: rows kept out of it */
     uint64_t other_bytes;  /* state/, quarantine/, log and other files: counted in the budget */
     int64_t other_scan_ms; /* when other_bytes was last measured (monotonic) */
     eng_tap_fn tap;        /* set before traffic starts, read without the mutex */
@@ -1528,8 +1529,8 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
     int rc = 0, werr = 0;
     uint8_t *rec = NULL;
     size_t reclen = 0, reccap = 0;
-    bool say = false;
-    uint32_t held = 0;
+    bool say = false, say_over = false;
+    uint32_t held = 0, held_over = 0;
     size_t kept = 0; /* rows the open minute took: the tap sees them */
     if (n == 0)
         return 0;
@@ -1573,7 +1574,14 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
     }
     /* the WAL first: rows join the open minute even if it fails (a full disk), since sealing
      * may still succeed later; they are then only as safe as memory */
-    if (db->wal_on) {
+    /* the WAL may hold at most half the budget: under a flood that sealing cannot keep up
+     * with, the rows past it are kept in memory only (counted), and the budget holds */
+    bool over = db->wal_on && db->opts.budget_bytes &&
+                db->st.wal_bytes + reclen + ENG_WAL_HDR > db->opts.budget_bytes / 2;
+    if (over) {
+        db->st.wal_over_budget += n;
+        say_over = ns_ratelimit_ok(&db->wal_budget_rl, ns_mono_ms(), &held_over);
+    } else if (db->wal_on) {
         werr = rec ? wal_append_locked(db, b, rec, reclen) : NS_E_NOMEM;
         if (werr < 0) {
             db->st.wal_errors++;
@@ -1609,6 +1617,12 @@ out:
                "db: cannot write the WAL for minute %lld (%zu flows): %s; the flows are kept in "
                "memory until sealed (%u similar errors not logged)",
                (long long)(recv_ms / 60000), n, ns_strerror(werr), held);
+    if (say_over)
+        ns_log(NS_LOG_WARN,
+               "db: the WAL holds half the byte budget (sealing is behind the arrival rate); %zu "
+               "flows of minute %lld are kept in memory only until sealed (%u similar warnings "
+               "not logged)",
+               n, (long long)(recv_ms / 60000), held_over);
     if (kept && db->tap)
         db->tap(db->tap_arg, recv_ms, rows, kept);
     return rc;

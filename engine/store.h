@@ -252,8 +252,11 @@ const char *eng_seg_name_tier(const char *name);
 /* Adds rows received at recv_ms (epoch ms; decides the minute). Thread-safe. The rows are
  * first written (not fsynced) to the minute's WAL file, SESSIONDB/wal/; the database's own WAL
  * thread fsyncs it (wal_sync_ms). A WAL write that fails (a full disk) is counted in
- * wal_errors and logged, and the rows are still kept in memory. Returns 0 or NS_E_NOMEM (the
- * rows are then counted as dropped). */
+ * wal_errors and logged, and the rows are still kept in memory. So are rows whose record would
+ * take the WAL past half of the byte budget (sealing has fallen behind the arrival rate):
+ * counted in wal_over_budget and logged, they are not in the WAL, and a crash before they are
+ * sealed loses them; the budget holds. Returns 0 or NS_E_NOMEM (the rows are then counted as
+ * dropped). */
 int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n);
 
 /* fsyncs every WAL file holding records not yet on disk (the WAL thread calls it; tests and
@@ -301,6 +304,8 @@ typedef struct eng_db_stats {
     int64_t wal_synced_through;  /* epoch ms: every row appended before it is on disk */
     uint64_t wal_replayed_rows;  /* rows read back from the WAL at open */
     uint64_t wal_errors;         /* failed WAL writes or fsyncs, torn or corrupt records */
+    uint64_t wal_over_budget;    /* rows kept in memory only: the WAL would have passed half
+                                  * the budget (sealing behind the arrival rate) */
     uint64_t rollup_segments;    /* roll-up tier: segments and their bytes (in segments, */
     uint64_t rollup_bytes;       /* disk_bytes) */
     uint64_t rollup_share;       /* current roll-up share of the budget, percent */

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -528,6 +529,29 @@ Test(wal, the_budget_deletes_old_segments_to_make_room_for_the_wal)
     cr_assert(eq(u64, st.segments, 2));
     cr_assert(st.disk_bytes <= st.budget_bytes);
     assert_exactly(db, 100, 2300);
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
+
+/* A flood that sealing does not keep up with: the WAL stops at half the budget, the rows past it
+ * are kept in memory only (counted) and are still stored when their minute is sealed. */
+Test(wal, the_wal_stops_at_half_the_budget_and_keeps_the_rest_in_memory)
+{
+    eng_db *db = open_db(false);
+    const uint64_t budget = 200000; /* half of it holds two records of 300 rows, not three */
+    eng_db_set_limits(db, budget, 0);
+    for (uint32_t k = 0; k < 5; k++)
+        append_ids(db, M0 + 1000 + k, 300 * k, 300);
+    eng_db_stats st;
+    eng_db_get_stats(db, &st);
+    cr_assert(le(u64, st.wal_bytes, budget / 2), "WAL %" PRIu64 " bytes", st.wal_bytes);
+    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + 2 * (ENG_WAL_REC_HDR + 300ull * ENG_WAL_ROW)),
+              "what fits is written");
+    cr_assert(eq(u64, st.wal_over_budget, 900), "three records past the half: in memory");
+    cr_assert(eq(u64, st.rows_dropped, 0));
+    cr_assert(eq(int, eng_db_seal_due(db, 0, true), 1));
+    assert_exactly(db, 0, 1500);
+    eng_db_get_stats(db, &st);
+    cr_assert(eq(u64, st.wal_bytes, 0), "sealed: the WAL is trimmed");
     cr_assert(eq(int, eng_db_close(db), 0));
 }
 
