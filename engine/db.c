@@ -803,9 +803,14 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
                 return;
             }
             /* sealing has fallen behind (a roll-up costs about what a seal does): the flows
-             * coming in go first, this segment goes without its roll-up */
-            if (delete_segment_locked(db, i, "over budget; sealing is behind, not rolled up"))
+             * coming in go first, and the oldest raw segments go without their roll-ups until
+             * the raw tier fits again (one a call fell behind a flood's seals) */
+            do {
+                if (!delete_segment_locked(db, i, "over budget; sealing is behind, not rolled up"))
+                    return;
                 db->st.rollup_skipped++;
+            } while (used_bytes_locked(db) - db->st.rollup_bytes > budget - rcap &&
+                     (i = oldest_locked(db, false)) != SIZE_MAX);
             return;
         }
     }
