@@ -20,10 +20,7 @@ TEST_SCRATCH_SUITE(enc, "enc");
 static uint64_t rng = 88172645463325252ull;
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_xorshift(&rng);
 }
 
 /* Address k of a pool: IPv4-mapped mostly, every fifth one IPv6 (so a dictionary mixes both). */

@@ -27,10 +27,7 @@ TEST_SCRATCH_SUITE(fmt5, "fmt5");
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return test_xorshift(&rng);
 }
 
 static ns_addr addr128(u128 v)
@@ -301,28 +298,6 @@ static buf doc_index(const eng_flow *rows, size_t n)
 /* ---------------------------------------------------------------------------------------------
  * The file's blobs */
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert(f != NULL);
-    fseek(f, 0, SEEK_END);
-    long l = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)l + 1);
-    cr_assert(eq(sz, fread(p, 1, (size_t)l, f), (size_t)l));
-    fclose(f);
-    *len = (size_t)l;
-    return p;
-}
-
-static void spit(const char *path, const uint8_t *p, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    cr_assert(f != NULL);
-    cr_assert(eq(sz, fwrite(p, 1, len, f), len));
-    fclose(f);
-}
-
 static uint8_t *unzstd(const uint8_t *file, uint64_t off, uint64_t csize, uint64_t rsize)
 {
     uint8_t *raw = malloc((size_t)rsize + 1);
@@ -348,7 +323,7 @@ static void check_layout(const char *name, const eng_flow *rows, size_t n)
     eng_seg *s;
     cr_assert(eq(int, eng_seg_open(path, &s), 0));
     size_t len;
-    uint8_t *file = slurp(path, &len);
+    uint8_t *file = test_slurp(path, &len);
     const eng_seg_info *in = eng_seg_get_info(s);
     cr_assert(eq(u32, in->version, 5));
     cr_assert(eq(u32, file[8], 5));
@@ -577,7 +552,7 @@ static int with_index(const char *path, const uint8_t *raw, size_t rlen, const c
     eng_seg_info in = *eng_seg_get_info(s);
     eng_seg_close(s);
     size_t len;
-    uint8_t *orig = slurp(path, &len);
+    uint8_t *orig = test_slurp(path, &len);
     size_t flen =
         (size_t)orig[len - 24] | (size_t)orig[len - 23] << 8 | (size_t)orig[len - 22] << 16;
     size_t foot = len - 24 - flen, cb = ZSTD_compressBound(rlen);
@@ -606,7 +581,7 @@ static int with_index(const char *path, const uint8_t *raw, size_t rlen, const c
     size_t n = 0;
     int rc = eng_seg_decode_mem(file, off, &rows, &n);
     free(rows);
-    spit(out, file, off);
+    test_spit(out, file, off);
     free(file);
     free(comp);
     free(orig);

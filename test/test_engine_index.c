@@ -278,28 +278,6 @@ Test(idx, the_committed_version_2_segment_decodes)
 /* ---------------------------------------------------------------------------------------------
  * Damage */
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert(f != NULL);
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)sz);
-    cr_assert(eq(sz, fread(b, 1, (size_t)sz, f), (size_t)sz));
-    fclose(f);
-    *len = (size_t)sz;
-    return b;
-}
-
-static void spit(const char *path, const uint8_t *b, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    cr_assert(f != NULL);
-    cr_assert(eq(sz, fwrite(b, 1, len, f), len));
-    fclose(f);
-}
-
 Test(idx, a_flipped_byte_anywhere_in_the_index_is_detected)
 {
     const size_t n = 2000;
@@ -312,12 +290,12 @@ Test(idx, a_flipped_byte_anywhere_in_the_index_is_detected)
     eng_seg_info in = *eng_seg_get_info(s);
     eng_seg_close(s);
     size_t len;
-    uint8_t *orig = slurp(good, &len), *buf = malloc(len);
+    uint8_t *orig = test_slurp(good, &len), *buf = malloc(len);
     cr_assert(in.index_csize > 0);
     for (uint64_t off = in.index_offset; off < in.index_offset + in.index_csize; off++) {
         memcpy(buf, orig, len);
         buf[off] ^= 0x10;
-        spit(bad, buf, len);
+        test_spit(bad, buf, len);
         cr_assert(eq(int, eng_seg_open(bad, &s), 0), "the footer is intact");
         ns_addr a = rows[0].src;
         uint64_t sel[(2000 + 63) / 64] = {0};
@@ -468,9 +446,9 @@ Test(idx, a_scan_quarantines_a_segment_whose_index_is_damaged)
     uint64_t off = eng_seg_get_info(s)->index_offset + 3;
     eng_seg_close(s);
     size_t len;
-    uint8_t *buf = slurp(path, &len);
+    uint8_t *buf = test_slurp(path, &len);
     buf[off] ^= 0xff;
-    spit(path, buf, len);
+    test_spit(path, buf, len);
     free(buf);
 
     count_ctx c = {.set = &r[0].src, .nset = 1, .nids = n};
@@ -538,7 +516,7 @@ Test(idx, forged_index_behind_a_valid_checksum_is_still_checked)
     eng_seg_info in = *eng_seg_get_info(s);
     eng_seg_close(s);
     size_t len;
-    uint8_t *orig = slurp(good, &len);
+    uint8_t *orig = test_slurp(good, &len);
     size_t flen =
         (size_t)orig[len - 24] | (size_t)orig[len - 23] << 8 | (size_t)orig[len - 22] << 16;
     size_t foot = len - 24 - flen;
@@ -588,7 +566,7 @@ Test(idx, forged_index_behind_a_valid_checksum_is_still_checked)
         int rc = eng_seg_decode_mem(file, off, &mrows, &mn);
         cr_assert(rc == 0 || rc == NS_E_CORRUPT, "iteration %d: rc %d", it, rc);
         free(mrows);
-        spit(bad, file, off);
+        test_spit(bad, file, off);
         cr_assert(eq(int, eng_seg_open(bad, &s), 0));
         uint64_t sel[(700 + 63) / 64] = {0};
         size_t nsel = 0;

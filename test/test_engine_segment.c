@@ -281,29 +281,6 @@ static eng_flow only_cols(const eng_flow *in, uint32_t mask)
     return z;
 }
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    cr_assert(f != NULL, "open %s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(sz > 0 ? (size_t)sz : 1);
-    cr_assert(buf != NULL);
-    cr_assert(eq(sz, fread(buf, 1, (size_t)sz, f), (size_t)sz));
-    fclose(f);
-    *len = (size_t)sz;
-    return buf;
-}
-
-static void spit(const char *path, const uint8_t *buf, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    cr_assert(f != NULL, "create %s: %s", path, strerror(errno));
-    cr_assert(eq(sz, fwrite(buf, 1, len, f), len));
-    cr_assert(eq(int, fclose(f), 0));
-}
-
 static uint32_t le32_at(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -320,7 +297,7 @@ static void round_trip(const eng_flow *rows, size_t n)
     struct stat st;
     cr_assert(eq(int, stat(path, &st), 0));
     size_t flen;
-    uint8_t *file = slurp(path, &flen);
+    uint8_t *file = test_slurp(path, &flen);
     cr_assert(eq(u32, in->version, le32_at(file + 8))); /* what the header says */
     cr_assert(ge(u32, in->version, 1));
     free(file);
@@ -379,7 +356,7 @@ Test(seg, zero_rows)
     eng_seg_close(s);
 
     size_t len, n = 99;
-    uint8_t *buf = slurp(path, &len);
+    uint8_t *buf = test_slurp(path, &len);
     eng_flow *rows = NULL;
     cr_assert(eq(int, eng_seg_decode_mem(buf, len, &rows, &n), 0));
     cr_assert(eq(sz, n, 0));
@@ -503,7 +480,7 @@ Test(seg, decode_mem_gives_the_same_rows_as_the_file_reader)
     cr_assert(eq(int, eng_seg_open(path, &s), 0));
     cr_assert(eq(int, eng_seg_read(s, ENG_COLS_ALL, file_rows), 0));
     eng_seg_close(s);
-    uint8_t *buf = slurp(path, &len);
+    uint8_t *buf = test_slurp(path, &len);
     cr_assert(eq(int, eng_seg_decode_mem(buf, len, &mem_rows, &got_n), 0));
     cr_assert(eq(sz, got_n, n));
     assert_rows_equal(mem_rows, file_rows, n);
@@ -531,14 +508,14 @@ Test(seg, one_flipped_byte_in_a_column_fails_exactly_that_column)
     for (uint32_t c = 0; c < ENG_NCOLS; c++)
         cols[c] = *eng_seg_col(s, c);
     eng_seg_close(s);
-    uint8_t *orig = slurp(good, &len), *buf = malloc(len);
+    uint8_t *orig = test_slurp(good, &len), *buf = malloc(len);
     cr_assert(buf != NULL);
 
     for (uint32_t c = 0; c < ENG_NCOLS; c++) {
         const char *name = eng_col_name((eng_col)c);
         memcpy(buf, orig, len);
         buf[cols[c].offset + cols[c].csize / 2] ^= 0x40;
-        spit(bad, buf, len);
+        test_spit(bad, buf, len);
         cr_assert(eq(int, eng_seg_open(bad, &s), 0), "column %s: footer is intact", name);
         for (uint32_t j = 0; j < ENG_NCOLS; j++)
             cr_assert(eq(int, eng_seg_verify_col(s, j), j == c ? NS_E_CORRUPT : 0),
@@ -571,14 +548,14 @@ Test(seg, flipped_byte_in_footer_or_trailer_fails_open)
     eng_seg *s = NULL;
     size_t len;
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
-    uint8_t *orig = slurp(good, &len), *buf = malloc(len);
+    uint8_t *orig = test_slurp(good, &len), *buf = malloc(len);
     cr_assert(buf != NULL);
     const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen;
     /* every byte of the footer: totals, column count, each directory entry */
     for (size_t off = foot; off < len - 24; off++) {
         memcpy(buf, orig, len);
         buf[off] ^= 0x01;
-        spit(bad, buf, len);
+        test_spit(bad, buf, len);
         s = NULL;
         cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_CORRUPT), "footer byte %zu", off - foot);
         cr_assert(s == NULL);
@@ -587,13 +564,13 @@ Test(seg, flipped_byte_in_footer_or_trailer_fails_open)
     for (size_t off = len - 24; off < len - 8; off++) {
         memcpy(buf, orig, len);
         buf[off] ^= 0x01;
-        spit(bad, buf, len);
+        test_spit(bad, buf, len);
         cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_CORRUPT), "trailer byte %zu", off);
     }
     /* the end marker: the file looks cut short */
     memcpy(buf, orig, len);
     buf[len - 3] ^= 0x01;
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_TRUNC));
     free(buf);
     free(orig);
@@ -607,11 +584,11 @@ Test(seg, truncated_files_fail_with_an_ns_code)
     eng_flow *rows = make_rows(n);
     size_t len;
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
-    uint8_t *orig = slurp(good, &len);
+    uint8_t *orig = test_slurp(good, &len);
     const size_t named[] = {0, 10, len / 2, len - 1};
     for (size_t k = 0; k < 4; k++) {
         eng_seg *s = NULL;
-        spit(bad, orig, named[k]);
+        test_spit(bad, orig, named[k]);
         cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_TRUNC), "cut at %zu of %zu", named[k], len);
         cr_assert(s == NULL);
     }
@@ -620,7 +597,7 @@ Test(seg, truncated_files_fail_with_an_ns_code)
         eng_seg *s = NULL;
         eng_flow *mrows = NULL;
         size_t mn = 0;
-        spit(bad, orig, cut);
+        test_spit(bad, orig, cut);
         int rc = eng_seg_open(bad, &s);
         cr_assert(rc <= NS_E_TRUNC && rc > NS_E_LAST, "cut at %zu: rc %d", cut, rc);
         cr_assert(s == NULL);
@@ -640,23 +617,23 @@ Test(seg, wrong_magic_and_version)
     eng_seg *s = NULL;
     size_t len;
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
-    uint8_t *buf = slurp(good, &len);
+    uint8_t *buf = test_slurp(good, &len);
     cr_assert(eq(int, memcmp(buf, "NS2FSEG\0", 8), 0));
     cr_assert(eq(int, memcmp(buf + len - 8, "NS2FEND\0", 8), 0));
 
     buf[0] = 'X';
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_MAGIC));
     buf[0] = 'N';
     buf[7] = '!';
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_MAGIC));
     buf[7] = 0;
 
     const uint8_t v = buf[8]; /* the version the writer uses (small, in the low byte) */
     cr_assert(eq(u32, le32_at(buf + 8), v));
     buf[8] = (uint8_t)(v + 1); /* a newer format */
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_VERSION));
     eng_flow *mrows = NULL;
     size_t mn = 0;
@@ -664,15 +641,15 @@ Test(seg, wrong_magic_and_version)
     cr_assert(mrows == NULL);
     buf[8] = v;
     buf[11] = 1; /* the high byte */
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_VERSION));
     buf[11] = 0;
     buf[8] = 0;
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_VERSION));
     buf[8] = v;
     /* the untouched bytes open again */
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), 0));
     eng_seg_close(s);
     free(buf);
@@ -710,13 +687,13 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
     eng_seg *s = NULL;
     size_t len;
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
-    uint8_t *orig = slurp(good, &len), *buf = malloc(len);
+    uint8_t *orig = test_slurp(good, &len), *buf = malloc(len);
     cr_assert(buf != NULL);
     const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen, F = 96; /* version 4+ */
     /* unchanged but resealed: still fine */
     memcpy(buf, orig, len);
     reseal(buf, len);
-    spit(bad, buf, len);
+    test_spit(bad, buf, len);
     cr_assert(eq(int, eng_seg_open(bad, &s), 0));
     eng_seg_close(s);
 
@@ -750,7 +727,7 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
         else
             put_le64_at(buf + foot + cases[k].off, cases[k].value);
         reseal(buf, len);
-        spit(bad, buf, len);
+        test_spit(bad, buf, len);
         s = NULL;
         cr_assert(eq(int, eng_seg_open(bad, &s), NS_E_CORRUPT), "%s", cases[k].what);
         cr_assert(s == NULL);
@@ -782,7 +759,7 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
         else
             put_le64_at(buf + foot + late[k].off, late[k].value);
         reseal(buf, len);
-        spit(bad, buf, len);
+        test_spit(bad, buf, len);
         cr_assert(eq(int, eng_seg_open(bad, &s), 0), "%s", late[k].what);
         eng_flow *big = calloc((size_t)eng_seg_get_info(s)->rows + 1, sizeof *big);
         cr_assert(big != NULL);

@@ -3,6 +3,8 @@
 #define NS_TEST_TESTLIB_H
 
 #include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdint.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -28,6 +30,40 @@ static inline void test_mkdtemp(char *dir, size_t cap, const char *tag)
 static inline void test_rm_rf(const char *dir)
 {
     nftw(dir, test__rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The whole file at path, malloc'd (the caller frees it); its length in *len. */
+static inline uint8_t *test_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert(f != NULL, "open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(sz > 0 ? (size_t)sz : 1);
+    cr_assert(buf != NULL);
+    cr_assert(eq(sz, fread(buf, 1, (size_t)sz, f), (size_t)sz));
+    fclose(f);
+    *len = (size_t)sz;
+    return buf;
+}
+
+/* Writes buf[0..len) as the whole file at path. */
+static inline void test_spit(const char *path, const uint8_t *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert(f != NULL, "create %s: %s", path, strerror(errno));
+    cr_assert(eq(sz, fwrite(buf, 1, len, f), len));
+    cr_assert(eq(int, fclose(f), 0));
+}
+
+/* xorshift64: the next number of the sequence in *state (never 0). */
+static inline uint64_t test_xorshift(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
 }
 
 /* A suite whose tests each get an empty scratch folder (tmpdir, removed after the test) and
