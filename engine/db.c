@@ -2119,17 +2119,19 @@ static bool damaged(int rc)
 
 /* A dictionary-coded column in the cache is a second entry beside the column (tag ENG_NCOLS +
  * c): the count of values (8 bytes), the values, then the rows' codes. */
-static const eng_coldict *cached_dict(eng_cache *cache, uint64_t file, uint32_t c, size_t n,
-                                      eng_coldict *d, eng_cache_ent **ref)
+static const eng_coldict *dict_of_blob(const uint8_t *p, eng_coldict *d)
 {
-    const uint8_t *p = eng__cache_get(cache, file, ENG_NCOLS + c, ref);
-    if (!p)
-        return NULL;
     memcpy(&d->n, p, sizeof d->n);
     d->vals = p + 8;
     d->codes = (const uint32_t *)(const void *)(p + 8 + d->n * 16);
-    (void)n;
     return d;
+}
+
+static const eng_coldict *cached_dict(eng_cache *cache, uint64_t file, uint32_t c, eng_coldict *d,
+                                      eng_cache_ent **ref)
+{
+    const uint8_t *p = eng__cache_get(cache, file, ENG_NCOLS + c, ref);
+    return p ? dict_of_blob(p, d) : NULL;
 }
 
 static const eng_coldict *put_dict(eng_cache *cache, uint64_t owner, uint64_t file, uint32_t c,
@@ -2145,12 +2147,7 @@ static const eng_coldict *put_dict(eng_cache *cache, uint64_t owner, uint64_t fi
     memcpy(blob + 8 + from->n * 16, from->codes, n * 4);
     const uint8_t *kept = eng__cache_put(cache, owner, file, ENG_NCOLS + c, blob, len, ref);
     free(blob);
-    if (!kept)
-        return from;
-    memcpy(&d->n, kept, 8);
-    d->vals = kept + 8;
-    d->codes = (const uint32_t *)(const void *)(kept + 8 + d->n * 16);
-    return d;
+    return kept ? dict_of_blob(kept, d) : from;
 }
 
 /* A segment file that is gone when a query opens it was either deleted by budget or retention
@@ -2266,14 +2263,14 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         if (!(need & ENG_COLMASK(c)))
             continue;
         if ((dict_only & ENG_COLMASK(c)) &&
-            (v.dict[c] = cached_dict(db->cache, file, c, n, &dk[c], &drefs[c]))) {
+            (v.dict[c] = cached_dict(db->cache, file, c, &dk[c], &drefs[c]))) {
             miss &= ~ENG_COLMASK(c); /* read through its dictionary alone */
             continue;
         }
         if ((v.col[c] = eng__cache_get(db->cache, file, c, &refs[c]))) {
             miss &= ~ENG_COLMASK(c);
             if (!v.dict[c])
-                v.dict[c] = cached_dict(db->cache, file, c, n, &dk[c], &drefs[c]);
+                v.dict[c] = cached_dict(db->cache, file, c, &dk[c], &drefs[c]);
         }
     }
     bufs->cs.dict_only = dict_only;

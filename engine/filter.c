@@ -300,6 +300,12 @@ bool qry_filter_by_dict(const qry_filter *f, const eng_colview *v)
            (!(f->cols & COL(DST)) || v->dict[ENG_COL_DST]);
 }
 
+/* The address column a test of an address-only filter reads. */
+static eng_col ins_col(const flt_ins *in)
+{
+    return in->op == OP_V4 || in->op == OP_V6 || in->field == F_SRC ? ENG_COL_SRC : ENG_COL_DST;
+}
+
 size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
                               size_t *scap, uint32_t *out)
 {
@@ -309,8 +315,7 @@ size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t
         const flt_ins *in = &f->ins[pc];
         if (in->op == OP_TRUE)
             continue;
-        eng_col c =
-            in->op == OP_V4 || in->op == OP_V6 || in->field == F_SRC ? ENG_COL_SRC : ENG_COL_DST;
+        eng_col c = ins_col(in);
         need += v->dict[c]->n;
     }
     if (need > *scap) {
@@ -330,8 +335,7 @@ size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t
         ans[pc] = NULL;
         if (in->op == OP_TRUE)
             continue;
-        eng_col c =
-            in->op == OP_V4 || in->op == OP_V6 || in->field == F_SRC ? ENG_COL_SRC : ENG_COL_DST;
+        eng_col c = ins_col(in);
         const eng_coldict *d = v->dict[c];
         for (size_t k = 0; k < d->n; k++) {
             /* the test reads the value where a row would hold it */

@@ -555,19 +555,6 @@ static void mask_addr(uint8_t *a, const qry_keyspec *ks)
     }
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* The service port of a flow: the lower port for TCP/UDP/SCTP (a zero port does not count),
  * ICMP type and code for ICMP, none otherwise. */
 static uint32_t app_of(uint8_t proto, uint16_t sport, uint16_t dport)
@@ -647,7 +634,7 @@ static void pack_key(const group_tab *t, const eng_colview *v, size_t i, uint8_t
             break;
         }
         default:
-            put_be32(out, num_of(ks->by, v, i));
+            ns_put_be32(out, num_of(ks->by, v, i));
             break;
         }
         if (by_is_net(ks->by))
@@ -663,7 +650,7 @@ static void unpack_key(const qry_group *g, const uint8_t *in, qry_key *k)
         const qry_keyspec *ks = &g->k[i];
         size_t len = spec_len(ks);
         if (len == 4) {
-            k->v[i].num = get_be32(in);
+            k->v[i].num = ns_get_be32(in);
         } else {
             memcpy(k->v[i].addr.b, in, 16);
             if (len == 32)
@@ -1043,17 +1030,18 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             a->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
             a->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
         }
-    }
-    for (size_t k = 0; !(one && !times && !rows) && k < n; k++) {
-        size_t i = row_at(rows, k);
-        qry_totals *a = &acc[d->codes[i]];
-        a->flows += one ? 1 : flows_of(v, i);
-        a->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
-        a->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
-        if (times) {
-            int64_t f = first_of(v, i), l = last_of(v, i);
-            a->first_ms = f < a->first_ms ? f : a->first_ms;
-            a->last_ms = l > a->last_ms ? l : a->last_ms;
+    } else {
+        for (size_t k = 0; k < n; k++) {
+            size_t i = row_at(rows, k);
+            qry_totals *a = &acc[d->codes[i]];
+            a->flows += flows_of(v, i);
+            a->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
+            a->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
+            if (times) {
+                int64_t f = first_of(v, i), l = last_of(v, i);
+                a->first_ms = f < a->first_ms ? f : a->first_ms;
+                a->last_ms = l > a->last_ms ? l : a->last_ms;
+            }
         }
     }
     uint64_t hs[TAB_BATCH];
@@ -1124,7 +1112,7 @@ static int tab_flush(group_tab *t)
         if (t->direct[x].flows == 0)
             continue;
         uint8_t k[4];
-        put_be32(k, (uint32_t)x);
+        ns_put_be32(k, (uint32_t)x);
         size_t s = tab_slot(t, k, key_hash(k, 4), true, &rc);
         if (s == SIZE_MAX)
             return rc;
@@ -1161,18 +1149,24 @@ static int tab_merge(group_tab *t, const group_tab *src)
 
 /* A segment wholly inside the range, offered before its rows: when they come without times
  * (QRY_TOP_NO_GROUP_TIMES, no filter: every row counts), its footer range stands for theirs. */
+static void span_take(const qry_filter *f, uint64_t flows, int64_t first_ms, int64_t last_ms,
+                      int64_t *span_first, int64_t *span_last)
+{
+    if (f || flows == 0)
+        return; /* with a filter the rows carry their times, and only some count */
+    if (first_ms < *span_first)
+        *span_first = first_ms;
+    if (last_ms > *span_last)
+        *span_last = last_ms;
+}
+
 static int group_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t bytes,
                          int64_t first_ms, int64_t last_ms)
 {
     group_tab *t = arg;
     (void)packets;
     (void)bytes;
-    if (t->filter || flows == 0)
-        return 0; /* with a filter the rows carry their times, and only some count */
-    if (first_ms < t->span_first)
-        t->span_first = first_ms;
-    if (last_ms > t->span_last)
-        t->span_last = last_ms;
+    span_take(t->filter, flows, first_ms, last_ms, &t->span_first, &t->span_last);
     return 0; /* read the rows */
 }
 
@@ -1560,12 +1554,7 @@ static int part_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t by
     part_worker *w = arg;
     (void)packets;
     (void)bytes;
-    if (w->filter || flows == 0)
-        return 0;
-    if (first_ms < w->span_first)
-        w->span_first = first_ms;
-    if (last_ms > w->span_last)
-        w->span_last = last_ms;
+    span_take(w->filter, flows, first_ms, last_ms, &w->span_first, &w->span_last);
     return 0;
 }
 
