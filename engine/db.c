@@ -2170,6 +2170,43 @@ static void forget_missing(eng_db *db, const char *name)
     pthread_mutex_unlock(&db->mu);
 }
 
+/* The totals of a's rows on the sides asked for, from segment s's address totals, offered to
+ * tcb. 1: answered, with tcb's return in *cbrc (0 when it took them); 0: read the rows (not
+ * listed, or tcb declined); else the segment's own error. */
+static int addr_totals(eng_seg *s, const ns_addr *a, unsigned sides, eng_totals_cb tcb, void *arg,
+                       int *cbrc)
+{
+    eng_addr_totals at;
+    int rc = eng_seg_addr_totals(s, a, &at);
+    *cbrc = 0;
+    if (rc <= 0)
+        return rc;
+    const eng_side_totals *side[2] = {&at.src, &at.dst};
+    eng_side_totals t = {0};
+    for (int k = 0; k < 2; k++) {
+        const eng_side_totals *x = side[k];
+        if (!(sides & (k ? ENG_SIDE_DST : ENG_SIDE_SRC)) || x->rows == 0)
+            continue;
+        t.first_ms = t.rows == 0 || x->first_ms < t.first_ms ? x->first_ms : t.first_ms;
+        t.last_ms = t.rows == 0 || x->last_ms > t.last_ms ? x->last_ms : t.last_ms;
+        t.rows += x->rows;
+        t.flows += x->flows;
+        t.packets += x->packets;
+        t.bytes += x->bytes;
+    }
+    if ((sides & ENG_SIDE_SRC) && (sides & ENG_SIDE_DST)) { /* a row on both sides counts once */
+        t.rows -= at.both.rows;
+        t.flows -= at.both.flows;
+        t.packets -= at.both.packets;
+        t.bytes -= at.both.bytes;
+    }
+    rc = t.rows ? tcb(arg, t.flows, t.packets, t.bytes, t.first_ms, t.last_ms) : 1;
+    if (rc == 0)
+        return 0;
+    *cbrc = rc == 1 ? 0 : rc;
+    return 1;
+}
+
 static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t to_ms,
                         uint32_t colmask, const eng_scan_opts *opts, eng_row_cb cb,
                         eng_totals_cb tcb, void *arg, scan_bufs *bufs)
@@ -2199,6 +2236,18 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
             eng_seg_close(s);
             count_pruned(db);
             return 0;
+        }
+        if (whole && tcb && opts->addr_sides && opts->naddrs == 1) {
+            int cbrc;
+            rc = addr_totals(s, &opts->addrs[0], opts->addr_sides, tcb, arg, &cbrc);
+            if (rc != 0)
+                eng_seg_close(s);
+            if (rc < 0)
+                goto bad;
+            if (rc == 1) {
+                count_pruned(db);
+                return cbrc;
+            }
         }
     }
     if (whole && tcb && !by_addr) {

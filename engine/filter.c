@@ -432,6 +432,48 @@ void qry_filter_net(const qry_filter *f, size_t k, ns_addr *addr, ns_addr *mask)
     memcpy(mask->b, f->nets[k].m, 16);
 }
 
+unsigned qry_filter_host_sides(const qry_filter *f, ns_addr *a)
+{
+    static const uint64_t all[2] = {UINT64_MAX, UINT64_MAX};
+    const flt_net *one = NULL;
+    if (!f || f->n == 0)
+        return 0;
+    /* address tests only, on src or dst, every one against the same single address */
+    for (uint32_t i = 0; i < f->n; i++) {
+        const flt_ins *in = &f->ins[i];
+        if ((in->op != OP_ADDR && in->op != OP_ADDR_IN) ||
+            (in->field != F_SRC && in->field != F_DST))
+            return 0;
+        uint32_t cnt = in->op == OP_ADDR ? 1 : in->n;
+        for (uint32_t k = 0; k < cnt; k++) {
+            const flt_net *net = &f->nets[in->idx + k];
+            if (memcmp(net->m, all, sizeof all) != 0 ||
+                (one && memcmp(net->v, one->v, sizeof one->v) != 0))
+                return 0;
+            one = net;
+        }
+    }
+    if (!one)
+        return 0;
+    /* then the filter is a function of (src is a, dst is a): four rows tell which */
+    eng_flow r[4];
+    ns_addr other;
+    memcpy(a->b, one->v, 16);
+    other = *a;
+    other.b[15] ^= 1;
+    memset(r, 0, sizeof r);
+    const ns_addr *src[4] = {a, &other, a, &other}, *dst[4] = {&other, a, a, &other};
+    bool m[4];
+    for (int k = 0; k < 4; k++) {
+        r[k].src = *src[k];
+        r[k].dst = *dst[k];
+        m[k] = qry_filter_match(f, &r[k]);
+    }
+    if (!m[2] || m[3])
+        return 0;
+    return (m[0] ? ENG_SIDE_SRC : 0) | (m[1] ? ENG_SIDE_DST : 0);
+}
+
 void qry_filter_free(qry_filter *f)
 {
     if (!f)

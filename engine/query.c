@@ -435,6 +435,7 @@ static uint32_t base_columns(const qry_filter *filter)
 typedef struct summary_ctx {
     qry_totals t;
     const qry_filter *filter;
+    bool host_totals; /* tcb gets the totals of the filter's one address (opts.addr_sides) */
     int64_t deadline;
     qry_sel *sel;
 } summary_ctx;
@@ -459,7 +460,7 @@ static int summary_totals_cb(void *arg, uint64_t flows, uint64_t packets, uint64
                              int64_t first_ms, int64_t last_ms)
 {
     summary_ctx *c = arg;
-    if (c->filter)
+    if (c->filter && !c->host_totals)
         return 0; /* rows must be looked at one by one */
     qry_totals seg = {flows, packets, bytes, first_ms, last_ms};
     totals_merge(&c->t, &seg);
@@ -473,13 +474,19 @@ int qry_summary(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *fi
     void *args[ENG_SCAN_MAX_WORKERS];
     unsigned nw = eng_scan_workers();
     uint32_t mask = base_columns(filter);
-    for (unsigned w = 0; w < nw; w++) {
-        c[w] = (summary_ctx){.filter = filter, .deadline = qry_deadline_ms};
-        args[w] = &c[w];
-    }
     addr_set as;
     scan_opts(filter, &as, summary_cols);
     as.o.dict_only = filter_dict_only(filter); /* a summary reads no address itself */
+    /* "host A" and its one-sided forms: segments that keep A's totals answer without rows */
+    ns_addr host;
+    as.o.addr_sides = qry_filter_host_sides(filter, &host);
+    if (as.o.addr_sides && (as.o.naddrs != 1 || memcmp(as.a[0].b, host.b, 16) != 0))
+        as.o.addr_sides = 0;
+    for (unsigned w = 0; w < nw; w++) {
+        c[w] = (summary_ctx){
+            .filter = filter, .host_totals = as.o.addr_sides != 0, .deadline = qry_deadline_ms};
+        args[w] = &c[w];
+    }
     int rc = eng_db_scan_par(db, from_ms, to_ms, mask, &as.o, nw, NULL, summary_totals_cb, args);
     for (unsigned w = 1; w < nw; w++)
         totals_merge(&c[0].t, &c[w].t);

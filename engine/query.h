@@ -238,6 +238,10 @@ size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t
  * out and returns its size, or returns 0 when no such set can be derived (nets, negations,
  * an "or" with a branch that names no host) or S has more than cap entries. */
 size_t qry_filter_addrs(const qry_filter *f, ns_addr *out, size_t cap);
+/* When f passes exactly the rows with one address as src (ENG_SIDE_SRC), as dst (ENG_SIDE_DST)
+ * or as either (both bits) — "host A", "src host A", "dst ip A", "A/128", and their equivalents
+ * — those bits and the address in *a; else 0. */
+unsigned qry_filter_host_sides(const qry_filter *f, ns_addr *a);
 
 /* The compiled program, for back ends that evaluate filters elsewhere (the ClickHouse backend
  * turns it into SQL). Evaluation starts at test 0; after test i the next is jt if it held, jf if

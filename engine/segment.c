@@ -4,11 +4,12 @@
  *
  *   OFFSET  SIZE  FIELD
  *   0       8     magic "NS2FSEG\0"
- *   8       4     format version (5; 2 to 4 are still read)
+ *   8       4     format version (6; 2 to 5 are still read)
  *   12      4     flags (0)
  *   16      ...   column blobs, each zstd-compressed after its encoding
  *   I       ...   v3: address index blob (zstd): per side (src, dst) hash buckets -> row blocks;
  *                 v5: the src side may be fences instead (rows sorted by src)
+ *   A       ...   v6: address totals blob (zstd), when some address is on enough rows
  *   F       ...   footer: totals, v3 index directory, column directory (48 bytes a column),
  *                 v3 bloom filter over every src and dst address
  *   end-24  8     footer length (bytes from F to end-24)
@@ -40,14 +41,16 @@
 #define SEG_MAGIC "NS2FSEG"
 #define SEG_END   "NS2FEND"
 #define SEG_VERSION                                                                                \
-    5u /* 2: vlan, direction, flow_type columns; 3: address index, bloom;                          \
+    6u /* 2: vlan, direction, flow_type columns; 3: address index, bloom;                          \
         * 4: flows column (roll-up rows), flows total in the footer;                               \
-        * 5: dictionary-coded addresses, source_id by exporter, ports plain */
+        * 5: dictionary-coded addresses, source_id by exporter, ports plain;                       \
+        * 6: per-address totals of the busiest addresses */
 #define SEG_HDR           16u
 #define SEG_TRAILER       24u
-#define SEG_FOOTER_FIXED  48u /* version 2 */
-#define SEG_FOOTER_V3     88u /* version 3: + index directory and bloom size */
-#define SEG_FOOTER_V4     96u /* version 4: + flows total */
+#define SEG_FOOTER_FIXED  48u  /* version 2 */
+#define SEG_FOOTER_V3     88u  /* version 3: + index directory and bloom size */
+#define SEG_FOOTER_V4     96u  /* version 4: + flows total */
+#define SEG_FOOTER_V6     128u /* version 6: + address totals directory */
 #define SEG_COLDIR        48u
 #define SEG_BLOOM_MAX     (1u << 20) /* bloom words (8 MB): a cap for readers */
 #define SEG_BLOOM_BITS    10u        /* bits per distinct address: about 1% false positives */
@@ -76,6 +79,11 @@ enum {
  * distinct values. A by-exporter table holds at most this many exporters. */
 #define SEG_DICT_MAX_SHARE 2u /* at most n / 2 distinct */
 #define SEG_BYEXP_MAX      256u
+/* Address totals (v6) list every address on at least max(n >> SHIFT, MIN) rows (as src, dst or
+ * both): at most 2^(SHIFT+1) entries, a few KB, for the addresses whose one-host summary would
+ * otherwise decode most of the segment. */
+#define SEG_ATOT_SHIFT 10u
+#define SEG_ATOT_MIN   64u
 
 /* Width in bytes of each column's raw value, in eng_col order. */
 static const uint8_t col_width[ENG_NCOLS] = {
@@ -797,6 +805,9 @@ enum {
     WB_DSORT, /* sorting a dictionary */
     WB_DTMP,
     WB_FENCE, /* the source address of each index block's first row */
+    WB_ATOT,  /* address totals: accumulators, entries, bytes */
+    WB_AENT,
+    WB_AOUT,
     WB_N
 };
 
@@ -1156,28 +1167,29 @@ static void dict_start(dict_build *d, size_t n, int side)
 }
 
 /* Row i has value a (hash h). Two values with one 64-bit hash, or too many values, end it. */
-static inline void dict_add(dict_build *d, size_t i, const uint8_t *a, uint64_t h)
+static inline uint32_t dict_add(dict_build *d, size_t i, const uint8_t *a, uint64_t h)
 {
     if (d->failed)
-        return;
+        return UINT32_MAX;
     size_t j = (size_t)(h ^ h >> 32) & (d->cap - 1);
     while (d->tab[j].id != UINT32_MAX) {
         if (d->tab[j].hash == h) {
-            if (memcmp(d->vals + (size_t)d->tab[j].id * 16, a, 16) != 0)
+            if (memcmp(d->vals + (size_t)d->tab[j].id * 16, a, 16) != 0) {
                 d->failed = true;
-            d->ids[i] = d->tab[j].id;
-            return;
+                return UINT32_MAX;
+            }
+            return d->ids[i] = d->tab[j].id;
         }
         j = (j + 1) & (d->cap - 1);
     }
     if (d->m >= d->limit) {
         d->failed = true;
-        return;
+        return UINT32_MAX;
     }
     d->tab[j].hash = h;
     d->tab[j].id = (uint32_t)d->m;
     memcpy(d->vals + d->m * 16, a, 16);
-    d->ids[i] = (uint32_t)d->m++;
+    return d->ids[i] = (uint32_t)d->m++;
 }
 
 typedef struct dict_key {
@@ -1324,6 +1336,227 @@ static size_t byexp_finish(byexp *b, uint8_t *out, size_t cap)
     return used;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Address totals (v6): for each busy address, the totals of its rows as source, as destination
+ * and as both, summed while the writer gathers rows, keyed by the dictionaries' ids (a segment
+ * whose dictionary gave up has no table: too many distinct addresses to have busy ones worth
+ * it). A one-host summary over a segment that lists the host reads these instead of columns. */
+
+/* The most bytes a table of n rows can take (what the writer's buffer holds): readers refuse
+ * more before allocating. */
+static uint64_t atot_max_bytes(uint64_t n)
+{
+    uint64_t thr = n >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? n >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
+    return 20 + (2 * n / thr + 1) * (20 + 2 * 51 + 31);
+}
+
+typedef struct atot_acc {
+    uint64_t rows, flows, packets, bytes;
+    int64_t first, last;
+} atot_acc;
+
+typedef struct atot_both {
+    uint32_t id; /* src id of a row whose src and dst are one address */
+    uint64_t rows, flows, packets, bytes;
+} atot_both;
+
+typedef struct atot_build {
+    bool on;
+    size_t m[2];      /* ids seen per side */
+    atot_acc *acc[2]; /* per side, by dictionary id */
+    atot_both *both;  /* rare: one entry a row until atot_finish sums them by id */
+    size_t nboth, capboth;
+} atot_build;
+
+typedef struct atot_ent {
+    uint8_t a[16];
+    uint32_t id[2]; /* UINT32_MAX: never on that side */
+    const atot_both *both;
+} atot_ent;
+
+static void atot_start(atot_build *t, const dict_build *d)
+{
+    seg_wmem *w = wmem_get();
+    memset(t, 0, sizeof *t);
+    if (d[0].failed || d[1].failed)
+        return;
+    uint8_t *p = wbuf(w, WB_ATOT, (d[0].limit + d[1].limit + 2) * sizeof(atot_acc));
+    if (!p)
+        return;
+    t->acc[0] = (atot_acc *)(void *)p;
+    t->acc[1] = t->acc[0] + d[0].limit + 1;
+    t->on = true;
+}
+
+static inline void acc_add(atot_acc *a, bool fresh, const eng_flow *r)
+{
+    if (fresh) {
+        *a = (atot_acc){0, 0, 0, 0, r->first_ms, r->last_ms};
+    } else {
+        a->first = r->first_ms < a->first ? r->first_ms : a->first;
+        a->last = r->last_ms > a->last ? r->last_ms : a->last;
+    }
+    a->rows++;
+    a->flows += eng_flow_count(r);
+    a->packets += r->packets;
+    a->bytes += r->bytes;
+}
+
+/* Row r has src id s and dst id d (UINT32_MAX: its dictionary gave up); same: src == dst. */
+static inline void atot_add(atot_build *t, uint32_t s, uint32_t d, bool same, const eng_flow *r)
+{
+    if (!t->on)
+        return;
+    if (s == UINT32_MAX || d == UINT32_MAX) {
+        t->on = false;
+        return;
+    }
+    /* ids are handed out in order, so a new one is the next */
+    acc_add(&t->acc[0][s], s == t->m[0], r);
+    t->m[0] += s == t->m[0];
+    acc_add(&t->acc[1][d], d == t->m[1], r);
+    t->m[1] += d == t->m[1];
+    if (!same)
+        return;
+    if (t->nboth == t->capboth) {
+        size_t cap = t->capboth ? 2 * t->capboth : 64;
+        atot_both *b = realloc(t->both, cap * sizeof *b);
+        if (!b) {
+            t->on = false;
+            return;
+        }
+        t->both = b;
+        t->capboth = cap;
+    }
+    t->both[t->nboth++] = (atot_both){s, 1, eng_flow_count(r), r->packets, r->bytes};
+}
+
+static int cmp_both(const void *x, const void *y)
+{
+    uint32_t a = ((const atot_both *)x)->id, b = ((const atot_both *)y)->id;
+    return (a > b) - (a < b);
+}
+
+static int cmp_atot_ent(const void *x, const void *y)
+{
+    return memcmp(((const atot_ent *)x)->a, ((const atot_ent *)y)->a, 16);
+}
+
+/* The id of value a (hash h) in dictionary d, or UINT32_MAX. */
+static uint32_t dict_find(const dict_build *d, const uint8_t *a, uint64_t h)
+{
+    size_t j = (size_t)(h ^ h >> 32) & (d->cap - 1);
+    while (d->tab[j].id != UINT32_MAX) {
+        if (d->tab[j].hash == h && memcmp(d->vals + (size_t)d->tab[j].id * 16, a, 16) == 0)
+            return d->tab[j].id;
+        j = (j + 1) & (d->cap - 1);
+    }
+    return UINT32_MAX;
+}
+
+static size_t put_side(uint8_t *out, const atot_acc *a, int64_t tmin, int64_t tmax)
+{
+    size_t used = put_varint(out, a ? a->rows : 0);
+    if (!a)
+        return used;
+    used += put_varint(out + used, a->flows);
+    used += put_varint(out + used, a->packets);
+    used += put_varint(out + used, a->bytes);
+    used += put_varint(out + used, (uint64_t)a->first - (uint64_t)tmin);
+    used += put_varint(out + used, (uint64_t)tmax - (uint64_t)a->last);
+    return used;
+}
+
+/* The table's bytes (docs/format.md, "Address totals") for n rows whose times span tmin..tmax,
+ * in a thread scratch buffer: *out, its length; 0 (and no table) when it cannot be built or
+ * lists nobody. */
+static size_t atot_finish(atot_build *t, const dict_build *d, size_t n, int64_t tmin, int64_t tmax,
+                          const uint8_t **out)
+{
+    seg_wmem *w = wmem_get();
+    size_t thr = n >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? n >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
+    size_t ne = 0, maxe = 2 * n / thr + 1, used = 0;
+    if (!t->on || n < thr)
+        goto none;
+    /* rows whose src is their dst, summed by src id */
+    size_t nb = 0;
+    qsort(t->both, t->nboth, sizeof *t->both, cmp_both);
+    for (size_t k = 0; k < t->nboth; k++) {
+        if (nb && t->both[nb - 1].id == t->both[k].id) {
+            atot_both *b = &t->both[nb - 1];
+            b->rows += t->both[k].rows;
+            b->flows += t->both[k].flows;
+            b->packets += t->both[k].packets;
+            b->bytes += t->both[k].bytes;
+        } else {
+            t->both[nb++] = t->both[k];
+        }
+    }
+    atot_ent *e = (atot_ent *)wbuf(w, WB_AENT, maxe * sizeof *e + (t->m[1] + 8) / 8);
+    if (!e)
+        goto none;
+    uint8_t *seen = (uint8_t *)(e + maxe); /* dst ids already listed through their src id */
+    memset(seen, 0, (t->m[1] + 8) / 8);
+    for (size_t j = 0; j < d[0].cap; j++) {
+        uint32_t s = d[0].tab[j].id;
+        if (s == UINT32_MAX)
+            continue;
+        const uint8_t *a = d[0].vals + (size_t)s * 16;
+        uint32_t dd = dict_find(&d[1], a, d[0].tab[j].hash);
+        atot_both key = {.id = s};
+        const atot_both *b = nb ? bsearch(&key, t->both, nb, sizeof key, cmp_both) : NULL;
+        uint64_t rows =
+            t->acc[0][s].rows + (dd != UINT32_MAX ? t->acc[1][dd].rows : 0) - (b ? b->rows : 0);
+        if (dd != UINT32_MAX)
+            seen[dd / 8] |= (uint8_t)(1u << dd % 8);
+        if (rows < thr || ne == maxe)
+            continue;
+        memcpy(e[ne].a, a, 16);
+        e[ne].id[0] = s;
+        e[ne].id[1] = dd;
+        e[ne++].both = b;
+    }
+    for (uint32_t dd = 0; dd < t->m[1]; dd++) {
+        if (seen[dd / 8] >> dd % 8 & 1 || t->acc[1][dd].rows < thr || ne == maxe)
+            continue;
+        memcpy(e[ne].a, d[1].vals + (size_t)dd * 16, 16);
+        e[ne].id[0] = UINT32_MAX;
+        e[ne].id[1] = dd;
+        e[ne++].both = NULL;
+    }
+    if (ne == 0)
+        goto none;
+    qsort(e, ne, sizeof *e, cmp_atot_ent);
+    uint8_t *o = (uint8_t *)wbuf(w, WB_AOUT, atot_max_bytes(n));
+    uint8_t *sorted = (uint8_t *)wbuf(w, WB_DTMP, ne * 16);
+    if (!o || !sorted)
+        goto none;
+    used += put_varint(o, thr);
+    used += put_varint(o + used, ne);
+    for (size_t k = 0; k < ne; k++)
+        memcpy(sorted + k * 16, e[k].a, 16);
+    used += put_ascending(sorted, ne, o + used);
+    for (size_t k = 0; k < ne; k++) {
+        for (int side = 0; side < 2; side++)
+            used += put_side(o + used,
+                             e[k].id[side] != UINT32_MAX ? &t->acc[side][e[k].id[side]] : NULL,
+                             tmin, tmax);
+        const atot_both *b = e[k].both;
+        used += put_varint(o + used, b ? b->rows : 0);
+        if (b) {
+            used += put_varint(o + used, b->flows);
+            used += put_varint(o + used, b->packets);
+            used += put_varint(o + used, b->bytes);
+        }
+    }
+    free(t->both);
+    *out = o;
+    return used;
+none:
+    free(t->both);
+    return 0;
+}
+
 /* ENC_DICT bytes (rsize, n rows) into the set: the distinct values (dv, ascending), each row's
  * code (codes) and the column itself (out, 16 bytes a row). Every value must be larger than the
  * one before and every code name a value. */
@@ -1466,6 +1699,9 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     uint64_t pk = 0, by = 0, fl = 0;
     uint32_t encs[ENG_NCOLS];
     dict_build dict[2]; /* src, dst */
+    atot_build at = {0};
+    const uint8_t *atot = NULL;
+    size_t atot_len = 0;
     byexp *bx = NULL;
     uint8_t last_src[16] = {0};
 
@@ -1500,6 +1736,8 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         encs[ENG_COL_SRC_PORT] = encs[ENG_COL_DST_PORT] = ENC_PLAIN;
         dict_start(&dict[0], n, 0);
         dict_start(&dict[1], n, 1);
+        if (version >= 6)
+            atot_start(&at, dict);
         if (!(bx = calloc(1, sizeof *bx)))
             return NS_E_NOMEM;
     }
@@ -1534,8 +1772,10 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                     sorted = false;
                 if ((k & (((size_t)1 << ishift) - 1)) == 0)
                     memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
-                dict_add(&dict[0], s0 + i, r[i].src.b, h[s0 + i]);
-                dict_add(&dict[1], s0 + i, r[i].dst.b, h[n + s0 + i]);
+                uint32_t sid = dict_add(&dict[0], k, r[i].src.b, h[k]);
+                uint32_t did = dict_add(&dict[1], k, r[i].dst.b, h[n + k]);
+                atot_add(&at, sid, did, h[k] == h[n + k] && memcmp(r[i].src.b, r[i].dst.b, 16) == 0,
+                         &r[i]);
                 byexp_add(bx, r[i].exporter.b, r[i].source_id);
             }
         for (int c = 0; c < ENG_NCOLS; c++)
@@ -1562,13 +1802,19 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
             clen[ENG_COL_SOURCE_ID] = len;
         }
         free(bx);
+        if (version >= 6)
+            atot_len = atot_finish(&at, dict, n, tmin, tmax, &atot);
     }
     if (version >= 3 &&
         (rc = build_index(h, n, sorted ? fences : NULL, &idx, &idx_len, &bloom, &words)) < 0)
         return rc;
-    size_t fixed = version >= 4 ? SEG_FOOTER_V4 : version >= 3 ? SEG_FOOTER_V3 : SEG_FOOTER_FIXED;
+    size_t fixed = version >= 6   ? SEG_FOOTER_V6
+                   : version >= 4 ? SEG_FOOTER_V4
+                   : version >= 3 ? SEG_FOOTER_V3
+                                  : SEG_FOOTER_FIXED;
     size_t flen = fixed + ncols * SEG_COLDIR + (size_t)words * 8;
-    size_t comp_cap = ZSTD_compressBound(n * 16 + 16 > idx_len ? n * 16 + 16 : idx_len);
+    size_t big = n * 16 + 16 > idx_len ? n * 16 + 16 : idx_len;
+    size_t comp_cap = ZSTD_compressBound(big > atot_len ? big : atot_len);
     comp = wbuf(wm, WB_COMP, comp_cap);
     footer = wbuf(wm, WB_FOOT, flen);
     /* one context for every column and segment: ZSTD_compress sets up (allocates, clears) its
@@ -1634,6 +1880,20 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
             ns_put_le64(bp + (size_t)w * 8, bloom[w]);
         off += csize;
     }
+    if (atot_len) { /* version 6; all zero without a table */
+        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, atot, atot_len, SEG_ZSTD_LEVEL);
+        if (ZSTD_isError(csize)) {
+            rc = NS_E_COMPRESS;
+            goto fail;
+        }
+        if ((rc = write_all(fd, comp, csize)) < 0)
+            goto fail;
+        ns_put_le64(footer + 96, off);
+        ns_put_le64(footer + 104, csize);
+        ns_put_le64(footer + 112, atot_len);
+        ns_put_le64(footer + 120, XXH64(comp, csize, 0));
+        off += csize;
+    }
     if ((rc = write_all(fd, footer, flen)) < 0)
         goto fail;
     ns_put_le64(trailer, flen);
@@ -1679,6 +1939,12 @@ struct eng_seg {
     uint32_t idx_shift, idx_m[2];
     uint32_t *idx_start[2], *idx_blocks[2];
     uint8_t *idx_fences; /* version 5, rows sorted by source: idx_m[0] fences, else NULL */
+    /* version 6 address totals, once atot_load has read them: atot_n addresses ascending */
+    bool atot_loaded;
+    size_t atot_n;
+    uint64_t atot_min_rows;
+    uint8_t *atot_addrs;
+    eng_addr_totals *atot;
 };
 
 static int seg_pread(eng_seg *s, uint64_t off, size_t len, uint8_t *buf)
@@ -1722,7 +1988,8 @@ static int seg_load_footer(eng_seg *s)
     if (s->info.version < 2 || s->info.version > SEG_VERSION)
         return NS_E_VERSION;
     uint32_t ncols = s->info.version >= 4 ? ENG_NCOLS : ENG_COL_FLOWS;
-    size_t fixed = s->info.version >= 4   ? SEG_FOOTER_V4
+    size_t fixed = s->info.version >= 6   ? SEG_FOOTER_V6
+                   : s->info.version >= 4 ? SEG_FOOTER_V4
                    : s->info.version >= 3 ? SEG_FOOTER_V3
                                           : SEG_FOOTER_FIXED;
     size_t fmax = fixed + ncols * SEG_COLDIR + (s->info.version >= 3 ? SEG_BLOOM_MAX * 8 : 0);
@@ -1776,6 +2043,19 @@ static int seg_load_footer(eng_seg *s)
     s->info.flows = s->info.rows; /* before version 4 every row is one flow */
     if (s->info.version >= 4)
         ns_cur_le64(&f, &s->info.flows);
+    if (s->info.version >= 6) {
+        ns_cur_le64(&f, &s->info.atot_offset);
+        ns_cur_le64(&f, &s->info.atot_csize);
+        ns_cur_le64(&f, &s->info.atot_rsize);
+        ns_cur_le64(&f, &s->info.atot_checksum);
+        /* no table is all zero; a table's raw size is bounded by its most entries */
+        bool none = s->info.atot_offset == 0 && s->info.atot_csize == 0 &&
+                    s->info.atot_rsize == 0 && s->info.atot_checksum == 0;
+        if (!none && (s->info.atot_offset < SEG_HDR || s->info.atot_offset > foff ||
+                      s->info.atot_csize == 0 || s->info.atot_csize > foff - s->info.atot_offset ||
+                      s->info.atot_rsize == 0 || s->info.atot_rsize > atot_max_bytes(s->info.rows)))
+            goto out;
+    }
     if (s->info.rows > SEG_MAX_ROWS || s->info.ncols != ncols ||
         (uint64_t)s->info.ncols * SEG_COLDIR + (uint64_t)s->info.bloom_words * 8 != f.left)
         goto out;
@@ -1853,6 +2133,8 @@ void eng_seg_close(eng_seg *s)
         free(s->idx_blocks[side]);
     }
     free(s->idx_fences);
+    free(s->atot_addrs);
+    free(s->atot);
     free(s);
 }
 
@@ -2193,7 +2475,8 @@ int eng_seg_decode_mem(const uint8_t *buf, size_t len, eng_flow **rows_out, size
     rc = NS_E_NOMEM;
     if (!rows)
         goto fail;
-    if ((rc = eng_seg_read(s, ENG_COLS_ALL, rows)) < 0)
+    if ((rc = eng_seg_read(s, ENG_COLS_ALL, rows)) < 0 ||
+        (rc = eng_seg_addr_totals_verify(s, rows, (size_t)s->info.rows)) < 0)
         goto fail;
     *rows_out = rows;
     *n_out = (size_t)s->info.rows;
@@ -2207,6 +2490,8 @@ fail:
 
 /* ------------------------------------------------------------------------------------------ */
 /* Index reader */
+
+static int atot_load(eng_seg *s);
 
 /* Reads, checks and unpacks the index blob: checksum, exact decompressed size, header, bucket
  * counts that add up, blocks ascending and inside the segment, no byte left over. */
@@ -2315,6 +2600,8 @@ out:
 int eng_seg_index_check(eng_seg *s, eng_seg_index_stats *st)
 {
     int rc = index_load(s);
+    if (rc == 0)
+        rc = atot_load(s);
     if (rc < 0)
         return rc;
     if (st) {
@@ -2332,6 +2619,170 @@ int eng_seg_index_check(eng_seg *s, eng_seg_index_stats *st)
                 st->entries[side] = s->idx_start[side][s->idx_m[side]];
             }
         }
+        st->atot_entries = s->atot_n;
+        st->atot_min_rows = s->atot_min_rows;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Address totals reader (version 6) */
+
+static bool get_side(ns_cur *c, const eng_seg_info *in, bool times, eng_side_totals *t)
+{
+    uint64_t fo = 0, lo = 0;
+    memset(t, 0, sizeof *t);
+    if (!get_varint(c, &t->rows) || t->rows > in->rows)
+        return false;
+    if (t->rows == 0)
+        return true;
+    if (!get_varint(c, &t->flows) || !get_varint(c, &t->packets) || !get_varint(c, &t->bytes) ||
+        (times && (!get_varint(c, &fo) || !get_varint(c, &lo))))
+        return false;
+    /* within the segment's totals and time range; each row stands for a flow at least */
+    uint64_t span = (uint64_t)in->last_ms - (uint64_t)in->first_ms;
+    if (t->flows < t->rows || t->flows > in->flows || t->packets > in->packets ||
+        t->bytes > in->bytes || fo > span || lo > span)
+        return false;
+    if (times) {
+        t->first_ms = (int64_t)((uint64_t)in->first_ms + fo);
+        t->last_ms = (int64_t)((uint64_t)in->last_ms - lo);
+    }
+    return true;
+}
+
+/* Reads, checks and unpacks the table: checksum, exact size, addresses ascending, every entry
+ * on at least the threshold's rows with totals its segment can hold, no byte left over. */
+static int atot_load(eng_seg *s)
+{
+    const eng_seg_info *in = &s->info;
+    uint8_t *comp = NULL, *raw = NULL;
+    int rc;
+    if (s->atot_loaded || in->version < 6 || in->atot_csize == 0)
+        return 0;
+    comp = malloc((size_t)in->atot_csize);
+    raw = malloc((size_t)in->atot_rsize);
+    if (!comp || !raw) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rc = seg_pread(s, in->atot_offset, (size_t)in->atot_csize, comp)) < 0)
+        goto out;
+    rc = NS_E_CORRUPT;
+    if (XXH64(comp, (size_t)in->atot_csize, 0) != in->atot_checksum)
+        goto out;
+    size_t got = ZSTD_decompress(raw, (size_t)in->atot_rsize, comp, (size_t)in->atot_csize);
+    if (ZSTD_isError(got) || got != in->atot_rsize)
+        goto out;
+    ns_cur c = ns_cur_make(raw, got);
+    uint64_t thr, m, sum[2] = {0, 0};
+    uint64_t want =
+        in->rows >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? in->rows >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
+    if (!get_varint(&c, &thr) || thr != want || !get_varint(&c, &m) || m == 0 ||
+        m > 2 * in->rows / thr + 1)
+        goto out;
+    s->atot_addrs = malloc((size_t)m * 16);
+    s->atot = malloc((size_t)m * sizeof *s->atot);
+    if (!s->atot_addrs || !s->atot) {
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    if (!get_ascending(&c, (size_t)m, true, s->atot_addrs))
+        goto out;
+    for (size_t k = 0; k < m; k++) {
+        eng_addr_totals *t = &s->atot[k];
+        if (!get_side(&c, in, true, &t->src) || !get_side(&c, in, true, &t->dst) ||
+            !get_side(&c, in, false, &t->both))
+            goto out;
+        sum[0] += t->src.rows;
+        sum[1] += t->dst.rows;
+        /* rows with the address on both sides are among each side's */
+        if (t->both.rows > t->src.rows || t->both.rows > t->dst.rows ||
+            t->both.flows > t->src.flows || t->both.flows > t->dst.flows ||
+            t->both.packets > t->src.packets || t->both.packets > t->dst.packets ||
+            t->both.bytes > t->src.bytes || t->both.bytes > t->dst.bytes ||
+            t->src.rows + t->dst.rows - t->both.rows < thr || sum[0] > in->rows ||
+            sum[1] > in->rows)
+            goto out;
+    }
+    if (c.left != 0)
+        goto out;
+    s->atot_n = (size_t)m;
+    s->atot_min_rows = thr;
+    s->atot_loaded = true;
+    rc = 0;
+out:
+    if (rc < 0) {
+        free(s->atot_addrs);
+        free(s->atot);
+        s->atot_addrs = NULL;
+        s->atot = NULL;
+    }
+    free(comp);
+    free(raw);
+    return rc;
+}
+
+int eng_seg_addr_totals(eng_seg *s, const ns_addr *a, eng_addr_totals *out)
+{
+    int rc = atot_load(s);
+    if (rc < 0)
+        return rc;
+    size_t lo = 0, hi = s->atot_n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = memcmp(s->atot_addrs + mid * 16, a->b, 16);
+        if (cmp == 0) {
+            *out = s->atot[mid];
+            return 1;
+        }
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+/* Whether the listed totals are those of rows[0..n) (the segment's rows, decoded): --verify's
+ * check that a table behind a good checksum is also true. 0, NS_E_CORRUPT or a load error. */
+int eng_seg_addr_totals_verify(eng_seg *s, const eng_flow *rows, size_t n)
+{
+    int rc = atot_load(s);
+    if (rc < 0)
+        return rc;
+    for (size_t k = 0; k < s->atot_n; k++) {
+        eng_addr_totals t;
+        memset(&t, 0, sizeof t);
+        const uint8_t *a = s->atot_addrs + k * 16;
+        for (size_t i = 0; i < n; i++) {
+            const eng_flow *r = &rows[i];
+            bool is_src = memcmp(r->src.b, a, 16) == 0, is_dst = memcmp(r->dst.b, a, 16) == 0;
+            eng_side_totals *side[3] = {is_src ? &t.src : NULL, is_dst ? &t.dst : NULL,
+                                        is_src && is_dst ? &t.both : NULL};
+            for (int j = 0; j < 3; j++) {
+                eng_side_totals *x = side[j];
+                if (!x)
+                    continue;
+                if (j < 2 && (x->rows == 0 || r->first_ms < x->first_ms))
+                    x->first_ms = r->first_ms;
+                if (j < 2 && (x->rows == 0 || r->last_ms > x->last_ms))
+                    x->last_ms = r->last_ms;
+                x->rows++;
+                x->flows += eng_flow_count(r);
+                x->packets += r->packets;
+                x->bytes += r->bytes;
+            }
+        }
+        const eng_addr_totals *w = &s->atot[k];
+        const eng_side_totals *got[3] = {&w->src, &w->dst, &w->both},
+                              *exp[3] = {&t.src, &t.dst, &t.both};
+        for (int j = 0; j < 3; j++)
+            if (got[j]->rows != exp[j]->rows || got[j]->flows != exp[j]->flows ||
+                got[j]->packets != exp[j]->packets || got[j]->bytes != exp[j]->bytes ||
+                (j < 2 && exp[j]->rows &&
+                 (got[j]->first_ms != exp[j]->first_ms || got[j]->last_ms != exp[j]->last_ms)))
+                return NS_E_CORRUPT;
     }
     return 0;
 }

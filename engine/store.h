@@ -126,6 +126,8 @@ typedef struct eng_seg_info {
     uint64_t index_offset, index_csize, index_rsize, index_checksum;
     uint32_t bloom_words; /* 64-bit words of the filter in the footer */
     uint32_t bloom_k;     /* probes per address */
+    /* version 6: the address totals blob (all zero when the segment has none) */
+    uint64_t atot_offset, atot_csize, atot_rsize, atot_checksum;
 } eng_seg_info;
 
 /* Opens path and checks its header and footer (not yet the column data). */
@@ -159,11 +161,33 @@ typedef struct eng_seg_index_stats {
     uint32_t block_rows; /* rows an index entry names (0: no index) */
     uint32_t buckets[2]; /* src, dst */
     uint64_t entries[2];
-    bool src_fences; /* the src side is one fence a block (entries[0] of them), no buckets */
+    bool src_fences;        /* the src side is one fence a block (entries[0] of them), no buckets */
+    uint64_t atot_entries;  /* addresses with totals (version 6; 0: no table) */
+    uint64_t atot_min_rows; /* the rows that list an address */
 } eng_seg_index_stats;
-/* Reads and checks the index (as eng_seg_select does) and describes it in *st (may be NULL).
+/* Reads and checks the index (as eng_seg_select does) and the address totals (as
+ * eng_seg_addr_totals does), and describes them in *st (may be NULL).
  * 0 for a sound index or a version 2 segment; NS_E_CORRUPT otherwise. */
 int eng_seg_index_check(eng_seg *s, eng_seg_index_stats *st);
+
+/* Totals of one address's rows in a segment (format 6): as source, as destination, and both
+ * (source and destination the same address; its first_ms/last_ms are not kept: 0). A side's
+ * first_ms/last_ms mean nothing when its rows are 0. */
+typedef struct eng_side_totals {
+    uint64_t rows, flows, packets, bytes;
+    int64_t first_ms, last_ms;
+} eng_side_totals;
+typedef struct eng_addr_totals {
+    eng_side_totals src, dst, both;
+} eng_addr_totals;
+/* A version 6 segment lists every address on at least min_rows of its rows (min_rows: the
+ * larger of rows / 1024 and 64) with those totals. 1 and *out when a is listed; 0 when it is
+ * not (fewer rows, or the segment has no table: read its rows); NS_E_CORRUPT / -errno. The
+ * first call reads and checks the table (checksum, structure). */
+int eng_seg_addr_totals(eng_seg *s, const ns_addr *a, eng_addr_totals *out);
+/* Whether the listed totals are those of rows[0..n), the segment's rows (ns2flows-dump --verify,
+ * eng_seg_decode_mem): 0, NS_E_CORRUPT, or the table's load error. */
+int eng_seg_addr_totals_verify(eng_seg *s, const eng_flow *rows, size_t n);
 
 /* Reads a segment from memory (the fuzz target and tests use it). Same checks as the file
  * reader, the index's included; *rows_out is malloc'd and owned by the caller. */
@@ -414,7 +438,13 @@ typedef struct eng_scan_opts {
     /* Columns cols reads through v->dict alone where a segment has them as dictionaries: their
      * values are then not expanded into v->col (NULL). Only for columns no filter reads. */
     uint32_t dict_only;
+    /* With one address (naddrs 1) and tcb: the rows wanted are exactly those with it as src
+     * (ENG_SIDE_SRC), as dst (ENG_SIDE_DST) or either (both bits). A sealed segment wholly
+     * inside the range that lists the address in its totals (eng_seg_addr_totals) is offered
+     * to tcb with the totals of those rows, and is read only if tcb declines. */
+    unsigned addr_sides;
 } eng_scan_opts;
+enum { ENG_SIDE_SRC = 1, ENG_SIDE_DST = 2 };
 /* eng_db_scan_totals with options (opts may be NULL; tcb may be NULL). */
 int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask,
                     const eng_scan_opts *opts, eng_row_cb cb, eng_totals_cb tcb, void *arg);

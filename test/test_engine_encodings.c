@@ -86,7 +86,7 @@ static eng_seg *write_and_check(const char *name, const eng_flow *rows, size_t n
     eng_seg *s = NULL;
     cr_assert(eq(int, eng_seg_write(tpath(name), rows, n), 0));
     cr_assert(eq(int, eng_seg_open(tpath(name), &s), 0));
-    cr_assert(eq(u32, eng_seg_get_info(s)->version, 5));
+    cr_assert(eq(u32, eng_seg_get_info(s)->version, 6));
     cr_assert(eq(u32, eng_seg_col(s, ENG_COL_SRC)->encoding, src_enc));
     cr_assert(eq(u32, eng_seg_col(s, ENG_COL_DST)->encoding, dst_enc));
     cr_assert(eq(u32, eng_seg_col(s, ENG_COL_SOURCE_ID)->encoding, sid_enc));

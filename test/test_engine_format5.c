@@ -319,7 +319,7 @@ static void same_bytes(const uint8_t *got, size_t glen, const buf *want, const c
 static void check_layout(const char *name, const eng_flow *rows, size_t n)
 {
     const char *path = tpath(name);
-    cr_assert(eq(int, eng_seg_write(path, rows, n), 0));
+    cr_assert(eq(int, eng__seg_write_version(path, rows, n, 5), 0));
     eng_seg *s;
     cr_assert(eq(int, eng_seg_open(path, &s), 0));
     size_t len;
@@ -469,7 +469,7 @@ static void check_lookup(eng_seg *s, const eng_flow *rows, size_t n, const ns_ad
 
 static void check_lookups(const char *name, eng_flow *rows, size_t n)
 {
-    cr_assert(eq(int, eng_seg_write(tpath(name), rows, n), 0));
+    cr_assert(eq(int, eng__seg_write_version(tpath(name), rows, n, 5), 0));
     eng_seg *s;
     eng_seg_index_stats st;
     cr_assert(eq(int, eng_seg_open(tpath(name), &s), 0));
@@ -608,7 +608,7 @@ Test(fmt5, the_reader_refuses_fences_the_document_does_not_allow)
     char p5[256], p4[256];
     snprintf(p5, sizeof p5, "%s", tpath(v5));
     snprintf(p4, sizeof p4, "%s", tpath(v4f));
-    cr_assert(eq(int, eng_seg_write(p5, rows, n), 0));
+    cr_assert(eq(int, eng__seg_write_version(p5, rows, n, 5), 0));
     cr_assert(eq(int, eng__seg_write_version(p4, rows, n, 4), 0));
     buf good = doc_index(rows, n);
     uint8_t *raw = malloc(good.len + 64);

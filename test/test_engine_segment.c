@@ -458,12 +458,16 @@ Test(seg, column_directory_describes_the_blobs)
     cr_assert(eq(u64, eng_seg_col(s, ENG_COL_SRC_PORT)->rsize, 2 * n));
     cr_assert(eng_seg_col(s, ENG_NCOLS) == NULL);
     cr_assert(eq(int, eng_seg_verify_col(s, ENG_NCOLS), NS_E_RANGE));
-    /* then the index blob, the footer (96 + 48 a column + the bloom filter) and the 24-byte
-     * trailer end the file */
+    /* then the index blob, the address totals blob when there is one, the footer (128 + 48 a
+     * column + the bloom filter) and the 24-byte trailer end the file */
     const eng_seg_info *in = eng_seg_get_info(s);
     cr_assert(eq(u64, in->index_offset, expect_off));
     expect_off += in->index_csize;
-    cr_assert(eq(u64, expect_off + 96 + 48 * ENG_NCOLS + 8 * in->bloom_words + 24, in->file_size));
+    if (in->atot_csize) {
+        cr_assert(eq(u64, in->atot_offset, expect_off));
+        expect_off += in->atot_csize;
+    }
+    cr_assert(eq(u64, expect_off + 128 + 48 * ENG_NCOLS + 8 * in->bloom_words + 24, in->file_size));
     eng_seg_close(s);
     free(rows);
 }
@@ -689,7 +693,7 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
     cr_assert(eq(int, eng_seg_write(good, rows, n), 0));
     uint8_t *orig = test_slurp(good, &len), *buf = malloc(len);
     cr_assert(buf != NULL);
-    const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen, F = 96; /* version 4+ */
+    const size_t flen = le32_at(orig + len - 24), foot = len - 24 - flen, F = 128; /* version 6 */
     /* unchanged but resealed: still fine */
     memcpy(buf, orig, len);
     reseal(buf, len);
@@ -719,6 +723,10 @@ Test(seg, forged_footer_with_valid_checksum_is_still_checked)
         {"no bloom words", 80, 4, 0},
         {"bloom words beyond the footer", 80, 4, 1u << 20},
         {"no bloom probes", 84, 4, 0},
+        {"address totals offset without a blob", 96, 8, 16},
+        {"address totals inside the header", 104, 8, 10},
+        {"address totals raw size beyond the bound", 112, 8, 1u << 30},
+        {"address totals checksum without a blob", 120, 8, 1},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         memcpy(buf, orig, len);

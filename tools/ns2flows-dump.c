@@ -143,6 +143,13 @@ static int dump_one(const char *path, const dump_opts *o)
                    in->index_offset, in->index_rsize, in->index_csize, ix.block_rows, ix.buckets[0],
                    ix.entries[0], ix.buckets[1], ix.entries[1], in->bloom_words * 64, in->bloom_k,
                    in->bloom_words * 8);
+        if (in->version >= 6 && in->atot_csize == 0)
+            printf("  addr totals none (no address on enough rows, or too many distinct)\n");
+        else if (in->version >= 6 && iv == 0)
+            printf("  addr totals %9" PRIu64 " %10" PRIu64 " %10" PRIu64 "  ok: %" PRIu64
+                   " addresses on %" PRIu64 " rows or more\n",
+                   in->atot_offset, in->atot_rsize, in->atot_csize, ix.atot_entries,
+                   ix.atot_min_rows);
     }
     if ((o->rows || o->verify) && !bad) {
         eng_flow *rows = malloc((size_t)(in->rows ? in->rows : 1) * sizeof *rows);
@@ -153,6 +160,9 @@ static int dump_one(const char *path, const dump_opts *o)
         rc = eng_seg_read(s, ENG_COLS_ALL, rows);
         if (rc < 0) {
             printf("%s: cannot decode: %s\n", path, ns_strerror(rc));
+            bad = 1;
+        } else if (o->verify && (rc = eng_seg_addr_totals_verify(s, rows, (size_t)in->rows)) < 0) {
+            printf("%s: address totals disagree with the rows: %s\n", path, ns_strerror(rc));
             bad = 1;
         } else if (o->rows) {
             print_rows(rows, (size_t)in->rows, o->csv, o->json);
