@@ -30,15 +30,16 @@ static void put64(uint8_t *p, uint64_t v)
 
 /* Rewrites the checksums format.md places: trailer (24 B) = footer length, footer XXH64, end
  * magic; directory entries (48 B each, after the footer's fixed part: 48 bytes in version 2, 88
- * in version 3, 96 from version 4) hold the blob's offset at +16, compressed size at +24 and XXH64
- * at +40; version 3's index blob has its offset at +48, size at +56 and XXH64 at +72 of the fixed
- * part. Leaves bytes alone where the layout does not fit. */
+ * in version 3, 96 in versions 4 and 5, 128 from version 6) hold the blob's offset at +16,
+ * compressed size at +24 and XXH64 at +40; version 3's index blob has its offset at +48, size at
+ * +56 and XXH64 at +72 of the fixed part; version 6's address totals blob its offset at +96, size
+ * at +104 and XXH64 at +120. Leaves bytes alone where the layout does not fit. */
 static bool fix_checksums(uint8_t *b, size_t size)
 {
     if (size < 16 + 24 + 48)
         return false;
     uint32_t version = (uint32_t)b[8] | (uint32_t)b[9] << 8;
-    uint64_t fixed = version >= 4 ? 96 : version >= 3 ? 88 : 48;
+    uint64_t fixed = version >= 6 ? 128 : version >= 4 ? 96 : version >= 3 ? 88 : 48;
     uint64_t flen = get64(b + size - 24);
     if (flen < fixed || flen > size - 24)
         return false;
@@ -57,6 +58,11 @@ static bool fix_checksums(uint8_t *b, size_t size)
         uint64_t off = get64(footer + 48), len = get64(footer + 56);
         if (off <= size && len <= size - off)
             put64(footer + 72, XXH64(b + off, (size_t)len, 0));
+    }
+    if (version >= 6) { /* the address totals blob: offset +96, size +104, XXH64 +120 */
+        uint64_t off = get64(footer + 96), len = get64(footer + 104);
+        if (len && off <= size && len <= size - off)
+            put64(footer + 120, XXH64(b + off, (size_t)len, 0));
     }
     put64(b + size - 16, XXH64(footer, (size_t)flen, 0));
     return true;
