@@ -1209,6 +1209,17 @@ static inline uint32_t dict_add(dict_build *d, size_t i, const uint8_t *a, uint6
     return d->ids[i] = (uint32_t)d->m++;
 }
 
+/* The byte planes of rows [0, k) of n, from the values and ids the dictionary holds for them
+ * (the writer builds a column's planes only once its dictionary gives up). */
+static void dict_planes(const dict_build *d, size_t k, size_t n, uint8_t *buf)
+{
+    for (size_t i = 0; i < k; i++) {
+        const uint8_t *v = d->vals + (size_t)d->ids[i] * 16;
+        for (uint32_t b = 0; b < 16; b++)
+            buf[b * n + i] = v[b];
+    }
+}
+
 typedef struct dict_key {
     uint8_t a[16];
     uint32_t id;
@@ -1715,7 +1726,8 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     int64_t tmin = n ? INT64_MAX : 0, tmax = n ? INT64_MIN : 0, prev = 0;
     uint64_t pk = 0, by = 0, fl = 0;
     uint32_t encs[ENG_NCOLS];
-    dict_build dict[2]; /* src, dst */
+    dict_build dict[2];              /* src, dst */
+    bool planes[2] = {false, false}; /* src, dst byte planes built (else the dictionary's) */
     atot_build at = {0};
     const uint8_t *atot = NULL;
     size_t atot_len = 0;
@@ -1795,8 +1807,17 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                          &r[i]);
                 byexp_add(bx, r[i].exporter.b, r[i].source_id);
             }
-        for (int c = 0; c < ENG_NCOLS; c++)
+        for (int c = 0; c < ENG_NCOLS; c++) {
+            int side = c == ENG_COL_SRC ? 0 : c == ENG_COL_DST ? 1 : -1;
+            if (v5 && side >= 0 && !planes[side]) {
+                if (!dict[side].failed)
+                    continue; /* the dictionary will do: no planes */
+                /* it gave up in this block: the rows before it get their planes from it */
+                dict_planes(&dict[side], s0, n, enc + coff[c]);
+                planes[side] = true;
+            }
             col_encode_block((eng_col)c, encs[c], r, m, s0, n, enc + coff[c], &clen[c], &prev);
+        }
         if (m)
             memcpy(last_src, r[m - 1].src.b, 16);
     }
@@ -1807,10 +1828,13 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         /* the planes stay where a dictionary or table would not be exact or smaller */
         for (int side = 0; side < 2; side++) {
             eng_col c = side ? ENG_COL_DST : ENG_COL_SRC;
-            size_t len = dict_finish(&dict[side], n, enc + coff[c], col_cap(c, n));
+            size_t len =
+                planes[side] ? 0 : dict_finish(&dict[side], n, enc + coff[c], col_cap(c, n));
             if (len) {
                 encs[c] = ENC_DICT;
                 clen[c] = len;
+            } else if (!planes[side]) {
+                dict_planes(&dict[side], n, n, enc + coff[c]); /* could not write it out */
             }
         }
         size_t len = byexp_finish(bx, enc + coff[ENG_COL_SOURCE_ID], col_cap(ENG_COL_SOURCE_ID, n));
