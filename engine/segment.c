@@ -1525,32 +1525,33 @@ static size_t atot_finish(atot_build *t, const dict_build *d, size_t n, int64_t 
         goto none;
     uint8_t *seen = (uint8_t *)(e + maxe); /* dst ids already listed through their src id */
     memset(seen, 0, (t->m[1] + 8) / 8);
-    for (size_t j = 0; j < d[0].cap; j++) {
-        uint32_t s = d[0].tab[j].id;
-        if (s == UINT32_MAX)
-            continue;
-        const uint8_t *a = d[0].vals + (size_t)s * 16;
-        uint32_t dd = dict_find(&d[1], a, d[0].tab[j].hash);
-        atot_both key = {.id = s};
-        const atot_both *b = nb ? bsearch(&key, t->both, nb, sizeof key, cmp_both) : NULL;
-        uint64_t rows =
-            t->acc[0][s].rows + (dd != UINT32_MAX ? t->acc[1][dd].rows : 0) - (b ? b->rows : 0);
-        if (dd != UINT32_MAX)
-            seen[dd / 8] |= (uint8_t)(1u << dd % 8);
-        if (rows < thr || ne == maxe)
-            continue;
-        memcpy(e[ne].a, a, 16);
-        e[ne].id[0] = s;
-        e[ne].id[1] = dd;
-        e[ne++].both = b;
-    }
-    for (uint32_t dd = 0; dd < t->m[1]; dd++) {
-        if (seen[dd / 8] >> dd % 8 & 1 || t->acc[1][dd].rows < thr || ne == maxe)
-            continue;
-        memcpy(e[ne].a, d[1].vals + (size_t)dd * 16, 16);
-        e[ne].id[0] = UINT32_MAX;
-        e[ne].id[1] = dd;
-        e[ne++].both = NULL;
+    /* an address on T rows is on T / 2 as source or as destination: only those are looked up
+     * on the other side (a lookup a distinct value was a percent of sealing) */
+    for (int side = 0; side < 2; side++) {
+        const dict_build *own = &d[side], *other = &d[1 - side];
+        for (size_t j = 0; j < own->cap; j++) {
+            uint32_t id = own->tab[j].id;
+            if (id == UINT32_MAX || 2 * t->acc[side][id].rows < thr)
+                continue;
+            if (side == 1 && seen[id / 8] >> id % 8 & 1)
+                continue; /* met as a source already */
+            const uint8_t *a = own->vals + (size_t)id * 16;
+            uint32_t oid = dict_find(other, a, own->tab[j].hash);
+            uint32_t s = side ? oid : id, dd = side ? id : oid;
+            atot_both key = {.id = s};
+            const atot_both *b =
+                nb && s != UINT32_MAX ? bsearch(&key, t->both, nb, sizeof key, cmp_both) : NULL;
+            uint64_t rows = (s != UINT32_MAX ? t->acc[0][s].rows : 0) +
+                            (dd != UINT32_MAX ? t->acc[1][dd].rows : 0) - (b ? b->rows : 0);
+            if (side == 0 && dd != UINT32_MAX)
+                seen[dd / 8] |= (uint8_t)(1u << dd % 8);
+            if (rows < thr || ne == maxe)
+                continue;
+            memcpy(e[ne].a, a, 16);
+            e[ne].id[0] = s;
+            e[ne].id[1] = dd;
+            e[ne++].both = b;
+        }
     }
     if (ne == 0)
         goto none;
@@ -1704,7 +1705,8 @@ int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shif
 /* Rows per block of the encoding pass: a block's rows (136 KB) stay in cache while every
  * column takes its bytes from them. Column by column over a whole segment read all of its rows
  * (136 MB for 1M) once per column. */
-#define SEG_BLOCK 1024u
+#define SEG_BLOCK        1024u
+#define SEG_GATHER_AHEAD 8u
 
 /* Writes the rows chunks[perm[k] >> shift][perm[k] & mask] (k < n; perm NULL: k itself) as a
  * segment: one pass over blocks of rows gathers them, sums the footer's totals, hashes the
@@ -1774,7 +1776,16 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         size_t m = n - s0 < SEG_BLOCK ? n - s0 : SEG_BLOCK;
         const eng_flow *r;
         if (perm) {
+            /* the permutation scatters the rows over the buffer: fetch each row's three cache
+             * lines a few rows ahead of its copy */
             for (size_t i = 0; i < m; i++) {
+                if (s0 + i + SEG_GATHER_AHEAD < n) {
+                    uint32_t f = perm[s0 + i + SEG_GATHER_AHEAD];
+                    const char *p = (const char *)&chunks[f >> shift][f & mask];
+                    __builtin_prefetch(p);
+                    __builtin_prefetch(p + 64);
+                    __builtin_prefetch(p + sizeof(eng_flow) - 1);
+                }
                 uint32_t k = perm[s0 + i];
                 blk[i] = chunks[k >> shift][k & mask];
             }
@@ -1801,6 +1812,12 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                     sorted = false;
                 if ((k & (((size_t)1 << ishift) - 1)) == 0)
                     memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
+                if (i + SEG_GATHER_AHEAD < m && !dict[1].failed) {
+                    /* destinations come in no order: fetch the slot a few rows ahead (sources
+                     * are sorted, their slot is the last row's) */
+                    uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
+                    __builtin_prefetch(&dict[1].tab[(size_t)(hd ^ hd >> 32) & (dict[1].cap - 1)]);
+                }
                 uint32_t sid = dict_add(&dict[0], k, r[i].src.b, h[k]);
                 uint32_t did = dict_add(&dict[1], k, r[i].dst.b, h[n + k]);
                 atot_add(&at, sid, did, h[k] == h[n + k] && memcmp(r[i].src.b, r[i].dst.b, 16) == 0,
