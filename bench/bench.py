@@ -822,8 +822,13 @@ def phase_queries():
                 "key"]["srcaddr"]
         qs = queries_list(d.http, nfdir, host)
         out = os.path.join(ARGS.run, "data")
+        # curl's own cost (its start and one request the daemon answers from counters) is in
+        # every HTTP figure: timed beside them, so the report can say how much of each it is
+        base_u = f"http://127.0.0.1:{d.http}/api/v1/status"
         ns_t = hyperfine([(f"ns2flows {n}", f"curl -sf -o /dev/null {shlex.quote(u)}")
-                          for n, u, _, _ in qs], os.path.join(out, "hyperfine-ns2flows.json"),
+                          for n, u, _, _ in qs]
+                         + [("curl baseline", f"curl -sf -o /dev/null {shlex.quote(base_u)}")],
+                         os.path.join(out, "hyperfine-ns2flows.json"),
                          "all" if qcpu == "all" else "sender")
         nf_t = hyperfine([(f"nfdump {n}", " ".join(shlex.quote(a) for a in
                                                   ["nfdump", "-R", nfdir, *args]))
@@ -857,6 +862,8 @@ def phase_queries():
         d.stop()
     save("queries", {"format": fmt, "flows": capture_totals(capture(fmt))["flows"],
                      "cpus": qcpu,
+                     "curl_baseline": stats(ns_t["curl baseline"]),
+                     "curl_baseline_command": f"curl -sf -o /dev/null '{base_u}'",
                      "filters": host is not None, "host": host,
                      "window": [ARGS.start + ARGS.duration // 2,
                                 ARGS.start + ARGS.duration // 2 + 300],
@@ -1495,6 +1502,12 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
           "similar small ones are warm after hyperfine's warm-up run); `ns2flows-query` is a "
           "new process each run, so its column is the cold figure (only the kernel's page "
           "cache, as for nfdump).")
+        cb = qry.get("curl_baseline")
+        if cb:
+            A(f"\nEvery HTTP figure includes curl's own start and request: "
+              f"`{qry['curl_baseline_command']}` (the daemon answers from counters) took "
+              f"{cb['median_s'] * 1e3:.1f} ms (median; {cb['min_s'] * 1e3:.1f}–"
+              f"{cb['max_s'] * 1e3:.1f}) in the same hyperfine run.")
         A(f"\nThe window is [{w[0]}, {w[1]}] (epoch s, 5 minutes in the middle of the hour)."
           + (f" The host is the busiest source, {qry['host']}, and the /16 its network; nfdump "
              "has no filtered `-I`, so its filtered totals come with a statistic by protocol."
