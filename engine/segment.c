@@ -2563,30 +2563,47 @@ fail:
 
 static int atot_load(eng_seg *s);
 
+/* The blob at off (csize bytes on disk, rsize raw) into a malloc'd *raw (the caller frees it):
+ * its XXH64 must be checksum and zstd must give exactly rsize bytes. */
+static int read_blob(eng_seg *s, uint64_t off, uint64_t csize, uint64_t rsize, uint64_t checksum,
+                     uint8_t **raw)
+{
+    uint8_t *comp = malloc(csize ? (size_t)csize : 1), *r = malloc(rsize ? (size_t)rsize : 1);
+    int rc = NS_E_NOMEM;
+    if (!comp || !r)
+        goto out;
+    if ((rc = seg_pread(s, off, (size_t)csize, comp)) < 0)
+        goto out;
+    rc = NS_E_CORRUPT;
+    if (XXH64(comp, (size_t)csize, 0) != checksum)
+        goto out;
+    size_t got = ZSTD_decompress(r, (size_t)rsize, comp, (size_t)csize);
+    if (ZSTD_isError(got) || got != rsize)
+        goto out;
+    rc = 0;
+out:
+    free(comp);
+    if (rc < 0)
+        free(r);
+    else
+        *raw = r;
+    return rc;
+}
+
 /* Reads, checks and unpacks the index blob: checksum, exact decompressed size, header, bucket
  * counts that add up, blocks ascending and inside the segment, no byte left over. */
 static int index_load(eng_seg *s)
 {
     const eng_seg_info *in = &s->info;
-    uint8_t *comp = NULL, *raw = NULL;
-    int rc;
+    uint8_t *raw = NULL;
     if (s->idx_loaded || in->version < 3)
         return 0;
-    comp = malloc(in->index_csize ? (size_t)in->index_csize : 1);
-    raw = malloc((size_t)in->index_rsize);
-    if (!comp || !raw) {
-        rc = NS_E_NOMEM;
-        goto out;
-    }
-    if ((rc = seg_pread(s, in->index_offset, (size_t)in->index_csize, comp)) < 0)
-        goto out;
+    int rc =
+        read_blob(s, in->index_offset, in->index_csize, in->index_rsize, in->index_checksum, &raw);
+    if (rc < 0)
+        return rc;
     rc = NS_E_CORRUPT;
-    if (XXH64(comp, (size_t)in->index_csize, 0) != in->index_checksum)
-        goto out;
-    size_t got = ZSTD_decompress(raw, (size_t)in->index_rsize, comp, (size_t)in->index_csize);
-    if (ZSTD_isError(got) || got != in->index_rsize)
-        goto out;
-    ns_cur c = ns_cur_make(raw, got);
+    ns_cur c = ns_cur_make(raw, (size_t)in->index_rsize);
     uint32_t flags = 0;
     ns_cur_le32(&c, &s->idx_shift);
     ns_cur_le32(&c, &s->idx_m[0]);
@@ -2662,7 +2679,6 @@ out:
         free(s->idx_fences);
         s->idx_fences = NULL;
     }
-    free(comp);
     free(raw);
     return rc;
 }
@@ -2726,25 +2742,14 @@ static bool get_side(ns_cur *c, const eng_seg_info *in, bool times, eng_side_tot
 static int atot_load(eng_seg *s)
 {
     const eng_seg_info *in = &s->info;
-    uint8_t *comp = NULL, *raw = NULL;
-    int rc;
+    uint8_t *raw = NULL;
     if (s->atot_loaded || in->version < 6 || in->atot_csize == 0)
         return 0;
-    comp = malloc((size_t)in->atot_csize);
-    raw = malloc((size_t)in->atot_rsize);
-    if (!comp || !raw) {
-        rc = NS_E_NOMEM;
-        goto out;
-    }
-    if ((rc = seg_pread(s, in->atot_offset, (size_t)in->atot_csize, comp)) < 0)
-        goto out;
+    int rc = read_blob(s, in->atot_offset, in->atot_csize, in->atot_rsize, in->atot_checksum, &raw);
+    if (rc < 0)
+        return rc;
     rc = NS_E_CORRUPT;
-    if (XXH64(comp, (size_t)in->atot_csize, 0) != in->atot_checksum)
-        goto out;
-    size_t got = ZSTD_decompress(raw, (size_t)in->atot_rsize, comp, (size_t)in->atot_csize);
-    if (ZSTD_isError(got) || got != in->atot_rsize)
-        goto out;
-    ns_cur c = ns_cur_make(raw, got);
+    ns_cur c = ns_cur_make(raw, (size_t)in->atot_rsize);
     uint64_t thr, m, sum[2] = {0, 0};
     uint64_t want =
         in->rows >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? in->rows >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
@@ -2788,7 +2793,6 @@ out:
         s->atot_addrs = NULL;
         s->atot = NULL;
     }
-    free(comp);
     free(raw);
     return rc;
 }
