@@ -1508,7 +1508,8 @@ static size_t atot_finish(atot_build *t, const dict_build *d, size_t n, int64_t 
         goto none;
     /* rows whose src is their dst, summed by src id */
     size_t nb = 0;
-    qsort(t->both, t->nboth, sizeof *t->both, cmp_both);
+    if (t->nboth)
+        qsort(t->both, t->nboth, sizeof *t->both, cmp_both);
     for (size_t k = 0; k < t->nboth; k++) {
         if (nb && t->both[nb - 1].id == t->both[k].id) {
             atot_both *b = &t->both[nb - 1];
