@@ -807,9 +807,10 @@ enum {
     WB_DIDS,
     WB_DSORT, /* sorting a dictionary */
     WB_DTMP,
-    WB_FENCE, /* the source address of each index block's first row */
-    WB_DHASH, /* the dictionaries' distinct hashes, for the index */
-    WB_ATOT,  /* address totals: accumulators, entries, bytes */
+    WB_FENCE,  /* the source address of each index block's first row */
+    WB_DHASH,  /* the dictionaries' distinct hashes, for the index */
+    WB_DHASHV, /* each dictionary's values' hashes */
+    WB_ATOT,   /* address totals: accumulators, entries, bytes */
     WB_AENT,
     WB_AOUT,
     WB_N
@@ -1155,9 +1156,10 @@ typedef struct dict_slot {
 typedef struct dict_build {
     bool failed;
     size_t m, limit, cap;
-    dict_slot *tab; /* cap slots, open addressing on the address hash */
-    uint8_t *vals;  /* limit distinct values, 16 bytes each, in order of first sight */
-    uint32_t *ids;  /* row i's value: vals[ids[i]] */
+    dict_slot *tab;   /* cap slots, open addressing on the address hash */
+    uint8_t *vals;    /* limit distinct values, 16 bytes each, in order of first sight */
+    uint64_t *hashes; /* each value's hash, in the same order */
+    uint32_t *ids;    /* row i's value: vals[ids[i]] */
 } dict_build;
 
 /* side 0 (src) or 1 (dst) of the thread's scratch for n rows */
@@ -1173,13 +1175,15 @@ static void dict_start(dict_build *d, size_t n, int side)
     uint8_t *tab = wbuf(w, WB_DTAB, 2 * d->cap * sizeof *d->tab);
     uint8_t *vals = wbuf(w, WB_DVAL, 2 * (d->limit + 1) * 16);
     uint8_t *ids = wbuf(w, WB_DIDS, 2 * (n + 1) * sizeof *d->ids);
-    if (d->limit == 0 || !tab || !vals || !ids) {
+    uint8_t *hs = wbuf(w, WB_DHASHV, 2 * (d->limit + 1) * sizeof *d->hashes);
+    if (d->limit == 0 || !tab || !vals || !ids || !hs) {
         d->failed = true;
         return;
     }
     d->tab = (dict_slot *)(void *)(tab + (size_t)side * d->cap * sizeof *d->tab);
     d->vals = vals + (size_t)side * (d->limit + 1) * 16;
     d->ids = (uint32_t *)(void *)(ids + (size_t)side * (n + 1) * sizeof *d->ids);
+    d->hashes = (uint64_t *)(void *)(hs + (size_t)side * (d->limit + 1) * sizeof *d->hashes);
     memset(d->tab, 0xff, d->cap * sizeof *d->tab);
 }
 
@@ -1205,6 +1209,7 @@ static inline uint32_t dict_add(dict_build *d, size_t i, const uint8_t *a, uint6
     }
     d->tab[j].hash = h;
     d->tab[j].id = (uint32_t)d->m;
+    d->hashes[d->m] = h;
     memcpy(d->vals + d->m * 16, a, 16);
     return d->ids[i] = (uint32_t)d->m++;
 }
@@ -1530,14 +1535,13 @@ static size_t atot_finish(atot_build *t, const dict_build *d, size_t n, int64_t 
      * on the other side (a lookup a distinct value was a percent of sealing) */
     for (int side = 0; side < 2; side++) {
         const dict_build *own = &d[side], *other = &d[1 - side];
-        for (size_t j = 0; j < own->cap; j++) {
-            uint32_t id = own->tab[j].id;
-            if (id == UINT32_MAX || 2 * t->acc[side][id].rows < thr)
+        for (uint32_t id = 0; id < t->m[side]; id++) {
+            if (2 * t->acc[side][id].rows < thr)
                 continue;
             if (side == 1 && seen[id / 8] >> id % 8 & 1)
                 continue; /* met as a source already */
             const uint8_t *a = own->vals + (size_t)id * 16;
-            uint32_t oid = dict_find(other, a, own->tab[j].hash);
+            uint32_t oid = dict_find(other, a, own->hashes[id]);
             uint32_t s = side ? oid : id, dd = side ? id : oid;
             atot_both key = {.id = s};
             const atot_both *b =
@@ -1869,11 +1873,9 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         /* the distinct values' hashes, from the dictionaries' tables */
         uint64_t *hs = (uint64_t *)wbuf(wm, WB_DHASH, (dict[0].m + dict[1].m + 1) * sizeof *hs);
         if (hs) {
-            for (int side = 0; side < 2; side++)
-                for (size_t j = 0; j < dict[side].cap; j++)
-                    if (dict[side].tab[j].id != UINT32_MAX)
-                        hs[kn.nhashes++] = dict[side].tab[j].hash;
-            kn = (addr_known){true, {dict[0].m, dict[1].m}, hs, kn.nhashes};
+            memcpy(hs, dict[0].hashes, dict[0].m * sizeof *hs);
+            memcpy(hs + dict[0].m, dict[1].hashes, dict[1].m * sizeof *hs);
+            kn = (addr_known){true, {dict[0].m, dict[1].m}, hs, dict[0].m + dict[1].m};
         }
     }
     if (version >= 3 &&
