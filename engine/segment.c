@@ -1376,11 +1376,13 @@ static size_t byexp_finish(byexp *b, uint8_t *out, size_t cap)
  * it). A one-host summary over a segment that lists the host reads these instead of columns. */
 
 /* The most bytes a table of n rows can take (what the writer's buffer holds): readers refuse
- * more before allocating. */
+ * more before allocating. Every varint counted at its longest, 10 bytes: two for the address,
+ * six for each of the source and destination sides, four for both. */
+#define SEG_ATOT_ENTRY_MAX ((2 + 6 + 6 + 4) * 10)
 static uint64_t atot_max_bytes(uint64_t n)
 {
     uint64_t thr = n >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? n >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
-    return 20 + (2 * n / thr + 1) * (20 + 2 * 51 + 31);
+    return 20 + (2 * n / thr + 1) * SEG_ATOT_ENTRY_MAX;
 }
 
 typedef struct atot_acc {
@@ -2728,11 +2730,9 @@ static bool get_side(ns_cur *c, const eng_seg_info *in, bool times, eng_side_tot
     if (!get_varint(c, &t->flows) || !get_varint(c, &t->packets) || !get_varint(c, &t->bytes) ||
         (times && (!get_varint(c, &fo) || !get_varint(c, &lo))))
         return false;
-    /* within the segment's totals and time range; each row stands for a flow at least */
-    uint64_t span = (uint64_t)in->last_ms - (uint64_t)in->first_ms;
-    if (t->flows < t->rows || t->flows > in->flows || t->packets > in->packets ||
-        t->bytes > in->bytes || fo > span || lo > span)
-        return false;
+    /* the counters are not checked against the footer's totals: sums of what exporters claim
+     * may wrap past 2^64 (the footer's as well), and a sound file must not read as damaged;
+     * a row's times may be out of order (last before first), so neither are the offsets */
     if (times) {
         t->first_ms = (int64_t)((uint64_t)in->first_ms + fo);
         t->last_ms = (int64_t)((uint64_t)in->last_ms - lo);
@@ -2776,9 +2776,6 @@ static int atot_load(eng_seg *s)
         sum[1] += t->dst.rows;
         /* rows with the address on both sides are among each side's */
         if (t->both.rows > t->src.rows || t->both.rows > t->dst.rows ||
-            t->both.flows > t->src.flows || t->both.flows > t->dst.flows ||
-            t->both.packets > t->src.packets || t->both.packets > t->dst.packets ||
-            t->both.bytes > t->src.bytes || t->both.bytes > t->dst.bytes ||
             t->src.rows + t->dst.rows - t->both.rows < thr || sum[0] > in->rows ||
             sum[1] > in->rows)
             goto out;

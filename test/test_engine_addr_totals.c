@@ -251,6 +251,46 @@ Test(atot, every_busy_address_is_listed_with_the_totals_of_its_rows)
     }
 }
 
+/* Counters whose sums wrap past 2^64 (the footer's too), times across the whole int64 range and
+ * rows whose last time comes before their first: a sound file, read as one. */
+Test(atot, wrapping_counters_and_wild_times_are_a_sound_table)
+{
+    size_t n = 5000;
+    eng_flow *r = make_rows(n, 100, M0);
+    for (size_t i = 0; i < n; i++) {
+        r[i].bytes = UINT64_MAX - i;
+        r[i].packets = 1ull << 63;
+        r[i].flows = i % 3 ? 0 : UINT64_MAX / 3;
+        int64_t t = (int64_t)(rnd() >> 2) * (rnd() % 2 ? 1 : -1);
+        r[i].first_ms = t;
+        r[i].last_ms = i % 4 ? t + 1000 : t - 123456789; /* some end before they start */
+    }
+    /* a busy address whose every row starts after every other row ends, and ends before it
+     * starts: its first time lies past the footer's last */
+    for (size_t i = n - 100; i < n; i++) {
+        r[i].src = pool_addr(999999);
+        r[i].first_ms = INT64_MAX - 1000 - (int64_t)(i % 5);
+        r[i].last_ms = r[i].first_ms - 10;
+    }
+    cr_assert(eq(int, eng_seg_write(tpath("wild.seg"), r, n), 0));
+    eng_seg *s;
+    cr_assert(eq(int, eng_seg_open(tpath("wild.seg"), &s), 0));
+    cr_assert(gt(u64, eng_seg_get_info(s)->atot_csize, 0));
+    cr_assert(eq(int, eng_seg_index_check(s, NULL), 0));
+    cr_assert(gt(sz, check_against_rows(s, r, n), 0));
+    cr_assert(eq(int, eng_seg_addr_totals_verify(s, r, n), 0));
+    eng_seg_close(s);
+    size_t len;
+    uint8_t *file = test_slurp(tpath("wild.seg"), &len);
+    eng_flow *rows = NULL;
+    size_t rn = 0;
+    cr_assert(eq(int, eng_seg_decode_mem(file, len, &rows, &rn), 0));
+    cr_assert(eq(sz, rn, n));
+    free(rows);
+    free(file);
+    free(r);
+}
+
 Test(atot, no_table_below_the_threshold_past_a_dictionary_or_in_version_5)
 {
     eng_seg *s;
