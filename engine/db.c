@@ -30,16 +30,17 @@
 #define CHUNK_ROWS       (1u << CHUNK_SHIFT)
 #define SEAL_MEM_IDLE_MS 5000
 #define SEALER_NICE      10
+#define CHUNK_BYTES      (CHUNK_ROWS * sizeof(eng_flow))
 #define POOL_CHUNKS      (SEAL_ROWS / CHUNK_ROWS) /* one sealed buffer's worth, ~140 MB at most */
-#define MAX_OPEN_ROWS    (16u * 1024u * 1024u)    /* memory guard while sealing cannot keep up */
 #define SEAL_ROWS        (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
 #define LOCK_NAME        "ns2flows.lock"
 #define QUARANTINE_DIR   "quarantine"
 /* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
 #define COMPACT_MAX_ROWS (256u * 1024u)
 #define COMPACT_EVERY_MS 10000
-/* open rows past which the budget deletes raw segments without rolling them up */
-#define ROLLUP_BEHIND_ROWS (MAX_OPEN_ROWS / 4)
+/* open rows past which the budget deletes raw segments without rolling them up (or half of
+ * what unsealed_bytes holds, if less; eng_db_opts.behind_rows in tests) */
+#define ROLLUP_BEHIND_ROWS (4u * 1024u * 1024u)
 
 typedef struct minute_buf {
     int64_t minute; /* epoch minute (ms / 60000) */
@@ -136,9 +137,15 @@ struct eng_db {
     size_t nsegs, capsegs;
     uint64_t next_seq;
     uint64_t open_rows;
-    ns_ratelimit seal_rl;    /* seal failures logged */
-    ns_ratelimit compact_rl; /* compaction failures logged (a full disk fails every pass) */
-    char doomed[64][64];     /* segment files to unlink once the mutex is released */
+    /* memory of unsealed rows, in chunks: those of buffers (open, sealing, or retired while a
+     * query still reads them) and the pool's; appends keep the chunks in use within
+     * cap_chunks (eng_db_opts.unsealed_bytes) */
+    uint64_t mem_chunks, cap_chunks;
+    pthread_cond_t room_cond; /* a seal freed chunks (eng_db_append_wait waits for it) */
+    ns_ratelimit mem_rl;      /* rows dropped at cap_chunks logged */
+    ns_ratelimit seal_rl;     /* seal failures logged */
+    ns_ratelimit compact_rl;  /* compaction failures logged (a full disk fails every pass) */
+    char doomed[64][64];      /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
     /* write-ahead log (engine/wal.c): written by appends under mu, fsynced by wal_thread */
@@ -176,13 +183,18 @@ static void buf_unref_locked(eng_db *db, minute_buf *b)
 {
     if (--b->refs > 0)
         return;
+    if (db && b->nchunks)
+        pthread_cond_broadcast(&db->room_cond); /* eng_db_append_wait may wait for them */
     if (b->wal_fd >= 0)
         close(b->wal_fd);
     for (size_t i = 0; i < b->nchunks; i++) {
-        if (db && db->npool < POOL_CHUNKS)
+        if (db && db->npool < POOL_CHUNKS) {
             db->pool[db->npool++] = b->chunks[i];
-        else
+        } else {
             free(b->chunks[i]);
+            if (db)
+                db->mem_chunks--;
+        }
     }
     free(b->chunks);
     free(b);
@@ -190,8 +202,28 @@ static void buf_unref_locked(eng_db *db, minute_buf *b)
 
 static void pool_free(eng_db *db)
 {
-    while (db->npool > 0)
+    while (db->npool > 0) {
         free(db->pool[--db->npool]);
+        db->mem_chunks--;
+    }
+}
+
+/* Rows b can take now within unsealed_bytes: the free slots of its chunks, and whole chunks
+ * from the pool or not allocated yet. */
+static size_t room_locked(const eng_db *db, const minute_buf *b)
+{
+    uint64_t in_use = db->mem_chunks - db->npool;
+    uint64_t spare = db->cap_chunks > in_use ? db->cap_chunks - in_use : 0;
+    return b->nchunks * CHUNK_ROWS - b->n + (size_t)spare * CHUNK_ROWS;
+}
+
+/* Open rows past which the budget counts sealing as behind. */
+static uint64_t behind_rows(const eng_db *db)
+{
+    uint64_t half = db->cap_chunks * CHUNK_ROWS / 2;
+    if (db->opts.behind_rows)
+        return db->opts.behind_rows;
+    return half < ROLLUP_BEHIND_ROWS ? half : ROLLUP_BEHIND_ROWS;
 }
 
 /* Takes b out of the list of open minutes (the caller then drops the list's reference). */
@@ -798,7 +830,7 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
         uint64_t used = used_bytes_locked(db);
         if (used - db->st.rollup_bytes > budget - rcap &&
             (i = oldest_locked(db, false)) != SIZE_MAX) {
-            if (db->open_rows <= ROLLUP_BEHIND_ROWS) {
+            if (db->open_rows <= behind_rows(db)) {
                 *rollup_out = db->segs[i];
                 return;
             }
@@ -893,7 +925,7 @@ static void *sealer_main(void *arg)
     sealer *sl = arg;
     eng_db *db = sl->db;
     /* below the receive threads: on a busy core a burst is received first and sealed after
-     * (open minutes are bounded by MAX_OPEN_ROWS), instead of both losing to each other.
+     * (open minutes are bounded by unsealed_bytes), instead of both losing to each other.
      * Linux nices threads one by one; failing leaves the default. */
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SEALER_NICE) < 0)
         ns_log(NS_LOG_DEBUG, "db: cannot lower the sealer's priority: %s", strerror(errno));
@@ -983,9 +1015,12 @@ static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, s
                 b->chunks = nc;
                 b->capchunks = cap;
             }
-            eng_flow *c = db->npool ? db->pool[--db->npool] : malloc(CHUNK_ROWS * sizeof *c);
-            if (!c)
-                return done;
+            eng_flow *c = db->npool ? db->pool[--db->npool] : NULL;
+            if (!c) {
+                if ((c = malloc(CHUNK_BYTES)) == NULL)
+                    return done;
+                db->mem_chunks++;
+            }
             b->chunks[b->nchunks++] = c;
         }
         size_t k = CHUNK_ROWS - slot < n - done ? CHUNK_ROWS - slot : n - done;
@@ -1290,6 +1325,11 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     if (db->opts.rollup_share > 90)
         db->opts.rollup_share = 90; /* the raw tier keeps a part: it holds the open minutes */
     db->opts.rollup_keys &= ENG_ROLLUP_KEYS_ALLOWED;
+    if (!db->opts.unsealed_bytes)
+        db->opts.unsealed_bytes = ENG_UNSEALED_BYTES_DEFAULT;
+    db->cap_chunks = db->opts.unsealed_bytes / CHUNK_BYTES;
+    if (db->cap_chunks == 0)
+        db->cap_chunks = 1; /* a row fits at least */
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->pool_mu, NULL);
     pthread_mutex_init(&db->seal_mu, NULL);
@@ -1305,6 +1345,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     pthread_cond_init(&db->cond, NULL);
     pthread_cond_init(&db->seal_cond, NULL);
     pthread_cond_init(&db->wal_cond, NULL);
+    pthread_cond_init(&db->room_cond, NULL);
     if (strlen(dir) >= sizeof db->dir) {
         rc = -ENAMETOOLONG;
         snprintf(err, errcap, "database path too long");
@@ -1431,6 +1472,7 @@ fail:
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
+    pthread_cond_destroy(&db->room_cond);
     free(db);
     return rc;
 }
@@ -1488,6 +1530,7 @@ int eng_db_close(eng_db *db)
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
+    pthread_cond_destroy(&db->room_cond);
     free(db);
     return result;
 }
@@ -1529,25 +1572,18 @@ void eng_db_set_tap(eng_db *db, eng_tap_fn fn, void *arg)
     db->tap_arg = arg;
 }
 
-int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
+#define APPEND_NO_ROOM 1 /* append_rows with may_wait: the rows do not fit, nothing was done */
+
+/* One append of at most ENG_WAL_MAX_ROWS rows. Rows that do not fit in unsealed_bytes are
+ * dropped and counted, or, with may_wait, left to the caller (APPEND_NO_ROOM). */
+static int append_rows(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n, bool may_wait)
 {
     int rc = 0, werr = 0;
     uint8_t *rec = NULL;
     size_t reclen = 0, reccap = 0;
-    bool say = false, say_over = false;
-    uint32_t held = 0, held_over = 0;
+    bool say = false, say_over = false, say_mem = false;
+    uint32_t held = 0, held_over = 0, held_mem = 0;
     size_t kept = 0; /* rows the open minute took: the tap sees them */
-    if (n == 0)
-        return 0;
-    if (db->opts.read_only)
-        return -EROFS;
-    while (n > ENG_WAL_MAX_ROWS) { /* one WAL record holds at most this many */
-        int r = eng_db_append(db, recv_ms, rows, ENG_WAL_MAX_ROWS);
-        if (r < 0)
-            rc = r;
-        rows += ENG_WAL_MAX_ROWS;
-        n -= ENG_WAL_MAX_ROWS;
-    }
     /* encoded outside the mutex: receive threads wait for each other only for the write. Into
      * the database's spare record buffer when free: a fresh 545 KB malloc per burst came from
      * mmap, and its page faults were the store thread's largest cost */
@@ -1570,10 +1606,22 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
         reccap = rec ? cap : 0;
     }
     pthread_mutex_lock(&db->mu);
-    minute_buf *b =
-        db->open_rows + n > MAX_OPEN_ROWS ? NULL : open_buf_locked(db, recv_ms / 60000, n);
+    minute_buf *b = open_buf_locked(db, recv_ms / 60000, n);
     if (!b) {
         db->st.rows_dropped += n;
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    /* memory before the WAL: rows that will not be kept must not be replayed after a crash.
+     * All or nothing, so the caller counts what it lost exactly as the database does. */
+    if (room_locked(db, b) < n) {
+        if (may_wait) {
+            rc = APPEND_NO_ROOM;
+            goto out;
+        }
+        db->st.rows_dropped += n;
+        db->st.rows_dropped_memory += n;
+        say_mem = ns_ratelimit_ok(&db->mem_rl, ns_mono_ms(), &held_mem);
         rc = NS_E_NOMEM;
         goto out;
     }
@@ -1628,8 +1676,113 @@ out:
                "flows of minute %lld are kept in memory only until sealed (%u similar warnings "
                "not logged)",
                n, (long long)(recv_ms / 60000), held_over);
+    if (say_mem)
+        ns_log(NS_LOG_ERROR,
+               "db: flows waiting to be sealed fill unsealed_memory (%llu MB; sealing is behind "
+               "the arrival rate): %zu flows of minute %lld dropped (%u similar errors not "
+               "logged)",
+               (unsigned long long)(db->opts.unsealed_bytes >> 20), n, (long long)(recv_ms / 60000),
+               held_mem);
     if (kept && db->tap)
         db->tap(db->tap_arg, recv_ms, rows, kept);
+    return rc;
+}
+
+int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
+{
+    int rc = 0;
+    if (db->opts.read_only)
+        return n ? -EROFS : 0;
+    while (n > 0) { /* one WAL record holds at most ENG_WAL_MAX_ROWS */
+        size_t k = n < ENG_WAL_MAX_ROWS ? n : ENG_WAL_MAX_ROWS;
+        int r = append_rows(db, recv_ms, rows, k, false);
+        if (r < 0)
+            rc = r;
+        rows += k;
+        n -= k;
+    }
+    return rc;
+}
+
+static int seal_one(eng_db *db, minute_buf *b, seal_mem *m);
+static void seal_failed(eng_db *db, minute_buf *b, int rc);
+
+/* Seals one buffer on the calling thread (under seal_mu, with its scratch): a full one first
+ * (oldest minute first), else, unless full_only, the oldest minute's. When every buffer with
+ * rows is being sealed by a sealer thread, or sealed buffers are still referenced, waits a
+ * little for their memory. Returns 1 when
+ * something was sealed or waited for, 0 when there is nothing to seal, or the failed seal's
+ * code. */
+static int seal_some(eng_db *db, bool full_only)
+{
+    int rc = 0;
+    pthread_mutex_lock(&db->seal_mu);
+    pthread_mutex_lock(&db->mu);
+    minute_buf *b = NULL;
+    bool claimed = false;
+    uint64_t listed = 0; /* chunks of the open list's buffers */
+    for (size_t i = 0; i < db->nopen; i++) {
+        minute_buf *c = db->open[i];
+        bool cf = c->full || c->sealing; /* sealing and not claimed: a failed try, retried */
+        listed += c->nchunks;
+        claimed |= c->claimed && c->n > 0;
+        if (c->claimed || c->n == 0 || (full_only && !cf))
+            continue;
+        bool bf = b && (b->full || b->sealing);
+        if (!b || (cf && !bf) || (cf == bf && c->minute < b->minute))
+            b = c;
+    }
+    if (b) {
+        b->sealing = b->claimed = true;
+    } else if (!full_only && (claimed || db->mem_chunks - db->npool > listed)) {
+        /* a sealer thread is at work, or sealed buffers are still read (a query, the WAL
+         * thread's fsync): their chunks come free soon */
+        struct timespec ts = ns_deadline_in(CLOCK_REALTIME, 10);
+        pthread_cond_timedwait(&db->room_cond, &db->mu, &ts);
+        rc = 1;
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (b) {
+        rc = seal_one(db, b, &db->seal_mem); /* on success b is gone */
+        if (rc < 0)
+            seal_failed(db, b, rc);
+        else
+            rc = 1;
+    }
+    pthread_mutex_unlock(&db->seal_mu);
+    return rc;
+}
+
+int eng_db_append_wait(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
+{
+    int rc = 0;
+    if (db->opts.read_only)
+        return n ? -EROFS : 0;
+    /* pieces of at most a quarter of the cap, so each can fit once the rest is sealed */
+    size_t piece = (size_t)(db->cap_chunks * CHUNK_ROWS / 4);
+    piece = piece < CHUNK_ROWS ? CHUNK_ROWS : piece > ENG_WAL_MAX_ROWS ? ENG_WAL_MAX_ROWS : piece;
+    while (n > 0) {
+        size_t k = n < piece ? n : piece;
+        int r = append_rows(db, recv_ms, rows, k, true);
+        if (r == APPEND_NO_ROOM) {
+            int s = seal_some(db, false);
+            if (s > 0)
+                continue; /* room made (or a sealer thread's seal waited for): again */
+            /* nothing left to seal: a sealer thread may have just freed room; if not (a full
+             * disk, a query holding sealed buffers), dropped and counted as appends are */
+            if (s < 0 || (r = append_rows(db, recv_ms, rows, k, true)) == APPEND_NO_ROOM)
+                r = append_rows(db, recv_ms, rows, k, false);
+        }
+        if (r < 0)
+            rc = r;
+        rows += k;
+        n -= k;
+    }
+    /* without sealer threads the caller is the sealer: a full buffer is sealed now, as the
+     * threads would, so memory stays near seal_rows whatever the capture's rate */
+    if (!db->sealer_running)
+        while (seal_some(db, true) > 0) {
+        }
     return rc;
 }
 
@@ -1877,6 +2030,27 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
     return rc;
 }
 
+/* A seal of b failed: it stays in memory, sealing (no appends) and unclaimed, so the next pass
+ * retries it; counted and logged. */
+static void seal_failed(eng_db *db, minute_buf *b, int rc)
+{
+    uint32_t held = 0;
+    pthread_mutex_lock(&db->mu);
+    b->claimed = false;
+    db->st.seal_errors++;
+    /* a full disk fails every retry (twice a second): log the first few, then one line a
+     * minute with the count, so the log does not fill what is left */
+    bool say = ns_ratelimit_ok(&db->seal_rl, ns_mono_ms(), &held);
+    int64_t minute = b->minute;
+    size_t n = b->n;
+    pthread_mutex_unlock(&db->mu);
+    if (say)
+        ns_log(NS_LOG_ERROR,
+               "db: cannot seal minute %lld (%zu flows): %s; kept in memory, will retry (%u "
+               "similar errors not logged)",
+               (long long)minute, n, ns_strerror(rc), held);
+}
+
 /* Seals every buffer due at now_ms (all with force) that no other sealer has claimed, oldest
  * minute first, with m as scratch. Returns the segments written, or the error of a pass that
  * wrote none. */
@@ -1923,19 +2097,7 @@ static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m)
         }
         rc = seal_one(db, b, m); /* on success b is gone */
         if (rc < 0) {
-            uint32_t held = 0;
-            pthread_mutex_lock(&db->mu);
-            b->claimed = false; /* still sealing: no appends, retried by the next pass */
-            db->st.seal_errors++;
-            /* a full disk fails every retry (twice a second): log the first few, then one line
-             * a minute with the count, so the log does not fill what is left */
-            bool say = ns_ratelimit_ok(&db->seal_rl, ns_mono_ms(), &held);
-            pthread_mutex_unlock(&db->mu);
-            if (say)
-                ns_log(NS_LOG_ERROR,
-                       "db: cannot seal minute %lld (%zu flows): %s; kept in memory, will retry"
-                       " (%u similar errors not logged)",
-                       (long long)b->minute, b->n, ns_strerror(rc), held);
+            seal_failed(db, b, rc);
             break; /* kept in memory; retried on the next pass */
         }
         written++;
@@ -1958,6 +2120,8 @@ void eng_db_get_stats(eng_db *db, eng_db_stats *st)
     *st = db->st;
     st->disk_bytes = used_bytes_locked(db);
     st->open_rows = db->open_rows;
+    st->unsealed_bytes = db->mem_chunks * CHUNK_BYTES;
+    st->unsealed_bytes_max = db->opts.unsealed_bytes;
     st->budget_bytes = db->opts.budget_bytes;
     eng__cache_stats(db->cache, &st->cache_bytes, &st->cache_hits, &st->cache_misses);
     st->retention_s = db->opts.retention_s;
