@@ -1803,13 +1803,14 @@ static int cmp_flow_order(const void *a, const void *b)
 }
 
 /* Rows in (source address, first_ms) order, the order the segment's index and compression want:
- * an LSD radix sort of byte digits computing a permutation, so the 136-byte rows move once (in
+ * an LSD radix sort of 11-bit digits computing a permutation, so the 136-byte rows move once (in
  * the caller's gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's
  * chunk list, or one array (shift 31: rows are fewer than 2^31). When the varying bits of the three
  * key words (source address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is
  * constant and a minute's start times span far less than 2^32 ms) the words are packed, less their
  * minimum, into one: an 8-byte key sorts in half the passes of a 24-byte one. All digits'
- * histograms are counted in one read pass per word; digits every key shares are skipped. Stable.
+ * histograms are counted in one pass per word (the packed keys' as they are built); digits every
+ * key shares are skipped. Stable.
  * Returns false when memory is short (perm untouched). */
 typedef struct pkey {
     uint64_t k;
@@ -1821,11 +1822,38 @@ typedef struct wkey {
     uint32_t idx;
 } wkey;
 
-static void flow_key(const eng_flow *r, uint64_t k[3])
+/* What one read of a buffer's rows gives: every row's key words, their ranges, and the totals
+ * the catalog keeps, so the 136-byte rows are read once before the writer's gather (a pass for
+ * the ranges, one for the keys and one for the totals cost a seal a tenth of its time). */
+typedef struct row_pass {
+    uint64_t lo[3], hi[3];
+    uint64_t flows, packets, bytes;
+} row_pass;
+
+static void read_keys(eng_flow *const *chunks, unsigned shift, size_t n, wkey *w, row_pass *rp)
 {
-    k[0] = ns_get_be64(r->src.b);
-    k[1] = ns_get_be64(r->src.b + 8);
-    k[2] = (uint64_t)r->first_ms ^ (1ull << 63); /* signed order as unsigned */
+    size_t per = (size_t)1 << shift;
+    uint64_t lo0 = UINT64_MAX, lo1 = UINT64_MAX, lo2 = UINT64_MAX, hi0 = 0, hi1 = 0, hi2 = 0;
+    uint64_t flows = 0, packets = 0, bytes = 0;
+    for (size_t c = 0, i = 0; i < n; c++) {
+        const eng_flow *r = chunks[c];
+        size_t m = n - i < per ? n - i : per;
+        for (size_t j = 0; j < m; j++, i++) {
+            uint64_t k0 = ns_get_be64(r[j].src.b), k1 = ns_get_be64(r[j].src.b + 8);
+            uint64_t k2 = (uint64_t)r[j].first_ms ^ (1ull << 63); /* signed order as unsigned */
+            w[i] = (wkey){{k0, k1, k2}, (uint32_t)i};
+            lo0 = k0 < lo0 ? k0 : lo0;
+            hi0 = k0 > hi0 ? k0 : hi0;
+            lo1 = k1 < lo1 ? k1 : lo1;
+            hi1 = k1 > hi1 ? k1 : hi1;
+            lo2 = k2 < lo2 ? k2 : lo2;
+            hi2 = k2 > hi2 ? k2 : hi2;
+            flows += eng_flow_count(&r[j]);
+            packets += r[j].packets;
+            bytes += r[j].bytes;
+        }
+    }
+    *rp = (row_pass){{lo0, lo1, lo2}, {hi0, hi1, hi2}, flows, packets, bytes};
 }
 
 static unsigned bits_of(uint64_t v)
@@ -1833,109 +1861,113 @@ static unsigned bits_of(uint64_t v)
     return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
 }
 
-/* One histogram per byte digit of the words get(a[i]) in a single pass; returns the digits
- * (bit shifts) that vary, in ascending order, and turns their counts into start offsets. */
-#define RADIX_HIST(GET)                                                                            \
-    do {                                                                                           \
-        memset(cnt, 0, sizeof cnt);                                                                \
-        for (size_t i = 0; i < n; i++) {                                                           \
-            uint64_t v_ = (GET);                                                                   \
-            for (unsigned d = 0; d < 8; d++)                                                       \
-                cnt[d][(v_ >> (8 * d)) & 0xff]++;                                                  \
-        }                                                                                          \
-        nvary = 0;                                                                                 \
-        for (unsigned d = 0; d < 8; d++) {                                                         \
-            size_t pos = 0;                                                                        \
-            bool all = false;                                                                      \
-            for (int x = 0; x < 256; x++) {                                                        \
-                size_t c = cnt[d][x];                                                              \
-                all |= c == n;                                                                     \
-                cnt[d][x] = pos;                                                                   \
-                pos += c;                                                                          \
-            }                                                                                      \
-            if (!all)                                                                              \
-                vary[nvary++] = d;                                                                 \
-        }                                                                                          \
-    } while (0)
+/* LSD radix digits of 11 bits: a 64-bit word in 6 passes at most (8 with bytes), and the
+ * counts (6 x 2048 x 4 bytes) still fit a core's L1/L2 */
+#define RADIX_BITS 11u
+#define RADIX_SIZE (1u << RADIX_BITS)
+#define RADIX_DIGS 6u
+typedef uint32_t radix_counts[RADIX_DIGS][RADIX_SIZE]; /* n < 2^32: rows are indexed by uint32 */
+
+/* Turns the counts of the first ndig digits into start offsets and lists the digits that vary
+ * (a digit every key shares needs no pass). */
+static unsigned radix_offsets(radix_counts cnt, unsigned ndig, size_t n, unsigned vary[RADIX_DIGS])
+{
+    unsigned nvary = 0;
+    for (unsigned d = 0; d < ndig; d++) {
+        uint32_t pos = 0;
+        bool all = false;
+        for (unsigned x = 0; x < RADIX_SIZE; x++) {
+            uint32_t c = cnt[d][x];
+            all |= c == n;
+            cnt[d][x] = pos;
+            pos += c;
+        }
+        if (!all)
+            vary[nvary++] = d;
+    }
+    return nvary;
+}
+
+#define RADIX_DIGIT(v, d) ((size_t)((v) >> (RADIX_BITS * (d))) & (RADIX_SIZE - 1))
 
 /* LSD passes over the varying digits of field K of items T between a and tmp; the result
  * ends in *a (swapped with tmp as needed). */
 #define RADIX_PASSES(T, K)                                                                         \
     for (unsigned p_ = 0; p_ < nvary; p_++) {                                                      \
         unsigned d_ = vary[p_];                                                                    \
-        size_t *c_ = cnt[d_];                                                                      \
+        uint32_t *c_ = cnt[d_];                                                                    \
         for (size_t i = 0; i < n; i++)                                                             \
-            tmp[c_[((a[i] K) >> (8 * d_)) & 0xff]++] = a[i];                                       \
+            tmp[c_[RADIX_DIGIT(a[i] K, d_)]++] = a[i];                                             \
         T *t_ = a;                                                                                 \
         a = tmp;                                                                                   \
         tmp = t_;                                                                                  \
     }
 
-static bool sort_packed(eng_flow *const *chunks, unsigned shift, size_t n, const uint64_t lo[3],
-                        unsigned b1, unsigned b2, uint32_t *perm, seal_mem *m)
+/* The key words less their minimum, packed into one word (they fit in 64 bits), sorted; w's
+ * memory becomes the second buffer once the packed keys are built. */
+static bool sort_packed(wkey *w, size_t n, const row_pass *rp, unsigned b1, unsigned b2,
+                        uint32_t *perm, seal_mem *m)
 {
-    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
-    pkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
-    unsigned vary[8], nvary;
-    uint64_t k[3];
-    if (!a || !tmp)
+    radix_counts cnt; /* 48 KB of a thread's 8 MB stack */
+    unsigned vary[RADIX_DIGS], nvary;
+    unsigned ndig = (bits_of(rp->hi[0] - rp->lo[0]) + b1 + b2 + RADIX_BITS - 1) / RADIX_BITS;
+    pkey *a = mem_at(m, 3, n * sizeof *a), *tmp = (pkey *)(void *)w;
+    if (!a)
         return false;
+    memset(cnt, 0, sizeof cnt);
+    /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
+    unsigned s0 = b1 + b2 < 64 ? b1 + b2 : 0, s1 = b2 < 64 ? b2 : 0;
+    uint64_t m0 = b1 + b2 < 64 ? UINT64_MAX : 0, m1 = b2 < 64 ? UINT64_MAX : 0;
     for (size_t i = 0; i < n; i++) {
-        flow_key(&chunks[i >> shift][i & mask], k);
-        /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
-        uint64_t v = b1 + b2 < 64 ? (k[0] - lo[0]) << (b1 + b2) : 0;
-        v |= b2 < 64 ? (k[1] - lo[1]) << b2 : 0;
-        a[i] = (pkey){v | (k[2] - lo[2]), (uint32_t)i};
+        uint64_t v = ((w[i].k[0] - rp->lo[0]) & m0) << s0 | ((w[i].k[1] - rp->lo[1]) & m1) << s1 |
+                     (w[i].k[2] - rp->lo[2]);
+        a[i] = (pkey){v, w[i].idx};
+        for (unsigned d = 0; d < ndig; d++)
+            cnt[d][RADIX_DIGIT(v, d)]++;
     }
-    RADIX_HIST(a[i].k);
+    nvary = radix_offsets(cnt, ndig, n, vary);
     RADIX_PASSES(pkey, .k)
     for (size_t i = 0; i < n; i++)
         perm[i] = a[i].idx;
     return true;
 }
 
-static bool sort_wide(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
-                      seal_mem *m)
+static bool sort_wide(wkey *w, size_t n, uint32_t *perm, seal_mem *m)
 {
-    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
-    wkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
-    unsigned vary[8], nvary;
-    if (!a || !tmp)
+    radix_counts cnt;
+    unsigned vary[RADIX_DIGS], nvary;
+    wkey *a = w, *tmp = mem_at(m, 3, n * sizeof *tmp);
+    if (!tmp)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        flow_key(&chunks[i >> shift][i & mask], a[i].k);
-        a[i].idx = (uint32_t)i;
-    }
-    for (int w = 2; w >= 0; w--) {
-        RADIX_HIST(a[i].k[w]);
-        RADIX_PASSES(wkey, .k[w])
+    for (int k = 2; k >= 0; k--) {
+        memset(cnt, 0, sizeof cnt);
+        for (size_t i = 0; i < n; i++)
+            for (unsigned d = 0; d < RADIX_DIGS; d++)
+                cnt[d][RADIX_DIGIT(a[i].k[k], d)]++;
+        nvary = radix_offsets(cnt, RADIX_DIGS, n, vary);
+        RADIX_PASSES(wkey, .k[k])
     }
     for (size_t i = 0; i < n; i++)
         perm[i] = a[i].idx;
     return true;
 }
 
+/* Sorts as described above; *rp gets the rows' totals (and key ranges) from the same read. */
 static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
-                      seal_mem *m)
+                      seal_mem *m, row_pass *rp)
 {
-    size_t mask = ((size_t)1 << shift) - 1;
-    uint64_t lo[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX}, hi[3] = {0, 0, 0}, k[3];
+    wkey *w = mem_at(m, 2, (n ? n : 1) * sizeof *w);
+    if (!w)
+        return false;
+    read_keys(chunks, shift, n, w, rp);
     if (n < 2) {
         if (n == 1)
             perm[0] = 0;
         return true;
     }
-    for (size_t i = 0; i < n; i++) {
-        flow_key(&chunks[i >> shift][i & mask], k);
-        for (int w = 0; w < 3; w++) {
-            lo[w] = k[w] < lo[w] ? k[w] : lo[w];
-            hi[w] = k[w] > hi[w] ? k[w] : hi[w];
-        }
-    }
-    unsigned b1 = bits_of(hi[1] - lo[1]), b2 = bits_of(hi[2] - lo[2]);
-    unsigned total = bits_of(hi[0] - lo[0]) + b1 + b2;
-    return total <= 64 ? sort_packed(chunks, shift, n, lo, b1, b2, perm, m)
-                       : sort_wide(chunks, shift, n, perm, m);
+    unsigned b1 = bits_of(rp->hi[1] - rp->lo[1]), b2 = bits_of(rp->hi[2] - rp->lo[2]);
+    unsigned total = bits_of(rp->hi[0] - rp->lo[0]) + b1 + b2;
+    return total <= 64 ? sort_packed(w, n, rp, b1, b2, perm, m) : sort_wide(w, n, perm, m);
 }
 
 /* rows[0..n) sorted in place (compaction's merged rows); qsort when memory is short */
@@ -1945,7 +1977,8 @@ static void sort_flows(eng_flow *rows, size_t n)
     uint32_t *perm = mem_at(&m, 1, (n ? n : 1) * sizeof *perm);
     eng_flow *tmp = mem_at(&m, 0, (n ? n : 1) * sizeof *tmp);
     eng_flow *one[1] = {rows};
-    if (!perm || !tmp || !sort_perm(one, 31, n, perm, &m)) {
+    row_pass rp;
+    if (!perm || !tmp || !sort_perm(one, 31, n, perm, &m, &rp)) {
         mem_free(&m);
         qsort(rows, n, sizeof *rows, cmp_flow_order);
         return;
@@ -1982,7 +2015,10 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
     /* the buffer is sealing: no appends, so reading without the mutex is safe. A permutation
      * sorted on compact keys; the writer gathers the rows through it a block at a time. */
     uint32_t *perm = mem_at(m, 1, (b->n ? b->n : 1) * sizeof *perm);
-    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m)) {
+    row_pass rp;
+    bool totals = false;
+    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m, &rp)) {
+        totals = true;
         rc = eng__seg_write_perm(path, b->chunks, CHUNK_SHIFT, perm, b->n);
     } else {
         eng_flow *rows = mem_at(m, 0, (b->n ? b->n : 1) * sizeof *rows);
@@ -2001,11 +2037,17 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
     e.first_ms = b->first_ms;
     e.last_ms = b->last_ms;
     e.rows = b->n;
-    for (size_t i = 0; i < b->n; i++) {
-        const eng_flow *r = &b->chunks[i >> CHUNK_SHIFT][i & (CHUNK_ROWS - 1)];
-        e.flows += eng_flow_count(r);
-        e.packets += r->packets;
-        e.bytes += r->bytes;
+    if (totals) {
+        e.flows = rp.flows;
+        e.packets = rp.packets;
+        e.bytes = rp.bytes;
+    } else {
+        for (size_t i = 0; i < b->n; i++) {
+            const eng_flow *r = &b->chunks[i >> CHUNK_SHIFT][i & (CHUNK_ROWS - 1)];
+            e.flows += eng_flow_count(r);
+            e.packets += r->packets;
+            e.bytes += r->bytes;
+        }
     }
 
     pthread_mutex_lock(&db->mu);
