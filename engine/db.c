@@ -217,6 +217,16 @@ static size_t room_locked(const eng_db *db, const minute_buf *b)
     return b->nchunks * CHUNK_ROWS - b->n + (size_t)spare * CHUNK_ROWS;
 }
 
+/* Rows at which a buffer is sealed before its minute ends: seal_rows, or a quarter of what
+ * unsealed_bytes holds if less, so a small cap is not filled by one minute waiting for its end
+ * (the default cap, 1 GiB, holds about 7.9M rows: seal_rows decides). */
+static size_t seal_rows_of(const eng_db *db)
+{
+    size_t rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;
+    size_t quarter = (size_t)db->cap_chunks * CHUNK_ROWS / 4;
+    return quarter && quarter < rows ? quarter : rows;
+}
+
 /* Open rows past which the budget counts sealing as behind. */
 static uint64_t behind_rows(const eng_db *db)
 {
@@ -1647,7 +1657,7 @@ static int append_rows(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t
     size_t added = buf_push_locked(db, b, rows, n);
     /* a buffer that reached seal_rows takes no more rows and is sealed at once, not at the
      * sealer's next tick: segments (and a sealer's buffers) stay near seal_rows at any rate */
-    if (b->n >= (db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS)) {
+    if (b->n >= seal_rows_of(db)) {
         b->full = true;
         pthread_cond_broadcast(&db->seal_cond); /* any idle sealer */
     }
@@ -2100,7 +2110,7 @@ static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m)
 {
     int written = 0, rc = 0;
     int64_t delay = (int64_t)db->opts.seal_delay_s * 1000;
-    size_t seal_rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;
+    size_t seal_rows = seal_rows_of(db);
     for (;;) {
         minute_buf *b = NULL;
         pthread_mutex_lock(&db->mu);
