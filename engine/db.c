@@ -1913,18 +1913,68 @@ static unsigned radix_offsets(radix_counts cnt, unsigned ndig, size_t n, unsigne
         tmp = t_;                                                                                  \
     }
 
-/* The key words less their minimum, packed into one word (they fit in 64 bits), sorted; w's
- * memory becomes the second buffer once the packed keys are built. */
+/* Keys per top-digit bucket the packed sort aims at: a bucket (16 bytes a key) then sorts in
+ * a core's L1/L2, where a pass over the whole array missed the cache on every scatter */
+#define MSD_BUCKET_KEYS 1024u
+#define MSD_MAX_BITS    12u
+
+/* Sorts a[0..n) by the low bits of their keys (the higher ones are the same in the bucket),
+ * stably, with tmp[0..n) as scratch: insertion for a few keys, else LSD passes of byte digits.
+ * Returns where the result is, a or tmp. */
+static pkey *sort_bucket(pkey *a, pkey *tmp, size_t n, unsigned bits)
+{
+    if (n <= 16) {
+        for (size_t i = 1; i < n; i++) {
+            pkey x = a[i];
+            size_t j = i;
+            for (; j > 0 && a[j - 1].k > x.k; j--)
+                a[j] = a[j - 1];
+            a[j] = x;
+        }
+        return a;
+    }
+    uint32_t cnt[8][256];
+    unsigned ndig = (bits + 7) / 8;
+    memset(cnt, 0, ndig * sizeof cnt[0]);
+    for (size_t i = 0; i < n; i++)
+        for (unsigned d = 0; d < ndig; d++)
+            cnt[d][(a[i].k >> (8 * d)) & 0xff]++;
+    for (unsigned d = 0; d < ndig; d++) {
+        uint32_t pos = 0;
+        bool all = false;
+        for (unsigned x = 0; x < 256; x++) {
+            uint32_t c = cnt[d][x];
+            all |= c == n;
+            cnt[d][x] = pos;
+            pos += c;
+        }
+        if (all)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            tmp[cnt[d][(a[i].k >> (8 * d)) & 0xff]++] = a[i];
+        pkey *t = a;
+        a = tmp;
+        tmp = t;
+    }
+    return a;
+}
+
+/* The key words less their minimum, packed into one word (they fit in 64 bits), sorted: one
+ * pass scatters them by their top bits into buckets of about MSD_BUCKET_KEYS, then each bucket
+ * is sorted by the rest while it is in cache. w's memory becomes the second buffer once the
+ * packed keys are built. */
 static bool sort_packed(wkey *w, size_t n, const row_pass *rp, unsigned b1, unsigned b2,
                         uint32_t *perm, seal_mem *m)
 {
-    radix_counts cnt; /* 48 KB of a thread's 8 MB stack */
-    unsigned vary[RADIX_DIGS], nvary;
-    unsigned ndig = (bits_of(rp->hi[0] - rp->lo[0]) + b1 + b2 + RADIX_BITS - 1) / RADIX_BITS;
+    uint32_t start[(1u << MSD_MAX_BITS) + 1];
+    unsigned total = bits_of(rp->hi[0] - rp->lo[0]) + b1 + b2;
+    unsigned mb = bits_of(n / MSD_BUCKET_KEYS);
+    mb = mb > MSD_MAX_BITS ? MSD_MAX_BITS : mb > total ? total : mb;
+    unsigned shift = total - mb; /* 64 only with mb 0: then every key is in bucket 0 */
     pkey *a = mem_at(m, 3, n * sizeof *a), *tmp = (pkey *)(void *)w;
     if (!a)
         return false;
-    memset(cnt, 0, sizeof cnt);
+    memset(start, 0, sizeof start);
     /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
     unsigned s0 = b1 + b2 < 64 ? b1 + b2 : 0, s1 = b2 < 64 ? b2 : 0;
     uint64_t m0 = b1 + b2 < 64 ? UINT64_MAX : 0, m1 = b2 < 64 ? UINT64_MAX : 0;
@@ -1932,13 +1982,25 @@ static bool sort_packed(wkey *w, size_t n, const row_pass *rp, unsigned b1, unsi
         uint64_t v = ((w[i].k[0] - rp->lo[0]) & m0) << s0 | ((w[i].k[1] - rp->lo[1]) & m1) << s1 |
                      (w[i].k[2] - rp->lo[2]);
         a[i] = (pkey){v, w[i].idx};
-        for (unsigned d = 0; d < ndig; d++)
-            cnt[d][RADIX_DIGIT(v, d)]++;
+        start[(mb ? v >> shift : 0) + 1]++;
     }
-    nvary = radix_offsets(cnt, ndig, n, vary);
-    RADIX_PASSES(pkey, .k)
-    for (size_t i = 0; i < n; i++)
-        perm[i] = a[i].idx;
+    size_t nb = (size_t)1 << mb;
+    for (size_t b = 0; b < nb; b++)
+        start[b + 1] += start[b];
+    if (mb == 0) { /* one bucket: the whole array is small */
+        memcpy(tmp, a, n * sizeof *a);
+    } else {
+        uint32_t next[1u << MSD_MAX_BITS];
+        memcpy(next, start, nb * sizeof *next);
+        for (size_t i = 0; i < n; i++)
+            tmp[next[a[i].k >> shift]++] = a[i];
+    }
+    for (size_t b = 0; b < nb; b++) {
+        size_t s = start[b], e = start[b + 1];
+        const pkey *r = sort_bucket(tmp + s, a + s, e - s, shift);
+        for (size_t i = 0; i < e - s; i++)
+            perm[s + i] = r[i].idx;
+    }
     return true;
 }
 
