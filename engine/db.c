@@ -1720,9 +1720,8 @@ static void seal_failed(eng_db *db, minute_buf *b, int rc);
 /* Seals one buffer on the calling thread (under seal_mu, with its scratch): a full one first
  * (oldest minute first), else, unless full_only, the oldest minute's. When every buffer with
  * rows is being sealed by a sealer thread, or sealed buffers are still referenced, waits a
- * little for their memory. Returns 1 when
- * something was sealed or waited for, 0 when there is nothing to seal, or the failed seal's
- * code. */
+ * little for their memory. Returns 1 when something was sealed or waited for, 0 when there is
+ * nothing to seal, or the failed seal's code. */
 static int seal_some(eng_db *db, bool full_only)
 {
     int rc = 0;
@@ -1813,15 +1812,15 @@ static int cmp_flow_order(const void *a, const void *b)
 }
 
 /* Rows in (source address, first_ms) order, the order the segment's index and compression want:
- * an LSD radix sort of 11-bit digits computing a permutation, so the 136-byte rows move once (in
- * the caller's gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's
- * chunk list, or one array (shift 31: rows are fewer than 2^31). When the varying bits of the three
- * key words (source address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is
- * constant and a minute's start times span far less than 2^32 ms) the words are packed, less their
- * minimum, into one: an 8-byte key sorts in half the passes of a 24-byte one. All digits'
- * histograms are counted in one pass per word (the packed keys' as they are built); digits every
- * key shares are skipped. Stable.
- * Returns false when memory is short (perm untouched). */
+ * a radix sort computing a permutation, so the 136-byte rows move once (in the caller's
+ * gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's chunk list, or one
+ * array (shift 31: rows are fewer than 2^31). When the varying bits of the three key words
+ * (source address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is
+ * constant and a minute's start times span far less than 2^32 ms) the words are packed, less
+ * their minimum, into one, scattered once by their top bits into cache-sized buckets, and each
+ * bucket sorted by the rest (sort_packed); otherwise the three words are sorted LSD with 11-bit
+ * digits (sort_wide). Digits every key shares are skipped. Stable. Returns false when memory is
+ * short (perm untouched). */
 typedef struct pkey {
     uint64_t k;
     uint32_t idx;
