@@ -3,6 +3,14 @@
  * nothing. Times are sysUptime-relative in the records and made absolute here. */
 #include "ingest/ingest.h"
 
+#include <stddef.h>
+
+/* the row's bytes from dst_mask to flows, stored as one word below */
+_Static_assert(offsetof(eng_flow, dst_mask) == 128 && offsetof(eng_flow, vlan) == 130 &&
+                   offsetof(eng_flow, direction) == 132 && offsetof(eng_flow, flow_type) == 133 &&
+                   offsetof(eng_flow, flows) == 136 && sizeof(eng_flow) == 144,
+               "eng_flow's tail changed: store its fields one by one in ing_v5_decode");
+
 /* ::ffff:v4 (what ns_addr_from_v4 makes), built in registers: three a record */
 static inline ns_addr v4_mapped(uint32_t v4)
 {
@@ -75,29 +83,32 @@ int ing_v5_decode(const uint8_t *pkt, size_t len, const ns_addr *exporter, ing_b
         /* the signed 32-bit difference survives sysUptime wrapping after 49.7 days */
         int64_t first_ms = export_ms - (int32_t)(hdr->sys_uptime_ms - first);
         int64_t last_ms = export_ms - (int32_t)(hdr->sys_uptime_ms - last);
-        /* one store of the whole row, every other field 0 */
-        *f = (eng_flow){.first_ms = first_ms,
-                        .last_ms = last_ms < first_ms ? first_ms : last_ms,
-                        .packets = (uint64_t)pkts * rate,
-                        .bytes = (uint64_t)octets * rate,
-                        .exporter = *exporter,
-                        .src = v4_mapped(src),
-                        .dst = v4_mapped(dst),
-                        .nexthop = v4_mapped(nh),
-                        .src_as = src_as,
-                        .dst_as = dst_as,
-                        .in_if = in_if,
-                        .out_if = out_if,
-                        .sampling = rate,
-                        .source_id = source_id,
-                        .src_port = sport,
-                        .dst_port = dport,
-                        .proto = proto,
-                        .tcp_flags = flags,
-                        .tos = tos,
-                        .src_mask = smask,
-                        .dst_mask = dmask,
-                        .flow_type = ENG_FT_NETFLOW5};
+        /* every field stored once, padding included (the word at dst_mask holds it), no
+         * memset: zeroing the row first became a `rep stos`, a third of the decode's time */
+        f->first_ms = first_ms;
+        f->last_ms = last_ms < first_ms ? first_ms : last_ms;
+        f->packets = (uint64_t)pkts * rate;
+        f->bytes = (uint64_t)octets * rate;
+        f->exporter = *exporter;
+        f->src = v4_mapped(src);
+        f->dst = v4_mapped(dst);
+        f->nexthop = v4_mapped(nh);
+        f->src_as = src_as;
+        f->dst_as = dst_as;
+        f->in_if = in_if;
+        f->out_if = out_if;
+        f->sampling = rate;
+        f->source_id = source_id;
+        f->src_port = sport;
+        f->dst_port = dport;
+        f->proto = proto;
+        f->tcp_flags = flags;
+        f->tos = tos;
+        f->src_mask = smask;
+        /* dst_mask, padding, vlan 0, direction 0, flow_type, padding: bytes 128 to 135 */
+        uint8_t tail[8] = {dmask, 0, 0, 0, 0, ENG_FT_NETFLOW5, 0, 0};
+        memcpy(&f->dst_mask, tail, sizeof tail);
+        f->flows = 0;
     }
     out->n += hdr->count;
     hdr->pdu_len = ING_V5_HDR + (size_t)hdr->count * ING_V5_REC;
