@@ -220,7 +220,7 @@ static size_t room_locked(const eng_db *db, const minute_buf *b)
 
 /* Rows at which a buffer is sealed before its minute ends: seal_rows, or a quarter of what
  * unsealed_bytes holds if less, so a small cap is not filled by one minute waiting for its end
- * (the default cap, 1 GiB, holds about 7.9M rows: seal_rows decides). */
+ * (the default cap, 1 GiB, holds about 7.4M rows: seal_rows decides). */
 static size_t seal_rows_of(const eng_db *db)
 {
     size_t rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;

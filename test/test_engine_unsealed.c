@@ -114,7 +114,7 @@ static seen scan_all(eng_db *db, uint32_t cap)
 
 Test(unsealed, appends_past_the_cap_are_dropped_counted_and_the_rest_is_stored)
 {
-    const uint64_t cap = 4u << 20; /* about 30 800 rows */
+    const uint64_t cap = 4u << 20; /* about 29 000 rows */
     const size_t batch = 1000, nbatch = 60;
     /* the WAL thread's fsync holds buffers for a moment (their memory too): not in this test */
     eng_db_opts o = {

@@ -1,5 +1,5 @@
 /* Integration: unsealed_memory. `ns2flows ingest -c FILE` with the smallest cap (64M, about
- * 480 000 rows) ingests a generated capture of 600 000 flows in one minute of capture time: it
+ * 460 000 rows) ingests a generated capture of 600 000 flows in one minute of capture time: it
  * seals early instead of dropping (every flow stored, the minute cut into several segments).
  * The daemon then opened on that folder shows the cap and the new counters in /api/v1/status and
  * /metrics, and answers every flow. */
@@ -55,7 +55,7 @@ Test(it_unsealed, offline_ingest_past_the_cap_stores_every_flow, .timeout = 120)
     cr_expect(eq(u64, status_u64(&d, "unsealed_bytes_max"), 64u << 20));
     cr_expect(le(u64, status_u64(&d, "unsealed_bytes"), 64u << 20));
     cr_expect(eq(u64, status_u64(&d, "flows_dropped_memory"), 0));
-    /* 600 000 rows of 136 bytes do not fit in 64 MiB: the minute was cut and sealed early */
+    /* 600 000 rows of 144 bytes do not fit in 64 MiB: the minute was cut and sealed early */
     cr_expect(ge(u64, status_u64(&d, "segments"), 4));
     char *body = NULL;
     uint64_t flows = 0;
