@@ -1286,10 +1286,6 @@ static int wal_replay_file(eng_db *db, const char *name, int64_t minute, uint64_
         b->wal_fd = fd;
         b->wal_off = b->wal_synced = sc.good_len;
         db->st.wal_bytes += sc.good_len;
-        /* an older version's file takes no new records (they would carry this version's
-         * checksum): the minute's next rows start a fresh buffer, and this one is sealed now */
-        if (sc.version != ENG_WAL_VERSION)
-            b->full = true;
     }
     db->st.wal_replayed_rows += b->n;
     if (b->n == 0) { /* a header and nothing else */

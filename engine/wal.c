@@ -111,46 +111,34 @@ static bool row_decode(ns_cur *c, eng_flow *r)
            (r->first_ms = (int64_t)f, r->last_ms = (int64_t)l, true);
 }
 
-/* A record's checksum: XXH3-64 (version 2), or XXH64 in version 1 files (XXH3 sums a row in
- * a third of the time) */
-static uint64_t rec_checksum(uint32_t version, const uint8_t *hdr16, const uint8_t *payload,
-                             size_t len)
+static uint64_t rec_checksum(const uint8_t *hdr16, const uint8_t *payload, size_t len)
 {
-    if (version == 1) {
-        XXH64_state_t st;
-        XXH64_reset(&st, 0);
-        XXH64_update(&st, hdr16, 16);
-        XXH64_update(&st, payload, len);
-        return XXH64_digest(&st);
-    }
-    XXH3_state_t st;
-    XXH3_INITSTATE(&st);
-    XXH3_64bits_reset(&st);
-    XXH3_64bits_update(&st, hdr16, 16);
-    XXH3_64bits_update(&st, payload, len);
-    return XXH3_64bits_digest(&st);
+    XXH64_state_t st;
+    XXH64_reset(&st, 0);
+    XXH64_update(&st, hdr16, 16);
+    XXH64_update(&st, payload, len);
+    return XXH64_digest(&st);
 }
 
 void eng__wal_encode(uint8_t *out, int64_t recv_ms, const eng_flow *rows, size_t n)
 {
     uint8_t *payload = out + ENG_WAL_REC_HDR;
-    XXH3_state_t st;
+    XXH64_state_t st;
     ns_put_le32(out, (uint32_t)(n * ENG_WAL_ROW));
     ns_put_le32(out + 4, (uint32_t)n);
     ns_put_le64(out + 8, (uint64_t)recv_ms);
     /* rec_checksum's value, summed a block at a time while the block is in cache: a burst's
      * record (4 MB) read back whole after encoding came from L3 */
-    XXH3_INITSTATE(&st);
-    XXH3_64bits_reset(&st);
-    XXH3_64bits_update(&st, out, 16);
+    XXH64_reset(&st, 0);
+    XXH64_update(&st, out, 16);
     for (size_t i = 0; i < n; i += WAL_ENC_BLOCK) {
         size_t k = n - i < WAL_ENC_BLOCK ? n - i : WAL_ENC_BLOCK;
         uint8_t *p = payload + i * ENG_WAL_ROW;
         for (size_t j = 0; j < k; j++)
             row_encode(p + j * ENG_WAL_ROW, &rows[i + j]);
-        XXH3_64bits_update(&st, p, k * ENG_WAL_ROW);
+        XXH64_update(&st, p, k * ENG_WAL_ROW);
     }
-    ns_put_le64(out + 16, XXH3_64bits_digest(&st));
+    ns_put_le64(out + 16, XXH64_digest(&st));
 }
 
 static int write_all(int fd, uint64_t off, const uint8_t *p, size_t len)
@@ -268,11 +256,10 @@ int eng__wal_read(const char *path, eng__wal_cb cb, void *arg, eng__wal_scan *sc
     ns_cur_le32(&c, &rowsize);
     ns_cur_le64(&c, &minute);
     ns_cur_le64(&c, &sc->seq);
-    if ((version != 1 && version != ENG_WAL_VERSION) || rowsize != ENG_WAL_ROW) {
+    if (version != ENG_WAL_VERSION || rowsize != ENG_WAL_ROW) {
         rc = NS_E_VERSION;
         goto out;
     }
-    sc->version = version;
     sc->minute = (int64_t)minute;
     sc->good_len = ENG_WAL_HDR;
     rows = malloc(RBUF_ROWS * sizeof *rows);
@@ -329,7 +316,7 @@ int eng__wal_read(const char *path, eng__wal_cb cb, void *arg, eng__wal_scan *sc
             sc->tail_rc = NS_E_TRUNC;
             break;
         }
-        if (rec_checksum(version, rh, payload, len) != sum) {
+        if (rec_checksum(rh, payload, len) != sum) {
             sc->tail_rc = NS_E_CORRUPT;
             break;
         }

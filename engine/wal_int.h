@@ -21,7 +21,7 @@
 #define ENG_WAL_HDR      32u
 #define ENG_WAL_REC_HDR  24u
 #define ENG_WAL_ROW      133u
-#define ENG_WAL_VERSION  2u         /* 2: XXH3 checksums; 1 (XXH64) is still read */
+#define ENG_WAL_VERSION  1u
 #define ENG_WAL_MAX_ROWS (1u << 20) /* per record: a sanity cap for the reader */
 #define ENG_WAL_DIR      "wal"
 
@@ -49,8 +49,7 @@ bool eng__wal_name_parse(const char *name, int64_t *minute, uint64_t *seq);
 typedef int (*eng__wal_cb)(void *arg, int64_t recv_ms, const eng_flow *rows, size_t n);
 
 typedef struct eng__wal_scan {
-    int64_t minute;   /* from the file header */
-    uint32_t version; /* 1 or ENG_WAL_VERSION: a version 1 file is read, never appended to */
+    int64_t minute; /* from the file header */
     uint64_t seq;
     uint64_t good_len; /* bytes up to the end of the last good record (>= header) */
     uint64_t file_len;

@@ -20,8 +20,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
 
 #define M0  1704164640000LL /* a minute boundary */
 #define MIN 60000LL
@@ -640,54 +638,4 @@ Test(wal, encoded_rows_equal_the_field_by_field_layout)
     cr_assert(eq(sz, back.n, N));
     free(rec);
     free(rows);
-}
-
-/* A version 1 file (XXH64 checksums, from before version 2) still replays; its minute's next
- * rows go to a new file of the current version (a record with the new checksum in the old file
- * would end its replay), and after a restart every row is there once. */
-Test(wal, a_version_1_file_replays_and_takes_no_new_records)
-{
-    enum { N = 100 };
-    char wdir[256], path[320];
-    snprintf(wdir, sizeof wdir, "%s/wal", tmpdir);
-    cr_assert(eq(int, mkdir(wdir, 0755), 0));
-    snprintf(path, sizeof path, "%s/m%lld-7.wal", wdir, (long long)(M0 / MIN));
-    int fd = -1;
-    cr_assert(eq(int, eng__wal_create(path, M0 / MIN, 7, &fd), 0));
-    uint8_t v1[4] = {1, 0, 0, 0};
-    cr_assert(eq(sz, (size_t)pwrite(fd, v1, 4, 8), 4));
-    eng_flow *rows = calloc(N, sizeof *rows);
-    uint8_t *rec = malloc(eng__wal_rec_size(N));
-    cr_assert(rows != NULL && rec != NULL);
-    for (uint32_t i = 0; i < N; i++)
-        rows[i] = flow(i, M0 + 1000);
-    eng__wal_encode(rec, M0 + 1000, rows, N);
-    XXH64_state_t st; /* version 1's checksum */
-    XXH64_reset(&st, 0);
-    XXH64_update(&st, rec, 16);
-    XXH64_update(&st, rec + ENG_WAL_REC_HDR, N * ENG_WAL_ROW);
-    uint64_t sum = XXH64_digest(&st);
-    for (int k = 0; k < 8; k++)
-        rec[16 + k] = (uint8_t)(sum >> (8 * k));
-    cr_assert(eq(int, eng__wal_write(fd, ENG_WAL_HDR, rec, eng__wal_rec_size(N)), 0));
-    close(fd);
-    free(rec);
-    free(rows);
-    off_t v1_size = file_size(path);
-
-    eng_db *db = open_db(false);
-    eng_db_stats s;
-    eng_db_get_stats(db, &s);
-    cr_assert(eq(u64, s.wal_replayed_rows, N));
-    cr_assert(eq(u64, s.wal_errors, 0));
-    append_ids(db, M0 + 2000, N, 50); /* the same minute */
-    cr_assert(eq(int, count_files("wal", ".wal", NULL, 0), 2), "a new file for the new rows");
-    cr_assert(eq(i64, (int64_t)file_size(path), (int64_t)v1_size), "the old file took nothing");
-    assert_exactly(db, 0, N + 50);
-    cr_assert(eq(int, eng_db_close(db), 0));
-    db = open_db(false);
-    assert_exactly(db, 0, N + 50);
-    eng_db_get_stats(db, &s);
-    cr_assert(eq(u64, s.wal_replayed_rows, 0), "everything was sealed");
-    cr_assert(eq(int, eng_db_close(db), 0));
 }
