@@ -350,6 +350,7 @@ typedef struct ns_config {
     char db_path[4096];
     uint64_t db_budget;             /* bytes */
     uint64_t query_cache;           /* bytes of decoded columns kept between queries */
+    uint64_t unsealed_memory;       /* bytes the flows waiting to be sealed may take */
     uint64_t retention_s;           /* 0 = keep until the budget needs the space */
     uint64_t rollup_share;          /* percent of db_budget for the roll-up tier; 0 = none */
     char rollup_keys[256];          /* roll-up key names, comma separated */

@@ -45,6 +45,9 @@ static const cfg_def defs[] = {
      "bytes everything under db_path may use (K/M/G/T); the oldest segments go first"},
     {"query_cache", CT_SIZE, "256M", F(query_cache), 0, UINT64_MAX, false,
      "decoded columns of sealed segments kept in memory for later queries (K/M/G); 0: none"},
+    {"unsealed_memory", CT_SIZE, "1G", F(unsealed_memory), 64u << 20, UINT64_MAX, false,
+     "memory for flows waiting to be sealed (K/M/G); past it received flows are dropped and "
+     "counted (flows_dropped_memory) until sealing catches up"},
     {"retention", CT_DURATION, "0", F(retention_s), 0, UINT64_MAX, true,
      "delete flows older than this (s/m/h/d/w); 0 keeps them until the budget needs space"},
     {"rollup_share", CT_UINT, "30", F(rollup_share), 0, 90, true,

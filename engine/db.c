@@ -30,16 +30,17 @@
 #define CHUNK_ROWS       (1u << CHUNK_SHIFT)
 #define SEAL_MEM_IDLE_MS 5000
 #define SEALER_NICE      10
+#define CHUNK_BYTES      (CHUNK_ROWS * sizeof(eng_flow))
 #define POOL_CHUNKS      (SEAL_ROWS / CHUNK_ROWS) /* one sealed buffer's worth, ~140 MB at most */
-#define MAX_OPEN_ROWS    (16u * 1024u * 1024u)    /* memory guard while sealing cannot keep up */
 #define SEAL_ROWS        (1u << 20) /* default eng_db_opts.seal_rows: ~140 MB of WAL and memory */
 #define LOCK_NAME        "ns2flows.lock"
 #define QUARANTINE_DIR   "quarantine"
 /* rows of a merged segment at most: a scan holds a segment's rows (about 36 MB then) */
 #define COMPACT_MAX_ROWS (256u * 1024u)
 #define COMPACT_EVERY_MS 10000
-/* open rows past which the budget deletes raw segments without rolling them up */
-#define ROLLUP_BEHIND_ROWS (MAX_OPEN_ROWS / 4)
+/* open rows past which the budget deletes raw segments without rolling them up (or half of
+ * what unsealed_bytes holds, if less; eng_db_opts.behind_rows in tests) */
+#define ROLLUP_BEHIND_ROWS (4u * 1024u * 1024u)
 
 typedef struct minute_buf {
     int64_t minute; /* epoch minute (ms / 60000) */
@@ -47,7 +48,8 @@ typedef struct minute_buf {
     size_t nchunks, capchunks;
     size_t n; /* rows */
     int64_t first_ms, last_ms;
-    bool sealing;     /* no more appends; a sealer owns the write */
+    uint64_t flows, packets, bytes; /* the rows' totals (the catalog keeps them) */
+    bool sealing;                   /* no more appends; a sealer owns the write */
     bool claimed;     /* a sealer is writing it now (sealing and not claimed: a failed try) */
     bool full;        /* the next rows did not fit: seal it now, whatever its minute */
     int refs;         /* the db's list holds one; each query snapshot one */
@@ -136,9 +138,15 @@ struct eng_db {
     size_t nsegs, capsegs;
     uint64_t next_seq;
     uint64_t open_rows;
-    ns_ratelimit seal_rl;    /* seal failures logged */
-    ns_ratelimit compact_rl; /* compaction failures logged (a full disk fails every pass) */
-    char doomed[64][64];     /* segment files to unlink once the mutex is released */
+    /* memory of unsealed rows, in chunks: those of buffers (open, sealing, or retired while a
+     * query still reads them) and the pool's; appends keep the chunks in use within
+     * cap_chunks (eng_db_opts.unsealed_bytes) */
+    uint64_t mem_chunks, cap_chunks;
+    pthread_cond_t room_cond; /* a seal freed chunks (eng_db_append_wait waits for it) */
+    ns_ratelimit mem_rl;      /* rows dropped at cap_chunks logged */
+    ns_ratelimit seal_rl;     /* seal failures logged */
+    ns_ratelimit compact_rl;  /* compaction failures logged (a full disk fails every pass) */
+    char doomed[64][64];      /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
     /* write-ahead log (engine/wal.c): written by appends under mu, fsynced by wal_thread */
@@ -176,13 +184,18 @@ static void buf_unref_locked(eng_db *db, minute_buf *b)
 {
     if (--b->refs > 0)
         return;
+    if (db && b->nchunks)
+        pthread_cond_broadcast(&db->room_cond); /* eng_db_append_wait may wait for them */
     if (b->wal_fd >= 0)
         close(b->wal_fd);
     for (size_t i = 0; i < b->nchunks; i++) {
-        if (db && db->npool < POOL_CHUNKS)
+        if (db && db->npool < POOL_CHUNKS) {
             db->pool[db->npool++] = b->chunks[i];
-        else
+        } else {
             free(b->chunks[i]);
+            if (db)
+                db->mem_chunks--;
+        }
     }
     free(b->chunks);
     free(b);
@@ -190,8 +203,38 @@ static void buf_unref_locked(eng_db *db, minute_buf *b)
 
 static void pool_free(eng_db *db)
 {
-    while (db->npool > 0)
+    while (db->npool > 0) {
         free(db->pool[--db->npool]);
+        db->mem_chunks--;
+    }
+}
+
+/* Rows b can take now within unsealed_bytes: the free slots of its chunks, and whole chunks
+ * from the pool or not allocated yet. */
+static size_t room_locked(const eng_db *db, const minute_buf *b)
+{
+    uint64_t in_use = db->mem_chunks - db->npool;
+    uint64_t spare = db->cap_chunks > in_use ? db->cap_chunks - in_use : 0;
+    return b->nchunks * CHUNK_ROWS - b->n + (size_t)spare * CHUNK_ROWS;
+}
+
+/* Rows at which a buffer is sealed before its minute ends: seal_rows, or a quarter of what
+ * unsealed_bytes holds if less, so a small cap is not filled by one minute waiting for its end
+ * (the default cap, 1 GiB, holds about 7.4M rows: seal_rows decides). */
+static size_t seal_rows_of(const eng_db *db)
+{
+    size_t rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;
+    size_t quarter = (size_t)db->cap_chunks * CHUNK_ROWS / 4;
+    return quarter && quarter < rows ? quarter : rows;
+}
+
+/* Open rows past which the budget counts sealing as behind. */
+static uint64_t behind_rows(const eng_db *db)
+{
+    uint64_t half = db->cap_chunks * CHUNK_ROWS / 2;
+    if (db->opts.behind_rows)
+        return db->opts.behind_rows;
+    return half < ROLLUP_BEHIND_ROWS ? half : ROLLUP_BEHIND_ROWS;
 }
 
 /* Takes b out of the list of open minutes (the caller then drops the list's reference). */
@@ -798,7 +841,7 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
         uint64_t used = used_bytes_locked(db);
         if (used - db->st.rollup_bytes > budget - rcap &&
             (i = oldest_locked(db, false)) != SIZE_MAX) {
-            if (db->open_rows <= ROLLUP_BEHIND_ROWS) {
+            if (db->open_rows <= behind_rows(db)) {
                 *rollup_out = db->segs[i];
                 return;
             }
@@ -893,7 +936,7 @@ static void *sealer_main(void *arg)
     sealer *sl = arg;
     eng_db *db = sl->db;
     /* below the receive threads: on a busy core a burst is received first and sealed after
-     * (open minutes are bounded by MAX_OPEN_ROWS), instead of both losing to each other.
+     * (open minutes are bounded by unsealed_bytes), instead of both losing to each other.
      * Linux nices threads one by one; failing leaves the default. */
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SEALER_NICE) < 0)
         ns_log(NS_LOG_DEBUG, "db: cannot lower the sealer's priority: %s", strerror(errno));
@@ -983,20 +1026,31 @@ static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, s
                 b->chunks = nc;
                 b->capchunks = cap;
             }
-            eng_flow *c = db->npool ? db->pool[--db->npool] : malloc(CHUNK_ROWS * sizeof *c);
-            if (!c)
-                return done;
+            eng_flow *c = db->npool ? db->pool[--db->npool] : NULL;
+            if (!c) {
+                if ((c = malloc(CHUNK_BYTES)) == NULL)
+                    return done;
+                db->mem_chunks++;
+            }
             b->chunks[b->nchunks++] = c;
         }
         size_t k = CHUNK_ROWS - slot < n - done ? CHUNK_ROWS - slot : n - done;
         memcpy(&b->chunks[b->n / CHUNK_ROWS][slot], rows + done, k * sizeof *rows);
+        /* times and totals while the rows are in cache: the seal then reads only their keys */
         int64_t lo = b->first_ms, hi = b->last_ms;
+        uint64_t flows = 0, packets = 0, bytes = 0;
         for (size_t i = done; i < done + k; i++) {
             lo = rows[i].first_ms < lo ? rows[i].first_ms : lo;
             hi = rows[i].last_ms > hi ? rows[i].last_ms : hi;
+            flows += eng_flow_count(&rows[i]);
+            packets += rows[i].packets;
+            bytes += rows[i].bytes;
         }
         b->first_ms = lo;
         b->last_ms = hi;
+        b->flows += flows;
+        b->packets += packets;
+        b->bytes += bytes;
         b->n += k;
         db->open_rows += k;
         done += k;
@@ -1290,6 +1344,11 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     if (db->opts.rollup_share > 90)
         db->opts.rollup_share = 90; /* the raw tier keeps a part: it holds the open minutes */
     db->opts.rollup_keys &= ENG_ROLLUP_KEYS_ALLOWED;
+    if (!db->opts.unsealed_bytes)
+        db->opts.unsealed_bytes = ENG_UNSEALED_BYTES_DEFAULT;
+    db->cap_chunks = db->opts.unsealed_bytes / CHUNK_BYTES;
+    if (db->cap_chunks == 0)
+        db->cap_chunks = 1; /* a row fits at least */
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->pool_mu, NULL);
     pthread_mutex_init(&db->seal_mu, NULL);
@@ -1305,6 +1364,7 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     pthread_cond_init(&db->cond, NULL);
     pthread_cond_init(&db->seal_cond, NULL);
     pthread_cond_init(&db->wal_cond, NULL);
+    pthread_cond_init(&db->room_cond, NULL);
     if (strlen(dir) >= sizeof db->dir) {
         rc = -ENAMETOOLONG;
         snprintf(err, errcap, "database path too long");
@@ -1431,6 +1491,7 @@ fail:
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
+    pthread_cond_destroy(&db->room_cond);
     free(db);
     return rc;
 }
@@ -1488,6 +1549,7 @@ int eng_db_close(eng_db *db)
     pthread_cond_destroy(&db->cond);
     pthread_cond_destroy(&db->seal_cond);
     pthread_cond_destroy(&db->wal_cond);
+    pthread_cond_destroy(&db->room_cond);
     free(db);
     return result;
 }
@@ -1529,25 +1591,18 @@ void eng_db_set_tap(eng_db *db, eng_tap_fn fn, void *arg)
     db->tap_arg = arg;
 }
 
-int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
+#define APPEND_NO_ROOM 1 /* append_rows with may_wait: the rows do not fit, nothing was done */
+
+/* One append of at most ENG_WAL_MAX_ROWS rows. Rows that do not fit in unsealed_bytes are
+ * dropped and counted, or, with may_wait, left to the caller (APPEND_NO_ROOM). */
+static int append_rows(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n, bool may_wait)
 {
     int rc = 0, werr = 0;
     uint8_t *rec = NULL;
     size_t reclen = 0, reccap = 0;
-    bool say = false, say_over = false;
-    uint32_t held = 0, held_over = 0;
+    bool say = false, say_over = false, say_mem = false;
+    uint32_t held = 0, held_over = 0, held_mem = 0;
     size_t kept = 0; /* rows the open minute took: the tap sees them */
-    if (n == 0)
-        return 0;
-    if (db->opts.read_only)
-        return -EROFS;
-    while (n > ENG_WAL_MAX_ROWS) { /* one WAL record holds at most this many */
-        int r = eng_db_append(db, recv_ms, rows, ENG_WAL_MAX_ROWS);
-        if (r < 0)
-            rc = r;
-        rows += ENG_WAL_MAX_ROWS;
-        n -= ENG_WAL_MAX_ROWS;
-    }
     /* encoded outside the mutex: receive threads wait for each other only for the write. Into
      * the database's spare record buffer when free: a fresh 545 KB malloc per burst came from
      * mmap, and its page faults were the store thread's largest cost */
@@ -1570,10 +1625,22 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
         reccap = rec ? cap : 0;
     }
     pthread_mutex_lock(&db->mu);
-    minute_buf *b =
-        db->open_rows + n > MAX_OPEN_ROWS ? NULL : open_buf_locked(db, recv_ms / 60000, n);
+    minute_buf *b = open_buf_locked(db, recv_ms / 60000, n);
     if (!b) {
         db->st.rows_dropped += n;
+        rc = NS_E_NOMEM;
+        goto out;
+    }
+    /* memory before the WAL: rows that will not be kept must not be replayed after a crash.
+     * All or nothing, so the caller counts what it lost exactly as the database does. */
+    if (room_locked(db, b) < n) {
+        if (may_wait) {
+            rc = APPEND_NO_ROOM;
+            goto out;
+        }
+        db->st.rows_dropped += n;
+        db->st.rows_dropped_memory += n;
+        say_mem = ns_ratelimit_ok(&db->mem_rl, ns_mono_ms(), &held_mem);
         rc = NS_E_NOMEM;
         goto out;
     }
@@ -1599,7 +1666,7 @@ int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
     size_t added = buf_push_locked(db, b, rows, n);
     /* a buffer that reached seal_rows takes no more rows and is sealed at once, not at the
      * sealer's next tick: segments (and a sealer's buffers) stay near seal_rows at any rate */
-    if (b->n >= (db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS)) {
+    if (b->n >= seal_rows_of(db)) {
         b->full = true;
         pthread_cond_broadcast(&db->seal_cond); /* any idle sealer */
     }
@@ -1628,8 +1695,112 @@ out:
                "flows of minute %lld are kept in memory only until sealed (%u similar warnings "
                "not logged)",
                n, (long long)(recv_ms / 60000), held_over);
+    if (say_mem)
+        ns_log(NS_LOG_ERROR,
+               "db: flows waiting to be sealed fill unsealed_memory (%llu MB; sealing is behind "
+               "the arrival rate): %zu flows of minute %lld dropped (%u similar errors not "
+               "logged)",
+               (unsigned long long)(db->opts.unsealed_bytes >> 20), n, (long long)(recv_ms / 60000),
+               held_mem);
     if (kept && db->tap)
         db->tap(db->tap_arg, recv_ms, rows, kept);
+    return rc;
+}
+
+int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
+{
+    int rc = 0;
+    if (db->opts.read_only)
+        return n ? -EROFS : 0;
+    while (n > 0) { /* one WAL record holds at most ENG_WAL_MAX_ROWS */
+        size_t k = n < ENG_WAL_MAX_ROWS ? n : ENG_WAL_MAX_ROWS;
+        int r = append_rows(db, recv_ms, rows, k, false);
+        if (r < 0)
+            rc = r;
+        rows += k;
+        n -= k;
+    }
+    return rc;
+}
+
+static int seal_one(eng_db *db, minute_buf *b, seal_mem *m);
+static void seal_failed(eng_db *db, minute_buf *b, int rc);
+
+/* Seals one buffer on the calling thread (under seal_mu, with its scratch): a full one first
+ * (oldest minute first), else, unless full_only, the oldest minute's. When every buffer with
+ * rows is being sealed by a sealer thread, or sealed buffers are still referenced, waits a
+ * little for their memory. Returns 1 when something was sealed or waited for, 0 when there is
+ * nothing to seal, or the failed seal's code. */
+static int seal_some(eng_db *db, bool full_only)
+{
+    int rc = 0;
+    pthread_mutex_lock(&db->seal_mu);
+    pthread_mutex_lock(&db->mu);
+    minute_buf *b = NULL;
+    bool claimed = false;
+    uint64_t listed = 0; /* chunks of the open list's buffers */
+    for (size_t i = 0; i < db->nopen; i++) {
+        minute_buf *c = db->open[i];
+        bool cf = c->full || c->sealing; /* sealing and not claimed: a failed try, retried */
+        listed += c->nchunks;
+        claimed |= c->claimed && c->n > 0;
+        if (c->claimed || c->n == 0 || (full_only && !cf))
+            continue;
+        bool bf = b && (b->full || b->sealing);
+        if (!b || (cf && !bf) || (cf == bf && c->minute < b->minute))
+            b = c;
+    }
+    if (b) {
+        b->sealing = b->claimed = true;
+    } else if (!full_only && (claimed || db->mem_chunks - db->npool > listed)) {
+        /* a sealer thread is at work, or sealed buffers are still read (a query, the WAL
+         * thread's fsync): their chunks come free soon */
+        struct timespec ts = ns_deadline_in(CLOCK_REALTIME, 10);
+        pthread_cond_timedwait(&db->room_cond, &db->mu, &ts);
+        rc = 1;
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (b) {
+        rc = seal_one(db, b, &db->seal_mem); /* on success b is gone */
+        if (rc < 0)
+            seal_failed(db, b, rc);
+        else
+            rc = 1;
+    }
+    pthread_mutex_unlock(&db->seal_mu);
+    return rc;
+}
+
+int eng_db_append_wait(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n)
+{
+    int rc = 0;
+    if (db->opts.read_only)
+        return n ? -EROFS : 0;
+    /* pieces of at most a quarter of the cap, so each can fit once the rest is sealed */
+    size_t piece = (size_t)(db->cap_chunks * CHUNK_ROWS / 4);
+    piece = piece < CHUNK_ROWS ? CHUNK_ROWS : piece > ENG_WAL_MAX_ROWS ? ENG_WAL_MAX_ROWS : piece;
+    while (n > 0) {
+        size_t k = n < piece ? n : piece;
+        int r = append_rows(db, recv_ms, rows, k, true);
+        if (r == APPEND_NO_ROOM) {
+            int s = seal_some(db, false);
+            if (s > 0)
+                continue; /* room made (or a sealer thread's seal waited for): again */
+            /* nothing left to seal: a sealer thread may have just freed room; if not (a full
+             * disk, a query holding sealed buffers), dropped and counted as appends are */
+            if (s < 0 || (r = append_rows(db, recv_ms, rows, k, true)) == APPEND_NO_ROOM)
+                r = append_rows(db, recv_ms, rows, k, false);
+        }
+        if (r < 0)
+            rc = r;
+        rows += k;
+        n -= k;
+    }
+    /* without sealer threads the caller is the sealer: a full buffer is sealed now, as the
+     * threads would, so memory stays near seal_rows whatever the capture's rate */
+    if (!db->sealer_running)
+        while (seal_some(db, true) > 0) {
+        }
     return rc;
 }
 
@@ -1650,14 +1821,15 @@ static int cmp_flow_order(const void *a, const void *b)
 }
 
 /* Rows in (source address, first_ms) order, the order the segment's index and compression want:
- * an LSD radix sort of byte digits computing a permutation, so the 136-byte rows move once (in
- * the caller's gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's
- * chunk list, or one array (shift 31: rows are fewer than 2^31). When the varying bits of the three
- * key words (source address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is
- * constant and a minute's start times span far less than 2^32 ms) the words are packed, less their
- * minimum, into one: an 8-byte key sorts in half the passes of a 24-byte one. All digits'
- * histograms are counted in one read pass per word; digits every key shares are skipped. Stable.
- * Returns false when memory is short (perm untouched). */
+ * a radix sort computing a permutation, so the 136-byte rows move once (in the caller's
+ * gather), never per digit. Row i is chunks[i >> shift][i & mask]: a minute's chunk list, or one
+ * array (shift 31: rows are fewer than 2^31). When the varying bits of the three key words
+ * (source address halves, first_ms) fit in 64 (every IPv4 minute: the v4-mapped prefix is
+ * constant and a minute's start times span far less than 2^32 ms) the words are packed, less
+ * their minimum, into one, scattered once by their top bits into cache-sized buckets, and each
+ * bucket sorted by the rest (sort_packed); otherwise the three words are sorted LSD with 11-bit
+ * digits (sort_wide). Digits every key shares are skipped. Stable. Returns false when memory is
+ * short (perm untouched). */
 typedef struct pkey {
     uint64_t k;
     uint32_t idx;
@@ -1668,11 +1840,33 @@ typedef struct wkey {
     uint32_t idx;
 } wkey;
 
-static void flow_key(const eng_flow *r, uint64_t k[3])
+/* What one read of a buffer's rows gives: every row's key words and their ranges, so the rows
+ * are read once before the writer's gather (a pass for the ranges, one for the keys and one for
+ * the totals cost a seal a tenth of its time; the totals are now summed as rows are appended). */
+typedef struct row_pass {
+    uint64_t lo[3], hi[3];
+} row_pass;
+
+static void read_keys(eng_flow *const *chunks, unsigned shift, size_t n, wkey *w, row_pass *rp)
 {
-    k[0] = ns_get_be64(r->src.b);
-    k[1] = ns_get_be64(r->src.b + 8);
-    k[2] = (uint64_t)r->first_ms ^ (1ull << 63); /* signed order as unsigned */
+    size_t per = (size_t)1 << shift;
+    uint64_t lo0 = UINT64_MAX, lo1 = UINT64_MAX, lo2 = UINT64_MAX, hi0 = 0, hi1 = 0, hi2 = 0;
+    for (size_t c = 0, i = 0; i < n; c++) {
+        const eng_flow *r = chunks[c];
+        size_t m = n - i < per ? n - i : per;
+        for (size_t j = 0; j < m; j++, i++) {
+            uint64_t k0 = ns_get_be64(r[j].src.b), k1 = ns_get_be64(r[j].src.b + 8);
+            uint64_t k2 = (uint64_t)r[j].first_ms ^ (1ull << 63); /* signed order as unsigned */
+            w[i] = (wkey){{k0, k1, k2}, (uint32_t)i};
+            lo0 = k0 < lo0 ? k0 : lo0;
+            hi0 = k0 > hi0 ? k0 : hi0;
+            lo1 = k1 < lo1 ? k1 : lo1;
+            hi1 = k1 > hi1 ? k1 : hi1;
+            lo2 = k2 < lo2 ? k2 : lo2;
+            hi2 = k2 > hi2 ? k2 : hi2;
+        }
+    }
+    *rp = (row_pass){{lo0, lo1, lo2}, {hi0, hi1, hi2}};
 }
 
 static unsigned bits_of(uint64_t v)
@@ -1680,109 +1874,175 @@ static unsigned bits_of(uint64_t v)
     return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
 }
 
-/* One histogram per byte digit of the words get(a[i]) in a single pass; returns the digits
- * (bit shifts) that vary, in ascending order, and turns their counts into start offsets. */
-#define RADIX_HIST(GET)                                                                            \
-    do {                                                                                           \
-        memset(cnt, 0, sizeof cnt);                                                                \
-        for (size_t i = 0; i < n; i++) {                                                           \
-            uint64_t v_ = (GET);                                                                   \
-            for (unsigned d = 0; d < 8; d++)                                                       \
-                cnt[d][(v_ >> (8 * d)) & 0xff]++;                                                  \
-        }                                                                                          \
-        nvary = 0;                                                                                 \
-        for (unsigned d = 0; d < 8; d++) {                                                         \
-            size_t pos = 0;                                                                        \
-            bool all = false;                                                                      \
-            for (int x = 0; x < 256; x++) {                                                        \
-                size_t c = cnt[d][x];                                                              \
-                all |= c == n;                                                                     \
-                cnt[d][x] = pos;                                                                   \
-                pos += c;                                                                          \
-            }                                                                                      \
-            if (!all)                                                                              \
-                vary[nvary++] = d;                                                                 \
-        }                                                                                          \
-    } while (0)
+/* LSD radix digits of 11 bits: a 64-bit word in 6 passes at most (8 with bytes), and the
+ * counts (6 x 2048 x 4 bytes) still fit a core's L1/L2 */
+#define RADIX_BITS 11u
+#define RADIX_SIZE (1u << RADIX_BITS)
+#define RADIX_DIGS 6u
+typedef uint32_t radix_counts[RADIX_DIGS][RADIX_SIZE]; /* n < 2^32: rows are indexed by uint32 */
+
+/* Turns the counts of the first ndig digits into start offsets and lists the digits that vary
+ * (a digit every key shares needs no pass). */
+static unsigned radix_offsets(radix_counts cnt, unsigned ndig, size_t n, unsigned vary[RADIX_DIGS])
+{
+    unsigned nvary = 0;
+    for (unsigned d = 0; d < ndig; d++) {
+        uint32_t pos = 0;
+        bool all = false;
+        for (unsigned x = 0; x < RADIX_SIZE; x++) {
+            uint32_t c = cnt[d][x];
+            all |= c == n;
+            cnt[d][x] = pos;
+            pos += c;
+        }
+        if (!all)
+            vary[nvary++] = d;
+    }
+    return nvary;
+}
+
+#define RADIX_DIGIT(v, d) ((size_t)((v) >> (RADIX_BITS * (d))) & (RADIX_SIZE - 1))
 
 /* LSD passes over the varying digits of field K of items T between a and tmp; the result
  * ends in *a (swapped with tmp as needed). */
 #define RADIX_PASSES(T, K)                                                                         \
     for (unsigned p_ = 0; p_ < nvary; p_++) {                                                      \
         unsigned d_ = vary[p_];                                                                    \
-        size_t *c_ = cnt[d_];                                                                      \
+        uint32_t *c_ = cnt[d_];                                                                    \
         for (size_t i = 0; i < n; i++)                                                             \
-            tmp[c_[((a[i] K) >> (8 * d_)) & 0xff]++] = a[i];                                       \
+            tmp[c_[RADIX_DIGIT(a[i] K, d_)]++] = a[i];                                             \
         T *t_ = a;                                                                                 \
         a = tmp;                                                                                   \
         tmp = t_;                                                                                  \
     }
 
-static bool sort_packed(eng_flow *const *chunks, unsigned shift, size_t n, const uint64_t lo[3],
-                        unsigned b1, unsigned b2, uint32_t *perm, seal_mem *m)
+/* Keys per top-digit bucket the packed sort aims at: a bucket (16 bytes a key) then sorts in
+ * a core's L1/L2, where a pass over the whole array missed the cache on every scatter */
+#define MSD_BUCKET_KEYS 1024u
+#define MSD_MAX_BITS    12u
+
+/* Sorts a[0..n) by the low bits of their keys (the higher ones are the same in the bucket),
+ * stably, with tmp[0..n) as scratch: insertion for a few keys, else LSD passes of byte digits.
+ * Returns where the result is, a or tmp. */
+static pkey *sort_bucket(pkey *a, pkey *tmp, size_t n, unsigned bits)
 {
-    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
-    pkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
-    unsigned vary[8], nvary;
-    uint64_t k[3];
-    if (!a || !tmp)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        flow_key(&chunks[i >> shift][i & mask], k);
-        /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
-        uint64_t v = b1 + b2 < 64 ? (k[0] - lo[0]) << (b1 + b2) : 0;
-        v |= b2 < 64 ? (k[1] - lo[1]) << b2 : 0;
-        a[i] = (pkey){v | (k[2] - lo[2]), (uint32_t)i};
+    if (n <= 16) {
+        for (size_t i = 1; i < n; i++) {
+            pkey x = a[i];
+            size_t j = i;
+            for (; j > 0 && a[j - 1].k > x.k; j--)
+                a[j] = a[j - 1];
+            a[j] = x;
+        }
+        return a;
     }
-    RADIX_HIST(a[i].k);
-    RADIX_PASSES(pkey, .k)
+    uint32_t cnt[8][256];
+    unsigned ndig = (bits + 7) / 8;
+    memset(cnt, 0, ndig * sizeof cnt[0]);
+    for (size_t i = 0; i < n; i++)
+        for (unsigned d = 0; d < ndig; d++)
+            cnt[d][(a[i].k >> (8 * d)) & 0xff]++;
+    for (unsigned d = 0; d < ndig; d++) {
+        uint32_t pos = 0;
+        bool all = false;
+        for (unsigned x = 0; x < 256; x++) {
+            uint32_t c = cnt[d][x];
+            all |= c == n;
+            cnt[d][x] = pos;
+            pos += c;
+        }
+        if (all)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            tmp[cnt[d][(a[i].k >> (8 * d)) & 0xff]++] = a[i];
+        pkey *t = a;
+        a = tmp;
+        tmp = t;
+    }
+    return a;
+}
+
+/* The key words less their minimum, packed into one word (they fit in 64 bits), sorted: one
+ * pass scatters them by their top bits into buckets of about MSD_BUCKET_KEYS, then each bucket
+ * is sorted by the rest while it is in cache. w's memory becomes the second buffer once the
+ * packed keys are built. */
+static bool sort_packed(wkey *w, size_t n, const row_pass *rp, unsigned b1, unsigned b2,
+                        uint32_t *perm, seal_mem *m)
+{
+    uint32_t start[(1u << MSD_MAX_BITS) + 1];
+    unsigned total = bits_of(rp->hi[0] - rp->lo[0]) + b1 + b2;
+    unsigned mb = bits_of(n / MSD_BUCKET_KEYS);
+    mb = mb > MSD_MAX_BITS ? MSD_MAX_BITS : mb > total ? total : mb;
+    unsigned shift = total - mb; /* 64 only with mb 0: then every key is in bucket 0 */
+    pkey *a = mem_at(m, 3, n * sizeof *a), *tmp = (pkey *)(void *)w;
+    if (!a)
+        return false;
+    memset(start, 0, sizeof start);
+    /* shifts by 64 are undefined: a field of 0 bits contributes nothing */
+    unsigned s0 = b1 + b2 < 64 ? b1 + b2 : 0, s1 = b2 < 64 ? b2 : 0;
+    uint64_t m0 = b1 + b2 < 64 ? UINT64_MAX : 0, m1 = b2 < 64 ? UINT64_MAX : 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = ((w[i].k[0] - rp->lo[0]) & m0) << s0 | ((w[i].k[1] - rp->lo[1]) & m1) << s1 |
+                     (w[i].k[2] - rp->lo[2]);
+        a[i] = (pkey){v, w[i].idx};
+        start[(mb ? v >> shift : 0) + 1]++;
+    }
+    size_t nb = (size_t)1 << mb;
+    for (size_t b = 0; b < nb; b++)
+        start[b + 1] += start[b];
+    if (mb == 0) { /* one bucket: the whole array is small */
+        memcpy(tmp, a, n * sizeof *a);
+    } else {
+        uint32_t next[1u << MSD_MAX_BITS];
+        memcpy(next, start, nb * sizeof *next);
+        for (size_t i = 0; i < n; i++)
+            tmp[next[a[i].k >> shift]++] = a[i];
+    }
+    for (size_t b = 0; b < nb; b++) {
+        size_t s = start[b], e = start[b + 1];
+        const pkey *r = sort_bucket(tmp + s, a + s, e - s, shift);
+        for (size_t i = 0; i < e - s; i++)
+            perm[s + i] = r[i].idx;
+    }
+    return true;
+}
+
+static bool sort_wide(wkey *w, size_t n, uint32_t *perm, seal_mem *m)
+{
+    radix_counts cnt;
+    unsigned vary[RADIX_DIGS], nvary;
+    wkey *a = w, *tmp = mem_at(m, 3, n * sizeof *tmp);
+    if (!tmp)
+        return false;
+    for (int k = 2; k >= 0; k--) {
+        memset(cnt, 0, sizeof cnt);
+        for (size_t i = 0; i < n; i++)
+            for (unsigned d = 0; d < RADIX_DIGS; d++)
+                cnt[d][RADIX_DIGIT(a[i].k[k], d)]++;
+        nvary = radix_offsets(cnt, RADIX_DIGS, n, vary);
+        RADIX_PASSES(wkey, .k[k])
+    }
     for (size_t i = 0; i < n; i++)
         perm[i] = a[i].idx;
     return true;
 }
 
-static bool sort_wide(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
-                      seal_mem *m)
-{
-    size_t mask = ((size_t)1 << shift) - 1, cnt[8][256];
-    wkey *a = mem_at(m, 2, n * sizeof *a), *tmp = mem_at(m, 3, n * sizeof *tmp);
-    unsigned vary[8], nvary;
-    if (!a || !tmp)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        flow_key(&chunks[i >> shift][i & mask], a[i].k);
-        a[i].idx = (uint32_t)i;
-    }
-    for (int w = 2; w >= 0; w--) {
-        RADIX_HIST(a[i].k[w]);
-        RADIX_PASSES(wkey, .k[w])
-    }
-    for (size_t i = 0; i < n; i++)
-        perm[i] = a[i].idx;
-    return true;
-}
-
+/* Sorts as described above; *rp gets the key ranges. */
 static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
-                      seal_mem *m)
+                      seal_mem *m, row_pass *rp)
 {
-    size_t mask = ((size_t)1 << shift) - 1;
-    uint64_t lo[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX}, hi[3] = {0, 0, 0}, k[3];
+    wkey *w = mem_at(m, 2, (n ? n : 1) * sizeof *w);
+    if (!w)
+        return false;
+    read_keys(chunks, shift, n, w, rp);
     if (n < 2) {
         if (n == 1)
             perm[0] = 0;
         return true;
     }
-    for (size_t i = 0; i < n; i++) {
-        flow_key(&chunks[i >> shift][i & mask], k);
-        for (int w = 0; w < 3; w++) {
-            lo[w] = k[w] < lo[w] ? k[w] : lo[w];
-            hi[w] = k[w] > hi[w] ? k[w] : hi[w];
-        }
-    }
-    unsigned b1 = bits_of(hi[1] - lo[1]), b2 = bits_of(hi[2] - lo[2]);
-    unsigned total = bits_of(hi[0] - lo[0]) + b1 + b2;
-    return total <= 64 ? sort_packed(chunks, shift, n, lo, b1, b2, perm, m)
-                       : sort_wide(chunks, shift, n, perm, m);
+    unsigned b1 = bits_of(rp->hi[1] - rp->lo[1]), b2 = bits_of(rp->hi[2] - rp->lo[2]);
+    unsigned total = bits_of(rp->hi[0] - rp->lo[0]) + b1 + b2;
+    return total <= 64 ? sort_packed(w, n, rp, b1, b2, perm, m) : sort_wide(w, n, perm, m);
 }
 
 /* rows[0..n) sorted in place (compaction's merged rows); qsort when memory is short */
@@ -1792,7 +2052,8 @@ static void sort_flows(eng_flow *rows, size_t n)
     uint32_t *perm = mem_at(&m, 1, (n ? n : 1) * sizeof *perm);
     eng_flow *tmp = mem_at(&m, 0, (n ? n : 1) * sizeof *tmp);
     eng_flow *one[1] = {rows};
-    if (!perm || !tmp || !sort_perm(one, 31, n, perm, &m)) {
+    row_pass rp;
+    if (!perm || !tmp || !sort_perm(one, 31, n, perm, &m, &rp)) {
         mem_free(&m);
         qsort(rows, n, sizeof *rows, cmp_flow_order);
         return;
@@ -1829,7 +2090,8 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
     /* the buffer is sealing: no appends, so reading without the mutex is safe. A permutation
      * sorted on compact keys; the writer gathers the rows through it a block at a time. */
     uint32_t *perm = mem_at(m, 1, (b->n ? b->n : 1) * sizeof *perm);
-    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m)) {
+    row_pass rp;
+    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m, &rp)) {
         rc = eng__seg_write_perm(path, b->chunks, CHUNK_SHIFT, perm, b->n);
     } else {
         eng_flow *rows = mem_at(m, 0, (b->n ? b->n : 1) * sizeof *rows);
@@ -1848,12 +2110,9 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
     e.first_ms = b->first_ms;
     e.last_ms = b->last_ms;
     e.rows = b->n;
-    for (size_t i = 0; i < b->n; i++) {
-        const eng_flow *r = &b->chunks[i >> CHUNK_SHIFT][i & (CHUNK_ROWS - 1)];
-        e.flows += eng_flow_count(r);
-        e.packets += r->packets;
-        e.bytes += r->bytes;
-    }
+    e.flows = b->flows;
+    e.packets = b->packets;
+    e.bytes = b->bytes;
 
     pthread_mutex_lock(&db->mu);
     rc = catalog_add_locked(db, &e);
@@ -1877,6 +2136,27 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
     return rc;
 }
 
+/* A seal of b failed: it stays in memory, sealing (no appends) and unclaimed, so the next pass
+ * retries it; counted and logged. */
+static void seal_failed(eng_db *db, minute_buf *b, int rc)
+{
+    uint32_t held = 0;
+    pthread_mutex_lock(&db->mu);
+    b->claimed = false;
+    db->st.seal_errors++;
+    /* a full disk fails every retry (twice a second): log the first few, then one line a
+     * minute with the count, so the log does not fill what is left */
+    bool say = ns_ratelimit_ok(&db->seal_rl, ns_mono_ms(), &held);
+    int64_t minute = b->minute;
+    size_t n = b->n;
+    pthread_mutex_unlock(&db->mu);
+    if (say)
+        ns_log(NS_LOG_ERROR,
+               "db: cannot seal minute %lld (%zu flows): %s; kept in memory, will retry (%u "
+               "similar errors not logged)",
+               (long long)minute, n, ns_strerror(rc), held);
+}
+
 /* Seals every buffer due at now_ms (all with force) that no other sealer has claimed, oldest
  * minute first, with m as scratch. Returns the segments written, or the error of a pass that
  * wrote none. */
@@ -1884,7 +2164,7 @@ static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m)
 {
     int written = 0, rc = 0;
     int64_t delay = (int64_t)db->opts.seal_delay_s * 1000;
-    size_t seal_rows = db->opts.seal_rows ? (size_t)db->opts.seal_rows : SEAL_ROWS;
+    size_t seal_rows = seal_rows_of(db);
     for (;;) {
         minute_buf *b = NULL;
         pthread_mutex_lock(&db->mu);
@@ -1923,19 +2203,7 @@ static int seal_pass(eng_db *db, int64_t now_ms, bool force, seal_mem *m)
         }
         rc = seal_one(db, b, m); /* on success b is gone */
         if (rc < 0) {
-            uint32_t held = 0;
-            pthread_mutex_lock(&db->mu);
-            b->claimed = false; /* still sealing: no appends, retried by the next pass */
-            db->st.seal_errors++;
-            /* a full disk fails every retry (twice a second): log the first few, then one line
-             * a minute with the count, so the log does not fill what is left */
-            bool say = ns_ratelimit_ok(&db->seal_rl, ns_mono_ms(), &held);
-            pthread_mutex_unlock(&db->mu);
-            if (say)
-                ns_log(NS_LOG_ERROR,
-                       "db: cannot seal minute %lld (%zu flows): %s; kept in memory, will retry"
-                       " (%u similar errors not logged)",
-                       (long long)b->minute, b->n, ns_strerror(rc), held);
+            seal_failed(db, b, rc);
             break; /* kept in memory; retried on the next pass */
         }
         written++;
@@ -1958,6 +2226,8 @@ void eng_db_get_stats(eng_db *db, eng_db_stats *st)
     *st = db->st;
     st->disk_bytes = used_bytes_locked(db);
     st->open_rows = db->open_rows;
+    st->unsealed_bytes = db->mem_chunks * CHUNK_BYTES;
+    st->unsealed_bytes_max = db->opts.unsealed_bytes;
     st->budget_bytes = db->opts.budget_bytes;
     eng__cache_stats(db->cache, &st->cache_bytes, &st->cache_hits, &st->cache_misses);
     st->retention_s = db->opts.retention_s;

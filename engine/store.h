@@ -217,7 +217,19 @@ typedef struct eng_db_opts {
      * (the default here; the configuration's default is 30) deletes raw segments directly. */
     uint32_t rollup_share;
     uint32_t rollup_keys; /* ENG_COLMASK bits of the roll-up keys; 0 = ENG_ROLLUP_KEYS_DEFAULT */
+    /* Memory the rows waiting to be sealed may take: the chunks of open and sealing buffers
+     * (and of buffers a query still reads), and the chunks kept for reuse; 0 =
+     * ENG_UNSEALED_BYTES_DEFAULT. An eng_db_append past it drops its rows (counted in
+     * rows_dropped_memory); eng_db_append_wait seals first instead. */
+    uint64_t unsealed_bytes;
+    /* Tests only: open rows past which the budget counts sealing as behind and deletes raw
+     * segments without rolling them up (0: 4 Mi, or half of what unsealed_bytes holds if
+     * less). */
+    uint64_t behind_rows;
 } eng_db_opts;
+#define ENG_UNSEALED_BYTES_DEFAULT (1ull << 30)
+/* Bytes of memory one row waiting to be sealed takes (what unsealed_bytes divides). */
+#define ENG_UNSEALED_ROW_BYTES sizeof(eng_flow)
 
 /* Opens (creating if absent) the database in dir: takes the lock file, scans the segments
  * already there. A second opener gets NS_E_LOCKED (message in err). On success *out owns the
@@ -279,9 +291,16 @@ const char *eng_seg_name_tier(const char *name);
  * wal_errors and logged, and the rows are still kept in memory. So are rows whose record would
  * take the WAL past half of the byte budget (sealing has fallen behind the arrival rate):
  * counted in wal_over_budget and logged, they are not in the WAL, and a crash before they are
- * sealed loses them; the budget holds. Returns 0 or NS_E_NOMEM (the rows are then counted as
- * dropped). */
+ * sealed loses them; the budget holds. Rows that would take the memory of unsealed rows past
+ * eng_db_opts.unsealed_bytes are dropped, all n of them (counted in rows_dropped and
+ * rows_dropped_memory, logged at most a few times a minute): the call never waits for sealing.
+ * Returns 0 or NS_E_NOMEM (all n rows are then counted as dropped). */
 int eng_db_append(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n);
+/* eng_db_append for a caller that may wait (offline ingest): when the rows do not fit in
+ * unsealed_bytes it seals buffers on the calling thread (full ones first, then the oldest),
+ * or waits for the sealer threads, until they fit; rows are dropped only when nothing more can
+ * be sealed (a full disk). Same return values. Never call it from a receive thread. */
+int eng_db_append_wait(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t n);
 
 /* fsyncs every WAL file holding records not yet on disk (the WAL thread calls it; tests and
  * eng_db_close may too). On success wal_synced_through becomes the time the call started.
@@ -312,6 +331,9 @@ typedef struct eng_db_stats {
     int64_t newest_ms;     /* largest last_ms stored (0 if empty) */
     uint64_t rows_stored;  /* rows appended since open */
     uint64_t rows_dropped; /* rows that could not be kept (memory, write errors) */
+    uint64_t rows_dropped_memory; /* of them: rows past unsealed_bytes (sealing behind) */
+    uint64_t unsealed_bytes;      /* memory the rows waiting to be sealed take now */
+    uint64_t unsealed_bytes_max;  /* eng_db_opts.unsealed_bytes in force */
     uint64_t seal_errors;
     uint64_t segments_deleted; /* by budget or retention */
     uint64_t segments_quarantined;

@@ -30,6 +30,9 @@ size_t eng__wal_rec_size(size_t n);
 
 /* Encodes one record of rows[0..n) into out (eng__wal_rec_size(n) bytes). */
 void eng__wal_encode(uint8_t *out, int64_t recv_ms, const eng_flow *rows, size_t n);
+/* One row (ENG_WAL_ROW bytes) written field by field: what eng__wal_encode's rows must equal
+ * (it copies the struct's bytes where the layout allows). */
+void eng__wal_row_encode_fields(uint8_t *p, const eng_flow *r);
 
 /* Creates path (replacing a leftover) with its file header; *fd_out is open for writing.
  * Returns 0 or -errno (the file is then removed). */

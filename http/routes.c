@@ -270,11 +270,14 @@ static int route_status(req *r)
         ",\"segments_quarantined\":%" PRIu64 ",\"segments_missing\":%" PRIu64
         ",\"segments_pruned\":%" PRIu64 ",\"segments_compacted\":%" PRIu64 ",\"wal_bytes\":%" PRIu64
         ",\"wal_synced_through\":%" PRId64 ",\"wal_replayed_flows\":%" PRIu64
-        ",\"wal_errors\":%" PRIu64 ",\"wal_over_budget_flows\":%" PRIu64,
+        ",\"wal_errors\":%" PRIu64 ",\"wal_over_budget_flows\":%" PRIu64
+        ",\"flows_dropped_memory\":%" PRIu64 ",\"unsealed_bytes\":%" PRIu64
+        ",\"unsealed_bytes_max\":%" PRIu64,
         st.disk_bytes, st.budget_bytes, st.retention_s, st.segments, st.open_rows, st.rows_stored,
         st.rows_dropped, st.seal_errors, st.segments_deleted, st.segments_quarantined,
         st.segments_missing, st.segments_pruned, st.segments_compacted, st.wal_bytes,
-        st.wal_synced_through, st.wal_replayed_rows, st.wal_errors, st.wal_over_budget);
+        st.wal_synced_through, st.wal_replayed_rows, st.wal_errors, st.wal_over_budget,
+        st.rows_dropped_memory, st.unsealed_bytes, st.unsealed_bytes_max);
     ns_buf_printf(b,
                   ",\"query_cache_bytes\":%" PRIu64 ",\"query_cache_hits\":%" PRIu64
                   ",\"query_cache_misses\":%" PRIu64,
@@ -881,12 +884,21 @@ static int route_metrics(req *r)
                   "# HELP ns2flows_wal_over_budget_flows_total Flows kept in memory only: the "
                   "WAL held half the byte budget.\n"
                   "# TYPE ns2flows_wal_over_budget_flows_total counter\n"
-                  "ns2flows_wal_over_budget_flows_total %" PRIu64 "\n",
+                  "ns2flows_wal_over_budget_flows_total %" PRIu64 "\n"
+                  "# HELP ns2flows_db_flows_dropped_memory_total Flows dropped (also in "
+                  "flows_dropped): those waiting to be sealed filled unsealed_memory.\n"
+                  "# TYPE ns2flows_db_flows_dropped_memory_total counter\n"
+                  "ns2flows_db_flows_dropped_memory_total %" PRIu64 "\n"
+                  "# HELP ns2flows_db_unsealed_bytes Memory the flows waiting to be sealed take.\n"
+                  "# TYPE ns2flows_db_unsealed_bytes gauge\nns2flows_db_unsealed_bytes %" PRIu64
+                  "\n# TYPE ns2flows_db_unsealed_bytes_max gauge\n"
+                  "ns2flows_db_unsealed_bytes_max %" PRIu64 "\n",
                   (ns_now_ms() - r->o->start_ms) / 1000, st.disk_bytes, st.budget_bytes,
                   st.segments, st.open_rows, st.rows_stored, st.rows_dropped, st.seal_errors,
                   st.segments_deleted, st.segments_quarantined, st.segments_missing,
                   st.segments_pruned, st.segments_compacted, st.wal_bytes, st.wal_synced_through,
-                  st.wal_replayed_rows, st.wal_errors, st.wal_over_budget);
+                  st.wal_replayed_rows, st.wal_errors, st.wal_over_budget, st.rows_dropped_memory,
+                  st.unsealed_bytes, st.unsealed_bytes_max);
     ns_buf_printf(b,
                   "# HELP ns2flows_query_cache_bytes Decoded columns kept between queries.\n"
                   "# TYPE ns2flows_query_cache_bytes gauge\nns2flows_query_cache_bytes %" PRIu64

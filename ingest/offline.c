@@ -17,7 +17,9 @@ typedef struct off_flush {
 static int store_rows(void *arg, const eng_flow *rows, size_t n)
 {
     off_flush *fa = arg;
-    if (n && eng_db_append(fa->db, fa->recv_ms, rows, n) < 0)
+    /* waits for sealing when unsealed_memory is full: a capture can be replayed again, but
+     * nothing is lost by waiting (eng_db_append, the listener's, drops instead) */
+    if (n && eng_db_append_wait(fa->db, fa->recv_ms, rows, n) < 0)
         fa->st->store_dropped += n;
     return 0;
 }

@@ -569,7 +569,8 @@ static int open_offline_db(const char *cmd, ns_config *cfg, const char *db_path,
                        .rollup_share = (uint32_t)cfg->rollup_share,
                        .rollup_keys = rollup_keys_of(cfg),
                        .no_sealer_thread = true,
-                       .seal_delay_s = cfg->seal_delay_s, /* in capture time, for ingest */
+                       .unsealed_bytes = cfg->unsealed_memory, /* ingest seals when full */
+                       .seal_delay_s = cfg->seal_delay_s,      /* in capture time, for ingest */
                        /* the capture is the durable copy: the WAL guards against the command
                         * dying (the page cache outlives it), a machine crash means ingesting
                         * again. fsyncing it every second as the daemon does made a 10M-flow
@@ -826,6 +827,7 @@ int main(int argc, char **argv)
                        .seal_delay_s = cfg.seal_delay_s,
                        .wal_sync_ms = cfg.wal_sync_ms,
                        .cache_bytes = cfg.query_cache,
+                       .unsealed_bytes = cfg.unsealed_memory,
                        .compactor = true};
     eng_db *db = NULL;
     if (eng_db_open(cfg.db_path, &dbo, &db, err, sizeof err) < 0) {
