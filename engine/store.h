@@ -205,7 +205,7 @@ typedef struct eng_db_opts {
     uint64_t wal_sync_ms;  /* the WAL thread fsyncs this often; 0: as soon as records wait */
     bool no_wal;           /* no write-ahead log: a crash loses the open minutes */
     bool compactor;        /* run the compactor thread (eng_db_compact every 10 s) */
-    uint64_t seal_rows;    /* a buffer this full is sealed before its minute ends (0: 1Mi) */
+    uint64_t seal_rows;    /* a buffer this full is sealed before its minute ends (0: 256Ki) */
     uint64_t cache_bytes;  /* decoded columns of sealed segments kept for later queries, at
                             * most this many bytes (0: none); see engine/cache.c */
     unsigned seal_threads; /* sealer threads (0: one per CPU the process may run on, up to 4);
