@@ -1715,6 +1715,35 @@ int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shif
 #define SEG_BLOCK        1024u
 #define SEG_GATHER_AHEAD 8u
 
+/* Where the writer's blobs go: each is compressed with zc into comp (cap bytes) and appended to
+ * fd at off. */
+typedef struct zblob {
+    ZSTD_CCtx *zc;
+    uint8_t *comp;
+    size_t cap;
+    int fd;
+    uint64_t off;
+} zblob;
+
+/* Compresses raw (rlen bytes), appends it, and puts its directory fields at dir: offset,
+ * compressed size, raw size and XXH64 of the compressed bytes, 8 bytes each (the layout of a
+ * column's entry from +16, of the index's and the address totals' in the fixed part). */
+static int write_blob(zblob *z, const uint8_t *raw, size_t rlen, uint8_t *dir)
+{
+    size_t csize = ZSTD_compressCCtx(z->zc, z->comp, z->cap, raw, rlen, SEG_ZSTD_LEVEL);
+    if (ZSTD_isError(csize))
+        return NS_E_COMPRESS;
+    int rc = write_all(z->fd, z->comp, csize);
+    if (rc < 0)
+        return rc;
+    ns_put_le64(dir, z->off);
+    ns_put_le64(dir + 8, csize);
+    ns_put_le64(dir + 16, rlen);
+    ns_put_le64(dir + 24, XXH64(z->comp, csize, 0));
+    z->off += csize;
+    return 0;
+}
+
 /* Writes the rows chunks[perm[k] >> shift][perm[k] & mask] (k < n; perm NULL: k itself) as a
  * segment: one pass over blocks of rows gathers them, sums the footer's totals, hashes the
  * addresses for the index and appends each column's bytes to its own region of enc; then each
@@ -1917,58 +1946,27 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     if (version >= 4)
         ns_put_le64(footer + 88, fl);
 
+    zblob zb = {zc, comp, comp_cap, fd, off};
     for (int c = 0; c < (int)ncols; c++) {
-        size_t rsize = clen[c];
-        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, enc + coff[c], rsize, SEG_ZSTD_LEVEL);
-        if (ZSTD_isError(csize)) {
-            rc = NS_E_COMPRESS;
-            goto fail;
-        }
-        if ((rc = write_all(fd, comp, csize)) < 0)
-            goto fail;
         uint8_t *d = footer + fixed + (size_t)c * SEG_COLDIR;
         ns_put_le32(d + 0, (uint32_t)c);
         ns_put_le32(d + 4, col_width[c]);
         ns_put_le32(d + 8, encs[c]);
-        ns_put_le64(d + 16, off);
-        ns_put_le64(d + 24, csize);
-        ns_put_le64(d + 32, rsize);
-        ns_put_le64(d + 40, XXH64(comp, csize, 0));
-        off += csize;
+        if ((rc = write_blob(&zb, enc + coff[c], clen[c], d + 16)) < 0)
+            goto fail;
     }
     if (version >= 3) {
-        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, idx, idx_len, SEG_ZSTD_LEVEL);
-        if (ZSTD_isError(csize)) {
-            rc = NS_E_COMPRESS;
+        if ((rc = write_blob(&zb, idx, idx_len, footer + 48)) < 0)
             goto fail;
-        }
-        if ((rc = write_all(fd, comp, csize)) < 0)
-            goto fail;
-        ns_put_le64(footer + 48, off);
-        ns_put_le64(footer + 56, csize);
-        ns_put_le64(footer + 64, idx_len);
-        ns_put_le64(footer + 72, XXH64(comp, csize, 0));
         ns_put_le32(footer + 80, words);
         ns_put_le32(footer + 84, SEG_BLOOM_K);
         uint8_t *bp = footer + fixed + ncols * SEG_COLDIR;
         for (uint32_t w = 0; w < words; w++)
             ns_put_le64(bp + (size_t)w * 8, bloom[w]);
-        off += csize;
     }
-    if (atot_len) { /* version 6; all zero without a table */
-        size_t csize = ZSTD_compressCCtx(zc, comp, comp_cap, atot, atot_len, SEG_ZSTD_LEVEL);
-        if (ZSTD_isError(csize)) {
-            rc = NS_E_COMPRESS;
-            goto fail;
-        }
-        if ((rc = write_all(fd, comp, csize)) < 0)
-            goto fail;
-        ns_put_le64(footer + 96, off);
-        ns_put_le64(footer + 104, csize);
-        ns_put_le64(footer + 112, atot_len);
-        ns_put_le64(footer + 120, XXH64(comp, csize, 0));
-        off += csize;
-    }
+    /* version 6; all zero without a table */
+    if (atot_len && (rc = write_blob(&zb, atot, atot_len, footer + 96)) < 0)
+        goto fail;
     if ((rc = write_all(fd, footer, flen)) < 0)
         goto fail;
     ns_put_le64(trailer, flen);
