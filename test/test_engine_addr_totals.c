@@ -739,3 +739,56 @@ Test(atot, one_host_summaries_from_the_tables_equal_the_rows)
     free(all);
     cr_assert(eq(int, eng_db_close(db), 0));
 }
+
+/* A store upgraded in place: minutes written as version 5 (no tables) beside version 6 ones.
+ * One-host summaries add the tables of the new minutes to the rows of the old, each flow once. */
+Test(atot, a_store_of_version_5_and_6_segments_answers_from_both)
+{
+    char err[256], name[512];
+    const size_t per = 8000;
+    eng_flow *old = make_rows(per, 800, M0), *cur = make_rows(per, 800, M0 + MIN);
+    for (size_t i = 0; i < per; i++) {
+        old[i].last_ms = old[i].first_ms + 10;
+        cur[i].last_ms = cur[i].first_ms + 10;
+    }
+    snprintf(name, sizeof name, "%s/m%lld-0.seg", tmpdir, (long long)(M0 / MIN));
+    cr_assert(eq(int, eng__seg_write_version(name, old, per, 5), 0));
+    eng_db *db;
+    eng_db_opts o = {.seal_delay_s = 0, .no_sealer_thread = true};
+    cr_assert(eq(int, eng_db_open(tmpdir, &o, &db, err, sizeof err), 0), "%s", err);
+    cr_assert(eq(int, eng_db_append(db, M0 + MIN, cur, per), 0));
+    cr_assert(eq(int, eng_db_seal_due(db, M0 + 3 * MIN, false), 1));
+    static const char *forms[] = {"host ", "src host ", "dst host "};
+    for (size_t fk = 0; fk < 3; fk++) {
+        char text[64];
+        snprintf(text, sizeof text, "%s%s", forms[fk], "10.0.0.0"); /* pool_addr(0): busy */
+        qry_filter *f;
+        cr_assert(eq(int, qry_filter_compile(text, &f, err, sizeof err), 0));
+        ns_addr a = pool_addr(0);
+        qry_totals want = {0}, got;
+        const eng_flow *sets[2] = {old, cur};
+        for (int k = 0; k < 2; k++)
+            for (size_t i = 0; i < per; i++) {
+                bool s = memcmp(sets[k][i].src.b, a.b, 16) == 0,
+                     d = memcmp(sets[k][i].dst.b, a.b, 16) == 0;
+                if (fk == 0 ? s || d : fk == 1 ? s : d)
+                    add_tot(&want, &sets[k][i]);
+            }
+        eng_db_stats before, after;
+        eng_db_get_stats(db, &before);
+        cr_assert(eq(int, qry_summary(db, 0, INT64_MAX, f, &got), 0));
+        eng_db_get_stats(db, &after);
+        cr_assert(gt(u64, want.flows, 0));
+        cr_assert(eq(u64, got.flows, want.flows), "%s", text);
+        cr_assert(eq(u64, got.packets, want.packets), "%s", text);
+        cr_assert(eq(u64, got.bytes, want.bytes), "%s", text);
+        cr_assert(eq(i64, got.first_ms, want.first_ms), "%s", text);
+        cr_assert(eq(i64, got.last_ms, want.last_ms), "%s", text);
+        /* the new minute from its table, the old one read */
+        cr_assert(eq(u64, after.segments_pruned - before.segments_pruned, 1), "%s", text);
+        qry_filter_free(f);
+    }
+    free(old);
+    free(cur);
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
