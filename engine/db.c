@@ -823,7 +823,8 @@ static size_t oldest_locked(const eng_db *db, bool rollup)
  * tier (its segments, the WAL and the other files) keeps to (100 - share)% of the budget and
  * the roll-up tier to share%: a raw segment over its part is not deleted here but named in
  * *rollup_out (the caller rolls it up, which replaces it); the roll-up tier's oldest are
- * deleted. Usage then passes the budget by one segment at most (the roll-up being written). */
+ * deleted. Usage then passes the budget by one segment at most (the roll-up being written);
+ * in a flood the tiers keep a reserve below it for what is in flight. */
 static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_out)
 {
     rollup_out->name[0] = 0;
@@ -838,6 +839,16 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
     uint64_t budget = db->opts.budget_bytes;
     if (!budget)
         return;
+    /* Files are written before the ones they replace go (a sealed segment before its WAL, a
+     * roll-up or merge before its inputs), so between two enforcements the folder may grow by
+     * a seal and a roll-up in flight: the tiers are held below the budget by that much (twice
+     * 16 bytes a row of a full buffer, at most an eighth of the budget), so the folder stays
+     * inside it. Only in a flood (more than a buffer of rows waiting to be sealed): otherwise
+     * seals are rare and small, and the store keeps to the budget exactly. */
+    bool flood = db->open_rows > seal_rows_of(db);
+    uint64_t reserve = flood ? (uint64_t)seal_rows_of(db) * 32 : 0;
+    reserve = reserve < budget / 8 ? reserve : budget / 8;
+    budget -= reserve;
     if (db->opts.rollup_share) {
         uint64_t rcap = rollup_cap(budget, db->opts.rollup_share);
         size_t i;
@@ -847,13 +858,18 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
         uint64_t used = used_bytes_locked(db);
         if (used - db->st.rollup_bytes > budget - rcap &&
             (i = oldest_locked(db, false)) != SIZE_MAX) {
-            if (db->open_rows <= behind_rows(db)) {
+            /* roll-ups go one segment at a time: in a flood, a raw tier over its share by
+             * more than the reserve has outrun them (segments are sealed faster than they roll
+             * up), and waiting for them would take the folder past the budget */
+            bool outrun = flood && used - db->st.rollup_bytes > budget - rcap + reserve;
+            if (db->open_rows <= behind_rows(db) && !outrun) {
                 *rollup_out = db->segs[i];
                 return;
             }
-            /* sealing has fallen behind (a roll-up costs about what a seal does): the flows
-             * coming in go first, and the oldest raw segments go without their roll-ups until
-             * the raw tier fits again (one a call fell behind a flood's seals) */
+            /* sealing has fallen behind (a roll-up costs about what a seal does) or the raw
+             * tier outran the roll-ups: the flows coming in go first, and the oldest raw
+             * segments go without their roll-ups until the raw tier fits again (one a call
+             * fell behind a flood's seals) */
             do {
                 if (!delete_segment_locked(db, i, "over budget; sealing is behind, not rolled up"))
                     return;
