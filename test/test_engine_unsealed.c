@@ -456,13 +456,14 @@ static size_t raw_segments(seg_file *out, size_t cap)
 enum { NMIN = 8, SEG_ROWS = 300, OPEN_ROWS = 600 };
 
 /* NMIN sealed minutes of SEG_ROWS rows, then OPEN_ROWS rows left open in a later minute. */
-static eng_db *fill_for_budget(uint64_t behind_rows, seg_file *segs)
+static eng_db *fill_for_budget_rows(uint64_t behind_rows, uint64_t seal_rows, seg_file *segs)
 {
     eng_db_opts o = {.seal_delay_s = 0,
                      .no_sealer_thread = true,
                      .no_wal = true, /* the raw tier is then segments and small files only */
                      .rollup_share = 30,
-                     .behind_rows = behind_rows};
+                     .behind_rows = behind_rows,
+                     .seal_rows = seal_rows};
     eng_db *db = open_db(&o);
     for (uint32_t m = 0; m < NMIN; m++) {
         int64_t recv = M0 + m * MIN + 500;
@@ -477,6 +478,11 @@ static eng_db *fill_for_budget(uint64_t behind_rows, seg_file *segs)
     free(rows);
     cr_assert(eq(sz, raw_segments(segs, NMIN), NMIN));
     return db;
+}
+
+static eng_db *fill_for_budget(uint64_t behind_rows, seg_file *segs)
+{
+    return fill_for_budget_rows(behind_rows, 0, segs);
 }
 
 /* A budget whose raw part (70%) is what is used now less 4.5 average segments. */
@@ -532,6 +538,32 @@ Test(unsealed, sealing_in_time_rolls_the_oldest_raw_segments_up)
     cr_assert(eq(u64, st.rollup_skipped, 0));
     cr_assert(ge(u64, st.segments_rolled_up, 4));
     cr_assert(ge(u64, st.rollup_segments, 1));
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
+
+/* The same store in a flood (more rows waiting than a buffer holds, sealing not behind): the
+ * tiers keep a reserve of 32 bytes a row of a buffer below the budget, and a raw tier over its
+ * share by more than that has outrun the roll-ups: its oldest go without them. */
+Test(unsealed, a_flood_keeps_a_reserve_and_deletes_what_outran_the_rollups)
+{
+    seg_file segs[NMIN], left[NMIN];
+    const uint64_t seal_rows = OPEN_ROWS - 100;
+    eng_db *db = fill_for_budget_rows(OPEN_ROWS, seal_rows, segs);
+    cr_assert(gt(u64, stats(db).open_rows, seal_rows), "a flood");
+    uint64_t budget = budget_dropping_four_and_a_half(db, segs);
+    uint64_t reserve = seal_rows * 32 < budget / 8 ? seal_rows * 32 : budget / 8;
+    eng_db_set_limits(db, budget, 0);
+    eng_db_stats st = stats(db);
+    uint64_t inner = budget - reserve;
+    uint64_t raw_cap = inner - (inner / 100 * 30 + inner % 100 * 30 / 100);
+    size_t n = raw_segments(left, NMIN), gone = NMIN - n;
+    cr_assert(ge(sz, gone, 4));
+    cr_assert(le(u64, st.disk_bytes - st.rollup_bytes, raw_cap), "the raw tier fits its share");
+    cr_assert(le(u64, st.disk_bytes, budget - reserve), "the reserve is kept");
+    cr_assert(eq(u64, st.segments_rolled_up, 0), "no roll-up");
+    cr_assert(eq(u64, st.rollup_skipped, gone));
+    for (size_t i = 0; i < n; i++)
+        cr_assert(eq(i64, left[i].minute, segs[gone + i].minute), "the oldest went first");
     cr_assert(eq(int, eng_db_close(db), 0));
 }
 
