@@ -339,6 +339,15 @@ typedef struct ns_ratelimit {
  * since the last message that passed (to mention in it). */
 bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out);
 
+/* Thread priorities on a busy machine: receiving first (never niced), then sealing, then
+ * queries, so a dashboard never makes the collector drop flows and a flood delays answers, not
+ * storage. Linux nices threads one by one. */
+#define NS_NICE_SEALER 10
+#define NS_NICE_QUERY  15
+/* Lowers the calling thread's priority to nice (a thread may always lower its own); false,
+ * with the default kept, when the system refuses. */
+bool ns_thread_nice(int nice);
+
 /* ---------------------------------------------------------------------------------------------
  * Configuration. One table (config.c) drives the netsaw.conf parser, validation with file:line
  * errors, --help-config, and SIGHUP reload. A parsed ns_config is immutable once built. */

@@ -29,7 +29,6 @@
 #define CHUNK_SHIFT      12u
 #define CHUNK_ROWS       (1u << CHUNK_SHIFT)
 #define SEAL_MEM_IDLE_MS 5000
-#define SEALER_NICE      10
 #define CHUNK_BYTES      (CHUNK_ROWS * sizeof(eng_flow))
 /* chunks kept for reuse: four sealed buffers' worth (~150 MB), so a flood's buffers are not
  * freed and faulted in again seal after seal */
@@ -151,8 +150,12 @@ struct eng_db {
     pthread_cond_t room_cond; /* a seal freed chunks (eng_db_append_wait waits for it) */
     ns_ratelimit mem_rl;      /* rows dropped at cap_chunks logged */
     ns_ratelimit seal_rl;     /* seal failures logged */
-    ns_ratelimit compact_rl;  /* compaction failures logged (a full disk fails every pass) */
-    char doomed[64][64];      /* segment files to unlink once the mutex is released */
+    /* a flood: two seals of big buffers within a second mark one for the next 10 s */
+    int64_t seal_sec_ms;     /* the second they are counted in (monotonic ms) */
+    unsigned seal_sec_n;     /* and how many so far */
+    int64_t flood_until_ms;  /* monotonic ms */
+    ns_ratelimit compact_rl; /* compaction failures logged (a full disk fails every pass) */
+    char doomed[64][64];     /* segment files to unlink once the mutex is released */
     size_t ndoomed;
     eng_db_stats st;
     /* write-ahead log (engine/wal.c): written by appends under mu, fsynced by wal_thread */
@@ -843,9 +846,10 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
      * roll-up or merge before its inputs), so between two enforcements the folder may grow by
      * a seal and a roll-up in flight: the tiers are held below the budget by that much (twice
      * 16 bytes a row of a full buffer, at most an eighth of the budget), so the folder stays
-     * inside it. Only in a flood (more than a buffer of rows waiting to be sealed): otherwise
-     * seals are rare and small, and the store keeps to the budget exactly. */
-    bool flood = db->open_rows > seal_rows_of(db);
+     * inside it. Only in a flood (more than a buffer of rows waiting to be sealed, or two seals
+     * in one second in the last 10 s): otherwise seals are rare and small, and the store keeps
+     * to the budget exactly. */
+    bool flood = db->open_rows > seal_rows_of(db) || ns_mono_ms() < db->flood_until_ms;
     uint64_t reserve = flood ? (uint64_t)seal_rows_of(db) * 32 : 0;
     reserve = reserve < budget / 8 ? reserve : budget / 8;
     budget -= reserve;
@@ -858,18 +862,17 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
         uint64_t used = used_bytes_locked(db);
         if (used - db->st.rollup_bytes > budget - rcap &&
             (i = oldest_locked(db, false)) != SIZE_MAX) {
-            /* roll-ups go one segment at a time: in a flood, a raw tier over its share by
-             * more than the reserve has outrun them (segments are sealed faster than they roll
-             * up), and waiting for them would take the folder past the budget */
-            bool outrun = flood && used - db->st.rollup_bytes > budget - rcap + reserve;
-            if (db->open_rows <= behind_rows(db) && !outrun) {
+            /* no roll-ups in a flood: they go one segment at a time, each as costly as a seal,
+             * and each waits for the queries running to finish before its raw segment goes
+             * (scan_lock): a busy dashboard would stall the sealer behind them, and the rows
+             * waiting would pass unsealed_memory */
+            if (db->open_rows <= behind_rows(db) && !flood) {
                 *rollup_out = db->segs[i];
                 return;
             }
-            /* sealing has fallen behind (a roll-up costs about what a seal does) or the raw
-             * tier outran the roll-ups: the flows coming in go first, and the oldest raw
-             * segments go without their roll-ups until the raw tier fits again (one a call
-             * fell behind a flood's seals) */
+            /* sealing has fallen behind (a roll-up costs about what a seal does), or a flood:
+             * the flows coming in go first, and the oldest raw segments go without their
+             * roll-ups until the raw tier fits again (one a call fell behind a flood's seals) */
             do {
                 if (!delete_segment_locked(db, i, "over budget; sealing is behind, not rolled up"))
                     return;
@@ -960,7 +963,7 @@ static void *sealer_main(void *arg)
     /* below the receive threads: on a busy core a burst is received first and sealed after
      * (open minutes are bounded by unsealed_bytes), instead of both losing to each other.
      * Linux nices threads one by one; failing leaves the default. */
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SEALER_NICE) < 0)
+    if (!ns_thread_nice(NS_NICE_SEALER))
         ns_log(NS_LOG_DEBUG, "db: cannot lower the sealer's priority: %s", strerror(errno));
     pthread_mutex_lock(&db->mu);
     while (!db->stop) {
@@ -2145,6 +2148,15 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
         had_wal = b->wal_fd >= 0;
         db->st.wal_bytes -= had_wal ? b->wal_off : 0;
         db->st.rows_sealed += e.rows;
+        int64_t now = ns_mono_ms();
+        if (now - db->seal_sec_ms >= 1000) {
+            db->seal_sec_ms = now;
+            db->seal_sec_n = 0;
+        }
+        /* only big buffers (half of seal_rows or more) count: many small minutes sealed at
+         * once (a backlog, an offline capture of old flows) are no flood */
+        if (2 * b->n >= seal_rows_of(db) && ++db->seal_sec_n >= 2)
+            db->flood_until_ms = now + 10000;
         db->st.seal_ns += mono_ns() - t0;
         buf_unref_locked(db, b);
     }
@@ -3177,6 +3189,7 @@ int eng_db_compact(eng_db *db, int64_t now_ms)
 static void *compactor_main(void *arg)
 {
     eng_db *db = arg;
+    (void)ns_thread_nice(NS_NICE_SEALER); /* background work, like sealing */
     pthread_mutex_lock(&db->mu);
     while (!db->stop) {
         struct timespec ts;

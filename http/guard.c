@@ -34,6 +34,8 @@ struct http_guard {
 static void *pool_main(void *p)
 {
     http_guard *g = p;
+    /* below receiving and sealing: a dashboard waits on a busy core, flows are not lost */
+    (void)ns_thread_nice(NS_NICE_QUERY);
     pthread_mutex_lock(&g->mu);
     for (;;) {
         while (!g->head && !g->stop)
