@@ -506,6 +506,7 @@ typedef struct tab_ent {
 } tab_ent;
 
 typedef struct group_tab {
+    eng_db *db; /* its large arrays are the database's scratch blocks (NULL: malloc) */
     const qry_group *g;
     const qry_filter *filter;
     size_t klen;
@@ -515,7 +516,8 @@ typedef struct group_tab {
      * a one-address group is one cache line, so a probe misses once, not twice */
     uint8_t *ent;
     size_t stride;
-    qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
+    qry_totals *dir;         /* 2 * cap (a to b, b to a) when conv */
+    size_t ent_blk, dir_blk; /* their scratch blocks' sizes (0: malloc'd) */
     size_t cap, n;
     int64_t deadline;
     qry_sel *sel; /* the filter's rows (group_cols) */
@@ -688,11 +690,12 @@ static uint32_t group_columns(const qry_group *g)
     return m;
 }
 
-static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
+static int tab_init(group_tab *t, eng_db *db, const qry_group *g, const qry_filter *filter)
 {
     memset(t, 0, sizeof *t);
     if (g->n == 0 || g->n > QRY_MAX_KEYS)
         return NS_E_RANGE;
+    t->db = db;
     t->g = g;
     t->filter = filter;
     t->deadline = qry_deadline_ms;
@@ -727,12 +730,21 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
     return 0;
 }
 
+static void tab_release(const group_tab *t, void *p, size_t blk)
+{
+    if (blk)
+        eng_db_mem_put(t->db, p, blk);
+    else
+        free(p);
+}
+
 static void tab_free_arrays(group_tab *t)
 {
-    free(t->ent);
-    free(t->dir);
+    tab_release(t, t->ent, t->ent_blk);
+    tab_release(t, t->dir, t->dir_blk);
     t->ent = NULL;
     t->dir = NULL;
+    t->ent_blk = t->dir_blk = 0;
 }
 
 static void tab_free(group_tab *t)
@@ -751,21 +763,24 @@ static void tab_free(group_tab *t)
 static int tab_grow_to(group_tab *t, size_t ncap);
 
 /* Group arrays of many groups (millions, for conversations) in huge pages where the kernel
- * offers them on request: faulting them in 4 KiB at a time was a third of such a query. */
+ * offers them on request: faulting them in 4 KiB at a time was a third of such a query. With a
+ * database they are its scratch blocks, kept between queries (a repeated query's table then
+ * costs no page faults). *blk: the block's size, 0 when malloc'd (release with tab_release). */
 #define TAB_HUGE (4u << 20)
-static void *tab_alloc(size_t bytes, bool zero)
+static void *tab_alloc(const group_tab *t, size_t bytes, size_t *blk)
 {
     void *p;
+    *blk = 0;
     if (bytes < TAB_HUGE)
-        return zero ? calloc(1, bytes) : malloc(bytes);
+        return malloc(bytes);
+    if (t->db)
+        return eng_db_mem_get(t->db, bytes, blk);
     size_t huge = 2u << 20, size = (bytes + huge - 1) / huge * huge;
     if (!(p = aligned_alloc(huge, size)))
         return NULL;
 #ifdef MADV_HUGEPAGE
     (void)madvise(p, size, MADV_HUGEPAGE); /* a hint: without it, small pages as before */
 #endif
-    if (zero)
-        memset(p, 0, bytes);
     return p;
 }
 
@@ -790,11 +805,12 @@ static int tab_grow_to(group_tab *t, size_t ncap)
         return NS_E_TOO_MANY;
     if (!t->stride) /* a tab_ent, the key, 8-byte aligned */
         t->stride = (sizeof(tab_ent) + t->klen + 7) / 8 * 8;
-    uint8_t *ne = tab_alloc(ncap * t->stride, false);
-    qry_totals *nd = t->conv ? tab_alloc(2 * ncap * sizeof *nd, false) : NULL;
+    size_t eblk, dblk = 0;
+    uint8_t *ne = tab_alloc(t, ncap * t->stride, &eblk);
+    qry_totals *nd = t->conv ? tab_alloc(t, 2 * ncap * sizeof *nd, &dblk) : NULL;
     if (!ne || (t->conv && !nd)) {
-        free(ne);
-        free(nd);
+        tab_release(t, ne, eblk);
+        tab_release(t, nd, dblk);
         return NS_E_NOMEM;
     }
     for (size_t i = 0; i < ncap; i++)
@@ -815,6 +831,8 @@ static int tab_grow_to(group_tab *t, size_t ncap)
     tab_free_arrays(t);
     t->ent = ne;
     t->dir = nd;
+    t->ent_blk = eblk;
+    t->dir_blk = dblk;
     t->cap = ncap;
     return 0;
 }
@@ -1271,7 +1289,8 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
     unsigned nw = eng_scan_workers(), ready = 1;
     int rc = 0;
     for (; ready < nw; ready++) {
-        if ((rc = tab_init(&w[ready], t->g, t->filter)) < 0 || (rc = tab_grow(&w[ready])) < 0)
+        if ((rc = tab_init(&w[ready], t->db, t->g, t->filter)) < 0 ||
+            (rc = tab_grow(&w[ready])) < 0)
             break;
         args[ready] = &w[ready];
     }
@@ -1485,7 +1504,9 @@ typedef struct part_buf {
     size_t n;               /* records in all */
 } part_buf;
 
+/* Its blocks are the database's scratch blocks: a repeated query finds them in memory. */
 typedef struct part_arena {
+    eng_db *db;
     uint8_t **blocks;
     size_t nblocks, used; /* bytes used of the last block */
 } part_arena;
@@ -1493,9 +1514,10 @@ typedef struct part_arena {
 static void arena_free(part_arena *a)
 {
     for (size_t i = 0; i < a->nblocks; i++)
-        munmap(a->blocks[i], PART_BLOCK);
+        eng_db_mem_put(a->db, a->blocks[i], PART_BLOCK);
     free(a->blocks);
-    memset(a, 0, sizeof *a);
+    a->blocks = NULL;
+    a->nblocks = a->used = 0;
 }
 
 static part_chunk *arena_chunk(part_arena *a)
@@ -1505,13 +1527,10 @@ static part_chunk *arena_chunk(part_arena *a)
         if (!nb)
             return NULL;
         a->blocks = nb;
-        void *p =
-            mmap(NULL, PART_BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED)
+        size_t got;
+        void *p = eng_db_mem_get(a->db, PART_BLOCK, &got); /* PART_BLOCK is whole huge pages */
+        if (!p)
             return NULL;
-#ifdef MADV_HUGEPAGE
-        (void)madvise(p, PART_BLOCK, MADV_HUGEPAGE);
-#endif
         a->blocks[a->nblocks++] = p;
         a->used = 0;
     }
@@ -1920,6 +1939,7 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     bool conv = g->k[0].by == QRY_BY_CONV;
     for (unsigned k = 0; k < nw; k++) {
         w[k].filter = filter;
+        w[k].arena.db = db;
         w[k].deadline = qry_deadline_ms;
         w[k].conv = conv;
         w[k].col[0] = conv || g->k[0].by == QRY_BY_SRCADDR ? ENG_COL_SRC : ENG_COL_DST;
@@ -1940,19 +1960,13 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     if (rc == 0)
         rc = part_global_ids(w, nw, &gaddr, &ng);
     part_job job = {w, nw, conv, metric, limit, PTHREAD_MUTEX_INITIALIZER, 0, 0};
-    pthread_t th[ENG_SCAN_MAX_WORKERS];
-    unsigned started = 0;
     for (unsigned k = 0; rc == 0 && k < nw; k++) {
         o[k].job = &job;
         o[k].best.cap = limit;
+        args[k] = &o[k];
     }
     if (rc == 0) {
-        for (unsigned k = 1; k < nw; k++, started++)
-            if (pthread_create(&th[k], NULL, part_run, &o[k]) != 0)
-                break; /* fewer threads, not a failure */
-        part_run(&o[0]);
-        for (unsigned k = 1; k <= started; k++)
-            pthread_join(th[k], NULL);
+        eng_db_par_run(db, nw, part_run, args); /* on the scan threads, partitions taken in turn */
         rc = job.rc;
     }
     /* every thread's best into one heap, then best first */
@@ -2055,7 +2069,7 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
 {
     group_tab t;
     memset(out, 0, sizeof *out);
-    int rc = tab_init(&t, g, filter);
+    int rc = tab_init(&t, db, g, filter);
     if (rc < 0 || (unsigned)metric >= NMETRICS)
         return NS_E_RANGE;
     if (part_fits(g, flags))
@@ -2253,10 +2267,10 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
     /* pass 1: the groups, and which are largest; pass 2: their series */
     group_tab t, look;
     size_t *best = NULL, k = 0;
-    int rc = tab_init(&t, g, filter);
+    int rc = tab_init(&t, db, g, filter);
     if (rc < 0 || (unsigned)metric >= NMETRICS)
         return NS_E_RANGE;
-    (void)tab_init(&look, g, filter);
+    (void)tab_init(&look, db, g, filter);
     if ((rc = tab_grow(&t)) < 0)
         return rc;
     uint32_t mask = base_columns(filter) | group_columns(g);
@@ -2419,7 +2433,7 @@ static int dev_ctx_init(dev_ctx *c, const dev_ctx *proto, const qry_group *group
     if (!c->sout || !c->sin)
         rc = NS_E_NOMEM;
     for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++) {
-        if ((rc = tab_init(&c->tabs[l], &groups[l], NULL)) == 0)
+        if ((rc = tab_init(&c->tabs[l], NULL, &groups[l], NULL)) == 0)
             rc = tab_grow(&c->tabs[l]);
         c->tabs[l].no_group_times = true; /* the window shows none: one pass for each list */
         if (c->tabs[l].ndirect > 256)

@@ -431,4 +431,24 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
 /* Workers worth starting for a scan: the CPUs this process may run on, at most the cap. */
 unsigned eng_scan_workers(void);
 
+/* Runs fn(args[0]) on the caller's thread and fn(args[1..n)) on the database's scan threads
+ * (started when first needed, kept until eng_db_close), as many at once as threads are free.
+ * Returns when every call that started has returned; a call no thread has taken when
+ * fn(args[0]) returns is not made at all, so fn must share its work through the args (a
+ * counter of parts to take) so that any of them finishes it. No two calls get the same arg. */
+void eng_db_par_run(eng_db *db, unsigned n, void *(*fn)(void *), void *const *args);
+
+/* Scratch blocks for a query's large arrays (group tables, partition arenas): whole huge pages,
+ * contents undefined. Blocks given back are kept, up to ENG_QUERY_MEM_KEEP bytes, for the next
+ * query (a fresh block costs a page fault and a cleared page every 2 MiB or 4 KiB, about a
+ * tenth of a top-N), and released once none has been taken or given back for
+ * ENG_QUERY_MEM_IDLE_MS, or at eng_db_close. eng_db_mem_get: NULL when out of memory, else the
+ * block and its size in *got (at least bytes); eng_db_mem_put takes that size back. */
+#define ENG_QUERY_MEM_KEEP    (512ull << 20)
+#define ENG_QUERY_MEM_IDLE_MS 30000
+void *eng_db_mem_get(eng_db *db, size_t bytes, size_t *got);
+void eng_db_mem_put(eng_db *db, void *p, size_t size);
+/* Bytes of scratch blocks kept now (for tests). */
+size_t eng_db_mem_kept(eng_db *db);
+
 #endif
