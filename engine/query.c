@@ -1146,6 +1146,29 @@ static int tab_flush(group_tab *t)
     return 0;
 }
 
+/* About how many of src's groups t lacks, from a sample of them: workers mostly see the same
+ * groups (sources, ports), so making room for all of src's would double t for nothing (and
+ * every later pass over it would read twice the memory); groups of pairs are mostly apart. */
+#define TAB_SAMPLE 1024
+static size_t tab_new_groups(group_tab *t, const group_tab *src)
+{
+    size_t seen = 0, miss = 0;
+    int rc = 0;
+    if (!t->cap)
+        return src->n;
+    for (size_t j = 0; j < src->cap && seen < TAB_SAMPLE; j++) {
+        if (!TENT(src, j)->hash)
+            continue;
+        seen++;
+        miss += tab_slot(t, TKEY(src, j), TENT(src, j)->hash, false, &rc) == SIZE_MAX;
+    }
+    if (!seen)
+        return 0;
+    /* a little over the sample's share: one grow too many costs less than one too few */
+    size_t est = (size_t)((double)src->n * (double)miss / (double)seen * 1.1) + 1;
+    return est < src->n ? est : src->n;
+}
+
 /* Adds every group of src into t (same grouping); src is left as it was. */
 static int tab_merge(group_tab *t, const group_tab *src)
 {
@@ -1305,7 +1328,8 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
             t->span_first = w[i].span_first;
         if (w[i].span_last > t->span_last)
             t->span_last = w[i].span_last;
-        if (rc == 0 && (rc = tab_flush(&w[i])) == 0 && (rc = tab_reserve(t, w[i].n)) == 0)
+        if (rc == 0 && (rc = tab_flush(&w[i])) == 0 &&
+            (rc = tab_reserve(t, tab_new_groups(t, &w[i]))) == 0)
             rc = tab_merge(t, &w[i]); /* one grow for all it brings, not a doubling at a time */
         tab_free(&w[i]);
     }
@@ -1499,9 +1523,13 @@ typedef struct part_chunk {
     part_rec r[PART_CHUNK];
 } part_chunk;
 
+/* The write cursor lives here, not in the chunk: the row loop then touches this dense array
+ * and the record's slot, not a thousand chunk headers (a cache miss a row). cur->n is set when
+ * a chunk is left or the scan is over (part_seal). */
 typedef struct part_buf {
     part_chunk *head, *cur; /* chunks in order; cur the one being filled */
-    size_t n;               /* records in all */
+    part_rec *wp, *end;     /* cur's next free record and its end */
+    size_t n;               /* rows in all */
 } part_buf;
 
 /* Its blocks are the database's scratch blocks: a repeated query finds them in memory. */
@@ -1549,7 +1577,10 @@ typedef struct part_worker {
     addr_intern in;
     part_arena arena;
     part_buf part[PART_N];
-    uint32_t *map[2]; /* per view: a dictionary code's local id, for each column */
+    /* per view, for each column: a dictionary code's local id, and 32 bits of its address's
+     * hash above it (the partition of a row, from arrays the size of the segment's
+     * dictionary instead of the hashes of every address seen) */
+    uint64_t *map[2];
     size_t mapcap[2];
     qry_sel *sel;
     int64_t tmin, tmax;            /* over rows read with times */
@@ -1577,17 +1608,29 @@ static int part_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t by
     return 0;
 }
 
-/* The local id of row i's address in column side s (through the view's dictionary map when
- * the column has one). */
-static inline int part_id(part_worker *w, const eng_colview *v, int s, size_t i, uint32_t *id)
+/* Row i's address in column side s: its local id, and 32 bits of its hash above it (through
+ * the view's dictionary map when the column has one). */
+static inline int part_id(part_worker *w, const eng_colview *v, int s, size_t i, uint64_t *idh)
 {
     eng_col c = w->col[s];
     if (v->dict[c]) {
-        *id = w->map[s][v->dict[c]->codes[i]];
+        *idh = w->map[s][v->dict[c]->codes[i]];
         return 0;
     }
     const uint8_t *a = eng_col_addr(v, c, i);
-    return intern(&w->in, a, key_hash(a, 16), id);
+    uint64_t h = key_hash(a, 16);
+    uint32_t id;
+    int rc = intern(&w->in, a, h, &id);
+    *idh = (h >> 32) << 32 | id;
+    return rc;
+}
+
+/* Ends every partition's current chunk (its count of records), after the scan. */
+static void part_seal(part_worker *w)
+{
+    for (size_t p = 0; p < PART_N; p++)
+        if (w->part[p].cur)
+            w->part[p].cur->n = (size_t)(w->part[p].wp - w->part[p].cur->r);
 }
 
 static int part_cols(void *arg, const eng_colview *v)
@@ -1605,7 +1648,7 @@ static int part_cols(void *arg, const eng_colview *v)
         if (!d)
             continue;
         if (d->n > w->mapcap[s]) {
-            uint32_t *m = realloc(w->map[s], d->n * sizeof *m);
+            uint64_t *m = realloc(w->map[s], d->n * sizeof *m);
             if (!m)
                 return NS_E_NOMEM;
             w->map[s] = m;
@@ -1621,47 +1664,55 @@ static int part_cols(void *arg, const eng_colview *v)
                 if (w->in.cap)
                     __builtin_prefetch(&w->in.slot[(size_t)hs[j] & (w->in.cap - 1)]);
             }
-            for (size_t j = 0; j < cnt; j++)
-                if ((rc = intern(&w->in, d->vals + (c0 + j) * 16, hs[j], &w->map[s][c0 + j])) < 0)
+            for (size_t j = 0; j < cnt; j++) {
+                uint32_t id;
+                if ((rc = intern(&w->in, d->vals + (c0 + j) * 16, hs[j], &id)) < 0)
                     return rc;
+                w->map[s][c0 + j] = (hs[j] >> 32) << 32 | id;
+            }
         }
     }
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
     for (size_t k = 0; k < n; k++) {
         size_t i = row_at(rows, k);
-        uint32_t a, b;
-        if ((rc = part_id(w, v, 0, i, &a)) < 0 || (rc = part_id(w, v, 1, i, &b)) < 0)
+        uint64_t ia, ib;
+        if ((rc = part_id(w, v, 0, i, &ia)) < 0 || (rc = part_id(w, v, 1, i, &ib)) < 0)
             return rc;
+        uint32_t a = (uint32_t)ia, b = (uint32_t)ib;
         /* symmetric in a and b, so a conversation's two directions share a partition */
-        uint64_t ph = (w->in.hash[a] ^ w->in.hash[b]) * 0x9E3779B97F4A7C15ull;
+        uint64_t ph = ((ia ^ ib) >> 32) * 0x9E3779B97F4A7C15ull;
         part_buf *pb = &w->part[ph >> (64 - PART_BITS)];
         uint64_t fl = flows_of(v, i), pk = eng_col_u64(v, ENG_COL_PACKETS, i),
                  by = eng_col_u64(v, ENG_COL_BYTES, i);
         bool wide = fl != 1 || pk > UINT32_MAX || by > UINT32_MAX;
-        if (!pb->cur || pb->cur->n + (wide ? 2 : 1) > PART_CHUNK) {
+        if (pb->end - pb->wp < (wide ? 2 : 1)) {
             part_chunk *c = arena_chunk(&w->arena);
             if (!c)
                 return NS_E_NOMEM;
-            if (pb->cur)
+            if (pb->cur) {
+                pb->cur->n = (size_t)(pb->wp - pb->cur->r);
                 pb->cur->next = c;
-            else
+            } else {
                 pb->head = c;
+            }
             pb->cur = c;
+            pb->wp = c->r;
+            pb->end = c->r + PART_CHUNK;
         }
-        part_rec *r = &pb->cur->r[pb->cur->n];
+        part_rec *r = pb->wp;
         if (!wide) {
             r->a = a;
             r->b = b;
             r->u.n.packets = (uint32_t)pk;
             r->u.n.bytes = (uint32_t)by;
-            pb->cur->n++;
+            pb->wp++;
         } else {
             r[0].a = a | PART_WIDE;
             r[0].b = b;
             r[0].u.flows = fl;
             memcpy(&r[1], &pk, 8);
             memcpy((uint8_t *)&r[1] + 8, &by, 8);
-            pb->cur->n += 2;
+            pb->wp += 2;
         }
         pb->n++;
         if (times) {
@@ -1757,11 +1808,19 @@ typedef struct part_job {
     int rc;
 } part_job;
 
+/* A partition's table: keys apart from totals, so clearing it and finding its groups read 8
+ * bytes a slot, not a whole part_grp (most slots stay empty: it is sized by rows). */
+typedef struct part_val {
+    uint64_t f, p, b;
+    uint64_t ab[3];
+} part_val;
+
 typedef struct part_out {
     part_job *job;
     part_best best;
     uint64_t groups, f, p, b;
-    part_grp *tab;
+    uint64_t *keys;
+    part_val *vals;
     size_t tcap;
     int rc;
 } part_out;
@@ -1783,18 +1842,20 @@ static void *part_run(void *arg)
         while (cap < recs + recs / 2)
             cap <<= 1;
         if (cap > o->tcap) {
-            part_grp *t = malloc(cap * sizeof *t);
-            if (!t) {
+            free(o->keys);
+            free(o->vals);
+            o->keys = malloc(cap * sizeof *o->keys);
+            o->vals = malloc(cap * sizeof *o->vals);
+            o->tcap = o->keys && o->vals ? cap : 0;
+            if (!o->tcap) {
                 o->rc = NS_E_NOMEM;
                 break;
             }
-            free(o->tab);
-            o->tab = t;
-            o->tcap = cap;
         }
-        part_grp *tab = o->tab;
+        uint64_t *keys = o->keys;
+        part_val *vals = o->vals;
         for (size_t x = 0; x < cap; x++)
-            tab[x].key = UINT64_MAX; /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
+            keys[x] = UINT64_MAX; /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
         for (unsigned k = 0; k < j->nw; k++) {
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
@@ -1820,12 +1881,12 @@ static void *part_run(void *arg)
                     }
                     uint64_t key = ga << 32 | gb;
                     size_t x = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-                    while (tab[x].key != key && tab[x].key != UINT64_MAX)
+                    while (keys[x] != key && keys[x] != UINT64_MAX)
                         x = (x + 1) & (cap - 1);
-                    part_grp *g = &tab[x];
-                    if (g->key == UINT64_MAX) {
+                    part_val *g = &vals[x];
+                    if (keys[x] == UINT64_MAX) {
                         memset(g, 0, sizeof *g);
-                        g->key = key;
+                        keys[x] = key;
                     }
                     g->f += fl;
                     g->p += pk;
@@ -1838,13 +1899,15 @@ static void *part_run(void *arg)
                 }
         }
         for (size_t x = 0; x < cap; x++) {
-            if (tab[x].key == UINT64_MAX)
+            if (keys[x] == UINT64_MAX)
                 continue;
+            const part_val *pv = &vals[x];
+            part_grp g = {keys[x], pv->f, pv->p, pv->b, {pv->ab[0], pv->ab[1], pv->ab[2]}};
             o->groups++;
-            o->f += tab[x].f;
-            o->p += tab[x].p;
-            o->b += tab[x].b;
-            best_offer(&o->best, &tab[x], j->metric);
+            o->f += g.f;
+            o->p += g.p;
+            o->b += g.b;
+            best_offer(&o->best, &g, j->metric);
         }
     }
     if (o->rc < 0) {
@@ -1957,6 +2020,8 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
                             : base_columns(filter);
     mask |= ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST);
     rc = eng_db_scan_par(db, from_ms, to_ms, mask, &so, nw, NULL, part_span_cb, args);
+    for (unsigned k = 0; k < nw; k++)
+        part_seal(&w[k]);
     if (rc == 0)
         rc = part_global_ids(w, nw, &gaddr, &ng);
     part_job job = {w, nw, conv, metric, limit, PTHREAD_MUTEX_INITIALIZER, 0, 0};
@@ -2044,7 +2109,8 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     free(all.h);
     for (unsigned x = 0; x < nw; x++) {
         free(o[x].best.h);
-        free(o[x].tab);
+        free(o[x].keys);
+        free(o[x].vals);
         part_worker_free(&w[x]);
     }
     free(o);
