@@ -1822,8 +1822,45 @@ typedef struct part_out {
     uint64_t *keys;
     part_val *vals;
     size_t tcap;
+    uint64_t seen_recs, seen_groups; /* over the partitions done: sizes the next table */
     int rc;
 } part_out;
+
+#define PART_EMPTY UINT64_MAX /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
+
+static inline size_t part_slot(uint64_t key, size_t cap)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+/* o's table at cap slots (at least tcap), keeping the n groups of its first `old` slots. */
+static int part_tab_grow(part_out *o, size_t old, size_t cap)
+{
+    uint64_t *nk = malloc(cap * sizeof *nk);
+    part_val *nv = malloc(cap * sizeof *nv);
+    if (!nk || !nv) {
+        free(nk);
+        free(nv);
+        return NS_E_NOMEM;
+    }
+    for (size_t x = 0; x < cap; x++)
+        nk[x] = PART_EMPTY;
+    for (size_t x = 0; x < old; x++) {
+        if (o->keys[x] == PART_EMPTY)
+            continue;
+        size_t y = part_slot(o->keys[x], cap);
+        while (nk[y] != PART_EMPTY)
+            y = (y + 1) & (cap - 1);
+        nk[y] = o->keys[x];
+        nv[y] = o->vals[x];
+    }
+    free(o->keys);
+    free(o->vals);
+    o->keys = nk;
+    o->vals = nv;
+    o->tcap = cap;
+    return 0;
+}
 
 static void *part_run(void *arg)
 {
@@ -1835,27 +1872,23 @@ static void *part_run(void *arg)
         pthread_mutex_unlock(&j->mu);
         if (p >= PART_N)
             break;
-        size_t recs = 0;
+        size_t recs = 0, n = 0;
         for (unsigned k = 0; k < j->nw; k++)
             recs += j->w[k].part[p].n;
+        /* room for the groups the partitions so far suggest (as many as rows at first), at
+         * most two thirds full; grown if there are more. A table sized for every row was
+         * mostly empty (three rows a conversation), and clearing and reading it cost as much
+         * as the rows. */
+        uint64_t est = (uint64_t)recs * (o->seen_groups + 1) / (o->seen_recs + 1) + 16;
         size_t cap = 64;
-        while (cap < recs + recs / 2)
+        while (cap < est + est / 2)
             cap <<= 1;
-        if (cap > o->tcap) {
-            free(o->keys);
-            free(o->vals);
-            o->keys = malloc(cap * sizeof *o->keys);
-            o->vals = malloc(cap * sizeof *o->vals);
-            o->tcap = o->keys && o->vals ? cap : 0;
-            if (!o->tcap) {
-                o->rc = NS_E_NOMEM;
-                break;
-            }
-        }
+        if (cap > o->tcap && (o->rc = part_tab_grow(o, 0, cap)) < 0)
+            break;
         uint64_t *keys = o->keys;
         part_val *vals = o->vals;
         for (size_t x = 0; x < cap; x++)
-            keys[x] = UINT64_MAX; /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
+            keys[x] = PART_EMPTY;
         for (unsigned k = 0; k < j->nw; k++) {
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
@@ -1880,14 +1913,25 @@ static void *part_run(void *arg)
                         dir = 1; /* the source is the larger address: b to a */
                     }
                     uint64_t key = ga << 32 | gb;
-                    size_t x = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-                    while (keys[x] != key && keys[x] != UINT64_MAX)
+                    size_t x = part_slot(key, cap);
+                    while (keys[x] != key && keys[x] != PART_EMPTY)
                         x = (x + 1) & (cap - 1);
-                    part_val *g = &vals[x];
-                    if (keys[x] == UINT64_MAX) {
-                        memset(g, 0, sizeof *g);
+                    if (keys[x] == PART_EMPTY) {
+                        if ((n + 1) * 10 > cap * 7) {
+                            if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
+                                goto fail;
+                            cap *= 2;
+                            keys = o->keys;
+                            vals = o->vals;
+                            x = part_slot(key, cap);
+                            while (keys[x] != PART_EMPTY)
+                                x = (x + 1) & (cap - 1);
+                        }
+                        memset(&vals[x], 0, sizeof vals[x]);
                         keys[x] = key;
+                        n++;
                     }
+                    part_val *g = &vals[x];
                     g->f += fl;
                     g->p += pk;
                     g->b += by;
@@ -1898,8 +1942,10 @@ static void *part_run(void *arg)
                     }
                 }
         }
+        o->seen_recs += recs;
+        o->seen_groups += n;
         for (size_t x = 0; x < cap; x++) {
-            if (keys[x] == UINT64_MAX)
+            if (keys[x] == PART_EMPTY)
                 continue;
             const part_val *pv = &vals[x];
             part_grp g = {keys[x], pv->f, pv->p, pv->b, {pv->ab[0], pv->ab[1], pv->ab[2]}};
@@ -1910,6 +1956,7 @@ static void *part_run(void *arg)
             best_offer(&o->best, &g, j->metric);
         }
     }
+fail:
     if (o->rc < 0) {
         pthread_mutex_lock(&j->mu);
         j->rc = o->rc;
