@@ -136,6 +136,7 @@ typedef struct qpool {
     } mem[QPOOL_MEM_MAX];
     size_t nmem, mem_bytes;
     int64_t mem_used_ms; /* the last eng_db_mem_get or _put (monotonic) */
+    int64_t mem_idle_ms; /* kept blocks are released after this long unused */
 } qpool;
 static void qpool_stop(qpool *q);
 
@@ -1330,6 +1331,8 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
     pthread_mutex_init(&db->qp.mu, NULL);
     pthread_cond_init(&db->qp.work, NULL);
     pthread_cond_init(&db->qp.done, NULL);
+    db->qp.mem_idle_ms =
+        db->opts.query_mem_idle_ms ? db->opts.query_mem_idle_ms : ENG_QUERY_MEM_IDLE_MS;
     pthread_mutex_init(&db->seal_mu, NULL);
     pthread_mutex_init(&db->compact_mu, NULL);
     pthread_mutex_init(&db->cat_mu, NULL);
@@ -2431,7 +2434,7 @@ static void *qpool_main(void *arg)
             }
             /* scratch blocks kept: released once no query has used them for a while */
             int64_t idle = ns_mono_ms() - q->mem_used_ms;
-            if (idle >= ENG_QUERY_MEM_IDLE_MS) {
+            if (idle >= q->mem_idle_ms) {
                 size_t n = mem_take_all_locked(q, p, size);
                 pthread_mutex_unlock(&q->mu);
                 mem_release(p, size, n);
@@ -2440,7 +2443,7 @@ static void *qpool_main(void *arg)
             }
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait_ms = ENG_QUERY_MEM_IDLE_MS - idle;
+            int64_t wait_ms = q->mem_idle_ms - idle;
             ts.tv_sec += (time_t)(wait_ms / 1000);
             ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {

@@ -193,6 +193,9 @@ typedef struct eng_db_opts {
      * (the default here; the configuration's default is 30) deletes raw segments directly. */
     uint32_t rollup_share;
     uint32_t rollup_keys; /* ENG_COLMASK bits of the roll-up keys; 0 = ENG_ROLLUP_KEYS_DEFAULT */
+    /* queries' scratch blocks are released after this long unused (0: ENG_QUERY_MEM_IDLE_MS;
+     * tests set it short) */
+    uint32_t query_mem_idle_ms;
 } eng_db_opts;
 
 /* Opens (creating if absent) the database in dir: takes the lock file, scans the segments
