@@ -1062,6 +1062,14 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             }
         }
     }
+    /* room for this segment's values at once: a table filled from empty would otherwise
+     * double (and rehash) a dozen times on its first segment; later segments bring mostly
+     * values it has */
+    size_t used = 0;
+    for (size_t c = 0; c < d->n; c++)
+        used += acc[c].flows != 0;
+    if (used > t->n && (rc = tab_reserve(t, used - t->n)) < 0)
+        return rc;
     uint64_t hs[TAB_BATCH];
     size_t cs[TAB_BATCH], nb = 0;
     for (size_t c = 0; c <= d->n; c++) {
