@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -1974,55 +1975,132 @@ fail:
 }
 
 typedef struct gid_key {
-    uint64_t hi, lo;
-    uint32_t id;
+    uint64_t hi, lo; /* the address, big-endian halves: compared as numbers in address order */
+    uint32_t id;     /* its worker-local id */
 } gid_key;
 
-static int cmp_gid_key(const void *x, const void *y)
+static inline unsigned gid_digit(const gid_key *e, unsigned d)
 {
-    const gid_key *a = x, *b = y;
-    if (a->hi != b->hi)
-        return a->hi < b->hi ? -1 : 1;
-    return a->lo < b->lo ? -1 : a->lo > b->lo;
+    return (unsigned)((d < 8 ? e->lo >> (8 * d) : e->hi >> (8 * (d - 8))) & 255u);
 }
 
-/* Every worker's addresses into one table, numbered in address order (w[k].l2g filled);
- * *gaddr gets the addresses by global id. */
-static int part_global_ids(part_worker *w, unsigned nw, uint8_t **gaddr, size_t *ng)
+/* Sorts k[0..n) by address: a stable counting pass a byte, least significant first, skipping
+ * the bytes every address shares (a set of IPv4 addresses takes four passes). */
+static int gid_sort(gid_key *k, size_t n)
 {
-    addr_intern g = {0};
-    gid_key *keys = NULL;
-    uint32_t *rank = NULL;
-    int rc = 0;
-    for (unsigned k = 0; k < nw && rc == 0; k++) {
-        if (!(w[k].l2g = malloc((w[k].in.n ? w[k].in.n : 1) * sizeof *w[k].l2g))) {
-            rc = NS_E_NOMEM;
-            break;
-        }
-        for (size_t i = 0; i < w[k].in.n && rc == 0; i++)
-            rc = intern(&g, w[k].in.addr + i * 16, w[k].in.hash[i], &w[k].l2g[i]);
+    if (n < 2)
+        return 0;
+    gid_key *tmp = malloc(n * sizeof *tmp);
+    size_t(*cnt)[256] = calloc(16, sizeof *cnt);
+    if (!tmp || !cnt) {
+        free(tmp);
+        free(cnt);
+        return NS_E_NOMEM;
     }
-    if (rc == 0 && (!(keys = malloc((g.n ? g.n : 1) * sizeof *keys)) ||
-                    !(rank = malloc((g.n ? g.n : 1) * sizeof *rank)) ||
-                    !(*gaddr = malloc((g.n ? g.n : 1) * 16))))
-        rc = NS_E_NOMEM;
-    if (rc == 0) {
-        for (size_t i = 0; i < g.n; i++)
-            keys[i] = (gid_key){ns_get_be64(g.addr + i * 16), ns_get_be64(g.addr + i * 16 + 8),
+    for (size_t i = 0; i < n; i++)
+        for (unsigned d = 0; d < 16; d++)
+            cnt[d][gid_digit(&k[i], d)]++;
+    gid_key *src = k, *dst = tmp;
+    for (unsigned d = 0; d < 16; d++) {
+        if (cnt[d][gid_digit(&src[0], d)] == n)
+            continue; /* the same in all */
+        size_t off = 0;
+        for (unsigned b = 0; b < 256; b++) {
+            size_t c = cnt[d][b];
+            cnt[d][b] = off;
+            off += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[cnt[d][gid_digit(&src[i], d)]++] = src[i];
+        gid_key *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != k)
+        memcpy(k, src, n * sizeof *k);
+    free(tmp);
+    free(cnt);
+    return 0;
+}
+
+/* The first phase of global ids, shared by the scan threads: each worker's addresses sorted. */
+typedef struct gid_job {
+    part_worker *w;
+    gid_key **keys; /* by worker */
+    unsigned nw;
+    atomic_uint next;
+    atomic_int rc;
+} gid_job;
+
+static void *gid_run(void *arg)
+{
+    gid_job *j = *(gid_job **)arg;
+    for (unsigned k; (k = atomic_fetch_add(&j->next, 1)) < j->nw;) {
+        const addr_intern *in = &j->w[k].in;
+        gid_key *keys = malloc((in->n ? in->n : 1) * sizeof *keys);
+        j->keys[k] = keys;
+        int rc = keys ? 0 : NS_E_NOMEM;
+        for (size_t i = 0; rc == 0 && i < in->n; i++)
+            keys[i] = (gid_key){ns_get_be64(in->addr + i * 16), ns_get_be64(in->addr + i * 16 + 8),
                                 (uint32_t)i};
-        qsort(keys, g.n, sizeof *keys, cmp_gid_key);
-        for (size_t r = 0; r < g.n; r++) {
-            rank[keys[r].id] = (uint32_t)r;
-            memcpy(*gaddr + r * 16, g.addr + (size_t)keys[r].id * 16, 16);
+        if (rc == 0)
+            rc = gid_sort(keys, in->n);
+        if (rc < 0) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&j->rc, &zero, rc);
         }
-        for (unsigned k = 0; k < nw; k++)
-            for (size_t i = 0; i < w[k].in.n; i++)
-                w[k].l2g[i] = rank[w[k].l2g[i]];
-        *ng = g.n;
     }
-    free(keys);
-    free(rank);
-    intern_free(&g);
+    return NULL;
+}
+
+/* Every worker's addresses numbered in address order (w[k].l2g filled): each worker's sorted
+ * (on the scan threads), then the sorted lists merged; *gaddr gets the addresses by global
+ * id. */
+static int part_global_ids(eng_db *db, part_worker *w, unsigned nw, uint8_t **gaddr, size_t *ng)
+{
+    gid_key *keys[ENG_SCAN_MAX_WORKERS] = {NULL};
+    gid_job job = {.w = w, .keys = keys, .nw = nw};
+    gid_job *jp[ENG_SCAN_MAX_WORKERS];
+    void *args[ENG_SCAN_MAX_WORKERS];
+    size_t total = 0, pos[ENG_SCAN_MAX_WORKERS] = {0}, n = 0;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.rc, 0);
+    for (unsigned k = 0; k < nw; k++) {
+        jp[k] = &job;
+        args[k] = &jp[k];
+        total += w[k].in.n;
+    }
+    eng_db_par_run(db, nw, gid_run, args);
+    int rc = atomic_load(&job.rc);
+    for (unsigned k = 0; rc == 0 && k < nw; k++)
+        if (!(w[k].l2g = malloc((w[k].in.n ? w[k].in.n : 1) * sizeof *w[k].l2g)))
+            rc = NS_E_NOMEM;
+    if (rc == 0 && !(*gaddr = malloc((total ? total : 1) * 16)))
+        rc = NS_E_NOMEM;
+    /* merge: the smallest head next; an address equal to the last one gets its id */
+    const gid_key *last = NULL;
+    while (rc == 0) {
+        unsigned best = nw;
+        for (unsigned k = 0; k < nw; k++) {
+            if (pos[k] == w[k].in.n)
+                continue;
+            const gid_key *e = &keys[k][pos[k]], *b = best < nw ? &keys[best][pos[best]] : NULL;
+            if (!b || e->hi < b->hi || (e->hi == b->hi && e->lo < b->lo))
+                best = k;
+        }
+        if (best == nw)
+            break;
+        const gid_key *e = &keys[best][pos[best]++];
+        if (!last || e->hi != last->hi || e->lo != last->lo) {
+            memcpy(*gaddr + n * 16, w[best].in.addr + (size_t)e->id * 16, 16);
+            n++;
+        }
+        w[best].l2g[e->id] = (uint32_t)(n - 1);
+        last = e;
+    }
+    for (unsigned k = 0; k < nw; k++)
+        free(keys[k]);
+    *ng = n;
     return rc;
 }
 
@@ -2078,7 +2156,7 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     for (unsigned k = 0; k < nw; k++)
         part_seal(&w[k]);
     if (rc == 0)
-        rc = part_global_ids(w, nw, &gaddr, &ng);
+        rc = part_global_ids(db, w, nw, &gaddr, &ng);
     part_job job = {w, nw, conv, metric, limit, PTHREAD_MUTEX_INITIALIZER, 0, 0};
     for (unsigned k = 0; rc == 0 && k < nw; k++) {
         o[k].job = &job;
