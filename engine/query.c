@@ -1544,14 +1544,17 @@ typedef struct part_buf {
 /* Its blocks are the database's scratch blocks: a repeated query finds them in memory. */
 typedef struct part_arena {
     eng_db *db;
-    uint8_t **blocks;
+    struct part_block {
+        uint8_t *p;
+        size_t size; /* as eng_db_mem_get gave it (PART_BLOCK or more) */
+    } * blocks;
     size_t nblocks, used; /* bytes used of the last block */
 } part_arena;
 
 static void arena_free(part_arena *a)
 {
     for (size_t i = 0; i < a->nblocks; i++)
-        eng_db_mem_put(a->db, a->blocks[i], PART_BLOCK);
+        eng_db_mem_put(a->db, a->blocks[i].p, a->blocks[i].size);
     free(a->blocks);
     a->blocks = NULL;
     a->nblocks = a->used = 0;
@@ -1560,18 +1563,18 @@ static void arena_free(part_arena *a)
 static part_chunk *arena_chunk(part_arena *a)
 {
     if (a->nblocks == 0 || a->used + sizeof(part_chunk) > PART_BLOCK) {
-        uint8_t **nb = realloc(a->blocks, (a->nblocks + 1) * sizeof *nb);
+        struct part_block *nb = realloc(a->blocks, (a->nblocks + 1) * sizeof *nb);
         if (!nb)
             return NULL;
         a->blocks = nb;
         size_t got;
-        void *p = eng_db_mem_get(a->db, PART_BLOCK, &got); /* PART_BLOCK is whole huge pages */
+        void *p = eng_db_mem_get(a->db, PART_BLOCK, &got);
         if (!p)
             return NULL;
-        a->blocks[a->nblocks++] = p;
+        a->blocks[a->nblocks++] = (struct part_block){p, got};
         a->used = 0;
     }
-    part_chunk *c = (part_chunk *)(void *)(a->blocks[a->nblocks - 1] + a->used);
+    part_chunk *c = (part_chunk *)(void *)(a->blocks[a->nblocks - 1].p + a->used);
     a->used += sizeof *c;
     c->next = NULL;
     c->n = 0;
