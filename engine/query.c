@@ -1037,19 +1037,23 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
     }
     qry_totals *acc = t->dacc;
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
-    for (size_t c = 0; c < d->n; c++)
-        acc[c] = (qry_totals){0, 0, 0, NO_FIRST, NO_LAST};
     bool one = !(v->mask & ENG_COLMASK(ENG_COL_FLOWS));
-    if (one && !times && !rows) {
-        /* the common case (a raw segment, no times, every row): three plain sums a row */
+    /* the common case (a raw segment, no times, every row): three plain sums a row, into
+     * three words a value (in the same buffer): three fifths of the memory to clear and read */
+    bool three = one && !times && !rows;
+    uint64_t *a3 = (uint64_t *)(void *)acc;
+    if (three) {
+        memset(a3, 0, d->n * 3 * sizeof *a3);
         const uint32_t *codes = d->codes;
         for (size_t i = 0; i < n; i++) {
-            qry_totals *a = &acc[codes[i]];
-            a->flows++;
-            a->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
-            a->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
+            uint64_t *a = a3 + 3 * (size_t)codes[i];
+            a[0]++;
+            a[1] += eng_col_u64(v, ENG_COL_PACKETS, i);
+            a[2] += eng_col_u64(v, ENG_COL_BYTES, i);
         }
     } else {
+        for (size_t c = 0; c < d->n; c++)
+            acc[c] = (qry_totals){0, 0, 0, NO_FIRST, NO_LAST};
         for (size_t k = 0; k < n; k++) {
             size_t i = row_at(rows, k);
             qry_totals *a = &acc[d->codes[i]];
@@ -1063,18 +1067,20 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             }
         }
     }
-    /* room for this segment's values at once: a table filled from empty would otherwise
-     * double (and rehash) a dozen times on its first segment; later segments bring mostly
-     * values it has */
-    size_t used = 0;
-    for (size_t c = 0; c < d->n; c++)
-        used += acc[c].flows != 0;
-    if (used > t->n && (rc = tab_reserve(t, used - t->n)) < 0)
-        return rc;
+    /* room for this segment's values at once when the table has far fewer: a table filled
+     * from empty would otherwise double (and rehash) a dozen times on its first segment;
+     * later segments bring mostly values it has */
+    if (t->n < d->n / 2) {
+        size_t used = 0;
+        for (size_t c = 0; c < d->n; c++)
+            used += (three ? a3[3 * c] : acc[c].flows) != 0;
+        if (used > t->n && (rc = tab_reserve(t, used - t->n)) < 0)
+            return rc;
+    }
     uint64_t hs[TAB_BATCH];
     size_t cs[TAB_BATCH], nb = 0;
     for (size_t c = 0; c <= d->n; c++) {
-        if (c < d->n && acc[c].flows == 0)
+        if (c < d->n && (three ? a3[3 * c] : acc[c].flows) == 0)
             continue;
         if (c < d->n) {
             hs[nb] = key_hash(d->vals + c * 16, 16);
@@ -1091,7 +1097,9 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             size_t s = tab_slot(t, d->vals + cs[j] * 16, hs[j], true, &rc);
             if (s == SIZE_MAX)
                 return rc;
-            totals_merge(&TENT(t, s)->tot, &acc[cs[j]]);
+            const uint64_t *x = a3 + 3 * cs[j];
+            qry_totals sum = three ? (qry_totals){x[0], x[1], x[2], NO_FIRST, NO_LAST} : acc[cs[j]];
+            totals_merge(&TENT(t, s)->tot, &sum);
         }
         nb = 0;
     }
