@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -112,6 +113,40 @@ typedef struct seg_entry {
 typedef struct scan_bufs scan_bufs;
 static void bufs_free(scan_bufs *b);
 
+/* The scan threads (qpool_*): started as queries first need them, kept until eng_db_close, so
+ * a query does not pay for creating and joining threads. A query queues a task for each of its
+ * workers but the first (its own thread's); a task no thread has taken when the query's own
+ * worker is done is dropped, so the work must be shared through the tasks' state (segments or
+ * partitions taken from a counter) and any subset of them must finish it. The same mutex keeps
+ * the large scratch blocks of queries (eng_db_mem_get), released after ENG_QUERY_MEM_IDLE_MS
+ * without use by an idle scan thread. */
+enum { QT_QUEUED, QT_RUNNING, QT_DONE, QT_DROPPED };
+typedef struct qpool_task {
+    void *(*fn)(void *);
+    void *arg;
+    struct qpool_task *next; /* in the queue */
+    int state;               /* QT_*, under qpool.mu */
+} qpool_task;
+
+#define QPOOL_MEM_MAX 64 /* scratch blocks kept at most (and ENG_QUERY_MEM_KEEP bytes) */
+typedef struct qpool {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a task queued, memory to watch, or stop */
+    pthread_cond_t done; /* a task finished */
+    pthread_t th[ENG_SCAN_MAX_WORKERS];
+    unsigned nth;
+    bool stop;
+    qpool_task *head, *tail;
+    struct {
+        void *p;
+        size_t size;
+    } mem[QPOOL_MEM_MAX];
+    size_t nmem, mem_bytes;
+    int64_t mem_used_ms; /* the last eng_db_mem_get or _put (monotonic) */
+    int64_t mem_idle_ms; /* kept blocks are released after this long unused */
+} qpool;
+static void qpool_stop(qpool *q);
+
 struct eng_db {
     char dir[4096];
     /* scan workers' buffers, kept so that a repeated query does not pay for page faults (a
@@ -119,6 +154,7 @@ struct eng_db {
     pthread_mutex_t pool_mu;
     scan_bufs *scan_pool[SCAN_POOL];
     size_t nscan_pool;
+    qpool qp;         /* scan threads and scratch blocks of queries */
     eng_cache *cache; /* decoded columns of sealed segments (NULL: none) */
     int lockfd;
     eng_db_opts opts;
@@ -1376,6 +1412,11 @@ int eng_db_open(const char *dir, const eng_db_opts *opts, eng_db **out, char *er
         db->cap_chunks = 1; /* a row fits at least */
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->pool_mu, NULL);
+    pthread_mutex_init(&db->qp.mu, NULL);
+    pthread_cond_init(&db->qp.work, NULL);
+    pthread_cond_init(&db->qp.done, NULL);
+    db->qp.mem_idle_ms =
+        db->opts.query_mem_idle_ms ? db->opts.query_mem_idle_ms : ENG_QUERY_MEM_IDLE_MS;
     pthread_mutex_init(&db->seal_mu, NULL);
     pthread_mutex_init(&db->compact_mu, NULL);
     pthread_mutex_init(&db->cat_mu, NULL);
@@ -1507,6 +1548,7 @@ fail:
         close(db->lockfd);
     free(db->segs);
     eng__cache_free(db->cache);
+    qpool_stop(&db->qp);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->pool_mu);
     pthread_mutex_destroy(&db->seal_mu);
@@ -1560,6 +1602,7 @@ int eng_db_close(eng_db *db)
     free(db->wal_spare);
     free(db->open);
     free(db->segs);
+    qpool_stop(&db->qp); /* no query runs any more: its threads wait for tasks */
     for (size_t i = 0; i < db->nscan_pool; i++)
         bufs_free(db->scan_pool[i]);
     eng__cache_free(db->cache);
@@ -2708,6 +2751,234 @@ int eng_db_scan_opt(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
     return eng_db_scan_par(db, from_ms, to_ms, colmask, opts, 1, cb, tcb, &arg);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The scan threads and the scratch blocks of queries (see struct qpool). */
+
+static void mem_release(void *const *p, const size_t *size, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        munmap(p[i], size[i]);
+}
+
+/* Takes the kept blocks out of the pool (under mu) into p/size; the caller unmaps them. */
+static size_t mem_take_all_locked(qpool *q, void **p, size_t *size)
+{
+    size_t n = q->nmem;
+    for (size_t i = 0; i < n; i++) {
+        p[i] = q->mem[i].p;
+        size[i] = q->mem[i].size;
+    }
+    q->nmem = 0;
+    q->mem_bytes = 0;
+    return n;
+}
+
+static void *qpool_main(void *arg)
+{
+    qpool *q = arg;
+    void *p[QPOOL_MEM_MAX];
+    size_t size[QPOOL_MEM_MAX];
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->stop && !q->head) {
+            if (!q->nmem) {
+                pthread_cond_wait(&q->work, &q->mu);
+                continue;
+            }
+            /* scratch blocks kept: released once no query has used them for a while */
+            int64_t idle = ns_mono_ms() - q->mem_used_ms;
+            if (idle >= q->mem_idle_ms) {
+                size_t n = mem_take_all_locked(q, p, size);
+                pthread_mutex_unlock(&q->mu);
+                mem_release(p, size, n);
+                pthread_mutex_lock(&q->mu);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t wait_ms = q->mem_idle_ms - idle;
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&q->work, &q->mu, &ts);
+        }
+        if (q->stop)
+            break;
+        qpool_task *t = q->head;
+        q->head = t->next;
+        if (!q->head)
+            q->tail = NULL;
+        t->state = QT_RUNNING;
+        pthread_mutex_unlock(&q->mu);
+        t->fn(t->arg);
+        pthread_mutex_lock(&q->mu);
+        t->state = QT_DONE; /* t belongs to its query again from here on */
+        pthread_cond_broadcast(&q->done);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* Threads up to want (under mu); a thread that cannot be started leaves its tasks to the
+ * others, or to be dropped. */
+static void qpool_grow_locked(qpool *q, unsigned want)
+{
+    if (want > ENG_SCAN_MAX_WORKERS)
+        want = ENG_SCAN_MAX_WORKERS;
+    while (!q->stop && q->nth < want && pthread_create(&q->th[q->nth], NULL, qpool_main, q) == 0)
+        q->nth++;
+}
+
+/* Queues tasks t[0..n) (fn and arg set). */
+static void qpool_post(qpool *q, qpool_task *t, unsigned n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&q->mu);
+    for (unsigned i = 0; i < n; i++) {
+        t[i].state = QT_QUEUED;
+        t[i].next = NULL;
+        if (q->tail)
+            q->tail->next = &t[i];
+        else
+            q->head = &t[i];
+        q->tail = &t[i];
+    }
+    qpool_grow_locked(q, n);
+    if (n == 1)
+        pthread_cond_signal(&q->work);
+    else
+        pthread_cond_broadcast(&q->work);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Drops the tasks of t[0..n) no thread has taken and waits for those running. */
+static void qpool_join(qpool *q, qpool_task *t, unsigned n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&q->mu);
+    for (unsigned i = 0; i < n; i++) {
+        if (t[i].state != QT_QUEUED)
+            continue;
+        qpool_task **pp = &q->head, *prev = NULL;
+        while (*pp != &t[i]) {
+            prev = *pp;
+            pp = &(*pp)->next;
+        }
+        *pp = t[i].next;
+        if (q->tail == &t[i])
+            q->tail = prev;
+        t[i].state = QT_DROPPED;
+    }
+    for (unsigned i = 0; i < n; i++)
+        while (t[i].state == QT_RUNNING)
+            pthread_cond_wait(&q->done, &q->mu);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* At close (no query runs): the threads stopped and joined, the kept blocks released. */
+static void qpool_stop(qpool *q)
+{
+    void *p[QPOOL_MEM_MAX];
+    size_t size[QPOOL_MEM_MAX];
+    pthread_mutex_lock(&q->mu);
+    q->stop = true;
+    pthread_cond_broadcast(&q->work);
+    size_t n = mem_take_all_locked(q, p, size);
+    pthread_mutex_unlock(&q->mu);
+    for (unsigned i = 0; i < q->nth; i++)
+        pthread_join(q->th[i], NULL);
+    q->nth = 0;
+    mem_release(p, size, n);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->work);
+    pthread_cond_destroy(&q->done);
+}
+
+void eng_db_par_run(eng_db *db, unsigned n, void *(*fn)(void *), void *const *args)
+{
+    qpool_task t[ENG_SCAN_MAX_WORKERS];
+    if (n > ENG_SCAN_MAX_WORKERS)
+        n = ENG_SCAN_MAX_WORKERS;
+    for (unsigned i = 1; i < n; i++)
+        t[i] = (qpool_task){.fn = fn, .arg = args[i]};
+    if (n > 1)
+        qpool_post(&db->qp, t + 1, n - 1);
+    if (n > 0)
+        fn(args[0]);
+    if (n > 1)
+        qpool_join(&db->qp, t + 1, n - 1);
+}
+
+#define MEM_ALIGN (2u << 20) /* blocks in whole huge pages */
+
+void *eng_db_mem_get(eng_db *db, size_t bytes, size_t *got)
+{
+    qpool *q = &db->qp;
+    size_t need = (bytes + MEM_ALIGN - 1) / MEM_ALIGN * MEM_ALIGN, best = SIZE_MAX;
+    void *p = NULL;
+    if (need == 0)
+        need = MEM_ALIGN;
+    pthread_mutex_lock(&q->mu);
+    /* the smallest kept block that fits and is not more than twice the size */
+    for (size_t i = 0; i < q->nmem; i++)
+        if (q->mem[i].size >= need && q->mem[i].size / 2 <= need &&
+            (best == SIZE_MAX || q->mem[i].size < q->mem[best].size))
+            best = i;
+    if (best != SIZE_MAX) {
+        p = q->mem[best].p;
+        need = q->mem[best].size;
+        q->mem_bytes -= need;
+        q->mem[best] = q->mem[--q->nmem];
+    }
+    q->mem_used_ms = ns_mono_ms();
+    pthread_mutex_unlock(&q->mu);
+    if (!p) {
+        p = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(p, need, MADV_HUGEPAGE); /* a hint: without it, small pages */
+#endif
+    }
+    *got = need;
+    return p;
+}
+
+void eng_db_mem_put(eng_db *db, void *p, size_t size)
+{
+    qpool *q = &db->qp;
+    if (!p)
+        return;
+    pthread_mutex_lock(&q->mu);
+    if (!q->stop && q->nmem < QPOOL_MEM_MAX && q->mem_bytes + size <= ENG_QUERY_MEM_KEEP) {
+        q->mem[q->nmem].p = p;
+        q->mem[q->nmem++].size = size;
+        q->mem_bytes += size;
+        q->mem_used_ms = ns_mono_ms();
+        p = NULL;
+        if (q->nmem == 1) {
+            qpool_grow_locked(q, 1); /* a thread to release them when idle */
+            pthread_cond_signal(&q->work);
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (p)
+        munmap(p, size);
+}
+
+size_t eng_db_mem_kept(eng_db *db)
+{
+    pthread_mutex_lock(&db->qp.mu);
+    size_t n = db->qp.mem_bytes;
+    pthread_mutex_unlock(&db->qp.mu);
+    return n;
+}
+
 /* The open minutes' rows, for a scan that takes columns: turned into columns a chunk at a time. */
 typedef struct rows_as_cols {
     eng_colset cs;
@@ -2757,14 +3028,14 @@ typedef struct par_scan {
 typedef struct par_worker {
     par_scan *ps;
     void *arg;
-    pthread_t th;
-    bool started;
 } par_worker;
 
-/* The workers besides the caller's; worker 0 (the caller) starts them when it meets the first
- * segment that must be read: a summary the catalog answers whole starts no thread. */
+/* The workers besides the caller's, as tasks for the database's scan threads; worker 0 (the
+ * caller) queues them when it meets the first segment that must be read: a summary the
+ * catalog answers whole wakes no thread. */
 typedef struct par_crew {
     par_worker w[ENG_SCAN_MAX_WORKERS];
+    qpool_task task[ENG_SCAN_MAX_WORKERS];
     unsigned nw;
     bool spawned;
 } par_crew;
@@ -2791,13 +3062,14 @@ static int catalog_totals(const par_scan *ps, const seg_ref *r, void *arg, eng_t
 
 static void *par_main(void *p);
 
-static void crew_spawn(par_crew *c)
+static void crew_spawn(eng_db *db, par_crew *c)
 {
     if (c->spawned)
         return;
     c->spawned = true;
     for (unsigned i = 1; i < c->nw; i++)
-        c->w[i].started = pthread_create(&c->w[i].th, NULL, par_main, &c->w[i]) == 0;
+        c->task[i] = (qpool_task){.fn = par_main, .arg = &c->w[i]};
+    qpool_post(&db->qp, c->task + 1, c->nw - 1);
 }
 
 static void *par_main(void *p)
@@ -2816,7 +3088,7 @@ static void *par_main(void *p)
         int rc = catalog_totals(ps, r, w->arg, &tcb);
         if (rc == 0) {
             if (w == &ps->crew->w[0])
-                crew_spawn(ps->crew); /* only the caller's worker starts the others */
+                crew_spawn(ps->db, ps->crew); /* only the caller's worker queues the others */
             if (!bufs && (bufs = bufs_get(ps->db)) != NULL)
                 /* A scan of many segments (a top-N over days) would push out everything the
                  * cache holds for columns nobody asks again soon, and cycling through more
@@ -2903,10 +3175,9 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
         atomic_init(&ps.err, 0);
         for (unsigned i = 0; i < crew.nw; i++)
             crew.w[i] = (par_worker){.ps = &ps, .arg = args[i]};
-        par_main(&crew.w[0]); /* a worker that did not start leaves its share to the others */
-        for (unsigned i = 1; i < crew.nw; i++)
-            if (crew.w[i].started)
-                pthread_join(crew.w[i].th, NULL);
+        par_main(&crew.w[0]); /* a worker no thread took leaves its share to the others */
+        if (crew.spawned)
+            qpool_join(&db->qp, crew.task + 1, crew.nw - 1);
         rc = atomic_load(&ps.err);
     }
     if (rc == 0 && nbufs) {

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -513,6 +514,7 @@ typedef struct tab_ent {
 } tab_ent;
 
 typedef struct group_tab {
+    eng_db *db; /* its large arrays are the database's scratch blocks (NULL: malloc) */
     const qry_group *g;
     const qry_filter *filter;
     size_t klen;
@@ -522,7 +524,8 @@ typedef struct group_tab {
      * a one-address group is one cache line, so a probe misses once, not twice */
     uint8_t *ent;
     size_t stride;
-    qry_totals *dir; /* 2 * cap (a to b, b to a) when conv */
+    qry_totals *dir;         /* 2 * cap (a to b, b to a) when conv */
+    size_t ent_blk, dir_blk; /* their scratch blocks' sizes (0: malloc'd) */
     size_t cap, n;
     int64_t deadline;
     qry_sel *sel; /* the filter's rows (group_cols) */
@@ -695,11 +698,12 @@ static uint32_t group_columns(const qry_group *g)
     return m;
 }
 
-static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
+static int tab_init(group_tab *t, eng_db *db, const qry_group *g, const qry_filter *filter)
 {
     memset(t, 0, sizeof *t);
     if (g->n == 0 || g->n > QRY_MAX_KEYS)
         return NS_E_RANGE;
+    t->db = db;
     t->g = g;
     t->filter = filter;
     t->deadline = qry_deadline_ms;
@@ -734,12 +738,21 @@ static int tab_init(group_tab *t, const qry_group *g, const qry_filter *filter)
     return 0;
 }
 
+static void tab_release(const group_tab *t, void *p, size_t blk)
+{
+    if (blk)
+        eng_db_mem_put(t->db, p, blk);
+    else
+        free(p);
+}
+
 static void tab_free_arrays(group_tab *t)
 {
-    free(t->ent);
-    free(t->dir);
+    tab_release(t, t->ent, t->ent_blk);
+    tab_release(t, t->dir, t->dir_blk);
     t->ent = NULL;
     t->dir = NULL;
+    t->ent_blk = t->dir_blk = 0;
 }
 
 static void tab_free(group_tab *t)
@@ -758,21 +771,24 @@ static void tab_free(group_tab *t)
 static int tab_grow_to(group_tab *t, size_t ncap);
 
 /* Group arrays of many groups (millions, for conversations) in huge pages where the kernel
- * offers them on request: faulting them in 4 KiB at a time was a third of such a query. */
+ * offers them on request: faulting them in 4 KiB at a time was a third of such a query. With a
+ * database they are its scratch blocks, kept between queries (a repeated query's table then
+ * costs no page faults). *blk: the block's size, 0 when malloc'd (release with tab_release). */
 #define TAB_HUGE (4u << 20)
-static void *tab_alloc(size_t bytes, bool zero)
+static void *tab_alloc(const group_tab *t, size_t bytes, size_t *blk)
 {
     void *p;
+    *blk = 0;
     if (bytes < TAB_HUGE)
-        return zero ? calloc(1, bytes) : malloc(bytes);
+        return malloc(bytes);
+    if (t->db)
+        return eng_db_mem_get(t->db, bytes, blk);
     size_t huge = 2u << 20, size = (bytes + huge - 1) / huge * huge;
     if (!(p = aligned_alloc(huge, size)))
         return NULL;
 #ifdef MADV_HUGEPAGE
     (void)madvise(p, size, MADV_HUGEPAGE); /* a hint: without it, small pages as before */
 #endif
-    if (zero)
-        memset(p, 0, bytes);
     return p;
 }
 
@@ -797,11 +813,12 @@ static int tab_grow_to(group_tab *t, size_t ncap)
         return NS_E_TOO_MANY;
     if (!t->stride) /* a tab_ent, the key, 8-byte aligned */
         t->stride = (sizeof(tab_ent) + t->klen + 7) / 8 * 8;
-    uint8_t *ne = tab_alloc(ncap * t->stride, false);
-    qry_totals *nd = t->conv ? tab_alloc(2 * ncap * sizeof *nd, false) : NULL;
+    size_t eblk, dblk = 0;
+    uint8_t *ne = tab_alloc(t, ncap * t->stride, &eblk);
+    qry_totals *nd = t->conv ? tab_alloc(t, 2 * ncap * sizeof *nd, &dblk) : NULL;
     if (!ne || (t->conv && !nd)) {
-        free(ne);
-        free(nd);
+        tab_release(t, ne, eblk);
+        tab_release(t, nd, dblk);
         return NS_E_NOMEM;
     }
     for (size_t i = 0; i < ncap; i++)
@@ -822,6 +839,8 @@ static int tab_grow_to(group_tab *t, size_t ncap)
     tab_free_arrays(t);
     t->ent = ne;
     t->dir = nd;
+    t->ent_blk = eblk;
+    t->dir_blk = dblk;
     t->cap = ncap;
     return 0;
 }
@@ -1025,19 +1044,23 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
     }
     qry_totals *acc = t->dacc;
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
-    for (size_t c = 0; c < d->n; c++)
-        acc[c] = (qry_totals){0, 0, 0, NO_FIRST, NO_LAST};
     bool one = !(v->mask & ENG_COLMASK(ENG_COL_FLOWS));
-    if (one && !times && !rows) {
-        /* the common case (a raw segment, no times, every row): three plain sums a row */
+    /* the common case (a raw segment, no times, every row): three plain sums a row, into
+     * three words a value (in the same buffer): three fifths of the memory to clear and read */
+    bool three = one && !times && !rows;
+    uint64_t *a3 = (uint64_t *)(void *)acc;
+    if (three) {
+        memset(a3, 0, d->n * 3 * sizeof *a3);
         const uint32_t *codes = d->codes;
         for (size_t i = 0; i < n; i++) {
-            qry_totals *a = &acc[codes[i]];
-            a->flows++;
-            a->packets += eng_col_u64(v, ENG_COL_PACKETS, i);
-            a->bytes += eng_col_u64(v, ENG_COL_BYTES, i);
+            uint64_t *a = a3 + 3 * (size_t)codes[i];
+            a[0]++;
+            a[1] += eng_col_u64(v, ENG_COL_PACKETS, i);
+            a[2] += eng_col_u64(v, ENG_COL_BYTES, i);
         }
     } else {
+        for (size_t c = 0; c < d->n; c++)
+            acc[c] = (qry_totals){0, 0, 0, NO_FIRST, NO_LAST};
         for (size_t k = 0; k < n; k++) {
             size_t i = row_at(rows, k);
             qry_totals *a = &acc[d->codes[i]];
@@ -1051,10 +1074,20 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             }
         }
     }
+    /* room for this segment's values at once when the table has far fewer: a table filled
+     * from empty would otherwise double (and rehash) a dozen times on its first segment;
+     * later segments bring mostly values it has */
+    if (t->n < d->n / 2) {
+        size_t used = 0;
+        for (size_t c = 0; c < d->n; c++)
+            used += (three ? a3[3 * c] : acc[c].flows) != 0;
+        if (used > t->n && (rc = tab_reserve(t, used - t->n)) < 0)
+            return rc;
+    }
     uint64_t hs[TAB_BATCH];
     size_t cs[TAB_BATCH], nb = 0;
     for (size_t c = 0; c <= d->n; c++) {
-        if (c < d->n && acc[c].flows == 0)
+        if (c < d->n && (three ? a3[3 * c] : acc[c].flows) == 0)
             continue;
         if (c < d->n) {
             hs[nb] = key_hash(d->vals + c * 16, 16);
@@ -1071,7 +1104,9 @@ static int tab_add_dict(group_tab *t, const eng_colview *v, const eng_coldict *d
             size_t s = tab_slot(t, d->vals + cs[j] * 16, hs[j], true, &rc);
             if (s == SIZE_MAX)
                 return rc;
-            totals_merge(&TENT(t, s)->tot, &acc[cs[j]]);
+            const uint64_t *x = a3 + 3 * cs[j];
+            qry_totals sum = three ? (qry_totals){x[0], x[1], x[2], NO_FIRST, NO_LAST} : acc[cs[j]];
+            totals_merge(&TENT(t, s)->tot, &sum);
         }
         nb = 0;
     }
@@ -1133,6 +1168,29 @@ static int tab_flush(group_tab *t)
     t->direct = NULL;
     t->dtimes = NULL;
     return 0;
+}
+
+/* About how many of src's groups t lacks, from a sample of them: workers mostly see the same
+ * groups (sources, ports), so making room for all of src's would double t for nothing (and
+ * every later pass over it would read twice the memory); groups of pairs are mostly apart. */
+#define TAB_SAMPLE 1024
+static size_t tab_new_groups(group_tab *t, const group_tab *src)
+{
+    size_t seen = 0, miss = 0;
+    int rc = 0;
+    if (!t->cap)
+        return src->n;
+    for (size_t j = 0; j < src->cap && seen < TAB_SAMPLE; j++) {
+        if (!TENT(src, j)->hash)
+            continue;
+        seen++;
+        miss += tab_slot(t, TKEY(src, j), TENT(src, j)->hash, false, &rc) == SIZE_MAX;
+    }
+    if (!seen)
+        return 0;
+    /* a little over the sample's share: one grow too many costs less than one too few */
+    size_t est = (size_t)((double)src->n * (double)miss / (double)seen * 1.1) + 1;
+    return est < src->n ? est : src->n;
 }
 
 /* Adds every group of src into t (same grouping); src is left as it was. */
@@ -1278,7 +1336,8 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
     unsigned nw = eng_scan_workers(), ready = 1;
     int rc = 0;
     for (; ready < nw; ready++) {
-        if ((rc = tab_init(&w[ready], t->g, t->filter)) < 0 || (rc = tab_grow(&w[ready])) < 0)
+        if ((rc = tab_init(&w[ready], t->db, t->g, t->filter)) < 0 ||
+            (rc = tab_grow(&w[ready])) < 0)
             break;
         args[ready] = &w[ready];
     }
@@ -1293,7 +1352,8 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
             t->span_first = w[i].span_first;
         if (w[i].span_last > t->span_last)
             t->span_last = w[i].span_last;
-        if (rc == 0 && (rc = tab_flush(&w[i])) == 0 && (rc = tab_reserve(t, w[i].n)) == 0)
+        if (rc == 0 && (rc = tab_flush(&w[i])) == 0 &&
+            (rc = tab_reserve(t, tab_new_groups(t, &w[i]))) == 0)
             rc = tab_merge(t, &w[i]); /* one grow for all it brings, not a doubling at a time */
         tab_free(&w[i]);
     }
@@ -1487,42 +1547,49 @@ typedef struct part_chunk {
     part_rec r[PART_CHUNK];
 } part_chunk;
 
+/* The write cursor lives here, not in the chunk: the row loop then touches this dense array
+ * and the record's slot, not a thousand chunk headers (a cache miss a row). cur->n is set when
+ * a chunk is left or the scan is over (part_seal). */
 typedef struct part_buf {
     part_chunk *head, *cur; /* chunks in order; cur the one being filled */
-    size_t n;               /* records in all */
+    part_rec *wp, *end;     /* cur's next free record and its end */
+    size_t n;               /* rows in all */
 } part_buf;
 
+/* Its blocks are the database's scratch blocks: a repeated query finds them in memory. */
 typedef struct part_arena {
-    uint8_t **blocks;
+    eng_db *db;
+    struct part_block {
+        uint8_t *p;
+        size_t size; /* as eng_db_mem_get gave it (PART_BLOCK or more) */
+    } * blocks;
     size_t nblocks, used; /* bytes used of the last block */
 } part_arena;
 
 static void arena_free(part_arena *a)
 {
     for (size_t i = 0; i < a->nblocks; i++)
-        munmap(a->blocks[i], PART_BLOCK);
+        eng_db_mem_put(a->db, a->blocks[i].p, a->blocks[i].size);
     free(a->blocks);
-    memset(a, 0, sizeof *a);
+    a->blocks = NULL;
+    a->nblocks = a->used = 0;
 }
 
 static part_chunk *arena_chunk(part_arena *a)
 {
     if (a->nblocks == 0 || a->used + sizeof(part_chunk) > PART_BLOCK) {
-        uint8_t **nb = realloc(a->blocks, (a->nblocks + 1) * sizeof *nb);
+        struct part_block *nb = realloc(a->blocks, (a->nblocks + 1) * sizeof *nb);
         if (!nb)
             return NULL;
         a->blocks = nb;
-        void *p =
-            mmap(NULL, PART_BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED)
+        size_t got;
+        void *p = eng_db_mem_get(a->db, PART_BLOCK, &got);
+        if (!p)
             return NULL;
-#ifdef MADV_HUGEPAGE
-        (void)madvise(p, PART_BLOCK, MADV_HUGEPAGE);
-#endif
-        a->blocks[a->nblocks++] = p;
+        a->blocks[a->nblocks++] = (struct part_block){p, got};
         a->used = 0;
     }
-    part_chunk *c = (part_chunk *)(void *)(a->blocks[a->nblocks - 1] + a->used);
+    part_chunk *c = (part_chunk *)(void *)(a->blocks[a->nblocks - 1].p + a->used);
     a->used += sizeof *c;
     c->next = NULL;
     c->n = 0;
@@ -1537,7 +1604,10 @@ typedef struct part_worker {
     addr_intern in;
     part_arena arena;
     part_buf part[PART_N];
-    uint32_t *map[2]; /* per view: a dictionary code's local id, for each column */
+    /* per view, for each column: a dictionary code's local id, and 32 bits of its address's
+     * hash above it (the partition of a row, from arrays the size of the segment's
+     * dictionary instead of the hashes of every address seen) */
+    uint64_t *map[2];
     size_t mapcap[2];
     qry_sel *sel;
     int64_t tmin, tmax;            /* over rows read with times */
@@ -1565,17 +1635,29 @@ static int part_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t by
     return 0;
 }
 
-/* The local id of row i's address in column side s (through the view's dictionary map when
- * the column has one). */
-static inline int part_id(part_worker *w, const eng_colview *v, int s, size_t i, uint32_t *id)
+/* Row i's address in column side s: its local id, and 32 bits of its hash above it (through
+ * the view's dictionary map when the column has one). */
+static inline int part_id(part_worker *w, const eng_colview *v, int s, size_t i, uint64_t *idh)
 {
     eng_col c = w->col[s];
     if (v->dict[c]) {
-        *id = w->map[s][v->dict[c]->codes[i]];
+        *idh = w->map[s][v->dict[c]->codes[i]];
         return 0;
     }
     const uint8_t *a = eng_col_addr(v, c, i);
-    return intern(&w->in, a, key_hash(a, 16), id);
+    uint64_t h = key_hash(a, 16);
+    uint32_t id;
+    int rc = intern(&w->in, a, h, &id);
+    *idh = (h >> 32) << 32 | id;
+    return rc;
+}
+
+/* Ends every partition's current chunk (its count of records), after the scan. */
+static void part_seal(part_worker *w)
+{
+    for (size_t p = 0; p < PART_N; p++)
+        if (w->part[p].cur)
+            w->part[p].cur->n = (size_t)(w->part[p].wp - w->part[p].cur->r);
 }
 
 static int part_cols(void *arg, const eng_colview *v)
@@ -1593,7 +1675,7 @@ static int part_cols(void *arg, const eng_colview *v)
         if (!d)
             continue;
         if (d->n > w->mapcap[s]) {
-            uint32_t *m = realloc(w->map[s], d->n * sizeof *m);
+            uint64_t *m = realloc(w->map[s], d->n * sizeof *m);
             if (!m)
                 return NS_E_NOMEM;
             w->map[s] = m;
@@ -1609,47 +1691,55 @@ static int part_cols(void *arg, const eng_colview *v)
                 if (w->in.cap)
                     __builtin_prefetch(&w->in.slot[(size_t)hs[j] & (w->in.cap - 1)]);
             }
-            for (size_t j = 0; j < cnt; j++)
-                if ((rc = intern(&w->in, d->vals + (c0 + j) * 16, hs[j], &w->map[s][c0 + j])) < 0)
+            for (size_t j = 0; j < cnt; j++) {
+                uint32_t id;
+                if ((rc = intern(&w->in, d->vals + (c0 + j) * 16, hs[j], &id)) < 0)
                     return rc;
+                w->map[s][c0 + j] = (hs[j] >> 32) << 32 | id;
+            }
         }
     }
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
     for (size_t k = 0; k < n; k++) {
         size_t i = row_at(rows, k);
-        uint32_t a, b;
-        if ((rc = part_id(w, v, 0, i, &a)) < 0 || (rc = part_id(w, v, 1, i, &b)) < 0)
+        uint64_t ia, ib;
+        if ((rc = part_id(w, v, 0, i, &ia)) < 0 || (rc = part_id(w, v, 1, i, &ib)) < 0)
             return rc;
+        uint32_t a = (uint32_t)ia, b = (uint32_t)ib;
         /* symmetric in a and b, so a conversation's two directions share a partition */
-        uint64_t ph = (w->in.hash[a] ^ w->in.hash[b]) * 0x9E3779B97F4A7C15ull;
+        uint64_t ph = ((ia ^ ib) >> 32) * 0x9E3779B97F4A7C15ull;
         part_buf *pb = &w->part[ph >> (64 - PART_BITS)];
         uint64_t fl = flows_of(v, i), pk = eng_col_u64(v, ENG_COL_PACKETS, i),
                  by = eng_col_u64(v, ENG_COL_BYTES, i);
         bool wide = fl != 1 || pk > UINT32_MAX || by > UINT32_MAX;
-        if (!pb->cur || pb->cur->n + (wide ? 2 : 1) > PART_CHUNK) {
+        if (pb->end - pb->wp < (wide ? 2 : 1)) {
             part_chunk *c = arena_chunk(&w->arena);
             if (!c)
                 return NS_E_NOMEM;
-            if (pb->cur)
+            if (pb->cur) {
+                pb->cur->n = (size_t)(pb->wp - pb->cur->r);
                 pb->cur->next = c;
-            else
+            } else {
                 pb->head = c;
+            }
             pb->cur = c;
+            pb->wp = c->r;
+            pb->end = c->r + PART_CHUNK;
         }
-        part_rec *r = &pb->cur->r[pb->cur->n];
+        part_rec *r = pb->wp;
         if (!wide) {
             r->a = a;
             r->b = b;
             r->u.n.packets = (uint32_t)pk;
             r->u.n.bytes = (uint32_t)by;
-            pb->cur->n++;
+            pb->wp++;
         } else {
             r[0].a = a | PART_WIDE;
             r[0].b = b;
             r[0].u.flows = fl;
             memcpy(&r[1], &pk, 8);
             memcpy((uint8_t *)&r[1] + 8, &by, 8);
-            pb->cur->n += 2;
+            pb->wp += 2;
         }
         pb->n++;
         if (times) {
@@ -1745,14 +1835,59 @@ typedef struct part_job {
     int rc;
 } part_job;
 
+/* A partition's table: keys apart from totals, so clearing it and finding its groups read 8
+ * bytes a slot, not a whole part_grp (most slots stay empty: it is sized by rows). */
+typedef struct part_val {
+    uint64_t f, p, b;
+    uint64_t ab[3];
+} part_val;
+
 typedef struct part_out {
     part_job *job;
     part_best best;
     uint64_t groups, f, p, b;
-    part_grp *tab;
+    uint64_t *keys;
+    part_val *vals;
     size_t tcap;
+    uint64_t seen_recs, seen_groups; /* over the partitions done: sizes the next table */
     int rc;
 } part_out;
+
+#define PART_EMPTY UINT64_MAX /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
+
+static inline size_t part_slot(uint64_t key, size_t cap)
+{
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+/* o's table at cap slots (at least tcap), keeping the n groups of its first `old` slots. */
+static int part_tab_grow(part_out *o, size_t old, size_t cap)
+{
+    uint64_t *nk = malloc(cap * sizeof *nk);
+    part_val *nv = malloc(cap * sizeof *nv);
+    if (!nk || !nv) {
+        free(nk);
+        free(nv);
+        return NS_E_NOMEM;
+    }
+    for (size_t x = 0; x < cap; x++)
+        nk[x] = PART_EMPTY;
+    for (size_t x = 0; x < old; x++) {
+        if (o->keys[x] == PART_EMPTY)
+            continue;
+        size_t y = part_slot(o->keys[x], cap);
+        while (nk[y] != PART_EMPTY)
+            y = (y + 1) & (cap - 1);
+        nk[y] = o->keys[x];
+        nv[y] = o->vals[x];
+    }
+    free(o->keys);
+    free(o->vals);
+    o->keys = nk;
+    o->vals = nv;
+    o->tcap = cap;
+    return 0;
+}
 
 static void *part_run(void *arg)
 {
@@ -1764,25 +1899,23 @@ static void *part_run(void *arg)
         pthread_mutex_unlock(&j->mu);
         if (p >= PART_N)
             break;
-        size_t recs = 0;
+        size_t recs = 0, n = 0;
         for (unsigned k = 0; k < j->nw; k++)
             recs += j->w[k].part[p].n;
+        /* room for the groups the partitions so far suggest (as many as rows at first), at
+         * most two thirds full; grown if there are more. A table sized for every row was
+         * mostly empty (three rows a conversation), and clearing and reading it cost as much
+         * as the rows. */
+        uint64_t est = (uint64_t)recs * (o->seen_groups + 1) / (o->seen_recs + 1) + 16;
         size_t cap = 64;
-        while (cap < recs + recs / 2)
+        while (cap < est + est / 2)
             cap <<= 1;
-        if (cap > o->tcap) {
-            part_grp *t = malloc(cap * sizeof *t);
-            if (!t) {
-                o->rc = NS_E_NOMEM;
-                break;
-            }
-            free(o->tab);
-            o->tab = t;
-            o->tcap = cap;
-        }
-        part_grp *tab = o->tab;
+        if (cap > o->tcap && (o->rc = part_tab_grow(o, 0, cap)) < 0)
+            break;
+        uint64_t *keys = o->keys;
+        part_val *vals = o->vals;
         for (size_t x = 0; x < cap; x++)
-            tab[x].key = UINT64_MAX; /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
+            keys[x] = PART_EMPTY;
         for (unsigned k = 0; k < j->nw; k++) {
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
@@ -1807,14 +1940,25 @@ static void *part_run(void *arg)
                         dir = 1; /* the source is the larger address: b to a */
                     }
                     uint64_t key = ga << 32 | gb;
-                    size_t x = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-                    while (tab[x].key != key && tab[x].key != UINT64_MAX)
+                    size_t x = part_slot(key, cap);
+                    while (keys[x] != key && keys[x] != PART_EMPTY)
                         x = (x + 1) & (cap - 1);
-                    part_grp *g = &tab[x];
-                    if (g->key == UINT64_MAX) {
-                        memset(g, 0, sizeof *g);
-                        g->key = key;
+                    if (keys[x] == PART_EMPTY) {
+                        if ((n + 1) * 10 > cap * 7) {
+                            if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
+                                goto fail;
+                            cap *= 2;
+                            keys = o->keys;
+                            vals = o->vals;
+                            x = part_slot(key, cap);
+                            while (keys[x] != PART_EMPTY)
+                                x = (x + 1) & (cap - 1);
+                        }
+                        memset(&vals[x], 0, sizeof vals[x]);
+                        keys[x] = key;
+                        n++;
                     }
+                    part_val *g = &vals[x];
                     g->f += fl;
                     g->p += pk;
                     g->b += by;
@@ -1825,16 +1969,21 @@ static void *part_run(void *arg)
                     }
                 }
         }
+        o->seen_recs += recs;
+        o->seen_groups += n;
         for (size_t x = 0; x < cap; x++) {
-            if (tab[x].key == UINT64_MAX)
+            if (keys[x] == PART_EMPTY)
                 continue;
+            const part_val *pv = &vals[x];
+            part_grp g = {keys[x], pv->f, pv->p, pv->b, {pv->ab[0], pv->ab[1], pv->ab[2]}};
             o->groups++;
-            o->f += tab[x].f;
-            o->p += tab[x].p;
-            o->b += tab[x].b;
-            best_offer(&o->best, &tab[x], j->metric);
+            o->f += g.f;
+            o->p += g.p;
+            o->b += g.b;
+            best_offer(&o->best, &g, j->metric);
         }
     }
+fail:
     if (o->rc < 0) {
         pthread_mutex_lock(&j->mu);
         j->rc = o->rc;
@@ -1844,55 +1993,132 @@ static void *part_run(void *arg)
 }
 
 typedef struct gid_key {
-    uint64_t hi, lo;
-    uint32_t id;
+    uint64_t hi, lo; /* the address, big-endian halves: compared as numbers in address order */
+    uint32_t id;     /* its worker-local id */
 } gid_key;
 
-static int cmp_gid_key(const void *x, const void *y)
+static inline unsigned gid_digit(const gid_key *e, unsigned d)
 {
-    const gid_key *a = x, *b = y;
-    if (a->hi != b->hi)
-        return a->hi < b->hi ? -1 : 1;
-    return a->lo < b->lo ? -1 : a->lo > b->lo;
+    return (unsigned)((d < 8 ? e->lo >> (8 * d) : e->hi >> (8 * (d - 8))) & 255u);
 }
 
-/* Every worker's addresses into one table, numbered in address order (w[k].l2g filled);
- * *gaddr gets the addresses by global id. */
-static int part_global_ids(part_worker *w, unsigned nw, uint8_t **gaddr, size_t *ng)
+/* Sorts k[0..n) by address: a stable counting pass a byte, least significant first, skipping
+ * the bytes every address shares (a set of IPv4 addresses takes four passes). */
+static int gid_sort(gid_key *k, size_t n)
 {
-    addr_intern g = {0};
-    gid_key *keys = NULL;
-    uint32_t *rank = NULL;
-    int rc = 0;
-    for (unsigned k = 0; k < nw && rc == 0; k++) {
-        if (!(w[k].l2g = malloc((w[k].in.n ? w[k].in.n : 1) * sizeof *w[k].l2g))) {
-            rc = NS_E_NOMEM;
-            break;
-        }
-        for (size_t i = 0; i < w[k].in.n && rc == 0; i++)
-            rc = intern(&g, w[k].in.addr + i * 16, w[k].in.hash[i], &w[k].l2g[i]);
+    if (n < 2)
+        return 0;
+    gid_key *tmp = malloc(n * sizeof *tmp);
+    size_t(*cnt)[256] = calloc(16, sizeof *cnt);
+    if (!tmp || !cnt) {
+        free(tmp);
+        free(cnt);
+        return NS_E_NOMEM;
     }
-    if (rc == 0 && (!(keys = malloc((g.n ? g.n : 1) * sizeof *keys)) ||
-                    !(rank = malloc((g.n ? g.n : 1) * sizeof *rank)) ||
-                    !(*gaddr = malloc((g.n ? g.n : 1) * 16))))
-        rc = NS_E_NOMEM;
-    if (rc == 0) {
-        for (size_t i = 0; i < g.n; i++)
-            keys[i] = (gid_key){ns_get_be64(g.addr + i * 16), ns_get_be64(g.addr + i * 16 + 8),
+    for (size_t i = 0; i < n; i++)
+        for (unsigned d = 0; d < 16; d++)
+            cnt[d][gid_digit(&k[i], d)]++;
+    gid_key *src = k, *dst = tmp;
+    for (unsigned d = 0; d < 16; d++) {
+        if (cnt[d][gid_digit(&src[0], d)] == n)
+            continue; /* the same in all */
+        size_t off = 0;
+        for (unsigned b = 0; b < 256; b++) {
+            size_t c = cnt[d][b];
+            cnt[d][b] = off;
+            off += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[cnt[d][gid_digit(&src[i], d)]++] = src[i];
+        gid_key *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != k)
+        memcpy(k, src, n * sizeof *k);
+    free(tmp);
+    free(cnt);
+    return 0;
+}
+
+/* The first phase of global ids, shared by the scan threads: each worker's addresses sorted. */
+typedef struct gid_job {
+    part_worker *w;
+    gid_key **keys; /* by worker */
+    unsigned nw;
+    atomic_uint next;
+    atomic_int rc;
+} gid_job;
+
+static void *gid_run(void *arg)
+{
+    gid_job *j = *(gid_job **)arg;
+    for (unsigned k; (k = atomic_fetch_add(&j->next, 1)) < j->nw;) {
+        const addr_intern *in = &j->w[k].in;
+        gid_key *keys = malloc((in->n ? in->n : 1) * sizeof *keys);
+        j->keys[k] = keys;
+        int rc = keys ? 0 : NS_E_NOMEM;
+        for (size_t i = 0; rc == 0 && i < in->n; i++)
+            keys[i] = (gid_key){ns_get_be64(in->addr + i * 16), ns_get_be64(in->addr + i * 16 + 8),
                                 (uint32_t)i};
-        qsort(keys, g.n, sizeof *keys, cmp_gid_key);
-        for (size_t r = 0; r < g.n; r++) {
-            rank[keys[r].id] = (uint32_t)r;
-            memcpy(*gaddr + r * 16, g.addr + (size_t)keys[r].id * 16, 16);
+        if (rc == 0)
+            rc = gid_sort(keys, in->n);
+        if (rc < 0) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&j->rc, &zero, rc);
         }
-        for (unsigned k = 0; k < nw; k++)
-            for (size_t i = 0; i < w[k].in.n; i++)
-                w[k].l2g[i] = rank[w[k].l2g[i]];
-        *ng = g.n;
     }
-    free(keys);
-    free(rank);
-    intern_free(&g);
+    return NULL;
+}
+
+/* Every worker's addresses numbered in address order (w[k].l2g filled): each worker's sorted
+ * (on the scan threads), then the sorted lists merged; *gaddr gets the addresses by global
+ * id. */
+static int part_global_ids(eng_db *db, part_worker *w, unsigned nw, uint8_t **gaddr, size_t *ng)
+{
+    gid_key *keys[ENG_SCAN_MAX_WORKERS] = {NULL};
+    gid_job job = {.w = w, .keys = keys, .nw = nw};
+    gid_job *jp[ENG_SCAN_MAX_WORKERS];
+    void *args[ENG_SCAN_MAX_WORKERS];
+    size_t total = 0, pos[ENG_SCAN_MAX_WORKERS] = {0}, n = 0;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.rc, 0);
+    for (unsigned k = 0; k < nw; k++) {
+        jp[k] = &job;
+        args[k] = &jp[k];
+        total += w[k].in.n;
+    }
+    eng_db_par_run(db, nw, gid_run, args);
+    int rc = atomic_load(&job.rc);
+    for (unsigned k = 0; rc == 0 && k < nw; k++)
+        if (!(w[k].l2g = malloc((w[k].in.n ? w[k].in.n : 1) * sizeof *w[k].l2g)))
+            rc = NS_E_NOMEM;
+    if (rc == 0 && !(*gaddr = malloc((total ? total : 1) * 16)))
+        rc = NS_E_NOMEM;
+    /* merge: the smallest head next; an address equal to the last one gets its id */
+    const gid_key *last = NULL;
+    while (rc == 0) {
+        unsigned best = nw;
+        for (unsigned k = 0; k < nw; k++) {
+            if (pos[k] == w[k].in.n)
+                continue;
+            const gid_key *e = &keys[k][pos[k]], *b = best < nw ? &keys[best][pos[best]] : NULL;
+            if (!b || e->hi < b->hi || (e->hi == b->hi && e->lo < b->lo))
+                best = k;
+        }
+        if (best == nw)
+            break;
+        const gid_key *e = &keys[best][pos[best]++];
+        if (!last || e->hi != last->hi || e->lo != last->lo) {
+            memcpy(*gaddr + n * 16, w[best].in.addr + (size_t)e->id * 16, 16);
+            n++;
+        }
+        w[best].l2g[e->id] = (uint32_t)(n - 1);
+        last = e;
+    }
+    for (unsigned k = 0; k < nw; k++)
+        free(keys[k]);
+    *ng = n;
     return rc;
 }
 
@@ -1927,6 +2153,7 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     bool conv = g->k[0].by == QRY_BY_CONV;
     for (unsigned k = 0; k < nw; k++) {
         w[k].filter = filter;
+        w[k].arena.db = db;
         w[k].deadline = qry_deadline_ms;
         w[k].conv = conv;
         w[k].col[0] = conv || g->k[0].by == QRY_BY_SRCADDR ? ENG_COL_SRC : ENG_COL_DST;
@@ -1944,22 +2171,18 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
                             : base_columns(filter);
     mask |= ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST);
     rc = eng_db_scan_par(db, from_ms, to_ms, mask, &so, nw, NULL, part_span_cb, args);
+    for (unsigned k = 0; k < nw; k++)
+        part_seal(&w[k]);
     if (rc == 0)
-        rc = part_global_ids(w, nw, &gaddr, &ng);
+        rc = part_global_ids(db, w, nw, &gaddr, &ng);
     part_job job = {w, nw, conv, metric, limit, PTHREAD_MUTEX_INITIALIZER, 0, 0};
-    pthread_t th[ENG_SCAN_MAX_WORKERS];
-    unsigned started = 0;
     for (unsigned k = 0; rc == 0 && k < nw; k++) {
         o[k].job = &job;
         o[k].best.cap = limit;
+        args[k] = &o[k];
     }
     if (rc == 0) {
-        for (unsigned k = 1; k < nw; k++, started++)
-            if (pthread_create(&th[k], NULL, part_run, &o[k]) != 0)
-                break; /* fewer threads, not a failure */
-        part_run(&o[0]);
-        for (unsigned k = 1; k <= started; k++)
-            pthread_join(th[k], NULL);
+        eng_db_par_run(db, nw, part_run, args); /* on the scan threads, partitions taken in turn */
         rc = job.rc;
     }
     /* every thread's best into one heap, then best first */
@@ -2037,7 +2260,8 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     free(all.h);
     for (unsigned x = 0; x < nw; x++) {
         free(o[x].best.h);
-        free(o[x].tab);
+        free(o[x].keys);
+        free(o[x].vals);
         part_worker_free(&w[x]);
     }
     free(o);
@@ -2062,7 +2286,7 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
 {
     group_tab t;
     memset(out, 0, sizeof *out);
-    int rc = tab_init(&t, g, filter);
+    int rc = tab_init(&t, db, g, filter);
     if (rc < 0 || (unsigned)metric >= NMETRICS)
         return NS_E_RANGE;
     if (part_fits(g, flags))
@@ -2260,10 +2484,10 @@ int qry_series_split(eng_db *db, int64_t from_ms, int64_t step_ms, size_t nbucke
     /* pass 1: the groups, and which are largest; pass 2: their series */
     group_tab t, look;
     size_t *best = NULL, k = 0;
-    int rc = tab_init(&t, g, filter);
+    int rc = tab_init(&t, db, g, filter);
     if (rc < 0 || (unsigned)metric >= NMETRICS)
         return NS_E_RANGE;
-    (void)tab_init(&look, g, filter);
+    (void)tab_init(&look, db, g, filter);
     if ((rc = tab_grow(&t)) < 0)
         return rc;
     uint32_t mask = base_columns(filter) | group_columns(g);
@@ -2426,7 +2650,7 @@ static int dev_ctx_init(dev_ctx *c, const dev_ctx *proto, const qry_group *group
     if (!c->sout || !c->sin)
         rc = NS_E_NOMEM;
     for (int l = 0; rc == 0 && l < QRY_DEV_NLISTS; l++) {
-        if ((rc = tab_init(&c->tabs[l], &groups[l], NULL)) == 0)
+        if ((rc = tab_init(&c->tabs[l], NULL, &groups[l], NULL)) == 0)
             rc = tab_grow(&c->tabs[l]);
         c->tabs[l].no_group_times = true; /* the window shows none: one pass for each list */
         if (c->tabs[l].ndirect > 256)

@@ -226,6 +226,9 @@ typedef struct eng_db_opts {
      * segments without rolling them up (0: 4 Mi, or half of what unsealed_bytes holds if
      * less). */
     uint64_t behind_rows;
+    /* queries' scratch blocks are released after this long unused (0: ENG_QUERY_MEM_IDLE_MS;
+     * tests set it short) */
+    uint32_t query_mem_idle_ms;
 } eng_db_opts;
 #define ENG_UNSEALED_BYTES_DEFAULT (1ull << 30)
 /* Bytes of memory one row waiting to be sealed takes (what unsealed_bytes divides). */
@@ -482,5 +485,25 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
                     void *const *args);
 /* Workers worth starting for a scan: the CPUs this process may run on, at most the cap. */
 unsigned eng_scan_workers(void);
+
+/* Runs fn(args[0]) on the caller's thread and fn(args[1..n)) on the database's scan threads
+ * (started when first needed, kept until eng_db_close), as many at once as threads are free.
+ * Returns when every call that started has returned; a call no thread has taken when
+ * fn(args[0]) returns is not made at all, so fn must share its work through the args (a
+ * counter of parts to take) so that any of them finishes it. No two calls get the same arg. */
+void eng_db_par_run(eng_db *db, unsigned n, void *(*fn)(void *), void *const *args);
+
+/* Scratch blocks for a query's large arrays (group tables, partition arenas): whole huge pages,
+ * contents undefined. Blocks given back are kept, up to ENG_QUERY_MEM_KEEP bytes, for the next
+ * query (a fresh block costs a page fault and a cleared page every 2 MiB or 4 KiB, about a
+ * tenth of a top-N), and released once none has been taken or given back for
+ * ENG_QUERY_MEM_IDLE_MS, or at eng_db_close. eng_db_mem_get: NULL when out of memory, else the
+ * block and its size in *got (at least bytes); eng_db_mem_put takes that size back. */
+#define ENG_QUERY_MEM_KEEP    (512ull << 20)
+#define ENG_QUERY_MEM_IDLE_MS 30000
+void *eng_db_mem_get(eng_db *db, size_t bytes, size_t *got);
+void eng_db_mem_put(eng_db *db, void *p, size_t size);
+/* Bytes of scratch blocks kept now (for tests). */
+size_t eng_db_mem_kept(eng_db *db);
 
 #endif
