@@ -835,7 +835,9 @@ def phase_queries():
                           for n, _, args, _ in qs], os.path.join(out, "hyperfine-nfdump.json"),
                          qcpu)
         qtool = os.path.join(ARGS.bin, "ns2flows-query")
-        q_cmd = {n: ["env", "TZ=UTC", qtool, "--db", db, *qa] for n, _, _, qa in qs}
+        # TZ=UTC comes from hyperfine's environment (as for nfdump): an `env` in the command
+        # would add its own exec to every timing
+        q_cmd = {n: [qtool, "--db", db, *qa] for n, _, _, qa in qs}
         q_t = hyperfine([(f"ns2flows-query {n}", " ".join(shlex.quote(a) for a in q_cmd[n]))
                          for n, _, _, _ in qs], os.path.join(out, "hyperfine-ns2flows-query.json"),
                         qcpu)
@@ -1502,6 +1504,7 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
           "similar small ones are warm after hyperfine's warm-up run); `ns2flows-query` is a "
           "new process each run, so its column is the cold figure (only the kernel's page "
           "cache, as for nfdump).")
+        A("\nhyperfine and every command it times ran with `TZ=UTC` in their environment.")
         cb = qry.get("curl_baseline")
         if cb:
             A(f"\nEvery HTTP figure includes curl's own start and request: "
