@@ -1375,14 +1375,19 @@ static size_t byexp_finish(byexp *b, uint8_t *out, size_t cap)
  * whose dictionary gave up has no table: too many distinct addresses to have busy ones worth
  * it). A one-host summary over a segment that lists the host reads these instead of columns. */
 
+/* Rows that list an address in a segment of n rows: max(n >> SEG_ATOT_SHIFT, SEG_ATOT_MIN). */
+static uint64_t atot_threshold(uint64_t n)
+{
+    return n >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? n >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
+}
+
 /* The most bytes a table of n rows can take (what the writer's buffer holds): readers refuse
  * more before allocating. Every varint counted at its longest, 10 bytes: two for the address,
  * six for each of the source and destination sides, four for both. */
 #define SEG_ATOT_ENTRY_MAX ((2 + 6 + 6 + 4) * 10)
 static uint64_t atot_max_bytes(uint64_t n)
 {
-    uint64_t thr = n >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? n >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
-    return 20 + (2 * n / thr + 1) * SEG_ATOT_ENTRY_MAX;
+    return 20 + (2 * n / atot_threshold(n) + 1) * SEG_ATOT_ENTRY_MAX;
 }
 
 typedef struct atot_acc {
@@ -1509,7 +1514,7 @@ static size_t atot_finish(atot_build *t, const dict_build *d, size_t n, int64_t 
                           const uint8_t **out)
 {
     seg_wmem *w = wmem_get();
-    size_t thr = n >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? n >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
+    size_t thr = (size_t)atot_threshold(n);
     size_t ne = 0, maxe = 2 * n / thr + 1, used = 0;
     if (!t->on || n < thr)
         goto none;
@@ -2771,8 +2776,7 @@ static int atot_load(eng_seg *s)
     rc = NS_E_CORRUPT;
     ns_cur c = ns_cur_make(raw, (size_t)in->atot_rsize);
     uint64_t thr, m, sum[2] = {0, 0};
-    uint64_t want =
-        in->rows >> SEG_ATOT_SHIFT > SEG_ATOT_MIN ? in->rows >> SEG_ATOT_SHIFT : SEG_ATOT_MIN;
+    uint64_t want = atot_threshold(in->rows);
     if (!get_varint(&c, &thr) || thr != want || !get_varint(&c, &m) || m == 0 ||
         m > 2 * in->rows / thr + 1)
         goto out;

@@ -89,27 +89,30 @@ static uint64_t thr_of(size_t n)
 }
 
 /* The totals of address a's rows, by brute force. */
+static void add_side(eng_side_totals *x, const eng_flow *r, bool times)
+{
+    if (times) {
+        x->first_ms = x->rows == 0 || r->first_ms < x->first_ms ? r->first_ms : x->first_ms;
+        x->last_ms = x->rows == 0 || r->last_ms > x->last_ms ? r->last_ms : x->last_ms;
+    }
+    x->rows++;
+    x->flows += eng_flow_count(r);
+    x->packets += r->packets;
+    x->bytes += r->bytes;
+}
+
 static eng_addr_totals brute(const eng_flow *r, size_t n, const uint8_t *a)
 {
     eng_addr_totals t;
     memset(&t, 0, sizeof t);
     for (size_t i = 0; i < n; i++) {
         bool s = memcmp(r[i].src.b, a, 16) == 0, d = memcmp(r[i].dst.b, a, 16) == 0;
-        eng_side_totals *side[3] = {s ? &t.src : NULL, d ? &t.dst : NULL, s && d ? &t.both : NULL};
-        for (int k = 0; k < 3; k++) {
-            eng_side_totals *x = side[k];
-            if (!x)
-                continue;
-            if (k < 2) {
-                x->first_ms =
-                    x->rows == 0 || r[i].first_ms < x->first_ms ? r[i].first_ms : x->first_ms;
-                x->last_ms = x->rows == 0 || r[i].last_ms > x->last_ms ? r[i].last_ms : x->last_ms;
-            }
-            x->rows++;
-            x->flows += eng_flow_count(&r[i]);
-            x->packets += r[i].packets;
-            x->bytes += r[i].bytes;
-        }
+        if (s)
+            add_side(&t.src, &r[i], true);
+        if (d)
+            add_side(&t.dst, &r[i], true);
+        if (s && d)
+            add_side(&t.both, &r[i], false);
     }
     return t;
 }
@@ -127,18 +130,6 @@ static int cmp_rec(const void *x, const void *y)
     if (c)
         return c;
     return p->row != q->row ? (p->row > q->row) - (p->row < q->row) : p->side - q->side;
-}
-
-static void add_side(eng_side_totals *x, const eng_flow *r, bool times)
-{
-    if (times) {
-        x->first_ms = x->rows == 0 || r->first_ms < x->first_ms ? r->first_ms : x->first_ms;
-        x->last_ms = x->rows == 0 || r->last_ms > x->last_ms ? r->last_ms : x->last_ms;
-    }
-    x->rows++;
-    x->flows += eng_flow_count(r);
-    x->packets += r->packets;
-    x->bytes += r->bytes;
 }
 
 /* brute() for every distinct src and dst address at once, by sorting (address, row) pairs:
