@@ -190,6 +190,7 @@ struct eng_db {
     int64_t seal_sec_ms;     /* the second they are counted in (monotonic ms) */
     unsigned seal_sec_n;     /* and how many so far */
     int64_t flood_until_ms;  /* monotonic ms */
+    bool enforce_due;        /* the WAL passed the budget: the compactor thread's pass is due */
     ns_ratelimit compact_rl; /* compaction failures logged (a full disk fails every pass) */
     char doomed[64][64];     /* segment files to unlink once the mutex is released */
     size_t ndoomed;
@@ -857,6 +858,51 @@ static size_t oldest_locked(const eng_db *db, bool rollup)
     return SIZE_MAX;
 }
 
+/* The size the tiers are held to: the budget, less a flood's reserve for what is in flight
+ * (see enforce_limits_locked). */
+static uint64_t budget_target_locked(const eng_db *db, bool *flood)
+{
+    uint64_t budget = db->opts.budget_bytes;
+    *flood = db->open_rows > seal_rows_of(db) || ns_mono_ms() < db->flood_until_ms;
+    uint64_t reserve = *flood ? (uint64_t)seal_rows_of(db) * 32 : 0;
+    reserve = reserve < budget / 8 ? reserve : budget / 8;
+    return budget - reserve;
+}
+
+/* After the WAL grew. Budget passes come after seals and merges, and in between the WAL grows:
+ * by megabytes in a flood, by a minute of records otherwise. Over the target in a flood, or
+ * over the budget by more than a segment otherwise, the oldest raw segments go here and now,
+ * without roll-ups (there is no time for one); a smaller excess wakes the compactor thread,
+ * whose pass rolls up as usual. Returns whether files wait to be unlinked. */
+static bool wal_budget_locked(eng_db *db)
+{
+    if (!db->opts.budget_bytes)
+        return false;
+    bool flood;
+    uint64_t target = budget_target_locked(db, &flood);
+    uint64_t used = used_bytes_locked(db);
+    if (used <= target)
+        return false;
+    uint64_t seg = (uint64_t)seal_rows_of(db) * 16; /* about one full segment */
+    if (!flood && used - target <= seg) {
+        if (!db->enforce_due) {
+            db->enforce_due = true;
+            pthread_cond_broadcast(&db->cond);
+        }
+        return false;
+    }
+    size_t i;
+    bool doomed = false;
+    while (used_bytes_locked(db) > target && (i = oldest_locked(db, false)) != SIZE_MAX) {
+        if (!delete_segment_locked(db, i, "over budget; the WAL grows faster than sealing"))
+            break;
+        if (db->opts.rollup_share)
+            db->st.rollup_skipped++;
+        doomed = true;
+    }
+    return doomed;
+}
+
 /* Retention looks at every segment's flow times (a late segment may hold old flows), in both
  * tiers. The budget then takes the oldest received segments first. With roll-ups on, the raw
  * tier (its segments, the WAL and the other files) keeps to (100 - share)% of the budget and
@@ -885,10 +931,8 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
      * inside it. Only in a flood (more than a buffer of rows waiting to be sealed, or two seals
      * in one second in the last 10 s): otherwise seals are rare and small, and the store keeps
      * to the budget exactly. */
-    bool flood = db->open_rows > seal_rows_of(db) || ns_mono_ms() < db->flood_until_ms;
-    uint64_t reserve = flood ? (uint64_t)seal_rows_of(db) * 32 : 0;
-    reserve = reserve < budget / 8 ? reserve : budget / 8;
-    budget -= reserve;
+    bool flood;
+    budget = budget_target_locked(db, &flood);
     if (db->opts.rollup_share) {
         uint64_t rcap = rollup_cap(budget, db->opts.rollup_share);
         size_t i;
@@ -1668,7 +1712,7 @@ static int append_rows(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t
     int rc = 0, werr = 0;
     uint8_t *rec = NULL;
     size_t reclen = 0, reccap = 0;
-    bool say = false, say_over = false, say_mem = false;
+    bool say = false, say_over = false, say_mem = false, unlink_now = false;
     uint32_t held = 0, held_over = 0, held_mem = 0;
     size_t kept = 0; /* rows the open minute took: the tap sees them */
     /* encoded outside the mutex: receive threads wait for each other only for the write. Into
@@ -1726,9 +1770,12 @@ static int append_rows(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t
         if (werr < 0) {
             db->st.wal_errors++;
             say = ns_ratelimit_ok(&db->wal_rl, ns_mono_ms(), &held);
-        } else if (db->opts.wal_sync_ms == 0) {
-            db->wal_pending = true;
-            pthread_cond_signal(&db->wal_cond);
+        } else {
+            if (db->opts.wal_sync_ms == 0) {
+                db->wal_pending = true;
+                pthread_cond_signal(&db->wal_cond);
+            }
+            unlink_now = wal_budget_locked(db);
         }
     }
     size_t added = buf_push_locked(db, b, rows, n);
@@ -1752,6 +1799,8 @@ out:
     }
     pthread_mutex_unlock(&db->mu);
     free(rec);
+    if (unlink_now)
+        unlink_doomed(db);
     if (say)
         ns_log(NS_LOG_ERROR,
                "db: cannot write the WAL for minute %lld (%zu flows): %s; the flows are kept in "
@@ -3462,16 +3511,25 @@ static void *compactor_main(void *arg)
     eng_db *db = arg;
     (void)ns_thread_nice(NS_NICE_SEALER); /* background work, like sealing */
     pthread_mutex_lock(&db->mu);
+    int64_t next_ms = ns_mono_ms() + COMPACT_EVERY_MS;
     while (!db->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += COMPACT_EVERY_MS / 1000;
-        pthread_cond_timedwait(&db->cond, &db->mu, &ts);
+        int64_t wait = next_ms - ns_mono_ms();
+        struct timespec ts = ns_deadline_in(CLOCK_REALTIME, wait > 0 ? wait : 0);
+        if (!db->enforce_due)
+            pthread_cond_timedwait(&db->cond, &db->mu, &ts);
         if (db->stop)
             break;
+        /* woken by a WAL past the budget: its pass first (a merge may take seconds) */
+        bool due = db->enforce_due, merge = ns_mono_ms() >= next_ms;
+        db->enforce_due = false;
         pthread_mutex_unlock(&db->mu);
-        eng_db_compact(db, ns_now_ms());
-        eng__seg_write_release(); /* a merge every 10 s at most: nothing worth keeping */
+        if (due)
+            enforce_limits(db);
+        if (merge) {
+            eng_db_compact(db, ns_now_ms());
+            eng__seg_write_release(); /* a merge every 10 s at most: nothing worth keeping */
+            next_ms = ns_mono_ms() + COMPACT_EVERY_MS;
+        }
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);

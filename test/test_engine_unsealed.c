@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define M0  1704164640000LL /* 2024-01-02T03:04:00Z, a minute boundary */
 #define MIN 60000LL
@@ -564,6 +565,162 @@ Test(unsealed, a_flood_keeps_a_reserve_and_deletes_what_outran_the_rollups)
     cr_assert(eq(u64, st.rollup_skipped, gone));
     for (size_t i = 0; i < n; i++)
         cr_assert(eq(i64, left[i].minute, segs[gone + i].minute), "the oldest went first");
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The budget while the WAL grows between seals: the append makes room */
+
+/* Bytes of every regular file under dir, at any depth (what du -sb counts, less folders). */
+static uint64_t folder_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    uint64_t sum = 0;
+    cr_assert(d != NULL, "%s", dir);
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char p[1024];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (lstat(p, &st) < 0)
+            continue;
+        if (S_ISREG(st.st_mode))
+            sum += (uint64_t)st.st_size;
+        else if (S_ISDIR(st.st_mode))
+            sum += folder_bytes(p);
+    }
+    closedir(d);
+    return sum;
+}
+
+/* NMIN sealed minutes of SEG_ROWS rows with the WAL on and no roll-ups; returns the store,
+ * its segments in segs. */
+static eng_db *fill_with_wal(uint64_t seal_rows, bool compactor, seg_file *segs)
+{
+    eng_db_opts o = {.seal_delay_s = 0,
+                     .no_sealer_thread = true,
+                     .compactor = compactor,
+                     .seal_rows = seal_rows};
+    eng_db *db = open_db(&o);
+    for (uint32_t m = 0; m < NMIN; m++) {
+        int64_t recv = M0 + m * MIN + 500;
+        eng_flow *rows = make_rows(m * SEG_ROWS, SEG_ROWS, recv);
+        cr_assert(eq(int, eng_db_append(db, recv, rows, SEG_ROWS), 0));
+        free(rows);
+        cr_assert(eq(int, eng_db_seal_due(db, M0 + (m + 1) * MIN, false), 1), "minute %u", m);
+    }
+    cr_assert(eq(sz, raw_segments(segs, NMIN), NMIN));
+    cr_assert(eq(u64, stats(db).wal_bytes, 0), "sealed minutes leave no WAL");
+    return db;
+}
+
+/* Appends rows [id0, id0 + n) in batches of 50 into the open minute, checking after each that
+ * the folder is at most `limit` and that the segments left are the newest, in full. Returns
+ * the number of segments left. */
+static size_t append_within(eng_db *db, uint32_t id0, uint32_t n, uint64_t limit,
+                            const seg_file *segs)
+{
+    seg_file left[NMIN];
+    size_t nleft = NMIN;
+    for (uint32_t id = id0; id < id0 + n; id += 50) {
+        int64_t recv = M0 + 20 * MIN + 1000;
+        eng_flow *rows = make_rows(id, 50, recv);
+        cr_assert(eq(int, eng_db_append(db, recv, rows, 50), 0), "rows from %u", id);
+        free(rows);
+        uint64_t du = folder_bytes(tmpdir);
+        cr_assert(le(u64, du, limit), "rows from %u: folder %" PRIu64, id, du);
+        size_t k = raw_segments(left, NMIN);
+        cr_assert(le(sz, k, nleft), "rows from %u", id);
+        nleft = k;
+        for (size_t i = 0; i < k; i++)
+            cr_assert(eq(i64, left[i].minute, segs[NMIN - k + i].minute), "the oldest go first");
+    }
+    return nleft;
+}
+
+/* Every row of the segments left and of the open minute is there once, no other. */
+static void assert_left_and_open(eng_db *db, size_t nleft, uint32_t open0, uint32_t nopen)
+{
+    seen s = scan_all(db, open0 + nopen);
+    for (uint32_t id = 0; id < open0 + nopen; id++) {
+        int want = id >= open0 || id >= (NMIN - nleft) * SEG_ROWS ? 1 : 0;
+        cr_assert(eq(int, s.n[id], want), "id %u", id);
+    }
+    free(s.n);
+}
+
+/* A flood (more open rows than a buffer holds): the tiers are held below the budget by the
+ * reserve, and a WAL growing between seals (none run here) deletes the oldest raw segments at
+ * once, so the folder never passes the budget less the reserve. */
+Test(unsealed, a_flood_wal_growing_between_seals_makes_room_at_once)
+{
+    seg_file segs[NMIN];
+    const uint64_t seal_rows = 100;
+    eng_db *db = fill_with_wal(seal_rows, false, segs);
+    uint64_t used = folder_bytes(tmpdir);
+    /* a budget whose target (less the reserve, at most an eighth) holds the store as it is */
+    uint64_t budget = used * 8 / 7 + 64;
+    uint64_t reserve = seal_rows * 32 < budget / 8 ? seal_rows * 32 : budget / 8;
+    eng_db_set_limits(db, budget, 0);
+    cr_assert(eq(u64, stats(db).segments_deleted, 0), "nothing over the budget yet");
+    const uint32_t open0 = NMIN * SEG_ROWS, nopen = 1500;
+    size_t nleft = append_within(db, open0, nopen, budget - reserve, segs);
+    eng_db_stats st = stats(db);
+    cr_assert(gt(u64, st.open_rows, seal_rows), "a flood");
+    cr_assert(lt(sz, nleft, (size_t)NMIN - 2), "the WAL's growth took segments");
+    cr_assert(eq(u64, st.segments_deleted, NMIN - nleft));
+    cr_assert(eq(u64, st.rows_dropped, 0));
+    assert_left_and_open(db, nleft, open0, nopen);
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
+
+/* Appends 20 rows to the open minute of a store filled to budget - 1 byte: the WAL takes it
+ * over the budget, by less than a segment (16 bytes a row of a buffer); returns the folder's
+ * size after. */
+static uint64_t just_over(eng_db *db, uint64_t budget, uint64_t seal_rows)
+{
+    int64_t recv = M0 + 20 * MIN + 1000;
+    eng_flow *rows = make_rows(NMIN * SEG_ROWS, 20, recv);
+    cr_assert(eq(int, eng_db_append(db, recv, rows, 20), 0));
+    free(rows);
+    uint64_t du = folder_bytes(tmpdir);
+    cr_assert(le(u64, du, budget + seal_rows * 16));
+    return du;
+}
+
+/* No flood: a WAL over the budget by less than a segment deletes nothing itself (the pass it
+ * waits for rolls up where roll-ups are on); without a compactor thread, nothing goes. */
+Test(unsealed, a_wal_just_over_the_budget_waits_for_a_pass)
+{
+    seg_file segs[NMIN];
+    const uint64_t seal_rows = 2000;
+    eng_db *db = fill_with_wal(seal_rows, false, segs);
+    uint64_t budget = folder_bytes(tmpdir) + 1;
+    eng_db_set_limits(db, budget, 0);
+    cr_assert(gt(u64, just_over(db, budget, seal_rows), budget));
+    cr_assert(eq(u64, stats(db).segments_deleted, 0));
+    cr_assert(eq(int, eng_db_close(db), 0));
+}
+
+/* With the compactor thread, the same WAL wakes it, and its pass brings the folder back inside
+ * the budget at once, without waiting for a seal or its next merge (10 s on: a merge would
+ * replace the minute segments by an hour's). */
+Test(unsealed, a_wal_just_over_the_budget_wakes_the_compactor)
+{
+    seg_file segs[NMIN], left[NMIN];
+    const uint64_t seal_rows = 2000;
+    eng_db *db = fill_with_wal(seal_rows, true, segs);
+    uint64_t budget = folder_bytes(tmpdir) + 1;
+    eng_db_set_limits(db, budget, 0);
+    (void)just_over(db, budget, seal_rows);
+    for (int i = 0; i < 3000 && folder_bytes(tmpdir) > budget; i++)
+        usleep(10000);
+    cr_assert(le(u64, folder_bytes(tmpdir), budget), "the pass made room");
+    cr_assert(eq(u64, stats(db).segments_deleted, 1), "one segment was enough");
+    cr_assert(eq(sz, raw_segments(left, NMIN), NMIN - 1), "the oldest went, before any merge");
+    cr_assert(eq(i64, left[0].minute, segs[1].minute));
     cr_assert(eq(int, eng_db_close(db), 0));
 }
 
