@@ -6,6 +6,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -456,4 +459,13 @@ bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out)
 bool ns_thread_nice(int nice)
 {
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0;
+}
+
+bool ns_mem_trim(void)
+{
+#ifdef __GLIBC__
+    return malloc_trim(0) != 0;
+#else
+    return false;
+#endif
 }

@@ -348,6 +348,12 @@ bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out)
  * with the default kept, when the system refuses. */
 bool ns_thread_nice(int nice);
 
+/* Gives the pages of freed heap memory back to the system. The daemon keeps freed memory in
+ * the heap for reuse (mallopt in tools/ns2flows.c: queries would pay page faults again), so
+ * without this its RSS would stay at the highest backlog it ever had; the compactor thread
+ * calls it every 10 s. Returns whether anything was given back (always false off glibc). */
+bool ns_mem_trim(void);
+
 /* ---------------------------------------------------------------------------------------------
  * Configuration. One table (config.c) drives the netsaw.conf parser, validation with file:line
  * errors, --help-config, and SIGHUP reload. A parsed ns_config is immutable once built. */

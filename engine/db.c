@@ -3528,6 +3528,9 @@ static void *compactor_main(void *arg)
         if (merge) {
             eng_db_compact(db, ns_now_ms());
             eng__seg_write_release(); /* a merge every 10 s at most: nothing worth keeping */
+            /* a backlog's buffers, sealed and freed, go back to the system: the RSS follows
+             * what is in use instead of the highest backlog so far */
+            (void)ns_mem_trim();
             next_ms = ns_mono_ms() + COMPACT_EVERY_MS;
         }
         pthread_mutex_lock(&db->mu);
