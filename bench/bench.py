@@ -1138,6 +1138,9 @@ def phase_soak():
                             "rss_bytes": rss_bytes(d.p.pid), "du_bytes": dir_bytes(db),
                             "db_bytes_used": st["database"]["bytes_used"],
                             "wal_bytes": st["database"]["wal_bytes"],
+                            # rows waiting to be sealed: the part of the RSS a backlog explains
+                            "unsealed_bytes": st["database"].get("unsealed_bytes", 0),
+                            "open_flows": st["database"]["open_flows"],
                             "flows": st["ingest"]["flows"],
                             "segments_deleted": st["database"]["segments_deleted"]})
             time.sleep(2)
@@ -1179,6 +1182,7 @@ def phase_soak():
            "rss_max_per_minute": [max(x["rss_bytes"] for x in samples if x["t_s"] // 60 == m)
                                   for m in sorted({int(x["t_s"] // 60) for x in samples})],
            "max_wal_bytes": max((x["wal_bytes"] for x in samples), default=None),
+           "max_unsealed_bytes": max((x["unsealed_bytes"] for x in samples), default=None),
            "rss_steady_first_half_mean": first, "rss_steady_second_half_mean": second,
            "rss_growth_pct": 100.0 * (second - first) / first if first else None,
            "queries": len(qlat), "query_errors": qerr[0],
@@ -1609,6 +1613,9 @@ def render_engine_md(eng, htl, soak):
             f"{x / 2**20:.0f}" for x in soak["rss_max_per_minute"]) + " |")
         A(f"| WAL max MiB (open minutes, inside the folder size) | "
           f"{soak['max_wal_bytes'] / 2**20:.1f} |")
+        if soak.get("max_unsealed_bytes") is not None:
+            A(f"| memory of rows waiting to be sealed, max MiB (inside the RSS) | "
+              f"{soak['max_unsealed_bytes'] / 2**20:.1f} |")
         A(f"| RSS mean, steady part first half → second half, MiB (growth) | "
           f"{fmt_n((soak['rss_steady_first_half_mean'] or 0) / 2**20, 1)} → "
           f"{fmt_n((soak['rss_steady_second_half_mean'] or 0) / 2**20, 1)} "
