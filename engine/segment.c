@@ -1,6 +1,6 @@
 /* engine/segment.c — one minute of flows as a columnar segment file.
  *
- * Layout (fixed little-endian; docs/format.md has the full tables):
+ * Layout (fixed little-endian; docs/FORMAT.md has the full tables):
  *
  *   OFFSET  SIZE  FIELD
  *   0       8     magic "NS2FSEG\0"
@@ -1507,7 +1507,7 @@ static size_t put_side(uint8_t *out, const atot_acc *a, int64_t tmin, int64_t tm
     return used;
 }
 
-/* The table's bytes (docs/format.md, "Address totals") for n rows whose times span tmin..tmax,
+/* The table's bytes (docs/FORMAT.md, "Address totals") for n rows whose times span tmin..tmax,
  * in a thread scratch buffer: *out, its length; 0 (and no table) when it cannot be built or
  * lists nobody. */
 static size_t atot_finish(atot_build *t, const dict_build *d, size_t n, int64_t tmin, int64_t tmax,

@@ -54,7 +54,7 @@ enum {
     ENG_FT_SFLOW5 = 65
 };
 
-/* Column identifiers, in on-disk order. docs/format.md lists them with types. */
+/* Column identifiers, in on-disk order. docs/FORMAT.md lists them with types. */
 typedef enum {
     ENG_COL_FIRST = 0,
     ENG_COL_LAST,
@@ -213,7 +213,7 @@ typedef struct eng_db_opts {
     bool read_only;        /* a reader beside the daemon: no lock, no writes, no deletions;
                             * damaged segments are skipped, not moved; appends are refused.
                             * Sees the sealed segments of the moment it opened. */
-    /* Roll-ups (docs/format.md): percent of budget_bytes kept for the roll-up tier, 0..90; 0
+    /* Roll-ups (docs/FORMAT.md): percent of budget_bytes kept for the roll-up tier, 0..90; 0
      * (the default here; the configuration's default is 30) deletes raw segments directly. */
     uint32_t rollup_share;
     uint32_t rollup_keys; /* ENG_COLMASK bits of the roll-up keys; 0 = ENG_ROLLUP_KEYS_DEFAULT */
@@ -323,7 +323,7 @@ int eng_db_seal_due(eng_db *db, int64_t now_ms, bool force);
  * it still open) into one hour segment h<hour>-<seq>.seg, then those of every closed day into
  * d<day>-<seq>.seg, re-encoded, when the result holds at most 2^18 rows. The swap is atomic for
  * queries (never a flow twice, never one missed) and for crashes (a restart finishes or forgets
- * a merge; docs/format.md). Returns the merges done, or a negative code. Thread-safe. */
+ * a merge; docs/FORMAT.md). Returns the merges done, or a negative code. Thread-safe. */
 int eng_db_compact(eng_db *db, int64_t now_ms);
 
 typedef struct eng_db_stats {

@@ -3,7 +3,7 @@
  *
  * One WAL file per open-minute buffer, SESSIONDB/wal/m<minute>-<seq>.wal; the segment that
  * seals the buffer gets the same name with .seg, so a WAL file whose segment exists is already
- * stored. Layout (fixed little-endian, docs/format.md has the tables):
+ * stored. Layout (fixed little-endian, docs/FORMAT.md has the tables):
  *
  *   file header (32 B): magic "NS2FWAL\0", version 1, row size 133, minute (i64), seq (u64)
  *   records, back to back:

@@ -150,7 +150,7 @@ uint64_t ing_exporters_overflow(ing_exporters *ex);
 void ing_exporters_json(ing_exporters *ex, ns_buf *out);
 /* Templates, options templates, sampler tables and system init times of every exporter, so a
  * restart decodes data at once instead of waiting for the next template refresh.
- * save: appends a self-checking binary image (docs/format.md) to out and clears the dirty
+ * save: appends a self-checking binary image (docs/FORMAT.md) to out and clears the dirty
  * marks; dirty: whether anything changed since. load: adds what the image holds (exporters
  * created as needed); a damaged image is refused whole (NS_E_CORRUPT / NS_E_MAGIC). */
 void ing_exporters_save(ing_exporters *ex, ns_buf *out);

@@ -1,4 +1,4 @@
-/* Address totals (segment format 6) against the rows and against docs/format.md:
+/* Address totals (segment format 6) against the rows and against docs/FORMAT.md:
  * - every address on at least T = max(rows >> 10, 64) rows is listed, no other, with the exact
  *   totals of its rows as source, destination and both (brute force over the rows);
  * - the table's bytes are those the document's rules give, rebuilt here independently;

@@ -1,4 +1,4 @@
-/* Format 5 against docs/format.md, byte for byte: the bytes the writer puts in the src and dst
+/* Format 5 against docs/FORMAT.md, byte for byte: the bytes the writer puts in the src and dst
  * dictionaries, the source_id table, the plain ports and the index (header, fences, the
  * destination's hash side) are rebuilt here from the rows by the rules the document states,
  * independently of engine/segment.c (128-bit differences with the compiler's __int128, not the

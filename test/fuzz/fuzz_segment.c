@@ -28,7 +28,7 @@ static void put64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Rewrites the checksums format.md places: trailer (24 B) = footer length, footer XXH64, end
+/* Rewrites the checksums FORMAT.md places: trailer (24 B) = footer length, footer XXH64, end
  * magic; directory entries (48 B each, after the footer's fixed part: 48 bytes in version 2, 88
  * in version 3, 96 in versions 4 and 5, 128 from version 6) hold the blob's offset at +16,
  * compressed size at +24 and XXH64 at +40; version 3's index blob has its offset at +48, size at

@@ -27,7 +27,7 @@ static uint64_t le64(const uint8_t *p)
     return v;
 }
 
-/* Reads a segment's layout from its own bytes (format.md), not through the engine. */
+/* Reads a segment's layout from its own bytes (FORMAT.md), not through the engine. */
 static void seg_read(seg *s)
 {
     FILE *f = fopen(s->path, "rb");
