@@ -2477,6 +2477,10 @@ void eng_colview_fill(const eng_colview *v, size_t k0, size_t cnt, uint32_t cols
     colset_fill(&cs, v->idx ? v->idx + k0 : NULL, k0, cnt, cols, rows);
 }
 
+#define SEG_GATHER(W)                                                                              \
+    for (size_t i = 0; i < k; i++)                                                                 \
+        memcpy(out + i * (W), in + i * sizeof(eng_flow), (W));
+
 int eng__colset_from_rows(eng_colset *cs, const eng_flow *rows, size_t n, uint32_t mask)
 {
     int rc;
@@ -2485,21 +2489,50 @@ int eng__colset_from_rows(eng_colset *cs, const eng_flow *rows, size_t n, uint32
     for (uint32_t c = 0; c < ENG_NCOLS; c++) {
         if (!(mask & ENG_COLMASK(c)))
             continue;
-        uint32_t w = col_width[c];
-        if ((rc = grow(&cs->col[c], &cs->cap[c], n ? n * w : 1)) < 0)
+        if ((rc = grow(&cs->col[c], &cs->cap[c], n ? n * col_width[c] : 1)) < 0)
             return rc;
-        uint8_t *out = cs->col[c];
-        for (size_t i = 0; i < n; i++) {
-            if (SEG_HOST_LE)
-                memcpy(out + i * w, (const uint8_t *)&rows[i] + col_off[c], w);
-            else
-                row_get(&rows[i], (eng_col)c, out + i * w);
-        }
         cs->mask |= ENG_COLMASK(c);
+    }
+    /* A block of rows at a time, every column of it while the block is in cache: a pass over
+     * all the rows per column read each 144-byte row from memory once per column (queries
+     * over a backlog of open rows spent a quarter of the daemon's CPU here). */
+    enum { BLOCK = 128 }; /* 18 KB of rows */
+    for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
+        size_t k = n - i0 < BLOCK ? n - i0 : BLOCK;
+        for (uint32_t c = 0; c < ENG_NCOLS; c++) {
+            if (!(cs->mask & ENG_COLMASK(c)))
+                continue;
+            uint32_t w = col_width[c];
+            uint8_t *out = cs->col[c] + i0 * w;
+            const uint8_t *in = (const uint8_t *)&rows[i0] + col_off[c];
+            if (!SEG_HOST_LE) {
+                for (size_t i = 0; i < k; i++)
+                    row_get(&rows[i0 + i], (eng_col)c, out + i * w);
+                continue;
+            }
+            switch (w) { /* constant widths: the copies become single loads and stores */
+            case 1:
+                SEG_GATHER(1)
+                break;
+            case 2:
+                SEG_GATHER(2)
+                break;
+            case 4:
+                SEG_GATHER(4)
+                break;
+            case 8:
+                SEG_GATHER(8)
+                break;
+            default:
+                SEG_GATHER(16)
+                break;
+            }
+        }
     }
     cs->n = n;
     return 0;
 }
+#undef SEG_GATHER
 
 /* The columns a read fills: those asked for, and first_ms with last_ms (stored relative to it),
  * not the exporter column a source_id coded by exporter needs to decode. */

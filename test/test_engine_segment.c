@@ -4,6 +4,7 @@
  * truncation at every length, magic and version checks, the in-memory decoder, and the atomic
  * write (no .tmp left, missing folder). */
 #include "engine/store.h"
+#include "engine/store_int.h"
 #include "test/testlib.h"
 
 #include <criterion/criterion.h>
@@ -432,6 +433,46 @@ Test(seg, subsets_of_columns_leave_the_others_zero)
         cr_assert(d == NULL, "last only, row %zu: column %s", i, d ? d : "");
     }
     eng_seg_close(s);
+    free(rows);
+    free(got);
+}
+
+/* The open minutes' rows turned into columns for a scan (eng__colset_from_rows, a block of
+ * rows at a time) and back through a column view: each asked column as it was, the rest zero,
+ * at sizes around the block's 128 rows. */
+Test(seg, rows_to_columns_and_back_for_every_mask_and_block_edge)
+{
+    const size_t sizes[] = {0, 1, 127, 128, 129, 1000};
+    const uint32_t masks[] = {
+        ENG_COLS_ALL,
+        ENG_COLMASK(ENG_COL_BYTES),
+        ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST_PORT) | ENG_COLMASK(ENG_COL_PROTO),
+        ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST) | ENG_COLMASK(ENG_COL_EXPORTER),
+        ENG_COLS_ALL & ~(ENG_COLMASK(ENG_COL_LAST) | ENG_COLMASK(ENG_COL_NEXTHOP)),
+        ENG_COLMASK(ENG_COL_DST_MASK) | ENG_COLMASK(ENG_COL_VLAN) | ENG_COLMASK(ENG_COL_SAMPLING),
+    };
+    eng_flow *rows = make_rows(1000), *got = calloc(1000, sizeof *got);
+    cr_assert(got != NULL);
+    eng_colset cs = {0};
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
+        for (size_t m = 0; m < sizeof masks / sizeof masks[0]; m++) {
+            size_t n = sizes[z];
+            cr_assert(eq(int, eng__colset_from_rows(&cs, rows, n, masks[m]), 0));
+            cr_assert(eq(sz, cs.n, n));
+            cr_assert(eq(u32, cs.mask, masks[m]));
+            eng_colview v = {.n = n, .mask = cs.mask};
+            for (size_t c = 0; c < ENG_NCOLS; c++)
+                v.col[c] = cs.col[c];
+            memset(got, 0xa5, 1000 * sizeof *got);
+            eng_colview_rows(&v, 0, n, got);
+            for (size_t i = 0; i < n; i++) {
+                eng_flow want = only_cols(&rows[i], masks[m]);
+                const char *d = flow_diff(&got[i], &want);
+                cr_assert(d == NULL, "n %zu mask %#x row %zu: column %s", n, masks[m], i,
+                          d ? d : "");
+            }
+        }
+    eng__colset_free(&cs);
     free(rows);
     free(got);
 }
