@@ -2841,7 +2841,7 @@ int qry_flows(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *filt
     if (limit == 0 || limit > QRY_FLOWS_MAX)
         return NS_E_RANGE;
     uint64_t skip = after && after->valid ? after->skip : 0;
-    if (skip > QRY_FLOWS_MAX * 10ull) /* each scan worker keeps skip + limit rows */
+    if (skip > QRY_CURSOR_SKIP_MAX)
         return NS_E_RANGE;
     /* one more than asked tells whether there is a next page */
     flows_ctx w[ENG_SCAN_MAX_WORKERS];

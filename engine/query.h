@@ -142,6 +142,8 @@ void qry_top_free(qry_top_result *r);
  * rows (malloc'd, owned by the caller: free(*out)), *n their count, and *next the cursor of the
  * following page (0 when this page is the last). limit <= QRY_FLOWS_MAX. */
 #define QRY_FLOWS_MAX 10000
+/* The most rows a cursor may skip at one start time (each scan worker keeps skip + limit). */
+#define QRY_CURSOR_SKIP_MAX (QRY_FLOWS_MAX * 10ull)
 typedef struct qry_cursor {
     int64_t first_ms; /* rows at or after this start time were given... */
     uint64_t skip;    /* ...except these many at exactly first_ms still to skip */

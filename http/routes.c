@@ -792,8 +792,7 @@ static int route_flows(req *r)
         long long t;
         unsigned long long k;
         int used = 0;
-        if (sscanf(v, "%lld:%llu%n", &t, &k, &used) != 2 || v[used] != 0 ||
-            k > QRY_FLOWS_MAX * 100ull)
+        if (sscanf(v, "%lld:%llu%n", &t, &k, &used) != 2 || v[used] != 0 || k > QRY_CURSOR_SKIP_MAX)
             return fail(r, 400, "parameter 'cursor': '%.64s' is not one this API gave", v);
         cur = (qry_cursor){.first_ms = t, .skip = k, .valid = true};
     }
