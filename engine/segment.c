@@ -903,14 +903,15 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* LSD radix sort of v[0..n) by byte digits, skipping digits every value shares; tmp has n
- * entries. Returns false (v untouched) when tmp is NULL. */
-static bool radix_u64(uint64_t *v, uint64_t *tmp, size_t n)
+/* LSD radix sort of v[0..n) by byte digits from bit `from` up (stable: values equal there keep
+ * their order), skipping digits every value shares; tmp has n entries. Returns false (v
+ * untouched) when tmp is NULL. */
+static bool radix_u64_from(uint64_t *v, uint64_t *tmp, size_t n, unsigned from)
 {
     if (!tmp)
         return false;
     uint64_t *a = v, *b = tmp;
-    for (unsigned shift = 0; shift < 64; shift += 8) {
+    for (unsigned shift = from; shift < 64; shift += 8) {
         size_t cnt[256] = {0}, pos = 0;
         for (size_t i = 0; i < n; i++)
             cnt[(a[i] >> shift) & 0xff]++;
@@ -930,6 +931,11 @@ static bool radix_u64(uint64_t *v, uint64_t *tmp, size_t n)
     if (a != v)
         memcpy(v, a, n * sizeof *v);
     return true;
+}
+
+static bool radix_u64(uint64_t *v, uint64_t *tmp, size_t n)
+{
+    return radix_u64_from(v, tmp, n, 0);
 }
 
 /* Sorts v[0..n) and drops repeats; returns the new length. A radix sort: qsort's comparisons
@@ -1267,9 +1273,15 @@ static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap)
     for (size_t j = 0; j < m && v4; j++)
         v4 = memcmp(d->vals + j * 16, d->vals, 12) == 0;
     if (v4) {
-        for (size_t j = 0; j < m; j++)
+        bool ascending = true;
+        for (size_t j = 0; j < m; j++) {
             keys[j] = (uint64_t)ns_get_be32(d->vals + j * 16 + 12) << 32 | j;
-        if (!radix_u64(keys, tmp, m))
+            ascending &= j == 0 || keys[j] > keys[j - 1];
+        }
+        /* the source side of rows sorted by source meets its values in order already; else
+         * the address digits only: the ids below them are unique and ascending, and the sort
+         * is stable */
+        if (!ascending && !radix_u64_from(keys, tmp, m, 32))
             qsort(keys, m, sizeof *keys, cmp_u64);
         for (size_t j = 0; j < m; j++)
             rank[(uint32_t)keys[j]] = (uint32_t)j;
