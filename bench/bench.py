@@ -1127,6 +1127,7 @@ def phase_soak():
     th = threading.Thread(target=asker, daemon=True)
     try:
         c0 = ingest_counts(d)
+        cpu0 = cpu_seconds(d.p.pid)
         t_start = time.monotonic()
         replay = start(pinned([f"{ARGS.bin}/ns2flows-replay", cap, "--to", f"127.0.0.1:{d.udp}",
                                "--speed", "1", "--loop", loops, "--quiet"], "sender"),
@@ -1151,6 +1152,7 @@ def phase_soak():
         drain(d.udp, d.p.pid)
         stop_q.set()
         th.join(70)
+        cpu1 = cpu_seconds(d.p.pid)
         c1 = ingest_counts(d)
         st = http_json(d.http, "/api/v1/status")
         drops = sum(x for _, x in udp_sockets(d.udp))
@@ -1172,6 +1174,9 @@ def phase_soak():
            "store_refused": c1["store_dropped"] - c0["store_dropped"],
            "loss_pct": 100.0 * loss / sent if sent else None, "kernel_drops_datagrams": drops,
            "replay_exit": replay_rc, "achieved_fps": sent / wall if wall else None,
+           # the daemon's CPU (receiving, decoding, the WAL, sealing, the budget and the
+           # queries) a flow: on its one CPU, 1 us a flow at 1M flows/s leaves no room
+           "cpu_s": cpu1 - cpu0, "cpu_us_per_flow": (cpu1 - cpu0) * 1e6 / got if got else None,
            "budget_bytes": budget,
            "max_du_bytes": max((x["du_bytes"] for x in samples), default=None),
            "max_db_bytes_used": max((x["db_bytes_used"] for x in samples), default=None),
@@ -1605,6 +1610,9 @@ def render_engine_md(eng, htl, soak):
           f"{fmt_n(soak['flows_ingested'])}, {fmt_n(soak['store_refused'])}; "
           f"{fmt_n(soak['loss_flows'])} ({fmt_n(soak['loss_pct'], 3)}%) |")
         A(f"| kernel drops (datagrams) | {fmt_n(soak['kernel_drops_datagrams'])} |")
+        if soak.get("cpu_us_per_flow") is not None:
+            A(f"| daemon CPU s (µs a flow, queries included) | {fmt_n(soak['cpu_s'], 1)} "
+              f"({fmt_n(soak['cpu_us_per_flow'], 3)}) |")
         A(f"| largest folder size sampled, MiB (budget held) | "
           f"{soak['max_du_bytes'] / 2**20:.1f} ({'yes' if soak['budget_held'] else 'NO'}) |")
         A(f"| segments deleted by the budget | {fmt_n(soak['segments_deleted'])} |")
