@@ -456,6 +456,18 @@ static size_t raw_segments(seg_file *out, size_t cap)
 
 enum { NMIN = 8, SEG_ROWS = 300, OPEN_ROWS = 600 };
 
+/* NMIN minutes of SEG_ROWS rows each, appended and sealed one after the other. */
+static void seal_minutes(eng_db *db)
+{
+    for (uint32_t m = 0; m < NMIN; m++) {
+        int64_t recv = M0 + m * MIN + 500;
+        eng_flow *rows = make_rows(m * SEG_ROWS, SEG_ROWS, recv);
+        cr_assert(eq(int, eng_db_append(db, recv, rows, SEG_ROWS), 0));
+        free(rows);
+        cr_assert(eq(int, eng_db_seal_due(db, M0 + (m + 1) * MIN, false), 1), "minute %u", m);
+    }
+}
+
 /* NMIN sealed minutes of SEG_ROWS rows, then OPEN_ROWS rows left open in a later minute. */
 static eng_db *fill_for_budget_rows(uint64_t behind_rows, uint64_t seal_rows, seg_file *segs)
 {
@@ -466,13 +478,7 @@ static eng_db *fill_for_budget_rows(uint64_t behind_rows, uint64_t seal_rows, se
                      .behind_rows = behind_rows,
                      .seal_rows = seal_rows};
     eng_db *db = open_db(&o);
-    for (uint32_t m = 0; m < NMIN; m++) {
-        int64_t recv = M0 + m * MIN + 500;
-        eng_flow *rows = make_rows(m * SEG_ROWS, SEG_ROWS, recv);
-        cr_assert(eq(int, eng_db_append(db, recv, rows, SEG_ROWS), 0));
-        free(rows);
-        cr_assert(eq(int, eng_db_seal_due(db, M0 + (m + 1) * MIN, false), 1), "minute %u", m);
-    }
+    seal_minutes(db);
     int64_t recv = M0 + 20 * MIN;
     eng_flow *rows = make_rows(NMIN * SEG_ROWS, OPEN_ROWS, recv);
     cr_assert(eq(int, eng_db_append(db, recv, rows, OPEN_ROWS), 0));
@@ -604,13 +610,7 @@ static eng_db *fill_with_wal(uint64_t seal_rows, bool compactor, seg_file *segs)
                      .compactor = compactor,
                      .seal_rows = seal_rows};
     eng_db *db = open_db(&o);
-    for (uint32_t m = 0; m < NMIN; m++) {
-        int64_t recv = M0 + m * MIN + 500;
-        eng_flow *rows = make_rows(m * SEG_ROWS, SEG_ROWS, recv);
-        cr_assert(eq(int, eng_db_append(db, recv, rows, SEG_ROWS), 0));
-        free(rows);
-        cr_assert(eq(int, eng_db_seal_due(db, M0 + (m + 1) * MIN, false), 1), "minute %u", m);
-    }
+    seal_minutes(db);
     cr_assert(eq(sz, raw_segments(segs, NMIN), NMIN));
     cr_assert(eq(u64, stats(db).wal_bytes, 0), "sealed minutes leave no WAL");
     return db;
