@@ -257,9 +257,10 @@ class Ns2flows:
         self.db = db
         self.http, self.udp, sflow = free_port(), free_port(), free_port()
         conf = os.path.join(ARGS.run, f"{tag}.conf")
+        threads = collector_threads() if cpus == "collector" else os.cpu_count() or 1
         with open(conf, "w") as f:
             f.write(f"# written by bench/bench.py\nrcvbuf = {ARGS.rcvbuf}\n"
-                    f"ingest_threads = {collector_threads()}\n{extra_conf}")
+                    f"ingest_threads = {threads}\n{extra_conf}")
         self.p = start(pinned([f"{ARGS.bin}/ns2flows", "-f", "-c", conf, "--db", db,
                                "--http", f"127.0.0.1:{self.http}",
                                "--listen", f"127.0.0.1:{self.udp}",
@@ -1106,7 +1107,9 @@ def phase_soak():
     db = os.path.join(ARGS.work, "soak", "db")
     shutil.rmtree(os.path.dirname(db), ignore_errors=True)
     os.makedirs(os.path.dirname(db))
-    d = Ns2flows(db, "soak", f"db_budget = {ARGS.soak_budget_mb}M\n")
+    # the daemon on the whole machine (the sender pinned to its CPU takes its share), as an
+    # operator runs it; --soak-cpus collector pins it to the collector's CPU as `live` does
+    d = Ns2flows(db, "soak", f"db_budget = {ARGS.soak_budget_mb}M\n", cpus=ARGS.soak_cpus)
     samples, qlat, qerr, stop_q = [], [], [0], threading.Event()
 
     def asker():  # queries running all the time, as a dashboard would
@@ -1177,7 +1180,7 @@ def phase_soak():
            # the daemon's CPU (receiving, decoding, the WAL, sealing, the budget and the
            # queries) a flow: on its one CPU, 1 us a flow at 1M flows/s leaves no room
            "cpu_s": cpu1 - cpu0, "cpu_us_per_flow": (cpu1 - cpu0) * 1e6 / got if got else None,
-           "budget_bytes": budget,
+           "budget_bytes": budget, "daemon_cpus": ARGS.soak_cpus,
            "max_du_bytes": max((x["du_bytes"] for x in samples), default=None),
            "max_db_bytes_used": max((x["db_bytes_used"] for x in samples), default=None),
            "budget_held": all(x["du_bytes"] <= budget for x in samples),
@@ -1598,10 +1601,13 @@ def render_engine_md(eng, htl, soak):
     if soak:
         A(f"### Soak: {soak['wall_s']:.0f} s of replay into a "
           f"{soak['budget_bytes'] / 2**20:.0f} MiB budget with queries running\n")
+        where = ("on one CPU (pinned as in the live phase)"
+                 if soak.get("daemon_cpus") == "collector" else
+                 "not pinned (both CPUs, less what the sender, pinned to its own, takes)")
         A(f"A {soak['fps_target']:,} flows/s capture of 10 s sent {soak['loops']} times "
           "(`ns2flows-replay --speed 1 --loop N`); a client asked top sources, the summary and "
           "top ports every 0.5 s; every 2 s the daemon's RSS (/proc) and the database folder's "
-          "size (all files) were sampled.\n")
+          f"size (all files) were sampled. The daemon ran {where}.\n")
         A("| measure | value |")
         A("|---|---:|")
         A(f"| flows sent (rate achieved) | {fmt_n(soak['flows_sent'])} "
@@ -1687,6 +1693,8 @@ def main():
     ap.add_argument("--soak-seconds", type=int, default=60)
     ap.add_argument("--soak-fps", type=int, default=1000000)
     ap.add_argument("--soak-budget-mb", type=int, default=200)
+    ap.add_argument("--soak-cpus", choices=["all", "collector"], default="all",
+                    help="soak: the daemon not pinned (all) or pinned as in live (collector)")
     ap.add_argument("--wait-quiet", type=int, default=0,
                     help="probe: wait up to this many seconds for the CPU to be free of others")
     ARGS = ap.parse_args()

@@ -42,6 +42,7 @@ fi
 HTTP_LIVE_FPS=${BENCH_HTTP_LIVE_FPS:-100000} # flows/s replayed while wrk loads the HTTP API
 SOAK_FPS=${BENCH_SOAK_FPS:-1000000}          # the soak's replay rate, flows/s
 SOAK_BUDGET_MB=${BENCH_SOAK_BUDGET_MB:-200}  # the soak's db_budget
+SOAK_CPUS=${BENCH_SOAK_CPUS:-all}            # the soak's daemon: all (not pinned) or collector
 FORMATS=${BENCH_FORMATS:-"v5 v9 ipfix"} # captures made and ingested offline
 STORE_FORMAT=${BENCH_STORE_FORMAT:-v9}  # the capture both stores hold for storage and queries
 SEED=${BENCH_SEED:-1}
@@ -160,7 +161,7 @@ PY=(python3 bench/bench.py --root "$ROOT" --work "$WORK" --run "$RUN" --mode "$M
     --step-seconds "$STEP_SECONDS" --refine "$REFINE" --rcvbuf "$RCVBUF" --runs "$RUNS"
     --warmup "$WARMUP" --wait-quiet "$WAIT_QUIET" --http-seconds "$HTTP_SECONDS"
     --http-live-fps "$HTTP_LIVE_FPS" --soak-seconds "$SOAK_SECONDS" --soak-fps "$SOAK_FPS"
-    --soak-budget-mb "$SOAK_BUDGET_MB")
+    --soak-budget-mb "$SOAK_BUDGET_MB" --soak-cpus "$SOAK_CPUS")
 for phase in probe offline live storage queries engine http soak report; do
     log "phase $phase"
     "${PY[@]}" "$phase" &
