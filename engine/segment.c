@@ -1153,20 +1153,30 @@ static int build_index(const uint64_t *h, size_t n, const uint8_t *fences, const
  * distinct values (ENC_DICT) and a table of source_id by exporter (ENC_BY_EXPORTER). Each gives
  * up (the column keeps its byte planes) when it would not pay or cannot be exact. */
 
+/* A slot of the table: the top half of the value's hash (the bottom half chose the slot) and
+ * the value's id. 8 bytes, and the table grows with the values instead of being sized for the
+ * most a segment may have: the destinations' probes (in no order) then hit the L2 cache, where
+ * 16-byte slots for n/2 values (4 MB a side at 256Ki rows) missed it. */
 typedef struct dict_slot {
-    uint64_t hash;
+    uint32_t tag;
     uint32_t id; /* into vals; UINT32_MAX: empty */
-    uint32_t pad;
 } dict_slot;
+
+#define DICT_CAP0 4096u /* slots at the start (32 KB) */
 
 typedef struct dict_build {
     bool failed;
-    size_t m, limit, cap;
-    dict_slot *tab;   /* cap slots, open addressing on the address hash */
+    size_t m, limit, cap, capmax;
+    dict_slot *tab;   /* cap slots (room for capmax), open addressing on the address hash */
     uint8_t *vals;    /* limit distinct values, 16 bytes each, in order of first sight */
     uint64_t *hashes; /* each value's hash, in the same order */
     uint32_t *ids;    /* row i's value: vals[ids[i]] */
 } dict_build;
+
+static size_t dict_slot_of(const dict_build *d, uint64_t h)
+{
+    return (size_t)h & (d->cap - 1);
+}
 
 /* side 0 (src) or 1 (dst) of the thread's scratch for n rows */
 static void dict_start(dict_build *d, size_t n, int side)
@@ -1174,11 +1184,12 @@ static void dict_start(dict_build *d, size_t n, int side)
     seg_wmem *w = wmem_get();
     memset(d, 0, sizeof *d);
     d->limit = n / SEG_DICT_MAX_SHARE;
-    d->cap = 16;
-    while (d->cap < 2 * d->limit)
-        d->cap <<= 1;
+    d->capmax = 16;
+    while (d->capmax < 2 * d->limit)
+        d->capmax <<= 1;
+    d->cap = d->capmax < DICT_CAP0 ? d->capmax : DICT_CAP0;
     /* both sides share each scratch buffer, one half each */
-    uint8_t *tab = wbuf(w, WB_DTAB, 2 * d->cap * sizeof *d->tab);
+    uint8_t *tab = wbuf(w, WB_DTAB, 2 * d->capmax * sizeof *d->tab);
     uint8_t *vals = wbuf(w, WB_DVAL, 2 * (d->limit + 1) * 16);
     uint8_t *ids = wbuf(w, WB_DIDS, 2 * (n + 1) * sizeof *d->ids);
     uint8_t *hs = wbuf(w, WB_DHASHV, 2 * (d->limit + 1) * sizeof *d->hashes);
@@ -1186,11 +1197,25 @@ static void dict_start(dict_build *d, size_t n, int side)
         d->failed = true;
         return;
     }
-    d->tab = (dict_slot *)(void *)(tab + (size_t)side * d->cap * sizeof *d->tab);
+    d->tab = (dict_slot *)(void *)(tab + (size_t)side * d->capmax * sizeof *d->tab);
     d->vals = vals + (size_t)side * (d->limit + 1) * 16;
     d->ids = (uint32_t *)(void *)(ids + (size_t)side * (n + 1) * sizeof *d->ids);
     d->hashes = (uint64_t *)(void *)(hs + (size_t)side * (d->limit + 1) * sizeof *d->hashes);
     memset(d->tab, 0xff, d->cap * sizeof *d->tab);
+}
+
+/* Doubles the table and puts every value back from its hash. */
+static void dict_grow(dict_build *d)
+{
+    d->cap *= 2;
+    memset(d->tab, 0xff, d->cap * sizeof *d->tab);
+    for (size_t id = 0; id < d->m; id++) {
+        uint64_t h = d->hashes[id];
+        size_t j = dict_slot_of(d, h);
+        while (d->tab[j].id != UINT32_MAX)
+            j = (j + 1) & (d->cap - 1);
+        d->tab[j] = (dict_slot){(uint32_t)(h >> 32), (uint32_t)id};
+    }
 }
 
 /* Row i has value a (hash h). Two values with one 64-bit hash, or too many values, end it. */
@@ -1198,14 +1223,17 @@ static inline uint32_t dict_add(dict_build *d, size_t i, const uint8_t *a, uint6
 {
     if (d->failed)
         return UINT32_MAX;
-    size_t j = (size_t)(h ^ h >> 32) & (d->cap - 1);
+    size_t j = dict_slot_of(d, h);
+    uint32_t tag = (uint32_t)(h >> 32);
     while (d->tab[j].id != UINT32_MAX) {
-        if (d->tab[j].hash == h) {
-            if (memcmp(d->vals + (size_t)d->tab[j].id * 16, a, 16) != 0) {
+        uint32_t id = d->tab[j].id;
+        if (d->tab[j].tag == tag) {
+            if (memcmp(d->vals + (size_t)id * 16, a, 16) == 0)
+                return d->ids[i] = id;
+            if (d->hashes[id] == h) { /* another value with this hash: codes would not be exact */
                 d->failed = true;
                 return UINT32_MAX;
             }
-            return d->ids[i] = d->tab[j].id;
         }
         j = (j + 1) & (d->cap - 1);
     }
@@ -1213,10 +1241,14 @@ static inline uint32_t dict_add(dict_build *d, size_t i, const uint8_t *a, uint6
         d->failed = true;
         return UINT32_MAX;
     }
-    d->tab[j].hash = h;
-    d->tab[j].id = (uint32_t)d->m;
     d->hashes[d->m] = h;
     memcpy(d->vals + d->m * 16, a, 16);
+    if (2 * (d->m + 1) > d->cap && d->cap < d->capmax) {
+        d->m++; /* the new value goes in with the others */
+        dict_grow(d);
+        return d->ids[i] = (uint32_t)(d->m - 1);
+    }
+    d->tab[j] = (dict_slot){tag, (uint32_t)d->m};
     return d->ids[i] = (uint32_t)d->m++;
 }
 
@@ -1497,9 +1529,10 @@ static int cmp_atot_ent(const void *x, const void *y)
 /* The id of value a (hash h) in dictionary d, or UINT32_MAX. */
 static uint32_t dict_find(const dict_build *d, const uint8_t *a, uint64_t h)
 {
-    size_t j = (size_t)(h ^ h >> 32) & (d->cap - 1);
+    size_t j = dict_slot_of(d, h);
     while (d->tab[j].id != UINT32_MAX) {
-        if (d->tab[j].hash == h && memcmp(d->vals + (size_t)d->tab[j].id * 16, a, 16) == 0)
+        if (d->tab[j].tag == (uint32_t)(h >> 32) &&
+            memcmp(d->vals + (size_t)d->tab[j].id * 16, a, 16) == 0)
             return d->tab[j].id;
         j = (j + 1) & (d->cap - 1);
     }
@@ -1888,7 +1921,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                     /* destinations come in no order: fetch the slot a few rows ahead (sources
                      * are sorted, their slot is the last row's) */
                     uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
-                    __builtin_prefetch(&dict[1].tab[(size_t)(hd ^ hd >> 32) & (dict[1].cap - 1)]);
+                    __builtin_prefetch(&dict[1].tab[dict_slot_of(&dict[1], hd)]);
                 }
                 uint32_t sid = dict_add(&dict[0], k, r[i].src.b, h[k]);
                 uint32_t did = dict_add(&dict[1], k, r[i].dst.b, h[n + k]);
