@@ -1347,6 +1347,9 @@ static int wal_replay_file(eng_db *db, const char *name, int64_t minute, uint64_
         b->wal_fd = fd;
         b->wal_off = b->wal_synced = sc.good_len;
         db->st.wal_bytes += sc.good_len;
+        /* a file of an older WAL version takes no records of this one: its rows are sealed
+         * at once and new rows start a buffer (and file) of their own */
+        b->full = sc.version != ENG_WAL_VERSION;
     }
     db->st.wal_replayed_rows += b->n;
     if (b->n == 0) { /* a header and nothing else */
@@ -1689,7 +1692,7 @@ static int append_rows(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t
             rec = malloc(cap);
         }
         if (rec)
-            eng__wal_encode(rec, recv_ms, rows, n);
+            reclen = eng__wal_encode(rec, recv_ms, rows, n); /* at most what was asked */
         reccap = rec ? cap : 0;
     }
     pthread_mutex_lock(&db->mu);
