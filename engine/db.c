@@ -1071,6 +1071,22 @@ static minute_buf *open_buf_locked(eng_db *db, int64_t minute, size_t n)
     return b;
 }
 
+/* Faults a fresh chunk's pages in with one call: the copy below touching them one by one took a
+ * page-fault trap each (136 a chunk), 4-5% of a collector's CPU while sealing lagged behind a
+ * burst and the pool was empty. Where the kernel cannot (before 5.14), the copy does it. */
+static void chunk_prefault(eng_flow *c)
+{
+#ifdef MADV_POPULATE_WRITE
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)c, e = a + CHUNK_BYTES;
+    a = (a + pg - 1) & ~(pg - 1);
+    e &= ~(pg - 1);
+    if (e > a)
+        (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+    (void)c;
+#endif
+}
+
 /* Copies rows into b's chunks, a run per chunk. Returns how many were added (fewer than n only
  * when memory ran out). */
 static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, size_t n)
@@ -1092,6 +1108,7 @@ static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, s
                 if ((c = malloc(CHUNK_BYTES)) == NULL)
                     return done;
                 db->mem_chunks++;
+                chunk_prefault(c);
             }
             b->chunks[b->nchunks++] = c;
         }
