@@ -789,6 +789,27 @@ static bool fp_make(const ing_tmpl *t, fp_plan *pl)
 
 #define FP_BLOCK 256
 
+/* uval, inlined into the fast path's loops */
+static inline __attribute__((always_inline)) uint64_t fp_uval(ns_cur v)
+{
+    uint8_t b;
+    uint16_t x16;
+    uint32_t x32;
+    uint64_t x = 0;
+    switch (v.left) {
+    case 1:
+        return ns_cur_u8(&v, &b) ? b : 0;
+    case 2:
+        return ns_cur_u16(&v, &x16) ? x16 : 0;
+    case 4:
+        return ns_cur_u32(&v, &x32) ? x32 : 0;
+    case 8:
+        return ns_cur_u64(&v, &x) ? x : 0;
+    default:
+        return uval(v);
+    }
+}
+
 bool ing__fast_path = true;
 _Atomic uint64_t ing__fast_sets;
 
@@ -827,93 +848,99 @@ static void decode_fast(ing_nfctx *c, const ing_tmpl *t, const fp_plan *pl, int6
         for (size_t i = 0; i < k; i++)
             rows[i] = proto;
         for (uint16_t o = 0; o < pl->nops; o++) {
-            const fp_op *op = &pl->op[o];
-            for (size_t i = 0; i < k; i++) {
-                ns_cur r = recs[i], v = {NULL, 0};
-                ns_cur_skip(&r, op->off);
-                ns_cur_sub(&r, op->len, &v);
-                eng_flow *f = &rows[i];
-                switch (op->kind) {
-                case FK_BYTES:
-                    f->bytes = uval(v);
-                    break;
-                case FK_PACKETS:
-                    f->packets = uval(v);
-                    break;
-                case FK_PROTO:
-                    f->proto = (uint8_t)uval(v);
-                    break;
-                case FK_TOS:
-                    f->tos = (uint8_t)uval(v);
-                    break;
-                case FK_FLAGS:
-                    f->tcp_flags = (uint8_t)uval(v);
-                    break;
-                case FK_SPORT:
-                    f->src_port = (uint16_t)uval(v);
-                    break;
-                case FK_DPORT:
-                    f->dst_port = (uint16_t)uval(v);
-                    break;
-                case FK_SRC:
-                    addr_val(v, &f->src);
-                    break;
-                case FK_DST:
-                    addr_val(v, &f->dst);
-                    break;
-                case FK_SMASK:
-                    f->src_mask = (uint8_t)uval(v);
-                    break;
-                case FK_DMASK:
-                    f->dst_mask = (uint8_t)uval(v);
-                    break;
-                case FK_INIF:
-                    f->in_if = (uint32_t)uval(v);
-                    break;
-                case FK_OUTIF:
-                    f->out_if = (uint32_t)uval(v);
-                    break;
-                case FK_NH:
-                    addr_val(v, &f->nexthop);
-                    break;
-                case FK_SAS:
-                    f->src_as = (uint32_t)uval(v);
-                    break;
-                case FK_DAS:
-                    f->dst_as = (uint32_t)uval(v);
-                    break;
-                case FK_UPLAST:
-                    upl[i] = (uint64_t)clamp_ms(uval(v), 1);
-                    break;
-                case FK_UPFIRST:
-                    upf[i] = (uint64_t)clamp_ms(uval(v), 1);
-                    break;
-                case FK_ICMP:
-                    icmp[i] = (uint32_t)uval(v);
-                    break;
-                case FK_VLAN:
-                    if (!f->vlan)
-                        f->vlan = (uint16_t)(uval(v) & 0x0fff);
-                    break;
-                case FK_DIR:
-                    f->direction = (uint8_t)(uval(v) == 0 ? ENG_DIR_INGRESS : ENG_DIR_EGRESS);
-                    break;
-                case FK_START_S:
-                    st[i] = clamp_ms(uval(v), 1000);
-                    break;
-                case FK_END_S:
-                    en[i] = clamp_ms(uval(v), 1000);
-                    break;
-                case FK_START_MS:
-                    st[i] = clamp_ms(uval(v), 1);
-                    break;
-                case FK_END_MS:
-                    en[i] = clamp_ms(uval(v), 1);
-                    break;
-                default:
-                    break;
-                }
+            /* locals: the row stores below could alias the plan as far as the compiler knows */
+            size_t off = pl->op[o].off, len = pl->op[o].len;
+            /* one loop per kind: the kind is decided once a block, not once a value */
+#define FP_EACH(stmt)                                                                              \
+    for (size_t i = 0; i < k; i++) {                                                               \
+        ns_cur r = recs[i], v = {NULL, 0};                                                         \
+        ns_cur_skip(&r, off);                                                                      \
+        ns_cur_sub(&r, len, &v);                                                                   \
+        eng_flow *f = &rows[i];                                                                    \
+        (void)f;                                                                                   \
+        stmt;                                                                                      \
+    }
+            switch (pl->op[o].kind) {
+            case FK_BYTES:
+                FP_EACH(f->bytes = fp_uval(v));
+                break;
+            case FK_PACKETS:
+                FP_EACH(f->packets = fp_uval(v));
+                break;
+            case FK_PROTO:
+                FP_EACH(f->proto = (uint8_t)fp_uval(v));
+                break;
+            case FK_TOS:
+                FP_EACH(f->tos = (uint8_t)fp_uval(v));
+                break;
+            case FK_FLAGS:
+                FP_EACH(f->tcp_flags = (uint8_t)fp_uval(v));
+                break;
+            case FK_SPORT:
+                FP_EACH(f->src_port = (uint16_t)fp_uval(v));
+                break;
+            case FK_DPORT:
+                FP_EACH(f->dst_port = (uint16_t)fp_uval(v));
+                break;
+            case FK_SRC:
+                FP_EACH(addr_val(v, &f->src));
+                break;
+            case FK_DST:
+                FP_EACH(addr_val(v, &f->dst));
+                break;
+            case FK_SMASK:
+                FP_EACH(f->src_mask = (uint8_t)fp_uval(v));
+                break;
+            case FK_DMASK:
+                FP_EACH(f->dst_mask = (uint8_t)fp_uval(v));
+                break;
+            case FK_INIF:
+                FP_EACH(f->in_if = (uint32_t)fp_uval(v));
+                break;
+            case FK_OUTIF:
+                FP_EACH(f->out_if = (uint32_t)fp_uval(v));
+                break;
+            case FK_NH:
+                FP_EACH(addr_val(v, &f->nexthop));
+                break;
+            case FK_SAS:
+                FP_EACH(f->src_as = (uint32_t)fp_uval(v));
+                break;
+            case FK_DAS:
+                FP_EACH(f->dst_as = (uint32_t)fp_uval(v));
+                break;
+            case FK_UPLAST:
+                FP_EACH(upl[i] = (uint64_t)clamp_ms(fp_uval(v), 1));
+                break;
+            case FK_UPFIRST:
+                FP_EACH(upf[i] = (uint64_t)clamp_ms(fp_uval(v), 1));
+                break;
+            case FK_ICMP:
+                FP_EACH(icmp[i] = (uint32_t)fp_uval(v));
+                break;
+            case FK_VLAN:
+                FP_EACH(if (!f->vlan) f->vlan = (uint16_t)(fp_uval(v) & 0x0fff));
+                break;
+            case FK_DIR:
+                FP_EACH(f->direction =
+                            (uint8_t)(fp_uval(v) == 0 ? ENG_DIR_INGRESS : ENG_DIR_EGRESS));
+                break;
+            case FK_START_S:
+                FP_EACH(st[i] = clamp_ms(fp_uval(v), 1000));
+                break;
+            case FK_END_S:
+                FP_EACH(en[i] = clamp_ms(fp_uval(v), 1000));
+                break;
+            case FK_START_MS:
+                FP_EACH(st[i] = clamp_ms(fp_uval(v), 1));
+                break;
+            case FK_END_MS:
+                FP_EACH(en[i] = clamp_ms(fp_uval(v), 1));
+                break;
+            default:
+                break;
             }
+#undef FP_EACH
         }
         /* what data_record does after the fields, with the template's answers to its has_*
          * questions */
