@@ -20,6 +20,8 @@ typedef struct rowvec {
 static int keep_rows(void *arg, const eng_flow *rows, size_t n)
 {
     rowvec *v = arg;
+    if (n == 0)
+        return 0;
     if (v->n + n > v->cap) {
         size_t cap = (v->n + n) * 2;
         eng_flow *p = realloc(v->rows, cap * sizeof *p);
