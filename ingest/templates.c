@@ -789,6 +789,19 @@ static bool fp_make(const ing_tmpl *t, fp_plan *pl)
 
 #define FP_BLOCK 256
 
+/* addr_val for the lengths fp_kind lets through (4 and 16), inlined: ::ffff:a.b.c.d built in
+ * registers */
+static inline __attribute__((always_inline)) void fp_addr(ns_cur v, ns_addr *a)
+{
+    if (v.left == 4) {
+        ns_addr m = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}};
+        ns_cur_bytes(&v, m.b + 12, 4);
+        *a = m;
+    } else {
+        ns_cur_bytes(&v, a->b, 16);
+    }
+}
+
 /* uval, inlined into the fast path's loops */
 static inline __attribute__((always_inline)) uint64_t fp_uval(ns_cur v)
 {
@@ -883,10 +896,10 @@ static void decode_fast(ing_nfctx *c, const ing_tmpl *t, const fp_plan *pl, int6
                 FP_EACH(f->dst_port = (uint16_t)fp_uval(v));
                 break;
             case FK_SRC:
-                FP_EACH(addr_val(v, &f->src));
+                FP_EACH(fp_addr(v, &f->src));
                 break;
             case FK_DST:
-                FP_EACH(addr_val(v, &f->dst));
+                FP_EACH(fp_addr(v, &f->dst));
                 break;
             case FK_SMASK:
                 FP_EACH(f->src_mask = (uint8_t)fp_uval(v));
@@ -901,7 +914,7 @@ static void decode_fast(ing_nfctx *c, const ing_tmpl *t, const fp_plan *pl, int6
                 FP_EACH(f->out_if = (uint32_t)fp_uval(v));
                 break;
             case FK_NH:
-                FP_EACH(addr_val(v, &f->nexthop));
+                FP_EACH(fp_addr(v, &f->nexthop));
                 break;
             case FK_SAS:
                 FP_EACH(f->src_as = (uint32_t)fp_uval(v));
