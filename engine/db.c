@@ -1115,6 +1115,22 @@ static minute_buf *open_buf_locked(eng_db *db, int64_t minute, size_t n)
     return b;
 }
 
+/* Faults a fresh chunk's pages in with one call: the copy below touching them one by one took a
+ * page-fault trap each (136 a chunk), 4-5% of a collector's CPU while sealing lagged behind a
+ * burst and the pool was empty. Where the kernel cannot (before 5.14), the copy does it. */
+static void chunk_prefault(eng_flow *c)
+{
+#ifdef MADV_POPULATE_WRITE
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)c, e = a + CHUNK_BYTES;
+    a = (a + pg - 1) & ~(pg - 1);
+    e &= ~(pg - 1);
+    if (e > a)
+        (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+    (void)c;
+#endif
+}
+
 /* Copies rows into b's chunks, a run per chunk. Returns how many were added (fewer than n only
  * when memory ran out). */
 static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, size_t n)
@@ -1136,6 +1152,7 @@ static size_t buf_push_locked(eng_db *db, minute_buf *b, const eng_flow *rows, s
                 if ((c = malloc(CHUNK_BYTES)) == NULL)
                     return done;
                 db->mem_chunks++;
+                chunk_prefault(c);
             }
             b->chunks[b->nchunks++] = c;
         }
@@ -1391,6 +1408,9 @@ static int wal_replay_file(eng_db *db, const char *name, int64_t minute, uint64_
         b->wal_fd = fd;
         b->wal_off = b->wal_synced = sc.good_len;
         db->st.wal_bytes += sc.good_len;
+        /* a file of an older WAL version takes no records of this one: its rows are sealed
+         * at once and new rows start a buffer (and file) of their own */
+        b->full = sc.version != ENG_WAL_VERSION;
     }
     db->st.wal_replayed_rows += b->n;
     if (b->n == 0) { /* a header and nothing else */
@@ -1733,7 +1753,7 @@ static int append_rows(eng_db *db, int64_t recv_ms, const eng_flow *rows, size_t
             rec = malloc(cap);
         }
         if (rec)
-            eng__wal_encode(rec, recv_ms, rows, n);
+            reclen = eng__wal_encode(rec, recv_ms, rows, n); /* at most what was asked */
         reccap = rec ? cap : 0;
     }
     pthread_mutex_lock(&db->mu);

@@ -265,8 +265,14 @@ static void note_rate(ing_exporter_stats *st, uint32_t rate, uint64_t flows)
 static void note_rates(ing_exporter_stats *st, const ing_batch *out, uint64_t added)
 {
     size_t n = added < out->n ? (size_t)added : out->n;
-    for (size_t i = out->n - n; i < out->n; i++)
-        note_rate(st, out->rows[i].sampling, 1);
+    /* a run of rows at one rate (a whole datagram, usually) is one note */
+    for (size_t i = out->n - n; i < out->n;) {
+        size_t j = i + 1;
+        while (j < out->n && out->rows[j].sampling == out->rows[i].sampling)
+            j++;
+        note_rate(st, out->rows[i].sampling, j - i);
+        i = j;
+    }
 }
 
 static void warn_locked(exporter *e, int64_t now_ms, const char *what, int rc)

@@ -70,6 +70,11 @@ typedef struct ing_nfctx {
     bool records_unknown; /* a set was held: its record count is not known yet */
 } ing_nfctx;
 
+/* Whether data sets of simple templates are decoded column-wise (templates.c); tests turn it
+ * off to compare with the record-by-record decoder. */
+extern bool ing__fast_path;
+extern _Atomic uint64_t ing__fast_sets; /* data sets it decoded (tests check it is used) */
+
 void ing__nfstate_free(ing_nfstate *nf);
 /* Adds a template read back from the state file (no pending release, no counters). */
 int ing__nfstate_add_loaded(ing_nfstate *nf, ing_tmpl *t);

@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
 
 #define M0  1704164640000LL /* a minute boundary */
 #define MIN 60000LL
@@ -72,6 +74,16 @@ static eng_flow flow(uint32_t id, int64_t recv_ms)
     f.flow_type = 9;
     return f;
 }
+
+/* Bytes of one WAL row made by flow(): all of them take the same form (times near the receive
+ * time, bytes past 32 bits, addresses not IPv4), so the files' sizes are known in advance. */
+static uint64_t wal_row_bytes(void)
+{
+    eng_flow f = flow(7, M0);
+    uint8_t rec[ENG_WAL_REC_HDR + ENG_WAL_ROW2_MAX];
+    return eng__wal_encode(rec, M0, &f, 1) - ENG_WAL_REC_HDR;
+}
+#define WROW wal_row_bytes()
 
 static eng_db *open_db(bool read_only)
 {
@@ -233,7 +245,7 @@ Test(wal, records_round_trip_every_field)
             rows[i] = flow(id + (uint32_t)i, M0 + (int64_t)k);
         size_t len = eng__wal_rec_size(sizes[k]);
         uint8_t *rec = malloc(len);
-        eng__wal_encode(rec, M0 + (int64_t)k, rows, sizes[k]);
+        len = eng__wal_encode(rec, M0 + (int64_t)k, rows, sizes[k]);
         cr_assert(eq(int, eng__wal_write(fd, off, rec, len), 0));
         off += len;
         id += (uint32_t)sizes[k];
@@ -241,7 +253,7 @@ Test(wal, records_round_trip_every_field)
     }
     close(fd);
     cr_assert(eq(u64, (uint64_t)file_size(path), off));
-    cr_assert(eq(u64, off, ENG_WAL_HDR + 4 * ENG_WAL_REC_HDR + 5006ull * ENG_WAL_ROW));
+    cr_assert(eq(u64, off, ENG_WAL_HDR + 4 * ENG_WAL_REC_HDR + 5006ull * WROW));
     /* the rows carry recv - 1000 as last_ms with recv = M0 + k: tally_cb rebuilds them from it */
     tally t = {.cap = 8192, .seen = calloc(8192, 1)};
     eng__wal_scan sc;
@@ -286,7 +298,7 @@ Test(wal, a_crash_after_sync_loses_nothing_and_doubles_nothing)
     cr_assert(eq(u64, st.wal_replayed_rows, 175));
     cr_assert(eq(u64, st.open_rows, 175));
     cr_assert(eq(u64, st.wal_errors, 0));
-    cr_assert(st.wal_bytes > 175ull * ENG_WAL_ROW);
+    cr_assert(st.wal_bytes > 175ull * WROW);
     assert_exactly(db, 0, 175);
     cr_assert(eq(int, eng_db_seal_due(db, 0, true), 2));
     eng_db_get_stats(db, &st);
@@ -376,15 +388,14 @@ static void three_records(char *wal, size_t cap)
     batch b[] = {{M0 + 1000, 0, 10}, {M0 + 2000, 10, 20}, {M0 + 3000, 30, 30}};
     crash_after(b, 3);
     cr_assert(eq(int, count_files("wal", ".wal", wal, cap), 1));
-    cr_assert(
-        eq(u64, (uint64_t)file_size(wal), ENG_WAL_HDR + 3 * ENG_WAL_REC_HDR + 60ull * ENG_WAL_ROW));
+    cr_assert(eq(u64, (uint64_t)file_size(wal), ENG_WAL_HDR + 3 * ENG_WAL_REC_HDR + 60ull * WROW));
 }
 
 Test(wal, torn_tail_is_cut_at_the_last_good_record)
 {
     char wal[256];
     three_records(wal, sizeof wal);
-    off_t good = (off_t)(ENG_WAL_HDR + 2 * ENG_WAL_REC_HDR + 30ull * ENG_WAL_ROW);
+    off_t good = (off_t)(ENG_WAL_HDR + 2 * ENG_WAL_REC_HDR + 30ull * WROW);
     cr_assert(eq(int, truncate(wal, file_size(wal) - 7), 0)); /* the last write torn */
     eng_db *db = open_db(false);
     eng_db_stats st;
@@ -418,7 +429,7 @@ Test(wal, a_corrupt_record_in_the_middle_ends_the_replay_there)
     char wal[256];
     three_records(wal, sizeof wal);
     /* one byte inside the second record's rows */
-    off_t at = (off_t)(ENG_WAL_HDR + ENG_WAL_REC_HDR + 10ull * ENG_WAL_ROW + ENG_WAL_REC_HDR + 77);
+    off_t at = (off_t)(ENG_WAL_HDR + ENG_WAL_REC_HDR + 10ull * WROW + ENG_WAL_REC_HDR + 77);
     int fd = open(wal, O_RDWR);
     uint8_t c;
     cr_assert(eq(sz, (size_t)pread(fd, &c, 1, at), 1));
@@ -491,7 +502,7 @@ Test(wal, budget_counts_the_wal)
     append_ids(db, M0 + 1000, 0, 1000);
     eng_db_stats st;
     eng_db_get_stats(db, &st);
-    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + ENG_WAL_REC_HDR + 1000ull * ENG_WAL_ROW));
+    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + ENG_WAL_REC_HDR + 1000ull * WROW));
     cr_assert(st.disk_bytes > st.wal_bytes);
     cr_assert(eq(int, eng_db_close(db), 0));
 }
@@ -518,12 +529,12 @@ Test(wal, the_budget_deletes_old_segments_to_make_room_for_the_wal)
     eng_db_stats st;
     eng_db_get_stats(db, &st);
     cr_assert(eq(u64, st.segments, 3));
-    cr_assert(st.wal_bytes > 2000u * ENG_WAL_ROW);
+    cr_assert(st.wal_bytes > 2000u * WROW);
     /* a budget the segments alone fit in by far, but not with the WAL beside them: one byte
      * less than every file under the folder, measured here */
     du_sum = 0;
     cr_assert(eq(int, nftw(tmpdir, du_entry, 8, FTW_PHYS), 0));
-    cr_assert(du_sum > 2000u * ENG_WAL_ROW);
+    cr_assert(du_sum > 2000u * WROW);
     eng_db_set_limits(db, du_sum - 1, 0);
     eng_db_get_stats(db, &st);
     cr_assert(eq(u64, st.segments_deleted, 1), "the oldest segment made room");
@@ -545,7 +556,7 @@ Test(wal, the_wal_stops_at_half_the_budget_and_keeps_the_rest_in_memory)
     eng_db_stats st;
     eng_db_get_stats(db, &st);
     cr_assert(le(u64, st.wal_bytes, budget / 2), "WAL %" PRIu64 " bytes", st.wal_bytes);
-    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + 2 * (ENG_WAL_REC_HDR + 300ull * ENG_WAL_ROW)),
+    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + 2 * (ENG_WAL_REC_HDR + 300ull * WROW)),
               "what fits is written");
     cr_assert(eq(u64, st.wal_over_budget, 900), "three records past the half: in memory");
     cr_assert(eq(u64, st.rows_dropped, 0));
@@ -571,7 +582,7 @@ Test(wal, a_full_buffer_is_sealed_before_its_minute_ends)
     eng_db_get_stats(db, &st);
     cr_assert(eq(u64, st.segments, 1));
     cr_assert(eq(u64, st.open_rows, 100));
-    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + ENG_WAL_REC_HDR + 100ull * ENG_WAL_ROW));
+    cr_assert(eq(u64, st.wal_bytes, ENG_WAL_HDR + ENG_WAL_REC_HDR + 100ull * WROW));
     assert_exactly(db, 0, 700);
     cr_assert(eq(int, eng_db_close(db), 0));
     cr_assert(eq(int, count_files(".", ".seg", NULL, 0), 2));
@@ -601,34 +612,53 @@ static int enc_back_cb(void *arg, int64_t recv_ms, const eng_flow *rows, size_t 
     return 0;
 }
 
-/* eng__wal_encode copies a row's struct bytes where the layout allows: each encoded row must
- * equal the field-by-field reference, for rows with every byte random, and the record's
- * checksum (summed a block at a time) must be the one the reader accepts. */
-Test(wal, encoded_rows_equal_the_field_by_field_layout)
+/* Random rows in every mix of the version 2 row's short and long forms (addresses IPv4 or
+ * not, times near the receive time or not, counters past 32 bits or not) come back from a
+ * written record exactly, and the record's checksum (summed a block at a time) is the one the
+ * reader accepts. */
+Test(wal, encoded_rows_round_trip_in_every_form)
 {
     enum { N = 300 }; /* several checksum blocks and a partial one */
     eng_flow *rows = calloc(N, sizeof *rows);
-    uint8_t *rec = malloc(eng__wal_rec_size(N)), want[ENG_WAL_ROW];
+    uint8_t *rec = malloc(eng__wal_rec_size(N));
     uint64_t seed = 0x9e3779b97f4a7c15ull;
+    size_t forms[8] = {0};
     cr_assert(rows != NULL && rec != NULL);
     for (size_t i = 0; i < N; i++) {
-        uint8_t *p = (uint8_t *)&rows[i];
-        for (size_t k = 0; k < sizeof rows[i]; k++)
+        eng_flow *r = &rows[i];
+        uint8_t *p = (uint8_t *)r;
+        for (size_t k = 0; k < sizeof *r; k++)
             p[k] = (uint8_t)test_xorshift(&seed);
-        rows[i].flows = 0; /* not in the WAL: raw rows only */
+        r->flows = 0; /* not in the WAL: raw rows only */
+        unsigned form = (unsigned)(test_xorshift(&seed) % 8);
+        forms[form]++;
+        if (form & 1) {
+            ns_addr *a[4] = {&r->exporter, &r->src, &r->dst, &r->nexthop};
+            for (int k = 0; k < 4; k++)
+                ns_addr_from_v4(a[k], (uint32_t)test_xorshift(&seed));
+        }
+        if (form & 2) { /* the edges of the short form too */
+            int64_t d[4] = {INT32_MIN, INT32_MAX, -5000, 0};
+            r->first_ms = M0 + 17 + d[i % 4];
+            r->last_ms = M0 + 17 + d[(i + 1) % 4];
+        }
+        if (form & 4) {
+            r->packets &= 0xffffffffu;
+            r->bytes = i % 2 ? 0xffffffffu : r->bytes & 0xffffffffu;
+        }
     }
-    eng__wal_encode(rec, M0 + 17, rows, N);
-    for (size_t i = 0; i < N; i++) {
-        eng__wal_row_encode_fields(want, &rows[i]);
-        cr_assert(eq(int, memcmp(rec + ENG_WAL_REC_HDR + i * ENG_WAL_ROW, want, ENG_WAL_ROW), 0),
-                  "row %zu", i);
-    }
-    /* written as a WAL file, the record replays to the same rows */
+    rows[0].first_ms = INT64_MIN; /* far from the receive time: no overflow on the way */
+    rows[1].last_ms = INT64_MAX;
+    for (int f = 0; f < 8; f++)
+        cr_assert(forms[f] > 0, "form %d drawn", f);
+    size_t len = eng__wal_encode(rec, M0 + 17, rows, N);
+    cr_assert(len <= eng__wal_rec_size(N));
+    cr_assert(len >= ENG_WAL_REC_HDR + N * ENG_WAL_ROW2_MIN);
     char path[256];
     int fd = -1;
     snprintf(path, sizeof path, "%s/enc.wal", tmpdir);
     cr_assert(eq(int, eng__wal_create(path, M0 / MIN, 1, &fd), 0));
-    cr_assert(eq(int, eng__wal_write(fd, ENG_WAL_HDR, rec, eng__wal_rec_size(N)), 0));
+    cr_assert(eq(int, eng__wal_write(fd, ENG_WAL_HDR, rec, len), 0));
     close(fd);
     enc_back back = {.want = rows};
     eng__wal_scan sc;
@@ -638,4 +668,109 @@ Test(wal, encoded_rows_equal_the_field_by_field_layout)
     cr_assert(eq(sz, back.n, N));
     free(rec);
     free(rows);
+}
+
+/* Writes a record's checksum as version 2 defines it: XXH3-64 of the payload, then bytes 0..15. */
+static void seal_v2(uint8_t *rec, size_t len)
+{
+    uint8_t *buf = malloc(len);
+    cr_assert(buf != NULL);
+    memcpy(buf, rec + ENG_WAL_REC_HDR, len - ENG_WAL_REC_HDR);
+    memcpy(buf + len - ENG_WAL_REC_HDR, rec, 16);
+    ns_put_le64(rec + 16, XXH3_64bits(buf, len - 8));
+    free(buf);
+}
+
+/* A record whose checksum is right but whose rows do not fill its payload exactly (an unknown
+ * flag, a row cut short) is corrupt: nothing of it is replayed. */
+Test(wal, a_record_with_a_good_checksum_but_bad_rows_is_refused)
+{
+    eng_flow rows[2] = {flow(1, M0), flow(2, M0)};
+    uint8_t rec[ENG_WAL_REC_HDR + 2 * ENG_WAL_ROW2_MAX];
+    size_t len = eng__wal_encode(rec, M0, rows, 2);
+    for (int bad = 0; bad < 2; bad++) {
+        uint8_t r2[sizeof rec];
+        memcpy(r2, rec, len);
+        size_t l2 = len;
+        if (bad == 0) {
+            r2[ENG_WAL_REC_HDR] |= 0x80; /* the first row's flags */
+        } else {
+            /* the second row says it is IPv4-short: its payload is then 48 bytes too long */
+            r2[ENG_WAL_REC_HDR + WROW] |= 1;
+        }
+        seal_v2(r2, l2);
+        char path[256];
+        int fd = -1;
+        snprintf(path, sizeof path, "%s/bad%d.wal", tmpdir, bad);
+        cr_assert(eq(int, eng__wal_create(path, M0 / MIN, 1, &fd), 0));
+        cr_assert(eq(int, eng__wal_write(fd, ENG_WAL_HDR, rec, len), 0));
+        cr_assert(eq(int, eng__wal_write(fd, ENG_WAL_HDR + len, r2, l2), 0));
+        close(fd);
+        eng__wal_scan sc;
+        tally t = {.cap = 8, .seen = calloc(8, 1)};
+        cr_assert(eq(int, eng__wal_read(path, collect_cb, &t, &sc), 0));
+        cr_assert(eq(int, sc.tail_rc, NS_E_CORRUPT), "case %d", bad);
+        cr_assert(eq(u64, sc.records, 1), "case %d", bad);
+        cr_assert(eq(u64, t.rows, 2), "only the good record's rows, case %d", bad);
+        cr_assert(eq(u64, sc.good_len, ENG_WAL_HDR + len));
+        free(t.seen);
+    }
+}
+
+/* A version 1 file (133-byte rows, XXH64), as the previous release wrote it, is replayed. */
+Test(wal, a_version_1_file_is_still_replayed)
+{
+    enum { N = 25 };
+    char dir[256], path[300];
+    snprintf(dir, sizeof dir, "%s/wal", tmpdir);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/m%lld-0.wal", dir, (long long)(M0 / MIN));
+    uint8_t hdr[ENG_WAL_HDR] = {0}, *rec = malloc(ENG_WAL_REC_HDR + N * ENG_WAL_ROW);
+    cr_assert(rec != NULL);
+    memcpy(hdr, "NS2FWAL", 8);
+    ns_put_le32(hdr + 8, 1);
+    ns_put_le32(hdr + 12, ENG_WAL_ROW);
+    ns_put_le64(hdr + 16, (uint64_t)(M0 / MIN));
+    ns_put_le64(hdr + 24, 0);
+    for (uint32_t i = 0; i < N; i++) {
+        eng_flow f = flow(i, M0 + 500);
+        eng__wal_row_encode_fields(rec + ENG_WAL_REC_HDR + i * ENG_WAL_ROW, &f);
+    }
+    ns_put_le32(rec, N * ENG_WAL_ROW);
+    ns_put_le32(rec + 4, N);
+    ns_put_le64(rec + 8, (uint64_t)(M0 + 500));
+    XXH64_state_t *st = XXH64_createState();
+    XXH64_reset(st, 0);
+    XXH64_update(st, rec, 16);
+    XXH64_update(st, rec + ENG_WAL_REC_HDR, N * ENG_WAL_ROW);
+    ns_put_le64(rec + 16, XXH64_digest(st));
+    XXH64_freeState(st);
+    FILE *fp = fopen(path, "wb");
+    cr_assert(fp != NULL);
+    cr_assert(eq(sz, fwrite(hdr, 1, sizeof hdr, fp), sizeof hdr));
+    cr_assert(eq(sz, fwrite(rec, 1, ENG_WAL_REC_HDR + N * ENG_WAL_ROW, fp),
+                 ENG_WAL_REC_HDR + N * ENG_WAL_ROW));
+    cr_assert(eq(int, fclose(fp), 0));
+    free(rec);
+    eng__wal_scan sc;
+    cr_assert(eq(int, eng__wal_read(path, NULL, NULL, &sc), 0));
+    cr_assert(eq(int, sc.tail_rc, 0));
+    cr_assert(eq(u64, sc.rows, N));
+    eng_db *db = open_db(false);
+    eng_db_stats s;
+    eng_db_get_stats(db, &s);
+    cr_assert(eq(u64, s.wal_replayed_rows, N));
+    cr_assert(eq(u64, s.wal_errors, 0));
+    assert_exactly(db, 0, N);
+    /* rows appended now go to a buffer and WAL file of their own: a file never mixes
+     * versions, and both replay after a crash */
+    append_ids(db, M0 + 900, 100, 3);
+    cr_assert(eq(int, count_files("wal", ".wal", NULL, 0), 2));
+    cr_assert(eq(int, eng_db_close(db), 0));
+    db = open_db(false);
+    tally t = scan_all(db, 4096);
+    cr_assert(eq(u64, t.rows, N + 3));
+    cr_assert(eq(u64, t.mismatched, 0));
+    free(t.seen);
+    cr_assert(eq(int, eng_db_close(db), 0));
 }
