@@ -540,6 +540,9 @@ typedef struct group_tab {
     size_t ndirect;
     int64_t span_first, span_last; /* footer range of segments read without times */
     bool no_group_times;           /* QRY_TOP_NO_GROUP_TIMES: tab_result gives groups none */
+    /* a filtered top-N without group times (see span_pass): rows that come with times add
+     * the selected rows' range to span_first/span_last */
+    bool span_rows;
     /* One address key of a segment with that column as a dictionary: totals per code first
      * (an array the size of the segment's distinct values), then one lookup per value. */
     qry_totals *dacc;
@@ -1245,7 +1248,75 @@ static int group_cols(void *arg, const eng_colview *v)
         return -ETIMEDOUT;
     if ((rc = view_select(t->filter, v, &t->sel, &rows, &n)) < 0)
         return rc;
+    if (t->span_rows && (v->mask & ENG_COLMASK(ENG_COL_FIRST)))
+        for (size_t k = 0; k < n; k++) {
+            int64_t f = first_of(v, row_at(rows, k)), l = last_of(v, row_at(rows, k));
+            t->span_first = f < t->span_first ? f : t->span_first;
+            t->span_last = l > t->span_last ? l : t->span_last;
+        }
     return tab_add_rows(t, v, rows, n);
+}
+
+/* The time range of a filtered top-N's total without reading every segment's time columns
+ * (two varint columns: a third of such a query's time). The groups are counted without times
+ * where a segment lies wholly inside the range; afterwards the smallest first_ms of the rows
+ * that pass is looked for in the segments whose footer's first_ms is below the smallest found
+ * so far, oldest first (usually the first one or two), and the largest last_ms likewise, newest
+ * first. A segment skipped cannot hold a row past the range found, so the answer is exact. */
+typedef struct span_pass {
+    const qry_filter *filter;
+    qry_sel *sel;
+    bool newest;         /* this pass looks for the largest last_ms, else the smallest first_ms */
+    int64_t first, last; /* of the rows that pass, seen so far */
+    int64_t deadline;
+} span_pass;
+
+static int span_want(void *arg, int64_t first_ms, int64_t last_ms)
+{
+    const span_pass *p = arg;
+    return p->newest ? last_ms > p->last : first_ms < p->first;
+}
+
+static int span_cols(void *arg, const eng_colview *v)
+{
+    span_pass *p = arg;
+    const uint32_t *rows;
+    size_t n;
+    int rc;
+    if (past_deadline(p->deadline))
+        return -ETIMEDOUT;
+    if ((rc = view_select(p->filter, v, &p->sel, &rows, &n)) < 0)
+        return rc;
+    for (size_t k = 0; k < n; k++) {
+        int64_t f = first_of(v, row_at(rows, k)), l = last_of(v, row_at(rows, k));
+        p->first = f < p->first ? f : p->first;
+        p->last = l > p->last ? l : p->last;
+    }
+    return 0;
+}
+
+/* Widens [*first, *last] (the range of the rows with times seen already, or NO_FIRST/NO_LAST)
+ * to that of every row f passes in the range; so: the scan's options (addresses, dictionaries). */
+static int span_of_filter(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *f,
+                          const eng_scan_opts *so, int64_t *first, int64_t *last)
+{
+    uint32_t mask = qry_filter_columns(f) | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+    int rc = 0;
+    for (int newest = 0; newest < 2 && rc == 0; newest++) {
+        span_pass p = {f, NULL, newest != 0, *first, *last, qry_deadline_ms};
+        void *args[1] = {&p};
+        eng_scan_opts o = *so;
+        o.cols = span_cols;
+        o.want = span_want;
+        o.newest_first = newest != 0;
+        o.dict_only = filter_dict_only(f);
+        /* one worker: each segment read can narrow what the next one is needed for */
+        rc = eng_db_scan_par(db, from_ms, to_ms, mask, &o, 1, NULL, NULL, args);
+        sel_free(p.sel);
+        *first = p.first;
+        *last = p.last;
+    }
+    return rc;
 }
 
 static uint64_t metric_of(const qry_totals *t, qry_metric m)
@@ -1339,6 +1410,7 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
         if ((rc = tab_init(&w[ready], t->db, t->g, t->filter)) < 0 ||
             (rc = tab_grow(&w[ready])) < 0)
             break;
+        w[ready].span_rows = t->span_rows;
         args[ready] = &w[ready];
     }
     eng_scan_opts o = *so;
@@ -2295,12 +2367,13 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
         return rc;
     t.no_group_times = flags & QRY_TOP_NO_GROUP_TIMES;
     addr_set as;
-    /* without group times and without a filter, a segment inside the range is read without
-     * its time columns (two varint columns: a fifth of a top-N's decoding) */
-    uint32_t mask =
-        (flags & QRY_TOP_NO_GROUP_TIMES) && !filter
-            ? ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES) | ENG_COLMASK(ENG_COL_FLOWS)
-            : base_columns(filter);
+    /* without group times, a segment inside the range is read without its time columns (two
+     * varint columns: a fifth of a top-N's decoding); with a filter the total's range is then
+     * found by span_of_filter, unless the filter reads the times itself */
+    uint32_t tcols = ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+    bool lazy = t.no_group_times && !(qry_filter_columns(filter) & tcols);
+    t.span_rows = lazy && filter;
+    uint32_t mask = lazy ? (base_columns(filter) & ~tcols) : base_columns(filter);
     eng_scan_opts *so = (eng_scan_opts *)(uintptr_t)scan_opts(filter, &as, NULL);
     eng_col dc = dict_key_col(g);
     if (dc != ENG_NCOLS && !(filter && (qry_filter_columns(filter) & ENG_COLMASK(dc))))
@@ -2311,6 +2384,8 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
     if (fd && (!(gc & fd) || (dc != ENG_NCOLS && (gc & fd) == ENG_COLMASK(dc))))
         so->dict_only |= fd;
     rc = group_scan(db, from_ms, to_ms, mask | group_columns(g), so, &t);
+    if (rc == 0 && t.span_rows)
+        rc = span_of_filter(db, from_ms, to_ms, filter, so, &t.span_first, &t.span_last);
     if (rc == 0)
         rc = tab_result(&t, metric, limit, from_ms, to_ms, out);
     tab_free(&t);

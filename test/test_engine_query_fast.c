@@ -1,0 +1,211 @@
+/* Randomized tests of the query engine's fast paths (engine/query.c, engine/filter.c): random
+ * rows over many sealed minute segments and open minutes, random filters, groupings and time
+ * ranges, each answer against a brute-force aggregation of the same rows made here, and against
+ * the engine's plain path (group times read for every row). The fast paths: a filtered top-N
+ * without group times reads no time columns of segments inside the range (span_of_filter finds
+ * the total's range); address filters tested once per dictionary value and walked per row
+ * through a table of the tests' answers; one small numeric key counted in an array. */
+#include "engine/query.h"
+#include "test/testlib.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define M0  1704164640000LL /* 2024-01-02T03:04:00Z, a minute boundary */
+#define MIN 60000LL
+
+static char tmpdir[64];
+static eng_db *db;
+
+static void setup(void)
+{
+    char err[512] = "";
+    test_mkdtemp(tmpdir, sizeof tmpdir, "qfast");
+    ns_log_set_level(NS_LOG_ERROR);
+    eng_db_opts o = {.seal_delay_s = 0, .no_sealer_thread = true, .cache_bytes = 8u << 20};
+    cr_assert(eq(int, eng_db_open(tmpdir, &o, &db, err, sizeof err), 0), "eng_db_open: %s", err);
+}
+
+static void teardown(void)
+{
+    eng_db_close(db);
+    db = NULL;
+    if (!getenv("KEEP"))
+        test_rm_rf(tmpdir);
+}
+
+TestSuite(qfast, .init = setup, .fini = teardown);
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % n);
+}
+
+static ns_addr addr(const char *text)
+{
+    ns_addr a;
+    cr_assert(eq(int, ns_addr_parse(text, &a), 0), "bad test address %s", text);
+    return a;
+}
+
+#define NMIN 12   /* minutes of rows; the last two stay open */
+#define ROWS 9600 /* 800 a minute, of fewer addresses: dictionaries */
+static eng_flow rows[ROWS];
+
+/* A row received in minute m (from M0): long flows, started up to four minutes earlier, so
+ * segments' time ranges overlap and the total's range is not that of one segment. */
+static eng_flow random_row(int m)
+{
+    static const uint8_t protos[] = {6, 6, 17, 1, 58, 47};
+    char src[64], dst[64];
+    eng_flow f;
+    memset(&f, 0, sizeof f);
+    if (rnd(6) == 0)
+        snprintf(src, sizeof src, "2001:db8:%x::%x", rnd(4), rnd(20));
+    else
+        snprintf(src, sizeof src, "10.%u.%u.%u", rnd(3), rnd(4), rnd(8));
+    if (rnd(7) == 0)
+        snprintf(dst, sizeof dst, "2001:db8:%x::1:%x", rnd(3), rnd(15));
+    else
+        snprintf(dst, sizeof dst, "%s.%u.%u", rnd(3) ? "192.168" : "10.1", rnd(4), rnd(12));
+    f.src = addr(src);
+    f.dst = addr(dst);
+    f.exporter = addr("192.0.2.1");
+    f.proto = protos[rnd(6)];
+    f.src_port = (uint16_t)(rnd(3) ? 1024 + rnd(2000) : rnd(4) * 443);
+    f.dst_port = (uint16_t)(rnd(4) ? rnd(3) * 80 + 53 : 30000 + rnd(30000));
+    f.packets = 1 + rnd(50);
+    f.bytes = 40 + rnd(100000);
+    f.first_ms = M0 + m * MIN + (int64_t)rnd(60000) - (rnd(4) ? 0 : (int64_t)rnd(4 * 60000));
+    f.last_ms = f.first_ms + (rnd(5) ? (int64_t)rnd(20000) : (int64_t)rnd(6 * 60000));
+    f.sampling = 1;
+    return f;
+}
+
+static void fill(void)
+{
+    for (int i = 0; i < ROWS; i++) {
+        int m = i % NMIN;
+        rows[i] = random_row(m);
+        cr_assert(eq(int, eng_db_append(db, M0 + m * MIN + 30000, &rows[i], 1), 0));
+    }
+    eng_db_seal_due(db, M0 + (NMIN - 2) * MIN + 500, false); /* the last two minutes open */
+}
+
+static bool totals_same(const qry_totals *a, const qry_totals *b)
+{
+    return a->flows == b->flows && a->packets == b->packets && a->bytes == b->bytes &&
+           a->first_ms == b->first_ms && a->last_ms == b->last_ms;
+}
+
+/* Address-only filters (tested through the dictionaries), mixed ones (rows built), and ones
+ * that read times (the plain path). */
+static const char *const filters[] = {
+    "net 10.0.0.0/16",
+    "src net 10.1.0.0/16",
+    "dst net 192.168.1.0/24",
+    "net 10.1.0.0/16",
+    "host 10.0.1.3",
+    "src host 10.2.3.4 or dst net 192.168.2.0/24",
+    "not net 10.0.0.0/15",
+    "net 2001:db8::/32",
+    "src net 2001:db8:1::/48 or dst host 10.1.2.3",
+    "(src net 10.0.0.0/16 or dst net 10.1.0.0/16) and not dst host 192.168.0.3",
+    "net 10.0.0.0/16 and port 53",
+    "proto tcp",
+    "net 10.1.0.0/16 and duration > 30000",
+    "dst net 172.16.0.0/12",
+    "src net 10.0.0.0/8 and dst net 10.0.0.0/8",
+    "inet6 and dst net 192.168.0.0/16",
+    "inet or net 10.0.0.0/8",
+    "any",
+};
+
+static const char *const groupings[] = {"dstport", "srcaddr",   "dstaddr",       "proto",
+                                        "srcport", "srcnet/16", "proto,dstport", "tos"};
+
+/* Filtered top-N without group times against brute force: counts, the total and its times
+ * (the segments inside the range were read without time columns), the span; and the same
+ * groups and counts as the plain path. */
+Test(qfast, filtered_top_without_group_times_matches_brute_force)
+{
+    fill();
+    /* each minute's segment's range: ranges made of them leave segments wholly inside */
+    int64_t seg_first[NMIN], seg_last[NMIN];
+    for (int m = 0; m < NMIN; m++) {
+        seg_first[m] = INT64_MAX;
+        seg_last[m] = INT64_MIN;
+    }
+    for (int i = 0; i < ROWS; i++) {
+        int m = i % NMIN;
+        seg_first[m] = rows[i].first_ms < seg_first[m] ? rows[i].first_ms : seg_first[m];
+        seg_last[m] = rows[i].last_ms > seg_last[m] ? rows[i].last_ms : seg_last[m];
+    }
+    char err[160];
+    for (int round = 0; round < 240; round++) {
+        if (round == 120) /* first with two minutes open, then every one sealed */
+            cr_assert(gt(int, eng_db_seal_due(db, 0, true), 0));
+        const char *ftext = filters[rnd(sizeof filters / sizeof filters[0])];
+        const char *gtext = groupings[rnd(sizeof groupings / sizeof groupings[0])];
+        int64_t from = INT64_MIN, to = INT64_MAX;
+        int kind = (int)rnd(3);
+        if (kind == 1) { /* a random range, its ends anywhere (inside segments or between) */
+            from = M0 - 5 * MIN + (int64_t)rnd((NMIN + 5) * 60000);
+            to = from + (int64_t)rnd(8 * 60000);
+        } else if (kind == 2) { /* from one segment's first to another's last */
+            int m1 = (int)rnd(NMIN), m2 = m1 + (int)rnd((uint32_t)(NMIN - m1));
+            from = seg_first[m1] - (int64_t)rnd(2);
+            to = seg_last[m2] + (int64_t)rnd(2);
+        }
+        qry_filter *f;
+        qry_group g;
+        cr_assert(eq(int, qry_filter_compile(ftext, &f, err, sizeof err), 0), "%s: %s", ftext, err);
+        cr_assert(eq(int, qry_group_parse(gtext, &g, err, sizeof err), 0), "%s", err);
+        qry_totals want = {0};
+        for (int i = 0; i < ROWS; i++) {
+            const eng_flow *r = &rows[i];
+            if (r->last_ms < from || r->first_ms > to || !qry_filter_match(f, r))
+                continue;
+            if (want.flows == 0 || r->first_ms < want.first_ms)
+                want.first_ms = r->first_ms;
+            if (want.flows == 0 || r->last_ms > want.last_ms)
+                want.last_ms = r->last_ms;
+            want.flows++;
+            want.packets += r->packets;
+            want.bytes += r->bytes;
+        }
+        qry_top_result a, b;
+        cr_assert(eq(
+            int, qry_top_group_opt(db, from, to, f, &g, QRY_M_BYTES, 5, QRY_TOP_NO_GROUP_TIMES, &b),
+            0));
+        cr_assert(eq(int, qry_top_group(db, from, to, f, &g, QRY_M_BYTES, 5, &a), 0));
+        cr_assert(totals_same(&b.total, &want),
+                  "round %d '%s' by %s [%lld, %lld]: total %llu flows %lld..%lld, brute force "
+                  "%llu flows %lld..%lld",
+                  round, ftext, gtext, (long long)from, (long long)to,
+                  (unsigned long long)b.total.flows, (long long)b.total.first_ms,
+                  (long long)b.total.last_ms, (unsigned long long)want.flows,
+                  (long long)want.first_ms, (long long)want.last_ms);
+        cr_assert(eq(i64, b.span_ms, qry_span_ms(from, to, &want)), "round %d", round);
+        cr_assert(totals_same(&a.total, &b.total), "round %d: the plain path's total", round);
+        cr_assert(eq(u64, a.groups, b.groups), "round %d '%s' by %s", round, ftext, gtext);
+        cr_assert(eq(sz, a.n, b.n));
+        for (size_t i = 0; i < a.n; i++) {
+            cr_assert(eq(u64, a.rows[i].t.flows, b.rows[i].t.flows), "round %d row %zu", round, i);
+            cr_assert(eq(u64, a.rows[i].t.packets, b.rows[i].t.packets));
+            cr_assert(eq(u64, a.rows[i].t.bytes, b.rows[i].t.bytes));
+            cr_assert(eq(u64, a.rows[i].key.v[0].num, b.rows[i].key.v[0].num));
+            cr_assert(memcmp(&a.rows[i].key, &b.rows[i].key, sizeof a.rows[i].key) == 0);
+        }
+        cr_assert(eq(u64, a.other.bytes, b.other.bytes));
+        qry_top_free(&a);
+        qry_top_free(&b);
+        qry_filter_free(f);
+    }
+}
