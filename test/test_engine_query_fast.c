@@ -209,3 +209,153 @@ Test(qfast, filtered_top_without_group_times_matches_brute_force)
         qry_filter_free(f);
     }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Address filters over dictionaries: qry_filter_select_dict against qry_filter_match on each
+ * row, for random dictionaries (v4 and v6 values sharing prefixes), random row subsets and
+ * random filters of nets, hosts, lists and families under and/or/not, some with more tests
+ * than the table of outcomes takes (the per-row walk). */
+
+static int cmp_addr16(const void *a, const void *b)
+{
+    return memcmp(a, b, 16);
+}
+
+/* n distinct ascending values, about half v4, into vals; their count. */
+static size_t random_dict(uint8_t *vals, size_t cap)
+{
+    size_t n = 0;
+    while (n < cap) {
+        ns_addr a;
+        char t[64];
+        if (rnd(2))
+            snprintf(t, sizeof t, "10.%u.%u.%u", rnd(3), rnd(4) * 64, rnd(256));
+        else
+            snprintf(t, sizeof t, "2001:db8:%x:%x::%x", rnd(3), rnd(2) * 0x8000, rnd(300));
+        a = addr(t);
+        memcpy(vals + n * 16, a.b, 16);
+        n++;
+    }
+    qsort(vals, n, 16, cmp_addr16);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || memcmp(vals + (m - 1) * 16, vals + i * 16, 16) != 0)
+            memmove(vals + m++ * 16, vals + i * 16, 16);
+    return m;
+}
+
+static void value_text(const uint8_t *v, char *buf, size_t cap)
+{
+    ns_addr a;
+    char t[64];
+    memcpy(a.b, v, 16);
+    ns_addr_fmt(&a, t, sizeof t);
+    snprintf(buf, cap, "%s", t);
+}
+
+/* A random primitive on an address near the dictionaries' values. */
+static void random_prim(const uint8_t *vals, size_t n, char *buf, size_t cap)
+{
+    static const char *const dirs[] = {"", "src ", "dst "};
+    char a[64], b[64];
+    const uint8_t *v = vals + (size_t)rnd((uint32_t)n) * 16;
+    const uint8_t *w = vals + (size_t)rnd((uint32_t)n) * 16;
+    bool v4 = memcmp(v, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0;
+    bool w4 = memcmp(w, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0;
+    value_text(v, a, sizeof a);
+    value_text(w, b, sizeof b);
+    const char *d = dirs[rnd(3)];
+    switch (rnd(7)) {
+    case 6:
+        snprintf(buf, cap, "any");
+        break;
+    case 0:
+        snprintf(buf, cap, "%shost %s", d, a);
+        break;
+    case 1:
+    case 2:
+        snprintf(buf, cap, "%snet %s/%u", d, a, v4 ? rnd(33) : rnd(129));
+        break;
+    case 3:
+        snprintf(buf, cap, "%sip in [%s %s/%u]", d, a, b, w4 ? rnd(33) : rnd(129));
+        break;
+    case 4:
+        snprintf(buf, cap, "%s", rnd(2) ? "inet" : "inet6");
+        break;
+    default:
+        snprintf(buf, cap, "%snet 10.%u.0.0/16", d, rnd(3));
+        break;
+    }
+}
+
+/* A random filter of up to `leaves` primitives. */
+static void random_filter(const uint8_t *vals, size_t n, int leaves, char *buf, size_t cap)
+{
+    char p[128];
+    random_prim(vals, n, buf, cap);
+    for (int i = 1; i < leaves; i++) {
+        random_prim(vals, n, p, sizeof p);
+        char *tmp = strdup(buf);
+        cr_assert(tmp != NULL);
+        snprintf(buf, cap, "%s(%s) %s %s%s", rnd(4) ? "" : "not ", tmp, rnd(2) ? "and" : "or",
+                 rnd(4) ? "" : "not ", p);
+        free(tmp);
+    }
+}
+
+Test(qfast, address_filters_over_dictionaries_match_row_by_row)
+{
+    enum { N = 3000, VALS = 400 };
+    static uint8_t svals[VALS * 16], dvals[VALS * 16];
+    static uint32_t scodes[N], dcodes[N], idx[N], out[N];
+    char ftext[4096], err[160];
+    uint8_t *scratch = NULL;
+    size_t scap = 0;
+    for (int round = 0; round < 300; round++) {
+        size_t ns = random_dict(svals, 1 + rnd(VALS)), nd = random_dict(dvals, 1 + rnd(VALS));
+        size_t n = 1 + rnd(N);
+        for (size_t i = 0; i < n; i++) {
+            scodes[i] = (uint32_t)rnd((uint32_t)ns);
+            dcodes[i] = (uint32_t)rnd((uint32_t)nd);
+        }
+        eng_coldict ds = {ns, svals, scodes}, dd = {nd, dvals, dcodes};
+        eng_colview v = {.n = n, .mask = ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST)};
+        v.dict[ENG_COL_SRC] = &ds;
+        v.dict[ENG_COL_DST] = &dd;
+        if (rnd(2)) { /* a subset of the rows, ascending, as the scan hands over */
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++)
+                if (rnd(3))
+                    idx[k++] = (uint32_t)i;
+            v.idx = idx;
+            v.n = k;
+        }
+        /* mostly few tests (the table of outcomes), sometimes many (the walk) */
+        random_filter(svals, ns, rnd(5) ? 1 + (int)rnd(4) : 6 + (int)rnd(6), ftext, sizeof ftext);
+        qry_filter *f;
+        cr_assert(eq(int, qry_filter_compile(ftext, &f, err, sizeof err), 0), "%s: %s", ftext, err);
+        if (!qry_filter_by_dict(f, &v)) { /* "any" and the like: nothing to test here */
+            qry_filter_free(f);
+            continue;
+        }
+        size_t m = qry_filter_select_dict(f, &v, &scratch, &scap, out), want = 0;
+        cr_assert(ne(sz, m, SIZE_MAX));
+        for (size_t k = 0; k < v.n; k++) {
+            size_t i = v.idx ? v.idx[k] : k;
+            eng_flow r;
+            memset(&r, 0, sizeof r);
+            memcpy(r.src.b, svals + (size_t)scodes[i] * 16, 16);
+            memcpy(r.dst.b, dvals + (size_t)dcodes[i] * 16, 16);
+            if (!qry_filter_match(f, &r))
+                continue;
+            cr_assert(lt(sz, want, m), "round %d '%s': fewer rows than the reference", round,
+                      ftext);
+            cr_assert(eq(u32, out[want], (uint32_t)i), "round %d '%s': row %zu", round, ftext,
+                      want);
+            want++;
+        }
+        cr_assert(eq(sz, m, want), "round %d '%s': rows", round, ftext);
+        qry_filter_free(f);
+    }
+    free(scratch);
+}
