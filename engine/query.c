@@ -935,6 +935,77 @@ static int tab_add_direct(group_tab *t, const eng_colview *v, size_t i)
     return 0;
 }
 
+/* tab_add_direct for rows[0..n) (NULL: 0..n). The common case, a port or a protocol of rows
+ * without times, each one flow (a raw segment), is one tight loop a key width: three adds a
+ * row into its value's counters (a call and a switch a row were a quarter of a top port). */
+static int tab_add_direct_rows(group_tab *t, const eng_colview *v, const uint32_t *rows, size_t n)
+{
+    int rc;
+    qry_by by = t->g->k[0].by;
+    eng_col kc = by == QRY_BY_SRCPORT   ? ENG_COL_SRC_PORT
+                 : by == QRY_BY_DSTPORT ? ENG_COL_DST_PORT
+                 : by == QRY_BY_VLAN    ? ENG_COL_VLAN
+                 : by == QRY_BY_PROTO   ? ENG_COL_PROTO
+                 : by == QRY_BY_TOS     ? ENG_COL_TOS
+                                        : ENG_NCOLS;
+    uint32_t plain = ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_FLOWS);
+    if (kc == ENG_NCOLS || (v->mask & plain)) {
+        for (size_t k = 0; k < n; k++)
+            if ((rc = tab_add_direct(t, v, row_at(rows, k))) < 0)
+                return rc;
+        return 0;
+    }
+    if (!t->direct && !(t->direct = calloc(t->ndirect, sizeof *t->direct)))
+        return NS_E_NOMEM;
+    const uint8_t *pk = v->col[ENG_COL_PACKETS], *by8 = v->col[ENG_COL_BYTES];
+    const uint8_t *key = v->col[kc];
+    size_t mask = t->ndirect - 1;
+#define DIRECT_ROWS(KEY)                                                                           \
+    for (size_t k = 0; k < n; k++) {                                                               \
+        size_t i = row_at(rows, k), x = (size_t)(KEY)&mask;                                        \
+        t->direct[x].flows++;                                                                      \
+        t->direct[x].packets += ns_get_le64(pk + i * 8);                                           \
+        t->direct[x].bytes += ns_get_le64(by8 + i * 8);                                            \
+    }
+    if (eng_col_width(kc) == 1) {
+        DIRECT_ROWS(key[i])
+    } else {
+        DIRECT_ROWS((uint32_t)key[2 * i] | (uint32_t)key[2 * i + 1] << 8)
+    }
+#undef DIRECT_ROWS
+    return 0;
+}
+
+/* Adds src's value-indexed totals into t's (same grouping), so the workers' arrays become one
+ * table, not a table each merged after. */
+static int direct_merge(group_tab *t, const group_tab *src)
+{
+    if (!src->direct)
+        return 0;
+    if (!t->direct && !(t->direct = calloc(t->ndirect, sizeof *t->direct)))
+        return NS_E_NOMEM;
+    if (src->dtimes && !t->dtimes) {
+        if (!(t->dtimes = malloc(t->ndirect * sizeof *t->dtimes)))
+            return NS_E_NOMEM;
+        for (size_t y = 0; y < t->ndirect; y++) {
+            t->dtimes[y][0] = NO_FIRST;
+            t->dtimes[y][1] = NO_LAST;
+        }
+    }
+    for (size_t x = 0; x < t->ndirect; x++) {
+        t->direct[x].flows += src->direct[x].flows;
+        t->direct[x].packets += src->direct[x].packets;
+        t->direct[x].bytes += src->direct[x].bytes;
+        if (src->dtimes) {
+            if (src->dtimes[x][0] < t->dtimes[x][0])
+                t->dtimes[x][0] = src->dtimes[x][0];
+            if (src->dtimes[x][1] > t->dtimes[x][1])
+                t->dtimes[x][1] = src->dtimes[x][1];
+        }
+    }
+    return 0;
+}
+
 /* Counts the rows rows[0..n) (NULL: 0..n) of v. Keys are packed and hashed a batch at a time
  * and their slots prefetched, so a big table's cache misses overlap instead of coming one
  * after another (most of a many-group query's time otherwise). */
@@ -1121,12 +1192,8 @@ static int tab_add_rows(group_tab *t, const eng_colview *v, const uint32_t *rows
     uint8_t keys[TAB_BATCH][QRY_MAX_KEYS * 32];
     uint64_t hs[TAB_BATCH];
     int rc;
-    if (t->ndirect) {
-        for (size_t k = 0; k < n; k++)
-            if ((rc = tab_add_direct(t, v, row_at(rows, k))) < 0)
-                return rc;
-        return 0;
-    }
+    if (t->ndirect)
+        return tab_add_direct_rows(t, v, rows, n);
     eng_col dc = dict_key_col(t->g);
     if (dc != ENG_NCOLS && v->dict[dc])
         return tab_add_dict(t, v, v->dict[dc], rows, n);
@@ -1153,6 +1220,11 @@ static int tab_add_rows(group_tab *t, const eng_colview *v, const uint32_t *rows
 static int tab_flush(group_tab *t)
 {
     int rc = 0;
+    size_t used = 0;
+    for (size_t x = 0; t->direct && x < t->ndirect; x++)
+        used += t->direct[x].flows != 0;
+    if (used && (rc = tab_reserve(t, used)) < 0) /* one grow, not a doubling at a time */
+        return rc;
     for (size_t x = 0; t->direct && x < t->ndirect; x++) {
         if (t->direct[x].flows == 0)
             continue;
@@ -1417,6 +1489,13 @@ static int group_scan(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t mask,
     o.cols = group_cols;
     if (rc == 0)
         rc = eng_db_scan_par(db, from_ms, to_ms, mask, &o, nw, NULL, group_span_cb, args);
+    for (unsigned i = 1; rc == 0 && t->ndirect && i < ready; i++) {
+        rc = direct_merge(t, &w[i]);
+        free(w[i].direct); /* merged: nothing left for its own table */
+        free(w[i].dtimes);
+        w[i].direct = NULL;
+        w[i].dtimes = NULL;
+    }
     if (rc == 0)
         rc = tab_flush(t);
     for (unsigned i = 1; i < ready; i++) {
