@@ -1689,7 +1689,7 @@ static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
 /* A partition's records live in chunks carved from its worker's arena (large blocks with huge
  * pages where the kernel gives them): no copying as a partition grows, and a thousand
  * partitions written at once touch few pages' translations. */
-#define PART_CHUNK (4096u)     /* records a chunk (64 KiB) */
+#define PART_CHUNK (1024u)     /* records a chunk (16 KiB) */
 #define PART_BLOCK (64u << 20) /* bytes an arena block */
 
 typedef struct part_chunk {
