@@ -4,8 +4,10 @@
  * the engine's plain path (group times read for every row). The fast paths: a filtered top-N
  * without group times reads no time columns of segments inside the range (span_of_filter finds
  * the total's range); address filters tested once per dictionary value and walked per row
- * through a table of the tests' answers; one small numeric key counted in an array. */
+ * through a table of the tests' answers; one small numeric key counted in an array; a
+ * dictionary's codes widened 16 rows at a time. */
 #include "engine/query.h"
+#include "engine/store_int.h"
 #include "test/testlib.h"
 
 #include <criterion/criterion.h>
@@ -358,4 +360,74 @@ Test(qfast, address_filters_over_dictionaries_match_row_by_row)
         qry_filter_free(f);
     }
     free(scratch);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * A dictionary column's codes (one or two bytes a row, decoded 16 rows at a time, the rest one
+ * by one) against the codes written, for random row counts and value counts; and a code past
+ * the values at any row refused. */
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t k = 0;
+    while (v >= 0x80) {
+        p[k++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[k++] = (uint8_t)v;
+    return k;
+}
+
+/* The raw column: m values 1, 2, ... m (low word), then the codes as cw byte planes. */
+static size_t dict_raw(uint8_t *p, size_t m, size_t n, const uint32_t *codes)
+{
+    size_t k = put_varint(p, m);
+    for (size_t j = 0; j < m; j++) {
+        k += put_varint(p + k, 0);
+        k += put_varint(p + k, 1);
+    }
+    size_t cw = m <= 256 ? 1 : 2;
+    for (size_t b = 0; b < cw; b++)
+        for (size_t i = 0; i < n; i++)
+            p[k++] = (uint8_t)(codes[i] >> (8 * b));
+    return k;
+}
+
+Test(qfast, dictionary_codes_decode_and_a_code_past_the_values_is_refused)
+{
+    enum { N = 300 };
+    static uint8_t raw[16 + 4 * 600 + 2 * N], out[N * 16];
+    static uint32_t codes[N];
+    enum { ENC_DICT = 4 };
+    for (int round = 0; round < 400; round++) {
+        size_t n = 1 + rnd(N);
+        size_t m = 1 + rnd((uint32_t)(n < 600 ? n : 600)); /* at most n: the format's rule */
+        if (rnd(2) && n > 256)
+            m = 257 + rnd((uint32_t)(n - 256)); /* two-byte codes */
+        for (size_t i = 0; i < n; i++)
+            codes[i] = rnd(4) ? rnd((uint32_t)m) : (uint32_t)m - 1;
+        size_t len = dict_raw(raw, m, n, codes);
+        cr_assert(eq(int, eng__col_decode_raw(ENG_COL_SRC, ENC_DICT, raw, len, n, NULL, out), 0),
+                  "round %d: %zu rows, %zu values", round, n, m);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v = 0;
+            for (int b = 8; b < 16; b++)
+                v = v << 8 | out[i * 16 + (size_t)b];
+            cr_assert(eq(u64, v, codes[i] + 1), "round %d row %zu of %zu (%zu values)", round, i, n,
+                      m);
+        }
+        /* one code naming no value, anywhere; where the width allows it */
+        size_t bad = rnd((uint32_t)n);
+        uint32_t past = m <= 256 ? (uint32_t)m + rnd((uint32_t)(257 - m))
+                                 : (uint32_t)m + rnd((uint32_t)(65537 - m));
+        if (past > (m <= 256 ? 255u : 65535u))
+            continue;
+        uint32_t keep = codes[bad];
+        codes[bad] = past;
+        len = dict_raw(raw, m, n, codes);
+        cr_assert(eq(int, eng__col_decode_raw(ENG_COL_SRC, ENC_DICT, raw, len, n, NULL, out),
+                     NS_E_CORRUPT),
+                  "round %d: code %u of %zu values at row %zu of %zu", round, past, m, bad, n);
+        codes[bad] = keep;
+    }
 }
