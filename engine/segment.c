@@ -1071,6 +1071,20 @@ static bool get_ascending(ns_cur *c, size_t m, bool strict, uint8_t *out)
     uint64_t hi = 0, lo = 0;
     for (size_t r = 0; r < m; r++) {
         uint64_t dhi = 0, dlo;
+        if (c->left >= 2 && c->p[0] == 0 && c->p[1] - 1u < 0x7fu) {
+            /* the most common step by far (between the IPv4 addresses of a dense dictionary):
+             * high difference 0, low one 1 to 127, two bytes */
+            dlo = c->p[1];
+            ns_cur_skip(c, 2);
+            uint64_t nlo = lo + dlo, carry = nlo < lo;
+            if (hi > UINT64_MAX - carry)
+                return false;
+            hi += carry;
+            lo = nlo;
+            ns_put_be64(out + r * 16, hi);
+            ns_put_be64(out + r * 16 + 8, lo);
+            continue;
+        }
         /* a zero high difference (every step between IPv4 addresses) is one 0 byte */
         bool zero = c->left > 0 && c->p[0] == 0;
         if ((zero ? !ns_cur_skip(c, 1) : !get_varint(c, &dhi)) || !get_varint_inl(c, &dlo) ||

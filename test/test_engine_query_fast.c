@@ -431,3 +431,31 @@ Test(qfast, dictionary_codes_decode_and_a_code_past_the_values_is_refused)
         codes[bad] = keep;
     }
 }
+
+/* Values across the 64-bit boundary of the low word, one step at a time (a short step's carry
+ * into the high word). */
+Test(qfast, dictionary_values_carry_into_the_high_word)
+{
+    enum { ENC_DICT = 4 };
+    uint8_t raw[64], out[4 * 16];
+    size_t k = put_varint(raw, 4);
+    k += put_varint(raw + k, 0);
+    k += put_varint(raw + k, UINT64_MAX - 1);
+    for (int j = 0; j < 3; j++) {
+        k += put_varint(raw + k, 0);
+        k += put_varint(raw + k, 1);
+    }
+    for (uint8_t i = 0; i < 4; i++)
+        raw[k++] = i;
+    cr_assert(eq(int, eng__col_decode_raw(ENG_COL_DST, ENC_DICT, raw, k, 4, NULL, out), 0));
+    const uint64_t want[4][2] = {{0, UINT64_MAX - 1}, {0, UINT64_MAX}, {1, 0}, {1, 1}};
+    for (int i = 0; i < 4; i++) {
+        uint64_t hi = 0, lo = 0;
+        for (int b = 0; b < 8; b++) {
+            hi = hi << 8 | out[i * 16 + b];
+            lo = lo << 8 | out[i * 16 + 8 + b];
+        }
+        cr_assert(eq(u64, hi, want[i][0]), "value %d", i);
+        cr_assert(eq(u64, lo, want[i][1]), "value %d", i);
+    }
+}
