@@ -543,6 +543,13 @@ typedef struct group_tab {
     /* a filtered top-N without group times (see span_pass): rows that come with times add
      * the selected rows' range to span_first/span_last */
     bool span_rows;
+    /* set (top_only) when the value arrays need give the table only their `limit` best values
+     * by metric (a top-N without group times): tab_flush then keeps the total of all of them
+     * and their count here, and tab_result takes these instead of the table's */
+    bool top_only, have_total;
+    qry_metric metric;
+    size_t limit, ngroups;
+    qry_totals total;
     /* One address key of a segment with that column as a dictionary: totals per code first
      * (an array the size of the segment's distinct values), then one lookup per value. */
     qry_totals *dacc;
@@ -1217,27 +1224,104 @@ static int tab_add_rows(group_tab *t, const eng_colview *v, const uint32_t *rows
 }
 
 /* Moves the direct totals into the table (after a scan, before anything reads the table). */
+static uint64_t metric_of(const qry_totals *t, qry_metric m);
+
+/* Value x ranks before value y (ranks_before on the values' totals: the metric, then the key,
+ * whose big-endian bytes order as the values). */
+static bool direct_before(const group_tab *t, size_t x, size_t y)
+{
+    qry_totals a = {t->direct[x].flows, t->direct[x].packets, t->direct[x].bytes, 0, 0};
+    qry_totals b = {t->direct[y].flows, t->direct[y].packets, t->direct[y].bytes, 0, 0};
+    uint64_t mx = metric_of(&a, t->metric), my = metric_of(&b, t->metric);
+    return mx != my ? mx > my : x < y;
+}
+
+/* Marks in keep[] the t->limit values that rank first (a heap whose root ranks last). */
+static int direct_best(const group_tab *t, uint8_t *keep)
+{
+    if (t->limit == 0)
+        return 0;
+    size_t *h = malloc(t->limit * sizeof *h), n = 0;
+    if (!h)
+        return NS_E_NOMEM;
+    for (size_t x = 0; x < t->ndirect; x++) {
+        if (t->direct[x].flows == 0)
+            continue;
+        if (n == t->limit && !direct_before(t, x, h[0]))
+            continue;
+        size_t i;
+        if (n < t->limit) { /* sift up */
+            i = n++;
+            while (i > 0 && direct_before(t, h[(i - 1) / 2], x)) {
+                h[i] = h[(i - 1) / 2];
+                i = (i - 1) / 2;
+            }
+            h[i] = x;
+            continue;
+        }
+        for (i = 0;;) { /* replace the root, sift down */
+            size_t l = 2 * i + 1, r = l + 1, w = l;
+            if (l >= n)
+                break;
+            if (r < n && direct_before(t, h[l], h[r]))
+                w = r;
+            if (!direct_before(t, x, h[w]))
+                break;
+            h[i] = h[w];
+            i = w;
+        }
+        h[i] = x;
+    }
+    for (size_t i = 0; i < n; i++)
+        keep[h[i]] = 1;
+    free(h);
+    return 0;
+}
+
 static int tab_flush(group_tab *t)
 {
     int rc = 0;
     size_t used = 0;
+    uint8_t *keep = NULL;
     for (size_t x = 0; t->direct && x < t->ndirect; x++)
         used += t->direct[x].flows != 0;
-    if (used && (rc = tab_reserve(t, used)) < 0) /* one grow, not a doubling at a time */
+    if (t->top_only && t->direct && t->limit < used) {
+        /* only the best values go into the table: the others would make "other", which is
+         * the total less the rows; a table of 50,000 ports cost more than the rest of it */
+        if (!(keep = calloc(t->ndirect, 1)) || (rc = direct_best(t, keep)) < 0) {
+            free(keep);
+            return rc < 0 ? rc : NS_E_NOMEM;
+        }
+        t->have_total = true;
+        t->ngroups = used;
+        for (size_t x = 0; x < t->ndirect; x++) {
+            qry_totals d = {t->direct[x].flows, t->direct[x].packets, t->direct[x].bytes,
+                            t->dtimes ? t->dtimes[x][0] : NO_FIRST,
+                            t->dtimes ? t->dtimes[x][1] : NO_LAST};
+            totals_merge(&t->total, &d);
+        }
+        used = t->limit;
+    }
+    if (used && (rc = tab_reserve(t, used)) < 0) { /* one grow, not a doubling at a time */
+        free(keep);
         return rc;
+    }
     for (size_t x = 0; t->direct && x < t->ndirect; x++) {
-        if (t->direct[x].flows == 0)
+        if (t->direct[x].flows == 0 || (keep && !keep[x]))
             continue;
         uint8_t k[4];
         ns_put_be32(k, (uint32_t)x);
         size_t s = tab_slot(t, k, key_hash(k, 4), true, &rc);
-        if (s == SIZE_MAX)
+        if (s == SIZE_MAX) {
+            free(keep);
             return rc;
+        }
         qry_totals d = {t->direct[x].flows, t->direct[x].packets, t->direct[x].bytes,
                         t->dtimes ? t->dtimes[x][0] : NO_FIRST,
                         t->dtimes ? t->dtimes[x][1] : NO_LAST};
         totals_merge(&TENT(t, s)->tot, &d);
     }
+    free(keep);
     free(t->direct);
     free(t->dtimes);
     t->direct = NULL;
@@ -1527,10 +1611,12 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
     memset(out, 0, sizeof *out);
     /* without group times, "other" is the total less the rows (its times are not given): one
      * pass over the table instead of three */
-    bool one_pass = t->no_group_times;
-    int rc = tab_top(t, metric, limit, &best, &k, &out->total);
+    bool one_pass = t->no_group_times || t->have_total;
+    int rc = tab_top(t, metric, limit, &best, &k, t->have_total ? NULL : &out->total);
     if (rc < 0)
         return rc;
+    if (t->have_total)
+        out->total = t->total;
     out->rows = calloc(k ? k : 1, sizeof *out->rows);
     if (!out->rows) {
         free(best);
@@ -1575,7 +1661,7 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
     times_known(&out->other, t->no_group_times);
     times_known(&out->total, false);
     out->n = k;
-    out->groups = t->n;
+    out->groups = t->have_total ? t->ngroups : t->n;
     out->span_ms = qry_span_ms(from_ms, to_ms, &out->total);
     free(best);
     return 0;
@@ -2445,6 +2531,9 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
     if ((rc = tab_grow(&t)) < 0)
         return rc;
     t.no_group_times = flags & QRY_TOP_NO_GROUP_TIMES;
+    t.top_only = t.no_group_times;
+    t.metric = metric;
+    t.limit = limit;
     addr_set as;
     /* without group times, a segment inside the range is read without its time columns (two
      * varint columns: a fifth of a top-N's decoding); with a filter the total's range is then
