@@ -464,3 +464,37 @@ Test(qfast, dictionary_values_carry_into_the_high_word)
         cr_assert(eq(u64, lo, want[i][1]), "value %d", i);
     }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Byte planes back into values, for columns of every width and 8-byte values of every size
+ * (the high planes all zero, or one value anywhere that fills them), against the values. */
+Test(qfast, byte_planes_decode_for_every_width_and_value_size)
+{
+    enum { N = 300, ENC_TRANSPOSE = 1 };
+    static uint8_t vals[N * 16], planes[N * 16], out[N * 16];
+    const eng_col cols[] = {ENG_COL_BYTES, ENG_COL_PACKETS, ENG_COL_SRC_AS, ENG_COL_EXPORTER,
+                            ENG_COL_VLAN};
+    for (int round = 0; round < 600; round++) {
+        eng_col c = cols[rnd(5)];
+        size_t w = eng_col_width(c), n = 1 + rnd(N);
+        /* bytes a value may use: 1, 2, 4 or all; sometimes one value uses all */
+        size_t used = (size_t)1 << rnd(4);
+        used = used > w ? w : used;
+        for (size_t i = 0; i < n; i++)
+            for (size_t b = 0; b < w; b++)
+                vals[i * w + b] = b < used ? (uint8_t)rnd(256) : 0;
+        if (rnd(3) == 0) { /* the last row's bytes end their planes (past the 16-byte steps) */
+            size_t i = rnd(2) ? n - 1 : rnd((uint32_t)n);
+            vals[i * w + w - 1 - (rnd(2) ? 0 : rnd((uint32_t)w))] = (uint8_t)(1 + rnd(255));
+        }
+        for (size_t i = 0; i < n; i++)
+            for (size_t b = 0; b < w; b++)
+                planes[b * n + i] = vals[i * w + b];
+        memset(out, 0xa5, sizeof out);
+        cr_assert(eq(int, eng__col_decode_raw(c, ENC_TRANSPOSE, planes, n * w, n, NULL, out), 0));
+        for (size_t i = 0; i < n * w; i++)
+            cr_assert(eq(u8, out[i], vals[i]), "round %d: %zu rows of %zu bytes, byte %zu", round,
+                      n, w, i);
+        cr_assert(eq(u8, out[n * w], 0xa5), "round %d: nothing written past the column", round);
+    }
+}
