@@ -1451,28 +1451,51 @@ static int span_cols(void *arg, const eng_colview *v)
     return 0;
 }
 
+/* The two passes of span_of_filter, run at once (each on one worker: every segment read can
+ * narrow what the next one is needed for); any thread runs the pass not taken yet. */
+typedef struct span_job {
+    atomic_int next;
+    eng_db *db;
+    int64_t from_ms, to_ms;
+    uint32_t mask;
+    const eng_scan_opts *so;
+    span_pass p[2]; /* the oldest first_ms, the newest last_ms */
+    int rc[2];
+} span_job;
+
+static void *span_run(void *arg)
+{
+    span_job *j = arg;
+    for (int i; (i = atomic_fetch_add(&j->next, 1)) < 2;) {
+        void *args[1] = {&j->p[i]};
+        eng_scan_opts o = *j->so;
+        o.cols = span_cols;
+        o.want = span_want;
+        o.newest_first = i == 1;
+        o.dict_only = filter_dict_only(j->p[i].filter);
+        j->rc[i] = eng_db_scan_par(j->db, j->from_ms, j->to_ms, j->mask, &o, 1, NULL, NULL, args);
+    }
+    return NULL;
+}
+
 /* Widens [*first, *last] (the range of the rows with times seen already, or NO_FIRST/NO_LAST)
  * to that of every row f passes in the range; so: the scan's options (addresses, dictionaries). */
 static int span_of_filter(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter *f,
                           const eng_scan_opts *so, int64_t *first, int64_t *last)
 {
-    uint32_t mask = qry_filter_columns(f) | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
-    int rc = 0;
-    for (int newest = 0; newest < 2 && rc == 0; newest++) {
-        span_pass p = {f, NULL, newest != 0, *first, *last, qry_deadline_ms};
-        void *args[1] = {&p};
-        eng_scan_opts o = *so;
-        o.cols = span_cols;
-        o.want = span_want;
-        o.newest_first = newest != 0;
-        o.dict_only = filter_dict_only(f);
-        /* one worker: each segment read can narrow what the next one is needed for */
-        rc = eng_db_scan_par(db, from_ms, to_ms, mask, &o, 1, NULL, NULL, args);
-        sel_free(p.sel);
-        *first = p.first;
-        *last = p.last;
+    span_job j = {.db = db, .from_ms = from_ms, .to_ms = to_ms, .so = so};
+    j.mask = qry_filter_columns(f) | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+    atomic_init(&j.next, 0);
+    for (int i = 0; i < 2; i++)
+        j.p[i] = (span_pass){f, NULL, i == 1, *first, *last, qry_deadline_ms};
+    void *const args[2] = {&j, &j};
+    eng_db_par_run(db, 2, span_run, args);
+    for (int i = 0; i < 2; i++) {
+        sel_free(j.p[i].sel);
+        *first = j.p[i].first < *first ? j.p[i].first : *first;
+        *last = j.p[i].last > *last ? j.p[i].last : *last;
     }
-    return rc;
+    return j.rc[0] < 0 ? j.rc[0] : j.rc[1];
 }
 
 static uint64_t metric_of(const qry_totals *t, qry_metric m)
