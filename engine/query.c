@@ -1869,6 +1869,10 @@ typedef struct part_worker {
      * dictionary instead of the hashes of every address seen) */
     uint64_t *map[2];
     size_t mapcap[2];
+    /* the last dictionary of each column seen, and its map */
+    uint8_t *prev[2];
+    uint64_t *prevmap[2];
+    size_t nprev[2], prevcap[2];
     qry_sel *sel;
     int64_t tmin, tmax;            /* over rows read with times */
     int64_t span_first, span_last; /* footers of segments read without */
@@ -1881,6 +1885,10 @@ static void part_worker_free(part_worker *w)
     arena_free(&w->arena);
     free(w->map[0]);
     free(w->map[1]);
+    free(w->prev[0]);
+    free(w->prev[1]);
+    free(w->prevmap[0]);
+    free(w->prevmap[1]);
     free(w->l2g);
     sel_free(w->sel);
 }
@@ -1893,6 +1901,13 @@ static int part_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t by
     (void)bytes;
     span_take(w->filter, flows, first_ms, last_ms, &w->span_first, &w->span_last);
     return 0;
+}
+
+/* a's 16 bytes before b's, as unsigned numbers (the order of a dictionary's values) */
+static inline bool addr_less(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t ah = ns_get_be64(a), bh = ns_get_be64(b);
+    return ah != bh ? ah < bh : ns_get_be64(a + 8) < ns_get_be64(b + 8);
 }
 
 /* Row i's address in column side s: its local id, and 32 bits of its hash above it (through
@@ -1941,23 +1956,51 @@ static int part_cols(void *arg, const eng_colview *v)
             w->map[s] = m;
             w->mapcap[s] = d->n;
         }
-        /* a batch of values hashed and their slots prefetched, then looked up: the table
-         * (every address seen) is larger than a core's cache */
+        /* The values this side's previous dictionary had (about half, in the benchmark's
+         * minutes) take their entries from it: both are ascending, so one merge finds them.
+         * The others are hashed and their slots prefetched a batch at a time, then interned:
+         * the table (every address seen) is larger than a core's cache. */
         uint64_t hs[TAB_BATCH];
-        for (size_t c0 = 0; c0 < d->n; c0 += TAB_BATCH) {
-            size_t cnt = d->n - c0 < TAB_BATCH ? d->n - c0 : TAB_BATCH;
-            for (size_t j = 0; j < cnt; j++) {
-                hs[j] = key_hash(d->vals + (c0 + j) * 16, 16);
+        size_t cs[TAB_BATCH], nb = 0, j = 0;
+        const uint8_t *pv = w->prev[s];
+        for (size_t c = 0; c <= d->n; c++) {
+            if (c < d->n) {
+                const uint8_t *val = d->vals + c * 16;
+                while (j < w->nprev[s] && addr_less(pv + j * 16, val))
+                    j++;
+                if (j < w->nprev[s] && memcmp(pv + j * 16, val, 16) == 0) {
+                    w->map[s][c] = w->prevmap[s][j];
+                    continue;
+                }
+                hs[nb] = key_hash(val, 16);
+                cs[nb] = c;
                 if (w->in.cap)
-                    __builtin_prefetch(&w->in.slot[(size_t)hs[j] & (w->in.cap - 1)]);
+                    __builtin_prefetch(&w->in.slot[(size_t)hs[nb] & (w->in.cap - 1)]);
+                if (++nb < TAB_BATCH)
+                    continue;
             }
-            for (size_t j = 0; j < cnt; j++) {
+            for (size_t k = 0; k < nb; k++) {
                 uint32_t id;
-                if ((rc = intern(&w->in, d->vals + (c0 + j) * 16, hs[j], &id)) < 0)
+                if ((rc = intern(&w->in, d->vals + cs[k] * 16, hs[k], &id)) < 0)
                     return rc;
-                w->map[s][c0 + j] = (hs[j] >> 32) << 32 | id;
+                w->map[s][cs[k]] = (hs[k] >> 32) << 32 | id;
             }
+            nb = 0;
         }
+        if (d->n > w->prevcap[s]) {
+            uint8_t *nv = realloc(w->prev[s], d->n * 16);
+            if (nv)
+                w->prev[s] = nv;
+            uint64_t *nm = nv ? realloc(w->prevmap[s], d->n * sizeof *nm) : NULL;
+            if (nm)
+                w->prevmap[s] = nm;
+            if (!nv || !nm)
+                return NS_E_NOMEM;
+            w->prevcap[s] = d->n;
+        }
+        memcpy(w->prev[s], d->vals, d->n * 16);
+        memcpy(w->prevmap[s], w->map[s], d->n * sizeof *w->map[s]);
+        w->nprev[s] = d->n;
     }
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
     for (size_t k = 0; k < n; k++) {

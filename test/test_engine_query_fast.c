@@ -129,8 +129,11 @@ static const char *const filters[] = {
     "any",
 };
 
-static const char *const groupings[] = {"dstport", "srcaddr",   "dstaddr",       "proto",
-                                        "srcport", "srcnet/16", "proto,dstport", "tos"};
+/* conversations and address pairs take the partitioned path (its map of dictionary values
+ * carried from one segment to the next) */
+static const char *const groupings[] = {
+    "dstport",       "srcaddr", "dstaddr",      "proto",           "srcport",        "srcnet/16",
+    "proto,dstport", "tos",     "conversation", "srcaddr,dstaddr", "dstaddr,srcaddr"};
 
 /* Filtered top-N without group times against brute force: counts, the total and its times
  * (the segments inside the range were read without time columns), the span; and the same
@@ -207,6 +210,8 @@ Test(qfast, filtered_top_without_group_times_matches_brute_force)
             cr_assert(eq(u64, a.rows[i].t.bytes, b.rows[i].t.bytes));
             cr_assert(eq(u64, a.rows[i].key.v[0].num, b.rows[i].key.v[0].num));
             cr_assert(memcmp(&a.rows[i].key, &b.rows[i].key, sizeof a.rows[i].key) == 0);
+            cr_assert(eq(u64, a.rows[i].ab.bytes, b.rows[i].ab.bytes), "a conversation's a to b");
+            cr_assert(eq(u64, a.rows[i].ba.flows, b.rows[i].ba.flows));
         }
         cr_assert(eq(u64, a.other.bytes, b.other.bytes));
         cr_assert(eq(u64, a.other.flows, b.other.flows));
