@@ -457,7 +457,7 @@ size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t
             pc = bitof[pc] == UINT32_MAX || (x >> bitof[pc] & 1) ? f->ins[pc].jt : f->ins[pc].jf;
         tt[x] = pc == f->n;
     }
-    const uint32_t *cs = ns ? ds->codes : NULL, *cd = nd ? dd->codes : NULL;
+    const uint32_t *cs = src ? ds->codes : NULL, *cd = dst ? dd->codes : NULL;
     const uint32_t *idx = v->idx;
     size_t m = 0;
     /* one loop a shape: the compiler keeps each free of branches */

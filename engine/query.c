@@ -543,9 +543,9 @@ typedef struct group_tab {
     /* a filtered top-N without group times (see span_pass): rows that come with times add
      * the selected rows' range to span_first/span_last */
     bool span_rows;
-    /* set (top_only) when the value arrays need give the table only their `limit` best values
-     * by metric (a top-N without group times): tab_flush then keeps the total of all of them
-     * and their count here, and tab_result takes these instead of the table's */
+    /* top_only (a top-N without group times): the value arrays give the table only their
+     * `limit` best values by metric; tab_flush then keeps the total of all values and their
+     * count here (have_total), and tab_result takes these instead of the table's */
     bool top_only, have_total;
     qry_metric metric;
     size_t limit, ngroups;
