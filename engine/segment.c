@@ -649,22 +649,31 @@ static void untranspose16(const uint8_t *raw, size_t n, size_t i, uint32_t w, ui
 #endif
 
 #if defined(__SSE2__)
+/* Whether the len bytes at p are all zero; stops at the first 256 bytes that are not. */
+static bool all_zero(const uint8_t *p, size_t len)
+{
+    const uint8_t *end = p + len;
+    while (p + 256 <= end) {
+        __m128i acc = _mm_setzero_si128();
+        for (int k = 0; k < 16; k++)
+            acc = _mm_or_si128(acc, _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * k)));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) != 0xffff)
+            return false;
+        p += 256;
+    }
+    uint8_t tail = 0;
+    for (; p < end; p++)
+        tail |= *p;
+    return tail == 0;
+}
+
 /* Of an 8-byte column's n-row byte planes: 2 when planes 2 to 7 are all zero, 4 when planes
  * 4 to 7 are, else 8. */
 static uint32_t planes_used(const uint8_t *raw, size_t n)
 {
-    for (uint32_t low = 2; low <= 4; low *= 2) {
-        const uint8_t *p = raw + low * n, *end = raw + 8 * n;
-        __m128i acc = _mm_setzero_si128();
-        for (; p + 16 <= end; p += 16)
-            acc = _mm_or_si128(acc, _mm_loadu_si128((const __m128i *)(const void *)p));
-        uint8_t tail = 0;
-        for (; p < end; p++)
-            tail |= *p;
-        if (!tail && _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff)
-            return low;
-    }
-    return 8;
+    if (!all_zero(raw + 4 * n, 4 * n))
+        return 8;
+    return all_zero(raw + 2 * n, 2 * n) ? 2 : 4;
 }
 
 /* untranspose16 of an 8-byte column whose planes from low (2 or 4) on are zero: values

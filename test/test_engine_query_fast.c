@@ -502,4 +502,25 @@ Test(qfast, byte_planes_decode_for_every_width_and_value_size)
                       n, w, i);
         cr_assert(eq(u8, out[n * w], 0xa5), "round %d: nothing written past the column", round);
     }
+    /* small counters but one byte of one row set in a high plane: every plane, the first row,
+     * the last, rows that fill whole steps of 16 and ones that do not */
+    const size_t ns[] = {16, 33, 160, 255};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++)
+        for (size_t k = 2; k < 8; k++)
+            for (int last = 0; last < 2; last++) {
+                size_t n = ns[t], row = last ? n - 1 : 0;
+                memset(vals, 0, n * 8);
+                for (size_t i = 0; i < n; i++)
+                    vals[i * 8] = (uint8_t)rnd(256);
+                vals[row * 8 + k] = 1;
+                for (size_t i = 0; i < n; i++)
+                    for (size_t b = 0; b < 8; b++)
+                        planes[b * n + i] = vals[i * 8 + b];
+                cr_assert(eq(
+                    int,
+                    eng__col_decode_raw(ENG_COL_BYTES, ENC_TRANSPOSE, planes, n * 8, n, NULL, out),
+                    0));
+                cr_assert(eq(int, memcmp(out, vals, n * 8), 0), "%zu rows, plane %zu, row %zu", n,
+                          k, row);
+            }
 }
