@@ -1425,12 +1425,16 @@ typedef struct span_pass {
     bool newest;         /* this pass looks for the largest last_ms, else the smallest first_ms */
     int64_t first, last; /* of the rows that pass, seen so far */
     int64_t deadline;
+    /* a sealed segment was just wanted: rows that come otherwise are the open minutes', whose
+     * times the groups' scan had already (skipping them saves work, nothing else) */
+    bool wanted;
 } span_pass;
 
 static int span_want(void *arg, int64_t first_ms, int64_t last_ms)
 {
-    const span_pass *p = arg;
-    return p->newest ? last_ms > p->last : first_ms < p->first;
+    span_pass *p = arg;
+    p->wanted = p->newest ? last_ms > p->last : first_ms < p->first;
+    return p->wanted;
 }
 
 static int span_cols(void *arg, const eng_colview *v)
@@ -1441,6 +1445,9 @@ static int span_cols(void *arg, const eng_colview *v)
     int rc;
     if (past_deadline(p->deadline))
         return -ETIMEDOUT;
+    if (!p->wanted)
+        return 0;
+    p->wanted = false;
     if ((rc = view_select(p->filter, v, &p->sel, &rows, &n)) < 0)
         return rc;
     for (size_t k = 0; k < n; k++) {
@@ -1487,7 +1494,7 @@ static int span_of_filter(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_
     j.mask = qry_filter_columns(f) | ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
     atomic_init(&j.next, 0);
     for (int i = 0; i < 2; i++)
-        j.p[i] = (span_pass){f, NULL, i == 1, *first, *last, qry_deadline_ms};
+        j.p[i] = (span_pass){f, NULL, i == 1, *first, *last, qry_deadline_ms, false};
     void *const args[2] = {&j, &j};
     eng_db_par_run(db, 2, span_run, args);
     for (int i = 0; i < 2; i++) {
