@@ -306,8 +306,9 @@ static eng_col ins_col(const flt_ins *in)
     return in->op == OP_V4 || in->op == OP_V6 || in->field == F_SRC ? ENG_COL_SRC : ENG_COL_DST;
 }
 
-size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
-                              size_t *scap, uint32_t *out)
+/* qry_filter_select_dict for programs of many tests: each row walks the program. */
+static size_t select_dict_walk(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                               size_t *scap, uint32_t *out)
 {
     /* per test: the column it reads and its answer for each of that column's values */
     size_t need = 0;
@@ -354,6 +355,128 @@ size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t
         if (pc == f->n)
             out[m++] = i;
     }
+    return m;
+}
+
+/* The codes of dictionary d (values ascending) whose value lies in net n: one run of codes,
+ * [*lo, *hi), found by two binary searches instead of a test a value. */
+static void net_codes(const flt_net *n, const eng_coldict *d, size_t *lo, size_t *hi)
+{
+    uint8_t first[16], last[16];
+    uint64_t w[2] = {n->v[0] | ~n->m[0], n->v[1] | ~n->m[1]};
+    memcpy(first, n->v, 16);
+    memcpy(last, w, 16);
+    size_t a = 0, b = d->n;
+    while (a < b) { /* the first value not below the net's first address */
+        size_t mid = a + (b - a) / 2;
+        if (memcmp(d->vals + mid * 16, first, 16) < 0)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    *lo = a;
+    b = d->n;
+    while (a < b) { /* the first value above its last address */
+        size_t mid = a + (b - a) / 2;
+        if (memcmp(d->vals + mid * 16, last, 16) <= 0)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    *hi = a;
+}
+
+/* Sets bit in ans[k] for each value k of d that test in passes. */
+static void dict_answers(const qry_filter *f, const flt_ins *in, eng_col c, const eng_coldict *d,
+                         uint8_t bit, uint8_t *ans)
+{
+    size_t lo, hi;
+    if (in->op == OP_ADDR || in->op == OP_ADDR_IN) {
+        /* a net is a run of the ascending values */
+        uint32_t nn = in->op == OP_ADDR ? 1 : in->n;
+        for (uint32_t j = 0; j < nn; j++) {
+            net_codes(&f->nets[in->idx + j], d, &lo, &hi);
+            for (size_t k = lo; k < hi; k++)
+                ans[k] |= bit;
+        }
+        return;
+    }
+    eng_flow r;
+    memset(&r, 0, sizeof r);
+    for (size_t k = 0; k < d->n; k++) {
+        /* the test reads the value where a row would hold it */
+        memcpy(c == ENG_COL_SRC ? r.src.b : r.dst.b, d->vals + k * 16, 16);
+        if (test(f, in, &r))
+            ans[k] |= bit;
+    }
+}
+
+/* Tests of a program at most that walk rows through a table of outcomes (2^8 entries). */
+#define DICT_TESTS 8
+
+size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                              size_t *scap, uint32_t *out)
+{
+    /* Each test's answer for each value of its column, as one bit of a byte a value (a column's
+     * tests share its bytes); then the program's outcome for every combination of answers, so a
+     * row costs a load a column and a table lookup, without a branch. */
+    uint32_t ntests = 0, bitof[256];
+    const eng_coldict *ds = v->dict[ENG_COL_SRC], *dd = v->dict[ENG_COL_DST];
+    bool src = false, dst = false;
+    for (uint32_t pc = 0; pc < f->n; pc++) {
+        bitof[pc] = f->ins[pc].op == OP_TRUE ? UINT32_MAX : ntests++;
+        if (f->ins[pc].op != OP_TRUE) {
+            src |= ins_col(&f->ins[pc]) == ENG_COL_SRC;
+            dst |= ins_col(&f->ins[pc]) == ENG_COL_DST;
+        }
+    }
+    if (ntests > DICT_TESTS)
+        return select_dict_walk(f, v, scratch, scap, out);
+    size_t ns = src ? ds->n : 0, nd = dst ? dd->n : 0;
+    size_t need = ns + nd + ((size_t)1 << ntests);
+    if (need > *scap) {
+        uint8_t *p = realloc(*scratch, need);
+        if (!p)
+            return SIZE_MAX;
+        *scratch = p;
+        *scap = need;
+    }
+    uint8_t *as = *scratch, *ad = as + ns, *tt = ad + nd;
+    memset(as, 0, ns + nd);
+    for (uint32_t pc = 0; pc < f->n; pc++) {
+        const flt_ins *in = &f->ins[pc];
+        if (bitof[pc] == UINT32_MAX)
+            continue;
+        eng_col c = ins_col(in);
+        dict_answers(f, in, c, c == ENG_COL_SRC ? ds : dd, (uint8_t)(1u << bitof[pc]),
+                     c == ENG_COL_SRC ? as : ad);
+    }
+    for (uint32_t x = 0; x < (1u << ntests); x++) {
+        uint32_t pc = 0;
+        while (pc < f->n)
+            pc = bitof[pc] == UINT32_MAX || (x >> bitof[pc] & 1) ? f->ins[pc].jt : f->ins[pc].jf;
+        tt[x] = pc == f->n;
+    }
+    const uint32_t *cs = src ? ds->codes : NULL, *cd = dst ? dd->codes : NULL;
+    const uint32_t *idx = v->idx;
+    size_t m = 0;
+    /* one loop a shape: the compiler keeps each free of branches */
+#define SELECT_ROWS(ANS)                                                                           \
+    for (size_t k = 0; k < v->n; k++) {                                                            \
+        uint32_t i = idx ? idx[k] : (uint32_t)k;                                                   \
+        out[m] = i;                                                                                \
+        m += tt[ANS];                                                                              \
+    }
+    if (cs && cd) {
+        SELECT_ROWS(as[cs[i]] | ad[cd[i]])
+    } else if (cs) {
+        SELECT_ROWS(as[cs[i]])
+    } else if (cd) {
+        SELECT_ROWS(ad[cd[i]])
+    } else {
+        SELECT_ROWS(0)
+    }
+#undef SELECT_ROWS
     return m;
 }
 
