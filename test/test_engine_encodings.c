@@ -211,24 +211,13 @@ Test(enc, fences_name_every_row_of_a_source_and_few_others)
 /* ---------------------------------------------------------------------------------------------
  * The decoders' checks, on hand-made bytes. */
 
-static size_t varint(uint8_t *p, uint64_t v)
-{
-    size_t k = 0;
-    while (v >= 0x80) {
-        p[k++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[k++] = (uint8_t)v;
-    return k;
-}
-
 /* A dictionary of m values 10, 20, ... (low word, high word 0), codes of n rows (1 byte). */
 static size_t dict_bytes(uint8_t *p, uint64_t m, size_t n, const uint8_t *codes, uint64_t step)
 {
-    size_t k = varint(p, m);
+    size_t k = test_put_varint(p, m);
     for (uint64_t j = 0; j < m; j++) {
-        k += varint(p + k, 0);
-        k += varint(p + k, j ? step : 10);
+        k += test_put_varint(p + k, 0);
+        k += test_put_varint(p + k, j ? step : 10);
     }
     memcpy(p + k, codes, n);
     return k + n;
@@ -263,11 +252,11 @@ Test(enc, the_dictionary_decoder_refuses_what_is_inconsistent)
     cr_assert(eq(int, eng__col_decode_raw(ENG_COL_DST, ENC_DICT, raw, len - 1, 8, NULL, out),
                  NS_E_CORRUPT));
     /* past 2^128 */
-    size_t k = varint(raw, 2);
-    k += varint(raw + k, UINT64_MAX);
-    k += varint(raw + k, 0);
-    k += varint(raw + k, 1);
-    k += varint(raw + k, 0);
+    size_t k = test_put_varint(raw, 2);
+    k += test_put_varint(raw + k, UINT64_MAX);
+    k += test_put_varint(raw + k, 0);
+    k += test_put_varint(raw + k, 1);
+    k += test_put_varint(raw + k, 0);
     memset(raw + k, 0, 8);
     cr_assert(eq(int, eng__col_decode_raw(ENG_COL_DST, ENC_DICT, raw, k + 8, 8, NULL, out),
                  NS_E_CORRUPT));
@@ -285,13 +274,13 @@ Test(enc, the_exporter_table_decoder_refuses_what_is_inconsistent)
     ns_addr_from_v4(&b, 0x7f000002u);
     for (int i = 0; i < 4; i++)
         memcpy(exp + 16 * i, (i % 2 ? &b : &a)->b, 16);
-    size_t k = varint(raw, 2);
+    size_t k = test_put_varint(raw, 2);
     memcpy(raw + k, a.b, 16);
     k += 16;
-    k += varint(raw + k, 7);
+    k += test_put_varint(raw + k, 7);
     memcpy(raw + k, b.b, 16);
     k += 16;
-    k += varint(raw + k, 300);
+    k += test_put_varint(raw + k, 300);
     cr_assert(
         eq(int, eng__col_decode_raw(ENG_COL_SOURCE_ID, ENC_BY_EXPORTER, raw, k, 4, exp, out), 0));
     cr_assert(eq(u8, out[0], 7));
@@ -307,7 +296,7 @@ Test(enc, the_exporter_table_decoder_refuses_what_is_inconsistent)
                  eng__col_decode_raw(ENG_COL_SOURCE_ID, ENC_BY_EXPORTER, raw, k + 1, 4, exp, out),
                  NS_E_CORRUPT));
     uint8_t swapped[256];
-    size_t j = varint(swapped, 2);
+    size_t j = test_put_varint(swapped, 2);
     memcpy(swapped + j, raw + 1 + 17, 16 + 2); /* b first */
     j += 18;
     memcpy(swapped + j, raw + 1, 17); /* then a */

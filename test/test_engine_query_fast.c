@@ -377,24 +377,13 @@ Test(qfast, address_filters_over_dictionaries_match_row_by_row)
  * by one) against the codes written, for random row counts and value counts; and a code past
  * the values at any row refused. */
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t k = 0;
-    while (v >= 0x80) {
-        p[k++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[k++] = (uint8_t)v;
-    return k;
-}
-
 /* The raw column: m values 1, 2, ... m (low word), then the codes as cw byte planes. */
 static size_t dict_raw(uint8_t *p, size_t m, size_t n, const uint32_t *codes)
 {
-    size_t k = put_varint(p, m);
+    size_t k = test_put_varint(p, m);
     for (size_t j = 0; j < m; j++) {
-        k += put_varint(p + k, 0);
-        k += put_varint(p + k, 1);
+        k += test_put_varint(p + k, 0);
+        k += test_put_varint(p + k, 1);
     }
     size_t cw = m <= 256 ? 1 : 2;
     for (size_t b = 0; b < cw; b++)
@@ -448,12 +437,12 @@ Test(qfast, dictionary_values_carry_into_the_high_word)
 {
     enum { ENC_DICT = 4 };
     uint8_t raw[64], out[4 * 16];
-    size_t k = put_varint(raw, 4);
-    k += put_varint(raw + k, 0);
-    k += put_varint(raw + k, UINT64_MAX - 1);
+    size_t k = test_put_varint(raw, 4);
+    k += test_put_varint(raw + k, 0);
+    k += test_put_varint(raw + k, UINT64_MAX - 1);
     for (int j = 0; j < 3; j++) {
-        k += put_varint(raw + k, 0);
-        k += put_varint(raw + k, 1);
+        k += test_put_varint(raw + k, 0);
+        k += test_put_varint(raw + k, 1);
     }
     for (uint8_t i = 0; i < 4; i++)
         raw[k++] = i;

@@ -49,6 +49,18 @@ static inline uint8_t *test_slurp(const char *path, size_t *len)
 }
 
 /* Writes buf[0..len) as the whole file at path. */
+/* v as a LEB128 varint (the segment format's, docs/FORMAT.md) at p; returns its length. */
+static inline size_t test_put_varint(uint8_t *p, uint64_t v)
+{
+    size_t k = 0;
+    while (v >= 0x80) {
+        p[k++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[k++] = (uint8_t)v;
+    return k;
+}
+
 static inline void test_spit(const char *path, const uint8_t *buf, size_t len)
 {
     FILE *f = fopen(path, "wb");
