@@ -869,6 +869,21 @@ static uint64_t budget_target_locked(const eng_db *db, bool *flood)
     return budget - reserve;
 }
 
+/* Deletes the oldest raw segments, without roll-ups (each counted in rollup_skipped when the
+ * roll-up tier is on), while the bytes used (less the roll-up tier's, with raw_only) pass limit.
+ * Returns how many went. */
+static size_t drop_oldest_raw_locked(eng_db *db, bool raw_only, uint64_t limit, const char *why)
+{
+    size_t i, n = 0;
+    while (used_bytes_locked(db) - (raw_only ? db->st.rollup_bytes : 0) > limit &&
+           (i = oldest_locked(db, false)) != SIZE_MAX && delete_segment_locked(db, i, why)) {
+        if (db->opts.rollup_share)
+            db->st.rollup_skipped++;
+        n++;
+    }
+    return n;
+}
+
 /* After the WAL grew. Budget passes come after seals and merges, and in between the WAL grows:
  * by megabytes in a flood, by a minute of records otherwise. Over the target in a flood, or
  * over the budget by more than a segment otherwise, the oldest raw segments go here and now,
@@ -891,16 +906,8 @@ static bool wal_budget_locked(eng_db *db)
         }
         return false;
     }
-    size_t i;
-    bool doomed = false;
-    while (used_bytes_locked(db) > target && (i = oldest_locked(db, false)) != SIZE_MAX) {
-        if (!delete_segment_locked(db, i, "over budget; the WAL grows faster than sealing"))
-            break;
-        if (db->opts.rollup_share)
-            db->st.rollup_skipped++;
-        doomed = true;
-    }
-    return doomed;
+    return drop_oldest_raw_locked(db, false, target,
+                                  "over budget; the WAL grows faster than sealing") > 0;
 }
 
 /* Retention looks at every segment's flow times (a late segment may hold old flows), in both
@@ -953,12 +960,8 @@ static void enforce_limits_locked(eng_db *db, int64_t now_ms, seg_entry *rollup_
             /* sealing has fallen behind (a roll-up costs about what a seal does), or a flood:
              * the flows coming in go first, and the oldest raw segments go without their
              * roll-ups until the raw tier fits again (one a call fell behind a flood's seals) */
-            do {
-                if (!delete_segment_locked(db, i, "over budget; sealing is behind, not rolled up"))
-                    return;
-                db->st.rollup_skipped++;
-            } while (used_bytes_locked(db) - db->st.rollup_bytes > budget - rcap &&
-                     (i = oldest_locked(db, false)) != SIZE_MAX);
+            drop_oldest_raw_locked(db, true, budget - rcap,
+                                   "over budget; sealing is behind, not rolled up");
             return;
         }
     }
