@@ -411,20 +411,6 @@ static buf doc_table(const eng_flow *r, size_t n, uint64_t tweak)
     return b;
 }
 
-static uint64_t le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void set_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* The file at path with its address totals blob replaced by raw (compressed here), the footer
  * pointing at it and both checksums right, at out; its bytes in *file (caller frees). */
 static size_t with_table(const char *path, const uint8_t *raw, size_t rlen, const char *out,
@@ -432,8 +418,8 @@ static size_t with_table(const char *path, const uint8_t *raw, size_t rlen, cons
 {
     size_t len;
     uint8_t *orig = test_slurp(path, &len);
-    size_t flen = (size_t)le64(orig + len - 24), foot = len - 24 - flen;
-    uint64_t aoff = le64(orig + foot + 96);
+    size_t flen = (size_t)ns_get_le64(orig + len - 24), foot = len - 24 - flen;
+    uint64_t aoff = ns_get_le64(orig + foot + 96);
     cr_assert(gt(u64, aoff, 0));
     size_t cap = ZSTD_compressBound(rlen);
     uint8_t *comp = malloc(cap), *f = malloc(len + cap);
@@ -446,12 +432,12 @@ static size_t with_table(const char *path, const uint8_t *raw, size_t rlen, cons
     off += clen;
     size_t fstart = off;
     memcpy(f + off, orig + foot, flen);
-    set_le64(f + fstart + 104, clen);
-    set_le64(f + fstart + 112, rlen);
-    set_le64(f + fstart + 120, XXH64(comp, clen, 0));
+    ns_put_le64(f + fstart + 104, clen);
+    ns_put_le64(f + fstart + 112, rlen);
+    ns_put_le64(f + fstart + 120, XXH64(comp, clen, 0));
     off += flen;
     memcpy(f + off, orig + len - 24, 24);
-    set_le64(f + off + 8, XXH64(f + fstart, flen, 0));
+    ns_put_le64(f + off + 8, XXH64(f + fstart, flen, 0));
     off += 24;
     test_spit(out, f, off);
     free(comp);

@@ -27,13 +27,9 @@ TEST_SCRATCH_SUITE(catalog, "catalog");
 
 static eng_db *open_db(bool read_only)
 {
-    eng_db *db = NULL;
-    char err[512] = "";
     eng_db_opts o = {
         .seal_delay_s = 2, .no_sealer_thread = true, .no_wal = true, .read_only = read_only};
-    int rc = eng_db_open(tmpdir, &o, &db, err, sizeof err);
-    cr_assert(eq(int, rc, 0), "eng_db_open: %s (%s)", ns_strerror(rc), err);
-    return db;
+    return test_open_db(tmpdir, &o);
 }
 
 /* Row i of minute m: its own counters and times, so that every segment's totals differ. */

@@ -26,43 +26,12 @@
 /* ---------------------------------------------------------------------------------------------
  * Fixtures */
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "db");
-    ns_log_set_level(NS_LOG_ERROR); /* deletions are logged by design; quarantine still shows */
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(db, .init = setup, .fini = teardown);
-
-static const char *tpath(const char *name)
-{
-    static char bufs[4][256];
-    static int k;
-    char *p = bufs[k++ % 4];
-    snprintf(p, 256, "%s/%s", tmpdir, name);
-    return p;
-}
-
-static eng_db *open_db(const eng_db_opts *o)
-{
-    eng_db *db = NULL;
-    char err[512] = "";
-    int rc = eng_db_open(tmpdir, o, &db, err, sizeof err);
-    cr_assert(eq(int, rc, 0), "eng_db_open: %s (%s)", ns_strerror(rc), err);
-    return db;
-}
+TEST_SCRATCH_SUITE(db, "db");
 
 static eng_db *open_manual(void)
 {
     eng_db_opts o = {.seal_delay_s = 2, .no_sealer_thread = true};
-    return open_db(&o);
+    return test_open_db(tmpdir, &o);
 }
 
 /* One flow with id `id` (kept in in_if), its own packets (id + 1) and bytes (100 * (id + 1)). */
@@ -527,7 +496,7 @@ Test(db, budget_deletes_the_oldest_segments_first)
 
     const uint64_t budget = one * 3 + one / 2; /* room for three */
     eng_db_opts o = {.budget_bytes = budget, .seal_delay_s = 0, .no_sealer_thread = true};
-    db = open_db(&o);
+    db = test_open_db(tmpdir, &o);
     uint64_t max_seg = 0;
     for (int m = 0; m < 10; m++) {
         append_ids(db, M0 + m * MIN, (uint32_t)m * 200, 200);
@@ -571,7 +540,7 @@ Test(db, budget_deletes_the_oldest_segments_first)
 
     /* and at open */
     o.budget_bytes = 1;
-    db = open_db(&o);
+    db = test_open_db(tmpdir, &o);
     cr_assert(eq(u64, stats(db).segments, 0));
     cr_assert(eq(int, on_disk(tmpdir).nseg, 0));
     cr_assert(eq(int, eng_db_close(db), 0));
@@ -827,7 +796,7 @@ static void run_concurrent(bool sealer_thread, long nap)
     eng_db_opts o = {.seal_delay_s = 0, .no_sealer_thread = !sealer_thread};
     memset(&c, 0, sizeof c);
     c.nap = nap;
-    c.db = open_db(&o);
+    c.db = test_open_db(tmpdir, &o);
     c.base_ms = (ns_now_ms() / MIN - 5) * MIN; /* minutes that have ended */
     pthread_t wt[WRITERS], st, sl;
     writer_arg wa[WRITERS];
@@ -867,7 +836,7 @@ static void run_concurrent(bool sealer_thread, long nap)
     cr_assert(eq(int, eng_db_close(c.db), 0));
 
     o.no_sealer_thread = true;
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     cr_assert(eq(u64, stats(db).open_rows, 0));
     tally t = scan_all(db, TOTAL);
     cr_assert(eq(u64, t.rows, TOTAL));

@@ -24,9 +24,8 @@ static eng_db *db;
 
 static void open_db(uint32_t idle_ms)
 {
-    char err[512] = "";
     eng_db_opts o = {.no_sealer_thread = true, .query_mem_idle_ms = idle_ms};
-    cr_assert(eq(int, eng_db_open(tmpdir, &o, &db, err, sizeof err), 0), "eng_db_open: %s", err);
+    db = test_open_db(tmpdir, &o);
 }
 
 static void setup(void)

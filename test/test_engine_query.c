@@ -25,12 +25,10 @@ static eng_db *db;
 
 static void open_db(void)
 {
-    char err[512] = "";
     /* with a column cache: every test also checks that repeated scans read cached columns
      * right (the reopen test reads the same segments again) */
     eng_db_opts o = {.seal_delay_s = 0, .no_sealer_thread = true, .cache_bytes = 8u << 20};
-    int rc = eng_db_open(tmpdir, &o, &db, err, sizeof err);
-    cr_assert(eq(int, rc, 0), "eng_db_open: %s", err);
+    db = test_open_db(tmpdir, &o);
 }
 
 static void setup(void)
@@ -1029,10 +1027,7 @@ Test(qry, a_past_deadline_stops_queries)
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(uint32_t n)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state % n);
+    return (uint32_t)(test_xorshift(&rng_state) % n);
 }
 
 #define RAND_N 1500

@@ -23,11 +23,10 @@ static eng_db *db;
 
 static void setup(void)
 {
-    char err[512] = "";
     test_mkdtemp(tmpdir, sizeof tmpdir, "qfast");
     ns_log_set_level(NS_LOG_ERROR);
     eng_db_opts o = {.seal_delay_s = 0, .no_sealer_thread = true, .cache_bytes = 8u << 20};
-    cr_assert(eq(int, eng_db_open(tmpdir, &o, &db, err, sizeof err), 0), "eng_db_open: %s", err);
+    db = test_open_db(tmpdir, &o);
 }
 
 static void teardown(void)
@@ -43,10 +42,7 @@ TestSuite(qfast, .init = setup, .fini = teardown);
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 static uint32_t rnd(uint32_t n)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state % n);
+    return (uint32_t)(test_xorshift(&rng_state) % n);
 }
 
 static ns_addr addr(const char *text)

@@ -303,12 +303,9 @@ Test(rollup, keys_parse)
 
 static eng_db *open_db(uint64_t budget, uint32_t share)
 {
-    eng_db *db = NULL;
-    char err[256];
     eng_db_opts o = {
         .budget_bytes = budget, .rollup_share = share, .no_sealer_thread = true, .no_wal = true};
-    cr_assert(eq(int, eng_db_open(tmpdir, &o, &db, err, sizeof err), 0), "%s", err);
-    return db;
+    return test_open_db(tmpdir, &o);
 }
 
 typedef struct sums {

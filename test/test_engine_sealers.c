@@ -21,20 +21,7 @@
 #define M0  1704164640000LL /* a minute boundary */
 #define MIN 60000LL
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "sealers");
-    ns_log_set_level(NS_LOG_ERROR);
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(sealers, .init = setup, .fini = teardown);
+TEST_SCRATCH_SUITE(sealers, "sealers");
 
 /* A small deterministic generator (xorshift), so failures repeat. */
 static uint64_t rnd(uint64_t *s)

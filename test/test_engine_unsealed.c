@@ -24,29 +24,7 @@
 #define M0  1704164640000LL /* 2024-01-02T03:04:00Z, a minute boundary */
 #define MIN 60000LL
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "unsealed");
-    ns_log_set_level(NS_LOG_ERROR);
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(unsealed, .init = setup, .fini = teardown);
-
-static eng_db *open_db(const eng_db_opts *o)
-{
-    eng_db *db = NULL;
-    char err[512] = "";
-    int rc = eng_db_open(tmpdir, o, &db, err, sizeof err);
-    cr_assert(eq(int, rc, 0), "eng_db_open: %s (%s)", ns_strerror(rc), err);
-    return db;
-}
+TEST_SCRATCH_SUITE(unsealed, "unsealed");
 
 static eng_db_stats stats(eng_db *db)
 {
@@ -120,7 +98,7 @@ Test(unsealed, appends_past_the_cap_are_dropped_counted_and_the_rest_is_stored)
     /* the WAL thread's fsync holds buffers for a moment (their memory too): not in this test */
     eng_db_opts o = {
         .seal_delay_s = 2, .no_sealer_thread = true, .unsealed_bytes = cap, .wal_sync_ms = 600000};
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     bool *kept = calloc(nbatch, sizeof *kept);
     uint64_t nkept = 0, wal_recs = 0;
     cr_assert(kept != NULL);
@@ -178,7 +156,7 @@ Test(unsealed, appends_past_the_cap_are_dropped_counted_and_the_rest_is_stored)
     cr_assert(eq(int, eng_db_close(db), 0));
 
     /* and a restart finds the accepted rows only, each once */
-    db = open_db(&o);
+    db = test_open_db(tmpdir, &o);
     s = scan_all(db, (uint32_t)(nbatch * batch + batch));
     cr_assert(eq(u64, s.rows, nkept + batch));
     for (size_t i = 0; i < batch; i++)
@@ -221,14 +199,14 @@ Test(unsealed, append_wait_seals_instead_of_dropping)
     const uint64_t cap = 4u << 20;
     const uint32_t nrows = 200000; /* over six times what the cap holds */
     eng_db_opts o = {.seal_delay_s = 2, .no_sealer_thread = true, .unsealed_bytes = cap};
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     append_wait_all(db, cap, nrows, 3000);
     eng_db_stats st = stats(db);
     cr_assert(ge(u64, st.segments, nrows * sizeof(eng_flow) / cap), "sealed as it went");
     cr_assert(gt(u64, st.rows_sealed, 0));
     assert_all_stored_once(db, nrows, nrows);
     cr_assert(eq(int, eng_db_close(db), 0));
-    db = open_db(&o); /* what was open at close was sealed; nothing replayed twice */
+    db = test_open_db(tmpdir, &o); /* what was open at close was sealed; nothing replayed twice */
     assert_all_stored_once(db, nrows, 0);
     cr_assert(eq(int, eng_db_close(db), 0));
 }
@@ -239,7 +217,7 @@ Test(unsealed, append_wait_seals_full_buffers_at_once)
     const uint32_t nrows = 100000, seal_rows = 20000;
     eng_db_opts o = {
         .seal_delay_s = 2, .no_sealer_thread = true, .unsealed_bytes = cap, .seal_rows = seal_rows};
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     append_wait_all(db, cap, nrows, 2500);
     /* the caller is the sealer: each buffer is sealed when it fills, not at the minute's end */
     eng_db_stats st = stats(db);
@@ -255,7 +233,7 @@ Test(unsealed, append_wait_with_sealer_threads_loses_nothing, .timeout = 60)
     const uint32_t nrows = 150000;
     eng_db_opts o = {
         .seal_delay_s = 2, .seal_threads = 2, .unsealed_bytes = cap, .seal_rows = 9000};
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     append_wait_all(db, cap, nrows, 1500);
     cr_assert(eq(int, eng_db_seal_due(db, 0, true) >= 0, 1));
     assert_all_stored_once(db, nrows, nrows);
@@ -481,7 +459,7 @@ static eng_db *fill_for_budget_rows(uint64_t behind_rows, uint64_t seal_rows, se
                      .rollup_share = 30,
                      .behind_rows = behind_rows,
                      .seal_rows = seal_rows};
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     seal_minutes(db);
     int64_t recv = M0 + 20 * MIN;
     eng_flow *rows = make_rows(NMIN * SEG_ROWS, OPEN_ROWS, recv);
@@ -613,7 +591,7 @@ static eng_db *fill_with_wal(uint64_t seal_rows, bool compactor, seg_file *segs)
                      .no_sealer_thread = true,
                      .compactor = compactor,
                      .seal_rows = seal_rows};
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     seal_minutes(db);
     cr_assert(eq(sz, raw_segments(segs, NMIN), NMIN));
     cr_assert(eq(u64, stats(db).wal_bytes, 0), "sealed minutes leave no WAL");
@@ -737,7 +715,7 @@ Test(unsealed, a_wal_just_over_the_budget_wakes_the_compactor)
 static void sealed_in_order(uint32_t n, uint64_t src_span, uint64_t time_span, uint64_t seed)
 {
     eng_db_opts o = {.seal_delay_s = 2, .no_sealer_thread = true, .no_wal = true};
-    eng_db *db = open_db(&o);
+    eng_db *db = test_open_db(tmpdir, &o);
     eng_flow *rows = make_rows(0, n, M0 + 1000);
     for (uint32_t i = 0; i < n; i++) {
         uint64_t r = test_xorshift(&seed);

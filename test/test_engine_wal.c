@@ -26,20 +26,7 @@
 #define M0  1704164640000LL /* a minute boundary */
 #define MIN 60000LL
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-    test_mkdtemp(tmpdir, sizeof tmpdir, "wal");
-    ns_log_set_level(NS_LOG_ERROR);
-}
-
-static void teardown(void)
-{
-    test_rm_rf(tmpdir);
-}
-
-TestSuite(wal, .init = setup, .fini = teardown);
+TEST_SCRATCH_SUITE(wal, "wal");
 
 /* A row whose every field depends on id, so a field decoded from the wrong place shows. */
 static eng_flow flow(uint32_t id, int64_t recv_ms)
@@ -88,11 +75,7 @@ static uint64_t wal_row_bytes(void)
 static eng_db *open_db(bool read_only)
 {
     eng_db_opts o = {.seal_delay_s = 2, .no_sealer_thread = true, .read_only = read_only};
-    eng_db *db = NULL;
-    char err[512] = "";
-    int rc = eng_db_open(tmpdir, &o, &db, err, sizeof err);
-    cr_assert(eq(int, rc, 0), "eng_db_open: %s (%s)", ns_strerror(rc), err);
-    return db;
+    return test_open_db(tmpdir, &o);
 }
 
 static void append_ids(eng_db *db, int64_t recv_ms, uint32_t id0, size_t n)

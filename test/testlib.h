@@ -2,6 +2,8 @@
 #ifndef NS_TEST_TESTLIB_H
 #define NS_TEST_TESTLIB_H
 
+#include "engine/store.h"
+
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <stdint.h>
@@ -49,6 +51,16 @@ static inline uint8_t *test_slurp(const char *path, size_t *len)
 }
 
 /* Writes buf[0..len) as the whole file at path. */
+/* The database in dir with options o, opened or the test fails with the engine's message. */
+static inline eng_db *test_open_db(const char *dir, const eng_db_opts *o)
+{
+    eng_db *db = NULL;
+    char err[512] = "";
+    int rc = eng_db_open(dir, o, &db, err, sizeof err);
+    cr_assert(eq(int, rc, 0), "eng_db_open: %s (%s)", ns_strerror(rc), err);
+    return db;
+}
+
 /* v as a LEB128 varint (the segment format's, docs/FORMAT.md) at p; returns its length. */
 static inline size_t test_put_varint(uint8_t *p, uint64_t v)
 {

@@ -14,20 +14,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* Rewrites the checksums FORMAT.md places: trailer (24 B) = footer length, footer XXH64, end
  * magic; directory entries (48 B each, after the footer's fixed part: 48 bytes in version 2, 88
  * in version 3, 96 in versions 4 and 5, 128 from version 6) hold the blob's offset at +16,
@@ -40,31 +26,31 @@ static bool fix_checksums(uint8_t *b, size_t size)
         return false;
     uint32_t version = (uint32_t)b[8] | (uint32_t)b[9] << 8;
     uint64_t fixed = version >= 6 ? 128 : version >= 4 ? 96 : version >= 3 ? 88 : 48;
-    uint64_t flen = get64(b + size - 24);
+    uint64_t flen = ns_get_le64(b + size - 24);
     if (flen < fixed || flen > size - 24)
         return false;
     uint8_t *footer = b + size - 24 - flen;
     /* The reader refuses more than ENG_SEG_MAX_ROWS rows before allocating; below that, a
      * footer claiming a million rows costs a 136 MB allocation per input: keep inputs small so
      * the fuzzer stays fast. */
-    if (get64(footer) > (1u << 20))
+    if (ns_get_le64(footer) > (1u << 20))
         return false;
     for (uint64_t e = fixed; e + 48 <= flen && e < fixed + 25 * 48; e += 48) {
-        uint64_t off = get64(footer + e + 16), len = get64(footer + e + 24);
+        uint64_t off = ns_get_le64(footer + e + 16), len = ns_get_le64(footer + e + 24);
         if (off <= size && len <= size - off)
-            put64(footer + e + 40, XXH64(b + off, (size_t)len, 0));
+            ns_put_le64(footer + e + 40, XXH64(b + off, (size_t)len, 0));
     }
     if (version >= 3) {
-        uint64_t off = get64(footer + 48), len = get64(footer + 56);
+        uint64_t off = ns_get_le64(footer + 48), len = ns_get_le64(footer + 56);
         if (off <= size && len <= size - off)
-            put64(footer + 72, XXH64(b + off, (size_t)len, 0));
+            ns_put_le64(footer + 72, XXH64(b + off, (size_t)len, 0));
     }
     if (version >= 6) { /* the address totals blob: offset +96, size +104, XXH64 +120 */
-        uint64_t off = get64(footer + 96), len = get64(footer + 104);
+        uint64_t off = ns_get_le64(footer + 96), len = ns_get_le64(footer + 104);
         if (len && off <= size && len <= size - off)
-            put64(footer + 120, XXH64(b + off, (size_t)len, 0));
+            ns_put_le64(footer + 120, XXH64(b + off, (size_t)len, 0));
     }
-    put64(b + size - 16, XXH64(footer, (size_t)flen, 0));
+    ns_put_le64(b + size - 16, XXH64(footer, (size_t)flen, 0));
     return true;
 }
 
