@@ -461,6 +461,13 @@ bool ns_thread_nice(int nice)
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0;
 }
 
+void ns_thread_name(const char *what)
+{
+    char name[16];
+    snprintf(name, sizeof name, "ns2f-%s", what);
+    (void)pthread_setname_np(pthread_self(), name);
+}
+
 bool ns_mem_trim(void)
 {
 #ifdef __GLIBC__

@@ -347,6 +347,9 @@ bool ns_ratelimit_ok(ns_ratelimit *rl, int64_t now_ms, uint32_t *suppressed_out)
 /* Lowers the calling thread's priority to nice (a thread may always lower its own); false,
  * with the default kept, when the system refuses. */
 bool ns_thread_nice(int nice);
+/* Names the calling thread for top -H, ps -L and gdb: "ns2f-" then what, cut to Linux's 15
+ * characters. Best effort: a refusal changes nothing. */
+void ns_thread_name(const char *what);
 
 /* Gives the pages of freed heap memory back to the system. The daemon keeps freed memory in
  * the heap for reuse (mallopt in tools/ns2flows.c: queries would pay page faults again), so

@@ -1043,6 +1043,7 @@ static void *sealer_main(void *arg)
 {
     sealer *sl = arg;
     eng_db *db = sl->db;
+    ns_thread_name("seal");
     /* below the receive threads: on a busy core a burst is received first and sealed after
      * (open minutes are bounded by unsealed_bytes), instead of both losing to each other.
      * Linux nices threads one by one; failing leaves the default. */
@@ -1290,6 +1291,7 @@ int eng_db_wal_sync(eng_db *db)
 static void *wal_main(void *arg)
 {
     eng_db *db = arg;
+    ns_thread_name("wal");
     pthread_mutex_lock(&db->mu);
     while (!db->wal_stop) {
         if (db->opts.wal_sync_ms == 0) {
@@ -2850,6 +2852,7 @@ static void *qpool_main(void *arg)
     qpool *q = arg;
     void *p[QPOOL_MEM_MAX];
     size_t size[QPOOL_MEM_MAX];
+    ns_thread_name("scan");
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!q->stop && !q->head) {
@@ -3532,6 +3535,7 @@ int eng_db_compact(eng_db *db, int64_t now_ms)
 static void *compactor_main(void *arg)
 {
     eng_db *db = arg;
+    ns_thread_name("compact");
     (void)ns_thread_nice(NS_NICE_SEALER); /* background work, like sealing */
     pthread_mutex_lock(&db->mu);
     int64_t next_ms = ns_mono_ms() + COMPACT_EVERY_MS;

@@ -34,6 +34,7 @@ struct http_guard {
 static void *pool_main(void *p)
 {
     http_guard *g = p;
+    ns_thread_name("http");
     /* below receiving and sealing: a dashboard waits on a busy core, flows are not lost */
     (void)ns_thread_nice(NS_NICE_QUERY);
     pthread_mutex_lock(&g->mu);

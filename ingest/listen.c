@@ -173,6 +173,7 @@ static size_t drain_rings(ing_listener *l)
 static void *store_main(void *arg)
 {
     ing_listener *l = arg;
+    ns_thread_name("store");
     for (;;) {
         bool stop = atomic_load(&l->store_stop); /* read before draining: nothing is left */
         if (drain_rings(l) > 0)
@@ -201,6 +202,9 @@ static void *rx_main(void *arg)
     rx_flush fa = {.l = l, .ring = &s->ring, .batch = &batch, .recv_ms = 0};
     batch.flush = publish_rows;
     batch.flush_arg = &fa;
+    char what[16];
+    snprintf(what, sizeof what, "rx-%s", s->kind);
+    ns_thread_name(what);
     if (!bufs) {
         ns_log(NS_LOG_ERROR, "listen %s: out of memory; not receiving", s->name);
         return NULL;

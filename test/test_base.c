@@ -6,8 +6,10 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Criterion's eq(str, …) trips -Wwrite-strings / -Wcast-qual here; compare with strcmp and
@@ -717,4 +719,26 @@ Test(base_config, diff_names_only_changed_nonreloadable_keys)
     ns_config_clear_listen(&c);
     cr_assert(eq(int, ns_config_set(&c, "listen", "0.0.0.0:2055, [::]:2055", err, sizeof err), 0));
     cr_assert(eq(int, ns_config_diff_nonreloadable(&a, &c, buf, sizeof buf), 0), "%s", buf);
+}
+
+static void *named_thread(void *arg)
+{
+    char *out = arg;
+    ns_thread_name("rx-netflow");
+    pthread_getname_np(pthread_self(), out, 16);
+    out += 16;
+    ns_thread_name("a-name-far-longer-than-linux-allows");
+    pthread_getname_np(pthread_self(), out, 16);
+    return NULL;
+}
+
+Test(base_thread, names_carry_the_prefix_and_fit_linux)
+{
+    char names[32] = {0};
+    pthread_t th;
+    cr_assert(eq(int, pthread_create(&th, NULL, named_thread, names), 0));
+    pthread_join(th, NULL);
+    cr_assert(eq(int, strcmp(names, "ns2f-rx-netflow"), 0), "%s", names);
+    /* cut to Linux's 15 characters, not refused */
+    cr_assert(eq(int, strcmp(names + 16, "ns2f-a-name-far"), 0), "%s", names + 16);
 }
