@@ -209,6 +209,21 @@ def cpu_jiffies():
     return out
 
 
+def thread_cpu(pid):
+    """{thread name: CPU seconds} summed over the process's threads of each name (ns2flows names
+    its own: ns2f-rx-netflow, ns2f-store, ns2f-seal, ...), from /proc."""
+    out = {}
+    for t in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            with open(t + "/stat") as f:
+                name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+        except OSError:
+            continue  # the thread ended
+        rest = rest.split()
+        out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return out
+
+
 def udp_sockets(port):
     """(rx_queue bytes, drops) of every UDP socket bound to port, from /proc/net/udp[6]."""
     out = []
@@ -500,6 +515,7 @@ def live_step(system, fmt, cap, speed_args, label):
         rb = socket_buffers(port)
         time.sleep(0.2)  # let start-up work finish before the CPU count starts
         cpu0, sys0 = cpu_seconds(c.p.pid), cpu_jiffies()
+        th0 = thread_cpu(c.p.pid) if system == "ns2flows" else {}
         out, wall, _ = run_timed(pinned([f"{ARGS.bin}/ns2flows-replay", cap, "--to",
                                          f"127.0.0.1:{port}", *speed_args, "--quiet"], "sender"),
                                  note=f"live {system} {fmt} {label}")
@@ -514,6 +530,17 @@ def live_step(system, fmt, cap, speed_args, label):
         cpu1, sys1 = cpu_seconds(c.p.pid), cpu_jiffies()
         drops = sum(d for _, d in udp_sockets(port))
         stored = c.summary()["flows"] if system == "ns2flows" else None
+        if system == "ns2flows":
+            # where the time went (receive, store with the WAL, seal) and where flows were
+            # lost inside the collector: its ring to the store thread, or the database
+            th1 = thread_cpu(c.p.pid)
+            threads = {k: round(v - th0.get(k, 0.0), 3) for k, v in sorted(th1.items())
+                       if v - th0.get(k, 0.0) > 0}
+            st = http_json(c.http, "/api/v1/status")
+            inner = {"queue_dropped": st["ingest"]["queue_dropped"],
+                     "store_dropped": st["ingest"]["store_dropped"],
+                     "db_dropped": st["database"]["flows_dropped"],
+                     "db_dropped_memory": st["database"]["flows_dropped_memory"]}
     finally:
         cpu_life = c.stop()
     if system == "nfcapd":
@@ -531,6 +558,9 @@ def live_step(system, fmt, cap, speed_args, label):
          "cpu_life_s": cpu_life,
          "cpu_life_us_per_flow": cpu_life * 1e6 / stored if stored and cpu_life else None,
          "rcvbuf_granted": rb}
+    if system == "ns2flows":
+        r["thread_cpu_s"] = threads
+        r["inner_drops_flows"] = inner
     # Interference, to read the loss with: CPU time the hypervisor stole from this machine, and
     # busy time on the collector's CPUs that was not the collector's (other processes, and the
     # kernel's share of receiving, which both collectors pay alike).
@@ -1421,8 +1451,9 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
           "sent − flows stored (ns2flows: `/api/v1/summary`; nfcapd: `nfdump -R dir -I`). "
           "CPU is the collector's (all threads): \"receiving\" from the first datagram until "
           "it went idle; \"whole run\" its whole life from wait4(), start-up and the writing at "
-          "exit included (ns2flows compresses and writes a minute only once it is over, so for "
-          "steps this short its storage work happens at exit). "
+          "exit included (ns2flows seals a buffer into a segment once it holds 2^18 rows or its "
+          "minute is over: most of a step's sealing happens while it receives, the rest at "
+          "exit). "
           "A step that lost flows is run once more and the better attempt counts (the other "
           "is listed): on a shared virtual machine the hypervisor steals CPU time now and then "
           "(\"stolen s\", from /proc/stat, whole machine), and \"other busy s\" is time on the "
@@ -1458,6 +1489,27 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
             rc = ratios["live_cpu_per_flow_nfcapd_over_ns2flows"].get(f)
             A(f"- ratio ns2flows / nfcapd, highest loss-free rate: {fmt_n(rr, 2)}; "
               f"nfcapd / ns2flows, CPU per flow: {fmt_n(rc, 2)}")
+            mine = [r for r in d["steps"] if r["system"] == "ns2flows" and "thread_cpu_s" in r]
+            if mine:
+                A("\nns2flows inside each step: CPU µs a stored flow by thread (named by the "
+                  "daemon; from /proc/PID/task, while receiving), and flows lost inside the "
+                  "collector (the rest of a step's loss is the kernel's: socket buffer full)\n")
+                A("| step (flows/s) | receive | store (WAL) | seal | other | lost in the ring to "
+                  "the store thread | lost by the database |")
+                A("|---:|---:|---:|---:|---:|---:|---:|")
+                for r in mine:
+                    th, n = r["thread_cpu_s"], r["stored_flows"] or 1
+                    rx = sum(v for k, v in th.items() if k.startswith("ns2f-rx"))
+                    grp = {"rx": rx, "store": th.get("ns2f-store", 0.0) + th.get("ns2f-wal", 0.0),
+                           "seal": th.get("ns2f-seal", 0.0)}
+                    other = max(0.0, sum(th.values()) - sum(grp.values()))
+                    inn = r["inner_drops_flows"]
+                    step = r["step"] if r["step"] == "max" else fmt_n(int(r["step"]))
+                    A(f"| {step} | {grp['rx'] * 1e6 / n:.3f} | {grp['store'] * 1e6 / n:.3f} | "
+                      f"{grp['seal'] * 1e6 / n:.3f} | {other * 1e6 / n:.3f} | "
+                      f"{fmt_n(inn['queue_dropped'])} | "
+                      f"{fmt_n(inn['db_dropped'])} |")
+                A("")
             grants = sorted({tuple(r["rcvbuf_granted"]) for r in d["steps"]
                              if r["system"] == "ns2flows"})
             grantf = sorted({tuple(r["rcvbuf_granted"]) for r in d["steps"]
