@@ -746,6 +746,25 @@ def queries_list(http, nfdir, host=None):
     return qs
 
 
+def peak_rss_cmd(cmd, where, note):
+    """The peak resident memory (bytes) of one run of cmd, as GNU time reports it (ru_maxrss).
+    Not wait4() from here: a child started from Python (vfork, then exec) keeps the
+    interpreter's own peak, ~28 MB, as its floor."""
+    tf = os.path.join(ARGS.run, "data", "peak-rss.txt")
+    cmd = ["/usr/bin/time", "-f", "%M", "-o", tf, *[str(c) for c in pinned(cmd, where)]]
+    run(cmd, note=note, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=dict(os.environ, TZ="UTC"))
+    with open(tf) as f:
+        return int(f.read().split()[-1]) * 1024
+
+
+def proc_mem(pid):
+    """(VmRSS, VmHWM) of a running process, bytes: its resident memory now and at its peak."""
+    with open(f"/proc/{pid}/status") as f:
+        kv = dict(line.split(":", 1) for line in f if ":" in line)
+    return int(kv["VmRSS"].split()[0]) * 1024, int(kv["VmHWM"].split()[0]) * 1024
+
+
 def hyperfine(cmds, out_json, where):
     """where: the CPUs hyperfine and what it runs are pinned to (curl is a client, on the
     sender's CPU; nfdump is the system under test, on the collector's)."""
@@ -852,6 +871,7 @@ def phase_queries():
             host = http_json(d.http, "/api/v1/top?by=srcaddr&metric=bytes&limit=1")["rows"][0][
                 "key"]["srcaddr"]
         qs = queries_list(d.http, nfdir, host)
+        rss_start = proc_mem(d.p.pid)[0]
         out = os.path.join(ARGS.run, "data")
         # curl's own cost (its start and one request the daemon answers from counters) is in
         # every HTTP figure: timed beside them, so the report can say how much of each it is
@@ -884,6 +904,11 @@ def phase_queries():
                       "ns2flows_command": f"curl -sf -o /dev/null '{u}'",
                       "nfdump_command": shown(["nfdump", "-R", nfdir, *args]),
                       "answers": compare(n, answer, nfdir, args)}
+            # peak memory (issue 6 point 7): one more run of each, after the timings
+            res[n]["peak_rss_bytes"] = {
+                "ns2flows_query": peak_rss_cmd(q_cmd[n], qcpu, f"peak memory of {n}"),
+                "nfdump": peak_rss_cmd(["nfdump", "-R", nfdir, *args], qcpu,
+                                       f"peak memory of {n}")}
             res[n]["ratio_nfdump_over_ns2flows"] = \
                 res[n]["nfdump"]["median_s"] / res[n]["ns2flows"]["median_s"]
             res[n]["ratio_nfdump_over_ns2flows_query"] = \
@@ -891,10 +916,12 @@ def phase_queries():
             log(f"query {n}: ns2flows {res[n]['ns2flows']['median_s'] * 1000:.1f} ms, nfdump "
                 f"{res[n]['nfdump']['median_s'] * 1000:.1f} ms (median), answers "
                 f"{'agree' if res[n]['answers']['agree'] else 'differ'}")
+        rss_end, rss_peak = proc_mem(d.p.pid)
     finally:
         d.stop()
     save("queries", {"format": fmt, "flows": capture_totals(capture(fmt))["flows"],
                      "cpus": qcpu,
+                     "daemon_rss_bytes": {"start": rss_start, "end": rss_end, "peak": rss_peak},
                      "curl_baseline": stats(ns_t["curl baseline"]),
                      "curl_baseline_command": f"curl -sf -o /dev/null '{base_u}'",
                      "filters": host is not None, "host": host,
@@ -1579,6 +1606,22 @@ def render_md(meta, off, live, sto, qry, ratios, not_asked, eng=None, htl=None, 
           + (f" The host is the busiest source, {qry['host']}, and the /16 its network; nfdump "
              "has no filtered `-I`, so its filtered totals come with a statistic by protocol."
              if qry.get("filters") else "") + "\n")
+        if all("peak_rss_bytes" in x for x in q.values()):
+            A("Peak memory, MiB: one more run of each command after the timings, its peak "
+              "resident set as GNU time reports it (`/usr/bin/time -f %M`).\n")
+            A("| question | ns2flows-query | nfdump | nfdump ÷ ns2flows-query |")
+            A("|---|---:|---:|---:|")
+            for name, x in q.items():
+                m = x["peak_rss_bytes"]
+                A(f"| {name} | {m['ns2flows_query'] / 2**20:.1f} | {m['nfdump'] / 2**20:.1f} | "
+                  f"{m['nfdump'] / m['ns2flows_query']:.2f} |")
+            dm = qry.get("daemon_rss_bytes")
+            if dm:
+                A(f"\nThe daemon that answered over HTTP: {dm['start'] / 2**20:.1f} MiB resident "
+                  f"when the questions began, {dm['end'] / 2**20:.1f} MiB after them all, "
+                  f"{dm['peak'] / 2**20:.1f} MiB at its peak (VmHWM; it keeps freed memory for "
+                  "the next query and its query cache, and gives the rest back every 10 s).")
+            A("")
         A("Commands timed:\n")
         for name, x in q.items():
             A(f"- {name}: `{x['ns2flows_command']}`, "

@@ -88,6 +88,7 @@ need=()
 { command -v nfcapd && command -v nfdump; } >/dev/null 2>&1 || need+=(nfdump)
 command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+[ -x /usr/bin/time ] || need+=(time) # GNU time: queries' peak memory
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
