@@ -32,6 +32,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+/* xxhash inlined: the writer hashes two addresses a row, and the library's call (through the
+ * PLT, with its length dispatch) cost more than the 16-byte hash itself */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 #include <zstd.h>
 #if defined(__SSE2__)
@@ -1352,6 +1355,25 @@ static int build_index(const uint64_t *h, size_t n, const uint8_t *fences, const
  * distinct values (ENC_DICT) and a table of source_id by exporter (ENC_BY_EXPORTER). Each gives
  * up (the column keeps its byte planes) when it would not pay or cannot be exact. */
 
+/* Whether the 16 bytes at a and b are equal, and their memcmp order: two 8-byte loads each
+ * (memcmp was a call per row) */
+static inline bool eq16(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t a0, a1, b0, b1;
+    memcpy(&a0, a, 8);
+    memcpy(&a1, a + 8, 8);
+    memcpy(&b0, b, 8);
+    memcpy(&b1, b + 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+}
+
+static inline int cmp16(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t a0 = ns_get_be64(a), b0 = ns_get_be64(b), a1 = ns_get_be64(a + 8),
+             b1 = ns_get_be64(b + 8);
+    return a0 != b0 ? (a0 < b0 ? -1 : 1) : a1 != b1 ? (a1 < b1 ? -1 : 1) : 0;
+}
+
 /* A slot of the table: the top half of the value's hash (the bottom half chose the slot) and
  * the value's id. 8 bytes, and the table grows with the values instead of being sized for the
  * most a segment may have: the destinations' probes (in no order) then hit the L2 cache, where
@@ -1427,7 +1449,7 @@ static inline uint32_t dict_add(dict_build *d, size_t i, const uint8_t *a, uint6
     while (d->tab[j].id != UINT32_MAX) {
         uint32_t id = d->tab[j].id;
         if (d->tab[j].tag == tag) {
-            if (memcmp(d->vals + (size_t)id * 16, a, 16) == 0)
+            if (eq16(d->vals + (size_t)id * 16, a))
                 return d->ids[i] = id;
             if (d->hashes[id] == h) { /* another value with this hash: codes would not be exact */
                 d->failed = true;
@@ -1562,7 +1584,7 @@ typedef struct byexp {
 static inline size_t byexp_slot(const byexp *b, const uint8_t *a)
 {
     size_t j = ((size_t)a[14] << 8 | a[15]) & (2 * SEG_BYEXP_MAX - 1);
-    while (b->tab[j].used && memcmp(b->tab[j].addr, a, 16) != 0)
+    while (b->tab[j].used && !eq16(b->tab[j].addr, a))
         j = (j + 1) & (2 * SEG_BYEXP_MAX - 1);
     return j;
 }
@@ -2014,10 +2036,10 @@ int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uin
     return seg_write(path, one, 31, NULL, n, version, false);
 }
 
-int eng__seg_write_ref(const char *path, const eng_flow *rows, size_t n)
+int eng__seg_write_ref(const char *path, eng_flow *const *chunks, unsigned shift,
+                       const uint32_t *perm, size_t n)
 {
-    eng_flow *one[1] = {(eng_flow *)(uintptr_t)rows}; /* only read */
-    return seg_write(path, one, 31, NULL, n, SEG_VERSION, true);
+    return seg_write(path, chunks, shift, perm, n, SEG_VERSION, true);
 }
 
 int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
@@ -2088,7 +2110,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     size_t atot_len = 0;
     byexp *bx = NULL;
     uint8_t last_src[16] = {0};
-    bool fuse = SEG_FUSE && !ref;
+    bool fast = !ref, fuse = SEG_FUSE && fast;
     fuse_map fm;
 
     if (n > SEG_MAX_ROWS)
@@ -2163,7 +2185,9 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         if (v5)
             for (size_t i = 0; i < m; i++) {
                 size_t k = s0 + i;
-                if (sorted && k > 0 && memcmp(i ? r[i - 1].src.b : last_src, r[i].src.b, 16) > 0)
+                const uint8_t *ps = i ? r[i - 1].src.b : last_src;
+                int order = k > 0 ? cmp16(ps, r[i].src.b) : 1;
+                if (order > 0 && k > 0)
                     sorted = false;
                 if ((k & (((size_t)1 << ishift) - 1)) == 0)
                     memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
@@ -2173,10 +2197,13 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                     uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
                     __builtin_prefetch(&dict[1].tab[dict_slot_of(&dict[1], hd)]);
                 }
-                uint32_t sid = dict_add(&dict[0], k, r[i].src.b, h[k]);
+                uint32_t sid;
+                if (fast && order == 0 && !dict[0].failed)
+                    sid = dict[0].ids[k] = dict[0].ids[k - 1]; /* the last row's source again */
+                else
+                    sid = dict_add(&dict[0], k, r[i].src.b, h[k]);
                 uint32_t did = dict_add(&dict[1], k, r[i].dst.b, h[n + k]);
-                atot_add(&at, sid, did, h[k] == h[n + k] && memcmp(r[i].src.b, r[i].dst.b, 16) == 0,
-                         &r[i]);
+                atot_add(&at, sid, did, h[k] == h[n + k] && eq16(r[i].src.b, r[i].dst.b), &r[i]);
                 byexp_add(bx, r[i].exporter.b, r[i].source_id);
             }
         bool remap = s0 == 0;

@@ -10,9 +10,6 @@ int eng__fsync_dir_of(const char *path);
 /* eng_seg_write with a chosen format version (2 or 3): tests write version 2 files with it to
  * check that they are still read. */
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version);
-/* eng_seg_write through the writer's reference paths only (no SSE2 encoder, no fast
- * dictionary probes): the tests compare its bytes with the fast writer's. */
-int eng__seg_write_ref(const char *path, const eng_flow *rows, size_t n);
 
 /* The decoded columns of one segment: the scan's fast path. Each column in mask is an array of
  * n values of the column's width (8 for times and counters, 16 for addresses, 4, 2 or 1 for the
@@ -81,6 +78,10 @@ void eng__cache_stats(eng_cache *c, uint64_t *bytes, uint64_t *hits, uint64_t *m
  * sealer's rows, sorted by a permutation, gathered a block at a time as they are encoded. */
 int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
                         const uint32_t *perm, size_t n);
+/* eng__seg_write_perm (perm NULL: the rows in order) through the writer's reference paths
+ * only, none of its fast ones (the SSE2 encoder, ...): the tests compare the bytes. */
+int eng__seg_write_ref(const char *path, eng_flow *const *chunks, unsigned shift,
+                       const uint32_t *perm, size_t n);
 /* The sealer's sort: perm[0..n) gets the rows chunks[i >> shift][i & (2^shift - 1)], i < n, in
  * (source address, first_ms) order, ties in row order. general: the general path only (the
  * tests' reference for the narrow-key one). 0 or NS_E_NOMEM. */
