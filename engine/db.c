@@ -2254,13 +2254,18 @@ static int sort_narrow(eng_flow *const *chunks, unsigned shift, size_t n, uint32
     return 1;
 }
 
-/* Sorts as described above (general: without sort_narrow, the reference its test compares). */
+/* Sorts as described above (general: without sort_narrow, the reference its test compares;
+ * *narrow, when not NULL, says whether sort_narrow did it). */
 static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
-                      seal_mem *m, bool general)
+                      seal_mem *m, bool general, bool *narrow)
 {
     row_pass rps, *rp = &rps;
+    if (narrow)
+        *narrow = false;
     if (n >= 2 && !general) {
         int r = sort_narrow(chunks, shift, n, perm, m);
+        if (r != 0 && narrow)
+            *narrow = r > 0;
         if (r != 0)
             return r > 0;
     }
@@ -2281,9 +2286,10 @@ static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_
 int eng__seal_sort(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm, bool general)
 {
     seal_mem m = {0};
-    bool ok = sort_perm(chunks, shift, n, perm, &m, general);
+    bool narrow;
+    bool ok = sort_perm(chunks, shift, n, perm, &m, general, &narrow);
     mem_free(&m);
-    return ok ? 0 : NS_E_NOMEM;
+    return !ok ? NS_E_NOMEM : narrow ? 1 : 0;
 }
 
 /* rows[0..n) sorted in place (compaction's merged rows); qsort when memory is short */
@@ -2293,7 +2299,7 @@ static void sort_flows(eng_flow *rows, size_t n)
     uint32_t *perm = mem_at(&m, 1, (n ? n : 1) * sizeof *perm);
     eng_flow *tmp = mem_at(&m, 0, (n ? n : 1) * sizeof *tmp);
     eng_flow *one[1] = {rows};
-    if (!perm || !tmp || !sort_perm(one, 31, n, perm, &m, false)) {
+    if (!perm || !tmp || !sort_perm(one, 31, n, perm, &m, false, NULL)) {
         mem_free(&m);
         qsort(rows, n, sizeof *rows, cmp_flow_order);
         return;
@@ -2330,7 +2336,7 @@ static int seal_one(eng_db *db, minute_buf *b, seal_mem *m)
     /* the buffer is sealing: no appends, so reading without the mutex is safe. A permutation
      * sorted on compact keys; the writer gathers the rows through it a block at a time. */
     uint32_t *perm = mem_at(m, 1, (b->n ? b->n : 1) * sizeof *perm);
-    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m, false)) {
+    if (perm && sort_perm(b->chunks, CHUNK_SHIFT, b->n, perm, m, false, NULL)) {
         rc = eng__seg_write_perm(path, b->chunks, CHUNK_SHIFT, perm, b->n);
     } else {
         eng_flow *rows = mem_at(m, 0, (b->n ? b->n : 1) * sizeof *rows);

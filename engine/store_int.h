@@ -84,7 +84,8 @@ int eng__seg_write_ref(const char *path, eng_flow *const *chunks, unsigned shift
                        const uint32_t *perm, size_t n);
 /* The sealer's sort: perm[0..n) gets the rows chunks[i >> shift][i & (2^shift - 1)], i < n, in
  * (source address, first_ms) order, ties in row order. general: the general path only (the
- * tests' reference for the narrow-key one). 0 or NS_E_NOMEM. */
+ * tests' reference for the narrow-key one). 1 when the narrow-key sort did it, 0 when the
+ * general one did, or NS_E_NOMEM. */
 int eng__seal_sort(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
                    bool general);
 
