@@ -1559,11 +1559,28 @@ static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap)
         memcpy(sorted + r * 16, d->vals + (size_t)order[r] * 16, 16);
     used += put_ascending(sorted, m, out + used);
     uint8_t *planes = out + used;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t code = rank[d->ids[i]];
-        for (uint32_t k = 0; k < cw; k++)
-            planes[(size_t)k * n + i] = (uint8_t)(code >> (8 * k));
+    /* the width a constant in each loop: a loop over it per row was a tenth of the writer */
+#define DICT_PLANES(CW)                                                                            \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        uint32_t code = rank[d->ids[i]];                                                           \
+        for (uint32_t k = 0; k < (CW); k++)                                                        \
+            planes[(size_t)k * n + i] = (uint8_t)(code >> (8 * k));                               \
     }
+    switch (cw) {
+    case 1:
+        DICT_PLANES(1)
+        break;
+    case 2:
+        DICT_PLANES(2)
+        break;
+    case 3:
+        DICT_PLANES(3)
+        break;
+    default:
+        DICT_PLANES(4)
+        break;
+    }
+#undef DICT_PLANES
     return used + (size_t)cw * n;
 }
 
@@ -2191,7 +2208,23 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                     sorted = false;
                 if ((k & (((size_t)1 << ishift) - 1)) == 0)
                     memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
-                if (i + SEG_GATHER_AHEAD < m && !dict[1].failed) {
+                if (fast && !dict[1].failed) {
+                    /* destinations come in no order (sources are sorted: their slot is the last
+                     * row's): fetch the slot 2A rows ahead, and A rows ahead, through the id
+                     * that slot (now in cache) most likely holds, the value and its totals */
+                    if (i + 2 * SEG_GATHER_AHEAD < m)
+                        __builtin_prefetch(
+                            &dict[1].tab[dict_slot_of(&dict[1], h[n + k + 2 * SEG_GATHER_AHEAD])]);
+                    if (i + SEG_GATHER_AHEAD < m) {
+                        uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
+                        uint32_t id = dict[1].tab[dict_slot_of(&dict[1], hd)].id;
+                        if (id != UINT32_MAX) {
+                            __builtin_prefetch(dict[1].vals + (size_t)id * 16);
+                            if (at.on)
+                                __builtin_prefetch(&at.acc[1][id]);
+                        }
+                    }
+                } else if (i + SEG_GATHER_AHEAD < m && !dict[1].failed) {
                     /* destinations come in no order: fetch the slot a few rows ahead (sources
                      * are sorted, their slot is the last row's) */
                     uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
