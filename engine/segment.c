@@ -2129,6 +2129,8 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     uint8_t last_src[16] = {0};
     bool fast = !ref, fuse = SEG_FUSE && fast;
     fuse_map fm;
+    uint32_t bs[SEG_BLOCK], bd[SEG_BLOCK]; /* a block's source and destination ids */
+    bool bsame[SEG_BLOCK];                 /* and whether they are one address */
 
     if (n > SEG_MAX_ROWS)
         return NS_E_TOO_MANY;
@@ -2199,7 +2201,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                 h[s0 + i] = eng_addr_hash(&r[i].src);
                 h[n + s0 + i] = eng_addr_hash(&r[i].dst);
             }
-        if (v5)
+        if (v5 && fast) {
             for (size_t i = 0; i < m; i++) {
                 size_t k = s0 + i;
                 const uint8_t *ps = i ? r[i - 1].src.b : last_src;
@@ -2208,37 +2210,54 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                     sorted = false;
                 if ((k & (((size_t)1 << ishift) - 1)) == 0)
                     memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
-                if (fast && !dict[1].failed) {
-                    /* destinations come in no order (sources are sorted: their slot is the last
-                     * row's): fetch the slot 2A rows ahead, and A rows ahead, through the id
-                     * that slot (now in cache) most likely holds, the value and its totals */
-                    if (i + 2 * SEG_GATHER_AHEAD < m)
-                        __builtin_prefetch(
-                            &dict[1].tab[dict_slot_of(&dict[1], h[n + k + 2 * SEG_GATHER_AHEAD])]);
-                    if (i + SEG_GATHER_AHEAD < m) {
-                        uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
-                        uint32_t id = dict[1].tab[dict_slot_of(&dict[1], hd)].id;
-                        if (id != UINT32_MAX) {
-                            __builtin_prefetch(dict[1].vals + (size_t)id * 16);
-                            if (at.on)
-                                __builtin_prefetch(&at.acc[1][id]);
-                        }
-                    }
-                } else if (i + SEG_GATHER_AHEAD < m && !dict[1].failed) {
+                /* destinations come in no order, and a new source's slot is anywhere: fetch the
+                 * slots 2A rows ahead; A rows ahead, the destination's value through the id its
+                 * slot (in cache by then) most likely holds */
+                if (i + 2 * SEG_GATHER_AHEAD < m) {
+                    size_t f = k + 2 * SEG_GATHER_AHEAD;
+                    __builtin_prefetch(&dict[0].tab[dict_slot_of(&dict[0], h[f])]);
+                    __builtin_prefetch(&dict[1].tab[dict_slot_of(&dict[1], h[n + f])]);
+                }
+                if (i + SEG_GATHER_AHEAD < m && !dict[1].failed) {
+                    uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
+                    uint32_t id = dict[1].tab[dict_slot_of(&dict[1], hd)].id;
+                    if (id != UINT32_MAX)
+                        __builtin_prefetch(dict[1].vals + (size_t)id * 16);
+                }
+                if (order == 0 && !dict[0].failed)
+                    bs[i] = dict[0].ids[k] = dict[0].ids[k - 1]; /* the last row's source again */
+                else
+                    bs[i] = dict_add(&dict[0], k, r[i].src.b, h[k]);
+                bd[i] = dict_add(&dict[1], k, r[i].dst.b, h[n + k]);
+                bsame[i] = h[k] == h[n + k] && eq16(r[i].src.b, r[i].dst.b);
+                byexp_add(bx, r[i].exporter.b, r[i].source_id);
+            }
+            /* the totals once the block's ids are known: the destinations' fetched ahead */
+            for (size_t i = 0; i < m && at.on; i++) {
+                if (i + SEG_GATHER_AHEAD < m && bd[i + SEG_GATHER_AHEAD] != UINT32_MAX)
+                    __builtin_prefetch(&at.acc[1][bd[i + SEG_GATHER_AHEAD]]);
+                atot_add(&at, bs[i], bd[i], bsame[i], &r[i]);
+            }
+        } else if (v5) {
+            for (size_t i = 0; i < m; i++) {
+                size_t k = s0 + i;
+                if (sorted && k > 0 && memcmp(i ? r[i - 1].src.b : last_src, r[i].src.b, 16) > 0)
+                    sorted = false;
+                if ((k & (((size_t)1 << ishift) - 1)) == 0)
+                    memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
+                if (i + SEG_GATHER_AHEAD < m && !dict[1].failed) {
                     /* destinations come in no order: fetch the slot a few rows ahead (sources
                      * are sorted, their slot is the last row's) */
                     uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
                     __builtin_prefetch(&dict[1].tab[dict_slot_of(&dict[1], hd)]);
                 }
-                uint32_t sid;
-                if (fast && order == 0 && !dict[0].failed)
-                    sid = dict[0].ids[k] = dict[0].ids[k - 1]; /* the last row's source again */
-                else
-                    sid = dict_add(&dict[0], k, r[i].src.b, h[k]);
+                uint32_t sid = dict_add(&dict[0], k, r[i].src.b, h[k]);
                 uint32_t did = dict_add(&dict[1], k, r[i].dst.b, h[n + k]);
-                atot_add(&at, sid, did, h[k] == h[n + k] && eq16(r[i].src.b, r[i].dst.b), &r[i]);
+                atot_add(&at, sid, did, h[k] == h[n + k] && memcmp(r[i].src.b, r[i].dst.b, 16) == 0,
+                         &r[i]);
                 byexp_add(bx, r[i].exporter.b, r[i].source_id);
             }
+        }
         bool remap = s0 == 0;
         for (int side = 0; side < 2; side++)
             if (v5 && !planes[side] && dict[side].failed) {
