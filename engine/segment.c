@@ -391,6 +391,23 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
+/* put_varint without a branch per byte for values below 2^28 (the times' deltas and spans,
+ * whose lengths vary row to row): the four 7-bit groups spread into one word, the continuation
+ * bits of all but the last byte set, four bytes stored (p needs 4 bytes of room; 1 to 4 are
+ * the varint). */
+static inline size_t put_varint_fast(uint8_t *p, uint64_t v)
+{
+    if (v >= 1u << 28)
+        return put_varint(p, v);
+    uint32_t x = (uint32_t)v;
+    size_t len = 1u + (x >= 1u << 7) + (x >= 1u << 14) + (size_t)(x >= 1u << 21);
+    uint32_t w = (x & 0x7fu) | (x << 1 & 0x7f00u) | (x << 2 & 0x7f0000u) | (x << 3 & 0x7f000000u);
+    w |= 0x808080u & ((1u << (8 * (len - 1))) - 1u);
+    uint8_t b[4] = {(uint8_t)w, (uint8_t)(w >> 8), (uint8_t)(w >> 16), (uint8_t)(w >> 24)};
+    memcpy(p, b, 4);
+    return len;
+}
+
 /* get_varint, inlined where a column's values are decoded (a call a value was a fifth of
  * decoding a dictionary's values). */
 static inline __attribute__((always_inline)) bool get_varint_inl(ns_cur *c, uint64_t *out)
@@ -518,7 +535,7 @@ static bool transpose(const eng_flow *rows, size_t m, size_t off, uint32_t w, ui
  * planes of fixed-width columns at buf + k * n + start; varint columns appended at *vlen (prev:
  * the last row's first_ms before this block, for the deltas). */
 static void col_encode_block(eng_col c, uint32_t enc, const eng_flow *rows, size_t m, size_t start,
-                             size_t n, uint8_t *buf, size_t *vlen, int64_t *prev)
+                             size_t n, uint8_t *buf, size_t *vlen, int64_t *prev, bool fast)
 {
     uint32_t w = col_width[c];
     switch (enc) {
@@ -526,7 +543,8 @@ static void col_encode_block(eng_col c, uint32_t enc, const eng_flow *rows, size
         size_t used = *vlen;
         int64_t p = *prev;
         for (size_t i = 0; i < m; i++) {
-            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].first_ms, p)));
+            uint64_t v = zigzag(wrap_sub(rows[i].first_ms, p));
+            used += fast ? put_varint_fast(buf + used, v) : put_varint(buf + used, v);
             p = rows[i].first_ms;
         }
         *vlen = used;
@@ -535,8 +553,10 @@ static void col_encode_block(eng_col c, uint32_t enc, const eng_flow *rows, size
     }
     case ENC_SPAN_VARINT: {
         size_t used = *vlen;
-        for (size_t i = 0; i < m; i++)
-            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].last_ms, rows[i].first_ms)));
+        for (size_t i = 0; i < m; i++) {
+            uint64_t v = zigzag(wrap_sub(rows[i].last_ms, rows[i].first_ms));
+            used += fast ? put_varint_fast(buf + used, v) : put_varint(buf + used, v);
+        }
         *vlen = used;
         return;
     }
@@ -2277,7 +2297,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                 continue; /* the dictionary will do: no planes */
             size_t k = fuse && fm.col[c] ? m16 : 0; /* the rest of the rows, one by one */
             col_encode_block((eng_col)c, encs[c], r + k, m - k, s0 + k, n, enc + coff[c], &clen[c],
-                             &prev);
+                             &prev, fast);
         }
         if (m)
             memcpy(last_src, r[m - 1].src.b, 16);
