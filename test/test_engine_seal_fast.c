@@ -48,8 +48,8 @@ static void make_row(enum kind k, uint32_t i, uint64_t *seed, eng_flow *f)
     if (k == K_CONSTANT)
         i = 7;
     uint64_t r = k == K_CONSTANT ? 12345 : test_xorshift(seed);
-    /* IPv6 rows' times over 2^26 ms: time deltas of every varint length up to 4 bytes */
-    f->first_ms = M0 - (int64_t)(r % (k == K_V6 ? 1u << 26 : 60000u));
+    /* IPv6 rows' times over 2^29 ms: time deltas of 4 and 5 varint bytes */
+    f->first_ms = M0 - (int64_t)(r % (k == K_V6 ? 1u << 29 : 60000u));
     f->last_ms = f->first_ms + (int64_t)(r >> 40) % 90000;
     f->packets = 1 + (r >> 20) % 1000;
     f->bytes = f->packets * (40 + (r >> 8) % 1460);
