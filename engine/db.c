@@ -2173,7 +2173,7 @@ static bool sort_wide(wkey *w, size_t n, uint32_t *perm, seal_mem *m)
  * one word a row: the first pass reads the key from two narrow arrays and writes, with the row's
  * index below them, only the digits still to sort (a pass leaves the order of the digits below
  * it for the next to keep: the sort is stable). Words are distinct by their index, so the order
- * is the one the general sort gives. A third of its instructions, and no 32-byte key words.
+ * is the one the general sort gives. Half the bytes a row of the general sort's keys.
  * Returns 1 when sorted, 0 when the keys do not fit (perm untouched; the caller sorts the
  * general way), -1 when memory is short. */
 static int sort_narrow(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,

@@ -603,8 +603,8 @@ static size_t col_cap(eng_col c, size_t n)
  * hosts: a row's bytes are nine 16-byte chunks, and for 16 rows at a time a chunk's 16x16 byte
  * matrix transposed (four rounds of unpacks, 64 instructions) is 16 bytes of every byte plane
  * of every column in that chunk, stored at once. Column by column through 8x8 transposes in
- * general registers (col_encode_block, the reference it is tested against) took about four
- * times as many instructions, an eighth of sealing. */
+ * general registers (col_encode_block, the reference it is tested against) took three times
+ * the instructions; what is left is mostly the stores into the planes. */
 #define SEG_CHUNKS (sizeof(eng_flow) / 16)
 _Static_assert(sizeof(eng_flow) % 16 == 0, "rows are whole 16-byte chunks");
 
@@ -1579,12 +1579,12 @@ static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap)
         memcpy(sorted + r * 16, d->vals + (size_t)order[r] * 16, 16);
     used += put_ascending(sorted, m, out + used);
     uint8_t *planes = out + used;
-    /* the width a constant in each loop: a loop over it per row was a tenth of the writer */
+    /* the width a constant in each loop, not a loop over it per row */
 #define DICT_PLANES(CW)                                                                            \
     for (size_t i = 0; i < n; i++) {                                                               \
         uint32_t code = rank[d->ids[i]];                                                           \
         for (uint32_t k = 0; k < (CW); k++)                                                        \
-            planes[(size_t)k * n + i] = (uint8_t)(code >> (8 * k));                               \
+            planes[(size_t)k * n + i] = (uint8_t)(code >> (8 * k));                                \
     }
     switch (cw) {
     case 1:
@@ -2294,7 +2294,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         for (int c = 0; c < ENG_NCOLS; c++) {
             int side = c == ENG_COL_SRC ? 0 : c == ENG_COL_DST ? 1 : -1;
             if (v5 && side >= 0 && !planes[side])
-                continue; /* the dictionary will do: no planes */
+                continue;                           /* the dictionary will do: no planes */
             size_t k = fuse && fm.col[c] ? m16 : 0; /* the rest of the rows, one by one */
             col_encode_block((eng_col)c, encs[c], r + k, m - k, s0 + k, n, enc + coff[c], &clen[c],
                              &prev, fast);

@@ -86,8 +86,7 @@ int eng__seg_write_ref(const char *path, eng_flow *const *chunks, unsigned shift
  * (source address, first_ms) order, ties in row order. general: the general path only (the
  * tests' reference for the narrow-key one). 1 when the narrow-key sort did it, 0 when the
  * general one did, or NS_E_NOMEM. */
-int eng__seal_sort(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
-                   bool general);
+int eng__seal_sort(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm, bool general);
 
 /* Decodes one column's bytes after decompression (raw, rsize) in encoding enc for n rows into
  * out (n values of the column's width), with the checks a segment read makes; exporters is the

@@ -20,12 +20,12 @@
 TEST_SCRATCH_SUITE(seal_fast, "seal_fast");
 
 enum kind {
-    K_V4,        /* IPv4 minute: sources from few hosts, one source_id per exporter */
-    K_V6,        /* a third of the addresses IPv6 */
-    K_DISTINCT,  /* every address different: both dictionaries give up */
-    K_DST_LATE,  /* destinations distinct after the first 3000 rows: that one gives up late */
-    K_RANDOM,    /* every byte of every field random (times too, flows too) */
-    K_CONSTANT,  /* every row the same */
+    K_V4,       /* IPv4 minute: sources from few hosts, one source_id per exporter */
+    K_V6,       /* a third of the addresses IPv6 */
+    K_DISTINCT, /* every address different: both dictionaries give up */
+    K_DST_LATE, /* destinations distinct after the first 3000 rows: that one gives up late */
+    K_RANDOM,   /* every byte of every field random (times too, flows too) */
+    K_CONSTANT, /* every row the same */
 };
 
 static void v6_of(uint64_t x, ns_addr *a)
