@@ -1730,7 +1730,8 @@ static void atot_start(atot_build *t, const dict_build *d)
     t->on = true;
 }
 
-static inline void acc_add(atot_acc *a, bool fresh, const eng_flow *r)
+static inline __attribute__((always_inline)) void acc_add(atot_acc *a, bool fresh,
+                                                          const eng_flow *r)
 {
     if (fresh) {
         *a = (atot_acc){0, 0, 0, 0, r->first_ms, r->last_ms};
@@ -1745,7 +1746,8 @@ static inline void acc_add(atot_acc *a, bool fresh, const eng_flow *r)
 }
 
 /* Row r has src id s and dst id d (UINT32_MAX: its dictionary gave up); same: src == dst. */
-static inline void atot_add(atot_build *t, uint32_t s, uint32_t d, bool same, const eng_flow *r)
+static inline __attribute__((always_inline)) void atot_add(atot_build *t, uint32_t s, uint32_t d,
+                                                           bool same, const eng_flow *r)
 {
     if (!t->on)
         return;
