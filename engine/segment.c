@@ -679,16 +679,18 @@ static inline __attribute__((always_inline)) void transpose16x16(__m128i r[16])
     }
 }
 
-/* The columns of f for rows[0..m) (m a multiple of 16), rows start.. of the segment: 16 rows
- * (2.3 KB, in L1) at a time, every chunk of theirs. */
+/* The columns of f for rows[0..m) (m a multiple of 16), rows start.. of the segment: a chunk
+ * at a time over all the rows (in L2), so that few planes are written at once, each in one
+ * run: every plane of every chunk 16 rows at a time left the hardware prefetcher a hundred
+ * interleaved streams, and the stores waited on their lines. */
 static void fuse_encode(const fuse_map *f, const eng_flow *rows, size_t m, size_t start,
                         uint8_t *enc)
 {
-    for (size_t i = 0; i < m; i += 16) {
-        const uint8_t *r0 = (const uint8_t *)&rows[i];
-        for (size_t q = 0; q < SEG_CHUNKS; q++) {
-            if (!f->any[q])
-                continue;
+    for (size_t q = 0; q < SEG_CHUNKS; q++) {
+        if (!f->any[q])
+            continue;
+        for (size_t i = 0; i < m; i += 16) {
+            const uint8_t *r0 = (const uint8_t *)&rows[i];
             __m128i r[16];
 #pragma GCC unroll 16
             for (size_t p = 0; p < 16; p++)
