@@ -32,6 +32,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+/* xxhash inlined: the writer hashes two addresses a row, and the library's call (through the
+ * PLT, with its length dispatch) cost more than the 16-byte hash itself */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 #include <zstd.h>
 #if defined(__SSE2__)
@@ -388,6 +391,23 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
+/* put_varint without a branch per byte for values below 2^28 (the times' deltas and spans,
+ * whose lengths vary row to row): the four 7-bit groups spread into one word, the continuation
+ * bits of all but the last byte set, four bytes stored (p needs 4 bytes of room; 1 to 4 are
+ * the varint). */
+static inline size_t put_varint_fast(uint8_t *p, uint64_t v)
+{
+    if (v >= 1u << 28)
+        return put_varint(p, v);
+    uint32_t x = (uint32_t)v;
+    size_t len = 1u + (x >= 1u << 7) + (x >= 1u << 14) + (size_t)(x >= 1u << 21);
+    uint32_t w = (x & 0x7fu) | (x << 1 & 0x7f00u) | (x << 2 & 0x7f0000u) | (x << 3 & 0x7f000000u);
+    w |= 0x808080u & ((1u << (8 * (len - 1))) - 1u);
+    uint8_t b[4] = {(uint8_t)w, (uint8_t)(w >> 8), (uint8_t)(w >> 16), (uint8_t)(w >> 24)};
+    memcpy(p, b, 4);
+    return len;
+}
+
 /* get_varint, inlined where a column's values are decoded (a call a value was a fifth of
  * decoding a dictionary's values). */
 static inline __attribute__((always_inline)) bool get_varint_inl(ns_cur *c, uint64_t *out)
@@ -515,7 +535,7 @@ static bool transpose(const eng_flow *rows, size_t m, size_t off, uint32_t w, ui
  * planes of fixed-width columns at buf + k * n + start; varint columns appended at *vlen (prev:
  * the last row's first_ms before this block, for the deltas). */
 static void col_encode_block(eng_col c, uint32_t enc, const eng_flow *rows, size_t m, size_t start,
-                             size_t n, uint8_t *buf, size_t *vlen, int64_t *prev)
+                             size_t n, uint8_t *buf, size_t *vlen, int64_t *prev, bool fast)
 {
     uint32_t w = col_width[c];
     switch (enc) {
@@ -523,7 +543,8 @@ static void col_encode_block(eng_col c, uint32_t enc, const eng_flow *rows, size
         size_t used = *vlen;
         int64_t p = *prev;
         for (size_t i = 0; i < m; i++) {
-            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].first_ms, p)));
+            uint64_t v = zigzag(wrap_sub(rows[i].first_ms, p));
+            used += fast ? put_varint_fast(buf + used, v) : put_varint(buf + used, v);
             p = rows[i].first_ms;
         }
         *vlen = used;
@@ -532,8 +553,10 @@ static void col_encode_block(eng_col c, uint32_t enc, const eng_flow *rows, size
     }
     case ENC_SPAN_VARINT: {
         size_t used = *vlen;
-        for (size_t i = 0; i < m; i++)
-            used += put_varint(buf + used, zigzag(wrap_sub(rows[i].last_ms, rows[i].first_ms)));
+        for (size_t i = 0; i < m; i++) {
+            uint64_t v = zigzag(wrap_sub(rows[i].last_ms, rows[i].first_ms));
+            used += fast ? put_varint_fast(buf + used, v) : put_varint(buf + used, v);
+        }
         *vlen = used;
         return;
     }
@@ -575,6 +598,129 @@ static size_t col_cap(eng_col c, size_t n)
     uint32_t e = col_encoding(c);
     return e == ENC_DELTA_VARINT || e == ENC_SPAN_VARINT ? n * 10 : n * col_width[c];
 }
+
+/* The fused encoder of the fixed-width columns (all but the two times) on little-endian SSE2
+ * hosts: a row's bytes are nine 16-byte chunks, and for 16 rows at a time a chunk's 16x16 byte
+ * matrix transposed (four rounds of unpacks, 64 instructions) is 16 bytes of every byte plane
+ * of every column in that chunk, stored at once. Column by column through 8x8 transposes in
+ * general registers (col_encode_block, the reference it is tested against) took three times
+ * the instructions; what is left is mostly the stores into the planes. */
+#define SEG_CHUNKS (sizeof(eng_flow) / 16)
+_Static_assert(sizeof(eng_flow) % 16 == 0, "rows are whole 16-byte chunks");
+
+enum { FUSE_NONE = 0, FUSE_PLANE, FUSE_PAIR };
+
+/* Where each byte of each chunk goes: kind (FUSE_PLANE: a byte plane, or a 1-byte plain
+ * column, whose row 0 is at enc + to; FUSE_PAIR: a 2-byte plain column whose low byte this is,
+ * the high one the next) and which columns it encodes. */
+typedef struct fuse_map {
+    uint8_t kind[SEG_CHUNKS][16];
+    size_t to[SEG_CHUNKS][16];
+    bool any[SEG_CHUNKS];
+    bool col[ENG_NCOLS]; /* the columns fuse_encode writes; the others col_encode_block */
+} fuse_map;
+
+/* The map for a segment of n rows whose columns have encodings encs and regions coff in enc;
+ * skip_src/skip_dst: those columns get no planes (their dictionaries hold). */
+static void fuse_map_build(fuse_map *f, const uint32_t *encs, const size_t *coff, size_t n,
+                           bool skip_src, bool skip_dst)
+{
+    memset(f, 0, sizeof *f);
+    for (int c = 0; c < ENG_NCOLS; c++) {
+        uint32_t w = col_width[c];
+        size_t o = col_off[c];
+        if ((c == ENG_COL_SRC && skip_src) || (c == ENG_COL_DST && skip_dst))
+            continue;
+        if (encs[c] == ENC_TRANSPOSE) {
+            for (uint32_t k = 0; k < w; k++) {
+                f->kind[(o + k) / 16][(o + k) % 16] = FUSE_PLANE;
+                f->to[(o + k) / 16][(o + k) % 16] = coff[c] + k * n;
+            }
+        } else if (encs[c] == ENC_PLAIN && (w == 1 || w == 2)) {
+            f->kind[o / 16][o % 16] = w == 1 ? FUSE_PLANE : FUSE_PAIR;
+            f->to[o / 16][o % 16] = coff[c];
+        } else {
+            continue; /* the times' varints */
+        }
+        f->col[c] = true;
+        f->any[o / 16] = true;
+    }
+}
+
+#if defined(__SSE2__)
+/* r[p] = byte row p of a 16x16 matrix; afterwards r[p] holds what was column p. Unrolled: in
+ * loops the compiler kept the matrices in memory. */
+static inline __attribute__((always_inline)) void transpose16x16(__m128i r[16])
+{
+    __m128i a[16], b[16];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) { /* bytes of rows 2k, 2k+1: a[2k] bytes 0-7, a[2k+1] 8-15 */
+        a[2 * k] = _mm_unpacklo_epi8(r[2 * k], r[2 * k + 1]);
+        a[2 * k + 1] = _mm_unpackhi_epi8(r[2 * k], r[2 * k + 1]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) { /* rows 4g..4g+3: b[4g+s] bytes 4s..4s+3 */
+        b[4 * g] = _mm_unpacklo_epi16(a[4 * g], a[4 * g + 2]);
+        b[4 * g + 1] = _mm_unpackhi_epi16(a[4 * g], a[4 * g + 2]);
+        b[4 * g + 2] = _mm_unpacklo_epi16(a[4 * g + 1], a[4 * g + 3]);
+        b[4 * g + 3] = _mm_unpackhi_epi16(a[4 * g + 1], a[4 * g + 3]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) /* rows 8h..8h+7: a[8h+2s] bytes 4s, 4s+1; a[8h+2s+1] 4s+2, 4s+3 */
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            a[8 * h + 2 * s] = _mm_unpacklo_epi32(b[8 * h + s], b[8 * h + 4 + s]);
+            a[8 * h + 2 * s + 1] = _mm_unpackhi_epi32(b[8 * h + s], b[8 * h + 4 + s]);
+        }
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++) { /* bytes 2t and 2t+1 of all 16 rows */
+        r[2 * t] = _mm_unpacklo_epi64(a[t], a[8 + t]);
+        r[2 * t + 1] = _mm_unpackhi_epi64(a[t], a[8 + t]);
+    }
+}
+
+/* The columns of f for rows[0..m) (m a multiple of 16), rows start.. of the segment: a chunk
+ * at a time over all the rows (in L2), so that few planes are written at once, each in one
+ * run: every plane of every chunk 16 rows at a time left the hardware prefetcher a hundred
+ * interleaved streams, and the stores waited on their lines. */
+static void fuse_encode(const fuse_map *f, const eng_flow *rows, size_t m, size_t start,
+                        uint8_t *enc)
+{
+    for (size_t q = 0; q < SEG_CHUNKS; q++) {
+        if (!f->any[q])
+            continue;
+        for (size_t i = 0; i < m; i += 16) {
+            const uint8_t *r0 = (const uint8_t *)&rows[i];
+            __m128i r[16];
+#pragma GCC unroll 16
+            for (size_t p = 0; p < 16; p++)
+                r[p] = _mm_loadu_si128(
+                    (const __m128i *)(const void *)(r0 + p * sizeof(eng_flow) + 16 * q));
+            transpose16x16(r);
+#pragma GCC unroll 16
+            for (int p = 0; p < 16; p++) {
+                uint8_t *to = enc + f->to[q][p];
+                if (f->kind[q][p] == FUSE_PLANE) {
+                    _mm_storeu_si128((__m128i *)(void *)(to + start + i), r[p]);
+                } else if (f->kind[q][p] == FUSE_PAIR && p < 15) {
+                    to += 2 * (start + i);
+                    _mm_storeu_si128((__m128i *)(void *)to, _mm_unpacklo_epi8(r[p], r[p + 1]));
+                    _mm_storeu_si128((__m128i *)(void *)(to + 16),
+                                     _mm_unpackhi_epi8(r[p], r[p + 1]));
+                }
+            }
+        }
+    }
+}
+#define SEG_FUSE (SEG_HOST_LE)
+#else
+#define SEG_FUSE 0
+static void fuse_encode(const fuse_map *f, const eng_flow *rows, size_t m, size_t start,
+                        uint8_t *enc)
+{
+    (void)f, (void)rows, (void)m, (void)start, (void)enc;
+}
+#endif
 
 /* Transposes the 8x8 byte matrix whose row p is x[p] (byte r = bits 8r..8r+7): afterwards byte
  * p of x[r] is what byte r of x[p] was. Three rounds of swapping 1-, 2- and 4-byte blocks. */
@@ -1231,6 +1377,25 @@ static int build_index(const uint64_t *h, size_t n, const uint8_t *fences, const
  * distinct values (ENC_DICT) and a table of source_id by exporter (ENC_BY_EXPORTER). Each gives
  * up (the column keeps its byte planes) when it would not pay or cannot be exact. */
 
+/* Whether the 16 bytes at a and b are equal, and their memcmp order: two 8-byte loads each
+ * (memcmp was a call per row) */
+static inline bool eq16(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t a0, a1, b0, b1;
+    memcpy(&a0, a, 8);
+    memcpy(&a1, a + 8, 8);
+    memcpy(&b0, b, 8);
+    memcpy(&b1, b + 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+}
+
+static inline int cmp16(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t a0 = ns_get_be64(a), b0 = ns_get_be64(b), a1 = ns_get_be64(a + 8),
+             b1 = ns_get_be64(b + 8);
+    return a0 != b0 ? (a0 < b0 ? -1 : 1) : a1 != b1 ? (a1 < b1 ? -1 : 1) : 0;
+}
+
 /* A slot of the table: the top half of the value's hash (the bottom half chose the slot) and
  * the value's id. 8 bytes, and the table grows with the values instead of being sized for the
  * most a segment may have: the destinations' probes (in no order) then hit the L2 cache, where
@@ -1306,7 +1471,7 @@ static inline uint32_t dict_add(dict_build *d, size_t i, const uint8_t *a, uint6
     while (d->tab[j].id != UINT32_MAX) {
         uint32_t id = d->tab[j].id;
         if (d->tab[j].tag == tag) {
-            if (memcmp(d->vals + (size_t)id * 16, a, 16) == 0)
+            if (eq16(d->vals + (size_t)id * 16, a))
                 return d->ids[i] = id;
             if (d->hashes[id] == h) { /* another value with this hash: codes would not be exact */
                 d->failed = true;
@@ -1416,11 +1581,28 @@ static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap)
         memcpy(sorted + r * 16, d->vals + (size_t)order[r] * 16, 16);
     used += put_ascending(sorted, m, out + used);
     uint8_t *planes = out + used;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t code = rank[d->ids[i]];
-        for (uint32_t k = 0; k < cw; k++)
-            planes[(size_t)k * n + i] = (uint8_t)(code >> (8 * k));
+    /* the width a constant in each loop, not a loop over it per row */
+#define DICT_PLANES(CW)                                                                            \
+    for (size_t i = 0; i < n; i++) {                                                               \
+        uint32_t code = rank[d->ids[i]];                                                           \
+        for (uint32_t k = 0; k < (CW); k++)                                                        \
+            planes[(size_t)k * n + i] = (uint8_t)(code >> (8 * k));                                \
     }
+    switch (cw) {
+    case 1:
+        DICT_PLANES(1)
+        break;
+    case 2:
+        DICT_PLANES(2)
+        break;
+    case 3:
+        DICT_PLANES(3)
+        break;
+    default:
+        DICT_PLANES(4)
+        break;
+    }
+#undef DICT_PLANES
     return used + (size_t)cw * n;
 }
 
@@ -1441,7 +1623,7 @@ typedef struct byexp {
 static inline size_t byexp_slot(const byexp *b, const uint8_t *a)
 {
     size_t j = ((size_t)a[14] << 8 | a[15]) & (2 * SEG_BYEXP_MAX - 1);
-    while (b->tab[j].used && memcmp(b->tab[j].addr, a, 16) != 0)
+    while (b->tab[j].used && !eq16(b->tab[j].addr, a))
         j = (j + 1) & (2 * SEG_BYEXP_MAX - 1);
     return j;
 }
@@ -1550,7 +1732,8 @@ static void atot_start(atot_build *t, const dict_build *d)
     t->on = true;
 }
 
-static inline void acc_add(atot_acc *a, bool fresh, const eng_flow *r)
+static inline __attribute__((always_inline)) void acc_add(atot_acc *a, bool fresh,
+                                                          const eng_flow *r)
 {
     if (fresh) {
         *a = (atot_acc){0, 0, 0, 0, r->first_ms, r->last_ms};
@@ -1565,7 +1748,8 @@ static inline void acc_add(atot_acc *a, bool fresh, const eng_flow *r)
 }
 
 /* Row r has src id s and dst id d (UINT32_MAX: its dictionary gave up); same: src == dst. */
-static inline void atot_add(atot_build *t, uint32_t s, uint32_t d, bool same, const eng_flow *r)
+static inline __attribute__((always_inline)) void atot_add(atot_build *t, uint32_t s, uint32_t d,
+                                                           bool same, const eng_flow *r)
 {
     if (!t->on)
         return;
@@ -1880,7 +2064,7 @@ int eng__col_decode_raw(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsiz
 /* Writer */
 
 static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
-                     const uint32_t *perm, size_t n, uint32_t version);
+                     const uint32_t *perm, size_t n, uint32_t version, bool ref);
 
 int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 {
@@ -1890,13 +2074,19 @@ int eng_seg_write(const char *path, const eng_flow *rows, size_t n)
 int eng__seg_write_version(const char *path, const eng_flow *rows, size_t n, uint32_t version)
 {
     eng_flow *one[1] = {(eng_flow *)(uintptr_t)rows}; /* only read */
-    return seg_write(path, one, 31, NULL, n, version);
+    return seg_write(path, one, 31, NULL, n, version, false);
+}
+
+int eng__seg_write_ref(const char *path, eng_flow *const *chunks, unsigned shift,
+                       const uint32_t *perm, size_t n)
+{
+    return seg_write(path, chunks, shift, perm, n, SEG_VERSION, true);
 }
 
 int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
                         const uint32_t *perm, size_t n)
 {
-    return seg_write(path, chunks, shift, perm, n, SEG_VERSION);
+    return seg_write(path, chunks, shift, perm, n, SEG_VERSION, false);
 }
 
 /* Rows per block of the encoding pass: a block's rows (136 KB) stay in cache while every
@@ -1939,7 +2129,7 @@ static int write_blob(zblob *z, const uint8_t *raw, size_t rlen, uint8_t *dir)
  * addresses for the index and appends each column's bytes to its own region of enc; then each
  * column is compressed and written. */
 static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
-                     const uint32_t *perm, size_t n, uint32_t version)
+                     const uint32_t *perm, size_t n, uint32_t version, bool ref)
 {
     char tmp[4200];
     uint8_t *enc = NULL, *comp = NULL, *footer = NULL, *idx = NULL; /* the thread's scratch */
@@ -1961,6 +2151,10 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     size_t atot_len = 0;
     byexp *bx = NULL;
     uint8_t last_src[16] = {0};
+    bool fast = !ref, fuse = SEG_FUSE && fast;
+    fuse_map fm;
+    uint32_t bs[SEG_BLOCK], bd[SEG_BLOCK]; /* a block's source and destination ids */
+    bool bsame[SEG_BLOCK];                 /* and whether they are one address */
 
     if (n > SEG_MAX_ROWS)
         return NS_E_TOO_MANY;
@@ -2031,7 +2225,44 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                 h[s0 + i] = eng_addr_hash(&r[i].src);
                 h[n + s0 + i] = eng_addr_hash(&r[i].dst);
             }
-        if (v5)
+        if (v5 && fast) {
+            for (size_t i = 0; i < m; i++) {
+                size_t k = s0 + i;
+                const uint8_t *ps = i ? r[i - 1].src.b : last_src;
+                int order = k > 0 ? cmp16(ps, r[i].src.b) : 1;
+                if (order > 0 && k > 0)
+                    sorted = false;
+                if ((k & (((size_t)1 << ishift) - 1)) == 0)
+                    memcpy(fences + (k >> ishift) * 16, r[i].src.b, 16);
+                /* destinations come in no order, and a new source's slot is anywhere: fetch the
+                 * slots 2A rows ahead; A rows ahead, the destination's value through the id its
+                 * slot (in cache by then) most likely holds */
+                if (i + 2 * SEG_GATHER_AHEAD < m) {
+                    size_t f = k + 2 * SEG_GATHER_AHEAD;
+                    __builtin_prefetch(&dict[0].tab[dict_slot_of(&dict[0], h[f])]);
+                    __builtin_prefetch(&dict[1].tab[dict_slot_of(&dict[1], h[n + f])]);
+                }
+                if (i + SEG_GATHER_AHEAD < m && !dict[1].failed) {
+                    uint64_t hd = h[n + k + SEG_GATHER_AHEAD];
+                    uint32_t id = dict[1].tab[dict_slot_of(&dict[1], hd)].id;
+                    if (id != UINT32_MAX)
+                        __builtin_prefetch(dict[1].vals + (size_t)id * 16);
+                }
+                if (order == 0 && !dict[0].failed)
+                    bs[i] = dict[0].ids[k] = dict[0].ids[k - 1]; /* the last row's source again */
+                else
+                    bs[i] = dict_add(&dict[0], k, r[i].src.b, h[k]);
+                bd[i] = dict_add(&dict[1], k, r[i].dst.b, h[n + k]);
+                bsame[i] = h[k] == h[n + k] && eq16(r[i].src.b, r[i].dst.b);
+                byexp_add(bx, r[i].exporter.b, r[i].source_id);
+            }
+            /* the totals once the block's ids are known: the destinations' fetched ahead */
+            for (size_t i = 0; i < m && at.on; i++) {
+                if (i + SEG_GATHER_AHEAD < m && bd[i + SEG_GATHER_AHEAD] != UINT32_MAX)
+                    __builtin_prefetch(&at.acc[1][bd[i + SEG_GATHER_AHEAD]]);
+                atot_add(&at, bs[i], bd[i], bsame[i], &r[i]);
+            }
+        } else if (v5) {
             for (size_t i = 0; i < m; i++) {
                 size_t k = s0 + i;
                 if (sorted && k > 0 && memcmp(i ? r[i - 1].src.b : last_src, r[i].src.b, 16) > 0)
@@ -2050,16 +2281,27 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
                          &r[i]);
                 byexp_add(bx, r[i].exporter.b, r[i].source_id);
             }
+        }
+        bool remap = s0 == 0;
+        for (int side = 0; side < 2; side++)
+            if (v5 && !planes[side] && dict[side].failed) {
+                /* it gave up in this block: the rows before it get their planes from it */
+                eng_col c = side ? ENG_COL_DST : ENG_COL_SRC;
+                dict_planes(&dict[side], s0, n, enc + coff[c]);
+                planes[side] = remap = true;
+            }
+        size_t m16 = fuse ? m & ~(size_t)15 : 0; /* rows the fused encoder takes */
+        if (fuse && remap)
+            fuse_map_build(&fm, encs, coff, n, v5 && !planes[0], v5 && !planes[1]);
+        if (m16)
+            fuse_encode(&fm, r, m16, s0, enc);
         for (int c = 0; c < ENG_NCOLS; c++) {
             int side = c == ENG_COL_SRC ? 0 : c == ENG_COL_DST ? 1 : -1;
-            if (v5 && side >= 0 && !planes[side]) {
-                if (!dict[side].failed)
-                    continue; /* the dictionary will do: no planes */
-                /* it gave up in this block: the rows before it get their planes from it */
-                dict_planes(&dict[side], s0, n, enc + coff[c]);
-                planes[side] = true;
-            }
-            col_encode_block((eng_col)c, encs[c], r, m, s0, n, enc + coff[c], &clen[c], &prev);
+            if (v5 && side >= 0 && !planes[side])
+                continue;                           /* the dictionary will do: no planes */
+            size_t k = fuse && fm.col[c] ? m16 : 0; /* the rest of the rows, one by one */
+            col_encode_block((eng_col)c, encs[c], r + k, m - k, s0 + k, n, enc + coff[c], &clen[c],
+                             &prev, fast);
         }
         if (m)
             memcpy(last_src, r[m - 1].src.b, 16);

@@ -78,6 +78,15 @@ void eng__cache_stats(eng_cache *c, uint64_t *bytes, uint64_t *hits, uint64_t *m
  * sealer's rows, sorted by a permutation, gathered a block at a time as they are encoded. */
 int eng__seg_write_perm(const char *path, eng_flow *const *chunks, unsigned shift,
                         const uint32_t *perm, size_t n);
+/* eng__seg_write_perm (perm NULL: the rows in order) through the writer's reference paths
+ * only, none of its fast ones (the SSE2 encoder, ...): the tests compare the bytes. */
+int eng__seg_write_ref(const char *path, eng_flow *const *chunks, unsigned shift,
+                       const uint32_t *perm, size_t n);
+/* The sealer's sort: perm[0..n) gets the rows chunks[i >> shift][i & (2^shift - 1)], i < n, in
+ * (source address, first_ms) order, ties in row order. general: the general path only (the
+ * tests' reference for the narrow-key one). 1 when the narrow-key sort did it, 0 when the
+ * general one did, or NS_E_NOMEM. */
+int eng__seal_sort(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm, bool general);
 
 /* Decodes one column's bytes after decompression (raw, rsize) in encoding enc for n rows into
  * out (n values of the column's width), with the checks a segment read makes; exporters is the
