@@ -2061,12 +2061,13 @@ static int part_cols(void *arg, const eng_colview *v)
     return 0;
 }
 
-/* A group of one partition: its key (global ids, first << 32 | second) and totals; a
- * conversation's by direction too. */
+/* A group of one partition: its key (global ids, first << 32 | second), totals and partition;
+ * a conversation's by direction too, found for the best groups only (part_dirs). */
 typedef struct part_grp {
     uint64_t key;
     uint64_t f, p, b;
     uint64_t ab[3]; /* a conversation's flows, packets, bytes from a to b (b to a: the rest) */
+    size_t part;
 } part_grp;
 
 typedef struct part_best {
@@ -2145,58 +2146,77 @@ typedef struct part_job {
     int rc;
 } part_job;
 
-/* A partition's table: keys apart from totals, so clearing it and finding its groups read 8
- * bytes a slot, not a whole part_grp (most slots stay empty: it is sized by rows). */
-typedef struct part_val {
-    uint64_t f, p, b;
-    uint64_t ab[3];
-} part_val;
+/* A partition's table: a slot is a key and its totals in 32 bytes, so a row's probe and
+ * update touch one cache line. A conversation's direction is not counted here: only the best
+ * groups need it, and part_dirs finds it for them (with it a slot took two lines). */
+typedef struct part_ent {
+    uint64_t key, f, p, b;
+} part_ent;
 
 typedef struct part_out {
     part_job *job;
     part_best best;
     uint64_t groups, f, p, b;
-    uint64_t *keys;
-    part_val *vals;
+    part_ent *tab;
     size_t tcap;
     uint64_t seen_recs, seen_groups; /* over the partitions done: sizes the next table */
     int rc;
 } part_out;
 
+#define PART_BATCH 16
 #define PART_EMPTY UINT64_MAX /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
 
+/* Both ids mixed before the multiply: the product's middle bits alone depended on the second
+ * id only (and one bit of the first), so every group with one destination probed one run. */
 static inline size_t part_slot(uint64_t key, size_t cap)
 {
-    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+    uint64_t h = (key ^ key >> 29) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 24) & (cap - 1);
 }
 
-/* o's table at cap slots (at least tcap), keeping the n groups of its first `old` slots. */
+/* o's table at cap slots (at least tcap), keeping the groups of its first `old` slots. */
 static int part_tab_grow(part_out *o, size_t old, size_t cap)
 {
-    uint64_t *nk = malloc(cap * sizeof *nk);
-    part_val *nv = malloc(cap * sizeof *nv);
-    if (!nk || !nv) {
-        free(nk);
-        free(nv);
+    part_ent *nt = malloc(cap * sizeof *nt);
+    if (!nt)
         return NS_E_NOMEM;
-    }
     for (size_t x = 0; x < cap; x++)
-        nk[x] = PART_EMPTY;
+        nt[x].key = PART_EMPTY;
     for (size_t x = 0; x < old; x++) {
-        if (o->keys[x] == PART_EMPTY)
+        if (o->tab[x].key == PART_EMPTY)
             continue;
-        size_t y = part_slot(o->keys[x], cap);
-        while (nk[y] != PART_EMPTY)
+        size_t y = part_slot(o->tab[x].key, cap);
+        while (nt[y].key != PART_EMPTY)
             y = (y + 1) & (cap - 1);
-        nk[y] = o->keys[x];
-        nv[y] = o->vals[x];
+        nt[y] = o->tab[x];
     }
-    free(o->keys);
-    free(o->vals);
-    o->keys = nk;
-    o->vals = nv;
+    free(o->tab);
+    o->tab = nt;
     o->tcap = cap;
     return 0;
+}
+
+/* Record *r (and the one after it when wide) of worker k as its group's key in global ids,
+ * its counters, and its direction (a conversation from its larger address: dir 1). Returns the
+ * records it takes (1 or 2). */
+static inline size_t part_read(const part_rec *r, const uint32_t *l2g, bool conv, uint64_t *key,
+                               uint64_t c[3], int *dir)
+{
+    size_t used = 1;
+    c[0] = 1;
+    if (r->a & PART_WIDE) {
+        c[0] = r->u.flows;
+        memcpy(&c[1], &r[1], 8);
+        memcpy(&c[2], (const uint8_t *)&r[1] + 8, 8);
+        used = 2;
+    } else {
+        c[1] = r->u.n.packets;
+        c[2] = r->u.n.bytes;
+    }
+    uint64_t ga = l2g[r->a & ~PART_WIDE], gb = l2g[r->b];
+    *dir = conv && gb < ga; /* the source is the larger address: b to a */
+    *key = *dir ? gb << 32 | ga : ga << 32 | gb;
+    return used;
 }
 
 static void *part_run(void *arg)
@@ -2222,70 +2242,52 @@ static void *part_run(void *arg)
             cap <<= 1;
         if (cap > o->tcap && (o->rc = part_tab_grow(o, 0, cap)) < 0)
             break;
-        uint64_t *keys = o->keys;
-        part_val *vals = o->vals;
+        part_ent *tab = o->tab;
         for (size_t x = 0; x < cap; x++)
-            keys[x] = PART_EMPTY;
+            tab[x].key = PART_EMPTY;
         for (unsigned k = 0; k < j->nw; k++) {
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
-                for (size_t r = 0; r < ch->n; r++) {
-                    const part_rec *rec = &ch->r[r];
-                    uint64_t fl = 1, pk, by;
-                    if (rec->a & PART_WIDE) {
-                        fl = rec->u.flows;
-                        memcpy(&pk, &ch->r[r + 1], 8);
-                        memcpy(&by, (const uint8_t *)&ch->r[r + 1] + 8, 8);
-                        r++;
-                    } else {
-                        pk = rec->u.n.packets;
-                        by = rec->u.n.bytes;
+                for (size_t r = 0; r < ch->n;) {
+                    /* a batch of records read and their slots prefetched, then counted: the
+                     * table is about a core's cache, and a miss a row waited on each probe */
+                    uint64_t key[PART_BATCH], c[PART_BATCH][3];
+                    size_t nb = 0;
+                    for (; nb < PART_BATCH && r < ch->n; nb++) {
+                        int dir;
+                        r += part_read(&ch->r[r], l2g, j->conv, &key[nb], c[nb], &dir);
+                        __builtin_prefetch(&tab[part_slot(key[nb], cap)], 1);
                     }
-                    uint64_t ga = l2g[rec->a & ~PART_WIDE], gb = l2g[rec->b];
-                    int dir = 0;
-                    if (j->conv && gb < ga) {
-                        uint64_t t = ga;
-                        ga = gb;
-                        gb = t;
-                        dir = 1; /* the source is the larger address: b to a */
-                    }
-                    uint64_t key = ga << 32 | gb;
-                    size_t x = part_slot(key, cap);
-                    while (keys[x] != key && keys[x] != PART_EMPTY)
-                        x = (x + 1) & (cap - 1);
-                    if (keys[x] == PART_EMPTY) {
-                        if ((n + 1) * 10 > cap * 7) {
-                            if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
-                                goto fail;
-                            cap *= 2;
-                            keys = o->keys;
-                            vals = o->vals;
-                            x = part_slot(key, cap);
-                            while (keys[x] != PART_EMPTY)
-                                x = (x + 1) & (cap - 1);
+                    for (size_t b = 0; b < nb; b++) {
+                        size_t x = part_slot(key[b], cap);
+                        while (tab[x].key != key[b] && tab[x].key != PART_EMPTY)
+                            x = (x + 1) & (cap - 1);
+                        if (tab[x].key == PART_EMPTY) {
+                            if ((n + 1) * 10 > cap * 7) {
+                                if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
+                                    goto fail;
+                                cap *= 2;
+                                tab = o->tab;
+                                x = part_slot(key[b], cap);
+                                while (tab[x].key != PART_EMPTY)
+                                    x = (x + 1) & (cap - 1);
+                            }
+                            tab[x] = (part_ent){key[b], 0, 0, 0};
+                            n++;
                         }
-                        memset(&vals[x], 0, sizeof vals[x]);
-                        keys[x] = key;
-                        n++;
-                    }
-                    part_val *g = &vals[x];
-                    g->f += fl;
-                    g->p += pk;
-                    g->b += by;
-                    if (j->conv && dir == 0) {
-                        g->ab[0] += fl;
-                        g->ab[1] += pk;
-                        g->ab[2] += by;
+                        tab[x].f += c[b][0];
+                        tab[x].p += c[b][1];
+                        tab[x].b += c[b][2];
                     }
                 }
         }
         o->seen_recs += recs;
         o->seen_groups += n;
         for (size_t x = 0; x < cap; x++) {
-            if (keys[x] == PART_EMPTY)
+            const part_ent *e = &tab[x];
+            if (e->key == PART_EMPTY)
                 continue;
-            const part_val *pv = &vals[x];
-            part_grp g = {keys[x], pv->f, pv->p, pv->b, {pv->ab[0], pv->ab[1], pv->ab[2]}};
+            part_grp g = {e->key, e->f, e->p, e->b, {0, 0, 0}, p};
             o->groups++;
             o->f += g.f;
             o->p += g.p;
@@ -2300,6 +2302,69 @@ fail:
         pthread_mutex_unlock(&j->mu);
     }
     return NULL;
+}
+
+static int cmp_grp_part(const void *x, const void *y)
+{
+    const part_grp *a = *(const part_grp *const *)x, *b = *(const part_grp *const *)y;
+    return a->part < b->part ? -1 : a->part > b->part;
+}
+
+/* The a-to-b totals of conversations g[0..n) (ab, zero on entry): the records of each one's
+ * partition read again, once a partition, and matched in a small table of its groups. */
+static int part_dirs(const part_worker *w, unsigned nw, part_grp *g, size_t n)
+{
+    part_grp **by = malloc((n ? n : 1) * sizeof *by);
+    if (!by)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        by[i] = &g[i];
+    qsort(by, n, sizeof *by, cmp_grp_part);
+    part_grp **slot = NULL;
+    size_t scap = 0;
+    int rc = 0;
+    for (size_t i0 = 0, i1; i0 < n; i0 = i1) {
+        for (i1 = i0 + 1; i1 < n && by[i1]->part == by[i0]->part; i1++)
+            ;
+        size_t cap = 16;
+        while (cap < 2 * (i1 - i0))
+            cap <<= 1;
+        if (cap > scap) {
+            free(slot);
+            if (!(slot = malloc(cap * sizeof *slot))) {
+                rc = NS_E_NOMEM;
+                break;
+            }
+            scap = cap;
+        }
+        memset(slot, 0, cap * sizeof *slot);
+        for (size_t i = i0; i < i1; i++) {
+            size_t x = part_slot(by[i]->key, cap);
+            while (slot[x])
+                x = (x + 1) & (cap - 1);
+            slot[x] = by[i];
+        }
+        size_t p = by[i0]->part;
+        for (unsigned k = 0; k < nw; k++)
+            for (const part_chunk *ch = w[k].part[p].head; ch; ch = ch->next)
+                for (size_t r = 0; r < ch->n;) {
+                    uint64_t key, c[3];
+                    int dir;
+                    r += part_read(&ch->r[r], w[k].l2g, true, &key, c, &dir);
+                    if (dir)
+                        continue;
+                    size_t x = part_slot(key, cap);
+                    while (slot[x] && slot[x]->key != key)
+                        x = (x + 1) & (cap - 1);
+                    if (!slot[x])
+                        continue;
+                    for (int m = 0; m < 3; m++)
+                        slot[x]->ab[m] += c[m];
+                }
+    }
+    free(slot);
+    free(by);
+    return rc;
 }
 
 typedef struct gid_key {
@@ -2526,6 +2591,8 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
         all.n = end - 1;
         best_down(&all, 0, metric);
     }
+    if (rc == 0 && conv)
+        rc = part_dirs(w, nw, all.h, k);
     if (rc == 0 && !(out->rows = calloc(k ? k : 1, sizeof *out->rows)))
         rc = NS_E_NOMEM;
     if (rc == 0) {
@@ -2570,8 +2637,7 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     free(all.h);
     for (unsigned x = 0; x < nw; x++) {
         free(o[x].best.h);
-        free(o[x].keys);
-        free(o[x].vals);
+        free(o[x].tab);
         part_worker_free(&w[x]);
     }
     free(o);
