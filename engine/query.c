@@ -1706,8 +1706,9 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
  * Global ids are given in address order, so comparing ids compares addresses: the answer
  * (ranking ties by key, a conversation's direction) is the group table's, exactly. */
 
-#define PART_BITS 10
-#define PART_N    (1u << PART_BITS)
+#define PART_BITS  10
+#define PART_N     (1u << PART_BITS)
+#define PART_BATCH 16 /* rows or records a batch, their slots prefetched */
 
 /* 16 bytes a row: the key's first and second address as worker-local ids (a conversation:
  * source, destination), packets and bytes. A row of more than one flow, or with counters past
@@ -1731,10 +1732,10 @@ typedef struct intern_slot {
 } intern_slot;
 
 typedef struct addr_intern {
-    intern_slot *slot; /* cap slots */
-    size_t cap, n, acap;
-    uint8_t *addr;  /* n addresses of 16 bytes, by id */
-    uint64_t *hash; /* their hashes, by id */
+    intern_slot *slot;           /* cap slots */
+    size_t cap, nslots, n, acap; /* slots, those used; ids given, room for them */
+    uint8_t *addr;               /* n addresses of 16 bytes, by id */
+    uint64_t *hash;              /* their hashes, by id */
 } addr_intern;
 
 static void intern_free(addr_intern *in)
@@ -1765,20 +1766,11 @@ static int intern_grow(addr_intern *in)
     return 0;
 }
 
-/* The id of address a (hash h), added when new: 0 or NS_E_NOMEM / NS_E_TOO_MANY. */
-static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
+/* Address a (hash h) under a new id, without a slot in the table (part_cols's dictionaries
+ * find theirs in sorted lists): 0 or NS_E_NOMEM / NS_E_TOO_MANY. The same address may get two
+ * ids this way; global ids (part_global_ids) give both the same one. */
+static int intern_append(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
 {
-    int rc;
-    if (in->n * 2 >= in->cap && (rc = intern_grow(in)) < 0)
-        return rc;
-    size_t k = (size_t)h & (in->cap - 1);
-    while (in->slot[k].hash) {
-        if (in->slot[k].hash == h && memcmp(in->slot[k].addr, a, 16) == 0) {
-            *id = in->slot[k].id;
-            return 0;
-        }
-        k = (k + 1) & (in->cap - 1);
-    }
     if (in->n >= UINT32_MAX / 2)
         return NS_E_TOO_MANY;
     if (in->n == in->acap) {
@@ -1795,10 +1787,30 @@ static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
     }
     memcpy(in->addr + in->n * 16, a, 16);
     in->hash[in->n] = h;
-    in->slot[k].hash = h;
-    in->slot[k].id = (uint32_t)in->n;
-    memcpy(in->slot[k].addr, a, 16);
     *id = (uint32_t)in->n++;
+    return 0;
+}
+
+/* The id of address a (hash h), added when new: 0 or NS_E_NOMEM / NS_E_TOO_MANY. */
+static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
+{
+    int rc;
+    if (in->nslots * 2 >= in->cap && (rc = intern_grow(in)) < 0)
+        return rc;
+    size_t k = (size_t)h & (in->cap - 1);
+    while (in->slot[k].hash) {
+        if (in->slot[k].hash == h && memcmp(in->slot[k].addr, a, 16) == 0) {
+            *id = in->slot[k].id;
+            return 0;
+        }
+        k = (k + 1) & (in->cap - 1);
+    }
+    if ((rc = intern_append(in, a, h, id)) < 0)
+        return rc;
+    in->slot[k].hash = h;
+    in->slot[k].id = *id;
+    memcpy(in->slot[k].addr, a, 16);
+    in->nslots++;
     return 0;
 }
 
@@ -1814,13 +1826,13 @@ typedef struct part_chunk {
     part_rec r[PART_CHUNK];
 } part_chunk;
 
-/* The write cursor lives here, not in the chunk: the row loop then touches this dense array
- * and the record's slot, not a thousand chunk headers (a cache miss a row). cur->n is set when
- * a chunk is left or the scan is over (part_seal). */
+/* A partition's chunks. Its write cursor is in the worker's wp/wend arrays, not here: the row
+ * loop then touches two dense arrays and the record's slot, not a thousand chunk headers (a
+ * cache miss a row). cur->n is set when a chunk is left or the scan is over (part_seal), and n
+ * then. */
 typedef struct part_buf {
     part_chunk *head, *cur; /* chunks in order; cur the one being filled */
-    part_rec *wp, *end;     /* cur's next free record and its end */
-    size_t n;               /* rows in all */
+    size_t n;               /* records in all (a wide row takes two) */
 } part_buf;
 
 /* Its blocks are the database's scratch blocks: a repeated query finds them in memory. */
@@ -1863,6 +1875,57 @@ static part_chunk *arena_chunk(part_arena *a)
     return c;
 }
 
+/* Addresses in ascending order (hi, lo: the big-endian halves as numbers) with their map
+ * entries (see part_worker.map). */
+typedef struct part_known_ent {
+    uint64_t hi, lo, map;
+} part_known_ent;
+typedef struct part_known {
+    part_known_ent *e;
+    size_t n, cap;
+} part_known;
+
+static int known_reserve(part_known *k, size_t n)
+{
+    if (n <= k->cap)
+        return 0;
+    size_t cap = k->cap ? k->cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    part_known_ent *e = realloc(k->e, cap * sizeof *e);
+    if (!e)
+        return NS_E_NOMEM;
+    k->e = e;
+    k->cap = cap;
+    return 0;
+}
+
+static inline bool known_less(const part_known_ent *x, uint64_t hi, uint64_t lo)
+{
+    return x->hi != hi ? x->hi < hi : x->lo < lo;
+}
+
+/* into = into and add merged, in order (tmp: scratch, swapped with into). */
+static int known_merge(part_known *into, const part_known *add, part_known *tmp)
+{
+    int rc = known_reserve(tmp, into->n + add->n);
+    if (rc < 0)
+        return rc;
+    size_t i = 0, j = 0, k = 0;
+    while (i < into->n && j < add->n)
+        tmp->e[k++] =
+            known_less(&add->e[j], into->e[i].hi, into->e[i].lo) ? add->e[j++] : into->e[i++];
+    while (i < into->n)
+        tmp->e[k++] = into->e[i++];
+    while (j < add->n)
+        tmp->e[k++] = add->e[j++];
+    tmp->n = k;
+    part_known t = *into;
+    *into = *tmp;
+    *tmp = t;
+    return 0;
+}
+
 typedef struct part_worker {
     const qry_filter *filter;
     int64_t deadline;
@@ -1871,15 +1934,17 @@ typedef struct part_worker {
     addr_intern in;
     part_arena arena;
     part_buf part[PART_N];
+    part_rec *wp[PART_N], *wend[PART_N]; /* each partition's next free record, its chunk's end */
     /* per view, for each column: a dictionary code's local id, and 32 bits of its address's
      * hash above it (the partition of a row, from arrays the size of the segment's
      * dictionary instead of the hashes of every address seen) */
     uint64_t *map[2];
     size_t mapcap[2];
-    /* the last dictionary of each column seen, and its map */
-    uint8_t *prev[2];
-    uint64_t *prevmap[2];
-    size_t nprev[2], prevcap[2];
+    /* every dictionary value each column's map has given an id, ascending: most of the
+     * values of the next segment's dictionary are found here by one merge (a hash table of
+     * them missed the cache on every lookup: a third of a conversations query). New values
+     * go to small, which is merged into big when it has grown. */
+    part_known big[2], small[2], fresh, tmp;
     qry_sel *sel;
     int64_t tmin, tmax;            /* over rows read with times */
     int64_t span_first, span_last; /* footers of segments read without */
@@ -1892,10 +1957,12 @@ static void part_worker_free(part_worker *w)
     arena_free(&w->arena);
     free(w->map[0]);
     free(w->map[1]);
-    free(w->prev[0]);
-    free(w->prev[1]);
-    free(w->prevmap[0]);
-    free(w->prevmap[1]);
+    for (int s = 0; s < 2; s++) {
+        free(w->big[s].e);
+        free(w->small[s].e);
+    }
+    free(w->fresh.e);
+    free(w->tmp.e);
     free(w->l2g);
     sel_free(w->sel);
 }
@@ -1908,13 +1975,6 @@ static int part_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t by
     (void)bytes;
     span_take(w->filter, flows, first_ms, last_ms, &w->span_first, &w->span_last);
     return 0;
-}
-
-/* a's 16 bytes before b's, as unsigned numbers (the order of a dictionary's values) */
-static inline bool addr_less(const uint8_t *a, const uint8_t *b)
-{
-    uint64_t ah = ns_get_be64(a), bh = ns_get_be64(b);
-    return ah != bh ? ah < bh : ns_get_be64(a + 8) < ns_get_be64(b + 8);
 }
 
 /* Row i's address in column side s: its local id, and 32 bits of its hash above it (through
@@ -1937,9 +1997,78 @@ static inline int part_id(part_worker *w, const eng_colview *v, int s, size_t i,
 /* Ends every partition's current chunk (its count of records), after the scan. */
 static void part_seal(part_worker *w)
 {
-    for (size_t p = 0; p < PART_N; p++)
-        if (w->part[p].cur)
-            w->part[p].cur->n = (size_t)(w->part[p].wp - w->part[p].cur->r);
+    for (size_t p = 0; p < PART_N; p++) {
+        part_buf *pb = &w->part[p];
+        if (pb->cur)
+            pb->cur->n = (size_t)(w->wp[p] - pb->cur->r);
+        pb->n = 0;
+        for (const part_chunk *c = pb->head; c; c = c->next)
+            pb->n += c->n;
+    }
+}
+
+/* Room for `need` more records in partition p: a new chunk when its own is full. */
+static int part_room(part_worker *w, size_t p, size_t need)
+{
+    if ((size_t)(w->wend[p] - w->wp[p]) >= need)
+        return 0;
+    part_buf *pb = &w->part[p];
+    part_chunk *c = arena_chunk(&w->arena);
+    if (!c)
+        return NS_E_NOMEM;
+    if (pb->cur) {
+        pb->cur->n = (size_t)(w->wp[p] - pb->cur->r);
+        pb->cur->next = c;
+    } else {
+        pb->head = c;
+    }
+    pb->cur = c;
+    w->wp[p] = c->r;
+    w->wend[p] = c->r + PART_CHUNK;
+    return 0;
+}
+
+/* w->map[s] for dictionary d: each value's entry from the known lists, or a new id (its
+ * address appended to the worker's, its hash above it); new values join the lists. */
+static int part_map_dict(part_worker *w, int s, const eng_coldict *d)
+{
+    part_known *bg = &w->big[s], *sm = &w->small[s], *fr = &w->fresh;
+    int rc = known_reserve(fr, d->n);
+    if (rc < 0)
+        return rc;
+    fr->n = 0;
+    size_t jb = 0, js = 0;
+    for (size_t c = 0; c < d->n; c++) {
+        const uint8_t *val = d->vals + c * 16;
+        uint64_t hi = ns_get_be64(val), lo = ns_get_be64(val + 8);
+        while (jb < bg->n && known_less(&bg->e[jb], hi, lo))
+            jb++;
+        if (jb < bg->n && bg->e[jb].hi == hi && bg->e[jb].lo == lo) {
+            w->map[s][c] = bg->e[jb].map;
+            continue;
+        }
+        while (js < sm->n && known_less(&sm->e[js], hi, lo))
+            js++;
+        if (js < sm->n && sm->e[js].hi == hi && sm->e[js].lo == lo) {
+            w->map[s][c] = sm->e[js].map;
+            continue;
+        }
+        uint64_t h = key_hash(val, 16);
+        uint32_t id;
+        if ((rc = intern_append(&w->in, val, h, &id)) < 0)
+            return rc;
+        w->map[s][c] = (h >> 32) << 32 | id;
+        fr->e[fr->n++] = (part_known_ent){hi, lo, w->map[s][c]};
+    }
+    if (fr->n && (rc = known_merge(sm, fr, &w->tmp)) < 0)
+        return rc;
+    /* small stays a fraction of big: each merge walks small, a merge into big all of big */
+    if (sm->n > bg->n / 8 + 1024) {
+        if ((rc = known_merge(bg, sm, &w->tmp)) < 0)
+            return rc;
+        sm->n = 0;
+    }
+    return 0;
 }
 
 static int part_cols(void *arg, const eng_colview *v)
@@ -1963,99 +2092,56 @@ static int part_cols(void *arg, const eng_colview *v)
             w->map[s] = m;
             w->mapcap[s] = d->n;
         }
-        /* The values this side's previous dictionary had (about half, in the benchmark's
-         * minutes) take their entries from it: both are ascending, so one merge finds them.
-         * The others are hashed and their slots prefetched a batch at a time, then interned:
-         * the table (every address seen) is larger than a core's cache. */
-        uint64_t hs[TAB_BATCH];
-        size_t cs[TAB_BATCH], nb = 0, j = 0;
-        const uint8_t *pv = w->prev[s];
-        for (size_t c = 0; c <= d->n; c++) {
-            if (c < d->n) {
-                const uint8_t *val = d->vals + c * 16;
-                while (j < w->nprev[s] && addr_less(pv + j * 16, val))
-                    j++;
-                if (j < w->nprev[s] && memcmp(pv + j * 16, val, 16) == 0) {
-                    w->map[s][c] = w->prevmap[s][j];
-                    continue;
-                }
-                hs[nb] = key_hash(val, 16);
-                cs[nb] = c;
-                if (w->in.cap)
-                    __builtin_prefetch(&w->in.slot[(size_t)hs[nb] & (w->in.cap - 1)]);
-                if (++nb < TAB_BATCH)
-                    continue;
-            }
-            for (size_t k = 0; k < nb; k++) {
-                uint32_t id;
-                if ((rc = intern(&w->in, d->vals + cs[k] * 16, hs[k], &id)) < 0)
-                    return rc;
-                w->map[s][cs[k]] = (hs[k] >> 32) << 32 | id;
-            }
-            nb = 0;
-        }
-        if (d->n > w->prevcap[s]) {
-            uint8_t *nv = realloc(w->prev[s], d->n * 16);
-            if (nv)
-                w->prev[s] = nv;
-            uint64_t *nm = nv ? realloc(w->prevmap[s], d->n * sizeof *nm) : NULL;
-            if (nm)
-                w->prevmap[s] = nm;
-            if (!nv || !nm)
-                return NS_E_NOMEM;
-            w->prevcap[s] = d->n;
-        }
-        memcpy(w->prev[s], d->vals, d->n * 16);
-        memcpy(w->prevmap[s], w->map[s], d->n * sizeof *w->map[s]);
-        w->nprev[s] = d->n;
+        if ((rc = part_map_dict(w, s, d)) < 0)
+            return rc;
     }
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
-    for (size_t k = 0; k < n; k++) {
-        size_t i = row_at(rows, k);
-        uint64_t ia, ib;
-        if ((rc = part_id(w, v, 0, i, &ia)) < 0 || (rc = part_id(w, v, 1, i, &ib)) < 0)
-            return rc;
-        uint32_t a = (uint32_t)ia, b = (uint32_t)ib;
-        /* symmetric in a and b, so a conversation's two directions share a partition */
-        uint64_t ph = ((ia ^ ib) >> 32) * 0x9E3779B97F4A7C15ull;
-        part_buf *pb = &w->part[ph >> (64 - PART_BITS)];
-        uint64_t fl = flows_of(v, i), pk = eng_col_u64(v, ENG_COL_PACKETS, i),
-                 by = eng_col_u64(v, ENG_COL_BYTES, i);
-        bool wide = fl != 1 || pk > UINT32_MAX || by > UINT32_MAX;
-        if (pb->end - pb->wp < (wide ? 2 : 1)) {
-            part_chunk *c = arena_chunk(&w->arena);
-            if (!c)
-                return NS_E_NOMEM;
-            if (pb->cur) {
-                pb->cur->n = (size_t)(pb->wp - pb->cur->r);
-                pb->cur->next = c;
-            } else {
-                pb->head = c;
+    for (size_t k0 = 0; k0 < n; k0 += PART_BATCH) {
+        /* a batch of rows: their partitions found and the slots they go to prefetched, then
+         * written (a thousand partitions' slots do not stay in a core's first cache) */
+        size_t cnt = n - k0 < PART_BATCH ? n - k0 : PART_BATCH, x[PART_BATCH];
+        uint32_t a[PART_BATCH], b[PART_BATCH];
+        uint64_t fl[PART_BATCH], pk[PART_BATCH], by[PART_BATCH];
+        for (size_t j = 0; j < cnt; j++) {
+            size_t i = row_at(rows, k0 + j);
+            uint64_t ia, ib;
+            if ((rc = part_id(w, v, 0, i, &ia)) < 0 || (rc = part_id(w, v, 1, i, &ib)) < 0)
+                return rc;
+            a[j] = (uint32_t)ia;
+            b[j] = (uint32_t)ib;
+            /* symmetric in a and b, so a conversation's two directions share a partition */
+            uint64_t ph = ((ia ^ ib) >> 32) * 0x9E3779B97F4A7C15ull;
+            x[j] = (size_t)(ph >> (64 - PART_BITS));
+            __builtin_prefetch(w->wp[x[j]], 1);
+            fl[j] = flows_of(v, i);
+            pk[j] = eng_col_u64(v, ENG_COL_PACKETS, i);
+            by[j] = eng_col_u64(v, ENG_COL_BYTES, i);
+            if (times) {
+                int64_t f = first_of(v, i), l = last_of(v, i);
+                w->tmin = f < w->tmin ? f : w->tmin;
+                w->tmax = l > w->tmax ? l : w->tmax;
             }
-            pb->cur = c;
-            pb->wp = c->r;
-            pb->end = c->r + PART_CHUNK;
         }
-        part_rec *r = pb->wp;
-        if (!wide) {
-            r->a = a;
-            r->b = b;
-            r->u.n.packets = (uint32_t)pk;
-            r->u.n.bytes = (uint32_t)by;
-            pb->wp++;
-        } else {
-            r[0].a = a | PART_WIDE;
-            r[0].b = b;
-            r[0].u.flows = fl;
-            memcpy(&r[1], &pk, 8);
-            memcpy((uint8_t *)&r[1] + 8, &by, 8);
-            pb->wp += 2;
-        }
-        pb->n++;
-        if (times) {
-            int64_t f = first_of(v, i), l = last_of(v, i);
-            w->tmin = f < w->tmin ? f : w->tmin;
-            w->tmax = l > w->tmax ? l : w->tmax;
+        for (size_t j = 0; j < cnt; j++) {
+            size_t p = x[j];
+            bool wide = fl[j] != 1 || pk[j] > UINT32_MAX || by[j] > UINT32_MAX;
+            if ((rc = part_room(w, p, wide ? 2 : 1)) < 0)
+                return rc;
+            part_rec *r = w->wp[p];
+            if (!wide) {
+                r->a = a[j];
+                r->b = b[j];
+                r->u.n.packets = (uint32_t)pk[j];
+                r->u.n.bytes = (uint32_t)by[j];
+                w->wp[p]++;
+            } else {
+                r[0].a = a[j] | PART_WIDE;
+                r[0].b = b[j];
+                r[0].u.flows = fl[j];
+                memcpy(&r[1], &pk[j], 8);
+                memcpy((uint8_t *)&r[1] + 8, &by[j], 8);
+                w->wp[p] += 2;
+            }
         }
     }
     return 0;
@@ -2163,7 +2249,6 @@ typedef struct part_out {
     int rc;
 } part_out;
 
-#define PART_BATCH 16
 #define PART_EMPTY UINT64_MAX /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
 
 /* Both ids mixed before the multiply: the product's middle bits alone depended on the second
