@@ -1708,7 +1708,7 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
 
 #define PART_BITS  10
 #define PART_N     (1u << PART_BITS)
-#define PART_BATCH 16 /* rows or records a batch, their slots prefetched */
+#define PART_BATCH 16 /* rows a batch, their slots prefetched */
 
 /* 16 bytes a row: the key's first and second address as worker-local ids (a conversation:
  * source, destination), packets and bytes. A row of more than one flow, or with counters past
@@ -1905,6 +1905,28 @@ static inline bool known_less(const part_known_ent *x, uint64_t hi, uint64_t lo)
     return x->hi != hi ? x->hi < hi : x->lo < lo;
 }
 
+/* The first entry of k at or after j that is not below (hi, lo): a gallop, then a binary
+ * search (a dictionary of destinations skips the sources' part of the list in a few steps). */
+static inline size_t known_seek(const part_known *k, size_t j, uint64_t hi, uint64_t lo)
+{
+    if (j >= k->n || !known_less(&k->e[j], hi, lo))
+        return j;
+    size_t step = 1;
+    while (j + step < k->n && known_less(&k->e[j + step], hi, lo)) {
+        j += step;
+        step *= 2;
+    }
+    size_t a = j + 1, b = j + step < k->n ? j + step : k->n; /* e[j] below; e[b] not, or end */
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (known_less(&k->e[mid], hi, lo))
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
+}
+
 /* into = into and add merged, in order (tmp: scratch, swapped with into). */
 static int known_merge(part_known *into, const part_known *add, part_known *tmp)
 {
@@ -1940,11 +1962,12 @@ typedef struct part_worker {
      * dictionary instead of the hashes of every address seen) */
     uint64_t *map[2];
     size_t mapcap[2];
-    /* every dictionary value each column's map has given an id, ascending: most of the
-     * values of the next segment's dictionary are found here by one merge (a hash table of
-     * them missed the cache on every lookup: a third of a conversations query). New values
-     * go to small, which is merged into big when it has grown. */
-    part_known big[2], small[2], fresh, tmp;
+    /* every dictionary value the maps have given an id (of both columns: an address seen as
+     * source and destination keeps one id), ascending: most of the values of the next
+     * segment's dictionary are found here by one merge (a hash table of them missed the cache
+     * on every lookup: a third of a conversations query). New values go to small, which is
+     * merged into big when it has grown. */
+    part_known big, small, fresh, tmp;
     qry_sel *sel;
     int64_t tmin, tmax;            /* over rows read with times */
     int64_t span_first, span_last; /* footers of segments read without */
@@ -1957,10 +1980,8 @@ static void part_worker_free(part_worker *w)
     arena_free(&w->arena);
     free(w->map[0]);
     free(w->map[1]);
-    for (int s = 0; s < 2; s++) {
-        free(w->big[s].e);
-        free(w->small[s].e);
-    }
+    free(w->big.e);
+    free(w->small.e);
     free(w->fresh.e);
     free(w->tmp.e);
     free(w->l2g);
@@ -2032,7 +2053,7 @@ static int part_room(part_worker *w, size_t p, size_t need)
  * address appended to the worker's, its hash above it); new values join the lists. */
 static int part_map_dict(part_worker *w, int s, const eng_coldict *d)
 {
-    part_known *bg = &w->big[s], *sm = &w->small[s], *fr = &w->fresh;
+    part_known *bg = &w->big, *sm = &w->small, *fr = &w->fresh;
     int rc = known_reserve(fr, d->n);
     if (rc < 0)
         return rc;
@@ -2041,14 +2062,12 @@ static int part_map_dict(part_worker *w, int s, const eng_coldict *d)
     for (size_t c = 0; c < d->n; c++) {
         const uint8_t *val = d->vals + c * 16;
         uint64_t hi = ns_get_be64(val), lo = ns_get_be64(val + 8);
-        while (jb < bg->n && known_less(&bg->e[jb], hi, lo))
-            jb++;
+        jb = known_seek(bg, jb, hi, lo);
         if (jb < bg->n && bg->e[jb].hi == hi && bg->e[jb].lo == lo) {
             w->map[s][c] = bg->e[jb].map;
             continue;
         }
-        while (js < sm->n && known_less(&sm->e[js], hi, lo))
-            js++;
+        js = known_seek(sm, js, hi, lo);
         if (js < sm->n && sm->e[js].hi == hi && sm->e[js].lo == lo) {
             w->map[s][c] = sm->e[js].map;
             continue;
@@ -2334,36 +2353,28 @@ static void *part_run(void *arg)
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
                 for (size_t r = 0; r < ch->n;) {
-                    /* a batch of records read and their slots prefetched, then counted: the
-                     * table is about a core's cache, and a miss a row waited on each probe */
-                    uint64_t key[PART_BATCH], c[PART_BATCH][3];
-                    size_t nb = 0;
-                    for (; nb < PART_BATCH && r < ch->n; nb++) {
-                        int dir;
-                        r += part_read(&ch->r[r], l2g, j->conv, &key[nb], c[nb], &dir);
-                        __builtin_prefetch(&tab[part_slot(key[nb], cap)], 1);
-                    }
-                    for (size_t b = 0; b < nb; b++) {
-                        size_t x = part_slot(key[b], cap);
-                        while (tab[x].key != key[b] && tab[x].key != PART_EMPTY)
-                            x = (x + 1) & (cap - 1);
-                        if (tab[x].key == PART_EMPTY) {
-                            if ((n + 1) * 10 > cap * 7) {
-                                if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
-                                    goto fail;
-                                cap *= 2;
-                                tab = o->tab;
-                                x = part_slot(key[b], cap);
-                                while (tab[x].key != PART_EMPTY)
-                                    x = (x + 1) & (cap - 1);
-                            }
-                            tab[x] = (part_ent){key[b], 0, 0, 0};
-                            n++;
+                    uint64_t key, c[3];
+                    int dir;
+                    r += part_read(&ch->r[r], l2g, j->conv, &key, c, &dir);
+                    size_t x = part_slot(key, cap);
+                    while (tab[x].key != key && tab[x].key != PART_EMPTY)
+                        x = (x + 1) & (cap - 1);
+                    if (tab[x].key == PART_EMPTY) {
+                        if ((n + 1) * 10 > cap * 7) {
+                            if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
+                                goto fail;
+                            cap *= 2;
+                            tab = o->tab;
+                            x = part_slot(key, cap);
+                            while (tab[x].key != PART_EMPTY)
+                                x = (x + 1) & (cap - 1);
                         }
-                        tab[x].f += c[b][0];
-                        tab[x].p += c[b][1];
-                        tab[x].b += c[b][2];
+                        tab[x] = (part_ent){key, 0, 0, 0};
+                        n++;
                     }
+                    tab[x].f += c[0];
+                    tab[x].p += c[1];
+                    tab[x].b += c[2];
                 }
         }
         o->seen_recs += recs;
