@@ -2379,16 +2379,19 @@ static void *part_run(void *arg)
         }
         o->seen_recs += recs;
         o->seen_groups += n;
+        /* the heap's last, once it is full: most groups rank after it, and skip the call */
+        const part_best *hb = &o->best;
         for (size_t x = 0; x < cap; x++) {
             const part_ent *e = &tab[x];
             if (e->key == PART_EMPTY)
                 continue;
-            part_grp g = {e->key, e->f, e->p, e->b, {0, 0, 0}, p};
             o->groups++;
-            o->f += g.f;
-            o->p += g.p;
-            o->b += g.b;
-            best_offer(&o->best, &g, j->metric);
+            o->f += e->f;
+            o->p += e->p;
+            o->b += e->b;
+            part_grp g = {e->key, e->f, e->p, e->b, {0, 0, 0}, p};
+            if (hb->cap && (hb->n < hb->cap || grp_before(&g, &hb->h[0], j->metric)))
+                best_offer(&o->best, &g, j->metric);
         }
     }
 fail:
