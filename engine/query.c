@@ -1706,8 +1706,9 @@ static int tab_result(group_tab *t, qry_metric metric, size_t limit, int64_t fro
  * Global ids are given in address order, so comparing ids compares addresses: the answer
  * (ranking ties by key, a conversation's direction) is the group table's, exactly. */
 
-#define PART_BITS 10
-#define PART_N    (1u << PART_BITS)
+#define PART_BITS  10
+#define PART_N     (1u << PART_BITS)
+#define PART_BATCH 16 /* rows a batch, their slots prefetched */
 
 /* 16 bytes a row: the key's first and second address as worker-local ids (a conversation:
  * source, destination), packets and bytes. A row of more than one flow, or with counters past
@@ -1731,10 +1732,10 @@ typedef struct intern_slot {
 } intern_slot;
 
 typedef struct addr_intern {
-    intern_slot *slot; /* cap slots */
-    size_t cap, n, acap;
-    uint8_t *addr;  /* n addresses of 16 bytes, by id */
-    uint64_t *hash; /* their hashes, by id */
+    intern_slot *slot;           /* cap slots */
+    size_t cap, nslots, n, acap; /* slots, those used; ids given, room for them */
+    uint8_t *addr;               /* n addresses of 16 bytes, by id */
+    uint64_t *hash;              /* their hashes, by id */
 } addr_intern;
 
 static void intern_free(addr_intern *in)
@@ -1765,20 +1766,11 @@ static int intern_grow(addr_intern *in)
     return 0;
 }
 
-/* The id of address a (hash h), added when new: 0 or NS_E_NOMEM / NS_E_TOO_MANY. */
-static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
+/* Address a (hash h) under a new id, without a slot in the table (part_cols's dictionaries
+ * find theirs in sorted lists): 0 or NS_E_NOMEM / NS_E_TOO_MANY. The same address may get two
+ * ids this way; global ids (part_global_ids) give both the same one. */
+static int intern_append(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
 {
-    int rc;
-    if (in->n * 2 >= in->cap && (rc = intern_grow(in)) < 0)
-        return rc;
-    size_t k = (size_t)h & (in->cap - 1);
-    while (in->slot[k].hash) {
-        if (in->slot[k].hash == h && memcmp(in->slot[k].addr, a, 16) == 0) {
-            *id = in->slot[k].id;
-            return 0;
-        }
-        k = (k + 1) & (in->cap - 1);
-    }
     if (in->n >= UINT32_MAX / 2)
         return NS_E_TOO_MANY;
     if (in->n == in->acap) {
@@ -1795,10 +1787,30 @@ static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
     }
     memcpy(in->addr + in->n * 16, a, 16);
     in->hash[in->n] = h;
-    in->slot[k].hash = h;
-    in->slot[k].id = (uint32_t)in->n;
-    memcpy(in->slot[k].addr, a, 16);
     *id = (uint32_t)in->n++;
+    return 0;
+}
+
+/* The id of address a (hash h), added when new: 0 or NS_E_NOMEM / NS_E_TOO_MANY. */
+static int intern(addr_intern *in, const uint8_t *a, uint64_t h, uint32_t *id)
+{
+    int rc;
+    if (in->nslots * 2 >= in->cap && (rc = intern_grow(in)) < 0)
+        return rc;
+    size_t k = (size_t)h & (in->cap - 1);
+    while (in->slot[k].hash) {
+        if (in->slot[k].hash == h && memcmp(in->slot[k].addr, a, 16) == 0) {
+            *id = in->slot[k].id;
+            return 0;
+        }
+        k = (k + 1) & (in->cap - 1);
+    }
+    if ((rc = intern_append(in, a, h, id)) < 0)
+        return rc;
+    in->slot[k].hash = h;
+    in->slot[k].id = *id;
+    memcpy(in->slot[k].addr, a, 16);
+    in->nslots++;
     return 0;
 }
 
@@ -1814,13 +1826,13 @@ typedef struct part_chunk {
     part_rec r[PART_CHUNK];
 } part_chunk;
 
-/* The write cursor lives here, not in the chunk: the row loop then touches this dense array
- * and the record's slot, not a thousand chunk headers (a cache miss a row). cur->n is set when
- * a chunk is left or the scan is over (part_seal). */
+/* A partition's chunks. Its write cursor is in the worker's wp/wend arrays, not here: the row
+ * loop then touches two dense arrays and the record's slot, not a thousand chunk headers (a
+ * cache miss a row). cur->n is set when a chunk is left or the scan is over (part_seal), and n
+ * then. */
 typedef struct part_buf {
     part_chunk *head, *cur; /* chunks in order; cur the one being filled */
-    part_rec *wp, *end;     /* cur's next free record and its end */
-    size_t n;               /* rows in all */
+    size_t n;               /* records in all (a wide row takes two) */
 } part_buf;
 
 /* Its blocks are the database's scratch blocks: a repeated query finds them in memory. */
@@ -1863,6 +1875,79 @@ static part_chunk *arena_chunk(part_arena *a)
     return c;
 }
 
+/* Addresses in ascending order (hi, lo: the big-endian halves as numbers) with their map
+ * entries (see part_worker.map). */
+typedef struct part_known_ent {
+    uint64_t hi, lo, map;
+} part_known_ent;
+typedef struct part_known {
+    part_known_ent *e;
+    size_t n, cap;
+} part_known;
+
+static int known_reserve(part_known *k, size_t n)
+{
+    if (n <= k->cap)
+        return 0;
+    size_t cap = k->cap ? k->cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    part_known_ent *e = realloc(k->e, cap * sizeof *e);
+    if (!e)
+        return NS_E_NOMEM;
+    k->e = e;
+    k->cap = cap;
+    return 0;
+}
+
+static inline bool known_less(const part_known_ent *x, uint64_t hi, uint64_t lo)
+{
+    return x->hi != hi ? x->hi < hi : x->lo < lo;
+}
+
+/* The first entry of k at or after j that is not below (hi, lo): a gallop, then a binary
+ * search (a dictionary of destinations skips the sources' part of the list in a few steps). */
+static inline size_t known_seek(const part_known *k, size_t j, uint64_t hi, uint64_t lo)
+{
+    if (j >= k->n || !known_less(&k->e[j], hi, lo))
+        return j;
+    size_t step = 1;
+    while (j + step < k->n && known_less(&k->e[j + step], hi, lo)) {
+        j += step;
+        step *= 2;
+    }
+    size_t a = j + 1, b = j + step < k->n ? j + step : k->n; /* e[j] below; e[b] not, or end */
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (known_less(&k->e[mid], hi, lo))
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
+}
+
+/* into = into and add merged, in order (tmp: scratch, swapped with into). */
+static int known_merge(part_known *into, const part_known *add, part_known *tmp)
+{
+    int rc = known_reserve(tmp, into->n + add->n);
+    if (rc < 0)
+        return rc;
+    size_t i = 0, j = 0, k = 0;
+    while (i < into->n && j < add->n)
+        tmp->e[k++] =
+            known_less(&add->e[j], into->e[i].hi, into->e[i].lo) ? add->e[j++] : into->e[i++];
+    while (i < into->n)
+        tmp->e[k++] = into->e[i++];
+    while (j < add->n)
+        tmp->e[k++] = add->e[j++];
+    tmp->n = k;
+    part_known t = *into;
+    *into = *tmp;
+    *tmp = t;
+    return 0;
+}
+
 typedef struct part_worker {
     const qry_filter *filter;
     int64_t deadline;
@@ -1871,15 +1956,18 @@ typedef struct part_worker {
     addr_intern in;
     part_arena arena;
     part_buf part[PART_N];
+    part_rec *wp[PART_N], *wend[PART_N]; /* each partition's next free record, its chunk's end */
     /* per view, for each column: a dictionary code's local id, and 32 bits of its address's
      * hash above it (the partition of a row, from arrays the size of the segment's
      * dictionary instead of the hashes of every address seen) */
     uint64_t *map[2];
     size_t mapcap[2];
-    /* the last dictionary of each column seen, and its map */
-    uint8_t *prev[2];
-    uint64_t *prevmap[2];
-    size_t nprev[2], prevcap[2];
+    /* every dictionary value the maps have given an id (of both columns: an address seen as
+     * source and destination keeps one id), ascending: most of the values of the next
+     * segment's dictionary are found here by one merge (a hash table of them missed the cache
+     * on every lookup: a third of a conversations query). New values go to small, which is
+     * merged into big when it has grown. */
+    part_known big, small, fresh, tmp;
     qry_sel *sel;
     int64_t tmin, tmax;            /* over rows read with times */
     int64_t span_first, span_last; /* footers of segments read without */
@@ -1892,10 +1980,10 @@ static void part_worker_free(part_worker *w)
     arena_free(&w->arena);
     free(w->map[0]);
     free(w->map[1]);
-    free(w->prev[0]);
-    free(w->prev[1]);
-    free(w->prevmap[0]);
-    free(w->prevmap[1]);
+    free(w->big.e);
+    free(w->small.e);
+    free(w->fresh.e);
+    free(w->tmp.e);
     free(w->l2g);
     sel_free(w->sel);
 }
@@ -1908,13 +1996,6 @@ static int part_span_cb(void *arg, uint64_t flows, uint64_t packets, uint64_t by
     (void)bytes;
     span_take(w->filter, flows, first_ms, last_ms, &w->span_first, &w->span_last);
     return 0;
-}
-
-/* a's 16 bytes before b's, as unsigned numbers (the order of a dictionary's values) */
-static inline bool addr_less(const uint8_t *a, const uint8_t *b)
-{
-    uint64_t ah = ns_get_be64(a), bh = ns_get_be64(b);
-    return ah != bh ? ah < bh : ns_get_be64(a + 8) < ns_get_be64(b + 8);
 }
 
 /* Row i's address in column side s: its local id, and 32 bits of its hash above it (through
@@ -1937,9 +2018,76 @@ static inline int part_id(part_worker *w, const eng_colview *v, int s, size_t i,
 /* Ends every partition's current chunk (its count of records), after the scan. */
 static void part_seal(part_worker *w)
 {
-    for (size_t p = 0; p < PART_N; p++)
-        if (w->part[p].cur)
-            w->part[p].cur->n = (size_t)(w->part[p].wp - w->part[p].cur->r);
+    for (size_t p = 0; p < PART_N; p++) {
+        part_buf *pb = &w->part[p];
+        if (pb->cur)
+            pb->cur->n = (size_t)(w->wp[p] - pb->cur->r);
+        pb->n = 0;
+        for (const part_chunk *c = pb->head; c; c = c->next)
+            pb->n += c->n;
+    }
+}
+
+/* Room for `need` more records in partition p: a new chunk when its own is full. */
+static int part_room(part_worker *w, size_t p, size_t need)
+{
+    if ((size_t)(w->wend[p] - w->wp[p]) >= need)
+        return 0;
+    part_buf *pb = &w->part[p];
+    part_chunk *c = arena_chunk(&w->arena);
+    if (!c)
+        return NS_E_NOMEM;
+    if (pb->cur) {
+        pb->cur->n = (size_t)(w->wp[p] - pb->cur->r);
+        pb->cur->next = c;
+    } else {
+        pb->head = c;
+    }
+    pb->cur = c;
+    w->wp[p] = c->r;
+    w->wend[p] = c->r + PART_CHUNK;
+    return 0;
+}
+
+/* w->map[s] for dictionary d: each value's entry from the known lists, or a new id (its
+ * address appended to the worker's, its hash above it); new values join the lists. */
+static int part_map_dict(part_worker *w, int s, const eng_coldict *d)
+{
+    part_known *bg = &w->big, *sm = &w->small, *fr = &w->fresh;
+    int rc = known_reserve(fr, d->n);
+    if (rc < 0)
+        return rc;
+    fr->n = 0;
+    size_t jb = 0, js = 0;
+    for (size_t c = 0; c < d->n; c++) {
+        const uint8_t *val = d->vals + c * 16;
+        uint64_t hi = ns_get_be64(val), lo = ns_get_be64(val + 8);
+        jb = known_seek(bg, jb, hi, lo);
+        if (jb < bg->n && bg->e[jb].hi == hi && bg->e[jb].lo == lo) {
+            w->map[s][c] = bg->e[jb].map;
+            continue;
+        }
+        js = known_seek(sm, js, hi, lo);
+        if (js < sm->n && sm->e[js].hi == hi && sm->e[js].lo == lo) {
+            w->map[s][c] = sm->e[js].map;
+            continue;
+        }
+        uint64_t h = key_hash(val, 16);
+        uint32_t id;
+        if ((rc = intern_append(&w->in, val, h, &id)) < 0)
+            return rc;
+        w->map[s][c] = (h >> 32) << 32 | id;
+        fr->e[fr->n++] = (part_known_ent){hi, lo, w->map[s][c]};
+    }
+    if (fr->n && (rc = known_merge(sm, fr, &w->tmp)) < 0)
+        return rc;
+    /* small stays a fraction of big: each merge walks small, a merge into big all of big */
+    if (sm->n > bg->n / 8 + 1024) {
+        if ((rc = known_merge(bg, sm, &w->tmp)) < 0)
+            return rc;
+        sm->n = 0;
+    }
+    return 0;
 }
 
 static int part_cols(void *arg, const eng_colview *v)
@@ -1963,110 +2111,68 @@ static int part_cols(void *arg, const eng_colview *v)
             w->map[s] = m;
             w->mapcap[s] = d->n;
         }
-        /* The values this side's previous dictionary had (about half, in the benchmark's
-         * minutes) take their entries from it: both are ascending, so one merge finds them.
-         * The others are hashed and their slots prefetched a batch at a time, then interned:
-         * the table (every address seen) is larger than a core's cache. */
-        uint64_t hs[TAB_BATCH];
-        size_t cs[TAB_BATCH], nb = 0, j = 0;
-        const uint8_t *pv = w->prev[s];
-        for (size_t c = 0; c <= d->n; c++) {
-            if (c < d->n) {
-                const uint8_t *val = d->vals + c * 16;
-                while (j < w->nprev[s] && addr_less(pv + j * 16, val))
-                    j++;
-                if (j < w->nprev[s] && memcmp(pv + j * 16, val, 16) == 0) {
-                    w->map[s][c] = w->prevmap[s][j];
-                    continue;
-                }
-                hs[nb] = key_hash(val, 16);
-                cs[nb] = c;
-                if (w->in.cap)
-                    __builtin_prefetch(&w->in.slot[(size_t)hs[nb] & (w->in.cap - 1)]);
-                if (++nb < TAB_BATCH)
-                    continue;
-            }
-            for (size_t k = 0; k < nb; k++) {
-                uint32_t id;
-                if ((rc = intern(&w->in, d->vals + cs[k] * 16, hs[k], &id)) < 0)
-                    return rc;
-                w->map[s][cs[k]] = (hs[k] >> 32) << 32 | id;
-            }
-            nb = 0;
-        }
-        if (d->n > w->prevcap[s]) {
-            uint8_t *nv = realloc(w->prev[s], d->n * 16);
-            if (nv)
-                w->prev[s] = nv;
-            uint64_t *nm = nv ? realloc(w->prevmap[s], d->n * sizeof *nm) : NULL;
-            if (nm)
-                w->prevmap[s] = nm;
-            if (!nv || !nm)
-                return NS_E_NOMEM;
-            w->prevcap[s] = d->n;
-        }
-        memcpy(w->prev[s], d->vals, d->n * 16);
-        memcpy(w->prevmap[s], w->map[s], d->n * sizeof *w->map[s]);
-        w->nprev[s] = d->n;
+        if ((rc = part_map_dict(w, s, d)) < 0)
+            return rc;
     }
     bool times = v->mask & ENG_COLMASK(ENG_COL_FIRST);
-    for (size_t k = 0; k < n; k++) {
-        size_t i = row_at(rows, k);
-        uint64_t ia, ib;
-        if ((rc = part_id(w, v, 0, i, &ia)) < 0 || (rc = part_id(w, v, 1, i, &ib)) < 0)
-            return rc;
-        uint32_t a = (uint32_t)ia, b = (uint32_t)ib;
-        /* symmetric in a and b, so a conversation's two directions share a partition */
-        uint64_t ph = ((ia ^ ib) >> 32) * 0x9E3779B97F4A7C15ull;
-        part_buf *pb = &w->part[ph >> (64 - PART_BITS)];
-        uint64_t fl = flows_of(v, i), pk = eng_col_u64(v, ENG_COL_PACKETS, i),
-                 by = eng_col_u64(v, ENG_COL_BYTES, i);
-        bool wide = fl != 1 || pk > UINT32_MAX || by > UINT32_MAX;
-        if (pb->end - pb->wp < (wide ? 2 : 1)) {
-            part_chunk *c = arena_chunk(&w->arena);
-            if (!c)
-                return NS_E_NOMEM;
-            if (pb->cur) {
-                pb->cur->n = (size_t)(pb->wp - pb->cur->r);
-                pb->cur->next = c;
-            } else {
-                pb->head = c;
+    for (size_t k0 = 0; k0 < n; k0 += PART_BATCH) {
+        /* a batch of rows: their partitions found and the slots they go to prefetched, then
+         * written (a thousand partitions' slots do not stay in a core's first cache) */
+        size_t cnt = n - k0 < PART_BATCH ? n - k0 : PART_BATCH, x[PART_BATCH];
+        uint32_t a[PART_BATCH], b[PART_BATCH];
+        uint64_t fl[PART_BATCH], pk[PART_BATCH], by[PART_BATCH];
+        for (size_t j = 0; j < cnt; j++) {
+            size_t i = row_at(rows, k0 + j);
+            uint64_t ia, ib;
+            if ((rc = part_id(w, v, 0, i, &ia)) < 0 || (rc = part_id(w, v, 1, i, &ib)) < 0)
+                return rc;
+            a[j] = (uint32_t)ia;
+            b[j] = (uint32_t)ib;
+            /* symmetric in a and b, so a conversation's two directions share a partition */
+            uint64_t ph = ((ia ^ ib) >> 32) * 0x9E3779B97F4A7C15ull;
+            x[j] = (size_t)(ph >> (64 - PART_BITS));
+            __builtin_prefetch(w->wp[x[j]], 1);
+            fl[j] = flows_of(v, i);
+            pk[j] = eng_col_u64(v, ENG_COL_PACKETS, i);
+            by[j] = eng_col_u64(v, ENG_COL_BYTES, i);
+            if (times) {
+                int64_t f = first_of(v, i), l = last_of(v, i);
+                w->tmin = f < w->tmin ? f : w->tmin;
+                w->tmax = l > w->tmax ? l : w->tmax;
             }
-            pb->cur = c;
-            pb->wp = c->r;
-            pb->end = c->r + PART_CHUNK;
         }
-        part_rec *r = pb->wp;
-        if (!wide) {
-            r->a = a;
-            r->b = b;
-            r->u.n.packets = (uint32_t)pk;
-            r->u.n.bytes = (uint32_t)by;
-            pb->wp++;
-        } else {
-            r[0].a = a | PART_WIDE;
-            r[0].b = b;
-            r[0].u.flows = fl;
-            memcpy(&r[1], &pk, 8);
-            memcpy((uint8_t *)&r[1] + 8, &by, 8);
-            pb->wp += 2;
-        }
-        pb->n++;
-        if (times) {
-            int64_t f = first_of(v, i), l = last_of(v, i);
-            w->tmin = f < w->tmin ? f : w->tmin;
-            w->tmax = l > w->tmax ? l : w->tmax;
+        for (size_t j = 0; j < cnt; j++) {
+            size_t p = x[j];
+            bool wide = fl[j] != 1 || pk[j] > UINT32_MAX || by[j] > UINT32_MAX;
+            if ((rc = part_room(w, p, wide ? 2 : 1)) < 0)
+                return rc;
+            part_rec *r = w->wp[p];
+            if (!wide) {
+                r->a = a[j];
+                r->b = b[j];
+                r->u.n.packets = (uint32_t)pk[j];
+                r->u.n.bytes = (uint32_t)by[j];
+                w->wp[p]++;
+            } else {
+                r[0].a = a[j] | PART_WIDE;
+                r[0].b = b[j];
+                r[0].u.flows = fl[j];
+                memcpy(&r[1], &pk[j], 8);
+                memcpy((uint8_t *)&r[1] + 8, &by[j], 8);
+                w->wp[p] += 2;
+            }
         }
     }
     return 0;
 }
 
-/* A group of one partition: its key (global ids, first << 32 | second) and totals; a
- * conversation's by direction too. */
+/* A group of one partition: its key (global ids, first << 32 | second), totals and partition;
+ * a conversation's by direction too, found for the best groups only (part_dirs). */
 typedef struct part_grp {
     uint64_t key;
     uint64_t f, p, b;
     uint64_t ab[3]; /* a conversation's flows, packets, bytes from a to b (b to a: the rest) */
+    size_t part;
 } part_grp;
 
 typedef struct part_best {
@@ -2145,19 +2251,18 @@ typedef struct part_job {
     int rc;
 } part_job;
 
-/* A partition's table: keys apart from totals, so clearing it and finding its groups read 8
- * bytes a slot, not a whole part_grp (most slots stay empty: it is sized by rows). */
-typedef struct part_val {
-    uint64_t f, p, b;
-    uint64_t ab[3];
-} part_val;
+/* A partition's table: a slot is a key and its totals in 32 bytes, so a row's probe and
+ * update touch one cache line. A conversation's direction is not counted here: only the best
+ * groups need it, and part_dirs finds it for them (with it a slot took two lines). */
+typedef struct part_ent {
+    uint64_t key, f, p, b;
+} part_ent;
 
 typedef struct part_out {
     part_job *job;
     part_best best;
     uint64_t groups, f, p, b;
-    uint64_t *keys;
-    part_val *vals;
+    part_ent *tab;
     size_t tcap;
     uint64_t seen_recs, seen_groups; /* over the partitions done: sizes the next table */
     int rc;
@@ -2165,38 +2270,57 @@ typedef struct part_out {
 
 #define PART_EMPTY UINT64_MAX /* no key has two ids of 2^32 - 1 (ids stay below 2^31) */
 
+/* Both ids mixed before the multiply: the product's middle bits alone depended on the second
+ * id only (and one bit of the first), so every group with one destination probed one run. */
 static inline size_t part_slot(uint64_t key, size_t cap)
 {
-    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+    uint64_t h = (key ^ key >> 29) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 24) & (cap - 1);
 }
 
-/* o's table at cap slots (at least tcap), keeping the n groups of its first `old` slots. */
+/* o's table at cap slots (at least tcap), keeping the groups of its first `old` slots. */
 static int part_tab_grow(part_out *o, size_t old, size_t cap)
 {
-    uint64_t *nk = malloc(cap * sizeof *nk);
-    part_val *nv = malloc(cap * sizeof *nv);
-    if (!nk || !nv) {
-        free(nk);
-        free(nv);
+    part_ent *nt = malloc(cap * sizeof *nt);
+    if (!nt)
         return NS_E_NOMEM;
-    }
     for (size_t x = 0; x < cap; x++)
-        nk[x] = PART_EMPTY;
+        nt[x].key = PART_EMPTY;
     for (size_t x = 0; x < old; x++) {
-        if (o->keys[x] == PART_EMPTY)
+        if (o->tab[x].key == PART_EMPTY)
             continue;
-        size_t y = part_slot(o->keys[x], cap);
-        while (nk[y] != PART_EMPTY)
+        size_t y = part_slot(o->tab[x].key, cap);
+        while (nt[y].key != PART_EMPTY)
             y = (y + 1) & (cap - 1);
-        nk[y] = o->keys[x];
-        nv[y] = o->vals[x];
+        nt[y] = o->tab[x];
     }
-    free(o->keys);
-    free(o->vals);
-    o->keys = nk;
-    o->vals = nv;
+    free(o->tab);
+    o->tab = nt;
     o->tcap = cap;
     return 0;
+}
+
+/* Record *r (and the one after it when wide) of worker k as its group's key in global ids,
+ * its counters, and its direction (a conversation from its larger address: dir 1). Returns the
+ * records it takes (1 or 2). */
+static inline size_t part_read(const part_rec *r, const uint32_t *l2g, bool conv, uint64_t *key,
+                               uint64_t c[3], int *dir)
+{
+    size_t used = 1;
+    c[0] = 1;
+    if (r->a & PART_WIDE) {
+        c[0] = r->u.flows;
+        memcpy(&c[1], &r[1], 8);
+        memcpy(&c[2], (const uint8_t *)&r[1] + 8, 8);
+        used = 2;
+    } else {
+        c[1] = r->u.n.packets;
+        c[2] = r->u.n.bytes;
+    }
+    uint64_t ga = l2g[r->a & ~PART_WIDE], gb = l2g[r->b];
+    *dir = conv && gb < ga; /* the source is the larger address: b to a */
+    *key = *dir ? gb << 32 | ga : ga << 32 | gb;
+    return used;
 }
 
 static void *part_run(void *arg)
@@ -2222,75 +2346,52 @@ static void *part_run(void *arg)
             cap <<= 1;
         if (cap > o->tcap && (o->rc = part_tab_grow(o, 0, cap)) < 0)
             break;
-        uint64_t *keys = o->keys;
-        part_val *vals = o->vals;
+        part_ent *tab = o->tab;
         for (size_t x = 0; x < cap; x++)
-            keys[x] = PART_EMPTY;
+            tab[x].key = PART_EMPTY;
         for (unsigned k = 0; k < j->nw; k++) {
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
-                for (size_t r = 0; r < ch->n; r++) {
-                    const part_rec *rec = &ch->r[r];
-                    uint64_t fl = 1, pk, by;
-                    if (rec->a & PART_WIDE) {
-                        fl = rec->u.flows;
-                        memcpy(&pk, &ch->r[r + 1], 8);
-                        memcpy(&by, (const uint8_t *)&ch->r[r + 1] + 8, 8);
-                        r++;
-                    } else {
-                        pk = rec->u.n.packets;
-                        by = rec->u.n.bytes;
-                    }
-                    uint64_t ga = l2g[rec->a & ~PART_WIDE], gb = l2g[rec->b];
-                    int dir = 0;
-                    if (j->conv && gb < ga) {
-                        uint64_t t = ga;
-                        ga = gb;
-                        gb = t;
-                        dir = 1; /* the source is the larger address: b to a */
-                    }
-                    uint64_t key = ga << 32 | gb;
+                for (size_t r = 0; r < ch->n;) {
+                    uint64_t key, c[3];
+                    int dir;
+                    r += part_read(&ch->r[r], l2g, j->conv, &key, c, &dir);
                     size_t x = part_slot(key, cap);
-                    while (keys[x] != key && keys[x] != PART_EMPTY)
+                    while (tab[x].key != key && tab[x].key != PART_EMPTY)
                         x = (x + 1) & (cap - 1);
-                    if (keys[x] == PART_EMPTY) {
+                    if (tab[x].key == PART_EMPTY) {
                         if ((n + 1) * 10 > cap * 7) {
                             if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
                                 goto fail;
                             cap *= 2;
-                            keys = o->keys;
-                            vals = o->vals;
+                            tab = o->tab;
                             x = part_slot(key, cap);
-                            while (keys[x] != PART_EMPTY)
+                            while (tab[x].key != PART_EMPTY)
                                 x = (x + 1) & (cap - 1);
                         }
-                        memset(&vals[x], 0, sizeof vals[x]);
-                        keys[x] = key;
+                        tab[x] = (part_ent){key, 0, 0, 0};
                         n++;
                     }
-                    part_val *g = &vals[x];
-                    g->f += fl;
-                    g->p += pk;
-                    g->b += by;
-                    if (j->conv && dir == 0) {
-                        g->ab[0] += fl;
-                        g->ab[1] += pk;
-                        g->ab[2] += by;
-                    }
+                    tab[x].f += c[0];
+                    tab[x].p += c[1];
+                    tab[x].b += c[2];
                 }
         }
         o->seen_recs += recs;
         o->seen_groups += n;
+        /* the heap's last, once it is full: most groups rank after it, and skip the call */
+        const part_best *hb = &o->best;
         for (size_t x = 0; x < cap; x++) {
-            if (keys[x] == PART_EMPTY)
+            const part_ent *e = &tab[x];
+            if (e->key == PART_EMPTY)
                 continue;
-            const part_val *pv = &vals[x];
-            part_grp g = {keys[x], pv->f, pv->p, pv->b, {pv->ab[0], pv->ab[1], pv->ab[2]}};
             o->groups++;
-            o->f += g.f;
-            o->p += g.p;
-            o->b += g.b;
-            best_offer(&o->best, &g, j->metric);
+            o->f += e->f;
+            o->p += e->p;
+            o->b += e->b;
+            part_grp g = {e->key, e->f, e->p, e->b, {0, 0, 0}, p};
+            if (hb->cap && (hb->n < hb->cap || grp_before(&g, &hb->h[0], j->metric)))
+                best_offer(&o->best, &g, j->metric);
         }
     }
 fail:
@@ -2300,6 +2401,69 @@ fail:
         pthread_mutex_unlock(&j->mu);
     }
     return NULL;
+}
+
+static int cmp_grp_part(const void *x, const void *y)
+{
+    const part_grp *a = *(const part_grp *const *)x, *b = *(const part_grp *const *)y;
+    return a->part < b->part ? -1 : a->part > b->part;
+}
+
+/* The a-to-b totals of conversations g[0..n) (ab, zero on entry): the records of each one's
+ * partition read again, once a partition, and matched in a small table of its groups. */
+static int part_dirs(const part_worker *w, unsigned nw, part_grp *g, size_t n)
+{
+    part_grp **by = malloc((n ? n : 1) * sizeof *by);
+    if (!by)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        by[i] = &g[i];
+    qsort(by, n, sizeof *by, cmp_grp_part);
+    part_grp **slot = NULL;
+    size_t scap = 0;
+    int rc = 0;
+    for (size_t i0 = 0, i1; i0 < n; i0 = i1) {
+        for (i1 = i0 + 1; i1 < n && by[i1]->part == by[i0]->part; i1++)
+            ;
+        size_t cap = 16;
+        while (cap < 2 * (i1 - i0))
+            cap <<= 1;
+        if (cap > scap) {
+            free(slot);
+            if (!(slot = malloc(cap * sizeof *slot))) {
+                rc = NS_E_NOMEM;
+                break;
+            }
+            scap = cap;
+        }
+        memset(slot, 0, cap * sizeof *slot);
+        for (size_t i = i0; i < i1; i++) {
+            size_t x = part_slot(by[i]->key, cap);
+            while (slot[x])
+                x = (x + 1) & (cap - 1);
+            slot[x] = by[i];
+        }
+        size_t p = by[i0]->part;
+        for (unsigned k = 0; k < nw; k++)
+            for (const part_chunk *ch = w[k].part[p].head; ch; ch = ch->next)
+                for (size_t r = 0; r < ch->n;) {
+                    uint64_t key, c[3];
+                    int dir;
+                    r += part_read(&ch->r[r], w[k].l2g, true, &key, c, &dir);
+                    if (dir)
+                        continue;
+                    size_t x = part_slot(key, cap);
+                    while (slot[x] && slot[x]->key != key)
+                        x = (x + 1) & (cap - 1);
+                    if (!slot[x])
+                        continue;
+                    for (int m = 0; m < 3; m++)
+                        slot[x]->ab[m] += c[m];
+                }
+    }
+    free(slot);
+    free(by);
+    return rc;
 }
 
 typedef struct gid_key {
@@ -2526,6 +2690,8 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
         all.n = end - 1;
         best_down(&all, 0, metric);
     }
+    if (rc == 0 && conv)
+        rc = part_dirs(w, nw, all.h, k);
     if (rc == 0 && !(out->rows = calloc(k ? k : 1, sizeof *out->rows)))
         rc = NS_E_NOMEM;
     if (rc == 0) {
@@ -2570,8 +2736,7 @@ static int part_top(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filter
     free(all.h);
     for (unsigned x = 0; x < nw; x++) {
         free(o[x].best.h);
-        free(o[x].keys);
-        free(o[x].vals);
+        free(o[x].tab);
         part_worker_free(&w[x]);
     }
     free(o);

@@ -2738,6 +2738,7 @@ void eng__colset_free(eng_colset *cs)
     }
     free(cs->raw);
     free(cs->comp);
+    ZSTD_freeDCtx(cs->zdctx);
     memset(cs, 0, sizeof *cs);
 }
 
@@ -2779,7 +2780,10 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
              * 8 zero bytes a row was a tenth of a top-N) */
             continue;
         }
-        size_t got = ZSTD_decompress(cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
+        if (!cs->zdctx && !(cs->zdctx = ZSTD_createDCtx()))
+            return NS_E_NOMEM;
+        size_t got =
+            ZSTD_decompressDCtx(cs->zdctx, cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
         if (ZSTD_isError(got) || got != ci->rsize)
             return NS_E_CORRUPT;
         if (ci->encoding == ENC_DICT) {

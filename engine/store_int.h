@@ -22,6 +22,7 @@ typedef struct eng_colset {
     size_t cap[ENG_NCOLS];
     uint8_t *raw, *comp; /* decompression scratch */
     size_t rawcap, compcap;
+    void *zdctx; /* a ZSTD_DCtx kept for the set's reads (ZSTD_decompress allocates one a call) */
     /* the dictionary-coded columns among them (src, dst): dict[c] is valid when dmask has c;
      * those also in dict_only (set by the caller) are not expanded into col[c] */
     uint32_t dmask, dict_only;

@@ -509,3 +509,114 @@ Test(qfast, byte_planes_decode_for_every_width_and_value_size)
                           k, row);
             }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Conversations and address pairs over many distinct addresses: the partitioned path maps each
+ * segment's dictionary values to ids through sorted lists of the values seen before (a small
+ * one merged into a big one as it grows), and open rows through a hash table, so one address
+ * may hold two ids. Thousands of addresses a minute, new ones every minute and some in both
+ * directions, take every branch of that; each answer (every group, both directions, the other,
+ * the total and the count of groups) must be the group table's, and the count brute force's. */
+
+#define CONV_MINS 8
+#define CONV_ROWS 3000 /* a minute */
+static eng_flow conv_rows[(CONV_MINS + 1) * CONV_ROWS];
+
+static ns_addr pool_addr(uint32_t i, bool dst)
+{
+    char t[64];
+    if (i % 29 == 0)
+        snprintf(t, sizeof t, "2001:db8:%x::%x", dst ? 2 : 1, i);
+    else
+        snprintf(t, sizeof t, "%u.%u.%u.%u", dst ? 192 : 10, (i >> 16) & 255, (i >> 8) & 255,
+                 i & 255);
+    return addr(t);
+}
+
+static int cmp_pair(const void *x, const void *y)
+{
+    return memcmp(x, y, 32);
+}
+
+Test(qfast, conversations_over_many_addresses_match_the_group_table)
+{
+    size_t n = 0;
+    for (int m = 0; m <= CONV_MINS; m++) { /* the last minute stays open */
+        for (int k = 0; k < CONV_ROWS; k++) {
+            eng_flow f;
+            memset(&f, 0, sizeof f);
+            /* a window of 1100 of each pool, moving 350 a minute: new values every minute, and
+             * fewer than half the rows distinct (so the columns are dictionaries) */
+            uint32_t si = (uint32_t)m * 350 + rnd(1100), di = (uint32_t)m * 350 + rnd(1100);
+            f.src = pool_addr(si, false);
+            f.dst = pool_addr(di, rnd(4) != 0); /* a quarter from the sources: both ways */
+            if (rnd(5) == 0) {                  /* the reverse of a conversation */
+                ns_addr t = f.src;
+                f.src = f.dst;
+                f.dst = t;
+            }
+            f.exporter = addr("192.0.2.1");
+            f.proto = 6;
+            f.packets = 1 + rnd(40);
+            f.bytes = rnd(9) == 0 ? (5ull << 32) + rnd(1000) : 40 + rnd(1u << 20);
+            f.flows = rnd(13) == 0 ? 2 + rnd(3) : 0;
+            f.first_ms = M0 + m * MIN + (int64_t)rnd(59000);
+            f.last_ms = f.first_ms + (int64_t)rnd(1000);
+            conv_rows[n] = f;
+            cr_assert(eq(int, eng_db_append(db, M0 + m * MIN + 30000, &f, 1), 0));
+            n++;
+        }
+    }
+    cr_assert(eq(int, eng_db_seal_due(db, M0 + CONV_MINS * MIN + 500, false), CONV_MINS));
+    /* brute force: the distinct unordered pairs */
+    uint8_t(*pairs)[32] = malloc(n * sizeof *pairs);
+    cr_assert(pairs != NULL);
+    for (size_t i = 0; i < n; i++) {
+        bool ab = memcmp(conv_rows[i].src.b, conv_rows[i].dst.b, 16) <= 0;
+        memcpy(pairs[i], ab ? conv_rows[i].src.b : conv_rows[i].dst.b, 16);
+        memcpy(pairs[i] + 16, ab ? conv_rows[i].dst.b : conv_rows[i].src.b, 16);
+    }
+    qsort(pairs, n, 32, cmp_pair);
+    uint64_t nconv = 0;
+    for (size_t i = 0; i < n; i++)
+        nconv += i == 0 || memcmp(pairs[i - 1], pairs[i], 32) != 0;
+    free(pairs);
+    static const char *const groups[] = {"conversation", "srcaddr,dstaddr", "dstaddr,srcaddr"};
+    char err[128];
+    for (int gi = 0; gi < 3; gi++)
+        for (int metric = 0; metric < 3; metric++) {
+            qry_group g;
+            cr_assert(eq(int, qry_group_parse(groups[gi], &g, err, sizeof err), 0));
+            qry_top_result a, b;
+            size_t limit = metric == 2 ? 50 : 1000000; /* flows: ties ranked by key */
+            cr_assert(
+                eq(int,
+                   qry_top_group(db, INT64_MIN, INT64_MAX, NULL, &g, (qry_metric)metric, limit, &a),
+                   0));
+            cr_assert(eq(int,
+                         qry_top_group_opt(db, INT64_MIN, INT64_MAX, NULL, &g, (qry_metric)metric,
+                                           limit, QRY_TOP_NO_GROUP_TIMES, &b),
+                         0));
+            if (gi == 0)
+                cr_assert(eq(u64, b.groups, nconv), "conversations against brute force");
+            cr_assert(eq(u64, a.groups, b.groups), "%s", groups[gi]);
+            cr_assert(eq(sz, a.n, b.n));
+            cr_assert(totals_same(&a.total, &b.total));
+            cr_assert(eq(u64, a.other.bytes, b.other.bytes));
+            cr_assert(eq(u64, a.other.flows, b.other.flows));
+            for (size_t i = 0; i < a.n; i++) {
+                cr_assert(memcmp(&a.rows[i].key, &b.rows[i].key, sizeof a.rows[i].key) == 0,
+                          "%s metric %d row %zu", groups[gi], metric, i);
+                cr_assert(eq(u64, a.rows[i].t.flows, b.rows[i].t.flows));
+                cr_assert(eq(u64, a.rows[i].t.packets, b.rows[i].t.packets));
+                cr_assert(eq(u64, a.rows[i].t.bytes, b.rows[i].t.bytes));
+                cr_assert(eq(u64, a.rows[i].ab.flows, b.rows[i].ab.flows), "a to b, row %zu", i);
+                cr_assert(eq(u64, a.rows[i].ab.packets, b.rows[i].ab.packets));
+                cr_assert(eq(u64, a.rows[i].ab.bytes, b.rows[i].ab.bytes));
+                cr_assert(eq(u64, a.rows[i].ba.bytes, b.rows[i].ba.bytes), "b to a, row %zu", i);
+                cr_assert(eq(u64, a.rows[i].ba.flows, b.rows[i].ba.flows));
+            }
+            qry_top_free(&a);
+            qry_top_free(&b);
+        }
+}
