@@ -2261,28 +2261,24 @@ static int sort_narrow(eng_flow *const *chunks, unsigned shift, size_t n, uint32
 static bool sort_perm(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm,
                       seal_mem *m, bool general, bool *narrow)
 {
-    row_pass rps, *rp = &rps;
+    row_pass rp;
+    int r = n >= 2 && !general ? sort_narrow(chunks, shift, n, perm, m) : 0;
     if (narrow)
-        *narrow = false;
-    if (n >= 2 && !general) {
-        int r = sort_narrow(chunks, shift, n, perm, m);
-        if (r != 0 && narrow)
-            *narrow = r > 0;
-        if (r != 0)
-            return r > 0;
-    }
+        *narrow = r > 0;
+    if (r != 0)
+        return r > 0;
     wkey *w = mem_at(m, 2, (n ? n : 1) * sizeof *w);
     if (!w)
         return false;
-    read_keys(chunks, shift, n, w, rp);
+    read_keys(chunks, shift, n, w, &rp);
     if (n < 2) {
         if (n == 1)
             perm[0] = 0;
         return true;
     }
-    unsigned b1 = bits_of(rp->hi[1] - rp->lo[1]), b2 = bits_of(rp->hi[2] - rp->lo[2]);
-    unsigned total = bits_of(rp->hi[0] - rp->lo[0]) + b1 + b2;
-    return total <= 64 ? sort_packed(w, n, rp, b1, b2, perm, m) : sort_wide(w, n, perm, m);
+    unsigned b1 = bits_of(rp.hi[1] - rp.lo[1]), b2 = bits_of(rp.hi[2] - rp.lo[2]);
+    unsigned total = bits_of(rp.hi[0] - rp.lo[0]) + b1 + b2;
+    return total <= 64 ? sort_packed(w, n, &rp, b1, b2, perm, m) : sort_wide(w, n, perm, m);
 }
 
 int eng__seal_sort(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *perm, bool general)
