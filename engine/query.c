@@ -1,6 +1,7 @@
 /* engine/query.c — totals and top-N over the store. A scan hands batches of rows to an
  * aggregator: a hash table keyed by the group key (xxh3), then a partial sort for the top. */
 #include "engine/query.h"
+#include "engine/query_int.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -1905,26 +1906,46 @@ static inline bool known_less(const part_known_ent *x, uint64_t hi, uint64_t lo)
     return x->hi != hi ? x->hi < hi : x->lo < lo;
 }
 
+/* x below (hi, lo) as one 128-bit compare: no branch for the search's steps to mispredict */
+static inline size_t known_below(const part_known_ent *x, unsigned __int128 key)
+{
+    return ((unsigned __int128)x->hi << 64 | x->lo) < key;
+}
+
 /* The first entry of k at or after j that is not below (hi, lo): a gallop, then a binary
- * search (a dictionary of destinations skips the sources' part of the list in a few steps). */
+ * search (a dictionary of destinations skips the sources' part of the list in a few steps).
+ * Both are branch-free but for the gallop's end: a lookup mispredicted on nearly every step,
+ * and the lookups were an eighth of a conversations query. */
 static inline size_t known_seek(const part_known *k, size_t j, uint64_t hi, uint64_t lo)
 {
-    if (j >= k->n || !known_less(&k->e[j], hi, lo))
+    unsigned __int128 key = (unsigned __int128)hi << 64 | lo;
+    if (j >= k->n || !known_below(&k->e[j], key))
         return j;
     size_t step = 1;
-    while (j + step < k->n && known_less(&k->e[j + step], hi, lo)) {
+    while (j + step < k->n && known_below(&k->e[j + step], key)) {
         j += step;
         step *= 2;
     }
-    size_t a = j + 1, b = j + step < k->n ? j + step : k->n; /* e[j] below; e[b] not, or end */
-    while (a < b) {
-        size_t mid = a + (b - a) / 2;
-        if (known_less(&k->e[mid], hi, lo))
-            a = mid + 1;
-        else
-            b = mid;
+    /* e[j] below; e[b] not, or the end: the answer is in (j, b] */
+    size_t b = j + step < k->n ? j + step : k->n, base = j + 1, len = b - j;
+    while (len > 1) {
+        size_t half = len / 2;
+        base += known_below(&k->e[base + half - 1], key) * half;
+        len -= half;
     }
-    return a;
+    return base;
+}
+
+size_t qry__known_seek(const uint64_t (*keys)[2], size_t n, size_t j, uint64_t hi, uint64_t lo)
+{
+    part_known k = {malloc((n ? n : 1) * sizeof *k.e), n, n};
+    if (!k.e)
+        return SIZE_MAX;
+    for (size_t i = 0; i < n; i++)
+        k.e[i] = (part_known_ent){keys[i][0], keys[i][1], 0};
+    size_t r = known_seek(&k, j, hi, lo);
+    free(k.e);
+    return r;
 }
 
 /* into = into and add merged, in order (tmp: scratch, swapped with into). */
@@ -2285,7 +2306,7 @@ static int part_tab_grow(part_out *o, size_t old, size_t cap)
     if (!nt)
         return NS_E_NOMEM;
     for (size_t x = 0; x < cap; x++)
-        nt[x].key = PART_EMPTY;
+        nt[x] = (part_ent){PART_EMPTY, 0, 0, 0};
     for (size_t x = 0; x < old; x++) {
         if (o->tab[x].key == PART_EMPTY)
             continue;
@@ -2346,9 +2367,11 @@ static void *part_run(void *arg)
             cap <<= 1;
         if (cap > o->tcap && (o->rc = part_tab_grow(o, 0, cap)) < 0)
             break;
+        /* empty slots hold zero totals, so a new group and a known one take the same path:
+         * whether a row starts a group (a third of them) is not a branch to mispredict */
         part_ent *tab = o->tab;
         for (size_t x = 0; x < cap; x++)
-            tab[x].key = PART_EMPTY;
+            tab[x] = (part_ent){PART_EMPTY, 0, 0, 0};
         for (unsigned k = 0; k < j->nw; k++) {
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
@@ -2357,41 +2380,49 @@ static void *part_run(void *arg)
                     int dir;
                     r += part_read(&ch->r[r], l2g, j->conv, &key, c, &dir);
                     size_t x = part_slot(key, cap);
-                    while (tab[x].key != key && tab[x].key != PART_EMPTY)
+                    /* one branch, taken when the first slot is neither: with && the test of
+                     * whether the group is known (two rows in three) mispredicted */
+                    while ((tab[x].key != key) & (tab[x].key != PART_EMPTY))
                         x = (x + 1) & (cap - 1);
-                    if (tab[x].key == PART_EMPTY) {
-                        if ((n + 1) * 10 > cap * 7) {
-                            if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
-                                goto fail;
-                            cap *= 2;
-                            tab = o->tab;
-                            x = part_slot(key, cap);
-                            while (tab[x].key != PART_EMPTY)
-                                x = (x + 1) & (cap - 1);
-                        }
-                        tab[x] = (part_ent){key, 0, 0, 0};
-                        n++;
+                    size_t fresh = tab[x].key == PART_EMPTY;
+                    if ((n + fresh) * 10 > cap * 7) {
+                        if ((o->rc = part_tab_grow(o, cap, cap * 2)) < 0)
+                            goto fail;
+                        cap *= 2;
+                        tab = o->tab;
+                        x = part_slot(key, cap);
+                        while (tab[x].key != PART_EMPTY)
+                            x = (x + 1) & (cap - 1);
                     }
+                    tab[x].key = key;
                     tab[x].f += c[0];
                     tab[x].p += c[1];
                     tab[x].b += c[2];
+                    n += fresh;
                 }
         }
         o->seen_recs += recs;
         o->seen_groups += n;
         /* the heap's last, once it is full: most groups rank after it, and skip the call */
+        /* no branch on whether a slot is used (half are, at random): an empty one adds
+         * zeros, and ranks after every group (metric 0, the largest key) */
         const part_best *hb = &o->best;
+        qry_metric m = j->metric;
         for (size_t x = 0; x < cap; x++) {
             const part_ent *e = &tab[x];
-            if (e->key == PART_EMPTY)
-                continue;
-            o->groups++;
+            bool used = e->key != PART_EMPTY;
+            o->groups += used;
             o->f += e->f;
             o->p += e->p;
             o->b += e->b;
-            part_grp g = {e->key, e->f, e->p, e->b, {0, 0, 0}, p};
-            if (hb->cap && (hb->n < hb->cap || grp_before(&g, &hb->h[0], j->metric)))
-                best_offer(&o->best, &g, j->metric);
+            uint64_t v = m == QRY_M_PACKETS || m == QRY_M_PPS ? e->p
+                         : m == QRY_M_FLOWS                   ? e->f
+                                                              : e->b;
+            if (hb->n < hb->cap ? used : hb->cap && v >= grp_metric(&hb->h[0], m)) {
+                part_grp g = {e->key, e->f, e->p, e->b, {0, 0, 0}, p};
+                if (hb->n < hb->cap || grp_before(&g, &hb->h[0], m))
+                    best_offer(&o->best, &g, m);
+            }
         }
     }
 fail:

@@ -7,6 +7,7 @@
  * through a table of the tests' answers; one small numeric key counted in an array; a
  * dictionary's codes widened 16 rows at a time. */
 #include "engine/query.h"
+#include "engine/query_int.h"
 #include "engine/store_int.h"
 #include "test/testlib.h"
 
@@ -619,4 +620,58 @@ Test(qfast, conversations_over_many_addresses_match_the_group_table)
             qry_top_free(&a);
             qry_top_free(&b);
         }
+}
+
+/* The conversations path finds each dictionary value among the addresses it knows by a gallop
+ * and a branch-free binary search. A wrong answer there costs no correctness (a value not found
+ * gets a second id, merged later), only speed, so the answers above cannot see it: the search
+ * is checked here against a linear scan, over keys that differ in the high word, the low word
+ * or both, at every start position. */
+Test(qfast, known_address_search_matches_a_linear_scan)
+{
+    uint64_t seed = 0x5eed0c0ffeeull;
+    uint64_t(*keys)[2] = malloc(400 * sizeof *keys);
+    cr_assert(keys != NULL);
+    for (int round = 0; round < 300; round++) {
+        size_t n = (size_t)(test_xorshift(&seed) % 400);
+        uint64_t hi = test_xorshift(&seed) % 3, lo = test_xorshift(&seed) % 50;
+        for (size_t i = 0; i < n; i++) {
+            /* steps of 0 (a repeat) to a few, now and then into the high word */
+            uint64_t r = test_xorshift(&seed) % 16;
+            if (r == 0) {
+                hi++;
+                lo = test_xorshift(&seed) % 4 ? test_xorshift(&seed) : 0;
+            } else if (r < 12) {
+                uint64_t d = test_xorshift(&seed) % 5;
+                hi += lo + d < lo; /* carry */
+                lo += d;
+            }
+            keys[i][0] = hi;
+            keys[i][1] = lo;
+        }
+        for (int q = 0; q < 40; q++) {
+            uint64_t qh, ql;
+            if (n && q % 2) {
+                size_t at = (size_t)(test_xorshift(&seed) % n);
+                int64_t d = (int64_t)(test_xorshift(&seed) % 3) - 1;
+                qh = keys[at][0];
+                ql = keys[at][1] + (uint64_t)d;
+                qh += d > 0 && ql == 0;
+                qh -= d < 0 && ql == UINT64_MAX;
+            } else {
+                qh = test_xorshift(&seed) % (hi + 2);
+                ql = test_xorshift(&seed) % 3 ? test_xorshift(&seed) % (lo + 8)
+                                              : test_xorshift(&seed);
+            }
+            size_t j = (size_t)(test_xorshift(&seed) % (n + 3));
+            size_t want = j;
+            while (want < n && (keys[want][0] != qh ? keys[want][0] < qh : keys[want][1] < ql))
+                want++;
+            size_t got = qry__known_seek((const uint64_t(*)[2])keys, n, j, qh, ql);
+            if (got != want)
+                cr_fatal("round %d n %zu j %zu key %llx:%llx: %zu, scan %zu", round, n, j,
+                         (unsigned long long)qh, (unsigned long long)ql, got, want);
+        }
+    }
+    free(keys);
 }
