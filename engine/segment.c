@@ -1278,22 +1278,31 @@ static size_t put_ascending(const uint8_t *v, size_t m, uint8_t *out)
 static bool get_ascending(ns_cur *c, size_t m, bool strict, uint8_t *out)
 {
     uint64_t hi = 0, lo = 0;
-    for (size_t r = 0; r < m; r++) {
-        uint64_t dhi = 0, dlo;
-        if (c->left >= 2 && c->p[0] == 0 && c->p[1] - 1u < 0x7fu) {
-            /* the most common step by far (between the IPv4 addresses of a dense dictionary):
-             * high difference 0, low one 1 to 127, two bytes */
-            dlo = c->p[1];
-            ns_cur_skip(c, 2);
-            uint64_t nlo = lo + dlo, carry = nlo < lo;
-            if (hi > UINT64_MAX - carry)
-                return false;
-            hi += carry;
+    size_t r = 0;
+    while (r < m) {
+        /* the most common step by far (between the IPv4 addresses of a dense dictionary):
+         * high difference 0, low one 1 to 127, two bytes. A run of them is read with the
+         * cursor in locals (through c, every step stored and reloaded it: a chain through
+         * memory, most of a dictionary's decoding); a carry into the high word leaves the
+         * run for the general step. */
+        const uint8_t *p = c->p;
+        size_t left = c->left;
+        while (r < m && left >= 2 && p[0] == 0 && p[1] - 1u < 0x7fu) {
+            uint64_t nlo = lo + p[1];
+            if (nlo < lo)
+                break;
             lo = nlo;
+            p += 2;
+            left -= 2;
             ns_put_be64(out + r * 16, hi);
             ns_put_be64(out + r * 16 + 8, lo);
-            continue;
+            r++;
         }
+        c->p = p;
+        c->left = left;
+        if (r == m)
+            break;
+        uint64_t dhi = 0, dlo;
         /* a zero high difference (every step between IPv4 addresses) is one 0 byte */
         bool zero = c->left > 0 && c->p[0] == 0;
         if ((zero ? !ns_cur_skip(c, 1) : !get_varint(c, &dhi)) || !get_varint_inl(c, &dlo) ||
@@ -1306,6 +1315,7 @@ static bool get_ascending(ns_cur *c, size_t m, bool strict, uint8_t *out)
         lo = nlo;
         ns_put_be64(out + r * 16, hi);
         ns_put_be64(out + r * 16 + 8, lo);
+        r++;
     }
     return true;
 }
