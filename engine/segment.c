@@ -2792,6 +2792,17 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
         }
         if (!cs->zdctx && !(cs->zdctx = ZSTD_createDCtx()))
             return NS_E_NOMEM;
+        if (ci->encoding == ENC_PLAIN && (SEG_HOST_LE || col_width[i] == 1) &&
+            enc_allowed((eng_col)i, SEG_VERSION, ENC_PLAIN)) {
+            /* plain values are the set's own layout: decompressed where they are read (a
+             * copy of a port column was a tenth of a /16's decoding) */
+            size_t got = ZSTD_decompressDCtx(cs->zdctx, cs->col[i], cs->cap[i], cs->comp,
+                                             (size_t)ci->csize);
+            if (ZSTD_isError(got) || got != ci->rsize || got != bytes)
+                return NS_E_CORRUPT;
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
         size_t got =
             ZSTD_decompressDCtx(cs->zdctx, cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
         if (ZSTD_isError(got) || got != ci->rsize)
