@@ -2745,6 +2745,7 @@ void eng__colset_free(eng_colset *cs)
         free(cs->col[i]);
         free(cs->dvals[i]);
         free(cs->dcodes[i]);
+        free(cs->praw[i]);
     }
     free(cs->raw);
     free(cs->comp);
@@ -2765,6 +2766,7 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
     cs->n = 0;
     cs->mask = 0;
     cs->dmask = 0;
+    cs->pmask = 0;
     for (uint32_t i = 0; i < ENG_NCOLS; i++) {
         if (!(colmask & ENG_COLMASK(i)))
             continue;
@@ -2796,13 +2798,37 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
             enc_allowed((eng_col)i, SEG_VERSION, ENC_PLAIN)) {
             /* plain values are the set's own layout: decompressed where they are read (a
              * copy of a port column was a tenth of a /16's decoding) */
-            size_t got = ZSTD_decompressDCtx(cs->zdctx, cs->col[i], cs->cap[i], cs->comp,
-                                             (size_t)ci->csize);
+            size_t got =
+                ZSTD_decompressDCtx(cs->zdctx, cs->col[i], cs->cap[i], cs->comp, (size_t)ci->csize);
             if (ZSTD_isError(got) || got != ci->rsize || got != bytes)
                 return NS_E_CORRUPT;
             cs->mask |= ENG_COLMASK(i);
             continue;
         }
+#if defined(__SSE2__)
+        if ((cs->planes_ok & ENG_COLMASK(i)) && ci->encoding == ENC_TRANSPOSE &&
+            col_width[i] == 8) {
+            /* a counter its reader takes as planes: kept as decompressed, in its own buffer,
+             * unless a high plane is in use. Transposing two counters (8 bytes a row written,
+             * then read again) cost a /16 with top ports as much as its aggregation. */
+            if ((rc = grow(&cs->praw[i], &cs->prawcap[i], n * 8 + 16)) < 0)
+                return rc;
+            size_t got = ZSTD_decompressDCtx(cs->zdctx, cs->praw[i], cs->prawcap[i], cs->comp,
+                                             (size_t)ci->csize);
+            if (ZSTD_isError(got) || got != ci->rsize || got != n * 8)
+                return NS_E_CORRUPT;
+            if (planes_used(cs->praw[i], n) <= 4) {
+                cs->pmask |= ENG_COLMASK(i);
+                cs->mask |= ENG_COLMASK(i);
+                continue;
+            }
+            if ((rc = col_decode((eng_col)i, ci->encoding, cs->praw[i], got, n, NULL, cs->col[i])) <
+                0)
+                return rc;
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
+#endif
         size_t got =
             ZSTD_decompressDCtx(cs->zdctx, cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
         if (ZSTD_isError(got) || got != ci->rsize)
@@ -2905,9 +2931,50 @@ void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *row
 void eng_colview_fill(const eng_colview *v, size_t k0, size_t cnt, uint32_t cols, eng_flow *rows)
 {
     eng_colset cs = {.n = 0, .mask = v->mask};
-    for (size_t c = 0; c < ENG_NCOLS; c++)
+    uint32_t planes = 0;
+    for (size_t c = 0; c < ENG_NCOLS; c++) {
         cs.col[c] = (uint8_t *)(uintptr_t)v->col[c]; /* only read */
+        if (!v->col[c] && v->planes[c])
+            planes |= ENG_COLMASK(c);
+    }
+    cs.mask &= ~planes;
     colset_fill(&cs, v->idx ? v->idx + k0 : NULL, k0, cnt, cols, rows);
+    for (uint32_t c = 0; c < ENG_NCOLS; c++) {
+        if (!(planes & cols & ENG_COLMASK(c)))
+            continue;
+        for (size_t k = 0; k < cnt; k++) {
+            uint8_t le[16] = {0}; /* row_set reads the column's width: 8 here */
+            ns_put_le64(le, eng_col_plane_u64(v, (eng_col)c, v->idx ? v->idx[k0 + k] : k0 + k));
+            row_set(&rows[k], (eng_col)c, le);
+        }
+    }
+}
+
+int eng_colview_unplane(const eng_colview *v, eng_colview *out, uint8_t **buf, size_t *cap)
+{
+    size_t need = 0;
+    *out = *v;
+    for (uint32_t c = 0; c < ENG_NCOLS; c++)
+        if (!v->col[c] && v->planes[c])
+            need += v->nrows * 8;
+    if (need > *cap) {
+        uint8_t *p = realloc(*buf, need);
+        if (!p)
+            return NS_E_NOMEM;
+        *buf = p;
+        *cap = need;
+    }
+    uint8_t *at = *buf;
+    for (uint32_t c = 0; c < ENG_NCOLS; c++) {
+        if (v->col[c] || !v->planes[c])
+            continue;
+        for (size_t i = 0; i < v->nrows; i++)
+            ns_put_le64(at + i * 8, eng_col_plane_u64(v, (eng_col)c, i));
+        out->col[c] = at;
+        out->planes[c] = NULL;
+        at += v->nrows * 8;
+    }
+    return 0;
 }
 
 #define SEG_GATHER(W)                                                                              \
