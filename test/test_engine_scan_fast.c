@@ -249,3 +249,113 @@ Test(scanfast, net_programs_by_code_ranges_match_the_plain_path_and_row_by_row)
     }
     free(scratch);
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Counters read from their byte planes (eng_scan_opts.planes, a top-N by a port or the
+ * protocol): sealed minutes whose packets and bytes fill 1, 2, 3, 4, 5 or 8 byte planes (past
+ * 4: transposed as before), one of them with only bytes past 4 (one counter as planes, the other
+ * decoded: both decoded), with address filters, a filter on bytes (no planes) and ranges that cut
+ * segments (rows with times: decoded), against brute force of every group. */
+
+#define PM0  1704164640000LL /* a minute boundary */
+#define PMIN 60000LL
+enum { PN = 8, PROWS = 400 }; /* minutes, rows a minute */
+static eng_flow prow[PN * PROWS];
+
+/* A counter of about `planes` bytes. */
+static uint64_t counter(unsigned planes)
+{
+    uint64_t top = planes >= 8 ? UINT64_MAX >> 12 : (1ull << (8 * planes)) - 1;
+    return rnd(3) ? 1 + rnd(200) : 1 + rnd64() % top;
+}
+
+Test(scanfast, counters_read_from_planes_match_brute_force)
+{
+    char dir[64], err[160];
+    test_mkdtemp(dir, sizeof dir, "scanfast");
+    ns_log_set_level(NS_LOG_ERROR);
+    eng_db_opts o = {.seal_delay_s = 0, .no_sealer_thread = true};
+    eng_db *pdb = test_open_db(dir, &o);
+    /* each minute's widest packets and bytes, in planes */
+    static const unsigned pk_planes[PN] = {1, 2, 3, 4, 2, 5, 1, 8};
+    static const unsigned by_planes[PN] = {2, 3, 4, 4, 8, 5, 1, 8};
+    for (int m = 0; m < PN; m++) {
+        for (int j = 0; j < PROWS; j++) {
+            eng_flow *f = &prow[m * PROWS + j];
+            char src[32], dst[32];
+            memset(f, 0, sizeof *f);
+            snprintf(src, sizeof src, "10.%u.%u.%u", rnd(3), rnd(4), rnd(30));
+            snprintf(dst, sizeof dst, "%s.%u.%u", rnd(2) ? "10.0" : "192.168", rnd(3), rnd(40));
+            cr_assert(eq(int, ns_addr_parse(src, &f->src), 0));
+            cr_assert(eq(int, ns_addr_parse(dst, &f->dst), 0));
+            cr_assert(eq(int, ns_addr_parse("192.0.2.1", &f->exporter), 0));
+            f->proto = (uint8_t)(rnd(2) ? 6 : 17);
+            f->dst_port = (uint16_t)(rnd(3) ? 80 + rnd(3) : rnd(65536));
+            f->packets = counter(pk_planes[m]);
+            f->bytes = counter(by_planes[m]);
+            if (j == 0) { /* the widest of each, at least once */
+                f->packets = pk_planes[m] >= 8 ? 1ull << 60 : 1ull << (8 * pk_planes[m] - 1);
+                f->bytes = by_planes[m] >= 8 ? 1ull << 61 : 1ull << (8 * by_planes[m] - 1);
+            }
+            f->first_ms = PM0 + m * PMIN + (int64_t)rnd(50000);
+            f->last_ms = f->first_ms + (int64_t)rnd(9000);
+            f->sampling = 1;
+            cr_assert(eq(int, eng_db_append(pdb, PM0 + m * PMIN + 30000, f, 1), 0));
+        }
+    }
+    cr_assert(gt(int, eng_db_seal_due(pdb, 0, true), 0));
+    static const char *const ftexts[] = {"",
+                                         "net 10.0.0.0/16",
+                                         "src net 10.1.0.0/16",
+                                         "dst net 192.168.0.0/16 or src host 10.2.1.3",
+                                         "bytes > 1000",
+                                         "not net 10.0.0.0/16 and proto tcp"};
+    static qry_totals want[65536];
+    for (int round = 0; round < 36; round++) {
+        const char *ftext = ftexts[round % 6];
+        bool by_port = round % 12 < 6;
+        int64_t from = INT64_MIN, to = INT64_MAX;
+        if (round >= 24) { /* cutting segments: rows with their times */
+            from = PM0 + (int64_t)rnd(3 * PMIN);
+            to = from + (int64_t)rnd(5 * PMIN);
+        }
+        qry_filter *f = NULL;
+        if (*ftext)
+            cr_assert(eq(int, qry_filter_compile(ftext, &f, err, sizeof err), 0), "%s", err);
+        qry_group g;
+        qry_group_one(by_port ? QRY_BY_DSTPORT : QRY_BY_PROTO, &g);
+        memset(want, 0, sizeof want);
+        uint64_t groups = 0;
+        for (size_t i = 0; i < PN * PROWS; i++) {
+            const eng_flow *r = &prow[i];
+            if (r->last_ms < from || r->first_ms > to || (f && !qry_filter_match(f, r)))
+                continue;
+            qry_totals *w = &want[by_port ? r->dst_port : r->proto];
+            groups += w->flows == 0;
+            w->flows++;
+            w->packets += r->packets;
+            w->bytes += r->bytes;
+        }
+        qry_top_result res;
+        cr_assert(eq(int,
+                     qry_top_group_opt(pdb, from, to, f, &g, QRY_M_BYTES, 100000,
+                                       QRY_TOP_NO_GROUP_TIMES, &res),
+                     0));
+        cr_assert(eq(u64, res.groups, groups), "round %d '%s'", round, ftext);
+        cr_assert(eq(sz, res.n, (size_t)groups), "round %d '%s'", round, ftext);
+        for (size_t k = 0; k < res.n; k++) {
+            const qry_totals *w = &want[res.rows[k].key.v[0].num & 0xffff];
+            cr_assert(eq(u64, res.rows[k].t.flows, w->flows), "round %d '%s' key %u", round, ftext,
+                      res.rows[k].key.v[0].num);
+            cr_assert(eq(u64, res.rows[k].t.packets, w->packets), "round %d '%s' key %u", round,
+                      ftext, res.rows[k].key.v[0].num);
+            cr_assert(eq(u64, res.rows[k].t.bytes, w->bytes), "round %d '%s' key %u", round, ftext,
+                      res.rows[k].key.v[0].num);
+        }
+        qry_top_free(&res);
+        qry_filter_free(f);
+    }
+    eng_db_close(pdb);
+    if (!getenv("KEEP"))
+        test_rm_rf(dir);
+}
