@@ -2968,7 +2968,12 @@ int eng_colview_unplane(const eng_colview *v, eng_colview *out, uint8_t **buf, s
     for (uint32_t c = 0; c < ENG_NCOLS; c++) {
         if (v->col[c] || !v->planes[c])
             continue;
-        for (size_t i = 0; i < v->nrows; i++)
+        size_t i = 0;
+#if defined(__SSE2__)
+        for (; i + 16 <= v->nrows; i += 16) /* planes 4 to 7 are zero */
+            untranspose16_low(v->planes[c], v->nrows, i, 4, at + i * 8);
+#endif
+        for (; i < v->nrows; i++)
             ns_put_le64(at + i * 8, eng_col_plane_u64(v, (eng_col)c, i));
         out->col[c] = at;
         out->planes[c] = NULL;
