@@ -2845,7 +2845,8 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         }
     }
     bufs->cs.dict_only = dict_only;
-    bufs->cs.planes_ok = opts && opts->cols ? opts->planes : 0;
+    /* planes only where nothing decoded is kept: a scan that fills the cache decodes them */
+    bufs->cs.planes_ok = opts && opts->cols && !(bufs->cache_put && db->cache) ? opts->planes : 0;
     v.nrows = n;
     int lrc = miss ? eng__seg_load_cols(s, miss, &bufs->cs) : 0;
     eng_seg_close(s);
