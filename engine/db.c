@@ -2845,6 +2845,9 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         }
     }
     bufs->cs.dict_only = dict_only;
+    /* planes only where nothing decoded is kept: a scan that fills the cache decodes them */
+    bufs->cs.planes_ok = opts && opts->cols && !(bufs->cache_put && db->cache) ? opts->planes : 0;
+    v.nrows = n;
     int lrc = miss ? eng__seg_load_cols(s, miss, &bufs->cs) : 0;
     eng_seg_close(s);
     rc = lrc;
@@ -2862,6 +2865,10 @@ static int scan_segment(eng_db *db, const char *name, int64_t from_ms, int64_t t
         }
         if (!(bufs->cs.mask & ENG_COLMASK(c))) {
             v.mask &= ~ENG_COLMASK(c); /* a raw segment's flows: one a row */
+            continue;
+        }
+        if (bufs->cs.pmask & ENG_COLMASK(c)) {
+            v.planes[c] = bufs->cs.praw[c]; /* left as planes: nothing decoded to keep */
             continue;
         }
         v.col[c] = bufs->cs.col[c];

@@ -411,12 +411,137 @@ static void dict_answers(const qry_filter *f, const flt_ins *in, eng_col c, cons
     }
 }
 
-/* Tests of a program at most that walk rows through a table of outcomes (2^8 entries). */
-#define DICT_TESTS 8
+/* qry_filter_select_dict for programs of at most two tests, each one net on an address column
+ * (`net A/len` is `src net A/len or dst net A/len`): a net is one run of its dictionary's codes
+ * (net_codes), so a row's answers are two range tests of its codes, without answer arrays or
+ * lookups, and the program's outcome for the four combinations of answers is a mask of 4 bits.
+ * The per-value answers and table of the general path cost a 10M-row /16 two lookups and a
+ * table read a row, most of its selection. */
+typedef struct sel_ranges {
+    const uint32_t *c[2];   /* the codes each test reads (the second test may be absent) */
+    uint32_t lo[2], len[2]; /* test t passes when c[t][i] - lo[t] < len[t] (unsigned) */
+    uint32_t tt;            /* bit x: the program's outcome when the answers are x's bits */
+} sel_ranges;
+
+static size_t select_ranges_rows(const sel_ranges *r, const uint32_t *idx, size_t k0, size_t n,
+                                 size_t m, uint32_t *out)
+{
+    const uint32_t *c0 = r->c[0], *c1 = r->c[1];
+    uint32_t lo0 = r->lo[0], lo1 = r->lo[1], len0 = r->len[0], len1 = r->len[1], tt = r->tt;
+    for (size_t k = k0; k < n; k++) {
+        uint32_t i = idx ? idx[k] : (uint32_t)k;
+        uint32_t x = (uint32_t)(c0[i] - lo0 < len0) | (uint32_t)(c1[i] - lo1 < len1) << 1;
+        out[m] = i;
+        m += tt >> x & 1;
+    }
+    return m;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SEL_AVX512 1
+/* select_ranges_rows for rows 0..n (no idx), 16 at a time: two compares give the answers as
+ * bit masks, and the passing rows' numbers are compressed into out. */
+__attribute__((target("avx512f"))) static size_t select_ranges_avx512(const sel_ranges *r, size_t n,
+                                                                      uint32_t *out)
+{
+    const __m512i lo0 = _mm512_set1_epi32((int)r->lo[0]), lo1 = _mm512_set1_epi32((int)r->lo[1]);
+    const __m512i len0 = _mm512_set1_epi32((int)r->len[0]),
+                  len1 = _mm512_set1_epi32((int)r->len[1]);
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i row = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    /* the outcome of each combination as an all-or-nothing mask */
+    uint32_t o0 = r->tt & 1 ? 0xffffu : 0, o1 = r->tt & 2 ? 0xffffu : 0,
+             o2 = r->tt & 4 ? 0xffffu : 0, o3 = r->tt & 8 ? 0xffffu : 0;
+    size_t m = 0, k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512i a = _mm512_loadu_si512((const void *)(r->c[0] + k));
+        __m512i b = _mm512_loadu_si512((const void *)(r->c[1] + k));
+        uint32_t x = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a, lo0), len0);
+        uint32_t y = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(b, lo1), len1);
+        uint32_t pass = ((o0 & ~x & ~y) | (o1 & x & ~y) | (o2 & ~x & y) | (o3 & x & y)) & 0xffffu;
+        /* m <= k: the 16 lanes stored stay inside out's n rows */
+        _mm512_storeu_si512((void *)(out + m), _mm512_maskz_compress_epi32((__mmask16)pass, row));
+        m += (size_t)__builtin_popcount(pass);
+        row = _mm512_add_epi32(row, step);
+    }
+    /* the upper halves cleared: left dirty, every SSE instruction after it (in this thread,
+     * until the next clear) pays a transition; the tables of later queries ran a third slower */
+    _mm256_zeroupper();
+    return select_ranges_rows(r, NULL, k, n, m, out);
+}
+#endif
+
+/* Fills *r when f is a program select_ranges can run (see sel_ranges) over v. */
+static bool ranges_fit(const qry_filter *f, const eng_colview *v, sel_ranges *r)
+{
+    uint32_t nt = 0, bit[256];
+    if (f->n > 256)
+        return false;
+    for (uint32_t pc = 0; pc < f->n; pc++) {
+        const flt_ins *in = &f->ins[pc];
+        bit[pc] = UINT32_MAX;
+        if (in->op == OP_TRUE)
+            continue;
+        if (in->op != OP_ADDR || nt == 2)
+            return false;
+        const eng_coldict *d = v->dict[ins_col(in)];
+        size_t lo, hi;
+        net_codes(&f->nets[in->idx], d, &lo, &hi);
+        if (hi > UINT32_MAX)
+            return false;
+        r->c[nt] = d->codes;
+        r->lo[nt] = (uint32_t)lo;
+        r->len[nt] = (uint32_t)(hi - lo);
+        bit[pc] = nt++;
+    }
+    if (nt == 0)
+        return false;
+    if (nt == 1) { /* a second test that never passes */
+        r->c[1] = r->c[0];
+        r->lo[1] = 0;
+        r->len[1] = 0;
+    }
+    r->tt = 0;
+    for (uint32_t x = 0; x < 4; x++) {
+        uint32_t pc = 0;
+        while (pc < f->n)
+            pc = bit[pc] == UINT32_MAX || (x >> bit[pc] & 1) ? f->ins[pc].jt : f->ins[pc].jf;
+        r->tt |= (uint32_t)(pc == f->n) << x;
+    }
+    return true;
+}
+
+static size_t select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                          size_t *scap, uint32_t *out, bool simd);
 
 size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
                               size_t *scap, uint32_t *out)
 {
+    return select_dict(f, v, scratch, scap, out, true);
+}
+
+size_t qry__filter_select_dict_plain(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                                     size_t *scap, uint32_t *out)
+{
+    return select_dict(f, v, scratch, scap, out, false);
+}
+
+/* Tests of a program at most that walk rows through a table of outcomes (2^8 entries). */
+#define DICT_TESTS 8
+
+static size_t select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                          size_t *scap, uint32_t *out, bool simd)
+{
+    sel_ranges rg;
+    if (ranges_fit(f, v, &rg)) {
+#ifdef SEL_AVX512
+        if (simd && !v->idx && __builtin_cpu_supports("avx512f"))
+            return select_ranges_avx512(&rg, v->n, out);
+#endif
+        (void)simd;
+        return select_ranges_rows(&rg, v->idx, 0, v->n, 0, out);
+    }
     /* Each test's answer for each value of its column, as one bit of a byte a value (a column's
      * tests share its bytes); then the program's outcome for every combination of answers, so a
      * row costs a load a column and a table lookup, without a branch. */

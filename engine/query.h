@@ -235,6 +235,9 @@ bool qry_filter_by_dict(const qry_filter *f, const eng_colview *v);
  * or SIZE_MAX when out of memory. Only when qry_filter_by_dict(f, v). */
 size_t qry_filter_select_dict(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
                               size_t *scap, uint32_t *out);
+/* qry_filter_select_dict without its SIMD paths (internal: the tests compare both). */
+size_t qry__filter_select_dict_plain(const qry_filter *f, const eng_colview *v, uint8_t **scratch,
+                                     size_t *scap, uint32_t *out);
 /* Addresses the filter requires, for index pruning: a set S such that every row the filter
  * matches has its src or its dst in S (IPv4 v4-mapped, sorted, no repeats). Copies S into
  * out and returns its size, or returns 0 when no such set can be derived (nets, negations,

@@ -1278,22 +1278,31 @@ static size_t put_ascending(const uint8_t *v, size_t m, uint8_t *out)
 static bool get_ascending(ns_cur *c, size_t m, bool strict, uint8_t *out)
 {
     uint64_t hi = 0, lo = 0;
-    for (size_t r = 0; r < m; r++) {
-        uint64_t dhi = 0, dlo;
-        if (c->left >= 2 && c->p[0] == 0 && c->p[1] - 1u < 0x7fu) {
-            /* the most common step by far (between the IPv4 addresses of a dense dictionary):
-             * high difference 0, low one 1 to 127, two bytes */
-            dlo = c->p[1];
-            ns_cur_skip(c, 2);
-            uint64_t nlo = lo + dlo, carry = nlo < lo;
-            if (hi > UINT64_MAX - carry)
-                return false;
-            hi += carry;
+    size_t r = 0;
+    while (r < m) {
+        /* the most common step by far (between the IPv4 addresses of a dense dictionary):
+         * high difference 0, low one 1 to 127, two bytes. A run of them is read with the
+         * cursor in locals (through c, every step stored and reloaded it: a chain through
+         * memory, most of a dictionary's decoding); a carry into the high word leaves the
+         * run for the general step. */
+        const uint8_t *p = c->p;
+        size_t left = c->left;
+        while (r < m && left >= 2 && p[0] == 0 && p[1] - 1u < 0x7fu) {
+            uint64_t nlo = lo + p[1];
+            if (nlo < lo)
+                break;
             lo = nlo;
+            p += 2;
+            left -= 2;
             ns_put_be64(out + r * 16, hi);
             ns_put_be64(out + r * 16 + 8, lo);
-            continue;
+            r++;
         }
+        c->p = p;
+        c->left = left;
+        if (r == m)
+            break;
+        uint64_t dhi = 0, dlo;
         /* a zero high difference (every step between IPv4 addresses) is one 0 byte */
         bool zero = c->left > 0 && c->p[0] == 0;
         if ((zero ? !ns_cur_skip(c, 1) : !get_varint(c, &dhi)) || !get_varint_inl(c, &dlo) ||
@@ -1306,6 +1315,7 @@ static bool get_ascending(ns_cur *c, size_t m, bool strict, uint8_t *out)
         lo = nlo;
         ns_put_be64(out + r * 16, hi);
         ns_put_be64(out + r * 16 + 8, lo);
+        r++;
     }
     return true;
 }
@@ -2735,6 +2745,7 @@ void eng__colset_free(eng_colset *cs)
         free(cs->col[i]);
         free(cs->dvals[i]);
         free(cs->dcodes[i]);
+        free(cs->praw[i]);
     }
     free(cs->raw);
     free(cs->comp);
@@ -2755,6 +2766,7 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
     cs->n = 0;
     cs->mask = 0;
     cs->dmask = 0;
+    cs->pmask = 0;
     for (uint32_t i = 0; i < ENG_NCOLS; i++) {
         if (!(colmask & ENG_COLMASK(i)))
             continue;
@@ -2782,6 +2794,41 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
         }
         if (!cs->zdctx && !(cs->zdctx = ZSTD_createDCtx()))
             return NS_E_NOMEM;
+        if (ci->encoding == ENC_PLAIN && (SEG_HOST_LE || col_width[i] == 1) &&
+            enc_allowed((eng_col)i, SEG_VERSION, ENC_PLAIN)) {
+            /* plain values are the set's own layout: decompressed where they are read (a
+             * copy of a port column was a tenth of a /16's decoding) */
+            size_t got =
+                ZSTD_decompressDCtx(cs->zdctx, cs->col[i], cs->cap[i], cs->comp, (size_t)ci->csize);
+            if (ZSTD_isError(got) || got != ci->rsize || got != bytes)
+                return NS_E_CORRUPT;
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
+#if defined(__SSE2__)
+        if ((cs->planes_ok & ENG_COLMASK(i)) && ci->encoding == ENC_TRANSPOSE &&
+            col_width[i] == 8) {
+            /* a counter its reader takes as planes: kept as decompressed, in its own buffer,
+             * unless a high plane is in use. Transposing two counters (8 bytes a row written,
+             * then read again) cost a /16 with top ports as much as its aggregation. */
+            if ((rc = grow(&cs->praw[i], &cs->prawcap[i], n * 8 + 16)) < 0)
+                return rc;
+            size_t got = ZSTD_decompressDCtx(cs->zdctx, cs->praw[i], cs->prawcap[i], cs->comp,
+                                             (size_t)ci->csize);
+            if (ZSTD_isError(got) || got != ci->rsize || got != n * 8)
+                return NS_E_CORRUPT;
+            if (planes_used(cs->praw[i], n) <= 4) {
+                cs->pmask |= ENG_COLMASK(i);
+                cs->mask |= ENG_COLMASK(i);
+                continue;
+            }
+            if ((rc = col_decode((eng_col)i, ci->encoding, cs->praw[i], got, n, NULL, cs->col[i])) <
+                0)
+                return rc;
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
+#endif
         size_t got =
             ZSTD_decompressDCtx(cs->zdctx, cs->raw, cs->rawcap, cs->comp, (size_t)ci->csize);
         if (ZSTD_isError(got) || got != ci->rsize)
@@ -2884,9 +2931,55 @@ void eng_colview_rows(const eng_colview *v, size_t k0, size_t cnt, eng_flow *row
 void eng_colview_fill(const eng_colview *v, size_t k0, size_t cnt, uint32_t cols, eng_flow *rows)
 {
     eng_colset cs = {.n = 0, .mask = v->mask};
-    for (size_t c = 0; c < ENG_NCOLS; c++)
+    uint32_t planes = 0;
+    for (size_t c = 0; c < ENG_NCOLS; c++) {
         cs.col[c] = (uint8_t *)(uintptr_t)v->col[c]; /* only read */
+        if (!v->col[c] && v->planes[c])
+            planes |= ENG_COLMASK(c);
+    }
+    cs.mask &= ~planes;
     colset_fill(&cs, v->idx ? v->idx + k0 : NULL, k0, cnt, cols, rows);
+    for (uint32_t c = 0; c < ENG_NCOLS; c++) {
+        if (!(planes & cols & ENG_COLMASK(c)))
+            continue;
+        for (size_t k = 0; k < cnt; k++) {
+            uint8_t le[16] = {0}; /* row_set reads the column's width: 8 here */
+            ns_put_le64(le, eng_col_plane_u64(v, (eng_col)c, v->idx ? v->idx[k0 + k] : k0 + k));
+            row_set(&rows[k], (eng_col)c, le);
+        }
+    }
+}
+
+int eng_colview_unplane(const eng_colview *v, eng_colview *out, uint8_t **buf, size_t *cap)
+{
+    size_t need = 0;
+    *out = *v;
+    for (uint32_t c = 0; c < ENG_NCOLS; c++)
+        if (!v->col[c] && v->planes[c])
+            need += v->nrows * 8;
+    if (need > *cap) {
+        uint8_t *p = realloc(*buf, need);
+        if (!p)
+            return NS_E_NOMEM;
+        *buf = p;
+        *cap = need;
+    }
+    uint8_t *at = *buf;
+    for (uint32_t c = 0; c < ENG_NCOLS; c++) {
+        if (v->col[c] || !v->planes[c])
+            continue;
+        size_t i = 0;
+#if defined(__SSE2__)
+        for (; i + 16 <= v->nrows; i += 16) /* planes 4 to 7 are zero */
+            untranspose16_low(v->planes[c], v->nrows, i, 4, at + i * 8);
+#endif
+        for (; i < v->nrows; i++)
+            ns_put_le64(at + i * 8, eng_col_plane_u64(v, (eng_col)c, i));
+        out->col[c] = at;
+        out->planes[c] = NULL;
+        at += v->nrows * 8;
+    }
+    return 0;
 }
 
 #define SEG_GATHER(W)                                                                              \

@@ -417,6 +417,12 @@ typedef struct eng_colview {
     const uint8_t *col[ENG_NCOLS];
     /* besides col[c], where the segment has column c as a dictionary (else NULL) */
     const eng_coldict *dict[ENG_NCOLS];
+    /* Instead of col[c] (NULL then, c still in mask), for the columns a scan was asked to
+     * hand over as planes (eng_scan_opts.planes): an 8-byte column's 8 byte planes as stored,
+     * nrows bytes each (byte p of row i at planes[c][p * nrows + i]), of which only the low 4
+     * can be nonzero (eng_col_plane_u64 reads them; eng_colview_unplane decodes them). */
+    const uint8_t *planes[ENG_NCOLS];
+    size_t nrows;
 } eng_colview;
 typedef int (*eng_cols_cb)(void *arg, const eng_colview *v);
 size_t eng_col_width(eng_col c);
@@ -429,6 +435,16 @@ static inline uint64_t eng_col_u64(const eng_colview *v, eng_col c, size_t row)
 {
     return ns_get_le64(v->col[c] + row * 8);
 }
+static inline uint64_t eng_col_plane_u64(const eng_colview *v, eng_col c, size_t row)
+{
+    const uint8_t *p = v->planes[c] + row;
+    size_t s = v->nrows;
+    return (uint64_t)p[0] | (uint64_t)p[s] << 8 | (uint64_t)p[2 * s] << 16 |
+           (uint64_t)p[3 * s] << 24;
+}
+/* v with its plane columns decoded into *buf (*cap bytes, grown with realloc; the caller
+ * frees it) as col[c], into *out. 0 or NS_E_NOMEM. */
+int eng_colview_unplane(const eng_colview *v, eng_colview *out, uint8_t **buf, size_t *cap);
 static inline uint32_t eng_col_u32(const eng_colview *v, eng_col c, size_t row)
 {
     return ns_get_le32(v->col[c] + row * 4);
@@ -463,6 +479,10 @@ typedef struct eng_scan_opts {
     /* Columns cols reads through v->dict alone where a segment has them as dictionaries: their
      * values are then not expanded into v->col (NULL). Only for columns no filter reads. */
     uint32_t dict_only;
+    /* 8-byte columns (counters) cols reads through v->planes where a segment stores them as
+     * byte planes whose high 4 are all zero (nearly always): not transposed into v->col. Only
+     * for columns no filter reads. */
+    uint32_t planes;
     /* With one address (naddrs 1) and tcb: the rows wanted are exactly those with it as src
      * (ENG_SIDE_SRC), as dst (ENG_SIDE_DST) or either (both bits). A sealed segment wholly
      * inside the range that lists the address in its totals (eng_seg_addr_totals) is offered

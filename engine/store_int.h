@@ -30,6 +30,11 @@ typedef struct eng_colset {
     uint8_t *dvals[ENG_NCOLS];
     uint32_t *dcodes[ENG_NCOLS];
     size_t dvcap[ENG_NCOLS], dccap[ENG_NCOLS];
+    /* the columns of planes_ok (set by the caller) left as byte planes (pmask): praw[c] holds
+     * their decompressed planes, col[c] is not written */
+    uint32_t pmask, planes_ok;
+    uint8_t *praw[ENG_NCOLS];
+    size_t prawcap[ENG_NCOLS];
 } eng_colset;
 /* Reads, checks and decodes the columns of s in colmask into cs (a column the file predates
  * reads as zeros). The flows column of a raw segment (every row one flow) is checked but left
