@@ -225,11 +225,6 @@ Test(qfast, filtered_top_without_group_times_matches_brute_force)
  * random filters of nets, hosts, lists and families under and/or/not, some with more tests
  * than the table of outcomes takes (the per-row walk). */
 
-static int cmp_addr16(const void *a, const void *b)
-{
-    return memcmp(a, b, 16);
-}
-
 /* n distinct ascending values, about half v4, into vals; their count. */
 static size_t random_dict(uint8_t *vals, size_t cap)
 {
@@ -245,12 +240,7 @@ static size_t random_dict(uint8_t *vals, size_t cap)
         memcpy(vals + n * 16, a.b, 16);
         n++;
     }
-    qsort(vals, n, 16, cmp_addr16);
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (m == 0 || memcmp(vals + (m - 1) * 16, vals + i * 16, 16) != 0)
-            memmove(vals + m++ * 16, vals + i * 16, 16);
-    return m;
+    return test_sort_unique16(vals, n);
 }
 
 static void value_text(const uint8_t *v, char *buf, size_t cap)
@@ -351,10 +341,7 @@ Test(qfast, address_filters_over_dictionaries_match_row_by_row)
         cr_assert(ne(sz, m, SIZE_MAX));
         for (size_t k = 0; k < v.n; k++) {
             size_t i = v.idx ? v.idx[k] : k;
-            eng_flow r;
-            memset(&r, 0, sizeof r);
-            memcpy(r.src.b, svals + (size_t)scodes[i] * 16, 16);
-            memcpy(r.dst.b, dvals + (size_t)dcodes[i] * 16, 16);
+            eng_flow r = test_row_of_codes(svals, scodes, dvals, dcodes, i);
             if (!qry_filter_match(f, &r))
                 continue;
             cr_assert(lt(sz, want, m), "round %d '%s': fewer rows than the reference", round,

@@ -25,6 +25,17 @@ static uint64_t rnd64(void)
     return test_xorshift(&rng_state);
 }
 
+/* v reads about two rows in three of its n, through idx. */
+static void pick_rows(eng_colview *v, uint32_t *idx, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (rnd(3))
+            idx[k++] = (uint32_t)i;
+    v->idx = idx;
+    v->n = k;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Dictionary values: m ascending 128-bit values whose steps mix the short one (high difference
  * 0, low 1 to 127) with long ones, changes of the high word, carries out of the low word (inside
@@ -139,11 +150,6 @@ Test(scanfast, dictionary_values_in_runs_of_short_steps_read_as_written)
  * row counts on both sides of 16: qry_filter_select_dict (its SIMD path where the CPU has it),
  * qry__filter_select_dict_plain and a row-by-row match of the same rows agree. */
 
-static int cmp16(const void *a, const void *b)
-{
-    return memcmp(a, b, 16);
-}
-
 /* cap random v4-mapped values near 10.0.0.0/14, ascending, distinct; their count. */
 static size_t random_values(uint8_t *vals, size_t cap)
 {
@@ -154,12 +160,7 @@ static size_t random_values(uint8_t *vals, size_t cap)
         cr_assert(eq(int, ns_addr_parse(t, &a), 0));
         memcpy(vals + i * 16, a.b, 16);
     }
-    qsort(vals, cap, 16, cmp16);
-    size_t m = 0;
-    for (size_t i = 0; i < cap; i++)
-        if (m == 0 || memcmp(vals + (m - 1) * 16, vals + i * 16, 16) != 0)
-            memmove(vals + m++ * 16, vals + i * 16, 16);
-    return m;
+    return test_sort_unique16(vals, cap);
 }
 
 static void random_net(char *buf, size_t cap)
@@ -194,14 +195,8 @@ Test(scanfast, net_programs_by_code_ranges_match_the_plain_path_and_row_by_row)
         eng_colview v = {.n = n, .mask = ENG_COLMASK(ENG_COL_SRC) | ENG_COLMASK(ENG_COL_DST)};
         v.dict[ENG_COL_SRC] = &ds;
         v.dict[ENG_COL_DST] = &dd;
-        if (rnd(3) == 0) {
-            size_t k = 0;
-            for (size_t i = 0; i < n; i++)
-                if (rnd(3))
-                    idx[k++] = (uint32_t)i;
-            v.idx = idx;
-            v.n = k;
-        }
+        if (rnd(3) == 0)
+            pick_rows(&v, idx, n);
         random_net(a, sizeof a);
         random_net(b, sizeof b);
         switch (rnd(5)) {
@@ -231,10 +226,7 @@ Test(scanfast, net_programs_by_code_ranges_match_the_plain_path_and_row_by_row)
         size_t want = 0;
         for (size_t k = 0; k < v.n; k++) {
             size_t i = v.idx ? v.idx[k] : k;
-            eng_flow r;
-            memset(&r, 0, sizeof r);
-            memcpy(r.src.b, svals + (size_t)scodes[i] * 16, 16);
-            memcpy(r.dst.b, dvals + (size_t)dcodes[i] * 16, 16);
+            eng_flow r = test_row_of_codes(svals, scodes, dvals, dcodes, i);
             if (!qry_filter_match(f, &r))
                 continue;
             cr_assert(lt(sz, want, m), "round %d '%s': row %zu missing", round, ftext, i);
@@ -385,14 +377,8 @@ Test(scanfast, counters_as_planes_fill_rows_and_unplane_to_their_values)
             .n = n, .mask = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES), .nrows = n};
         v.planes[ENG_COL_PACKETS] = planes[0];
         v.planes[ENG_COL_BYTES] = planes[1];
-        if (rnd(2)) {
-            size_t k = 0;
-            for (size_t i = 0; i < n; i++)
-                if (rnd(3))
-                    idx[k++] = (uint32_t)i;
-            v.idx = idx;
-            v.n = k;
-        }
+        if (rnd(2))
+            pick_rows(&v, idx, n);
         eng_colview_rows(&v, 0, v.n, out);
         for (size_t k = 0; k < v.n; k++) {
             size_t i = v.idx ? v.idx[k] : k;

@@ -114,4 +114,33 @@ static inline uint64_t test_xorshift(uint64_t *state)
         return p_;                                                                                 \
     }
 
+/* The row a dictionary-coded view holds at i, its addresses only (the rest zero): src and dst
+ * values (16 bytes each) by the row's codes. Tests of filters over dictionaries match it with
+ * qry_filter_match for their brute-force answer. */
+static inline eng_flow test_row_of_codes(const uint8_t *svals, const uint32_t *scodes,
+                                         const uint8_t *dvals, const uint32_t *dcodes, size_t i)
+{
+    eng_flow r;
+    memset(&r, 0, sizeof r);
+    memcpy(r.src.b, svals + (size_t)scodes[i] * 16, 16);
+    memcpy(r.dst.b, dvals + (size_t)dcodes[i] * 16, 16);
+    return r;
+}
+
+/* Sorts n values of 16 bytes (addresses) as unsigned bytes and keeps one of each: returns how
+ * many are left, ascending, at the front of vals (a dictionary's values). */
+static inline int test_cmp16(const void *a, const void *b)
+{
+    return memcmp(a, b, 16);
+}
+static inline size_t test_sort_unique16(uint8_t *vals, size_t n)
+{
+    qsort(vals, n, 16, test_cmp16);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || memcmp(vals + (m - 1) * 16, vals + i * 16, 16) != 0)
+            memmove(vals + m++ * 16, vals + i * 16, 16);
+    return m;
+}
+
 #endif
