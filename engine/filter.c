@@ -411,6 +411,16 @@ static void dict_answers(const qry_filter *f, const flt_ins *in, eng_col c, cons
     }
 }
 
+/* Whether f passes a row whose tests answer as the bits of x: test pc's answer is bit bitof[pc]
+ * of x (UINT32_MAX: an instruction that always passes). */
+static bool program_passes(const qry_filter *f, const uint32_t *bitof, uint32_t x)
+{
+    uint32_t pc = 0;
+    while (pc < f->n)
+        pc = bitof[pc] == UINT32_MAX || (x >> bitof[pc] & 1) ? f->ins[pc].jt : f->ins[pc].jf;
+    return pc == f->n;
+}
+
 /* qry_filter_select_dict for programs of at most two tests, each one net on an address column
  * (`net A/len` is `src net A/len or dst net A/len`): a net is one run of its dictionary's codes
  * (net_codes), so a row's answers are two range tests of its codes, without answer arrays or
@@ -503,12 +513,8 @@ static bool ranges_fit(const qry_filter *f, const eng_colview *v, sel_ranges *r)
         r->len[1] = 0;
     }
     r->tt = 0;
-    for (uint32_t x = 0; x < 4; x++) {
-        uint32_t pc = 0;
-        while (pc < f->n)
-            pc = bit[pc] == UINT32_MAX || (x >> bit[pc] & 1) ? f->ins[pc].jt : f->ins[pc].jf;
-        r->tt |= (uint32_t)(pc == f->n) << x;
-    }
+    for (uint32_t x = 0; x < 4; x++)
+        r->tt |= (uint32_t)program_passes(f, bit, x) << x;
     return true;
 }
 
@@ -576,12 +582,8 @@ static size_t select_dict(const qry_filter *f, const eng_colview *v, uint8_t **s
         dict_answers(f, in, c, c == ENG_COL_SRC ? ds : dd, (uint8_t)(1u << bitof[pc]),
                      c == ENG_COL_SRC ? as : ad);
     }
-    for (uint32_t x = 0; x < (1u << ntests); x++) {
-        uint32_t pc = 0;
-        while (pc < f->n)
-            pc = bitof[pc] == UINT32_MAX || (x >> bitof[pc] & 1) ? f->ins[pc].jt : f->ins[pc].jf;
-        tt[x] = pc == f->n;
-    }
+    for (uint32_t x = 0; x < (1u << ntests); x++)
+        tt[x] = program_passes(f, bitof, x);
     const uint32_t *cs = src ? ds->codes : NULL, *cd = dst ? dd->codes : NULL;
     const uint32_t *idx = v->idx;
     size_t m = 0;

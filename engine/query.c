@@ -1931,24 +1931,23 @@ static int known_reserve(part_known *k, size_t n)
     return 0;
 }
 
-static inline bool known_less(const part_known_ent *x, uint64_t hi, uint64_t lo)
+/* x's address as one 128-bit number: a compare is one step, no branch to mispredict */
+static inline unsigned __int128 known_key(const part_known_ent *x)
 {
-    return x->hi != hi ? x->hi < hi : x->lo < lo;
+    return (unsigned __int128)x->hi << 64 | x->lo;
 }
 
-/* x below (hi, lo) as one 128-bit compare: no branch for the search's steps to mispredict */
 static inline size_t known_below(const part_known_ent *x, unsigned __int128 key)
 {
-    return ((unsigned __int128)x->hi << 64 | x->lo) < key;
+    return known_key(x) < key;
 }
 
 /* The first entry of k at or after j that is not below (hi, lo): a gallop, then a binary
  * search (a dictionary of destinations skips the sources' part of the list in a few steps).
  * Both are branch-free but for the gallop's end: a lookup mispredicted on nearly every step,
  * and the lookups were an eighth of a conversations query. */
-static inline size_t known_seek(const part_known *k, size_t j, uint64_t hi, uint64_t lo)
+static inline size_t known_seek(const part_known *k, size_t j, unsigned __int128 key)
 {
-    unsigned __int128 key = (unsigned __int128)hi << 64 | lo;
     if (j >= k->n || !known_below(&k->e[j], key))
         return j;
     size_t step = 1;
@@ -1973,7 +1972,7 @@ size_t qry__known_seek(const uint64_t (*keys)[2], size_t n, size_t j, uint64_t h
         return SIZE_MAX;
     for (size_t i = 0; i < n; i++)
         k.e[i] = (part_known_ent){keys[i][0], keys[i][1], 0};
-    size_t r = known_seek(&k, j, hi, lo);
+    size_t r = known_seek(&k, j, (unsigned __int128)hi << 64 | lo);
     free(k.e);
     return r;
 }
@@ -1986,8 +1985,7 @@ static int known_merge(part_known *into, const part_known *add, part_known *tmp)
         return rc;
     size_t i = 0, j = 0, k = 0;
     while (i < into->n && j < add->n)
-        tmp->e[k++] =
-            known_less(&add->e[j], into->e[i].hi, into->e[i].lo) ? add->e[j++] : into->e[i++];
+        tmp->e[k++] = known_below(&add->e[j], known_key(&into->e[i])) ? add->e[j++] : into->e[i++];
     while (i < into->n)
         tmp->e[k++] = into->e[i++];
     while (j < add->n)
@@ -2113,13 +2111,14 @@ static int part_map_dict(part_worker *w, int s, const eng_coldict *d)
     for (size_t c = 0; c < d->n; c++) {
         const uint8_t *val = d->vals + c * 16;
         uint64_t hi = ns_get_be64(val), lo = ns_get_be64(val + 8);
-        jb = known_seek(bg, jb, hi, lo);
-        if (jb < bg->n && bg->e[jb].hi == hi && bg->e[jb].lo == lo) {
+        unsigned __int128 key = (unsigned __int128)hi << 64 | lo;
+        jb = known_seek(bg, jb, key);
+        if (jb < bg->n && known_key(&bg->e[jb]) == key) {
             w->map[s][c] = bg->e[jb].map;
             continue;
         }
-        js = known_seek(sm, js, hi, lo);
-        if (js < sm->n && sm->e[js].hi == hi && sm->e[js].lo == lo) {
+        js = known_seek(sm, js, key);
+        if (js < sm->n && known_key(&sm->e[js]) == key) {
             w->map[s][c] = sm->e[js].map;
             continue;
         }
@@ -2232,9 +2231,15 @@ typedef struct part_best {
     bool nomem;
 } part_best;
 
+/* the one of flows, packets and bytes that metric m ranks by */
+static inline uint64_t metric_pick(uint64_t f, uint64_t p, uint64_t b, qry_metric m)
+{
+    return m == QRY_M_PACKETS || m == QRY_M_PPS ? p : m == QRY_M_FLOWS ? f : b;
+}
+
 static uint64_t grp_metric(const part_grp *g, qry_metric m)
 {
-    return m == QRY_M_PACKETS || m == QRY_M_PPS ? g->p : m == QRY_M_FLOWS ? g->f : g->b;
+    return metric_pick(g->f, g->p, g->b, m);
 }
 
 /* x ranks before y: larger metric, then smaller key (ids in address order) */
@@ -2329,14 +2334,20 @@ static inline size_t part_slot(uint64_t key, size_t cap)
     return (size_t)(h >> 24) & (cap - 1);
 }
 
+/* Empties tab's cap slots: an empty slot holds zero totals (part_run adds to it unchecked). */
+static void part_tab_clear(part_ent *tab, size_t cap)
+{
+    for (size_t x = 0; x < cap; x++)
+        tab[x] = (part_ent){PART_EMPTY, 0, 0, 0};
+}
+
 /* o's table at cap slots (at least tcap), keeping the groups of its first `old` slots. */
 static int part_tab_grow(part_out *o, size_t old, size_t cap)
 {
     part_ent *nt = malloc(cap * sizeof *nt);
     if (!nt)
         return NS_E_NOMEM;
-    for (size_t x = 0; x < cap; x++)
-        nt[x] = (part_ent){PART_EMPTY, 0, 0, 0};
+    part_tab_clear(nt, cap);
     for (size_t x = 0; x < old; x++) {
         if (o->tab[x].key == PART_EMPTY)
             continue;
@@ -2400,8 +2411,7 @@ static void *part_run(void *arg)
         /* empty slots hold zero totals, so a new group and a known one take the same path:
          * whether a row starts a group (a third of them) is not a branch to mispredict */
         part_ent *tab = o->tab;
-        for (size_t x = 0; x < cap; x++)
-            tab[x] = (part_ent){PART_EMPTY, 0, 0, 0};
+        part_tab_clear(tab, cap);
         for (unsigned k = 0; k < j->nw; k++) {
             const uint32_t *l2g = j->w[k].l2g;
             for (const part_chunk *ch = j->w[k].part[p].head; ch; ch = ch->next)
@@ -2433,9 +2443,9 @@ static void *part_run(void *arg)
         }
         o->seen_recs += recs;
         o->seen_groups += n;
-        /* the heap's last, once it is full: most groups rank after it, and skip the call */
-        /* no branch on whether a slot is used (half are, at random): an empty one adds
-         * zeros, and ranks after every group (metric 0, the largest key) */
+        /* No branch on whether a slot is used (half are, at random): an empty one adds zeros,
+         * and ranks after every group (metric 0, the largest key). Once the heap is full, a
+         * group whose metric is below its last's skips the call (most of them). */
         const part_best *hb = &o->best;
         qry_metric m = j->metric;
         for (size_t x = 0; x < cap; x++) {
@@ -2445,13 +2455,11 @@ static void *part_run(void *arg)
             o->f += e->f;
             o->p += e->p;
             o->b += e->b;
-            uint64_t v = m == QRY_M_PACKETS || m == QRY_M_PPS ? e->p
-                         : m == QRY_M_FLOWS                   ? e->f
-                                                              : e->b;
-            if (hb->n < hb->cap ? used : hb->cap && v >= grp_metric(&hb->h[0], m)) {
+            if (hb->n < hb->cap
+                    ? used
+                    : hb->cap && metric_pick(e->f, e->p, e->b, m) >= grp_metric(&hb->h[0], m)) {
                 part_grp g = {e->key, e->f, e->p, e->b, {0, 0, 0}, p};
-                if (hb->n < hb->cap || grp_before(&g, &hb->h[0], m))
-                    best_offer(&o->best, &g, m);
+                best_offer(&o->best, &g, m);
             }
         }
     }
