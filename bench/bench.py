@@ -188,11 +188,17 @@ def free_port():
     fail("no free port on 127.0.0.1")
 
 
+def stat_cpu(path):
+    """(name, utime + stime in seconds) from a /proc stat file (a process's or a thread's)."""
+    with open(path) as f:
+        name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+    rest = rest.split()
+    return name, (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
 def cpu_seconds(pid):
     """utime + stime of the whole process (all threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return stat_cpu(f"/proc/{pid}/stat")[1]
 
 
 def cpu_jiffies():
@@ -215,12 +221,10 @@ def thread_cpu(pid):
     out = {}
     for t in glob.glob(f"/proc/{pid}/task/*"):
         try:
-            with open(t + "/stat") as f:
-                name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+            name, sec = stat_cpu(t + "/stat")
         except OSError:
             continue  # the thread ended
-        rest = rest.split()
-        out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / CLK_TCK
+        out[name] = out.get(name, 0.0) + sec
     return out
 
 
@@ -759,10 +763,11 @@ def peak_rss_cmd(cmd, where, note):
 
 
 def proc_mem(pid):
-    """(VmRSS, VmHWM) of a running process, bytes: its resident memory now and at its peak."""
+    """(VmRSS, VmHWM) of a running process, bytes: its resident memory now and at its peak (0
+    for a process past its exit, which has no memory lines)."""
     with open(f"/proc/{pid}/status") as f:
         kv = dict(line.split(":", 1) for line in f if ":" in line)
-    return int(kv["VmRSS"].split()[0]) * 1024, int(kv["VmHWM"].split()[0]) * 1024
+    return tuple(int(kv.get(k, "0 kB").split()[0]) * 1024 for k in ("VmRSS", "VmHWM"))
 
 
 def hyperfine(cmds, out_json, where):
@@ -1140,14 +1145,6 @@ def dir_bytes(path):
     return n
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def phase_soak():
     import threading
     secs, fps = ARGS.soak_seconds, ARGS.soak_fps
@@ -1196,7 +1193,7 @@ def phase_soak():
         while replay.poll() is None and time.monotonic() - t_start < secs + 120:
             st = http_json(d.http, "/api/v1/status")
             samples.append({"t_s": round(time.monotonic() - t_start, 1),
-                            "rss_bytes": rss_bytes(d.p.pid), "du_bytes": dir_bytes(db),
+                            "rss_bytes": proc_mem(d.p.pid)[0], "du_bytes": dir_bytes(db),
                             "db_bytes_used": st["database"]["bytes_used"],
                             "wal_bytes": st["database"]["wal_bytes"],
                             # rows waiting to be sealed: the part of the RSS a backlog explains
