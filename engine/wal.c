@@ -251,8 +251,8 @@ static bool row_decode(ns_cur *c, eng_flow *r)
 /* A record's checksum. Version 1: XXH64 (seed 0) of the header's bytes 0..15, then the payload.
  * Version 2: XXH3-64 of the payload, then the header's bytes 0..15 (the encoder sums the rows
  * as it writes them, before it knows the length the header starts with). */
-static uint64_t rec_checksum(uint32_t version, const uint8_t *hdr16, const uint8_t *payload,
-                             size_t len)
+uint64_t eng__wal_rec_checksum(uint32_t version, const uint8_t *hdr16, const uint8_t *payload,
+                               size_t len)
 {
     if (version == 1) {
         XXH64_state_t st;
@@ -272,8 +272,8 @@ size_t eng__wal_encode(uint8_t *out, int64_t recv_ms, const eng_flow *rows, size
 {
     uint8_t *payload = out + ENG_WAL_REC_HDR, *p = payload;
     XXH3_state_t st;
-    /* rec_checksum's value, summed a block at a time while the block is in cache: a burst's
-     * record (2 MB) read back whole after encoding came from L3 */
+    /* eng__wal_rec_checksum's value, summed a block at a time while the block is in cache: a
+     * burst's record (2 MB) read back whole after encoding came from L3 */
     XXH3_64bits_reset(&st);
     for (size_t i = 0; i < n; i += WAL_ENC_BLOCK) {
         size_t k = n - i < WAL_ENC_BLOCK ? n - i : WAL_ENC_BLOCK;
@@ -470,7 +470,7 @@ int eng__wal_read(const char *path, eng__wal_cb cb, void *arg, eng__wal_scan *sc
             sc->tail_rc = NS_E_TRUNC;
             break;
         }
-        if (rec_checksum(version, rh, payload, len) != sum) {
+        if (eng__wal_rec_checksum(version, rh, payload, len) != sum) {
             sc->tail_rc = NS_E_CORRUPT;
             break;
         }

@@ -33,6 +33,11 @@
 /* Bytes one record of n rows may take at most (what eng__wal_encode's out must hold). */
 size_t eng__wal_rec_size(size_t n);
 
+/* A record's checksum (the header's bytes 16..23): version 2, XXH3-64 of the payload then
+ * header bytes 0..15; version 1, XXH64 (seed 0) of header bytes 0..15 then the payload. */
+uint64_t eng__wal_rec_checksum(uint32_t version, const uint8_t *hdr16, const uint8_t *payload,
+                               size_t len);
+
 /* Encodes one version 2 record of rows[0..n) into out (eng__wal_rec_size(n) bytes of room);
  * returns the bytes it took. */
 size_t eng__wal_encode(uint8_t *out, int64_t recv_ms, const eng_flow *rows, size_t n);

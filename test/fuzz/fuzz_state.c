@@ -45,9 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy, data, size);
     load(copy, size);
     if (size >= 24) {
-        uint64_t sum = XXH64(copy, size - 8, 0);
-        for (int i = 0; i < 8; i++)
-            copy[size - 8 + (size_t)i] = (uint8_t)(sum >> (8 * i));
+        ns_put_le64(copy + size - 8, XXH64(copy, size - 8, 0));
         load(copy, size);
     }
     free(copy);

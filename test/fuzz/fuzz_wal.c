@@ -3,8 +3,7 @@
  * any state. The reader must hand on whole good records only, stop at the first torn or corrupt
  * one, and say where: rows handed on must match the records and rows it reports, and the good
  * part it reports must lie inside the file. Each input is read twice: as it is, and with every
- * record's checksum made right again (version 2: XXH3-64 of the payload then header bytes
- * 0..15; version 1: XXH64 of header bytes 0..15 then the payload), because a mutated byte almost
+ * record's checksum made right again (eng__wal_rec_checksum), because a mutated byte almost
  * never passes a checksum and the fuzzer would otherwise never reach the row decoders. The bytes
  * go through a memfd, so the reader's own file path runs. */
 #include "engine/wal_int.h"
@@ -14,8 +13,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -43,32 +40,14 @@ static void fix_checksums(uint8_t *b, size_t size)
 {
     if (size < ENG_WAL_HDR)
         return;
-    uint32_t version =
-        (uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24;
+    uint32_t version = ns_get_le32(b + 8);
     size_t off = ENG_WAL_HDR;
     while (size - off >= ENG_WAL_REC_HDR) {
         uint8_t *h = b + off;
-        uint64_t len =
-            (uint64_t)h[0] | (uint64_t)h[1] << 8 | (uint64_t)h[2] << 16 | (uint64_t)h[3] << 24;
+        uint64_t len = ns_get_le32(h);
         if (len > size - off - ENG_WAL_REC_HDR)
             return;
-        const uint8_t *payload = h + ENG_WAL_REC_HDR;
-        uint64_t sum;
-        if (version == 1) {
-            XXH64_state_t st;
-            XXH64_reset(&st, 0);
-            XXH64_update(&st, h, 16);
-            XXH64_update(&st, payload, (size_t)len);
-            sum = XXH64_digest(&st);
-        } else {
-            XXH3_state_t st;
-            XXH3_64bits_reset(&st);
-            XXH3_64bits_update(&st, payload, (size_t)len);
-            XXH3_64bits_update(&st, h, 16);
-            sum = XXH3_64bits_digest(&st);
-        }
-        for (int i = 0; i < 8; i++)
-            h[16 + i] = (uint8_t)(sum >> (8 * i));
+        ns_put_le64(h + 16, eng__wal_rec_checksum(version, h, h + ENG_WAL_REC_HDR, (size_t)len));
         off += ENG_WAL_REC_HDR + (size_t)len;
     }
 }
