@@ -36,6 +36,8 @@
  * PLT, with its length dispatch) cost more than the 16-byte hash itself */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+/* ZSTD_c_literalCompressionMode (blob_nolit) is among zstd's experimental parameters */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -44,10 +46,11 @@
 #define SEG_MAGIC "NS2FSEG"
 #define SEG_END   "NS2FEND"
 #define SEG_VERSION                                                                                \
-    6u /* 2: vlan, direction, flow_type columns; 3: address index, bloom;                          \
+    7u /* 2: vlan, direction, flow_type columns; 3: address index, bloom;                          \
         * 4: flows column (roll-up rows), flows total in the footer;                               \
         * 5: dictionary-coded addresses, source_id by exporter, ports plain;                       \
-        * 6: per-address totals of the busiest addresses */
+        * 6: per-address totals of the busiest addresses;                                          \
+        * 7: columns that follow an address (AS, interface, next hop, mask) by its dictionary */
 #define SEG_HDR           16u
 #define SEG_TRAILER       24u
 #define SEG_FOOTER_FIXED  48u  /* version 2 */
@@ -80,6 +83,7 @@ enum {
     ENC_SPAN_VARINT = 3,
     ENC_DICT = 4,        /* v5: sorted distinct values, then each row's code (src, dst) */
     ENC_BY_EXPORTER = 5, /* v5: one value per exporter address (source_id) */
+    ENC_BY_ADDR = 6,     /* v7: one value per value of the src or dst dictionary (byaddr_key) */
 };
 /* A dictionary pays when values repeat: the writer keeps the byte planes past this share of
  * distinct values. A by-exporter table holds at most this many exporters. */
@@ -163,10 +167,32 @@ static uint32_t col_encoding(eng_col c)
     return col_width[c] == 1 ? ENC_PLAIN : ENC_TRANSPOSE;
 }
 
+/* The address column whose dictionary an ENC_BY_ADDR column (version 7) follows, else
+ * ENG_NCOLS. What routing makes a property of an address: its AS, mask and interface (the
+ * source's are where it came in, the destination's where it goes out, with the next hop). */
+static eng_col byaddr_key(eng_col c)
+{
+    switch (c) {
+    case ENG_COL_SRC_AS:
+    case ENG_COL_IN_IF:
+    case ENG_COL_SRC_MASK:
+        return ENG_COL_SRC;
+    case ENG_COL_NEXTHOP:
+    case ENG_COL_DST_AS:
+    case ENG_COL_OUT_IF:
+    case ENG_COL_DST_MASK:
+        return ENG_COL_DST;
+    default:
+        return ENG_NCOLS;
+    }
+}
+
 /* Whether a version's file may hold column c in encoding enc. Version 5 adds choices the writer
  * makes by the data: a dictionary for source and destination addresses (when values repeat),
  * a per-exporter table for source_id (when each exporter sends one), and ports as plain
- * little-endian values (measured smaller than byte planes: a port's two bytes belong together). */
+ * little-endian values (measured smaller than byte planes: a port's two bytes belong together).
+ * Version 7 adds a table by the source's or destination's dictionary for the columns that
+ * follow an address (when every row with one address has one value). */
 static bool enc_allowed(eng_col c, uint32_t version, uint32_t enc)
 {
     if (enc == col_encoding(c))
@@ -183,7 +209,7 @@ static bool enc_allowed(eng_col c, uint32_t version, uint32_t enc)
     case ENG_COL_DST_PORT:
         return enc == ENC_PLAIN;
     default:
-        return false;
+        return version >= 7 && enc == ENC_BY_ADDR && byaddr_key(c) != ENG_NCOLS;
     }
 }
 
@@ -853,7 +879,8 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
 {
     uint32_t w = col_width[c];
     ns_cur cur = ns_cur_make(raw, rsize);
-    if (!enc_allowed(c, SEG_VERSION, enc) || enc == ENC_DICT || enc == ENC_BY_EXPORTER)
+    if (!enc_allowed(c, SEG_VERSION, enc) || enc == ENC_DICT || enc == ENC_BY_EXPORTER ||
+        enc == ENC_BY_ADDR)
         return NS_E_CORRUPT; /* those two are decoded by the column set (they need more) */
     switch (enc) {
     case ENC_DELTA_VARINT: {
@@ -1023,6 +1050,7 @@ enum {
     WB_ATOT,   /* address totals: accumulators, entries, bytes */
     WB_AENT,
     WB_AOUT,
+    WB_BYADDR, /* a column's values by dictionary id (ENC_BY_ADDR) */
     WB_N
 };
 
@@ -1535,8 +1563,10 @@ static uint32_t dict_code_width(uint64_t m)
 /* The column's ENC_DICT bytes into out (cap bytes): varint m; the m values ascending as
  * 128-bit big-endian numbers, each a difference from the one before (the first from 0) written
  * as varint(high 64 bits), varint(low 64 bits); then each row's code (the value's rank) in
- * byte planes of dict_code_width(m) bytes. Returns the length, or 0 to keep the planes. */
-static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap)
+ * byte planes of dict_code_width(m) bytes. Returns the length, or 0 to keep the planes; with a
+ * length, *order_out is each code's id (order[code] = id), valid until the next dict_finish. */
+static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap,
+                          const uint32_t **order_out)
 {
     seg_wmem *w = wmem_get();
     size_t m = d->m, used = 0;
@@ -1613,7 +1643,47 @@ static size_t dict_finish(dict_build *d, size_t n, uint8_t *out, size_t cap)
         break;
     }
 #undef DICT_PLANES
+    *order_out = order;
     return used + (size_t)cw * n;
+}
+
+/* ENC_BY_ADDR (version 7): col holds a column's w byte planes of n rows (plain for w 1). When
+ * every row with one value of d's column has one value in this one, they are rewritten as the
+ * planes of the m values', in code order (order[code] = id): byte k of code j's value at
+ * k * m + j. Returns m * w then, else 0 with col untouched (or 0 when out of memory). */
+static size_t byaddr_encode(const dict_build *d, const uint32_t *order, size_t n, uint32_t w,
+                            uint8_t *col)
+{
+    size_t m = d->m;
+    uint8_t *byid = wbuf(wmem_get(), WB_BYADDR, m * w + 1); /* plane k: byte k of each id's */
+    if (!byid || m == 0 || m >= n)
+        return 0;
+    for (uint32_t k = 0; k < w; k++) {
+        const uint8_t *p = col + (size_t)k * n;
+        uint8_t *t = byid + (size_t)k * m;
+        if (memcmp(p, p + 1, n - 1) == 0) { /* one byte throughout: the ::ffff: of v4 next */
+            memset(t, p[0], m);             /* hops, the high bytes of AS and interfaces */
+            continue;
+        }
+        /* ids are numbered in order of first sight, so a row's id is new exactly when it is
+         * the number of ids seen so far */
+        uint32_t seen = 0;
+        uint8_t diff = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t id = d->ids[i];
+            if (id == seen) {
+                t[seen++] = p[i];
+                continue;
+            }
+            diff |= (uint8_t)(t[id] ^ p[i]);
+        }
+        if (diff)
+            return 0;
+    }
+    for (uint32_t k = 0; k < w; k++)
+        for (size_t j = 0; j < m; j++)
+            col[(size_t)k * m + j] = byid[(size_t)k * m + order[j]];
+    return m * w;
 }
 
 /* source_id by exporter: a small table keyed by the exporter address's last two bytes (linear
@@ -2049,6 +2119,31 @@ out:
     return rc;
 }
 
+/* ENC_BY_ADDR bytes (rsize) into out (n values of w bytes), through the codes of the address
+ * column's dictionary key (already checked below its key->n values). */
+static int byaddr_decode(const uint8_t *raw, size_t rsize, size_t n, uint32_t w,
+                         const eng_coldict *key, uint8_t *out)
+{
+    size_t m = key->n;
+    const uint32_t *code = key->codes;
+    if (rsize != m * w)
+        return NS_E_CORRUPT;
+    if (w == 4) { /* AS numbers and interfaces: the common width, its loads unrolled */
+        for (size_t i = 0; i < n; i++) {
+            size_t j = code[i];
+            out[4 * i] = raw[j];
+            out[4 * i + 1] = raw[m + j];
+            out[4 * i + 2] = raw[2 * m + j];
+            out[4 * i + 3] = raw[3 * m + j];
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t k = 0; k < w; k++)
+            out[i * w + k] = raw[k * m + code[i]];
+    return 0;
+}
+
 int eng__col_decode_raw(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, size_t n,
                         const uint8_t *exporters, uint8_t *out)
 {
@@ -2068,6 +2163,17 @@ int eng__col_decode_raw(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsiz
     free(vals);
     free(codes);
     return rc;
+}
+
+int eng__col_decode_byaddr(eng_col c, const uint8_t *raw, size_t rsize, size_t n,
+                           const eng_coldict *key, uint8_t *out)
+{
+    if ((unsigned)c >= ENG_NCOLS || byaddr_key(c) == ENG_NCOLS)
+        return NS_E_CORRUPT;
+    for (size_t i = 0; i < n; i++)
+        if (key->codes[i] >= key->n)
+            return NS_E_RANGE; /* a decoded dictionary never has such a code */
+    return byaddr_decode(raw, rsize, n, col_width[c], key, out);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2115,12 +2221,26 @@ typedef struct zblob {
     uint64_t off;
 } zblob;
 
+/* Whether column c in encoding enc is compressed without zstd's Huffman coding of literals.
+ * The codes of a destination dictionary and the ports are nearly random bytes: Huffman saves
+ * them a sixth (dst) or a twentieth (ports) of their size and is most of their decoding time,
+ * which falls to a fifth (dst) and two fifths (ports) without it, on every query that reads
+ * them (measured on a benchmark minute: +0.34 and +0.08 B a flow each). The source dictionary
+ * is mostly runs (rows sorted by source), the other columns gain more than they cost. */
+static bool blob_nolit(eng_col c, uint32_t enc)
+{
+    return (c == ENG_COL_DST && enc == ENC_DICT) || c == ENG_COL_SRC_PORT || c == ENG_COL_DST_PORT;
+}
+
 /* Compresses raw (rlen bytes), appends it, and puts its directory fields at dir: offset,
  * compressed size, raw size and XXH64 of the compressed bytes, 8 bytes each (the layout of a
  * column's entry from +16, of the index's and the address totals' in the fixed part). */
-static int write_blob(zblob *z, const uint8_t *raw, size_t rlen, uint8_t *dir)
+static int write_blob(zblob *z, const uint8_t *raw, size_t rlen, bool nolit, uint8_t *dir)
 {
-    size_t csize = ZSTD_compressCCtx(z->zc, z->comp, z->cap, raw, rlen, SEG_ZSTD_LEVEL);
+    /* an older libzstd without the parameter compresses the literals: larger, still valid */
+    (void)ZSTD_CCtx_setParameter(z->zc, ZSTD_c_literalCompressionMode,
+                                 nolit ? ZSTD_ps_disable : ZSTD_ps_auto);
+    size_t csize = ZSTD_compress2(z->zc, z->comp, z->cap, raw, rlen);
     if (ZSTD_isError(csize))
         return NS_E_COMPRESS;
     int rc = write_all(z->fd, z->comp, csize);
@@ -2323,13 +2443,23 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         /* the planes stay where a dictionary or table would not be exact or smaller */
         for (int side = 0; side < 2; side++) {
             eng_col c = side ? ENG_COL_DST : ENG_COL_SRC;
-            size_t len =
-                planes[side] ? 0 : dict_finish(&dict[side], n, enc + coff[c], col_cap(c, n));
+            const uint32_t *order = NULL;
+            size_t len = planes[side]
+                             ? 0
+                             : dict_finish(&dict[side], n, enc + coff[c], col_cap(c, n), &order);
             if (len) {
                 encs[c] = ENC_DICT;
                 clen[c] = len;
             } else if (!planes[side]) {
                 dict_planes(&dict[side], n, n, enc + coff[c]); /* could not write it out */
+            }
+            for (int f = 0; len && version >= 7 && f < ENG_NCOLS; f++) {
+                size_t flen;
+                if (byaddr_key((eng_col)f) == c &&
+                    (flen = byaddr_encode(&dict[side], order, n, col_width[f], enc + coff[f]))) {
+                    encs[f] = ENC_BY_ADDR;
+                    clen[f] = flen;
+                }
             }
         }
         size_t len = byexp_finish(bx, enc + coff[ENG_COL_SOURCE_ID], col_cap(ENG_COL_SOURCE_ID, n));
@@ -2365,8 +2495,11 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
     footer = wbuf(wm, WB_FOOT, flen);
     /* one context for every column and segment: ZSTD_compress sets up (allocates, clears) its
      * own each call */
-    if (wm && !wm->zc)
-        wm->zc = ZSTD_createCCtx();
+    if (wm && !wm->zc && (wm->zc = ZSTD_createCCtx()) &&
+        ZSTD_isError(ZSTD_CCtx_setParameter(wm->zc, ZSTD_c_compressionLevel, SEG_ZSTD_LEVEL))) {
+        ZSTD_freeCCtx(wm->zc);
+        wm->zc = NULL;
+    }
     zc = wm ? wm->zc : NULL;
     if (!comp || !footer || !zc)
         return NS_E_NOMEM;
@@ -2394,11 +2527,12 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
         ns_put_le32(d + 0, (uint32_t)c);
         ns_put_le32(d + 4, col_width[c]);
         ns_put_le32(d + 8, encs[c]);
-        if ((rc = write_blob(&zb, enc + coff[c], clen[c], d + 16)) < 0)
+        if ((rc = write_blob(&zb, enc + coff[c], clen[c], blob_nolit((eng_col)c, encs[c]),
+                             d + 16)) < 0)
             goto fail;
     }
     if (version >= 3) {
-        if ((rc = write_blob(&zb, idx, idx_len, footer + 48)) < 0)
+        if ((rc = write_blob(&zb, idx, idx_len, false, footer + 48)) < 0)
             goto fail;
         ns_put_le32(footer + 80, words);
         ns_put_le32(footer + 84, SEG_BLOOM_K);
@@ -2407,7 +2541,7 @@ static int seg_write(const char *path, eng_flow *const *chunks, unsigned shift,
             ns_put_le64(bp + (size_t)w * 8, bloom[w]);
     }
     /* version 6; all zero without a table */
-    if (atot_len && (rc = write_blob(&zb, atot, atot_len, footer + 96)) < 0)
+    if (atot_len && (rc = write_blob(&zb, atot, atot_len, false, footer + 96)) < 0)
         goto fail;
     if ((rc = write_all(fd, footer, flen)) < 0)
         goto fail;
@@ -2589,6 +2723,10 @@ static int seg_load_footer(eng_seg *s)
             !enc_allowed((eng_col)i, s->info.version, ci->encoding))
             goto out;
     }
+    for (uint32_t i = 0; i < ncols; i++) /* a table by an address needs that one's dictionary */
+        if (s->cols[i].encoding == ENC_BY_ADDR &&
+            s->cols[byaddr_key((eng_col)i)].encoding != ENC_DICT)
+            goto out;
     if (s->info.bloom_words) {
         s->bloom = malloc((size_t)s->info.bloom_words * sizeof *s->bloom);
         if (!s->bloom) {
@@ -2763,6 +2901,13 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
     if ((colmask & ENG_COLMASK(ENG_COL_SOURCE_ID)) && ENG_COL_SOURCE_ID < s->info.ncols &&
         s->cols[ENG_COL_SOURCE_ID].encoding == ENC_BY_EXPORTER)
         colmask |= ENG_COLMASK(ENG_COL_EXPORTER); /* and source_id through the exporter */
+    /* a column by an address's dictionary needs that column's codes, not its values */
+    uint32_t keys = 0;
+    for (uint32_t i = 0; i < s->info.ncols; i++)
+        if ((colmask & ENG_COLMASK(i)) && s->cols[i].encoding == ENC_BY_ADDR)
+            keys |= ENG_COLMASK(byaddr_key((eng_col)i));
+    uint32_t codes_only = keys & ~colmask;
+    colmask |= keys;
     cs->n = 0;
     cs->mask = 0;
     cs->dmask = 0;
@@ -2840,10 +2985,21 @@ int eng__seg_load_cols(eng_seg *s, uint32_t colmask, eng_colset *cs)
                 return rc;
             dv->vals = cs->dvals[i];
             dv->codes = cs->dcodes[i];
-            bool expand = !(cs->dict_only & ENG_COLMASK(i));
+            bool expand = !((cs->dict_only | codes_only) & ENG_COLMASK(i));
             if ((rc = dict_decode(cs->raw, got, n, dv, expand ? cs->col[i] : NULL)) < 0)
                 return rc;
+            if (codes_only & ENG_COLMASK(i))
+                continue; /* for the columns by it alone: not handed out */
             cs->dmask |= ENG_COLMASK(i);
+            cs->mask |= ENG_COLMASK(i);
+            continue;
+        }
+        if (ci->encoding == ENC_BY_ADDR) {
+            /* the address column precedes it, and was decoded above (open made sure it is a
+             * dictionary) */
+            eng_col key = byaddr_key((eng_col)i);
+            if ((rc = byaddr_decode(cs->raw, got, n, col_width[i], &cs->dict[key], cs->col[i])) < 0)
+                return rc;
             cs->mask |= ENG_COLMASK(i);
             continue;
         }

@@ -99,6 +99,10 @@ int eng__seal_sort(eng_flow *const *chunks, unsigned shift, size_t n, uint32_t *
  * decoded exporter column, which a source_id coded by exporter needs. For the decoders' tests. */
 int eng__col_decode_raw(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize, size_t n,
                         const uint8_t *exporters, uint8_t *out);
+/* The same for column c coded by its address's dictionary (encoding 6, version 7): key is
+ * that address column's decoded dictionary (its values and n rows' codes). */
+int eng__col_decode_byaddr(eng_col c, const uint8_t *raw, size_t rsize, size_t n,
+                           const eng_coldict *key, uint8_t *out);
 
 /* Frees the calling thread's segment-writing scratch (kept between eng_seg_write calls). */
 void eng__seg_write_release(void);

@@ -228,7 +228,7 @@ Test(atot, every_busy_address_is_listed_with_the_totals_of_its_rows)
         cr_assert(eq(int, eng_seg_write(tpath("a.seg"), r, n), 0));
         eng_seg *s;
         cr_assert(eq(int, eng_seg_open(tpath("a.seg"), &s), 0));
-        cr_assert(eq(u32, eng_seg_get_info(s)->version, 6));
+        cr_assert(eq(u32, eng_seg_get_info(s)->version, 7));
         cr_assert(gt(u64, eng_seg_get_info(s)->atot_csize, 0), "size %zu has a table", n);
         size_t listed = check_against_rows(s, r, n);
         cr_assert(gt(sz, listed, 2), "size %zu: some addresses are busy", n);

@@ -97,7 +97,7 @@ static void check_index(const char *path, const eng_flow *rows, size_t n, uint32
 {
     eng_seg *s = NULL;
     cr_assert(eq(int, eng_seg_open(path, &s), 0));
-    cr_assert(eq(u32, eng_seg_get_info(s)->version, 6)); /* the index came with 3 */
+    cr_assert(eq(u32, eng_seg_get_info(s)->version, 7)); /* the index came with 3 */
     eng_seg_index_stats st;
     cr_assert(eq(int, eng_seg_index_check(s, &st), 0));
     cr_assert(st.block_rows > 0);

@@ -121,7 +121,7 @@ Test(rollup, flows_column_round_trips_and_older_versions_read_it_as_zero)
     cr_assert(eq(int, eng_seg_write(tpath("v4.seg"), rows, n), 0));
     cr_assert(eq(int, eng_seg_open(tpath("v4.seg"), &s), 0));
     const eng_seg_info *in = eng_seg_get_info(s);
-    cr_assert(eq(u32, in->version, 6)); /* the flows column came with 4 */
+    cr_assert(eq(u32, in->version, 7)); /* the flows column came with 4 */
     cr_assert(eq(u32, in->ncols, ENG_NCOLS));
     cr_assert(eq(u64, in->rows, n));
     cr_assert(eq(u64, in->flows, want_flows));

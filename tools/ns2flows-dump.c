@@ -105,7 +105,8 @@ static int dump_one(const char *path, const dump_opts *o)
             printf("  %-10s %4s %-9s %10s %10s %10s  %s\n", "column", "type", "encoding", "offset",
                    "raw", "stored", "checksum");
     }
-    static const char *const enc[] = {"plain", "transpose", "delta", "span", "dict", "by-exporter"};
+    static const char *const enc[] = {"plain", "transpose",   "delta",     "span",
+                                      "dict",  "by-exporter", "by-address"};
     for (uint32_t i = 0; i < in->ncols; i++) {
         const eng_seg_colinfo *c = eng_seg_col(s, i);
         int v = eng_seg_verify_col(s, i);
@@ -113,7 +114,7 @@ static int dump_one(const char *path, const dump_opts *o)
             bad = 1;
         if ((!o->rows || !o->csv) && (!o->quiet || v < 0))
             printf("  %-10s %4u %-9s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "  %s\n",
-                   eng_col_name((eng_col)c->id), c->type, c->encoding < 6 ? enc[c->encoding] : "?",
+                   eng_col_name((eng_col)c->id), c->type, c->encoding < 7 ? enc[c->encoding] : "?",
                    c->offset, c->rsize, c->csize, v < 0 ? "BAD" : "ok");
     }
     /* the address index (format 3): its own checksum and structure */
