@@ -105,7 +105,8 @@ typedef struct eng_seg eng_seg; /* one open segment file; opaque */
 typedef struct eng_seg_colinfo {
     uint32_t id;
     uint32_t type;     /* width in bytes of one raw value */
-    uint32_t encoding; /* 0 plain, 1 byte-transpose, 2 delta zigzag varint, 3 span varint */
+    uint32_t encoding; /* 0 plain, 1 byte-transpose, 2 delta zigzag varint, 3 span varint,
+                        * 4 dictionary, 5 by-exporter, 6 by-address (docs/FORMAT.md) */
     uint64_t offset;
     uint64_t csize;    /* compressed bytes on disk */
     uint64_t rsize;    /* raw bytes after decompression */
