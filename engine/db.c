@@ -3206,6 +3206,7 @@ typedef struct par_scan {
     eng_row_cb cb;
     eng_totals_cb tcb;
     struct par_crew *crew;
+    size_t oldest, newest; /* eng_scan_opts.extreme_times: refs read with their times too */
 } par_scan;
 
 typedef struct par_worker {
@@ -3278,7 +3279,10 @@ static void *par_main(void *p)
                  * than fits it hits nothing anyway: only small scans (a device's hour, a few
                  * minutes) fill it; all may read it. */
                 bufs->cache_put = ps->nnames <= SCAN_CACHE_SEGS;
-            rc = bufs ? scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, ps->colmask, ps->opts,
+            uint32_t mask = ps->colmask;
+            if (i == ps->oldest || i == ps->newest)
+                mask |= ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST);
+            rc = bufs ? scan_segment(ps->db, r->name, ps->from_ms, ps->to_ms, mask, ps->opts,
                                      ps->cb, tcb, w->arg, bufs)
                       : NS_E_NOMEM;
         } else if (rc == 1) {
@@ -3351,7 +3355,15 @@ int eng_db_scan_par(eng_db *db, int64_t from_ms, int64_t to_ms, uint32_t colmask
                        .colmask = colmask,
                        .opts = opts,
                        .cb = cb,
-                       .tcb = tcb};
+                       .tcb = tcb,
+                       .oldest = SIZE_MAX,
+                       .newest = SIZE_MAX};
+        for (size_t i = 0; opts && opts->extreme_times && i < nnames; i++) {
+            if (ps.oldest == SIZE_MAX || names[i].first_ms < names[ps.oldest].first_ms)
+                ps.oldest = i;
+            if (ps.newest == SIZE_MAX || names[i].last_ms > names[ps.newest].last_ms)
+                ps.newest = i;
+        }
         par_crew crew = {.nw = nworkers < nnames ? nworkers : (unsigned)nnames};
         ps.crew = &crew;
         atomic_init(&ps.next, 0);

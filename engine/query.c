@@ -1435,12 +1435,18 @@ static int group_cols(void *arg, const eng_colview *v)
         return -ETIMEDOUT;
     if ((rc = view_select(t->filter, v, &t->sel, &rows, &n)) < 0)
         return rc;
-    if (t->span_rows && (v->mask & ENG_COLMASK(ENG_COL_FIRST)))
+    if (t->span_rows && (v->mask & ENG_COLMASK(ENG_COL_FIRST))) {
         for (size_t k = 0; k < n; k++) {
             int64_t f = first_of(v, row_at(rows, k)), l = last_of(v, row_at(rows, k));
             t->span_first = f < t->span_first ? f : t->span_first;
             t->span_last = l > t->span_last ? l : t->span_last;
         }
+        /* the groups take no times (span_rows: no_group_times), so the counters keep the
+         * fast loops of a view without them */
+        eng_colview u = *v;
+        u.mask &= ~(ENG_COLMASK(ENG_COL_FIRST) | ENG_COLMASK(ENG_COL_LAST));
+        return tab_add_rows(t, &u, rows, n);
+    }
     return tab_add_rows(t, v, rows, n);
 }
 
@@ -2863,7 +2869,11 @@ int qry_top_group_opt(eng_db *db, int64_t from_ms, int64_t to_ms, const qry_filt
     if (t.ndirect &&
         !(qry_filter_columns(filter) & (ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES))))
         so->planes = ENG_COLMASK(ENG_COL_PACKETS) | ENG_COLMASK(ENG_COL_BYTES);
+    /* the oldest and newest segments give the rows' times during the scan, so the passes of
+     * span_of_filter after it rarely read a segment (they were a single-threaded tail) */
+    so->extreme_times = t.span_rows;
     rc = group_scan(db, from_ms, to_ms, mask | group_columns(g), so, &t);
+    so->extreme_times = false;
     if (rc == 0 && t.span_rows)
         rc = span_of_filter(db, from_ms, to_ms, filter, so, &t.span_first, &t.span_last);
     if (rc == 0)

@@ -489,6 +489,10 @@ typedef struct eng_scan_opts {
      * inside the range that lists the address in its totals (eng_seg_addr_totals) is offered
      * to tcb with the totals of those rows, and is read only if tcb declines. */
     unsigned addr_sides;
+    /* The sealed segment with the smallest first_ms, and the one with the largest last_ms, are
+     * read with the time columns as well (whatever colmask says): a filtered answer's time
+     * range then comes mostly from them, without a second pass over their rows. */
+    bool extreme_times;
 } eng_scan_opts;
 enum { ENG_SIDE_SRC = 1, ENG_SIDE_DST = 2 };
 /* eng_db_scan_totals with options (opts may be NULL; tcb may be NULL). */
