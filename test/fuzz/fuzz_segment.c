@@ -102,8 +102,9 @@ static void decode_raw(const uint8_t *data, size_t size)
 }
 
 /* The columns version 7 may code by an address's dictionary (ENC_BY_ADDR): the source's AS,
- * input interface and mask, the destination's next hop, AS, output interface and mask (written
- * out here, not taken from the engine, so the target checks the decoder's choice). */
+ * input interface and mask, the destination's next hop, AS, output interface and mask, as
+ * docs/FORMAT.md lists them (written out here, not taken from the engine, so the target checks
+ * the decoder's choice). */
 static const eng_col byaddr_cols[] = {
     ENG_COL_SRC_AS, ENG_COL_IN_IF,  ENG_COL_SRC_MASK, ENG_COL_NEXTHOP,
     ENG_COL_DST_AS, ENG_COL_OUT_IF, ENG_COL_DST_MASK,
