@@ -881,7 +881,7 @@ static int col_decode(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsize,
     ns_cur cur = ns_cur_make(raw, rsize);
     if (!enc_allowed(c, SEG_VERSION, enc) || enc == ENC_DICT || enc == ENC_BY_EXPORTER ||
         enc == ENC_BY_ADDR)
-        return NS_E_CORRUPT; /* those two are decoded by the column set (they need more) */
+        return NS_E_CORRUPT; /* those three are decoded by the column set (they need more) */
     switch (enc) {
     case ENC_DELTA_VARINT: {
         int64_t prev = 0;
@@ -2168,7 +2168,7 @@ int eng__col_decode_raw(eng_col c, uint32_t enc, const uint8_t *raw, size_t rsiz
 int eng__col_decode_byaddr(eng_col c, const uint8_t *raw, size_t rsize, size_t n,
                            const eng_coldict *key, uint8_t *out)
 {
-    if ((unsigned)c >= ENG_NCOLS || byaddr_key(c) == ENG_NCOLS)
+    if (byaddr_key(c) == ENG_NCOLS) /* any other column, or none */
         return NS_E_CORRUPT;
     for (size_t i = 0; i < n; i++)
         if (key->codes[i] >= key->n)

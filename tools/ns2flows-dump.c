@@ -114,8 +114,9 @@ static int dump_one(const char *path, const dump_opts *o)
             bad = 1;
         if ((!o->rows || !o->csv) && (!o->quiet || v < 0))
             printf("  %-10s %4u %-9s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "  %s\n",
-                   eng_col_name((eng_col)c->id), c->type, c->encoding < 7 ? enc[c->encoding] : "?",
-                   c->offset, c->rsize, c->csize, v < 0 ? "BAD" : "ok");
+                   eng_col_name((eng_col)c->id), c->type,
+                   c->encoding < sizeof enc / sizeof enc[0] ? enc[c->encoding] : "?", c->offset,
+                   c->rsize, c->csize, v < 0 ? "BAD" : "ok");
     }
     /* the address index (format 3): its own checksum and structure */
     eng_seg_index_stats ix;
